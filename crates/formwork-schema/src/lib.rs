@@ -1,0 +1,192 @@
+//! Compile a JSON Schema into a regular expression whose every match is a valid document.
+//!
+//! `formwork-schema` is the first layer of Formwork's structured generation: the regex it
+//! produces is turned into a token-level automaton (`formwork-index`) that masks a language
+//! model's choices, so whatever the model writes parses as JSON and validates against the
+//! schema.
+//!
+//! ```
+//! use formwork_schema::Compiler;
+//! use serde_json::json;
+//!
+//! let schema = json!({
+//!     "type": "object",
+//!     "properties": {
+//!         "name": {"type": "string", "maxLength": 20},
+//!         "age": {"type": "integer", "minimum": 0, "maximum": 150}
+//!     },
+//!     "required": ["name"]
+//! });
+//! let regex = Compiler::new().compile(&schema)?;
+//! let re = regex_automata::meta::Regex::new(&format!("^(?:{regex})$")).unwrap();
+//! assert!(re.is_match(r#"{"name":"Ada","age":36}"#));
+//! assert!(re.is_match(r#"{"name":"Ada"}"#));
+//! assert!(!re.is_match(r#"{"name":"Ada","age":151}"#));
+//! # Ok::<(), formwork_schema::SchemaError>(())
+//! ```
+//!
+//! # What the regex accepts
+//!
+//! The guarantee is *soundness*: every string the regex matches is a JSON document valid under
+//! the schema. Where a keyword cannot be expressed exactly, the compiler accepts a subset of the
+//! valid documents (never a superset), and where no sound subset is practical it returns a
+//! [`SchemaError`] naming the keyword and its JSON pointer. The choices that make a subset:
+//!
+//! - **Layout.** Documents are compact (no whitespace; see [`Whitespace`] for a bounded
+//!   flexible mode), object members appear in the schema's `properties` order, numbers with
+//!   bounds are written without exponents, and strings whose characters JSON requires escaped
+//!   use `serde_json`'s escapes where a pattern constrains them.
+//! - **Objects are closed** when they declare `properties` or `patternProperties` and leave
+//!   `additionalProperties` unset: only declared keys appear (set [`Compiler::open_objects`]
+//!   to allow other keys). An explicit `additionalProperties` (`true` or a schema) allows other
+//!   keys after the declared ones, never equal to a declared name.
+//! - **Missing `type`** is inferred from the keywords present (`properties` means an object,
+//!   `minLength` a string...); a schema with no constraining keyword accepts any JSON value,
+//!   nested at most [`Compiler::any_depth`] containers deep.
+//! - **Composition.** `allOf`, `$ref` beside other keywords, and `dependentSchemas` are merged
+//!   into one schema; `anyOf` and `oneOf` are distributed over their siblings (so
+//!   `{"type": "object", "oneOf": [...]}` produces only objects). `oneOf` compiles like
+//!   `anyOf`: when the compiler cannot prove its branches disjoint it reports
+//!   `oneOf` as [`Unenforced`]. `if`/`then`/`else` compiles to "both `then` and `else`", which
+//!   satisfies the conditional whatever `if` says.
+//! - **Recursion.** A `$ref` is expanded at most [`Compiler::max_recursion`] times along any
+//!   path (default 3); deeper, the recursive position is left out where it is optional.
+//! - **Not enforced**, and reported as [`Unenforced`] in [`Compiled::unenforced`]:
+//!   `uniqueItems` (with more than one item allowed), formats the specification does not
+//!   define, and `oneOf` exclusivity as above.
+//!
+//! Everything else in draft 2020-12 and draft-07 that real schemas use is enforced exactly:
+//! see the crate README for the table.
+//!
+//! # Limits
+//!
+//! Compilation never panics on any input and never allocates without bound: a regex larger than
+//! [`Compiler::max_size`] is a [`SchemaError::TooLarge`], and a schema nesting deeper than
+//! [`Compiler::max_depth`] a [`SchemaError::TooDeep`].
+
+mod compile;
+mod error;
+mod format;
+mod merge;
+mod numeric;
+mod pattern;
+mod text;
+
+pub use error::{SchemaError, Unenforced};
+
+use serde_json::Value;
+
+/// Whitespace the regex allows between JSON tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Whitespace {
+    /// No whitespace at all: `{"a":1}`. What keeps small models from looping on spaces.
+    #[default]
+    Compact,
+    /// Up to `max` characters of space, tab, CR or LF between any two tokens.
+    Flexible {
+        /// The most whitespace characters allowed at one place.
+        max: usize,
+    },
+}
+
+/// The result of a compilation: the regex and the keywords it does not enforce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compiled {
+    /// The regex, in `regex-syntax` syntax, meant to match a whole document (it has no anchors;
+    /// wrap it in `^(?:...)$` for a full match with a search API).
+    pub regex: String,
+    /// Keywords present in the schema that the regex does not enforce, with their pointers.
+    pub unenforced: Vec<Unenforced>,
+}
+
+/// Compiles JSON Schemas to regexes. Cheap to create; configure with the builder methods.
+#[derive(Debug, Clone)]
+pub struct Compiler {
+    whitespace: Whitespace,
+    max_recursion: usize,
+    any_depth: usize,
+    max_size: usize,
+    max_depth: usize,
+    open_objects: bool,
+}
+
+impl Default for Compiler {
+    fn default() -> Self {
+        Compiler::new()
+    }
+}
+
+impl Compiler {
+    /// A compiler with the defaults: compact whitespace, recursion depth 3, any-value nesting
+    /// depth 2, a 4 MiB regex size limit, closed objects.
+    pub fn new() -> Self {
+        Compiler {
+            whitespace: Whitespace::Compact,
+            max_recursion: 3,
+            any_depth: 2,
+            max_size: 4 << 20,
+            max_depth: 128,
+            open_objects: false,
+        }
+    }
+
+    /// Sets the whitespace allowed between tokens.
+    pub fn whitespace(mut self, whitespace: Whitespace) -> Self {
+        self.whitespace = whitespace;
+        self
+    }
+
+    /// Sets how many times one `$ref` target may be expanded along a path (default 3).
+    pub fn max_recursion(mut self, depth: usize) -> Self {
+        self.max_recursion = depth;
+        self
+    }
+
+    /// Sets how deep arrays and objects may nest inside an unconstrained value (`{}` or
+    /// `true`) (default 2).
+    pub fn any_depth(mut self, depth: usize) -> Self {
+        self.any_depth = depth;
+        self
+    }
+
+    /// Sets the largest regex, in bytes, the compiler will produce (default 4 MiB).
+    pub fn max_size(mut self, bytes: usize) -> Self {
+        self.max_size = bytes;
+        self
+    }
+
+    /// Sets how deeply the compiler follows nested subschemas before giving up (default 128).
+    pub fn max_depth(mut self, depth: usize) -> Self {
+        self.max_depth = depth;
+        self
+    }
+
+    /// When `true`, objects that declare `properties` but leave `additionalProperties` unset
+    /// also accept other keys, as the specification says; when `false` (the default) only the
+    /// declared keys are produced.
+    pub fn open_objects(mut self, open: bool) -> Self {
+        self.open_objects = open;
+        self
+    }
+
+    /// Compiles a schema to a regex (see [`Compiler::compile_detailed`] for the keywords the
+    /// regex does not enforce).
+    pub fn compile(&self, schema: &Value) -> Result<String, SchemaError> {
+        self.compile_detailed(schema).map(|c| c.regex)
+    }
+
+    /// Compiles a schema to a regex and the list of keywords it does not enforce.
+    pub fn compile_detailed(&self, schema: &Value) -> Result<Compiled, SchemaError> {
+        compile::Ctx::new(self, schema).finish()
+    }
+
+    /// Compiles a schema given as JSON text.
+    pub fn compile_str(&self, schema: &str) -> Result<Compiled, SchemaError> {
+        let value: Value = serde_json::from_str(schema).map_err(|e| SchemaError::Invalid {
+            pointer: "#".into(),
+            reason: format!("not JSON: {e}"),
+        })?;
+        self.compile_detailed(&value)
+    }
+}

@@ -1,0 +1,57 @@
+//! The `formwork` command: structured generation from the command line.
+//!
+//! Subcommands compose the library crates; each prints its result on stdout and, on failure,
+//! one line on stderr with exit code 2 for bad input (an invalid schema, say) and 1 for
+//! anything else.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cli_schema;
+
+/// Structured generation: JSON Schema, regex and choice constraints for language models.
+#[derive(Parser)]
+#[command(name = "formwork", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile JSON Schemas to regexes and sample documents from them.
+    Schema(cli_schema::SchemaArgs),
+}
+
+/// An error the binary reports: bad input (exit 2) or a failure (exit 1).
+pub(crate) enum CliError {
+    /// The user's input is invalid or unsupported.
+    Input(String),
+    /// Something else went wrong.
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for CliError {
+    fn from(e: anyhow::Error) -> Self {
+        CliError::Other(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Schema(args) => cli_schema::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Input(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Other(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! `cargo xtask schema-report`: how formwork-schema does on JSONSchemaBench.
+//!
+//! For every schema in `../shared/data/jsonschemabench/*.jsonl`:
+//! - **coverage**: does it compile? Refusals are grouped by keyword.
+//! - **soundness**: instances labelled invalid that the regex matches (serialized compactly,
+//!   key order kept). Matches explained by a keyword the compiler reports as not enforced are
+//!   counted on that keyword's line, the rest on the "enforced" line, whose target is 0.
+//! - **completeness**: the share of instances labelled valid that the regex matches.
+//! - **sampling**: documents drawn by a random walk over the compiled DFA, validated by the
+//!   `jsonschema` crate with format validation on.
+//! - compile time: median and p99 per file.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::panic::AssertUnwindSafe;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use formwork_index::{ByteDfa, DfaConfig};
+use formwork_schema::Compiler;
+use serde_json::Value;
+
+use crate::workspace_root;
+
+#[derive(Default)]
+struct FileStats {
+    schemas: usize,
+    compiled: usize,
+    refusals: BTreeMap<String, usize>,
+    panics: usize,
+    invalid_total: usize,
+    unsound_enforced: usize,
+    unsound_examples: Vec<String>,
+    unsound_unenforced: BTreeMap<String, usize>,
+    valid_total: usize,
+    valid_matched: usize,
+    samples: usize,
+    sample_failures: usize,
+    sample_failures_unenforced: usize,
+    sample_examples: Vec<String>,
+    dfa_skipped: usize,
+    oracle_skipped: usize,
+    times: Vec<Duration>,
+}
+
+struct Item {
+    file: String,
+    line: Value,
+}
+
+fn unenforced_key(k: &str) -> String {
+    if k.starts_with("format:") { "format (unknown)".into() } else { k.to_string() }
+}
+
+fn check(item: &Item, samples: usize, stats: &mut FileStats) {
+    let t_all = Instant::now();
+    check_inner(item, samples, stats);
+    if t_all.elapsed() > Duration::from_secs(3) && std::env::var_os("FORMWORK_REPORT_SLOW").is_some() {
+        eprintln!("slow: {} {:.1}s", item.line.get("id").and_then(Value::as_str).unwrap_or("?"), t_all.elapsed().as_secs_f64());
+    }
+}
+
+fn check_inner(item: &Item, samples: usize, stats: &mut FileStats) {
+    let id = item.line.get("id").and_then(Value::as_str).unwrap_or("?").to_string();
+    let Some(schema) = item.line.get("schema") else { return };
+    stats.schemas += 1;
+    let t0 = Instant::now();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| Compiler::new().compile_detailed(schema)));
+    let elapsed = t0.elapsed();
+    let compiled = match result {
+        Err(_) => {
+            stats.panics += 1;
+            return;
+        }
+        Ok(Err(e)) => {
+            *stats.refusals.entry(e.keyword().to_string()).or_default() += 1;
+            return;
+        }
+        Ok(Ok(c)) => c,
+    };
+    stats.compiled += 1;
+    stats.times.push(elapsed);
+    let mut unenforced: Vec<String> = compiled.unenforced.iter().map(|u| unenforced_key(&u.keyword)).collect();
+    unenforced.sort();
+    unenforced.dedup();
+
+    let matcher = regex_automata::meta::Builder::new()
+        .configure(
+            regex_automata::meta::Config::new()
+                .nfa_size_limit(Some(512 << 20))
+                .hybrid_cache_capacity(64 << 20),
+        )
+        .build(&format!("^(?:{})$", compiled.regex));
+    let tests = item.line.get("tests").and_then(Value::as_array).cloned().unwrap_or_default();
+    if let Ok(re) = &matcher {
+        for t in &tests {
+            let (Some(valid), Some(data)) = (t.get("valid").and_then(Value::as_bool), t.get("data")) else {
+                continue;
+            };
+            let text = serde_json::to_string(data).unwrap_or_default();
+            let m = re.is_match(&text);
+            if valid {
+                stats.valid_total += 1;
+                stats.valid_matched += m as usize;
+            } else {
+                stats.invalid_total += 1;
+                if m {
+                    if unenforced.is_empty() {
+                        stats.unsound_enforced += 1;
+                        if stats.unsound_examples.len() < 5 {
+                            stats.unsound_examples.push(format!("{id}: {}", truncate(&text, 160)));
+                        }
+                    } else {
+                        for k in &unenforced {
+                            *stats.unsound_unenforced.entry(k.clone()).or_default() += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if samples == 0 {
+        return;
+    }
+    let config = DfaConfig { max_states: 200_000, max_memory: 256 << 20 };
+    let dfa = match ByteDfa::with_config(&compiled.regex, config) {
+        Ok(d) => d,
+        Err(_) => {
+            stats.dfa_skipped += 1;
+            return;
+        }
+    };
+    let validator = match jsonschema::options().should_validate_formats(true).build(schema) {
+        Ok(v) => v,
+        Err(_) => {
+            stats.oracle_skipped += 1;
+            return;
+        }
+    };
+    for seed in 0..samples as u64 {
+        let doc = dfa.sample(seed, 256);
+        stats.samples += 1;
+        let ok = std::str::from_utf8(&doc)
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(s).ok())
+            .is_some_and(|v| validator.is_valid(&v));
+        if !ok {
+            if unenforced.is_empty() {
+                stats.sample_failures += 1;
+                if stats.sample_examples.len() < 5 {
+                    stats.sample_examples.push(format!("{id}: {}", truncate(&String::from_utf8_lossy(&doc), 160)));
+                }
+            } else {
+                stats.sample_failures_unenforced += 1;
+            }
+        }
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n { s.to_string() } else { format!("{}…", s.chars().take(n).collect::<String>()) }
+}
+
+fn percentile(times: &mut [Duration], p: f64) -> f64 {
+    if times.is_empty() {
+        return 0.0;
+    }
+    times.sort();
+    let i = ((times.len() - 1) as f64 * p).round() as usize;
+    times[i].as_secs_f64() * 1000.0
+}
+
+fn pct(a: usize, b: usize) -> String {
+    if b == 0 { "-".into() } else { format!("{:.1}%", 100.0 * a as f64 / b as f64) }
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut out_file = None;
+    let mut only: Option<Vec<String>> = None;
+    let mut samples = 5usize;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--out" => out_file = it.next().cloned(),
+            "--files" => only = it.next().map(|s| s.split(',').map(String::from).collect()),
+            "--samples" => samples = it.next().and_then(|s| s.parse().ok()).unwrap_or(5),
+            other => anyhow::bail!("unknown option {other}"),
+        }
+    }
+    let dir = workspace_root().join("../shared/data/jsonschemabench");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    let mut items = Vec::new();
+    for f in &files {
+        let name = f.file_stem().and_then(|s| s.to_str()).unwrap_or("?").to_string();
+        if only.as_ref().is_some_and(|o| !o.contains(&name)) {
+            continue;
+        }
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let line: Value = serde_json::from_str(line).with_context(|| format!("a line of {name}"))?;
+            items.push(Item { file: name.clone(), line });
+        }
+    }
+    let stats: Mutex<BTreeMap<String, FileStats>> = Mutex::new(BTreeMap::new());
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let mut local = FileStats::default();
+                    check(item, samples, &mut local);
+                    merge_into(stats.lock().unwrap_or_else(|e| e.into_inner()).entry(item.file.clone()).or_default(), local);
+                    let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if d % 500 == 0 {
+                        eprintln!("{d}/{} schemas, {:.0}s", items.len(), start.elapsed().as_secs_f64());
+                    }
+                }
+            });
+        }
+    });
+    let mut stats = stats.into_inner().unwrap_or_else(|e| e.into_inner());
+    let report = render(&mut stats, samples);
+    print!("{report}");
+    if let Some(path) = out_file {
+        std::fs::write(&path, &report).with_context(|| format!("writing {path}"))?;
+    }
+    Ok(())
+}
+
+fn merge_into(a: &mut FileStats, b: FileStats) {
+    a.schemas += b.schemas;
+    a.compiled += b.compiled;
+    for (k, v) in b.refusals {
+        *a.refusals.entry(k).or_default() += v;
+    }
+    a.panics += b.panics;
+    a.invalid_total += b.invalid_total;
+    a.unsound_enforced += b.unsound_enforced;
+    a.unsound_examples.extend(b.unsound_examples);
+    for (k, v) in b.unsound_unenforced {
+        *a.unsound_unenforced.entry(k).or_default() += v;
+    }
+    a.valid_total += b.valid_total;
+    a.valid_matched += b.valid_matched;
+    a.samples += b.samples;
+    a.sample_failures += b.sample_failures;
+    a.sample_failures_unenforced += b.sample_failures_unenforced;
+    a.sample_examples.extend(b.sample_examples);
+    a.dfa_skipped += b.dfa_skipped;
+    a.oracle_skipped += b.oracle_skipped;
+    a.times.extend(b.times);
+}
+
+fn render(stats: &mut BTreeMap<String, FileStats>, samples: usize) -> String {
+    let mut r = String::new();
+    let _ = writeln!(r, "| file | schemas | compiled | coverage | invalid matched (enforced) | invalid matched (not enforced) | valid matched | completeness | samples | sample failures (enforced) | sample failures (not enforced) | compile median ms | compile p99 ms |");
+    let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut total = FileStats::default();
+    for (name, s) in stats.iter_mut() {
+        let unenforced: usize = s.unsound_unenforced.values().sum();
+        let _ = writeln!(
+            r,
+            "| {name} | {} | {} | {} | {} / {} | {} | {} / {} | {} | {} | {} | {} | {:.2} | {:.2} |",
+            s.schemas, s.compiled, pct(s.compiled, s.schemas), s.unsound_enforced, s.invalid_total, unenforced,
+            s.valid_matched, s.valid_total, pct(s.valid_matched, s.valid_total), s.samples, s.sample_failures,
+            s.sample_failures_unenforced, percentile(&mut s.times, 0.5), percentile(&mut s.times, 0.99)
+        );
+        let taken = std::mem::take(s);
+        let times = taken.times.clone();
+        merge_into(&mut total, FileStats { times, ..taken });
+    }
+    let unenforced: usize = total.unsound_unenforced.values().sum();
+    let _ = writeln!(
+        r,
+        "| **total** | {} | {} | {} | {} / {} | {} | {} / {} | {} | {} | {} | {} | {:.2} | {:.2} |",
+        total.schemas, total.compiled, pct(total.compiled, total.schemas), total.unsound_enforced, total.invalid_total,
+        unenforced, total.valid_matched, total.valid_total, pct(total.valid_matched, total.valid_total), total.samples,
+        total.sample_failures, total.sample_failures_unenforced, percentile(&mut total.times, 0.5),
+        percentile(&mut total.times, 0.99)
+    );
+    let _ = writeln!(r, "\nSamples: {samples} per compiled schema; {} schemas skipped because their DFA exceeds 200k states, {} because the `jsonschema` crate cannot build a validator for them. Panics: {}.", total.dfa_skipped, total.oracle_skipped, total.panics);
+    let _ = writeln!(r, "\n### Refusals by keyword\n\n| keyword | schemas |\n|---|---:|");
+    let mut refusals: Vec<_> = total.refusals.iter().collect();
+    refusals.sort_by(|a, b| b.1.cmp(a.1));
+    for (k, v) in refusals {
+        let _ = writeln!(r, "| `{k}` | {v} |");
+    }
+    let _ = writeln!(r, "\n### Invalid instances matched, by keyword not enforced\n\n| keyword | invalid instances matched |\n|---|---:|");
+    for (k, v) in &total.unsound_unenforced {
+        let _ = writeln!(r, "| `{k}` | {v} |");
+    }
+    if !total.unsound_examples.is_empty() || !total.sample_examples.is_empty() {
+        let _ = writeln!(r, "\n### Examples of failures\n");
+        for e in total.unsound_examples.iter().take(20) {
+            let _ = writeln!(r, "- invalid matched: `{e}`");
+        }
+        for e in total.sample_examples.iter().take(20) {
+            let _ = writeln!(r, "- bad sample: `{e}`");
+        }
+    }
+    r
+}
