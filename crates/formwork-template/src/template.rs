@@ -1,0 +1,465 @@
+//! A compiled chat template and how it renders a conversation.
+//!
+//! [`ChatTemplate`] compiles a template once, with the settings transformers
+//! uses (`trim_blocks`, `lstrip_blocks`, loop controls, no trailing newline,
+//! `raise_exception`, `strftime_now`, Python's `tojson` and printing), and
+//! renders any number of [`RenderArgs`] into prompts. It is `Send + Sync`.
+
+use std::sync::Arc;
+
+use minijinja::syntax::SyntaxConfig;
+use minijinja::value::{Rest, Serde};
+use minijinja::{Environment, Error as MjError, ErrorKind, Value};
+use serde_json::{Map, Value as Json};
+
+use crate::compat;
+use crate::error::{Error, RaisedException, from_minijinja};
+use crate::message::{Message, Tool};
+use crate::pyjson;
+use crate::source::SpecialTokens;
+
+/// The ChatML template, for models that carry none: each message as
+/// `<|im_start|>ROLE\nCONTENT<|im_end|>\n`, and `<|im_start|>assistant\n`
+/// to prompt a reply.
+pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/// What `strftime_now` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Clock {
+    /// The local time of the machine, as Python's `datetime.now()`.
+    #[default]
+    System,
+    /// A fixed time, for tests and reproducible prompts.
+    Fixed(chrono::NaiveDateTime),
+}
+
+impl Clock {
+    /// A fixed clock at the given date and time; `None` if it does not exist.
+    pub fn fixed(year: i32, month: u32, day: u32, hour: u32, minute: u32, second: u32) -> Option<Clock> {
+        let date = chrono::NaiveDate::from_ymd_opt(year, month, day)?;
+        Some(Clock::Fixed(date.and_hms_opt(hour, minute, second)?))
+    }
+
+    fn now(&self) -> chrono::NaiveDateTime {
+        match self {
+            Clock::System => chrono::Local::now().naive_local(),
+            Clock::Fixed(t) => *t,
+        }
+    }
+}
+
+/// How message content given as a list of parts reaches the template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContentFormat {
+    /// Lists for templates that loop over `content`, strings for the others.
+    #[default]
+    Auto,
+    /// Always a string: the text parts joined with `"\n"`.
+    String,
+    /// Always as given.
+    Parts,
+}
+
+/// How tool-call `arguments` given as a JSON string reach the template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ArgumentsFormat {
+    /// Parsed into an object (what Hugging Face templates expect: they
+    /// apply `tojson` or `.items()` to it); a string that is not a JSON
+    /// object stays a string.
+    #[default]
+    Object,
+    /// As given.
+    AsGiven,
+}
+
+/// Options of a compiled template.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TemplateOptions {
+    /// What `strftime_now` reads.
+    pub clock: Clock,
+    /// How list content is passed.
+    pub content_format: ContentFormat,
+    /// How tool-call arguments are passed.
+    pub arguments_format: ArgumentsFormat,
+}
+
+impl TemplateOptions {
+    /// Sets the clock.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Sets the content format.
+    pub fn content_format(mut self, format: ContentFormat) -> Self {
+        self.content_format = format;
+        self
+    }
+
+    /// Sets the arguments format.
+    pub fn arguments_format(mut self, format: ArgumentsFormat) -> Self {
+        self.arguments_format = format;
+        self
+    }
+}
+
+/// What one rendering gets: the conversation, the tools, and the flags.
+///
+/// Mirrors `apply_chat_template(messages, tools=..., documents=...,
+/// add_generation_prompt=..., **kwargs)`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RenderArgs {
+    messages: Json,
+    tools: Option<Json>,
+    documents: Option<Json>,
+    add_generation_prompt: bool,
+    kwargs: Map<String, Json>,
+}
+
+impl RenderArgs {
+    /// Arguments for rendering `messages`.
+    pub fn new(messages: &[Message]) -> RenderArgs {
+        RenderArgs::from_json(serde_json::to_value(messages).unwrap_or(Json::Array(Vec::new())))
+    }
+
+    /// Arguments for rendering messages given as JSON (an array of objects),
+    /// passed to the template as they are apart from the content and
+    /// arguments conversions of [`TemplateOptions`].
+    pub fn from_json(messages: Json) -> RenderArgs {
+        RenderArgs {
+            messages,
+            ..RenderArgs::default()
+        }
+    }
+
+    /// The tools the model may call (`tools`).
+    pub fn tools(self, tools: &[Tool]) -> RenderArgs {
+        self.tools_json(serde_json::to_value(tools).ok())
+    }
+
+    /// The tools as JSON; `None` passes `tools=None`.
+    pub fn tools_json(mut self, tools: Option<Json>) -> RenderArgs {
+        self.tools = tools;
+        self
+    }
+
+    /// Documents for retrieval-augmented templates (`documents`).
+    pub fn documents(mut self, documents: Option<Json>) -> RenderArgs {
+        self.documents = documents;
+        self
+    }
+
+    /// Whether to end the prompt with the start of an assistant turn.
+    pub fn add_generation_prompt(mut self, yes: bool) -> RenderArgs {
+        self.add_generation_prompt = yes;
+        self
+    }
+
+    /// An extra variable (`enable_thinking`, `reasoning_effort`...). It
+    /// overrides a special token of the same name.
+    pub fn kwarg(mut self, name: impl Into<String>, value: impl Into<Json>) -> RenderArgs {
+        self.kwargs.insert(name.into(), value.into());
+        self
+    }
+
+    /// Extra variables, as a request's `chat_template_kwargs` carries them.
+    pub fn kwargs(mut self, kwargs: Map<String, Json>) -> RenderArgs {
+        self.kwargs.extend(kwargs);
+        self
+    }
+}
+
+/// A compiled chat template with its special tokens.
+///
+/// Compile once, render many times; share it behind an `Arc`.
+#[derive(Clone)]
+pub struct ChatTemplate {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    env: Environment<'static>,
+    name: String,
+    source: String,
+    special_tokens: SpecialTokens,
+    options: TemplateOptions,
+    iterates_content: bool,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate")
+            .field("name", &self.inner.name)
+            .field("special_tokens", &self.inner.special_tokens)
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChatTemplate {
+    /// Compiles `source` under `name` with default options.
+    pub fn new(name: &str, source: &str, special_tokens: SpecialTokens) -> Result<ChatTemplate, Error> {
+        ChatTemplate::with_options(name, source, special_tokens, TemplateOptions::default())
+    }
+
+    /// The ChatML fallback ([`CHATML_TEMPLATE`]) for a model without a template.
+    pub fn chatml(special_tokens: SpecialTokens) -> Result<ChatTemplate, Error> {
+        ChatTemplate::chatml_with_options(special_tokens, TemplateOptions::default())
+    }
+
+    /// The ChatML fallback with options.
+    pub fn chatml_with_options(
+        special_tokens: SpecialTokens,
+        options: TemplateOptions,
+    ) -> Result<ChatTemplate, Error> {
+        ChatTemplate::with_options("chatml", CHATML_TEMPLATE, special_tokens, options)
+    }
+
+    /// Compiles `source` under `name`.
+    pub fn with_options(
+        name: &str,
+        source: &str,
+        special_tokens: SpecialTokens,
+        options: TemplateOptions,
+    ) -> Result<ChatTemplate, Error> {
+        let mut env = Environment::new();
+        let syntax = SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .keep_trailing_newline(false)
+            .build()
+            .map_err(|e| from_minijinja(name, e))?;
+        env.set_syntax(syntax.clone());
+        env.set_recursion_limit(256);
+        env.set_unknown_method_callback(compat::unknown_method);
+        env.set_formatter(|out, _state, value| {
+            if let Some(s) = value.as_str() {
+                out.write_str(s).map_err(|_| MjError::from(ErrorKind::WriteFailure))
+            } else {
+                let mut s = String::new();
+                pyjson::py_str(&mut s, value);
+                out.write_str(&s).map_err(|_| MjError::from(ErrorKind::WriteFailure))
+            }
+        });
+        env.add_filter("tojson", pyjson::tojson_filter);
+        env.add_filter("string", |value: Value| {
+            if value.as_str().is_some() {
+                value
+            } else {
+                let mut s = String::new();
+                pyjson::py_str(&mut s, &value);
+                Value::from(s)
+            }
+        });
+        env.add_filter(compat::ITERABLE_FILTER, compat::iterable_filter);
+        env.add_function("raise_exception", |args: Rest<Value>| -> Result<Value, MjError> {
+            let message = args.first().map_or_else(String::new, |v| {
+                let mut s = String::new();
+                pyjson::py_str(&mut s, v);
+                s
+            });
+            Err(MjError::new(ErrorKind::InvalidOperation, message.clone())
+                .with_source(RaisedException(message)))
+        });
+        let clock = options.clock;
+        env.add_function("strftime_now", move |format: &str| -> Result<Value, MjError> {
+            strftime(&clock.now(), format)
+        });
+
+        let rewritten = compat::rewrite_for_loops(source, &syntax);
+        env.add_template_owned(name.to_owned(), rewritten.source)
+            .map_err(|e| from_minijinja(name, e))?;
+        if let Err(unknown) = compat::check_names(&env, name) {
+            return Err(if unknown.is_filter {
+                Error::UnknownFilter {
+                    template: name.to_owned(),
+                    line: unknown.line,
+                    filter: unknown.name,
+                }
+            } else {
+                Error::UnknownTest {
+                    template: name.to_owned(),
+                    line: unknown.line,
+                    test: unknown.name,
+                }
+            });
+        }
+        Ok(ChatTemplate {
+            inner: Arc::new(Inner {
+                env,
+                name: name.to_owned(),
+                source: source.to_owned(),
+                special_tokens,
+                options,
+                iterates_content: rewritten.iterates_content,
+            }),
+        })
+    }
+
+    /// The template's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The template's text, as given.
+    pub fn source(&self) -> &str {
+        &self.inner.source
+    }
+
+    /// The special tokens the template sees.
+    pub fn special_tokens(&self) -> &SpecialTokens {
+        &self.inner.special_tokens
+    }
+
+    /// The options it was compiled with.
+    pub fn options(&self) -> &TemplateOptions {
+        &self.inner.options
+    }
+
+    /// Whether the template loops over message content, and so gets content
+    /// lists as they are under [`ContentFormat::Auto`].
+    pub fn handles_content_parts(&self) -> bool {
+        self.inner.iterates_content
+    }
+
+    /// Renders a conversation into a prompt.
+    pub fn render(&self, args: &RenderArgs) -> Result<String, Error> {
+        let inner = &*self.inner;
+        let keep_parts = match inner.options.content_format {
+            ContentFormat::Auto => inner.iterates_content,
+            ContentFormat::String => false,
+            ContentFormat::Parts => true,
+        };
+        let parse_arguments = inner.options.arguments_format == ArgumentsFormat::Object;
+        let messages = prepare_messages(&args.messages, keep_parts, parse_arguments)?;
+
+        let none = || Value::from(());
+        let mut ctx: Vec<(String, Value)> = Vec::with_capacity(8 + args.kwargs.len());
+        for (name, token) in &inner.special_tokens.tokens {
+            ctx.push((name.clone(), Value::from(token.as_str())));
+        }
+        ctx.push(("messages".into(), messages));
+        ctx.push((
+            "tools".into(),
+            args.tools.as_ref().map_or_else(none, |v| Value::from(Serde(v))),
+        ));
+        ctx.push((
+            "documents".into(),
+            args.documents.as_ref().map_or_else(none, |v| Value::from(Serde(v))),
+        ));
+        ctx.push(("add_generation_prompt".into(), Value::from(args.add_generation_prompt)));
+        for (name, value) in &args.kwargs {
+            ctx.push((name.clone(), Value::from(Serde(value))));
+        }
+        let ctx = Value::from_pairs(ctx);
+
+        let tmpl = inner
+            .env
+            .get_template(&inner.name)
+            .map_err(|e| from_minijinja(&inner.name, e))?;
+        tmpl.render(ctx).map_err(|e| from_minijinja(&inner.name, e))
+    }
+}
+
+/// Applies the content and arguments conversions and makes a template value.
+fn prepare_messages(messages: &Json, keep_parts: bool, parse_arguments: bool) -> Result<Value, Error> {
+    let Json::Array(list) = messages else {
+        return Err(Error::BadInput("`messages` must be an array".into()));
+    };
+    let needs_change = list.iter().any(|m| {
+        (!keep_parts && m.get("content").is_some_and(Json::is_array))
+            || (parse_arguments
+                && m.get("tool_calls").and_then(Json::as_array).is_some_and(|calls| {
+                    calls.iter().any(|c| arguments_of(c).is_some_and(Json::is_string))
+                }))
+    });
+    if !needs_change {
+        return Ok(Value::from(Serde(messages)));
+    }
+    let mut list = list.clone();
+    for message in &mut list {
+        let Json::Object(message) = message else {
+            continue;
+        };
+        if !keep_parts
+            && let Some(Json::Array(parts)) = message.get("content")
+        {
+            let text = parts
+                .iter()
+                .filter_map(|p| match p {
+                    Json::String(s) => Some(s.as_str()),
+                    _ => p.get("text").and_then(Json::as_str),
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            message.insert("content".into(), Json::String(text));
+        }
+        if parse_arguments && let Some(Json::Array(calls)) = message.get_mut("tool_calls") {
+            for call in calls {
+                let slot = match call.get_mut("function") {
+                    Some(Json::Object(f)) => f.get_mut("arguments"),
+                    _ => call.get_mut("arguments"),
+                };
+                if let Some(slot) = slot
+                    && let Json::String(s) = slot
+                    && let Ok(parsed @ Json::Object(_)) = serde_json::from_str::<Json>(s)
+                {
+                    *slot = parsed;
+                }
+            }
+        }
+    }
+    Ok(Value::from(Serde(&list)))
+}
+
+fn arguments_of(call: &Json) -> Option<&Json> {
+    call.get("function")
+        .and_then(|f| f.get("arguments"))
+        .or_else(|| call.get("arguments"))
+}
+
+/// Python's `datetime.strftime` for the directives chrono shares with it.
+fn strftime(now: &chrono::NaiveDateTime, format: &str) -> Result<Value, MjError> {
+    use chrono::format::{Item, StrftimeItems};
+    use std::fmt::Write as _;
+
+    let items: Vec<Item<'_>> = StrftimeItems::new(format).collect();
+    if items.iter().any(|i| matches!(i, Item::Error)) {
+        return Err(MjError::new(
+            ErrorKind::InvalidOperation,
+            format!("strftime_now: unsupported format {format:?}"),
+        ));
+    }
+    let mut out = String::new();
+    write!(out, "{}", now.format_with_items(items.into_iter())).map_err(|_| {
+        MjError::new(
+            ErrorKind::InvalidOperation,
+            format!("strftime_now: cannot format {format:?}"),
+        )
+    })?;
+    Ok(Value::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn chat_template_is_send_sync() {
+        assert_send_sync::<ChatTemplate>();
+    }
+
+    #[test]
+    fn strftime_formats_and_refuses_bad_directives() {
+        let t = chrono::NaiveDate::from_ymd_opt(2024, 7, 26)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
+        assert_eq!(strftime(&t, "%d %b %Y").unwrap().as_str(), Some("26 Jul 2024"));
+        assert_eq!(strftime(&t, "%B %-d, %Y").unwrap().as_str(), Some("July 26, 2024"));
+        assert!(strftime(&t, "%Q").is_err());
+    }
+}

@@ -1,0 +1,137 @@
+//! Golden tests: every template of `shared/data/chat_templates` rendered for
+//! every case of `cases.json` must equal, byte for byte, what Python's jinja2
+//! rendered with Hugging Face's settings (`expected/<model>.<case>.txt`), or
+//! fail where the reference failed (`expected/<model>.<case>.error.txt`).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use formwork_template::{
+    ChatTemplate, Clock, Message, RenderArgs, SpecialTokens, TemplateOptions, TemplateSource, Tool,
+};
+use serde_json::Value as Json;
+
+const DATA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/data/chat_templates"
+);
+
+fn data_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(DATA);
+    dir.join("cases.json").is_file().then_some(dir)
+}
+
+fn options() -> TemplateOptions {
+    TemplateOptions::default().clock(Clock::fixed(2024, 7, 26, 0, 0, 0).unwrap())
+}
+
+/// Where two texts first differ, shown as the line of each.
+fn first_difference(expected: &str, actual: &str) -> String {
+    let (mut e, mut a) = (expected.split('\n'), actual.split('\n'));
+    for line in 1.. {
+        match (e.next(), a.next()) {
+            (None, None) => break,
+            (x, y) if x == y => continue,
+            (x, y) => {
+                return format!(
+                    "line {line}:\n      expected: {}\n      actual:   {}",
+                    x.map_or_else(|| "<end of text>".into(), |s| format!("{s:?}")),
+                    y.map_or_else(|| "<end of text>".into(), |s| format!("{s:?}")),
+                );
+            }
+        }
+    }
+    "texts differ".into()
+}
+
+fn render_case(template: &ChatTemplate, case: &Json) -> Result<String, formwork_template::Error> {
+    let messages: Vec<Message> =
+        serde_json::from_value(case["messages"].clone()).expect("cases.json messages parse as Message");
+    let mut args = RenderArgs::new(&messages)
+        .add_generation_prompt(case["add_generation_prompt"].as_bool().unwrap_or(false));
+    if let Some(tools) = case.get("tools") {
+        let tools: Vec<Tool> = serde_json::from_value(tools.clone()).expect("tools parse as Tool");
+        args = args.tools(&tools);
+    }
+    template.render(&args)
+}
+
+#[test]
+fn goldens_match_python_jinja2() {
+    let Some(dir) = data_dir() else {
+        eprintln!("skipping: {DATA} not found");
+        return;
+    };
+    let cases: Vec<Json> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let tokens: serde_json::Map<String, Json> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("special_tokens.json")).unwrap())
+            .unwrap();
+    let mut models: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".jinja").map(str::to_owned)
+        })
+        .collect();
+    models.sort();
+    assert!(!models.is_empty());
+
+    let (mut passed, mut failures) = (0usize, Vec::new());
+    for model in &models {
+        let toks = tokens.get(model).cloned().unwrap_or_default();
+        let special = SpecialTokens::new(
+            toks.get("bos_token").and_then(Json::as_str),
+            toks.get("eos_token").and_then(Json::as_str),
+        );
+        let source = TemplateSource::from_jinja_file(&dir.join(format!("{model}.jinja")))
+            .unwrap()
+            .with_special_tokens(special);
+        let template = match source.compile(None, options()) {
+            Ok(t) => t,
+            Err(e) => {
+                failures.push(format!("{model}: does not compile: {e}"));
+                continue;
+            }
+        };
+        for case in &cases {
+            let case_name = case["name"].as_str().unwrap();
+            let id = format!("{model}.{case_name}");
+            let expected = dir.join("expected").join(format!("{id}.txt"));
+            let expected_error = dir.join("expected").join(format!("{id}.error.txt"));
+            let result = render_case(&template, case);
+            match (result, expected_error.is_file()) {
+                (Ok(out), false) => {
+                    let want = std::fs::read_to_string(&expected).unwrap();
+                    if out == want {
+                        passed += 1;
+                    } else {
+                        failures.push(format!("{id}: differs at {}", first_difference(&want, &out)));
+                    }
+                }
+                (Err(_), true) => passed += 1,
+                (Err(e), false) => failures.push(format!("{id}: fails: {e}")),
+                (Ok(_), true) => failures.push(format!(
+                    "{id}: renders, but Python fails with: {}",
+                    std::fs::read_to_string(&expected_error).unwrap().trim()
+                )),
+            }
+        }
+    }
+    let total = passed + failures.len();
+    let mut report = String::new();
+    for f in &failures {
+        let _ = writeln!(report, "  FAIL {f}");
+    }
+    eprintln!("{report}golden chat templates: {passed} of {total} cases match");
+    assert!(failures.is_empty(), "{} of {total} golden cases fail:\n{report}", failures.len());
+}
+
+#[test]
+fn golden_data_path_resolves() {
+    // Not fatal where shared/ is absent, but say so.
+    let path = Path::new(DATA);
+    if !path.exists() {
+        eprintln!("note: {DATA} does not exist here");
+    }
+}
