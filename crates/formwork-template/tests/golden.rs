@@ -44,6 +44,25 @@ fn first_difference(expected: &str, actual: &str) -> String {
     "texts differ".into()
 }
 
+/// Checks that our error is of the kind Python reported: a `TemplateError`
+/// is `raise_exception` with the same message, a `TypeError` about `None`
+/// is the same complaint; other kinds only need to fail.
+fn error_matches(python: &str, ours: &formwork_template::Error) -> Result<(), String> {
+    if std::env::var_os("GOLDEN_SHOW_ERRORS").is_some() {
+        eprintln!("python: {python}\n  ours: {ours}");
+    }
+    if let Some(msg) = python.strip_prefix("TemplateError: ") {
+        return match ours {
+            formwork_template::Error::RaiseException { message, .. } if message == msg => Ok(()),
+            other => Err(format!("Python raised {msg:?} and we fail with: {other}")),
+        };
+    }
+    if python.contains("'NoneType' object is not iterable") && !ours.to_string().contains("'NoneType' object is not iterable") {
+        return Err(format!("Python fails with {python:?} and we fail with: {ours}"));
+    }
+    Ok(())
+}
+
 fn render_case(template: &ChatTemplate, case: &Json) -> Result<String, formwork_template::Error> {
     let messages: Vec<Message> =
         serde_json::from_value(case["messages"].clone()).expect("cases.json messages parse as Message");
@@ -109,7 +128,13 @@ fn goldens_match_python_jinja2() {
                         failures.push(format!("{id}: differs at {}", first_difference(&want, &out)));
                     }
                 }
-                (Err(_), true) => passed += 1,
+                (Err(e), true) => {
+                    let want = std::fs::read_to_string(&expected_error).unwrap();
+                    match error_matches(want.trim(), &e) {
+                        Ok(()) => passed += 1,
+                        Err(why) => failures.push(format!("{id}: fails, but {why}")),
+                    }
+                }
                 (Err(e), false) => failures.push(format!("{id}: fails: {e}")),
                 (Ok(_), true) => failures.push(format!(
                     "{id}: renders, but Python fails with: {}",
