@@ -46,7 +46,9 @@ pub(crate) fn rewrite_for_loops(source: &str, syntax: &SyntaxConfig) -> Rewritte
     let mut iterates_content = false;
     let mut i = 0;
     while i + 1 < tokens.len() {
-        if !(matches!(tokens[i].0, Token::BlockStart) && matches!(tokens[i + 1].0, Token::Ident("for"))) {
+        if !(matches!(tokens[i].0, Token::BlockStart)
+            && matches!(tokens[i + 1].0, Token::Ident("for")))
+        {
             i += 1;
             continue;
         }
@@ -248,7 +250,10 @@ mod tests {
             "{% for x in (a + b)|__formwork_iterable if x %}{{ x }}{% endfor %}\n{%- for k, v in (m.items())|__formwork_iterable recursive -%}\n{% endfor %}{% for p in (message['content'])|__formwork_iterable %}{% endfor %}"
         );
         assert!(out.iterates_content);
-        let plain = rewrite_for_loops("{{ content }}{% for m in messages %}{% endfor %}", &SyntaxConfig::default());
+        let plain = rewrite_for_loops(
+            "{{ content }}{% for m in messages %}{% endfor %}",
+            &SyntaxConfig::default(),
+        );
         assert!(!plain.iterates_content);
     }
 

@@ -184,7 +184,9 @@ pub(crate) fn from_minijinja(template: &str, err: minijinja::Error) -> Error {
         }
         cause = e.source();
     }
-    let message = err.detail().map_or_else(|| err.kind().to_string(), str::to_owned);
+    let message = err
+        .detail()
+        .map_or_else(|| err.kind().to_string(), str::to_owned);
     let template = template.to_owned();
     match err.kind() {
         ErrorKind::SyntaxError | ErrorKind::BadEscape | ErrorKind::InvalidDelimiter => {

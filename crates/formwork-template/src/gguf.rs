@@ -78,8 +78,7 @@ impl GgufMetadata {
     pub fn from_path(path: &Path) -> Result<GgufMetadata, Error> {
         let file = std::fs::File::open(path)
             .map_err(|e| Error::bad_source(Some(path), format!("cannot open: {e}")))?;
-        GgufMetadata::read(BufReader::new(file))
-            .map_err(|msg| Error::bad_source(Some(path), msg))
+        GgufMetadata::read(BufReader::new(file)).map_err(|msg| Error::bad_source(Some(path), msg))
     }
 
     /// Reads GGUF metadata from the start of a GGUF stream.
@@ -96,7 +95,9 @@ impl GgufMetadata {
         }
         let version = r.u32()?;
         if !(2..=3).contains(&version) {
-            return Err(format!("unsupported GGUF version {version} (2 and 3 are read)"));
+            return Err(format!(
+                "unsupported GGUF version {version} (2 and 3 are read)"
+            ));
         }
         let tensor_count = r.u64()?;
         let kv_count = r.u64()?;
@@ -192,7 +193,8 @@ impl<R: Read> Reader<R> {
         if buf.len() as u64 != len {
             return Err("truncated GGUF metadata: string runs past the end".into());
         }
-        Ok(String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+        Ok(String::from_utf8(buf)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
     }
 
     fn value(&mut self, ty: u32) -> Result<GgufValue, String> {
@@ -317,13 +319,22 @@ mod tests {
             ),
             ("tokenizer.ggml.bos_token_id", GgufValue::UInt(0)),
             ("tokenizer.ggml.eos_token_id", GgufValue::UInt(1)),
-            ("tokenizer.chat_template", GgufValue::String("{{ x }}".into())),
+            (
+                "tokenizer.chat_template",
+                GgufValue::String("{{ x }}".into()),
+            ),
         ]);
         let meta = GgufMetadata::from_reader(&bytes[..]).unwrap();
         assert_eq!(meta.version, 3);
         assert_eq!(meta.get_str("tokenizer.chat_template"), Some("{{ x }}"));
-        assert_eq!(meta.token_by_id_key("tokenizer.ggml.bos_token_id"), Some("<s>"));
-        assert_eq!(meta.token_by_id_key("tokenizer.ggml.eos_token_id"), Some("</s>"));
+        assert_eq!(
+            meta.token_by_id_key("tokenizer.ggml.bos_token_id"),
+            Some("<s>")
+        );
+        assert_eq!(
+            meta.token_by_id_key("tokenizer.ggml.eos_token_id"),
+            Some("</s>")
+        );
         assert_eq!(
             meta.kv["tokenizer.ggml.scores"],
             GgufValue::SkippedArray {
@@ -337,7 +348,10 @@ mod tests {
     fn truncated_and_garbage_input_are_errors() {
         let bytes = write_metadata(&[("k", GgufValue::String("value".into()))]);
         for n in 0..bytes.len() {
-            assert!(GgufMetadata::from_reader(&bytes[..n]).is_err(), "prefix {n}");
+            assert!(
+                GgufMetadata::from_reader(&bytes[..n]).is_err(),
+                "prefix {n}"
+            );
         }
         assert!(GgufMetadata::from_reader(&b"GGML\x03\0\0\0"[..]).is_err());
         let mut huge = bytes.clone();

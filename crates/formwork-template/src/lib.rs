@@ -45,8 +45,11 @@ mod source;
 mod template;
 
 pub use error::Error;
-pub use message::{Content, ContentPart, FunctionCall, FunctionDefinition, Message, Role, Tool, ToolCall};
+pub use message::{
+    Content, ContentPart, FunctionCall, FunctionDefinition, Message, Role, Tool, ToolCall,
+};
 pub use source::{DEFAULT_TEMPLATE_NAME, SpecialTokens, TemplateSource};
 pub use template::{
-    ArgumentsFormat, CHATML_TEMPLATE, ChatTemplate, Clock, ContentFormat, RenderArgs, TemplateOptions,
+    ArgumentsFormat, CHATML_TEMPLATE, ChatTemplate, Clock, ContentFormat, RenderArgs,
+    TemplateOptions,
 };

@@ -45,7 +45,11 @@ impl Default for JsonOptions {
 
 /// The `tojson` filter as transformers defines it:
 /// `tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False)`.
-pub(crate) fn tojson_filter(value: Value, args: Rest<Value>, kwargs: Kwargs) -> Result<Value, MjError> {
+pub(crate) fn tojson_filter(
+    value: Value,
+    args: Rest<Value>,
+    kwargs: Kwargs,
+) -> Result<Value, MjError> {
     let names = ["ensure_ascii", "indent", "separators", "sort_keys"];
     if args.len() > names.len() {
         return Err(MjError::new(
@@ -119,7 +123,12 @@ pub(crate) fn tojson_filter(value: Value, args: Rest<Value>, kwargs: Kwargs) -> 
 }
 
 /// Serialises `value` like Python's `json.dumps` with the given options.
-pub(crate) fn dump(out: &mut String, value: &Value, opts: &JsonOptions, depth: usize) -> Result<(), MjError> {
+pub(crate) fn dump(
+    out: &mut String,
+    value: &Value,
+    opts: &JsonOptions,
+    depth: usize,
+) -> Result<(), MjError> {
     if depth > 256 {
         return Err(MjError::new(
             ErrorKind::InvalidOperation,
@@ -364,7 +373,11 @@ pub(crate) fn py_repr(out: &mut String, value: &Value, depth: usize) {
             out.push('}');
         }
         ValueKind::Seq | ValueKind::Iterable => {
-            let (open, close) = if value.is_tuple() { ('(', ')') } else { ('[', ']') };
+            let (open, close) = if value.is_tuple() {
+                ('(', ')')
+            } else {
+                ('[', ']')
+            };
             out.push(open);
             let mut n = 0;
             if let Ok(items) = value.try_iter() {
@@ -390,7 +403,11 @@ pub(crate) fn py_repr(out: &mut String, value: &Value, depth: usize) {
 /// Python's `repr(str)`: single quotes unless the text holds a single quote
 /// and no double quote.
 fn py_repr_str(out: &mut String, s: &str) {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     out.push(quote);
     for c in s.chars() {
         match c {
@@ -447,7 +464,9 @@ mod tests {
 
     #[test]
     fn repr_matches_python() {
-        let v = Value::from(minijinja::value::Serde(serde_json::json!({"a": [1, "it's", true, null, 2.5]})));
+        let v = Value::from(minijinja::value::Serde(
+            serde_json::json!({"a": [1, "it's", true, null, 2.5]}),
+        ));
         let mut s = String::new();
         py_str(&mut s, &v);
         assert_eq!(s, "{'a': [1, \"it's\", True, None, 2.5]}");

@@ -161,7 +161,10 @@ impl TemplateSource {
         let config: Json = serde_json::from_str(json)
             .map_err(|e| Error::bad_source(path, format!("invalid JSON: {e}")))?;
         let Json::Object(config) = config else {
-            return Err(Error::bad_source(path, "tokenizer config is not a JSON object"));
+            return Err(Error::bad_source(
+                path,
+                "tokenizer config is not a JSON object",
+            ));
         };
         let mut templates = Vec::new();
         match config.get("chat_template") {
@@ -204,7 +207,10 @@ impl TemplateSource {
             }
         }
         Ok(TemplateSource {
-            origin: path.map_or_else(|| "tokenizer config".to_owned(), |p| p.display().to_string()),
+            origin: path.map_or_else(
+                || "tokenizer config".to_owned(),
+                |p| p.display().to_string(),
+            ),
             templates,
             special_tokens,
         })
@@ -236,7 +242,10 @@ impl TemplateSource {
         if is_gguf {
             return TemplateSource::from_gguf_file(path);
         }
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        {
             return TemplateSource::from_tokenizer_config_file(path);
         }
         let mut source = TemplateSource::from_jinja_file(path)?;
@@ -250,7 +259,10 @@ impl TemplateSource {
     }
 
     /// A single template with the given special tokens.
-    pub fn from_template(template: impl Into<String>, special_tokens: SpecialTokens) -> TemplateSource {
+    pub fn from_template(
+        template: impl Into<String>,
+        special_tokens: SpecialTokens,
+    ) -> TemplateSource {
         TemplateSource {
             origin: "template string".into(),
             templates: vec![(DEFAULT_TEMPLATE_NAME.to_owned(), template.into())],
@@ -285,7 +297,11 @@ impl TemplateSource {
     }
 
     /// Compiles the template `name` (or the default one) with these special tokens.
-    pub fn compile(&self, name: Option<&str>, options: TemplateOptions) -> Result<ChatTemplate, Error> {
+    pub fn compile(
+        &self,
+        name: Option<&str>,
+        options: TemplateOptions,
+    ) -> Result<ChatTemplate, Error> {
         let (name, text) = self.get(name)?;
         ChatTemplate::with_options(name, text, self.special_tokens.clone(), options)
     }
@@ -310,8 +326,8 @@ impl TemplateSource {
 }
 
 fn read_text(path: &Path) -> Result<String, Error> {
-    let bytes =
-        std::fs::read(path).map_err(|e| Error::bad_source(Some(path), format!("cannot read: {e}")))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::bad_source(Some(path), format!("cannot read: {e}")))?;
     String::from_utf8(bytes).map_err(|_| Error::bad_source(Some(path), "not valid UTF-8"))
 }
 

@@ -35,7 +35,14 @@ pub enum Clock {
 
 impl Clock {
     /// A fixed clock at the given date and time; `None` if it does not exist.
-    pub fn fixed(year: i32, month: u32, day: u32, hour: u32, minute: u32, second: u32) -> Option<Clock> {
+    pub fn fixed(
+        year: i32,
+        month: u32,
+        day: u32,
+        hour: u32,
+        minute: u32,
+        second: u32,
+    ) -> Option<Clock> {
         let date = chrono::NaiveDate::from_ymd_opt(year, month, day)?;
         Some(Clock::Fixed(date.and_hms_opt(hour, minute, second)?))
     }
@@ -199,7 +206,11 @@ impl std::fmt::Debug for ChatTemplate {
 
 impl ChatTemplate {
     /// Compiles `source` under `name` with default options.
-    pub fn new(name: &str, source: &str, special_tokens: SpecialTokens) -> Result<ChatTemplate, Error> {
+    pub fn new(
+        name: &str,
+        source: &str,
+        special_tokens: SpecialTokens,
+    ) -> Result<ChatTemplate, Error> {
         ChatTemplate::with_options(name, source, special_tokens, TemplateOptions::default())
     }
 
@@ -235,11 +246,13 @@ impl ChatTemplate {
         env.set_unknown_method_callback(compat::unknown_method);
         env.set_formatter(|out, _state, value| {
             if let Some(s) = value.as_str() {
-                out.write_str(s).map_err(|_| MjError::from(ErrorKind::WriteFailure))
+                out.write_str(s)
+                    .map_err(|_| MjError::from(ErrorKind::WriteFailure))
             } else {
                 let mut s = String::new();
                 pyjson::py_str(&mut s, value);
-                out.write_str(&s).map_err(|_| MjError::from(ErrorKind::WriteFailure))
+                out.write_str(&s)
+                    .map_err(|_| MjError::from(ErrorKind::WriteFailure))
             }
         });
         env.add_filter("tojson", pyjson::tojson_filter);
@@ -253,19 +266,23 @@ impl ChatTemplate {
             }
         });
         env.add_filter(compat::ITERABLE_FILTER, compat::iterable_filter);
-        env.add_function("raise_exception", |args: Rest<Value>| -> Result<Value, MjError> {
-            let message = args.first().map_or_else(String::new, |v| {
-                let mut s = String::new();
-                pyjson::py_str(&mut s, v);
-                s
-            });
-            Err(MjError::new(ErrorKind::InvalidOperation, message.clone())
-                .with_source(RaisedException(message)))
-        });
+        env.add_function(
+            "raise_exception",
+            |args: Rest<Value>| -> Result<Value, MjError> {
+                let message = args.first().map_or_else(String::new, |v| {
+                    let mut s = String::new();
+                    pyjson::py_str(&mut s, v);
+                    s
+                });
+                Err(MjError::new(ErrorKind::InvalidOperation, message.clone())
+                    .with_source(RaisedException(message)))
+            },
+        );
         let clock = options.clock;
-        env.add_function("strftime_now", move |format: &str| -> Result<Value, MjError> {
-            strftime(&clock.now(), format)
-        });
+        env.add_function(
+            "strftime_now",
+            move |format: &str| -> Result<Value, MjError> { strftime(&clock.now(), format) },
+        );
 
         let rewritten = compat::rewrite_for_loops(source, &syntax);
         env.add_template_owned(name.to_owned(), rewritten.source)
@@ -342,13 +359,20 @@ impl ChatTemplate {
         ctx.push(("messages".into(), messages));
         ctx.push((
             "tools".into(),
-            args.tools.as_ref().map_or_else(none, |v| Value::from(Serde(v))),
+            args.tools
+                .as_ref()
+                .map_or_else(none, |v| Value::from(Serde(v))),
         ));
         ctx.push((
             "documents".into(),
-            args.documents.as_ref().map_or_else(none, |v| Value::from(Serde(v))),
+            args.documents
+                .as_ref()
+                .map_or_else(none, |v| Value::from(Serde(v))),
         ));
-        ctx.push(("add_generation_prompt".into(), Value::from(args.add_generation_prompt)));
+        ctx.push((
+            "add_generation_prompt".into(),
+            Value::from(args.add_generation_prompt),
+        ));
         for (name, value) in &args.kwargs {
             ctx.push((name.clone(), Value::from(Serde(value))));
         }
@@ -363,16 +387,24 @@ impl ChatTemplate {
 }
 
 /// Applies the content and arguments conversions and makes a template value.
-fn prepare_messages(messages: &Json, keep_parts: bool, parse_arguments: bool) -> Result<Value, Error> {
+fn prepare_messages(
+    messages: &Json,
+    keep_parts: bool,
+    parse_arguments: bool,
+) -> Result<Value, Error> {
     let Json::Array(list) = messages else {
         return Err(Error::BadInput("`messages` must be an array".into()));
     };
     let needs_change = list.iter().any(|m| {
         (!keep_parts && m.get("content").is_some_and(Json::is_array))
             || (parse_arguments
-                && m.get("tool_calls").and_then(Json::as_array).is_some_and(|calls| {
-                    calls.iter().any(|c| arguments_of(c).is_some_and(Json::is_string))
-                }))
+                && m.get("tool_calls")
+                    .and_then(Json::as_array)
+                    .is_some_and(|calls| {
+                        calls
+                            .iter()
+                            .any(|c| arguments_of(c).is_some_and(Json::is_string))
+                    }))
     });
     if !needs_change {
         return Ok(Value::from(Serde(messages)));
@@ -382,9 +414,7 @@ fn prepare_messages(messages: &Json, keep_parts: bool, parse_arguments: bool) ->
         let Json::Object(message) = message else {
             continue;
         };
-        if !keep_parts
-            && let Some(Json::Array(parts)) = message.get("content")
-        {
+        if !keep_parts && let Some(Json::Array(parts)) = message.get("content") {
             let text = parts
                 .iter()
                 .filter_map(|p| match p {
@@ -458,8 +488,14 @@ mod tests {
             .unwrap()
             .and_hms_opt(0, 0, 0)
             .unwrap();
-        assert_eq!(strftime(&t, "%d %b %Y").unwrap().as_str(), Some("26 Jul 2024"));
-        assert_eq!(strftime(&t, "%B %-d, %Y").unwrap().as_str(), Some("July 26, 2024"));
+        assert_eq!(
+            strftime(&t, "%d %b %Y").unwrap().as_str(),
+            Some("26 Jul 2024")
+        );
+        assert_eq!(
+            strftime(&t, "%B %-d, %Y").unwrap().as_str(),
+            Some("July 26, 2024")
+        );
         assert!(strftime(&t, "%Q").is_err());
     }
 }

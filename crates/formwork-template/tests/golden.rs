@@ -57,15 +57,21 @@ fn error_matches(python: &str, ours: &formwork_template::Error) -> Result<(), St
             other => Err(format!("Python raised {msg:?} and we fail with: {other}")),
         };
     }
-    if python.contains("'NoneType' object is not iterable") && !ours.to_string().contains("'NoneType' object is not iterable") {
-        return Err(format!("Python fails with {python:?} and we fail with: {ours}"));
+    if python.contains("'NoneType' object is not iterable")
+        && !ours
+            .to_string()
+            .contains("'NoneType' object is not iterable")
+    {
+        return Err(format!(
+            "Python fails with {python:?} and we fail with: {ours}"
+        ));
     }
     Ok(())
 }
 
 fn render_case(template: &ChatTemplate, case: &Json) -> Result<String, formwork_template::Error> {
-    let messages: Vec<Message> =
-        serde_json::from_value(case["messages"].clone()).expect("cases.json messages parse as Message");
+    let messages: Vec<Message> = serde_json::from_value(case["messages"].clone())
+        .expect("cases.json messages parse as Message");
     let mut args = RenderArgs::new(&messages)
         .add_generation_prompt(case["add_generation_prompt"].as_bool().unwrap_or(false));
     if let Some(tools) = case.get("tools") {
@@ -125,7 +131,10 @@ fn goldens_match_python_jinja2() {
                     if out == want {
                         passed += 1;
                     } else {
-                        failures.push(format!("{id}: differs at {}", first_difference(&want, &out)));
+                        failures.push(format!(
+                            "{id}: differs at {}",
+                            first_difference(&want, &out)
+                        ));
                     }
                 }
                 (Err(e), true) => {
@@ -149,7 +158,11 @@ fn goldens_match_python_jinja2() {
         let _ = writeln!(report, "  FAIL {f}");
     }
     eprintln!("{report}golden chat templates: {passed} of {total} cases match");
-    assert!(failures.is_empty(), "{} of {total} golden cases fail:\n{report}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {total} golden cases fail:\n{report}",
+        failures.len()
+    );
 }
 
 #[test]

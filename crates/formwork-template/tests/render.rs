@@ -70,7 +70,10 @@ fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
 #[test]
 fn smollm2_adds_its_default_system_prompt() {
     let prompt = smollm2()
-        .render(&RenderArgs::new(&[Message::user("What is the capital of France?")]).add_generation_prompt(true))
+        .render(
+            &RenderArgs::new(&[Message::user("What is the capital of France?")])
+                .add_generation_prompt(true),
+        )
         .unwrap();
     assert_eq!(
         prompt,
@@ -91,7 +94,9 @@ fn smollm2_keeps_a_given_system_prompt_and_turns() {
     let t = smollm2();
     assert_eq!(t.special_tokens().bos_token(), Some("<|im_start|>"));
     assert_eq!(t.special_tokens().eos_token(), Some("<|im_end|>"));
-    let prompt = t.render(&RenderArgs::new(&messages).add_generation_prompt(true)).unwrap();
+    let prompt = t
+        .render(&RenderArgs::new(&messages).add_generation_prompt(true))
+        .unwrap();
     assert_eq!(
         prompt,
         "<|im_start|>system\nYou answer in JSON.<|im_end|>\n\
@@ -101,7 +106,10 @@ fn smollm2_keeps_a_given_system_prompt_and_turns() {
          <|im_start|>assistant\n"
     );
     let no_prompt = t.render(&RenderArgs::new(&messages[..2])).unwrap();
-    assert!(no_prompt.ends_with("Give me a user record.<|im_end|>\n"), "{no_prompt:?}");
+    assert!(
+        no_prompt.ends_with("Give me a user record.<|im_end|>\n"),
+        "{no_prompt:?}"
+    );
 }
 
 #[test]
@@ -115,9 +123,17 @@ fn smollm2_from_jinja_file_and_from_gguf_render_the_same() {
     let want = smollm2().render(&args).unwrap();
 
     // chat_template.jinja takes its special tokens from tokenizer_config.json beside it.
-    let from_jinja = TemplateSource::from_path(&Path::new(SMOLLM2).join("chat_template.jinja")).unwrap();
+    let from_jinja =
+        TemplateSource::from_path(&Path::new(SMOLLM2).join("chat_template.jinja")).unwrap();
     assert_eq!(from_jinja.special_tokens.bos_token(), Some("<|im_start|>"));
-    assert_eq!(from_jinja.compile(None, TemplateOptions::default()).unwrap().render(&args).unwrap(), want);
+    assert_eq!(
+        from_jinja
+            .compile(None, TemplateOptions::default())
+            .unwrap()
+            .render(&args)
+            .unwrap(),
+        want
+    );
 
     // A GGUF file carrying the template and a vocabulary.
     let gguf = write_metadata(&[
@@ -125,13 +141,26 @@ fn smollm2_from_jinja_file_and_from_gguf_render_the_same() {
         ("tokenizer.ggml.model", GgufValue::String("gpt2".into())),
         (
             "tokenizer.ggml.tokens",
-            GgufValue::StringArray(vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()]),
+            GgufValue::StringArray(vec![
+                "<|endoftext|>".into(),
+                "<|im_start|>".into(),
+                "<|im_end|>".into(),
+            ]),
         ),
-        ("tokenizer.ggml.scores", GgufValue::SkippedArray { element_type: 6, len: 3 }),
+        (
+            "tokenizer.ggml.scores",
+            GgufValue::SkippedArray {
+                element_type: 6,
+                len: 3,
+            },
+        ),
         ("tokenizer.ggml.bos_token_id", GgufValue::UInt(1)),
         ("tokenizer.ggml.eos_token_id", GgufValue::UInt(2)),
         ("tokenizer.chat_template", GgufValue::String(jinja.clone())),
-        ("tokenizer.chat_template.plain", GgufValue::String("{{ messages[0].content }}".into())),
+        (
+            "tokenizer.chat_template.plain",
+            GgufValue::String("{{ messages[0].content }}".into()),
+        ),
     ]);
     let path = temp_file("smollm2.gguf", &gguf);
     let source = TemplateSource::from_path(&path).unwrap();
@@ -139,8 +168,17 @@ fn smollm2_from_jinja_file_and_from_gguf_render_the_same() {
     assert_eq!(source.special_tokens.eos_token(), Some("<|im_end|>"));
     assert_eq!(source.special_tokens.tokens.get("unk_token"), None);
     assert_eq!(source.names().collect::<Vec<_>>(), ["default", "plain"]);
-    assert_eq!(source.compile(None, TemplateOptions::default()).unwrap().render(&args).unwrap(), want);
-    let plain = source.compile(Some("plain"), TemplateOptions::default()).unwrap();
+    assert_eq!(
+        source
+            .compile(None, TemplateOptions::default())
+            .unwrap()
+            .render(&args)
+            .unwrap(),
+        want
+    );
+    let plain = source
+        .compile(Some("plain"), TemplateOptions::default())
+        .unwrap();
     assert_eq!(plain.render(&args).unwrap(), "Hi");
     std::fs::remove_dir_all(path.parent().unwrap()).ok();
 }
@@ -150,14 +188,23 @@ fn smollm2_from_jinja_file_and_from_gguf_render_the_same() {
 
 #[test]
 fn missing_template_is_an_error_unless_chatml_is_asked_for() {
-    let source = TemplateSource::from_tokenizer_config(r#"{"bos_token": "<s>", "eos_token": "</s>"}"#).unwrap();
-    let err = source.compile(None, TemplateOptions::default()).unwrap_err();
+    let source =
+        TemplateSource::from_tokenizer_config(r#"{"bos_token": "<s>", "eos_token": "</s>"}"#)
+            .unwrap();
+    let err = source
+        .compile(None, TemplateOptions::default())
+        .unwrap_err();
     assert!(matches!(err, Error::MissingTemplate { .. }), "{err}");
     assert!(err.to_string().contains("has no chat template"), "{err}");
 
-    let chatml = source.compile_or_chatml(None, TemplateOptions::default()).unwrap();
+    let chatml = source
+        .compile_or_chatml(None, TemplateOptions::default())
+        .unwrap();
     let prompt = chatml
-        .render(&RenderArgs::new(&[Message::system("S"), Message::user("U")]).add_generation_prompt(true))
+        .render(
+            &RenderArgs::new(&[Message::system("S"), Message::user("U")])
+                .add_generation_prompt(true),
+        )
         .unwrap();
     assert_eq!(
         prompt,
@@ -174,15 +221,22 @@ fn missing_template_is_an_error_unless_chatml_is_asked_for() {
 
 #[test]
 fn bad_source_files_are_typed_errors() {
-    let missing = TemplateSource::from_path(Path::new("/nonexistent/formwork/tokenizer_config.json"));
+    let missing =
+        TemplateSource::from_path(Path::new("/nonexistent/formwork/tokenizer_config.json"));
     assert!(matches!(missing, Err(Error::BadSource { .. })));
     let bad_json = temp_file("tokenizer_config.json", b"{ not json");
-    assert!(matches!(TemplateSource::from_path(&bad_json), Err(Error::BadSource { .. })));
+    assert!(matches!(
+        TemplateSource::from_path(&bad_json),
+        Err(Error::BadSource { .. })
+    ));
     let truncated = temp_file("model.gguf", b"GGUF\x03\x00\x00\x00\x00");
     let err = TemplateSource::from_path(&truncated).unwrap_err();
     assert!(matches!(err, Error::BadSource { .. }), "{err}");
     let not_utf8 = temp_file("t.jinja", b"\xff\xfe{{ x }}");
-    assert!(matches!(TemplateSource::from_path(&not_utf8), Err(Error::BadSource { .. })));
+    assert!(matches!(
+        TemplateSource::from_path(&not_utf8),
+        Err(Error::BadSource { .. })
+    ));
     for p in [bad_json, truncated, not_utf8] {
         std::fs::remove_dir_all(p.parent().unwrap()).ok();
     }
@@ -202,15 +256,25 @@ fn syntax_error_has_its_line() {
         other => panic!("expected a syntax error, got {other:?}"),
     }
     assert!(err.to_string().contains("line 3"), "{err}");
-    assert!(matches!(compile_err("{{ 'unterminated }}"), Error::Syntax { .. }));
-    assert!(matches!(compile_err("{% for x in y %}"), Error::Syntax { .. }));
+    assert!(matches!(
+        compile_err("{{ 'unterminated }}"),
+        Error::Syntax { .. }
+    ));
+    assert!(matches!(
+        compile_err("{% for x in y %}"),
+        Error::Syntax { .. }
+    ));
 }
 
 #[test]
 fn undefined_filter_is_refused_when_compiling() {
     let err = compile_err("line one\n{% if false %}{{ x | no_such_filter }}{% endif %}");
     match err {
-        Error::UnknownFilter { template, line, filter } => {
+        Error::UnknownFilter {
+            template,
+            line,
+            filter,
+        } => {
             assert_eq!(template, "bad");
             assert_eq!(line, Some(2));
             assert_eq!(filter, "no_such_filter");
@@ -218,13 +282,19 @@ fn undefined_filter_is_refused_when_compiling() {
         other => panic!("expected an unknown filter error, got {other:?}"),
     }
     let err = compile_err("\n\n{% if x is no_such_test %}{% endif %}");
-    assert!(matches!(err, Error::UnknownTest { line: Some(3), ref test, .. } if test == "no_such_test"), "{err:?}");
+    assert!(
+        matches!(err, Error::UnknownTest { line: Some(3), ref test, .. } if test == "no_such_test"),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn undefined_function_is_a_typed_error_with_line() {
     let err = render_err("a\nb\n{{ no_such_function(1) }}");
-    assert!(matches!(err, Error::UnknownFunction { line: Some(3), .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::UnknownFunction { line: Some(3), .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -233,7 +303,11 @@ fn raise_exception_carries_its_message_and_line() {
         "{% for m in messages %}\n{% if m.role == 'user' %}\n{{ raise_exception('Only ' + 'assistants here') }}\n{% endif %}\n{% endfor %}",
     );
     match err {
-        Error::RaiseException { template, line, message } => {
+        Error::RaiseException {
+            template,
+            line,
+            message,
+        } => {
             assert_eq!(template, "test");
             assert_eq!(line, Some(3));
             assert_eq!(message, "Only assistants here");
@@ -241,8 +315,13 @@ fn raise_exception_carries_its_message_and_line() {
         other => panic!("expected raise_exception, got {other:?}"),
     }
     // Also from inside a macro.
-    let err = render_err("{% macro check() %}{{ raise_exception('in macro') }}{% endmacro %}\n{{ check() }}");
-    assert!(matches!(err, Error::RaiseException { ref message, .. } if message == "in macro"), "{err:?}");
+    let err = render_err(
+        "{% macro check() %}{{ raise_exception('in macro') }}{% endmacro %}\n{{ check() }}",
+    );
+    assert!(
+        matches!(err, Error::RaiseException { ref message, .. } if message == "in macro"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -251,10 +330,20 @@ fn runtime_errors_are_typed_and_never_panic() {
     let err = tmpl("{% for t in tools %}{{ t }}{% endfor %}")
         .render(&RenderArgs::new(&[]))
         .unwrap_err();
-    assert!(matches!(err, Error::Render { line: Some(1), .. }), "{err:?}");
-    assert!(err.to_string().contains("'NoneType' object is not iterable"), "{err}");
+    assert!(
+        matches!(err, Error::Render { line: Some(1), .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("'NoneType' object is not iterable"),
+        "{err}"
+    );
     // Arithmetic on a missing attribute.
-    assert!(matches!(render_err("{{ messages[0].nothing + 'x' }}"), Error::Render { .. }));
+    assert!(matches!(
+        render_err("{{ messages[0].nothing + 'x' }}"),
+        Error::Render { .. }
+    ));
     // Unbounded recursion.
     assert!(matches!(
         render_err("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"),
@@ -262,11 +351,26 @@ fn runtime_errors_are_typed_and_never_panic() {
     ));
     // A pile of broken and odd templates: errors or output, never a panic.
     for source in [
-        "{%", "{{", "{% endfor %}", "{{ x | }}", "{{ 1 / 0 }}", "{{ 'a' * -1 }}", "{% set x = x.y.z %}",
-        "{{ messages | tojson(indent=-3) }}", "{{ x | tojson }}", "{{ strftime_now('%Q') }}",
-        "{{ strftime_now('%z') }}", "{{ [1,2][5] }}", "{{ {}['a']['b'] }}", "{% for x in 5 %}{% endfor %}",
-        "{{ raise_exception() }}", "{{ 'x'.split('') }}", "{{ range(10**9) | length }}",
-        "{% filter upper %}{% endfilter %}", "{{ namespace(a=1).b.c }}", "\u{0}{{ '\u{0}' }}",
+        "{%",
+        "{{",
+        "{% endfor %}",
+        "{{ x | }}",
+        "{{ 1 / 0 }}",
+        "{{ 'a' * -1 }}",
+        "{% set x = x.y.z %}",
+        "{{ messages | tojson(indent=-3) }}",
+        "{{ x | tojson }}",
+        "{{ strftime_now('%Q') }}",
+        "{{ strftime_now('%z') }}",
+        "{{ [1,2][5] }}",
+        "{{ {}['a']['b'] }}",
+        "{% for x in 5 %}{% endfor %}",
+        "{{ raise_exception() }}",
+        "{{ 'x'.split('') }}",
+        "{{ range(10**9) | length }}",
+        "{% filter upper %}{% endfilter %}",
+        "{{ namespace(a=1).b.c }}",
+        "\u{0}{{ '\u{0}' }}",
     ] {
         let result = ChatTemplate::new("fuzz", source, SpecialTokens::default())
             .and_then(|t| t.render(&RenderArgs::new(&[Message::user("x")])));
@@ -308,26 +412,49 @@ fn tojson_matches_python_json_dumps() {
 #[test]
 fn strftime_now_reads_the_injected_clock() {
     assert_eq!(render("{{ strftime_now('%d %b %Y') }}"), "26 Jul 2024");
-    assert_eq!(render("{{ strftime_now('%Y-%m-%d %H:%M:%S') }}"), "2024-07-26 00:00:00");
-    let system = ChatTemplate::new("now", "{{ strftime_now('%Y') }}", SpecialTokens::default()).unwrap();
-    let year: i32 = system.render(&RenderArgs::new(&[])).unwrap().parse().unwrap();
+    assert_eq!(
+        render("{{ strftime_now('%Y-%m-%d %H:%M:%S') }}"),
+        "2024-07-26 00:00:00"
+    );
+    let system =
+        ChatTemplate::new("now", "{{ strftime_now('%Y') }}", SpecialTokens::default()).unwrap();
+    let year: i32 = system
+        .render(&RenderArgs::new(&[]))
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(year >= 2024);
 }
 
 #[test]
 fn python_methods_namespace_and_loop_controls() {
-    assert_eq!(render("{{ '  a b  '.strip() }}|{{ 'a,b'.split(',') | join('+') }}|{{ 'abc'.startswith('ab') }}"), "a b|a+b|True");
     assert_eq!(
-        render("{% for k, v in {'a': 1, 'b': 2}.items() %}{{ k }}={{ v }};{% endfor %}{{ {'a': 1}.get('z', 'dflt') }}"),
+        render(
+            "{{ '  a b  '.strip() }}|{{ 'a,b'.split(',') | join('+') }}|{{ 'abc'.startswith('ab') }}"
+        ),
+        "a b|a+b|True"
+    );
+    assert_eq!(
+        render(
+            "{% for k, v in {'a': 1, 'b': 2}.items() %}{{ k }}={{ v }};{% endfor %}{{ {'a': 1}.get('z', 'dflt') }}"
+        ),
         "a=1;b=2;dflt"
     );
-    assert_eq!(render("{{ 'a b c'.rsplit(' ', 1) }}|{{ 'x.jinja'.removesuffix('.jinja') }}"), "['a b', 'c']|x");
     assert_eq!(
-        render("{% set ns = namespace(n=0) %}{% for i in range(10) %}{% if i == 5 %}{% break %}{% endif %}{% if i is odd %}{% continue %}{% endif %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}"),
+        render("{{ 'a b c'.rsplit(' ', 1) }}|{{ 'x.jinja'.removesuffix('.jinja') }}"),
+        "['a b', 'c']|x"
+    );
+    assert_eq!(
+        render(
+            "{% set ns = namespace(n=0) %}{% for i in range(10) %}{% if i == 5 %}{% break %}{% endif %}{% if i is odd %}{% continue %}{% endif %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}"
+        ),
         "6"
     );
     // Python's printing of values.
-    assert_eq!(render("{{ true }} {{ none }} {{ [1, 'it', 2.0] }} {{ {'k': false} }} {{ 1 | string }}"), "True None [1, 'it', 2.0] {'k': False} 1");
+    assert_eq!(
+        render("{{ true }} {{ none }} {{ [1, 'it', 2.0] }} {{ {'k': false} }} {{ 1 | string }}"),
+        "True None [1, 'it', 2.0] {'k': False} 1"
+    );
     // Whitespace control as transformers sets it: trim_blocks, lstrip_blocks, no trailing newline.
     assert_eq!(render("  {% if true %}\nA\n  {% endif %}\nB\n"), "A\nB");
 }
@@ -347,9 +474,20 @@ fn special_tokens_kwargs_documents_and_generation_prompt() {
         .unwrap();
     assert_eq!(out, "<s></s>False2TrueFalse");
     // Extra variables override special tokens.
-    assert_eq!(t.render(&RenderArgs::new(&[]).kwarg("bos_token", "B").documents(Some(json!([])))).unwrap(), "B</s>0FalseFalse");
+    assert_eq!(
+        t.render(
+            &RenderArgs::new(&[])
+                .kwarg("bos_token", "B")
+                .documents(Some(json!([])))
+        )
+        .unwrap(),
+        "B</s>0FalseFalse"
+    );
     // tools and documents are None when not given.
-    assert_eq!(render("{{ tools is none }}{{ documents is none }}"), "TrueTrue");
+    assert_eq!(
+        render("{{ tools is none }}{{ documents is none }}"),
+        "TrueTrue"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -358,18 +496,27 @@ fn special_tokens_kwargs_documents_and_generation_prompt() {
 #[test]
 fn content_parts_are_joined_for_templates_that_expect_strings() {
     let messages = [Message {
-        content: Some(Content::Parts(vec![ContentPart::text("one"), ContentPart::text("two")])),
+        content: Some(Content::Parts(vec![
+            ContentPart::text("one"),
+            ContentPart::text("two"),
+        ])),
         ..Message::user("")
     }];
     let plain = tmpl("{% for m in messages %}{{ m.content }}{% endfor %}");
     assert!(!plain.handles_content_parts());
-    assert_eq!(plain.render(&RenderArgs::new(&messages)).unwrap(), "one\ntwo");
+    assert_eq!(
+        plain.render(&RenderArgs::new(&messages)).unwrap(),
+        "one\ntwo"
+    );
 
     let typed = tmpl(
         "{% for m in messages %}{% if m.content is string %}{{ m.content }}{% else %}{% for p in m.content %}[{{ p.type }}:{{ p.text }}]{% endfor %}{% endif %}{% endfor %}",
     );
     assert!(typed.handles_content_parts());
-    assert_eq!(typed.render(&RenderArgs::new(&messages)).unwrap(), "[text:one][text:two]");
+    assert_eq!(
+        typed.render(&RenderArgs::new(&messages)).unwrap(),
+        "[text:one][text:two]"
+    );
 
     let forced = ChatTemplate::with_options(
         "t",
@@ -391,13 +538,20 @@ fn string_tool_call_arguments_become_objects() {
         Message::user("weather?"),
         Message {
             content: None,
-            tool_calls: Some(vec![ToolCall::function("call_1", "get_weather", json!("{\"city\": \"Paris\"}"))]),
+            tool_calls: Some(vec![ToolCall::function(
+                "call_1",
+                "get_weather",
+                json!("{\"city\": \"Paris\"}"),
+            )]),
             ..Message::new(Role::Assistant, "")
         },
         Message::tool("call_1", "{\"temp\": 21}"),
     ];
     let out = tmpl(source).render(&RenderArgs::new(&messages)).unwrap();
-    assert_eq!(out, "get_weather{\"city\": \"Paris\"}<call_1:{\"temp\": 21}>");
+    assert_eq!(
+        out,
+        "get_weather{\"city\": \"Paris\"}<call_1:{\"temp\": 21}>"
+    );
 
     let as_given = ChatTemplate::with_options(
         "t",
@@ -407,18 +561,29 @@ fn string_tool_call_arguments_become_objects() {
     )
     .unwrap();
     let out = as_given.render(&RenderArgs::new(&messages)).unwrap();
-    assert_eq!(out, "get_weather\"{\\\"city\\\": \\\"Paris\\\"}\"<call_1:{\"temp\": 21}>");
+    assert_eq!(
+        out,
+        "get_weather\"{\\\"city\\\": \\\"Paris\\\"}\"<call_1:{\"temp\": 21}>"
+    );
 }
 
 #[test]
 fn raw_json_messages_pass_through() {
-    let t = tmpl("{% for m in messages %}{{ m.role }}:{{ m.content }}:{{ m.reasoning_content }};{% endfor %}");
+    let t = tmpl(
+        "{% for m in messages %}{{ m.role }}:{{ m.content }}:{{ m.reasoning_content }};{% endfor %}",
+    );
     let messages = json!([
         {"role": "user", "content": "q"},
         {"role": "assistant", "content": "a", "reasoning_content": "r"}
     ]);
-    assert_eq!(t.render(&RenderArgs::from_json(messages)).unwrap(), "user:q:;assistant:a:r;");
-    assert!(matches!(t.render(&RenderArgs::from_json(json!({"role": "user"}))), Err(Error::BadInput(_))));
+    assert_eq!(
+        t.render(&RenderArgs::from_json(messages)).unwrap(),
+        "user:q:;assistant:a:r;"
+    );
+    assert!(matches!(
+        t.render(&RenderArgs::from_json(json!({"role": "user"}))),
+        Err(Error::BadInput(_))
+    ));
 }
 
 #[test]
@@ -428,8 +593,10 @@ fn one_template_renders_from_many_threads() {
         .map(|i| {
             let t = Arc::clone(&t);
             std::thread::spawn(move || {
-                t.render(&RenderArgs::new(&[Message::user(format!("q{i}"))]).add_generation_prompt(true))
-                    .unwrap()
+                t.render(
+                    &RenderArgs::new(&[Message::user(format!("q{i}"))]).add_generation_prompt(true),
+                )
+                .unwrap()
             })
         })
         .collect();
