@@ -67,15 +67,33 @@ pub enum ContentFormat {
     Parts,
 }
 
-/// How tool-call `arguments` given as a JSON string reach the template.
+/// How tool-call `arguments` given as a JSON string (as OpenAI clients send
+/// them) reach the template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ArgumentsFormat {
-    /// Parsed into an object (what Hugging Face templates expect: they
-    /// apply `tojson` or `.items()` to it); a string that is not a JSON
-    /// object stays a string.
+    /// Decided when compiling, by rendering a probe conversation: `Object`
+    /// if the template renders object arguments as JSON, else `AsGiven` if
+    /// it renders string arguments, else `Object`.
     #[default]
+    Auto,
+    /// Parsed into an object, which most Hugging Face templates expect
+    /// (they apply `tojson` or `.items()` to it). A string that is not a
+    /// JSON object stays a string.
     Object,
     /// As given.
+    AsGiven,
+}
+
+/// How messages with role `developer` (OpenAI's newer name for system)
+/// reach the template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeveloperRole {
+    /// As given if the template mentions `developer`, else as `system`.
+    #[default]
+    Auto,
+    /// Always as `system`.
+    System,
+    /// Always as given.
     AsGiven,
 }
 
@@ -89,6 +107,8 @@ pub struct TemplateOptions {
     pub content_format: ContentFormat,
     /// How tool-call arguments are passed.
     pub arguments_format: ArgumentsFormat,
+    /// How the `developer` role is passed.
+    pub developer_role: DeveloperRole,
 }
 
 impl TemplateOptions {
@@ -107,6 +127,12 @@ impl TemplateOptions {
     /// Sets the arguments format.
     pub fn arguments_format(mut self, format: ArgumentsFormat) -> Self {
         self.arguments_format = format;
+        self
+    }
+
+    /// Sets how the `developer` role is passed.
+    pub fn developer_role(mut self, role: DeveloperRole) -> Self {
+        self.developer_role = role;
         self
     }
 }
@@ -192,6 +218,18 @@ struct Inner {
     special_tokens: SpecialTokens,
     options: TemplateOptions,
     iterates_content: bool,
+    conversions: Conversions,
+}
+
+/// The changes made to messages before rendering, resolved when compiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Conversions {
+    /// Keep content lists (else join their text parts).
+    keep_parts: bool,
+    /// Parse string tool-call arguments into objects.
+    parse_arguments: bool,
+    /// Pass `developer` messages as `system`.
+    developer_as_system: bool,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -302,15 +340,33 @@ impl ChatTemplate {
                 }
             });
         }
+        let conversions = Conversions {
+            keep_parts: match options.content_format {
+                ContentFormat::Auto => rewritten.iterates_content,
+                ContentFormat::String => false,
+                ContentFormat::Parts => true,
+            },
+            parse_arguments: options.arguments_format != ArgumentsFormat::AsGiven,
+            developer_as_system: match options.developer_role {
+                DeveloperRole::Auto => !source.contains("developer"),
+                DeveloperRole::System => true,
+                DeveloperRole::AsGiven => false,
+            },
+        };
+        let mut inner = Inner {
+            env,
+            name: name.to_owned(),
+            source: source.to_owned(),
+            special_tokens,
+            options,
+            iterates_content: rewritten.iterates_content,
+            conversions,
+        };
+        if inner.options.arguments_format == ArgumentsFormat::Auto {
+            inner.conversions.parse_arguments = probe_object_arguments(&inner);
+        }
         Ok(ChatTemplate {
-            inner: Arc::new(Inner {
-                env,
-                name: name.to_owned(),
-                source: source.to_owned(),
-                special_tokens,
-                options,
-                iterates_content: rewritten.iterates_content,
-            }),
+            inner: Arc::new(inner),
         })
     }
 
@@ -340,63 +396,111 @@ impl ChatTemplate {
         self.inner.iterates_content
     }
 
+    /// Whether tool-call arguments given as JSON strings are parsed into
+    /// objects before rendering (see [`ArgumentsFormat`]).
+    pub fn parses_arguments(&self) -> bool {
+        self.inner.conversions.parse_arguments
+    }
+
     /// Renders a conversation into a prompt.
     pub fn render(&self, args: &RenderArgs) -> Result<String, Error> {
-        let inner = &*self.inner;
-        let keep_parts = match inner.options.content_format {
-            ContentFormat::Auto => inner.iterates_content,
-            ContentFormat::String => false,
-            ContentFormat::Parts => true,
-        };
-        let parse_arguments = inner.options.arguments_format == ArgumentsFormat::Object;
-        let messages = prepare_messages(&args.messages, keep_parts, parse_arguments)?;
-
-        let none = || Value::from(());
-        let mut ctx: Vec<(String, Value)> = Vec::with_capacity(8 + args.kwargs.len());
-        for (name, token) in &inner.special_tokens.tokens {
-            ctx.push((name.clone(), Value::from(token.as_str())));
-        }
-        ctx.push(("messages".into(), messages));
-        ctx.push((
-            "tools".into(),
-            args.tools
-                .as_ref()
-                .map_or_else(none, |v| Value::from(Serde(v))),
-        ));
-        ctx.push((
-            "documents".into(),
-            args.documents
-                .as_ref()
-                .map_or_else(none, |v| Value::from(Serde(v))),
-        ));
-        ctx.push((
-            "add_generation_prompt".into(),
-            Value::from(args.add_generation_prompt),
-        ));
-        for (name, value) in &args.kwargs {
-            ctx.push((name.clone(), Value::from(Serde(value))));
-        }
-        let ctx = Value::from_pairs(ctx);
-
-        let tmpl = inner
-            .env
-            .get_template(&inner.name)
-            .map_err(|e| from_minijinja(&inner.name, e))?;
-        tmpl.render(ctx).map_err(|e| from_minijinja(&inner.name, e))
+        render_with(&self.inner, self.inner.conversions, args)
     }
 }
 
+/// Renders `args` after the given conversions.
+fn render_with(
+    inner: &Inner,
+    conversions: Conversions,
+    args: &RenderArgs,
+) -> Result<String, Error> {
+    let messages = prepare_messages(&args.messages, conversions)?;
+
+    let none = || Value::from(());
+    let mut ctx: Vec<(String, Value)> = Vec::with_capacity(8 + args.kwargs.len());
+    for (name, token) in &inner.special_tokens.tokens {
+        ctx.push((name.clone(), Value::from(token.as_str())));
+    }
+    ctx.push(("messages".into(), messages));
+    ctx.push((
+        "tools".into(),
+        args.tools
+            .as_ref()
+            .map_or_else(none, |v| Value::from(Serde(v))),
+    ));
+    ctx.push((
+        "documents".into(),
+        args.documents
+            .as_ref()
+            .map_or_else(none, |v| Value::from(Serde(v))),
+    ));
+    ctx.push((
+        "add_generation_prompt".into(),
+        Value::from(args.add_generation_prompt),
+    ));
+    for (name, value) in &args.kwargs {
+        ctx.push((name.clone(), Value::from(Serde(value))));
+    }
+    let ctx = Value::from_pairs(ctx);
+
+    let tmpl = inner
+        .env
+        .get_template(&inner.name)
+        .map_err(|e| from_minijinja(&inner.name, e))?;
+    tmpl.render(ctx).map_err(|e| from_minijinja(&inner.name, e))
+}
+
+/// Decides [`ArgumentsFormat::Auto`]: renders one tool call with object
+/// arguments, then with string arguments, and keeps the first that shows
+/// the arguments as JSON. Templates that show neither get objects.
+fn probe_object_arguments(inner: &Inner) -> bool {
+    const NEEDLE: &str = "\"formwork_probe_arg\"";
+    let probe = |arguments: Json, parse: bool| -> bool {
+        let messages = serde_json::json!([
+            {"role": "user", "content": "Call the probe."},
+            {"role": "assistant", "content": null, "tool_calls": [{
+                "id": "abc123xyz", "type": "function",
+                "function": {"name": "formwork_probe", "arguments": arguments}}]},
+            {"role": "tool", "tool_call_id": "abc123xyz", "name": "formwork_probe", "content": "ok"},
+        ]);
+        let tools = serde_json::json!([{"type": "function", "function": {
+            "name": "formwork_probe", "description": "Probe.",
+            "parameters": {"type": "object", "properties": {"formwork_probe_arg": {"type": "string"}}}}}]);
+        let mut args = RenderArgs::from_json(messages).tools_json(Some(tools));
+        // Templates that need bos/eos should not fail the probe for want of them.
+        for token in ["bos_token", "eos_token"] {
+            if !inner.special_tokens.tokens.contains_key(token) {
+                args = args.kwarg(token, "");
+            }
+        }
+        let conversions = Conversions {
+            parse_arguments: parse,
+            ..inner.conversions
+        };
+        render_with(inner, conversions, &args).is_ok_and(|out| out.contains(NEEDLE))
+    };
+    if probe(serde_json::json!({"formwork_probe_arg": "x"}), true) {
+        return true;
+    }
+    !probe(
+        Json::String("{\"formwork_probe_arg\": \"x\"}".into()),
+        false,
+    )
+}
+
 /// Applies the content and arguments conversions and makes a template value.
-fn prepare_messages(
-    messages: &Json,
-    keep_parts: bool,
-    parse_arguments: bool,
-) -> Result<Value, Error> {
+fn prepare_messages(messages: &Json, conversions: Conversions) -> Result<Value, Error> {
+    let Conversions {
+        keep_parts,
+        parse_arguments,
+        developer_as_system,
+    } = conversions;
     let Json::Array(list) = messages else {
         return Err(Error::BadInput("`messages` must be an array".into()));
     };
     let needs_change = list.iter().any(|m| {
         (!keep_parts && m.get("content").is_some_and(Json::is_array))
+            || (developer_as_system && m.get("role").is_some_and(|r| r == "developer"))
             || (parse_arguments
                 && m.get("tool_calls")
                     .and_then(Json::as_array)
@@ -414,6 +518,9 @@ fn prepare_messages(
         let Json::Object(message) = message else {
             continue;
         };
+        if developer_as_system && message.get("role").is_some_and(|r| r == "developer") {
+            message.insert("role".into(), Json::String("system".into()));
+        }
         if !keep_parts && let Some(Json::Array(parts)) = message.get("content") {
             let text = parts
                 .iter()

@@ -173,3 +173,36 @@ fn golden_data_path_resolves() {
         eprintln!("note: {DATA} does not exist here");
     }
 }
+
+/// Templates that concatenate `arguments` as a string (DeepSeek R1 distills,
+/// functionary) get OpenAI's string arguments as they are; all others get
+/// objects.
+#[test]
+fn arguments_format_is_detected_per_template() {
+    let Some(dir) = data_dir() else {
+        return;
+    };
+    let mut strings = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "jinja") {
+            let t = TemplateSource::from_jinja_file(&path)
+                .unwrap()
+                .compile(None, options())
+                .unwrap();
+            if !t.parses_arguments() {
+                strings.push(path.file_stem().unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    strings.sort();
+    assert_eq!(
+        strings,
+        [
+            "deepseek-ai-DeepSeek-R1-Distill-Llama-8B",
+            "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B",
+            "meetkai-functionary-medium-v3.1",
+            "meetkai-functionary-medium-v3.2"
+        ]
+    );
+}

@@ -604,3 +604,31 @@ fn one_template_renders_from_many_threads() {
         assert!(h.join().unwrap().contains(&format!("q{i}<|im_end|>")));
     }
 }
+
+#[test]
+fn developer_role_becomes_system_unless_the_template_knows_it() {
+    let messages = [Message::new(Role::Developer, "rules"), Message::user("q")];
+    let plain = tmpl("{% for m in messages %}{{ m.role }};{% endfor %}");
+    assert_eq!(
+        plain.render(&RenderArgs::new(&messages)).unwrap(),
+        "system;user;"
+    );
+    let knows = tmpl(
+        "{% for m in messages %}{% if m.role == 'developer' %}D{% endif %}{{ m.role }};{% endfor %}",
+    );
+    assert_eq!(
+        knows.render(&RenderArgs::new(&messages)).unwrap(),
+        "Ddeveloper;user;"
+    );
+    let forced = ChatTemplate::with_options(
+        "t",
+        "{% for m in messages %}{{ m.role }};{% endfor %}",
+        SpecialTokens::default(),
+        TemplateOptions::default().developer_role(formwork_template::DeveloperRole::AsGiven),
+    )
+    .unwrap();
+    assert_eq!(
+        forced.render(&RenderArgs::new(&messages)).unwrap(),
+        "developer;user;"
+    );
+}
