@@ -211,6 +211,13 @@ pub(crate) fn from_minijinja(template: &str, err: minijinja::Error) -> Error {
             line,
             message,
         },
+        ErrorKind::OutOfFuel => Error::Render {
+            template,
+            line,
+            message:
+                "rendering ran out of fuel: the template does too much work (an endless loop?)"
+                    .into(),
+        },
         _ => Error::Render {
             template,
             line,

@@ -50,6 +50,6 @@ pub use message::{
 };
 pub use source::{DEFAULT_TEMPLATE_NAME, SpecialTokens, TemplateSource};
 pub use template::{
-    ArgumentsFormat, CHATML_TEMPLATE, ChatTemplate, Clock, ContentFormat, DeveloperRole,
-    RenderArgs, TemplateOptions,
+    ArgumentsFormat, CHATML_TEMPLATE, ChatTemplate, Clock, ContentFormat, DEFAULT_FUEL,
+    DeveloperRole, RenderArgs, TemplateOptions,
 };

@@ -97,8 +97,11 @@ pub enum DeveloperRole {
     AsGiven,
 }
 
+/// The default work budget of one rendering ([`TemplateOptions::fuel`]).
+pub const DEFAULT_FUEL: u64 = 10_000_000;
+
 /// Options of a compiled template.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TemplateOptions {
     /// What `strftime_now` reads.
@@ -109,6 +112,23 @@ pub struct TemplateOptions {
     pub arguments_format: ArgumentsFormat,
     /// How the `developer` role is passed.
     pub developer_role: DeveloperRole,
+    /// The most work one rendering may do, in minijinja fuel (about one unit
+    /// per instruction or per 64 bytes made), so that a template from an
+    /// untrusted model file cannot loop for ever; `None` for no limit.
+    /// Defaults to [`DEFAULT_FUEL`], far above what real templates use.
+    pub fuel: Option<u64>,
+}
+
+impl Default for TemplateOptions {
+    fn default() -> Self {
+        TemplateOptions {
+            clock: Clock::default(),
+            content_format: ContentFormat::default(),
+            arguments_format: ArgumentsFormat::default(),
+            developer_role: DeveloperRole::default(),
+            fuel: Some(DEFAULT_FUEL),
+        }
+    }
 }
 
 impl TemplateOptions {
@@ -135,6 +155,12 @@ impl TemplateOptions {
         self.developer_role = role;
         self
     }
+
+    /// Sets the work budget of one rendering; `None` for no limit.
+    pub fn fuel(mut self, fuel: Option<u64>) -> Self {
+        self.fuel = fuel;
+        self
+    }
 }
 
 /// What one rendering gets: the conversation, the tools, and the flags.
@@ -147,6 +173,7 @@ pub struct RenderArgs {
     tools: Option<Json>,
     documents: Option<Json>,
     add_generation_prompt: bool,
+    continue_final_message: bool,
     kwargs: Map<String, Json>,
 }
 
@@ -186,6 +213,14 @@ impl RenderArgs {
     /// Whether to end the prompt with the start of an assistant turn.
     pub fn add_generation_prompt(mut self, yes: bool) -> RenderArgs {
         self.add_generation_prompt = yes;
+        self
+    }
+
+    /// Leave the last message open, so that the model continues it (a
+    /// prefilled assistant reply): the prompt is cut right after the last
+    /// message's text, as transformers' `continue_final_message` does.
+    pub fn continue_final_message(mut self, yes: bool) -> RenderArgs {
+        self.continue_final_message = yes;
         self
     }
 
@@ -281,6 +316,7 @@ impl ChatTemplate {
             .map_err(|e| from_minijinja(name, e))?;
         env.set_syntax(syntax.clone());
         env.set_recursion_limit(256);
+        env.set_fuel(options.fuel);
         env.set_unknown_method_callback(compat::unknown_method);
         env.set_formatter(|out, _state, value| {
             if let Some(s) = value.as_str() {
@@ -447,7 +483,55 @@ fn render_with(
         .env
         .get_template(&inner.name)
         .map_err(|e| from_minijinja(&inner.name, e))?;
-    tmpl.render(ctx).map_err(|e| from_minijinja(&inner.name, e))
+    let rendered = tmpl
+        .render(ctx)
+        .map_err(|e| from_minijinja(&inner.name, e))?;
+    if args.continue_final_message {
+        if args.add_generation_prompt {
+            return Err(Error::BadInput(
+                "continue_final_message and add_generation_prompt cannot both be set".into(),
+            ));
+        }
+        cut_after_final_message(rendered, &args.messages)
+    } else {
+        Ok(rendered)
+    }
+}
+
+/// transformers' `continue_final_message`: cut the prompt after the last
+/// occurrence of the final message's text (or of its trimmed text).
+fn cut_after_final_message(mut rendered: String, messages: &Json) -> Result<String, Error> {
+    let final_text = match messages
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("content"))
+    {
+        Some(Json::String(s)) => s.clone(),
+        Some(Json::Array(parts)) => parts
+            .last()
+            .and_then(|p| p.get("text"))
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        _ => String::new(),
+    };
+    let cut = rendered
+        .rfind(&final_text)
+        .map(|i| i + final_text.len())
+        .or_else(|| {
+            let trimmed = final_text.trim();
+            rendered.rfind(trimmed).map(|i| i + trimmed.len())
+        });
+    match cut {
+        Some(end) => {
+            rendered.truncate(end);
+            Ok(rendered)
+        }
+        _ => Err(Error::BadInput(
+            "continue_final_message is set but the final message does not appear in the rendered prompt"
+                .into(),
+        )),
+    }
 }
 
 /// Decides [`ArgumentsFormat::Auto`]: renders one tool call with object

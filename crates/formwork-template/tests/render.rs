@@ -632,3 +632,52 @@ fn developer_role_becomes_system_unless_the_template_knows_it() {
         "developer;user;"
     );
 }
+
+#[test]
+fn continue_final_message_leaves_the_last_turn_open() {
+    let messages = [
+        Message::user("Name a colour."),
+        Message::assistant("{\"colour\": \""),
+    ];
+    let t = smollm2();
+    let prompt = t
+        .render(&RenderArgs::new(&messages).continue_final_message(true))
+        .unwrap();
+    assert_eq!(
+        prompt,
+        format!(
+            "{SMOLLM2_SYSTEM}<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n{{\"colour\": \""
+        )
+    );
+    assert!(matches!(
+        t.render(
+            &RenderArgs::new(&messages)
+                .continue_final_message(true)
+                .add_generation_prompt(true)
+        ),
+        Err(Error::BadInput(_))
+    ));
+    // A template that drops the final message's text cannot continue it.
+    let drops = tmpl("{% for m in messages %}{{ m.role }}{% endfor %}");
+    assert!(matches!(
+        drops.render(&RenderArgs::new(&messages).continue_final_message(true)),
+        Err(Error::BadInput(_))
+    ));
+}
+
+#[test]
+fn endless_templates_run_out_of_fuel() {
+    let t = ChatTemplate::with_options(
+        "loop",
+        "{% for i in range(100000) %}{% for j in range(100000) %}{{ i }}{% endfor %}{% endfor %}",
+        SpecialTokens::default(),
+        TemplateOptions::default().fuel(Some(100_000)),
+    )
+    .unwrap();
+    let err = t.render(&RenderArgs::new(&[])).unwrap_err();
+    assert!(matches!(err, Error::Render { .. }), "{err:?}");
+    assert!(err.to_string().contains("fuel"), "{err}");
+    // Real templates stay far below the default budget.
+    let prompt = smollm2().render(&RenderArgs::new(&[Message::user("x".repeat(100_000))]));
+    assert!(prompt.is_ok());
+}
