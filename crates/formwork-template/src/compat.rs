@@ -7,6 +7,8 @@
 //!   to `{% for ... in (EXPR)|__formwork_iterable %}`, a filter that fails on
 //!   `none` as Python does. The rewrite never adds a line, so line numbers in
 //!   errors stay those of the original template.
+//! - transformers' `{% generation %}` tags (assistant masks) become `{% if true %}`
+//!   blocks in the same rewrite, which render their body as transformers does.
 //! - Unknown filters and tests: jinja2 refuses them when compiling,
 //!   minijinja only when the filter is reached. [`check_names`] walks the
 //!   compiled instructions to refuse them up front, with their line.
@@ -41,11 +43,30 @@ pub(crate) fn rewrite_for_loops(source: &str, syntax: &SyntaxConfig) -> Rewritte
         Ok(tokens) => tokens,
         Err(_) => return unchanged(),
     };
-    // (byte offset, text) insertions, in increasing offset order.
-    let mut inserts: Vec<(usize, &str)> = Vec::new();
+    // (start, end, text) replacements, in increasing offset order.
+    let mut edits: Vec<(usize, usize, &str)> = Vec::new();
     let mut iterates_content = false;
     let mut i = 0;
     while i + 1 < tokens.len() {
+        // transformers' `{% generation %}` marks assistant text for masks and
+        // renders its body unchanged: an `if true` block does the same, with
+        // the same whitespace control.
+        if matches!(tokens[i].0, Token::BlockStart)
+            && let Token::Ident(tag @ ("generation" | "endgeneration")) = tokens[i + 1].0
+            && tokens
+                .get(i + 2)
+                .is_some_and(|t| matches!(t.0, Token::BlockEnd))
+        {
+            let span = tokens[i + 1].1;
+            let with = if tag == "generation" {
+                "if true"
+            } else {
+                "endif"
+            };
+            edits.push((span.start_offset as usize, span.end_offset as usize, with));
+            i += 3;
+            continue;
+        }
         if !(matches!(tokens[i].0, Token::BlockStart)
             && matches!(tokens[i + 1].0, Token::Ident("for")))
         {
@@ -88,20 +109,27 @@ pub(crate) fn rewrite_for_loops(source: &str, syntax: &SyntaxConfig) -> Rewritte
             k += 1;
         }
         if k > in_idx + 1 && k < tokens.len() {
-            inserts.push((tokens[in_idx + 1].1.start_offset as usize, "("));
-            inserts.push((tokens[k - 1].1.end_offset as usize, ")|__formwork_iterable"));
+            let start = tokens[in_idx + 1].1.start_offset as usize;
+            let end = tokens[k - 1].1.end_offset as usize;
+            edits.push((start, start, "("));
+            edits.push((end, end, ")|__formwork_iterable"));
         }
         i = k;
     }
-    let mut out = String::with_capacity(source.len() + inserts.len() * 12);
+    let mut out = String::with_capacity(source.len() + edits.len() * 12);
     let mut last = 0;
-    for (offset, text) in inserts {
-        if offset < last || offset > source.len() || !source.is_char_boundary(offset) {
+    for (start, end, text) in edits {
+        if start < last
+            || end < start
+            || end > source.len()
+            || !source.is_char_boundary(start)
+            || !source.is_char_boundary(end)
+        {
             return unchanged();
         }
-        out.push_str(&source[last..offset]);
+        out.push_str(&source[last..start]);
         out.push_str(text);
-        last = offset;
+        last = end;
     }
     out.push_str(&source[last..]);
     Rewritten {
@@ -255,6 +283,15 @@ mod tests {
             &SyntaxConfig::default(),
         );
         assert!(!plain.iterates_content);
+    }
+
+    #[test]
+    fn generation_tags_become_plain_blocks() {
+        let src = "{%- generation -%}\n{{ x }}\n{% endgeneration %}";
+        assert_eq!(
+            rewrite_for_loops(src, &SyntaxConfig::default()).source,
+            "{%- if true -%}\n{{ x }}\n{% endif %}"
+        );
     }
 
     #[test]

@@ -681,3 +681,17 @@ fn endless_templates_run_out_of_fuel() {
     let prompt = smollm2().render(&RenderArgs::new(&[Message::user("x".repeat(100_000))]));
     assert!(prompt.is_ok());
 }
+
+#[test]
+fn generation_tags_render_their_body() {
+    let t = tmpl(
+        "{% for m in messages %}{% if m.role == 'assistant' %}\n{% generation %}\n[{{ m.content }}]\n{% endgeneration %}\n{% else %}{{ m.content }}{% endif %}{% endfor %}",
+    );
+    let out = t
+        .render(&RenderArgs::new(&[
+            Message::user("q"),
+            Message::assistant("a"),
+        ]))
+        .unwrap();
+    assert_eq!(out, "q[a]\n");
+}
