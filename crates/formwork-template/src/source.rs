@@ -150,10 +150,37 @@ impl TemplateSource {
     }
 
     /// Reads a `tokenizer_config.json` file.
+    ///
+    /// Recent transformers versions save the template beside the config
+    /// instead of inside it: when the config has no `chat_template`, a
+    /// `chat_template.jinja` in the same folder is the default template and
+    /// `additional_chat_templates/NAME.jinja` the named ones.
     pub fn from_tokenizer_config_file(path: &Path) -> Result<TemplateSource, Error> {
         let text = read_text(path)?;
         let mut source = TemplateSource::tokenizer_config(&text, Some(path))?;
         source.origin = path.display().to_string();
+        if source.templates.is_empty() {
+            let jinja = path.with_file_name("chat_template.jinja");
+            if jinja.is_file() {
+                source
+                    .templates
+                    .push((DEFAULT_TEMPLATE_NAME.to_owned(), read_text(&jinja)?));
+            }
+            let extra_dir = path.with_file_name("additional_chat_templates");
+            if let Ok(entries) = std::fs::read_dir(&extra_dir) {
+                let mut named: Vec<(String, PathBuf)> = entries
+                    .filter_map(|e| {
+                        let p = e.ok()?.path();
+                        let name = p.file_name()?.to_str()?.strip_suffix(".jinja")?.to_owned();
+                        Some((name, p))
+                    })
+                    .collect();
+                named.sort();
+                for (name, p) in named {
+                    source.templates.push((name, read_text(&p)?));
+                }
+            }
+        }
         Ok(source)
     }
 
@@ -229,17 +256,36 @@ impl TemplateSource {
         })
     }
 
-    /// Reads whatever `path` is: a GGUF file (by its magic), a JSON
-    /// tokenizer config (`.json`), or else a jinja template. A `.jinja` file
-    /// takes its special tokens from a `tokenizer_config.json` in the same
-    /// folder, if there is one.
+    /// Reads whatever `path` is: a GGUF file (by its magic or a `.gguf`
+    /// extension), a JSON tokenizer config (`.json`), a model folder (its
+    /// `tokenizer_config.json`, else its `chat_template.jinja`), or else a
+    /// jinja template. A `.jinja` file takes its special tokens from a
+    /// `tokenizer_config.json` in the same folder, if there is one.
     pub fn from_path(path: &Path) -> Result<TemplateSource, Error> {
+        if path.is_dir() {
+            let config = path.join("tokenizer_config.json");
+            if config.is_file() {
+                return TemplateSource::from_tokenizer_config_file(&config);
+            }
+            let jinja = path.join("chat_template.jinja");
+            if jinja.is_file() {
+                return TemplateSource::from_jinja_file(&jinja);
+            }
+            return Err(Error::bad_source(
+                Some(path),
+                "folder has neither tokenizer_config.json nor chat_template.jinja",
+            ));
+        }
         let mut magic = [0u8; 4];
         let is_gguf = std::fs::File::open(path)
             .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
             .is_ok()
             && &magic == b"GGUF";
-        if is_gguf {
+        if is_gguf
+            || path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        {
             return TemplateSource::from_gguf_file(path);
         }
         if path

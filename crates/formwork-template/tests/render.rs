@@ -51,13 +51,12 @@ fn render_err(source: &str) -> Error {
         .unwrap_err()
 }
 
-/// A file in a fresh temporary folder.
+/// A file in a fresh temporary folder of its own.
 fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "formwork-template-test-{}-{}",
-        std::process::id(),
-        name.replace(['/', '.'], "_")
-    ));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("formwork-template-test-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
@@ -694,4 +693,35 @@ fn generation_tags_render_their_body() {
         ]))
         .unwrap();
     assert_eq!(out, "q[a]\n");
+}
+
+#[test]
+fn model_folders_with_the_template_beside_the_config() {
+    let config = temp_file(
+        "tokenizer_config.json",
+        br#"{"bos_token": "<s>", "eos_token": {"content": "</s>"}}"#,
+    );
+    let dir = config.parent().unwrap().to_path_buf();
+    std::fs::write(
+        dir.join("chat_template.jinja"),
+        "{{ bos_token }}{{ messages[0].content }}{{ eos_token }}",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("additional_chat_templates")).unwrap();
+    std::fs::write(dir.join("additional_chat_templates/tool_use.jinja"), "T").unwrap();
+    for path in [config.clone(), dir.clone()] {
+        let source = TemplateSource::from_path(&path).unwrap();
+        assert_eq!(source.names().collect::<Vec<_>>(), ["default", "tool_use"]);
+        let t = source.compile(None, TemplateOptions::default()).unwrap();
+        assert_eq!(
+            t.render(&RenderArgs::new(&[Message::user("x")])).unwrap(),
+            "<s>x</s>"
+        );
+    }
+    // A .gguf that is not one says so.
+    let fake = dir.join("model.gguf");
+    std::fs::write(&fake, "not gguf").unwrap();
+    let err = TemplateSource::from_path(&fake).unwrap_err();
+    assert!(err.to_string().contains("not a GGUF file"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
 }
