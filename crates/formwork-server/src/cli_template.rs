@@ -5,8 +5,8 @@
 //! formwork template render --template FILE --messages FILE.json [--tools FILE.json] [--add-generation-prompt]
 //! ```
 //!
-//! `--template` is a GGUF model, a `tokenizer_config.json` or a `.jinja`
-//! file; the special tokens (bos/eos) come from the same source (for a
+//! `--template` is a GGUF model, a `tokenizer_config.json`, a `.jinja`
+//! file or a model folder; the special tokens (bos/eos) come from the same source (for a
 //! `.jinja` file, from a `tokenizer_config.json` beside it, if any).
 //! `--messages` holds a JSON array of OpenAI-style messages, or a whole
 //! chat-completions request (`{"messages": [...], "tools": [...]}`).

@@ -11,9 +11,17 @@
 //!   `raise_exception`, `strftime_now`, `tojson` as Python's `json.dumps`,
 //!   Python's string and dict methods, Python's printing of values;
 //! - renders [`RenderArgs`] (messages, tools, documents,
-//!   `add_generation_prompt`, extra variables) into the prompt, byte for
-//!   byte what `tokenizer.apply_chat_template(..., tokenize=False)` gives;
-//! - reports every failure as one [`Error`] with the template's name and line.
+//!   `add_generation_prompt`, `continue_final_message`, extra variables such
+//!   as `enable_thinking`) into the prompt, byte for byte what
+//!   `tokenizer.apply_chat_template(..., tokenize=False)` gives;
+//! - adapts OpenAI-style requests to what each template expects
+//!   ([`TemplateOptions`]): string tool-call arguments parsed into objects
+//!   for templates that want objects, content parts joined for templates
+//!   that want strings, `developer` passed as `system` to templates that do
+//!   not know it;
+//! - reports every failure as one [`Error`] with the template's name and
+//!   line, never panics on user input, and bounds the work of one rendering
+//!   ([`TemplateOptions::fuel`]).
 //!
 //! # Example
 //!
