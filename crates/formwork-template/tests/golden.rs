@@ -4,7 +4,7 @@
 //! fail where the reference failed (`expected/<model>.<case>.error.txt`).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use formwork_template::{
     ChatTemplate, Clock, Message, RenderArgs, SpecialTokens, TemplateOptions, TemplateSource, Tool,
@@ -16,9 +16,15 @@ const DATA: &str = concat!(
     "/../../../shared/data/chat_templates"
 );
 
-fn data_dir() -> Option<PathBuf> {
+/// The golden data. Its absence is a failure, not a skip: a test that
+/// silently checks nothing would hide regressions.
+fn data_dir() -> PathBuf {
     let dir = PathBuf::from(DATA);
-    dir.join("cases.json").is_file().then_some(dir)
+    assert!(
+        dir.join("cases.json").is_file(),
+        "golden data not found at {DATA} (shared/ must sit beside the workspace)"
+    );
+    dir
 }
 
 fn options() -> TemplateOptions {
@@ -83,10 +89,7 @@ fn render_case(template: &ChatTemplate, case: &Json) -> Result<String, formwork_
 
 #[test]
 fn goldens_match_python_jinja2() {
-    let Some(dir) = data_dir() else {
-        eprintln!("skipping: {DATA} not found");
-        return;
-    };
+    let dir = data_dir();
     let cases: Vec<Json> =
         serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
     let tokens: serde_json::Map<String, Json> =
@@ -165,23 +168,12 @@ fn goldens_match_python_jinja2() {
     );
 }
 
-#[test]
-fn golden_data_path_resolves() {
-    // Not fatal where shared/ is absent, but say so.
-    let path = Path::new(DATA);
-    if !path.exists() {
-        eprintln!("note: {DATA} does not exist here");
-    }
-}
-
 /// Templates that concatenate `arguments` as a string (DeepSeek R1 distills,
 /// functionary) get OpenAI's string arguments as they are; all others get
 /// objects.
 #[test]
 fn arguments_format_is_detected_per_template() {
-    let Some(dir) = data_dir() else {
-        return;
-    };
+    let dir = data_dir();
     let mut strings = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
