@@ -94,18 +94,26 @@ fn run_render(args: RenderCommand) -> Result<()> {
         Json::Array(_) => (request, None),
         Json::Object(mut obj) => {
             let Some(messages) = obj.remove("messages") else {
-                bail!("{}: expected an array of messages or an object with `messages`", args.messages.display());
+                bail!(
+                    "{}: expected an array of messages or an object with `messages`",
+                    args.messages.display()
+                );
             };
             (messages, obj.remove("tools"))
         }
-        _ => bail!("{}: expected an array of messages or an object with `messages`", args.messages.display()),
+        _ => bail!(
+            "{}: expected an array of messages or an object with `messages`",
+            args.messages.display()
+        ),
     };
     let messages: Vec<Message> = serde_json::from_value(messages)
         .with_context(|| format!("{}: invalid messages", args.messages.display()))?;
 
     let tools = match &args.tools {
         Some(path) => Some(match read_json(path)? {
-            Json::Object(mut obj) if obj.contains_key("tools") => obj.remove("tools").unwrap_or(Json::Null),
+            Json::Object(mut obj) if obj.contains_key("tools") => {
+                obj.remove("tools").unwrap_or(Json::Null)
+            }
             other => other,
         }),
         None => request_tools,
@@ -127,15 +135,23 @@ fn run_render(args: RenderCommand) -> Result<()> {
         render = render.kwarg(name, value);
     }
 
-    let prompt = template.render(&render).context("rendering the chat template")?;
+    let prompt = template
+        .render(&render)
+        .context("rendering the chat template")?;
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(prompt.as_bytes()).and_then(|()| stdout.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing the prompt"),
+    match stdout
+        .write_all(prompt.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("writing the prompt")
+        }
         _ => Ok(()),
     }
 }
 
 fn read_json(path: &Path) -> Result<Json> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))
 }
