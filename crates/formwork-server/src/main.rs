@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cli_schema;
+mod cli_template;
 
 /// Structured generation: JSON Schema, regex and choice constraints for language models.
 #[derive(Parser)]
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Compile JSON Schemas to regexes and sample documents from them.
     Schema(cli_schema::SchemaArgs),
+    /// Render conversations through a model's chat template.
+    Template(cli_template::TemplateArgs),
 }
 
 /// An error the binary reports: bad input (exit 2) or a failure (exit 1).
@@ -42,6 +45,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Schema(args) => cli_schema::run(args),
+        // Every template failure is about the user's files: a bad template, bad messages.
+        Command::Template(args) => {
+            cli_template::run(args).map_err(|e| CliError::Input(format!("{e:#}")))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
