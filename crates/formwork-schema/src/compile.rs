@@ -346,6 +346,13 @@ impl<'a> Ctx<'a> {
                 base.remove(key);
             }
         }
+        // not (not X) is X.
+        if let Some(Value::Object(n)) = base.get("not") {
+            if let (1, Some(inner)) = (n.len(), n.get("not")) {
+                conj.push((inner.clone(), child(&child(ptr, "not"), "not")));
+                base.remove("not");
+            }
+        }
         for key in ["anyOf", "oneOf"] {
             if let Some(v) = base.remove(key) {
                 let items = v
@@ -523,6 +530,11 @@ impl<'a> Ctx<'a> {
         false
     }
 
+    /// The target of a reference, if it resolves.
+    pub(crate) fn resolve_ref(&self, reference: &str) -> Option<&'a Value> {
+        self.resolve(reference, "").ok().map(|(_, v)| v)
+    }
+
     fn resolve(&self, reference: &str, ptr: &str) -> Result<(String, &'a Value)> {
         let unresolved = || SchemaError::UnresolvedRef {
             pointer: if ptr.is_empty() { "#".into() } else { ptr.into() },
@@ -672,6 +684,12 @@ impl<'a> Ctx<'a> {
     }
 
     fn branch(&mut self, m: &Map<String, Value>, ptr: &str) -> Result<Frag> {
+        if let Some(values) = m.get("enum") {
+            let values = values
+                .as_array()
+                .ok_or_else(|| invalid(ptr, "`enum` must be an array"))?;
+            return Ok(self.enumeration(m, values));
+        }
         let mut ex = Exclusions::default();
         if let Some(n) = m.get("not") {
             self.exclusions(n, &child(ptr, "not"), &mut ex)?;
@@ -683,12 +701,6 @@ impl<'a> Ctx<'a> {
         types.retain(|t| !ex.types.contains(t));
         if types.iter().any(|t| t == "number") {
             types.retain(|t| t != "integer");
-        }
-        if let Some(values) = m.get("enum") {
-            let values = values
-                .as_array()
-                .ok_or_else(|| invalid(ptr, "`enum` must be an array"))?;
-            return self.enumeration(m, values, &types, &ex, ptr);
         }
         let mut alts = Vec::new();
         for t in &types {
@@ -729,59 +741,23 @@ impl<'a> Ctx<'a> {
         Ok(alternation(alts))
     }
 
-    fn enumeration(
-        &mut self,
-        m: &Map<String, Value>,
-        values: &[Value],
-        types: &[String],
-        ex: &Exclusions,
-        ptr: &str,
-    ) -> Result<Frag> {
-        let type_ok = |v: &Value| {
-            types.iter().any(|t| match (t.as_str(), v) {
-                ("null", Value::Null) | ("boolean", Value::Bool(_)) => true,
-                ("string", Value::String(_)) | ("array", Value::Array(_)) => true,
-                ("object", Value::Object(_)) | ("number", Value::Number(_)) => true,
-                ("integer", Value::Number(n)) => {
-                    Decimal::from_json(n).is_some_and(|d| d.frac.is_empty())
-                }
-                _ => false,
-            })
-        };
-        // Other keywords beside `enum`: keep only values the rest of the schema accepts, by
-        // matching each value against the rest compiled on its own.
+    /// The values of an `enum` that the rest of the schema accepts (checked exactly by
+    /// [`Ctx::verdict`]; a value it cannot decide is left out).
+    fn enumeration(&mut self, m: &Map<String, Value>, values: &[Value]) -> Frag {
         let mut rest = m.clone();
         rest.remove("enum");
-        let constrained = rest
-            .keys()
-            .any(|k| !ANNOTATIONS.contains(&k.as_str()) && k != "type" && k != "nullable");
-        let checker = if constrained {
-            match self.branch(&rest, ptr)? {
-                Some(r) => Some(
-                    regex_automata::meta::Regex::new(&format!("^(?:{r})$"))
-                        .map_err(|e| SchemaError::TooLarge { size: r.len(), limit: e.size_limit().unwrap_or(0) })?,
-                ),
-                None => return Ok(None),
-            }
-        } else {
-            None
-        };
+        let rest = Value::Object(rest);
         let mut alts = Vec::new();
         for v in values {
-            if !type_ok(v) || ex.values.iter().any(|x| json_eq(x, v)) {
+            if self.verdict(&rest, v, 0) != crate::verdict::Verdict::Valid {
                 continue;
-            }
-            if let Some(re) = &checker {
-                if !re.is_match(&value_literal(v, "")) && !re.is_match(&v.to_string()) {
-                    continue;
-                }
             }
             let lit = value_literal(v, &self.ws);
             if !alts.contains(&lit) {
                 alts.push(lit);
             }
         }
-        Ok(alternation(alts))
+        alternation(alts)
     }
 
     // ----- numbers -----------------------------------------------------------------------
@@ -951,15 +927,14 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Whether a property name satisfies a `propertyNames` schema (as far as the compiler
-    /// enforces string schemas).
-    fn name_allowed(&mut self, names: &Value, name: &str, ptr: &str) -> Result<bool> {
-        let Some(frag) = self.schema(names, ptr)? else {
-            return Ok(false);
-        };
-        let re = regex_automata::meta::Regex::new(&format!("^(?:{frag})$"))
-            .map_err(|_| unsupported("propertyNames", ptr, "propertyNames regex too large"))?;
-        Ok(re.is_match(&string_literal_text(name)))
+    /// Whether a property name surely satisfies a `propertyNames` schema.
+    fn name_allowed(&self, names: &Value, name: &str) -> bool {
+        self.verdict(names, &Value::String(name.to_string()), 0) == crate::verdict::Verdict::Valid
+    }
+
+    /// Whether a property name might satisfy a `propertyNames` schema.
+    fn name_possible(&self, names: &Value, name: &str) -> bool {
+        self.verdict(names, &Value::String(name.to_string()), 0) != crate::verdict::Verdict::Invalid
     }
 
     // ----- arrays ------------------------------------------------------------------------
@@ -1161,7 +1136,7 @@ impl<'a> Ctx<'a> {
             let pp = child(&child(ptr, "properties"), name);
             let forbidden = ex.properties.contains(name)
                 || match &names_schema {
-                    Some(ns) => !self.name_allowed(ns, name, &child(ptr, "propertyNames"))?,
+                    Some(ns) => !self.name_allowed(ns, name),
                     None => false,
                 };
             if forbidden {
@@ -1218,10 +1193,7 @@ impl<'a> Ctx<'a> {
                     let key = match &names_schema {
                         None => Some(string_excluding(known.iter().copied())),
                         Some(ns) => {
-                            let mut clash = false;
-                            for k in &known {
-                                clash |= self.name_allowed(ns, k, &child(ptr, "propertyNames"))?;
-                            }
+                            let clash = known.iter().any(|k| self.name_possible(ns, k));
                             let mut ns_map = ns.as_object().cloned().unwrap_or_default();
                             ns_map.entry("type").or_insert(Value::String("string".into()));
                             if clash { None } else { self.schema(&Value::Object(ns_map), &child(ptr, "propertyNames"))? }
@@ -1250,6 +1222,9 @@ impl<'a> Ctx<'a> {
     /// within `min..=max`.
     fn assemble(&mut self, pieces: &[(String, bool)], extra: Option<&str>, min: usize, max: Option<usize>) -> Result<Frag> {
         let sep = format!("{0},{0}", self.ws);
+        if max.is_none() && min <= pieces.iter().filter(|p| p.1).count() {
+            return Ok(Some(self.assemble_linear(pieces, extra, &sep)?));
+        }
         let n = pieces.len();
         // Counts that matter: 0 vs "some" for commas, and exact counts up to the bounds.
         let cap = match max {
@@ -1312,6 +1287,52 @@ impl<'a> Ctx<'a> {
     }
 }
 
+impl Ctx<'_> {
+    /// [`Ctx::assemble`] without count bounds, in size linear in the members.
+    ///
+    /// Before the first required member, "a non-empty ordered subset of p1..pj" is
+    /// `H(j) = (?:H(j-1)(?:,pj)?|pj)`: each member is written twice, never once per later
+    /// member as the naive "which member comes first" alternation would.
+    fn assemble_linear(&mut self, pieces: &[(String, bool)], extra: Option<&str>, sep: &str) -> Result<String> {
+        let first_required = pieces.iter().position(|p| p.1);
+        let lead_end = first_required.unwrap_or(pieces.len());
+        // Non-empty ordered subsets of the optional members before the first required one.
+        let mut head: Option<String> = None;
+        for (piece, _) in &pieces[..lead_end] {
+            head = Some(match head {
+                None => piece.clone(),
+                Some(h) => format!("(?:{h}(?:{sep}{piece})?|{piece})"),
+            });
+            self.grow(&head)?;
+        }
+        let mut tail = String::new();
+        if let Some(r) = first_required {
+            for (piece, required) in &pieces[r + 1..] {
+                if *required {
+                    tail.push_str(&format!("{sep}{piece}"));
+                } else {
+                    tail.push_str(&format!("(?:{sep}{piece})?"));
+                }
+            }
+            if let Some(x) = extra {
+                tail.push_str(&format!("(?:{sep}{x})*"));
+            }
+            let body = match head {
+                Some(h) => format!("(?:{h}{sep})?{}{tail}", pieces[r].0),
+                None => format!("{}{tail}", pieces[r].0),
+            };
+            return Ok(body);
+        }
+        // No required member: possibly nothing at all.
+        Ok(match (head, extra) {
+            (None, None) => String::new(),
+            (Some(h), None) => format!("(?:{h})?"),
+            (None, Some(x)) => format!("(?:{x}(?:{sep}{x})*)?"),
+            (Some(h), Some(x)) => format!("(?:{h}(?:{sep}{x})*|{x}(?:{sep}{x})*)?"),
+        })
+    }
+}
+
 /// `(?:sep item){lo,hi}` with `hi = None` unbounded.
 fn repeat_tail(sep: &str, item: &str, lo: usize, hi: Option<usize>) -> String {
     match (lo, hi) {
@@ -1321,15 +1342,6 @@ fn repeat_tail(sep: &str, item: &str, lo: usize, hi: Option<usize>) -> String {
         (l, Some(h)) if l == h => format!("(?:{sep}{item}){{{l}}}"),
         (l, Some(h)) => format!("(?:{sep}{item}){{{l},{h}}}"),
     }
-}
-
-fn string_literal_text(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        crate::text::canonical_char(c, &mut out);
-    }
-    out.push('"');
-    out
 }
 
 fn percent_decode(s: &str) -> String {

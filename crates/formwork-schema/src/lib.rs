@@ -71,6 +71,7 @@ mod merge;
 mod numeric;
 mod pattern;
 mod text;
+mod verdict;
 
 pub use error::{SchemaError, Unenforced};
 
@@ -177,8 +178,22 @@ impl Compiler {
     }
 
     /// Compiles a schema to a regex and the list of keywords it does not enforce.
+    ///
+    /// When the regex would exceed [`Compiler::max_size`], the compiler retries with recursion
+    /// unrolled less deeply and unconstrained values nested less deeply (each retry accepts a
+    /// subset of what the previous one would have); only when the shallowest attempt is still
+    /// too large does it return [`SchemaError::TooLarge`].
     pub fn compile_detailed(&self, schema: &Value) -> Result<Compiled, SchemaError> {
-        compile::Ctx::new(self, schema).finish()
+        let mut cfg = self.clone();
+        loop {
+            match compile::Ctx::new(&cfg, schema).finish() {
+                Err(SchemaError::TooLarge { .. }) if cfg.max_recursion > 1 || cfg.any_depth > 1 => {
+                    cfg.max_recursion = cfg.max_recursion.saturating_sub(1).max(1);
+                    cfg.any_depth = cfg.any_depth.saturating_sub(1).max(1);
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Compiles a schema given as JSON text.

@@ -234,6 +234,20 @@ pub(crate) fn merge(
                     av
                 } else if x > 0.0 && y > 0.0 && ((y / x).fract() == 0.0) {
                     bv.clone()
+                } else if let (Some(p), Some(q)) = (av.as_u64(), bv.as_u64()) {
+                    // Both integers: multiples of both are the multiples of their lcm.
+                    let gcd = |mut a: u64, mut b: u64| {
+                        while b != 0 {
+                            (a, b) = (b, a % b);
+                        }
+                        a
+                    };
+                    match (p / gcd(p, q).max(1)).checked_mul(q) {
+                        Some(l) => Value::from(l),
+                        None => {
+                            return Err(unsupported("multipleOf", pointer, "multipleOf too large"));
+                        }
+                    }
                 } else {
                     return Err(unsupported(
                         "multipleOf",

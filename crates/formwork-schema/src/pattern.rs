@@ -267,35 +267,68 @@ pub(crate) fn full_match_language(regex: &str) -> Result<Hir, String> {
     parse(regex)
 }
 
-fn anchor(hir: Hir) -> Result<Hir, String> {
-    match hir.kind() {
-        HirKind::Alternation(subs) => Ok(Hir::alternation(
-            subs.iter().cloned().map(anchor).collect::<Result<_, _>>()?,
-        )),
-        HirKind::Capture(c) => anchor((*c.sub).clone()),
-        HirKind::Concat(subs) => {
-            let mut items: Vec<Hir> = subs.clone();
-            let start = matches!(items.first().map(Hir::kind), Some(HirKind::Look(Look::Start)));
-            if start {
-                items.remove(0);
-            }
-            let end = matches!(items.last().map(Hir::kind), Some(HirKind::Look(Look::End)));
-            if end {
-                items.pop();
-            }
-            if items.len() == 1 && !start && !end {
-                if let HirKind::Capture(c) = items[0].kind() {
-                    return anchor((*c.sub).clone());
-                }
-            }
-            wrap(items, start, end)
-        }
-        HirKind::Look(Look::Start) | HirKind::Look(Look::End) => {
-            // `^` alone or `$` alone: any string.
-            Ok(any_chars())
-        }
-        _ => wrap(vec![hir], false, false),
+/// Branches of a HIR as flat sequences, with alternations containing anchors expanded so that
+/// every `^` and `$` ends up at the edge of a branch (or is reported).
+fn branches(hir: &Hir, out: &mut Vec<Vec<Hir>>) -> Result<(), String> {
+    if hir.properties().look_set().is_empty() {
+        out.push(vec![hir.clone()]);
+        return Ok(());
     }
+    match hir.kind() {
+        HirKind::Capture(c) => branches(&c.sub, out),
+        HirKind::Alternation(subs) => subs.iter().try_for_each(|h| branches(h, out)),
+        HirKind::Concat(subs) => {
+            let mut acc: Vec<Vec<Hir>> = vec![Vec::new()];
+            for h in subs {
+                let mut parts = Vec::new();
+                branches(h, &mut parts)?;
+                let mut next = Vec::with_capacity(acc.len() * parts.len());
+                for a in &acc {
+                    for p in &parts {
+                        let mut seq = a.clone();
+                        seq.extend(p.iter().cloned());
+                        next.push(seq);
+                    }
+                }
+                if next.len() > 256 {
+                    return Err("too many alternatives around anchors".into());
+                }
+                acc = next;
+            }
+            out.extend(acc);
+            Ok(())
+        }
+        _ => {
+            out.push(vec![hir.clone()]);
+            Ok(())
+        }
+    }
+}
+
+fn anchor(hir: Hir) -> Result<Hir, String> {
+    let mut all = Vec::new();
+    branches(&hir, &mut all)?;
+    let mut alts = Vec::with_capacity(all.len());
+    for mut items in all {
+        items.retain(|h| !matches!(h.kind(), HirKind::Empty));
+        let mut start = false;
+        while matches!(items.first().map(Hir::kind), Some(HirKind::Look(Look::Start))) {
+            items.remove(0);
+            start = true;
+        }
+        let mut end = false;
+        while matches!(items.last().map(Hir::kind), Some(HirKind::Look(Look::End))) {
+            items.pop();
+            end = true;
+        }
+        if items.is_empty() && (start || end) && !(start && end) {
+            // `^` alone or `$` alone: any string.
+            alts.push(any_chars());
+            continue;
+        }
+        alts.push(wrap(items, start, end)?);
+    }
+    Ok(Hir::alternation(alts))
 }
 
 fn wrap(items: Vec<Hir>, start: bool, end: bool) -> Result<Hir, String> {
@@ -388,18 +421,25 @@ pub(crate) fn restrict_length(hir: Hir, min: usize, max: Option<usize>) -> Resul
         _ => false,
     };
     let mut absorber = None;
-    for (i, h) in items.iter().enumerate() {
+    for (i, h) in items.iter_mut().enumerate() {
         let (l, m) = char_len(h);
         if Some(l) == m {
             continue;
         }
         if !adjustable(h) {
-            return Err(
-                "pattern combined with minLength/maxLength has a shape the compiler cannot bound"
-                    .into(),
-            );
+            // Any other variable piece is pinned to its shortest strings (a subset).
+            *h = pin_shortest(h).ok_or(
+                "pattern combined with minLength/maxLength has a shape the compiler cannot bound",
+            )?;
+            continue;
         }
         absorber = Some(i);
+    }
+    if absorber.is_none() {
+        let (lo, hi) = char_len(&Hir::concat(items.clone()));
+        if lo >= min && hi.is_some_and(|h| max.is_none_or(|m| h <= m)) {
+            return Ok(Hir::concat(items));
+        }
     }
     let Some(absorber) = absorber else {
         return Err("pattern's fixed length is outside minLength/maxLength".into());
@@ -440,6 +480,31 @@ pub(crate) fn restrict_length(hir: Hir, min: usize, max: Option<usize>) -> Resul
         ..r.clone()
     });
     Ok(Hir::concat(items))
+}
+
+/// The strings of `hir` of its minimum length, as a fixed-length HIR.
+fn pin_shortest(hir: &Hir) -> Option<Hir> {
+    let (lo, _) = char_len(hir);
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) | HirKind::Literal(_) | HirKind::Class(_) => Some(hir.clone()),
+        HirKind::Capture(c) => pin_shortest(&c.sub),
+        HirKind::Concat(subs) => Some(Hir::concat(subs.iter().map(pin_shortest).collect::<Option<_>>()?)),
+        HirKind::Alternation(subs) => {
+            let kept: Vec<Hir> = subs
+                .iter()
+                .filter(|h| char_len(h).0 == lo)
+                .filter_map(pin_shortest)
+                .collect();
+            (!kept.is_empty()).then(|| Hir::alternation(kept))
+        }
+        HirKind::Repetition(r) => {
+            if r.min == 0 {
+                return Some(Hir::empty());
+            }
+            let sub = pin_shortest(&r.sub)?;
+            Some(Hir::repetition(Repetition { min: r.min, max: Some(r.min), greedy: r.greedy, sub: Box::new(sub) }))
+        }
+    }
 }
 
 /// Re-spells a decoded-string language as the bodies of JSON string literals (canonical

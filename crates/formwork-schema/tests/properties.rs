@@ -1,0 +1,97 @@
+//! Property tests: random schemas built from the supported keywords compile, and documents
+//! sampled from their compiled automaton validate under the `jsonschema` crate.
+
+use formwork_index::{ByteDfa, DfaConfig};
+use formwork_schema::Compiler;
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+
+fn leaf() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(json!({"type": "null"})),
+        Just(json!({"type": "boolean"})),
+        (proptest::option::of(-50i64..50), proptest::option::of(0i64..100)).prop_map(|(lo, span)| {
+            let mut m = Map::new();
+            m.insert("type".into(), json!("integer"));
+            if let Some(lo) = lo {
+                m.insert("minimum".into(), json!(lo));
+                if let Some(s) = span {
+                    m.insert("maximum".into(), json!(lo + s));
+                }
+            }
+            Value::Object(m)
+        }),
+        (-100i32..100, 0i32..1000, any::<bool>()).prop_map(|(lo, span, excl)| {
+            let lo = f64::from(lo) / 10.0;
+            let hi = lo + f64::from(span) / 100.0 + 0.01;
+            if excl {
+                json!({"type": "number", "exclusiveMinimum": lo, "exclusiveMaximum": hi})
+            } else {
+                json!({"type": "number", "minimum": lo, "maximum": hi})
+            }
+        }),
+        (0usize..4, 0usize..6).prop_map(|(min, extra)| json!({"type": "string", "minLength": min, "maxLength": min + extra})),
+        prop::sample::select(vec!["date", "date-time", "time", "email", "ipv4", "ipv6", "uuid", "hostname", "uri", "duration"])
+            .prop_map(|f| json!({"type": "string", "format": f})),
+        prop::sample::select(vec!["^[a-z]+$", "^\\d{3}-\\d{4}$", "ab", "^(yes|no)$", "^[^\"\\\\]{1,5}$", "x\\.y"])
+            .prop_map(|p| json!({"type": "string", "pattern": p})),
+        prop::collection::vec("[a-z\"\\\\é ]{0,6}", 1..4).prop_map(|v| json!({"enum": v})),
+        any::<i32>().prop_map(|n| json!({"const": n})),
+    ]
+}
+
+fn schema() -> impl Strategy<Value = Value> {
+    leaf().prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            (prop::collection::vec(inner.clone(), 1..4), prop::collection::vec(any::<bool>(), 4), any::<bool>()).prop_map(
+                |(props, req, closed)| {
+                    let mut p = Map::new();
+                    let mut required = Vec::new();
+                    for (i, s) in props.into_iter().enumerate() {
+                        let name = format!("p{i}");
+                        if req[i] {
+                            required.push(json!(name));
+                        }
+                        p.insert(name, s);
+                    }
+                    let mut m = json!({"type": "object", "properties": p, "required": required});
+                    if closed {
+                        m["additionalProperties"] = json!(false);
+                    }
+                    m
+                }
+            ),
+            (inner.clone(), 0usize..3, 0usize..3).prop_map(|(items, min, extra)| {
+                json!({"type": "array", "items": items, "minItems": min, "maxItems": min + extra})
+            }),
+            prop::collection::vec(inner.clone(), 2..3).prop_map(|alts| json!({"anyOf": alts})),
+            (inner.clone(), inner).prop_map(|(a, b)| json!({"allOf": [a, b]})),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn samples_of_random_schemas_validate(schema in schema(), seed in any::<u64>()) {
+        let compiled = match Compiler::new().compile_detailed(&schema) {
+            Ok(c) => c,
+            // allOf of two incompatible leaves is legitimately unsatisfiable or unsupported.
+            Err(_) if schema.get("allOf").is_some() => return Ok(()),
+            Err(e) => return Err(TestCaseError::fail(format!("{schema} did not compile: {e}"))),
+        };
+        prop_assert!(compiled.unenforced.is_empty());
+        let dfa = ByteDfa::with_config(&compiled.regex, DfaConfig::default())
+            .map_err(|e| TestCaseError::fail(format!("{schema}: {e}")))?;
+        let oracle = jsonschema::options().should_validate_formats(true).build(&schema)
+            .map_err(|e| TestCaseError::fail(format!("oracle: {e}")))?;
+        for i in 0..4 {
+            let doc = dfa.sample(seed.wrapping_add(i), 96);
+            let text = String::from_utf8(doc).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let value: Value = serde_json::from_str(&text)
+                .map_err(|e| TestCaseError::fail(format!("{schema}: {text:?} is not JSON: {e}")))?;
+            prop_assert!(oracle.is_valid(&value), "{} produced invalid {}", schema, text);
+        }
+    }
+}
