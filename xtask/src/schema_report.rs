@@ -36,6 +36,7 @@ struct FileStats {
     unsound_unenforced: BTreeMap<String, usize>,
     valid_total: usize,
     valid_matched: usize,
+    valid_missed_examples: Vec<String>,
     samples: usize,
     sample_failures: usize,
     sample_failures_unenforced: usize,
@@ -104,6 +105,9 @@ fn check_inner(item: &Item, samples: usize, stats: &mut FileStats) {
             if valid {
                 stats.valid_total += 1;
                 stats.valid_matched += m as usize;
+                if !m && stats.valid_missed_examples.len() < 3 {
+                    stats.valid_missed_examples.push(format!("{id}: {}", truncate(&text, 200)));
+                }
             } else {
                 stats.invalid_total += 1;
                 if m {
@@ -178,6 +182,7 @@ fn pct(a: usize, b: usize) -> String {
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut out_file = None;
+    let mut misses = false;
     let mut only: Option<Vec<String>> = None;
     let mut samples = 5usize;
     let mut it = args.iter();
@@ -185,6 +190,7 @@ pub fn run(args: &[String]) -> Result<()> {
         match a.as_str() {
             "--out" => out_file = it.next().cloned(),
             "--files" => only = it.next().map(|s| s.split(',').map(String::from).collect()),
+            "--misses" => misses = true,
             "--samples" => samples = it.next().and_then(|s| s.parse().ok()).unwrap_or(5),
             other => anyhow::bail!("unknown option {other}"),
         }
@@ -231,6 +237,13 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     });
     let mut stats = stats.into_inner().unwrap_or_else(|e| e.into_inner());
+    if misses {
+        for (name, s) in &stats {
+            for e in &s.valid_missed_examples {
+                eprintln!("valid not matched [{name}] {e}");
+            }
+        }
+    }
     let report = render(&mut stats, samples);
     print!("{report}");
     if let Some(path) = out_file {
@@ -254,6 +267,7 @@ fn merge_into(a: &mut FileStats, b: FileStats) {
     }
     a.valid_total += b.valid_total;
     a.valid_matched += b.valid_matched;
+    a.valid_missed_examples.extend(b.valid_missed_examples);
     a.samples += b.samples;
     a.sample_failures += b.sample_failures;
     a.sample_failures_unenforced += b.sample_failures_unenforced;

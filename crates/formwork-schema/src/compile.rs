@@ -50,6 +50,9 @@ pub(crate) struct Ctx<'a> {
     active_refs: HashMap<String, usize>,
     unenforced: Vec<Unenforced>,
     any_cache: Vec<String>,
+    /// Fragments of `{"$ref": ...}` schemas, keyed by the reference and the recursion state
+    /// they were compiled in (the same state gives the same fragment).
+    ref_cache: HashMap<String, Frag>,
     depth: usize,
     size: usize,
 }
@@ -126,6 +129,7 @@ impl<'a> Ctx<'a> {
             active_refs: HashMap::new(),
             unenforced: Vec::new(),
             any_cache: Vec::new(),
+            ref_cache: HashMap::new(),
             depth: 0,
             size: 0,
         };
@@ -223,11 +227,35 @@ impl<'a> Ctx<'a> {
                 limit: self.cfg.max_depth,
             });
         }
+        let key = self.ref_cache_key(s);
+        if let Some(hit) = key.as_ref().and_then(|k| self.ref_cache.get(k)) {
+            self.depth -= 1;
+            return Ok(hit.clone());
+        }
         let out = self.schema_inner(s, ptr);
         self.depth -= 1;
+        if let (Some(k), Ok(frag)) = (key, &out) {
+            self.ref_cache.insert(k, frag.clone());
+        }
         let out = out?;
         self.grow(&out)?;
         Ok(out)
+    }
+
+    /// The cache key of a schema that is only a reference (plus annotations), else `None`.
+    fn ref_cache_key(&self, s: &Value) -> Option<String> {
+        let m = s.as_object()?;
+        let r = m.get("$ref")?.as_str()?;
+        if m.keys().any(|k| k != "$ref" && !ANNOTATIONS.contains(&k.as_str())) {
+            return None;
+        }
+        let mut active: Vec<(&String, &usize)> = self.active_refs.iter().filter(|(_, c)| **c > 0).collect();
+        active.sort();
+        let mut key = r.to_string();
+        for (name, count) in active {
+            key.push_str(&format!("\0{name}={count}"));
+        }
+        Some(key)
     }
 
     fn schema_inner(&mut self, s: &Value, ptr: &str) -> Result<Frag> {
