@@ -1,0 +1,344 @@
+//! The token-level index: for each state of a [`ByteDfa`], the tokens that keep a match
+//! possible and the state each leads to.
+//!
+//! The tokens allowed in a state are found by walking the vocabulary's byte trie
+//! ([`crate::Trie`]) against the DFA, depth first: a prefix shared by many tokens is matched
+//! once, and a subtree is skipped at its first dead byte. Since a [`ByteDfa`] only keeps live
+//! states, a token whose bytes never hit [`ByteDfa::DEAD`] leads to a state from which the
+//! match can still be completed.
+//!
+//! An index is built eagerly ([`Index::new`]: every state reachable by tokens from the start,
+//! breadth first, the states of one level spread over the available cores) or lazily
+//! ([`Index::lazy`]: each state on first use, cached in a `OnceLock`, so a request waits only
+//! for the states it visits). Both are the same type and are safe to share across threads.
+//!
+//! EOS tokens are allowed exactly in accepting states; special tokens never are.
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::{ByteDfa, DfaConfig, IndexError, StateId, Vocabulary};
+
+/// Limits and mode of an [`Index`] build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexConfig {
+    /// Limits on the underlying byte DFA.
+    pub dfa: DfaConfig,
+    /// Most token-level states an eager build may compute.
+    pub max_states: usize,
+    /// Most bytes the per-state token lists of an eager build may take.
+    pub max_memory: usize,
+    /// Compute each state's tokens on first use instead of all up front. A lazy index checks
+    /// only the DFA limits; it grows as requests visit states.
+    pub lazy: bool,
+    /// Threads for an eager build (0: as many as the machine has cores).
+    pub threads: usize,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            dfa: DfaConfig::default(),
+            max_states: 1 << 17,
+            max_memory: 1 << 30,
+            lazy: false,
+            threads: 0,
+        }
+    }
+}
+
+/// The allowed tokens of one state, sorted by id, with the state each leads to.
+#[derive(Debug)]
+struct Entry {
+    tokens: Box<[u32]>,
+    next: Box<[StateId]>,
+    mask: OnceLock<Box<[u64]>>,
+}
+
+impl Entry {
+    fn memory_usage(&self) -> usize {
+        std::mem::size_of::<Entry>() + self.tokens.len() * 8
+    }
+}
+
+/// A token-level index of a regex over a vocabulary. Immutable once built (a lazy index
+/// fills its cache behind `&self`); share it with `Arc` and walk it with [`crate::Guide`].
+#[derive(Debug)]
+pub struct Index {
+    dfa: ByteDfa,
+    vocab: Vocabulary,
+    config: IndexConfig,
+    slots: Vec<OnceLock<Entry>>,
+    computed: AtomicUsize,
+    memory: AtomicUsize,
+    empty_mask: Box<[u64]>,
+}
+
+/// Per-thread buffers of the trie walk, reused across states.
+#[derive(Default)]
+struct Scratch {
+    bits: Vec<u64>,
+    next: Vec<StateId>,
+    stack: Vec<(usize, StateId)>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+impl Index {
+    /// The state after an EOS token: the end of the text.
+    pub const FINISHED: StateId = StateId::MAX - 1;
+
+    /// Builds the whole index of `regex` (matched in full) over `vocab`, default limits.
+    pub fn new(regex: &str, vocab: &Vocabulary) -> Result<Index, IndexError> {
+        Self::with_config(regex, vocab, IndexConfig::default())
+    }
+
+    /// A lazy index of `regex` over `vocab`: only the DFA is built now; each state's tokens
+    /// are computed on first use.
+    pub fn lazy(regex: &str, vocab: &Vocabulary) -> Result<Index, IndexError> {
+        Self::with_config(regex, vocab, IndexConfig { lazy: true, ..IndexConfig::default() })
+    }
+
+    /// Builds the index of `regex` over `vocab` with explicit limits and mode.
+    pub fn with_config(
+        regex: &str,
+        vocab: &Vocabulary,
+        config: IndexConfig,
+    ) -> Result<Index, IndexError> {
+        Self::from_dfa(ByteDfa::with_config(regex, config.dfa)?, vocab, config)
+    }
+
+    /// Builds the index over an already built DFA.
+    pub fn from_dfa(dfa: ByteDfa, vocab: &Vocabulary, config: IndexConfig) -> Result<Index, IndexError> {
+        // Build the trie now, so a lazy index's first state does not pay for it.
+        vocab.trie();
+        let mut slots = Vec::new();
+        slots.resize_with(dfa.state_count(), OnceLock::new);
+        let index = Index {
+            empty_mask: vec![0; vocab.mask_words()].into_boxed_slice(),
+            dfa,
+            vocab: vocab.clone(),
+            config,
+            slots,
+            computed: AtomicUsize::new(0),
+            memory: AtomicUsize::new(0),
+        };
+        if !config.lazy {
+            index.fill()?;
+        }
+        Ok(index)
+    }
+
+    /// The start state.
+    pub fn start(&self) -> StateId {
+        self.dfa.start()
+    }
+
+    /// Whether the text read so far is a full match (EOS is allowed here).
+    pub fn is_accepting(&self, state: StateId) -> bool {
+        state != Self::FINISHED && (state as usize) < self.slots.len() && self.dfa.is_accepting(state)
+    }
+
+    /// The tokens allowed in `state`, sorted by id (EOS included in accepting states). Empty
+    /// for [`Index::FINISHED`] and for ids that are not states of this index.
+    pub fn allowed_tokens(&self, state: StateId) -> &[u32] {
+        self.entry(state).map_or(&[], |e| &e.tokens)
+    }
+
+    /// The state each of [`Index::allowed_tokens`] leads to, in the same order
+    /// ([`Index::FINISHED`] for EOS).
+    pub fn next_states(&self, state: StateId) -> &[StateId] {
+        self.entry(state).map_or(&[], |e| &e.next)
+    }
+
+    /// The state `token` leads to from `state`, or `None` if it is not allowed there.
+    pub fn next_state(&self, state: StateId, token: u32) -> Option<StateId> {
+        let e = self.entry(state)?;
+        let k = e.tokens.binary_search(&token).ok()?;
+        Some(e.next[k])
+    }
+
+    /// The allowed tokens of `state` as a bitset over the vocabulary (bit `t % 64` of word
+    /// `t / 64`), built on first request and cached. All zero for [`Index::FINISHED`].
+    pub fn mask(&self, state: StateId) -> &[u64] {
+        let Some(e) = self.entry(state) else {
+            return &self.empty_mask;
+        };
+        e.mask.get_or_init(|| {
+            let mut m = self.empty_mask.to_vec();
+            for &t in e.tokens.iter() {
+                m[t as usize / 64] |= 1 << (t % 64);
+            }
+            self.memory.fetch_add(m.len() * 8, Ordering::Relaxed);
+            m.into_boxed_slice()
+        })
+    }
+
+    /// Number of states whose tokens are computed (all reachable ones, once eager).
+    pub fn state_count(&self) -> usize {
+        self.computed.load(Ordering::Relaxed)
+    }
+
+    /// Approximate heap memory of the index, in bytes: the DFA, the per-state token lists
+    /// and the masks built so far (the vocabulary and its trie are shared and not counted).
+    pub fn memory_usage(&self) -> usize {
+        self.dfa.memory_usage()
+            + self.slots.len() * std::mem::size_of::<OnceLock<Entry>>()
+            + self.memory.load(Ordering::Relaxed)
+            + self.empty_mask.len() * 8
+    }
+
+    /// The byte DFA the index is built on.
+    pub fn dfa(&self) -> &ByteDfa {
+        &self.dfa
+    }
+
+    /// The vocabulary the index is over.
+    pub fn vocabulary(&self) -> &Vocabulary {
+        &self.vocab
+    }
+
+    /// Whether states are computed on first use.
+    pub fn is_lazy(&self) -> bool {
+        self.config.lazy
+    }
+
+    fn entry(&self, state: StateId) -> Option<&Entry> {
+        let slot = self.slots.get(state as usize)?;
+        Some(slot.get_or_init(|| {
+            let e = self.compute(state);
+            self.computed.fetch_add(1, Ordering::Relaxed);
+            self.memory.fetch_add(e.memory_usage(), Ordering::Relaxed);
+            e
+        }))
+    }
+
+    /// Walks the trie against the DFA from `state`.
+    fn compute(&self, state: StateId) -> Entry {
+        let trie = self.vocab.trie();
+        let dfa = &self.dfa;
+        SCRATCH.with(|cell| {
+            let mut guard = cell.borrow_mut();
+            let sc = &mut *guard;
+            sc.bits.clear();
+            sc.bits.resize(self.vocab.mask_words(), 0);
+            if sc.next.len() < self.vocab.len() {
+                sc.next.resize(self.vocab.len(), 0);
+            }
+            let n = trie.node_count();
+            sc.stack.clear();
+            sc.stack.push((n, state));
+            let mut i = 1;
+            let mut count = 0usize;
+            while let Some(&(end, parent)) = sc.stack.last() {
+                if i >= end {
+                    sc.stack.pop();
+                    continue;
+                }
+                let t = dfa.next(parent, trie.label(i));
+                let sub_end = trie.end(i);
+                if t == ByteDfa::DEAD {
+                    i = sub_end;
+                    continue;
+                }
+                for &tok in trie.tokens_at(i) {
+                    sc.bits[tok as usize / 64] |= 1 << (tok % 64);
+                    sc.next[tok as usize] = t;
+                    count += 1;
+                }
+                if sub_end > i + 1 {
+                    sc.stack.push((sub_end, t));
+                }
+                i += 1;
+            }
+            if dfa.is_accepting(state) {
+                for &e in self.vocab.eos() {
+                    sc.bits[e as usize / 64] |= 1 << (e % 64);
+                    sc.next[e as usize] = Self::FINISHED;
+                    count += 1;
+                }
+            }
+            let mut tokens = Vec::with_capacity(count);
+            let mut next = Vec::with_capacity(count);
+            for (w, word) in sc.bits.iter_mut().enumerate() {
+                let mut x = std::mem::take(word);
+                while x != 0 {
+                    let id = w * 64 + x.trailing_zeros() as usize;
+                    tokens.push(id as u32);
+                    next.push(sc.next[id]);
+                    x &= x - 1;
+                }
+            }
+            Entry {
+                tokens: tokens.into_boxed_slice(),
+                next: next.into_boxed_slice(),
+                mask: OnceLock::new(),
+            }
+        })
+    }
+
+    /// Computes every state reachable by tokens from the start, breadth first.
+    fn fill(&self) -> Result<(), IndexError> {
+        let threads = match self.config.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let mut seen = vec![false; self.slots.len()];
+        let start = self.start();
+        seen[start as usize] = true;
+        let mut discovered = 1usize;
+        let mut frontier = vec![start];
+        while !frontier.is_empty() {
+            let workers = threads.min(frontier.len());
+            if workers <= 1 {
+                for &s in &frontier {
+                    self.entry(s);
+                }
+            } else {
+                let next_job = AtomicUsize::new(0);
+                std::thread::scope(|scope| {
+                    for _ in 0..workers {
+                        scope.spawn(|| {
+                            loop {
+                                let k = next_job.fetch_add(1, Ordering::Relaxed);
+                                let Some(&s) = frontier.get(k) else { break };
+                                self.entry(s);
+                            }
+                        });
+                    }
+                });
+            }
+            let mut next_frontier = Vec::new();
+            for &s in &frontier {
+                for &t in self.next_states(s) {
+                    if t != Self::FINISHED && !seen[t as usize] {
+                        seen[t as usize] = true;
+                        next_frontier.push(t);
+                    }
+                }
+            }
+            discovered += next_frontier.len();
+            if discovered > self.config.max_states {
+                return Err(IndexError::TooLarge {
+                    limit: "states",
+                    detail: format!("more than {} token-level states", self.config.max_states),
+                });
+            }
+            let used = self.memory.load(Ordering::Relaxed);
+            if used > self.config.max_memory {
+                return Err(IndexError::TooLarge {
+                    limit: "memory",
+                    detail: format!(
+                        "the token lists take {used} bytes, over {}",
+                        self.config.max_memory
+                    ),
+                });
+            }
+            frontier = next_frontier;
+        }
+        Ok(())
+    }
+}
