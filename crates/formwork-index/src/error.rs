@@ -18,6 +18,9 @@ pub enum IndexError {
     /// The regex matches nothing, so no document can be produced.
     #[error("the regex matches no string")]
     Empty,
+    /// No sequence of the vocabulary's tokens spells a match of the regex.
+    #[error("no sequence of tokens spells a match of the regex")]
+    Unspellable,
     /// A GGUF file's metadata could not be read.
     #[error(transparent)]
     Gguf(#[from] crate::GgufError),

@@ -13,6 +13,13 @@
 //! for the states it visits). Both are the same type and are safe to share across threads.
 //!
 //! EOS tokens are allowed exactly in accepting states; special tokens never are.
+//!
+//! When the vocabulary cannot spell every byte (no token holds it), a token may lead to a
+//! state from which no *token* sequence completes the match. An eager build drops such
+//! tokens (and fails with [`IndexError::Unspellable`] if the start state is one); a lazy
+//! index cannot see ahead, so there a guide may reach a state that allows no token. With a
+//! vocabulary holding every byte (byte-level BPE and SentencePiece byte fallback usually do)
+//! the two agree.
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -117,7 +124,7 @@ impl Index {
         vocab.trie();
         let mut slots = Vec::new();
         slots.resize_with(dfa.state_count(), OnceLock::new);
-        let index = Index {
+        let mut index = Index {
             empty_mask: vec![0; vocab.mask_words()].into_boxed_slice(),
             dfa,
             vocab: vocab.clone(),
@@ -128,6 +135,7 @@ impl Index {
         };
         if !config.lazy {
             index.fill()?;
+            index.prune()?;
         }
         Ok(index)
     }
@@ -278,6 +286,66 @@ impl Index {
                 mask: OnceLock::new(),
             }
         })
+    }
+
+    /// Drops the tokens that lead to states from which no token sequence reaches an accepting
+    /// state. Such states exist only when the vocabulary cannot spell some bytes the regex
+    /// needs (SmolLM2, say, has no token holding the byte 0x04).
+    fn prune(&mut self) -> Result<(), IndexError> {
+        let n = self.slots.len();
+        let mut preds: Vec<Vec<StateId>> = vec![Vec::new(); n];
+        let mut mark = vec![StateId::MAX; n];
+        for (s, slot) in self.slots.iter().enumerate() {
+            let Some(e) = slot.get() else { continue };
+            for &t in e.next.iter() {
+                if t != Self::FINISHED && mark[t as usize] != s as StateId {
+                    mark[t as usize] = s as StateId;
+                    preds[t as usize].push(s as StateId);
+                }
+            }
+        }
+        let mut live = vec![false; n];
+        let mut queue: Vec<StateId> = Vec::new();
+        for (s, slot) in self.slots.iter().enumerate() {
+            if slot.get().is_some() && self.dfa.is_accepting(s as StateId) {
+                live[s] = true;
+                queue.push(s as StateId);
+            }
+        }
+        while let Some(s) = queue.pop() {
+            for &p in &preds[s as usize] {
+                if !live[p as usize] {
+                    live[p as usize] = true;
+                    queue.push(p);
+                }
+            }
+        }
+        if !live[self.start() as usize] {
+            return Err(IndexError::Unspellable);
+        }
+        let mut computed = 0;
+        let mut memory = 0;
+        for (s, slot) in self.slots.iter_mut().enumerate() {
+            if !live[s] {
+                slot.take();
+                continue;
+            }
+            let Some(e) = slot.get_mut() else { continue };
+            if e.next.iter().any(|&t| t != Self::FINISHED && !live[t as usize]) {
+                let keep = |k: &usize| e.next[*k] == Self::FINISHED || live[e.next[*k] as usize];
+                let (tokens, next): (Vec<u32>, Vec<StateId>) = (0..e.tokens.len())
+                    .filter(keep)
+                    .map(|k| (e.tokens[k], e.next[k]))
+                    .unzip();
+                e.tokens = tokens.into_boxed_slice();
+                e.next = next.into_boxed_slice();
+            }
+            computed += 1;
+            memory += e.memory_usage();
+        }
+        *self.computed.get_mut() = computed;
+        *self.memory.get_mut() = memory;
+        Ok(())
     }
 
     /// Computes every state reachable by tokens from the start, breadth first.

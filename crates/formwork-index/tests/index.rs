@@ -376,3 +376,17 @@ fn multibyte_characters_through_split_tokens() {
     assert!(!g.is_allowed(u32::from(b'"')));
     assert!(!g.is_allowed(find(&[0xE6, 0x97])));
 }
+
+#[test]
+fn tokens_into_unspellable_states_are_dropped() {
+    let tokens = vec![b"x".to_vec(), b"xy".to_vec(), b"q".to_vec(), b"</s>".to_vec()];
+    let v = Vocabulary::new(tokens, vec![3], []).unwrap();
+    // After "xy" only "z" would do, and no token holds a "z".
+    let index = Index::new("xyz|xq", &v).unwrap();
+    assert_eq!(index.allowed_tokens(index.start()), &[0]);
+    assert_eq!(index.state_count(), 3);
+    assert!(matches!(Index::new("xyz", &v), Err(IndexError::Unspellable)));
+    // A lazy index cannot see ahead.
+    let lazy = Index::lazy("xyz|xq", &v).unwrap();
+    assert_eq!(lazy.allowed_tokens(lazy.start()), &[0, 1]);
+}
