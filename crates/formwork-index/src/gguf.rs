@@ -129,7 +129,10 @@ impl GgufMetadata {
 
     /// Reads metadata from `reader`, which holds at most `len` bytes (`u64::MAX` if unknown).
     pub fn from_reader(reader: impl Read, len: u64) -> Result<Self, GgufError> {
-        let mut r = Reader { inner: reader, remaining: len };
+        let mut r = Reader {
+            inner: reader,
+            remaining: len,
+        };
         let mut magic = [0u8; 4];
         r.fill(&mut magic)?;
         if magic != MAGIC {
@@ -205,7 +208,10 @@ impl<R: Read> Reader<R> {
 
     /// Fails unless `count` items of at least `min_size` bytes each can fit in what remains.
     fn check_count(&self, count: u64, min_size: u64) -> Result<(), GgufError> {
-        if count.checked_mul(min_size).is_none_or(|n| n > self.remaining) {
+        if count
+            .checked_mul(min_size)
+            .is_none_or(|n| n > self.remaining)
+        {
             return Err(GgufError::Truncated);
         }
         Ok(())
@@ -307,9 +313,19 @@ mod tests {
         let m = GgufMetadata::from_reader(&f[..], f.len() as u64).unwrap();
         assert_eq!(m.version, 3);
         assert_eq!(m.tensor_count, 7);
-        assert_eq!(m.get("general.name").and_then(GgufValue::as_str), Some("tiny"));
-        assert_eq!(m.get("tokenizer.ggml.eos_token_id").and_then(GgufValue::as_u64), Some(2));
-        let types = m.get("tokenizer.ggml.token_type").and_then(GgufValue::as_array).unwrap();
+        assert_eq!(
+            m.get("general.name").and_then(GgufValue::as_str),
+            Some("tiny")
+        );
+        assert_eq!(
+            m.get("tokenizer.ggml.eos_token_id")
+                .and_then(GgufValue::as_u64),
+            Some(2)
+        );
+        let types = m
+            .get("tokenizer.ggml.token_type")
+            .and_then(GgufValue::as_array)
+            .unwrap();
         assert_eq!(types, &[GgufValue::Int(1), GgufValue::Int(3)]);
     }
 
@@ -325,7 +341,10 @@ mod tests {
         }
         let mut bad = f.clone();
         bad[0] = b'X';
-        assert_eq!(GgufMetadata::from_reader(&bad[..], u64::MAX), Err(GgufError::NotGguf));
+        assert_eq!(
+            GgufMetadata::from_reader(&bad[..], u64::MAX),
+            Err(GgufError::NotGguf)
+        );
         let mut bad = f.clone();
         bad[4] = 1;
         assert_eq!(

@@ -106,7 +106,14 @@ impl Index {
     /// A lazy index of `regex` over `vocab`: only the DFA is built now; each state's tokens
     /// are computed on first use.
     pub fn lazy(regex: &str, vocab: &Vocabulary) -> Result<Index, IndexError> {
-        Self::with_config(regex, vocab, IndexConfig { lazy: true, ..IndexConfig::default() })
+        Self::with_config(
+            regex,
+            vocab,
+            IndexConfig {
+                lazy: true,
+                ..IndexConfig::default()
+            },
+        )
     }
 
     /// Builds the index of `regex` over `vocab` with explicit limits and mode.
@@ -119,7 +126,11 @@ impl Index {
     }
 
     /// Builds the index over an already built DFA.
-    pub fn from_dfa(dfa: ByteDfa, vocab: &Vocabulary, config: IndexConfig) -> Result<Index, IndexError> {
+    pub fn from_dfa(
+        dfa: ByteDfa,
+        vocab: &Vocabulary,
+        config: IndexConfig,
+    ) -> Result<Index, IndexError> {
         // Build the trie now, so a lazy index's first state does not pay for it.
         vocab.trie();
         let mut slots = Vec::new();
@@ -147,7 +158,9 @@ impl Index {
 
     /// Whether the text read so far is a full match (EOS is allowed here).
     pub fn is_accepting(&self, state: StateId) -> bool {
-        state != Self::FINISHED && (state as usize) < self.slots.len() && self.dfa.is_accepting(state)
+        state != Self::FINISHED
+            && (state as usize) < self.slots.len()
+            && self.dfa.is_accepting(state)
     }
 
     /// The tokens allowed in `state`, sorted by id (EOS included in accepting states). Empty
@@ -331,7 +344,10 @@ impl Index {
                 continue;
             }
             let Some(e) = slot.get_mut() else { continue };
-            if e.next.iter().any(|&t| t != Self::FINISHED && !live[t as usize]) {
+            if e.next
+                .iter()
+                .any(|&t| t != Self::FINISHED && !live[t as usize])
+            {
                 let keep = |k: &usize| e.next[*k] == Self::FINISHED || live[e.next[*k] as usize];
                 let (tokens, next): (Vec<u32>, Vec<StateId>) = (0..e.tokens.len())
                     .filter(keep)

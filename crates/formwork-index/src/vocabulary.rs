@@ -57,7 +57,9 @@ impl Vocabulary {
         }
         let total: usize = tokens.iter().map(Vec::len).sum();
         if total >= u32::MAX as usize {
-            return Err(IndexError::Vocabulary("the tokens hold too many bytes".into()));
+            return Err(IndexError::Vocabulary(
+                "the tokens hold too many bytes".into(),
+            ));
         }
         let mut bytes = Vec::with_capacity(total);
         let mut offsets = Vec::with_capacity(n + 1);
@@ -110,7 +112,8 @@ impl Vocabulary {
     /// Token types: 1 normal (decoded per the model), 2 unknown, 3 control and 5 unused are
     /// special; 4 user-defined is taken literally; 6 byte is `<0xNN>`, one raw byte.
     pub fn from_gguf_metadata(meta: &GgufMetadata) -> Result<Self, IndexError> {
-        let missing = |key: &str| IndexError::Vocabulary(format!("GGUF metadata has no valid {key}"));
+        let missing =
+            |key: &str| IndexError::Vocabulary(format!("GGUF metadata has no valid {key}"));
         let model = meta
             .get("tokenizer.ggml.model")
             .and_then(GgufValue::as_str)
@@ -131,7 +134,9 @@ impl Vocabulary {
         let types = match meta.get("tokenizer.ggml.token_type") {
             None => None,
             Some(v) => {
-                let a = v.as_array().ok_or_else(|| missing("tokenizer.ggml.token_type"))?;
+                let a = v
+                    .as_array()
+                    .ok_or_else(|| missing("tokenizer.ggml.token_type"))?;
                 if a.len() != strings.len() {
                     return Err(IndexError::Vocabulary(format!(
                         "{} token types for {} tokens",
@@ -149,7 +154,9 @@ impl Vocabulary {
                 .as_bytes()
                 .ok_or_else(|| IndexError::Vocabulary(format!("token {i} is not a string")))?;
             let ty = match types {
-                Some(t) => t[i].as_i64().ok_or_else(|| missing("tokenizer.ggml.token_type"))?,
+                Some(t) => t[i]
+                    .as_i64()
+                    .ok_or_else(|| missing("tokenizer.ggml.token_type"))?,
                 None => 1,
             };
             let bytes = match ty {
@@ -302,7 +309,8 @@ pub(crate) fn decode(text: &[u8], encoding: TokenEncoding) -> Vec<u8> {
 /// The inverse of GPT-2's `bytes_to_unicode`: printable bytes stand for themselves, the other
 /// 68 bytes were mapped, in order, to U+0100 and up.
 fn unicode_to_byte(c: char) -> Option<u8> {
-    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
     let cp = c as u32;
     if cp < 256 {
         return printable(cp).then_some(cp as u8);
@@ -468,14 +476,23 @@ mod tests {
             }
         }
         assert!(seen.iter().all(|&s| s));
-        assert_eq!(decode("ĠhelloĊ".as_bytes(), TokenEncoding::ByteLevel), b" hello\n");
+        assert_eq!(
+            decode("ĠhelloĊ".as_bytes(), TokenEncoding::ByteLevel),
+            b" hello\n"
+        );
         // Half of 日 (E6 97 A5): the byte-level string of E6 97.
-        assert_eq!(decode("æĹ".as_bytes(), TokenEncoding::ByteLevel), vec![0xE6, 0x97]);
+        assert_eq!(
+            decode("æĹ".as_bytes(), TokenEncoding::ByteLevel),
+            vec![0xE6, 0x97]
+        );
     }
 
     #[test]
     fn sentencepiece_decoding() {
-        assert_eq!(decode("▁hello▁▁x".as_bytes(), TokenEncoding::SentencePiece), b" hello  x");
+        assert_eq!(
+            decode("▁hello▁▁x".as_bytes(), TokenEncoding::SentencePiece),
+            b" hello  x"
+        );
         assert_eq!(parse_byte_token(b"<0xE6>"), Some(0xE6));
         assert_eq!(parse_byte_token(b"<0x0A>"), Some(b'\n'));
         assert_eq!(parse_byte_token(b"<0xE>"), None);

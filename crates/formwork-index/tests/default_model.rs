@@ -41,8 +41,14 @@ const SCHEMA: &str = r#"{
 }"#;
 
 fn schema_index(lazy: bool) -> Arc<Index> {
-    let regex = formwork_schema::Compiler::new().compile_str(SCHEMA).unwrap().regex;
-    let config = IndexConfig { lazy, ..Default::default() };
+    let regex = formwork_schema::Compiler::new()
+        .compile_str(SCHEMA)
+        .unwrap()
+        .regex;
+    let config = IndexConfig {
+        lazy,
+        ..Default::default()
+    };
     Arc::new(Index::with_config(&regex, default_model_vocab(), config).unwrap())
 }
 
@@ -70,7 +76,10 @@ fn default_model_vocabulary() {
         assert!(find(&[b]).is_some(), "byte {b:#x}");
     }
     let toks = v.tokenize_greedy("Hello, 世界! 😀".as_bytes()).unwrap();
-    let text: Vec<u8> = toks.iter().flat_map(|&t| v.token(t).unwrap().to_vec()).collect();
+    let text: Vec<u8> = toks
+        .iter()
+        .flat_map(|&t| v.token(t).unwrap().to_vec())
+        .collect();
     assert_eq!(text, "Hello, 世界! 😀".as_bytes());
     // Control tokens such as <|im_start|> are special.
     let im_start = (0..v.len() as u32).find(|&t| v.token(t) == Some(b"<|im_start|>"));
@@ -137,7 +146,10 @@ fn default_model_lazy_matches_eager() {
         }
         assert!(a.accepts_eos() && b.accepts_eos());
     }
-    assert!(walked >= 10, "only {walked} of 40 samples could be tokenized");
+    assert!(
+        walked >= 10,
+        "only {walked} of 40 samples could be tokenized"
+    );
     assert!(lazy.state_count() <= eager.state_count());
 }
 

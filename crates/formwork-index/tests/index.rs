@@ -27,12 +27,12 @@ fn byte_vocab() -> Vocabulary {
         b" the",
         b"ing",
         "日本".as_bytes(),
-        &[0xE6, 0x97],             // the first two bytes of 日
-        &[0xA5, 0xE6],             // the end of 日 and the start of 本
-        &[0x9C, 0xAC],             // the end of 本
+        &[0xE6, 0x97], // the first two bytes of 日
+        &[0xA5, 0xE6], // the end of 日 and the start of 本
+        &[0x9C, 0xAC], // the end of 本
         "語".as_bytes(),
-        &[0xF0, 0x9F],             // the start of an emoji
-        &[0x98, 0x80, b'"'],       // the end of 😀 and a quote
+        &[0xF0, 0x9F],       // the start of an emoji
+        &[0x98, 0x80, b'"'], // the end of 😀 and a quote
         "😀".as_bytes(),
         b"ab", // a duplicate spelling
     ];
@@ -58,8 +58,27 @@ fn spm_gguf() -> Vec<u8> {
         tokens.push((format!("<0x{b:02X}>"), 6));
     }
     for piece in [
-        "▁", "▁the", "▁a", "he", "llo", "▁hello", "▁\"", "\"", "{", "}", "▁{", "\":", "▁日本", "語",
-        "ab", "abc", "2024", "-", "0", "1", "▁▁",
+        "▁",
+        "▁the",
+        "▁a",
+        "he",
+        "llo",
+        "▁hello",
+        "▁\"",
+        "\"",
+        "{",
+        "}",
+        "▁{",
+        "\":",
+        "▁日本",
+        "語",
+        "ab",
+        "abc",
+        "2024",
+        "-",
+        "0",
+        "1",
+        "▁▁",
     ] {
         tokens.push((piece.into(), 1));
     }
@@ -148,7 +167,10 @@ fn check_index(index: &Index, vocab: &Vocabulary) {
         }
         if dfa.is_accepting(s) {
             for &e in vocab.eos() {
-                assert!(tokens.binary_search(&e).is_ok(), "EOS allowed when accepting");
+                assert!(
+                    tokens.binary_search(&e).is_ok(),
+                    "EOS allowed when accepting"
+                );
             }
         }
         // Completeness: every text token whose bytes stay alive is allowed.
@@ -157,7 +179,11 @@ fn check_index(index: &Index, vocab: &Vocabulary) {
             let alive = !vocab.is_special(t)
                 && !bytes.is_empty()
                 && run_bytes(dfa, s, bytes) != ByteDfa::DEAD;
-            assert_eq!(alive, tokens.binary_search(&t).is_ok(), "token {t} in state {s}");
+            assert_eq!(
+                alive,
+                tokens.binary_search(&t).is_ok(),
+                "token {t} in state {s}"
+            );
         }
     }
     assert_eq!(seen.len(), index.state_count());
@@ -172,12 +198,22 @@ fn indexes_are_sound_and_complete() {
             // A lazy index computes the same sets, and only the states asked for.
             let lazy = Index::lazy(re, &vocab).unwrap();
             assert_eq!(lazy.state_count(), 0);
-            assert_eq!(lazy.allowed_tokens(lazy.start()), index.allowed_tokens(index.start()));
+            assert_eq!(
+                lazy.allowed_tokens(lazy.start()),
+                index.allowed_tokens(index.start())
+            );
             assert_eq!(lazy.state_count(), 1);
             check_index(&lazy, &vocab);
             // One thread or many: the same index.
-            let single = Index::with_config(re, &vocab, IndexConfig { threads: 1, ..Default::default() })
-                .unwrap();
+            let single = Index::with_config(
+                re,
+                &vocab,
+                IndexConfig {
+                    threads: 1,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
             assert_eq!(single.state_count(), index.state_count());
         }
     }
@@ -208,7 +244,10 @@ fn control_tokens_are_never_allowed() {
     let mut g = Guide::new(Arc::new(index));
     assert_eq!(
         g.advance(control),
-        Err(IndexError::TokenNotAllowed { token: control, state: 0 })
+        Err(IndexError::TokenNotAllowed {
+            token: control,
+            state: 0
+        })
     );
 }
 
@@ -220,8 +259,14 @@ fn guide_walks_advances_and_rolls_back() {
     let mut g = Guide::new(index.clone());
     assert!(!g.accepts_eos() && !g.is_finished());
     // An invalid token is an error and changes nothing; so is an id out of range.
-    assert!(matches!(g.advance(u32::from(b'x')), Err(IndexError::TokenNotAllowed { .. })));
-    assert!(matches!(g.advance(u32::MAX), Err(IndexError::TokenNotAllowed { .. })));
+    assert!(matches!(
+        g.advance(u32::from(b'x')),
+        Err(IndexError::TokenNotAllowed { .. })
+    ));
+    assert!(matches!(
+        g.advance(u32::MAX),
+        Err(IndexError::TokenNotAllowed { .. })
+    ));
     assert_eq!(g.state(), index.start());
     let ab = v.tokenize_greedy(b"ab").unwrap();
     assert_eq!(ab.len(), 1);
@@ -240,7 +285,13 @@ fn guide_walks_advances_and_rolls_back() {
     other.advance(u32::from(b'c')).unwrap();
     assert_eq!(g.len(), 2);
     // Rollback.
-    assert_eq!(g.rollback(3), Err(IndexError::Rollback { requested: 3, available: 2 }));
+    assert_eq!(
+        g.rollback(3),
+        Err(IndexError::Rollback {
+            requested: 3,
+            available: 2
+        })
+    );
     g.rollback(1).unwrap();
     assert_eq!(g.len(), 1);
     assert!(!g.is_finished());
@@ -258,15 +309,27 @@ fn guide_walks_advances_and_rolls_back() {
 #[test]
 fn limits_are_errors() {
     let v = byte_vocab();
-    let tight = IndexConfig { max_states: 3, ..Default::default() };
+    let tight = IndexConfig {
+        max_states: 3,
+        ..Default::default()
+    };
     assert!(matches!(
         Index::with_config("[a-z]{0,10}", &v, tight),
-        Err(IndexError::TooLarge { limit: "states", .. })
+        Err(IndexError::TooLarge {
+            limit: "states",
+            ..
+        })
     ));
-    let tight = IndexConfig { max_memory: 64, ..Default::default() };
+    let tight = IndexConfig {
+        max_memory: 64,
+        ..Default::default()
+    };
     assert!(matches!(
         Index::with_config("[a-z]{0,10}", &v, tight),
-        Err(IndexError::TooLarge { limit: "memory", .. })
+        Err(IndexError::TooLarge {
+            limit: "memory",
+            ..
+        })
     ));
     assert!(matches!(Index::new("(", &v), Err(IndexError::Regex(_))));
 }
@@ -295,7 +358,9 @@ fn lazy_index_is_shared_across_threads() {
 
 /// A tiny deterministic generator for the random walks.
 fn pick(seed: &mut u64, n: usize) -> usize {
-    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     ((*seed >> 33) % n as u64) as usize
 }
 
@@ -354,7 +419,11 @@ fn multibyte_characters_through_split_tokens() {
     let index = Arc::new(Index::new(r#""[^"]{1,8}""#, &v).unwrap());
     let mut g = Guide::new(index.clone());
     // "日本😀" spelled with tokens that cut characters in the middle.
-    let find = |bytes: &[u8]| (0..v.len() as u32).find(|&t| v.token(t) == Some(bytes)).unwrap();
+    let find = |bytes: &[u8]| {
+        (0..v.len() as u32)
+            .find(|&t| v.token(t) == Some(bytes))
+            .unwrap()
+    };
     let seq: Vec<u32> = vec![
         u32::from(b'"'),
         find(&[0xE6, 0x97]),
@@ -379,13 +448,21 @@ fn multibyte_characters_through_split_tokens() {
 
 #[test]
 fn tokens_into_unspellable_states_are_dropped() {
-    let tokens = vec![b"x".to_vec(), b"xy".to_vec(), b"q".to_vec(), b"</s>".to_vec()];
+    let tokens = vec![
+        b"x".to_vec(),
+        b"xy".to_vec(),
+        b"q".to_vec(),
+        b"</s>".to_vec(),
+    ];
     let v = Vocabulary::new(tokens, vec![3], []).unwrap();
     // After "xy" only "z" would do, and no token holds a "z".
     let index = Index::new("xyz|xq", &v).unwrap();
     assert_eq!(index.allowed_tokens(index.start()), &[0]);
     assert_eq!(index.state_count(), 3);
-    assert!(matches!(Index::new("xyz", &v), Err(IndexError::Unspellable)));
+    assert!(matches!(
+        Index::new("xyz", &v),
+        Err(IndexError::Unspellable)
+    ));
     // A lazy index cannot see ahead.
     let lazy = Index::lazy("xyz|xq", &v).unwrap();
     assert_eq!(lazy.allowed_tokens(lazy.start()), &[0, 1]);
