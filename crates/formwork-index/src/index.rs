@@ -8,7 +8,7 @@
 //! match can still be completed.
 //!
 //! An index is built eagerly ([`Index::new`]: every state reachable by tokens from the start,
-//! breadth first, the states of one level spread over the available cores) or lazily
+//! from a worklist that all cores take states from) or lazily
 //! ([`Index::lazy`]: each state on first use, cached in a `OnceLock`, so a request waits only
 //! for the states it visits). Both are the same type and are safe to share across threads.
 //!
@@ -22,7 +22,7 @@
 //! the two agree.
 
 use std::cell::RefCell;
-use std::sync::OnceLock;
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::{ByteDfa, DfaConfig, IndexError, StateId, Vocabulary};
@@ -364,56 +364,95 @@ impl Index {
         Ok(())
     }
 
-    /// Computes every state reachable by tokens from the start, breadth first.
+    /// Computes every state reachable by tokens from the start.
+    ///
+    /// Workers take states from a shared worklist and add the successors not seen yet, so
+    /// every core stays busy while two or more states are pending. The result does not depend
+    /// on the order: each state's entry is a function of the state alone.
     fn fill(&self) -> Result<(), IndexError> {
         let threads = match self.config.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let mut seen = vec![false; self.slots.len()];
-        let start = self.start();
-        seen[start as usize] = true;
-        let mut discovered = 1usize;
-        let mut frontier = vec![start];
-        while !frontier.is_empty() {
-            let workers = threads.min(frontier.len());
-            if workers <= 1 {
-                for &s in &frontier {
-                    self.entry(s);
+        let n = self.slots.len();
+        let mut seen = vec![false; n];
+        seen[self.start() as usize] = true;
+        let work = Mutex::new(Worklist {
+            pending: vec![self.start()],
+            seen,
+            discovered: 1,
+            active: 0,
+            error: None,
+        });
+        let wake = Condvar::new();
+        if threads <= 1 {
+            self.work(&work, &wake);
+        } else {
+            std::thread::scope(|scope| {
+                for _ in 1..threads {
+                    scope.spawn(|| self.work(&work, &wake));
                 }
-            } else {
-                let next_job = AtomicUsize::new(0);
-                std::thread::scope(|scope| {
-                    for _ in 0..workers {
-                        scope.spawn(|| {
-                            loop {
-                                let k = next_job.fetch_add(1, Ordering::Relaxed);
-                                let Some(&s) = frontier.get(k) else { break };
-                                self.entry(s);
-                            }
-                        });
+                self.work(&work, &wake);
+            });
+        }
+        let work = work.into_inner().unwrap_or_else(|e| e.into_inner());
+        match work.error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// One worker of [`Index::fill`].
+    fn work(&self, work: &Mutex<Worklist>, wake: &Condvar) {
+        let lock = || work.lock().unwrap_or_else(|e| e.into_inner());
+        let mut successors: Vec<StateId> = Vec::new();
+        let mut mark: Vec<StateId> = Vec::new();
+        loop {
+            let state = {
+                let mut w = lock();
+                loop {
+                    if w.error.is_some() {
+                        return;
                     }
-                });
+                    if let Some(s) = w.pending.pop() {
+                        w.active += 1;
+                        break s;
+                    }
+                    if w.active == 0 {
+                        wake.notify_all();
+                        return;
+                    }
+                    w = wake.wait(w).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            // Distinct successors, found outside the lock.
+            if mark.is_empty() {
+                mark.resize(self.slots.len(), StateId::MAX);
             }
-            let mut next_frontier = Vec::new();
-            for &s in &frontier {
-                for &t in self.next_states(s) {
-                    if t != Self::FINISHED && !seen[t as usize] {
-                        seen[t as usize] = true;
-                        next_frontier.push(t);
-                    }
+            successors.clear();
+            for &t in self.next_states(state) {
+                if t != Self::FINISHED && mark[t as usize] != state {
+                    mark[t as usize] = state;
+                    successors.push(t);
                 }
             }
-            discovered += next_frontier.len();
-            if discovered > self.config.max_states {
-                return Err(IndexError::TooLarge {
+            let used = self.memory.load(Ordering::Relaxed);
+            let mut w = lock();
+            for &t in &successors {
+                if !w.seen[t as usize] {
+                    w.seen[t as usize] = true;
+                    w.pending.push(t);
+                    w.discovered += 1;
+                }
+            }
+            if w.discovered > self.config.max_states && w.error.is_none() {
+                w.error = Some(IndexError::TooLarge {
                     limit: "states",
                     detail: format!("more than {} token-level states", self.config.max_states),
                 });
             }
-            let used = self.memory.load(Ordering::Relaxed);
-            if used > self.config.max_memory {
-                return Err(IndexError::TooLarge {
+            if used > self.config.max_memory && w.error.is_none() {
+                w.error = Some(IndexError::TooLarge {
                     limit: "memory",
                     detail: format!(
                         "the token lists take {used} bytes, over {}",
@@ -421,8 +460,18 @@ impl Index {
                     ),
                 });
             }
-            frontier = next_frontier;
+            w.active -= 1;
+            drop(w);
+            wake.notify_all();
         }
-        Ok(())
     }
+}
+
+/// The shared state of an eager build's workers.
+struct Worklist {
+    pending: Vec<StateId>,
+    seen: Vec<bool>,
+    discovered: usize,
+    active: usize,
+    error: Option<IndexError>,
 }
