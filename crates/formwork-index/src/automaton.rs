@@ -194,6 +194,12 @@ impl ByteDfa {
         })
     }
 
+    /// The class map, the transition table (row-major, `class_count` columns) and the stride,
+    /// for the index's inner loop.
+    pub(crate) fn raw(&self) -> (&[u8; 256], &[StateId], usize) {
+        (&self.classes, &self.table, self.stride)
+    }
+
     /// The start state.
     pub fn start(&self) -> StateId {
         0

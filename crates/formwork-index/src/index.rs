@@ -22,8 +22,8 @@
 //! the two agree.
 
 use std::cell::RefCell;
-use std::sync::{Condvar, Mutex, OnceLock};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
 
 use crate::{ByteDfa, DfaConfig, IndexError, StateId, Vocabulary};
 
@@ -249,29 +249,43 @@ impl Index {
             if sc.next.len() < self.vocab.len() {
                 sc.next.resize(self.vocab.len(), 0);
             }
-            let n = trie.node_count();
-            sc.stack.clear();
-            sc.stack.push((n, state));
+            // The walk: `end` is one past the subtree being read and `parent` the DFA state
+            // at its root; `stack` holds those of the enclosing subtrees. Everything the loop
+            // reads is a local slice, so nothing is reloaded through `self`.
+            let (classes, table, stride) = dfa.raw();
+            let (labels, ends, tok_start, trie_tokens) = trie.raw();
+            let bits = &mut sc.bits[..];
+            let next = &mut sc.next[..];
+            let stack = &mut sc.stack;
+            stack.clear();
+            let mut end = labels.len();
+            let mut parent = state as usize;
             let mut i = 1;
             let mut count = 0usize;
-            while let Some(&(end, parent)) = sc.stack.last() {
-                if i >= end {
-                    sc.stack.pop();
-                    continue;
+            loop {
+                while i >= end {
+                    match stack.pop() {
+                        Some((e, p)) => (end, parent) = (e, p as usize),
+                        None => break,
+                    }
                 }
-                let t = dfa.next(parent, trie.label(i));
-                let sub_end = trie.end(i);
+                if i >= end {
+                    break;
+                }
+                let t = table[parent * stride + classes[labels[i] as usize] as usize];
+                let sub_end = ends[i] as usize;
                 if t == ByteDfa::DEAD {
                     i = sub_end;
                     continue;
                 }
-                for &tok in trie.tokens_at(i) {
-                    sc.bits[tok as usize / 64] |= 1 << (tok % 64);
-                    sc.next[tok as usize] = t;
+                for &tok in &trie_tokens[tok_start[i] as usize..tok_start[i + 1] as usize] {
+                    bits[tok as usize / 64] |= 1 << (tok % 64);
+                    next[tok as usize] = t;
                     count += 1;
                 }
                 if sub_end > i + 1 {
-                    sc.stack.push((sub_end, t));
+                    stack.push((end, parent as StateId));
+                    (end, parent) = (sub_end, t as usize);
                 }
                 i += 1;
             }

@@ -399,10 +399,9 @@ impl Trie {
         self.tokens.len()
     }
 
-    /// The byte on the edge into node `i` (0 for the root).
-    #[inline]
-    pub(crate) fn label(&self, i: usize) -> u8 {
-        self.label[i]
+    /// The label, subtree-end, token-start and token arrays, for the index's inner loop.
+    pub(crate) fn raw(&self) -> (&[u8], &[u32], &[u32], &[u32]) {
+        (&self.label, &self.end, &self.tok_start, &self.tokens)
     }
 
     /// One past the last node of the subtree of node `i`.
