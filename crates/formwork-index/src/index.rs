@@ -24,6 +24,7 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::{ByteDfa, DfaConfig, IndexError, StateId, Vocabulary};
 
@@ -399,15 +400,21 @@ impl Index {
             error: None,
         });
         let wake = Condvar::new();
-        if threads <= 1 {
-            self.work(&work, &wake);
-        } else {
-            std::thread::scope(|scope| {
-                for _ in 1..threads {
-                    scope.spawn(|| self.work(&work, &wake));
-                }
-                self.work(&work, &wake);
-            });
+        // Small builds finish on this thread before helpers would even start: spawn them only
+        // once the build has run for a couple of milliseconds.
+        let deadline = Instant::now() + Duration::from_millis(2);
+        let done = self.work(&work, &wake, Some(deadline));
+        if !done {
+            if threads <= 1 {
+                self.work(&work, &wake, None);
+            } else {
+                std::thread::scope(|scope| {
+                    for _ in 1..threads {
+                        scope.spawn(|| self.work(&work, &wake, None));
+                    }
+                    self.work(&work, &wake, None);
+                });
+            }
         }
         let work = work.into_inner().unwrap_or_else(|e| e.into_inner());
         match work.error {
@@ -416,8 +423,9 @@ impl Index {
         }
     }
 
-    /// One worker of [`Index::fill`].
-    fn work(&self, work: &Mutex<Worklist>, wake: &Condvar) {
+    /// One worker of [`Index::fill`]. Returns whether the build is over (all states done, or
+    /// an error); with a deadline, it also returns (`false`) between two states once past it.
+    fn work(&self, work: &Mutex<Worklist>, wake: &Condvar, deadline: Option<Instant>) -> bool {
         let lock = || work.lock().unwrap_or_else(|e| e.into_inner());
         let mut successors: Vec<StateId> = Vec::new();
         let mut mark: Vec<StateId> = Vec::new();
@@ -426,7 +434,10 @@ impl Index {
                 let mut w = lock();
                 loop {
                     if w.error.is_some() {
-                        return;
+                        return true;
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) && !w.pending.is_empty() {
+                        return false;
                     }
                     if let Some(s) = w.pending.pop() {
                         w.active += 1;
@@ -434,7 +445,7 @@ impl Index {
                     }
                     if w.active == 0 {
                         wake.notify_all();
-                        return;
+                        return true;
                     }
                     w = wake.wait(w).unwrap_or_else(|e| e.into_inner());
                 }
