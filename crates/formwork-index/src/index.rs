@@ -81,6 +81,8 @@ pub struct Index {
     computed: AtomicUsize,
     memory: AtomicUsize,
     empty_mask: Box<[u64]>,
+    /// Set once an eager build is complete: states it did not reach stay empty.
+    sealed: bool,
 }
 
 /// Per-thread buffers of the trie walk, reused across states.
@@ -144,10 +146,12 @@ impl Index {
             slots,
             computed: AtomicUsize::new(0),
             memory: AtomicUsize::new(0),
+            sealed: false,
         };
         if !config.lazy {
             index.fill()?;
             index.prune()?;
+            index.sealed = true;
         }
         Ok(index)
     }
@@ -165,7 +169,9 @@ impl Index {
     }
 
     /// The tokens allowed in `state`, sorted by id (EOS included in accepting states). Empty
-    /// for [`Index::FINISHED`] and for ids that are not states of this index.
+    /// for [`Index::FINISHED`], for ids that are not states of this index, and, in an eager
+    /// index, for DFA states no token sequence from the start reaches (or that cannot reach a
+    /// match). A lazy index computes `state` now if it has not yet.
     pub fn allowed_tokens(&self, state: StateId) -> &[u32] {
         self.entry(state).map_or(&[], |e| &e.tokens)
     }
@@ -230,6 +236,9 @@ impl Index {
 
     fn entry(&self, state: StateId) -> Option<&Entry> {
         let slot = self.slots.get(state as usize)?;
+        if self.sealed {
+            return slot.get();
+        }
         Some(slot.get_or_init(|| {
             let e = self.compute(state);
             self.computed.fetch_add(1, Ordering::Relaxed);

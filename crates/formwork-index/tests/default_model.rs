@@ -125,6 +125,25 @@ fn default_model_schema_index_builds() {
 }
 
 #[test]
+fn default_model_one_thread_or_many_same_index() {
+    let eager = eager_schema_index();
+    let regex = formwork_schema::Compiler::new()
+        .compile_str(SCHEMA)
+        .unwrap()
+        .regex;
+    let config = IndexConfig {
+        threads: 1,
+        ..Default::default()
+    };
+    let single = Index::with_config(&regex, default_model_vocab(), config).unwrap();
+    assert_eq!(single.state_count(), eager.state_count());
+    for s in 0..eager.dfa().state_count() as u32 {
+        assert_eq!(single.allowed_tokens(s), eager.allowed_tokens(s));
+        assert_eq!(single.next_states(s), eager.next_states(s));
+    }
+}
+
+#[test]
 fn default_model_lazy_matches_eager() {
     let eager = eager_schema_index();
     let lazy = schema_index(true);

@@ -459,6 +459,12 @@ fn tokens_into_unspellable_states_are_dropped() {
     let index = Index::new("xyz|xq", &v).unwrap();
     assert_eq!(index.allowed_tokens(index.start()), &[0]);
     assert_eq!(index.state_count(), 3);
+    // The state after "xy" is out of the eager index, and asking does not add it.
+    let dfa = index.dfa();
+    let xy = dfa.next(dfa.next(dfa.start(), b'x'), b'y');
+    assert!(index.allowed_tokens(xy).is_empty());
+    assert!(index.mask(xy).iter().all(|&w| w == 0));
+    assert_eq!(index.state_count(), 3);
     assert!(matches!(
         Index::new("xyz", &v),
         Err(IndexError::Unspellable)
