@@ -169,6 +169,13 @@ impl Vocabulary {
                     Some(b) => vec![b],
                     None => decode(text, encoding),
                 },
+                // Files without token types still mark SentencePiece byte tokens as `<0xNN>`.
+                _ if types.is_none() && encoding == TokenEncoding::SentencePiece => {
+                    match parse_byte_token(text) {
+                        Some(b) => vec![b],
+                        None => decode(text, encoding),
+                    }
+                }
                 _ => decode(text, encoding),
             };
             tokens.push(bytes);
