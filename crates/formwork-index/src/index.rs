@@ -90,7 +90,7 @@ pub struct Index {
 struct Scratch {
     bits: Vec<u64>,
     next: Vec<StateId>,
-    stack: Vec<(usize, StateId)>,
+    states: Vec<StateId>,
 }
 
 thread_local! {
@@ -254,51 +254,49 @@ impl Index {
         SCRATCH.with(|cell| {
             let mut guard = cell.borrow_mut();
             let sc = &mut *guard;
+            // One extra bit and slot for the dummy token (the vocabulary size).
             sc.bits.clear();
-            sc.bits.resize(self.vocab.mask_words(), 0);
-            if sc.next.len() < self.vocab.len() {
-                sc.next.resize(self.vocab.len(), 0);
+            sc.bits.resize((self.vocab.len() + 1).div_ceil(64), 0);
+            if sc.next.len() < self.vocab.len() + 1 {
+                sc.next.resize(self.vocab.len() + 1, 0);
             }
-            // The walk: `end` is one past the subtree being read and `parent` the DFA state
-            // at its root; `stack` holds those of the enclosing subtrees. Everything the loop
-            // reads is a local slice, so nothing is reloaded through `self`.
+            // The walk, in preorder: `states[d]` is the DFA state after the path to the last
+            // node read at depth `d`, so a node's parent state is `states[depth - 1]` and no
+            // stack is needed. A dead node skips its subtree. The loop is nearly branch-free:
+            // a node's first token is written unconditionally, to a dummy slot (the vocabulary
+            // size) when the node is dead or ends no token; more tokens at one node are rare.
             let (classes, table, stride) = dfa.raw();
-            let (labels, ends, tok_start, trie_tokens) = trie.raw();
+            let a = trie.raw();
+            let dummy = self.vocab.len();
             let bits = &mut sc.bits[..];
             let next = &mut sc.next[..];
-            let stack = &mut sc.stack;
-            stack.clear();
-            let mut end = labels.len();
-            let mut parent = state as usize;
+            let states = &mut sc.states;
+            states.clear();
+            states.resize(trie.max_depth() + 1, ByteDfa::DEAD);
+            states[0] = state;
+            let n = a.label.len();
             let mut i = 1;
-            let mut count = 0usize;
-            loop {
-                while i >= end {
-                    match stack.pop() {
-                        Some((e, p)) => (end, parent) = (e, p as usize),
-                        None => break,
+            while i < n {
+                let d = a.depth[i] as usize;
+                let parent = states[d - 1] as usize;
+                let t = table[parent * stride + classes[a.label[i] as usize] as usize];
+                let alive = t != ByteDfa::DEAD;
+                states[d] = t;
+                let slot = if alive { a.first[i] as usize } else { dummy };
+                bits[slot / 64] |= 1 << (slot % 64);
+                next[slot] = t;
+                if alive && a.tok_start[i + 1] - a.tok_start[i] > 1 {
+                    for &tok in &a.tokens[a.tok_start[i] as usize + 1..a.tok_start[i + 1] as usize]
+                    {
+                        bits[tok as usize / 64] |= 1 << (tok % 64);
+                        next[tok as usize] = t;
                     }
                 }
-                if i >= end {
-                    break;
-                }
-                let t = table[parent * stride + classes[labels[i] as usize] as usize];
-                let sub_end = ends[i] as usize;
-                if t == ByteDfa::DEAD {
-                    i = sub_end;
-                    continue;
-                }
-                for &tok in &trie_tokens[tok_start[i] as usize..tok_start[i + 1] as usize] {
-                    bits[tok as usize / 64] |= 1 << (tok % 64);
-                    next[tok as usize] = t;
-                    count += 1;
-                }
-                if sub_end > i + 1 {
-                    stack.push((end, parent as StateId));
-                    (end, parent) = (sub_end, t as usize);
-                }
-                i += 1;
+                i = if alive { i + 1 } else { a.end[i] as usize };
             }
+            // Clear the dummy slot.
+            bits[dummy / 64] &= !(1 << (dummy % 64));
+            let mut count = bits.iter().map(|w| w.count_ones() as usize).sum::<usize>();
             if dfa.is_accepting(state) {
                 for &e in self.vocab.eos() {
                     sc.bits[e as usize / 64] |= 1 << (e % 64);

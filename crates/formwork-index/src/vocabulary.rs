@@ -340,6 +340,11 @@ fn unicode_to_byte(c: char) -> Option<u8> {
 pub struct Trie {
     label: Vec<u8>,
     end: Vec<u32>,
+    /// Depth of each node (the root is 0).
+    depth: Vec<u16>,
+    /// The first token ending at each node, or the vocabulary size (a dummy slot) if none.
+    first: Vec<u32>,
+    max_depth: usize,
     /// Tokens ending at node `i` are `tokens[tok_start[i]..tok_start[i + 1]]`.
     tok_start: Vec<u32>,
     tokens: Vec<u32>,
@@ -348,13 +353,19 @@ pub struct Trie {
 impl Trie {
     fn build(vocab: &Vocabulary) -> Trie {
         let mut ids: Vec<u32> = (0..vocab.len() as u32)
-            .filter(|&id| !vocab.is_special(id) && vocab.token(id).is_some_and(|t| !t.is_empty()))
+            .filter(|&id| {
+                !vocab.is_special(id)
+                    && vocab
+                        .token(id)
+                        .is_some_and(|t| !t.is_empty() && t.len() <= usize::from(u16::MAX))
+            })
             .collect();
         let tok = |id: u32| vocab.token(id).unwrap_or_default();
         ids.sort_by(|&a, &b| tok(a).cmp(tok(b)).then(a.cmp(&b)));
 
         let mut label = vec![0u8];
         let mut end = vec![0u32];
+        let mut depth = vec![0u16];
         // node_of[k]: the node where the k-th token (in sorted order) ends.
         let mut node_of = Vec::with_capacity(ids.len());
         // The node path of the previous token: path[d] is the node at depth d (path[0] root).
@@ -369,6 +380,7 @@ impl Trie {
                 }
             }
             for &b in &t[lcp..] {
+                depth.push(path.len() as u16);
                 path.push(label.len() as u32);
                 label.push(b);
                 end.push(0);
@@ -388,9 +400,23 @@ impl Trie {
         for i in 0..n {
             starts[i + 1] += starts[i];
         }
+        let dummy = vocab.len() as u32;
+        let first = (0..n)
+            .map(|i| {
+                if starts[i + 1] > starts[i] {
+                    ids[starts[i] as usize]
+                } else {
+                    dummy
+                }
+            })
+            .collect();
+        let max_depth = depth.iter().copied().max().unwrap_or(0) as usize;
         Trie {
             label,
             end,
+            depth,
+            first,
+            max_depth,
             tok_start: starts,
             tokens: ids,
         }
@@ -407,8 +433,20 @@ impl Trie {
     }
 
     /// The label, subtree-end, token-start and token arrays, for the index's inner loop.
-    pub(crate) fn raw(&self) -> (&[u8], &[u32], &[u32], &[u32]) {
-        (&self.label, &self.end, &self.tok_start, &self.tokens)
+    pub(crate) fn raw(&self) -> TrieArrays<'_> {
+        TrieArrays {
+            label: &self.label,
+            end: &self.end,
+            depth: &self.depth,
+            first: &self.first,
+            tok_start: &self.tok_start,
+            tokens: &self.tokens,
+        }
+    }
+
+    /// The depth of the deepest node (the longest token's length).
+    pub fn max_depth(&self) -> usize {
+        self.max_depth
     }
 
     /// One past the last node of the subtree of node `i`.
@@ -454,8 +492,23 @@ impl Trie {
 
     /// Approximate heap memory, in bytes.
     pub fn memory_usage(&self) -> usize {
-        self.label.len() + self.end.len() * 4 + self.tok_start.len() * 4 + self.tokens.len() * 4
+        self.label.len()
+            + self.end.len() * 4
+            + self.depth.len() * 2
+            + self.first.len() * 4
+            + self.tok_start.len() * 4
+            + self.tokens.len() * 4
     }
+}
+
+/// The arrays of a [`Trie`], borrowed for the index's inner loop.
+pub(crate) struct TrieArrays<'a> {
+    pub(crate) label: &'a [u8],
+    pub(crate) end: &'a [u32],
+    pub(crate) depth: &'a [u16],
+    pub(crate) first: &'a [u32],
+    pub(crate) tok_start: &'a [u32],
+    pub(crate) tokens: &'a [u32],
 }
 
 #[cfg(test)]
