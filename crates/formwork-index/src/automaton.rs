@@ -67,7 +67,8 @@ impl ByteDfa {
                     .dfa_size_limit(Some(config.max_memory)),
             )
             .thompson(
-                regex_automata::nfa::thompson::Config::new().nfa_size_limit(Some(config.max_memory)),
+                regex_automata::nfa::thompson::Config::new()
+                    .nfa_size_limit(Some(config.max_memory)),
             )
             .build(regex)
             .map_err(|e| {
@@ -175,7 +176,11 @@ impl ByteDfa {
                 continue;
             }
             for &t in &raw[s * stride..(s + 1) * stride] {
-                table.push(if t == Self::DEAD { Self::DEAD } else { live_id[t as usize] });
+                table.push(if t == Self::DEAD {
+                    Self::DEAD
+                } else {
+                    live_id[t as usize]
+                });
             }
             acc.push(accepting[s]);
             dist.push(distance[s]);
@@ -187,6 +192,12 @@ impl ByteDfa {
             accepting: acc,
             distance: dist,
         })
+    }
+
+    /// The class map, the transition table (row-major, `class_count` columns) and the stride,
+    /// for the index's inner loop.
+    pub(crate) fn raw(&self) -> (&[u8; 256], &[StateId], usize) {
+        (&self.classes, &self.table, self.stride)
     }
 
     /// The start state.
@@ -278,7 +289,9 @@ impl ByteDfa {
             let Some(&class) = choices.get(rng.below(choices.len())) else {
                 return out;
             };
-            let members: Vec<u8> = (0..=255u8).filter(|&b| self.classes[b as usize] == class).collect();
+            let members: Vec<u8> = (0..=255u8)
+                .filter(|&b| self.classes[b as usize] == class)
+                .collect();
             let byte = members[rng.below(members.len())];
             out.push(byte);
             s = self.next(s, byte);
@@ -303,7 +316,11 @@ impl SplitMix64 {
     }
 
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next_u64() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next_u64() % n as u64) as usize
+        }
     }
 }
 
@@ -314,7 +331,13 @@ mod tests {
     #[test]
     fn full_match_semantics() {
         let dfa = ByteDfa::new("a|ab|abc").unwrap();
-        for (s, m) in [("a", true), ("ab", true), ("abc", true), ("abcd", false), ("", false)] {
+        for (s, m) in [
+            ("a", true),
+            ("ab", true),
+            ("abc", true),
+            ("abcd", false),
+            ("", false),
+        ] {
             assert_eq!(dfa.matches(s.as_bytes()), m, "{s}");
         }
     }
@@ -324,7 +347,10 @@ mod tests {
         // `b` leads nowhere useful: after it no accepting state is reachable.
         let dfa = ByteDfa::new("a+|b[^\\x00-\\x{10FFFF}]").unwrap();
         assert_eq!(dfa.next(dfa.start(), b'b'), ByteDfa::DEAD);
-        assert!(matches!(ByteDfa::new("[^\\x00-\\x{10FFFF}]"), Err(IndexError::Empty)));
+        assert!(matches!(
+            ByteDfa::new("[^\\x00-\\x{10FFFF}]"),
+            Err(IndexError::Empty)
+        ));
     }
 
     #[test]
@@ -340,11 +366,20 @@ mod tests {
 
     #[test]
     fn limits_are_errors() {
-        let tight = DfaConfig { max_states: 10, max_memory: 1 << 20 };
+        let tight = DfaConfig {
+            max_states: 10,
+            max_memory: 1 << 20,
+        };
         assert!(matches!(
             ByteDfa::with_config("[a-z]{0,100}", tight),
-            Err(IndexError::TooLarge { limit: "states", .. })
+            Err(IndexError::TooLarge {
+                limit: "states",
+                ..
+            })
         ));
-        assert!(matches!(ByteDfa::new("(unclosed"), Err(IndexError::Regex(_))));
+        assert!(matches!(
+            ByteDfa::new("(unclosed"),
+            Err(IndexError::Regex(_))
+        ));
     }
 }

@@ -1,4 +1,4 @@
-//! Errors from building automata.
+//! Errors from building and walking automata and indexes.
 
 /// Why an automaton could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,4 +18,29 @@ pub enum IndexError {
     /// The regex matches nothing, so no document can be produced.
     #[error("the regex matches no string")]
     Empty,
+    /// No sequence of the vocabulary's tokens spells a match of the regex.
+    #[error("no sequence of tokens spells a match of the regex")]
+    Unspellable,
+    /// A GGUF file's metadata could not be read.
+    #[error(transparent)]
+    Gguf(#[from] crate::GgufError),
+    /// A vocabulary is malformed or unsupported (missing keys, ids out of range).
+    #[error("vocabulary: {0}")]
+    Vocabulary(String),
+    /// A token that is not allowed in the guide's current state.
+    #[error("token {token} is not allowed in state {state}")]
+    TokenNotAllowed {
+        /// The token offered.
+        token: u32,
+        /// The state it was offered in.
+        state: u32,
+    },
+    /// A rollback of more tokens than were consumed.
+    #[error("cannot roll back {requested} tokens: only {available} were consumed")]
+    Rollback {
+        /// Tokens asked to undo.
+        requested: usize,
+        /// Tokens consumed so far.
+        available: usize,
+    },
 }

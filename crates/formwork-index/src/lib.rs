@@ -1,24 +1,56 @@
 //! Token-level automata for constrained decoding.
 //!
 //! This crate turns a regex (from `formwork-schema`, or written by hand) into automata that a
-//! decoder can follow. The first layer, [`ByteDfa`], is the byte-level deterministic automaton
-//! every later layer is built on: a dense table over byte classes, restricted to the states
-//! from which a full match is still reachable, with [`ByteDfa::sample`] to draw random matches
-//! from it (what `formwork schema sample` prints).
+//! decoder can follow, in three layers:
+//!
+//! - [`ByteDfa`]: the byte-level deterministic automaton: a dense table over byte classes,
+//!   restricted to the states from which a full match is still reachable, with
+//!   [`ByteDfa::sample`] to draw random matches from it (what `formwork schema sample` prints).
+//! - [`Vocabulary`]: what bytes each token of a model adds to the text (read from a GGUF
+//!   file's metadata with [`GgufMetadata`], or given explicitly), which tokens are EOS and
+//!   which are special, and the byte [`Trie`] of its tokens.
+//! - [`Index`]: for each DFA state reachable by tokens, the allowed tokens and where each
+//!   leads, found by walking the trie against the DFA; built eagerly or lazily (per state on
+//!   first use). A [`Guide`] is the cheap per-request cursor over a shared index: allowed
+//!   tokens, a bitset mask, `advance`, `rollback`.
 //!
 //! ```
-//! use formwork_index::ByteDfa;
+//! use std::sync::Arc;
+//! use formwork_index::{ByteDfa, Guide, Index, Vocabulary};
 //!
 //! let dfa = ByteDfa::new(r#"\{"n":(?:0|[1-9][0-9]{0,2})\}"#)?;
 //! assert!(dfa.matches(br#"{"n":42}"#));
 //! assert!(!dfa.matches(br#"{"n":042}"#));
 //! let doc = dfa.sample(7, 256);
 //! assert!(dfa.matches(&doc));
+//!
+//! // A toy vocabulary: every byte, a few longer tokens, and EOS (id 260).
+//! let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+//! tokens.extend([b"{\"".to_vec(), b"n\":".to_vec(), b"42".to_vec(), b"}".to_vec()]);
+//! tokens.push(b"</s>".to_vec());
+//! let vocab = Vocabulary::new(tokens, vec![260], [])?;
+//! let index = Arc::new(Index::new(r#"\{"n":(?:0|[1-9][0-9]{0,2})\}"#, &vocab)?);
+//! let mut guide = Guide::new(index);
+//! for t in vocab.tokenize_greedy(br#"{"n":42}"#).unwrap() {
+//!     guide.advance(t)?;
+//! }
+//! assert!(guide.accepts_eos());
+//! assert_eq!(guide.allowed_tokens(), &[260]);
+//! guide.advance(260)?;
+//! assert!(guide.is_finished());
 //! # Ok::<(), formwork_index::IndexError>(())
 //! ```
 
 mod automaton;
 mod error;
+mod gguf;
+mod guide;
+mod index;
+mod vocabulary;
 
 pub use automaton::{ByteDfa, DfaConfig, StateId};
 pub use error::IndexError;
+pub use gguf::{GgufError, GgufMetadata, GgufValue};
+pub use guide::Guide;
+pub use index::{Index, IndexConfig};
+pub use vocabulary::{TokenEncoding, Trie, Vocabulary};

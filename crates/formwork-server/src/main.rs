@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cli_index;
 mod cli_schema;
 mod cli_template;
 
@@ -25,6 +26,8 @@ enum Command {
     Schema(cli_schema::SchemaArgs),
     /// Render conversations through a model's chat template.
     Template(cli_template::TemplateArgs),
+    /// Build the token-level index of a schema or regex over a model's vocabulary.
+    Index(cli_index::IndexArgs),
 }
 
 /// An error the binary reports: bad input (exit 2) or a failure (exit 1).
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Schema(args) => cli_schema::run(args),
+        Command::Index(args) => cli_index::run(args),
         // Every template failure is about the user's files: a bad template, bad messages.
         Command::Template(args) => {
             cli_template::run(args).map_err(|e| CliError::Input(format!("{e:#}")))

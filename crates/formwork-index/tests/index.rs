@@ -1,0 +1,475 @@
+//! Index and Guide over small vocabularies built in the test: a byte-level one and a
+//! SentencePiece one read from an in-memory GGUF file.
+
+use std::sync::Arc;
+
+use formwork_index::{
+    ByteDfa, GgufMetadata, Guide, Index, IndexConfig, IndexError, StateId, Vocabulary,
+};
+use proptest::prelude::*;
+
+/// Byte-level vocabulary: all 256 bytes, some merges (some splitting UTF-8 characters),
+/// a control token and EOS.
+fn byte_vocab() -> Vocabulary {
+    let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+    let merges: &[&[u8]] = &[
+        b"{\"",
+        b"\":",
+        b"\",\"",
+        b"name",
+        b"\":\"",
+        b"\"}",
+        b"ab",
+        b"abc",
+        b"20",
+        b"2024-",
+        b"-0",
+        b" the",
+        b"ing",
+        "日本".as_bytes(),
+        &[0xE6, 0x97], // the first two bytes of 日
+        &[0xA5, 0xE6], // the end of 日 and the start of 本
+        &[0x9C, 0xAC], // the end of 本
+        "語".as_bytes(),
+        &[0xF0, 0x9F],       // the start of an emoji
+        &[0x98, 0x80, b'"'], // the end of 😀 and a quote
+        "😀".as_bytes(),
+        b"ab", // a duplicate spelling
+    ];
+    tokens.extend(merges.iter().map(|m| m.to_vec()));
+    let control = tokens.len() as u32;
+    tokens.push(b"<|im_start|>".to_vec());
+    let eos = tokens.len() as u32;
+    tokens.push(b"<|im_end|>".to_vec());
+    Vocabulary::new(tokens, vec![eos], [control]).unwrap()
+}
+
+fn gguf_string(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s);
+}
+
+/// A SentencePiece vocabulary as a GGUF file holds it: `<unk>`, `<s>`, `</s>`, 256 byte
+/// tokens `<0xNN>`, and pieces with `▁` for spaces.
+fn spm_gguf() -> Vec<u8> {
+    let mut tokens: Vec<(String, i32)> =
+        vec![("<unk>".into(), 2), ("<s>".into(), 3), ("</s>".into(), 3)];
+    for b in 0..=255u8 {
+        tokens.push((format!("<0x{b:02X}>"), 6));
+    }
+    for piece in [
+        "▁",
+        "▁the",
+        "▁a",
+        "he",
+        "llo",
+        "▁hello",
+        "▁\"",
+        "\"",
+        "{",
+        "}",
+        "▁{",
+        "\":",
+        "▁日本",
+        "語",
+        "ab",
+        "abc",
+        "2024",
+        "-",
+        "0",
+        "1",
+        "▁▁",
+    ] {
+        tokens.push((piece.into(), 1));
+    }
+    tokens.push(("<tool>".into(), 4));
+    let mut f = b"GGUF".to_vec();
+    f.extend_from_slice(&3u32.to_le_bytes());
+    f.extend_from_slice(&0u64.to_le_bytes());
+    f.extend_from_slice(&4u64.to_le_bytes());
+    gguf_string(&mut f, b"tokenizer.ggml.model");
+    f.extend_from_slice(&8u32.to_le_bytes());
+    gguf_string(&mut f, b"llama");
+    gguf_string(&mut f, b"tokenizer.ggml.tokens");
+    f.extend_from_slice(&9u32.to_le_bytes());
+    f.extend_from_slice(&8u32.to_le_bytes());
+    f.extend_from_slice(&(tokens.len() as u64).to_le_bytes());
+    for (t, _) in &tokens {
+        gguf_string(&mut f, t.as_bytes());
+    }
+    gguf_string(&mut f, b"tokenizer.ggml.token_type");
+    f.extend_from_slice(&9u32.to_le_bytes());
+    f.extend_from_slice(&5u32.to_le_bytes());
+    f.extend_from_slice(&(tokens.len() as u64).to_le_bytes());
+    for (_, ty) in &tokens {
+        f.extend_from_slice(&ty.to_le_bytes());
+    }
+    gguf_string(&mut f, b"tokenizer.ggml.eos_token_id");
+    f.extend_from_slice(&4u32.to_le_bytes());
+    f.extend_from_slice(&2u32.to_le_bytes());
+    f
+}
+
+fn spm_vocab() -> Vocabulary {
+    let f = spm_gguf();
+    let meta = GgufMetadata::from_reader(&f[..], f.len() as u64).unwrap();
+    Vocabulary::from_gguf_metadata(&meta).unwrap()
+}
+
+const REGEXES: &[&str] = &[
+    r#"\{"name":"[^"\\\x00-\x1F]{0,12}","n":(?:0|-?[1-9][0-9]{0,3})\}"#,
+    r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])",
+    r"(?:日本|語|😀)+[a-c]{0,3}",
+    r#""(?:[^"\\]|\\["\\nt])*""#,
+    r"(?: the| a| hello)+|ab(?:c|d)?",
+];
+
+/// Follows the bytes of `token` from `state` in the DFA.
+fn run_bytes(dfa: &ByteDfa, mut state: StateId, bytes: &[u8]) -> StateId {
+    for &b in bytes {
+        state = dfa.next(state, b);
+        if state == ByteDfa::DEAD {
+            return state;
+        }
+    }
+    state
+}
+
+/// Checks every computed state of an eager index against the DFA.
+fn check_index(index: &Index, vocab: &Vocabulary) {
+    let dfa = index.dfa();
+    let mut stack = vec![index.start()];
+    let mut seen = std::collections::HashSet::new();
+    seen.insert(index.start());
+    while let Some(s) = stack.pop() {
+        let tokens = index.allowed_tokens(s);
+        let next = index.next_states(s);
+        assert_eq!(tokens.len(), next.len());
+        assert!(tokens.windows(2).all(|w| w[0] < w[1]), "sorted and unique");
+        let mask = index.mask(s);
+        let in_mask: usize = mask.iter().map(|w| w.count_ones() as usize).sum();
+        assert_eq!(in_mask, tokens.len());
+        for (&t, &n) in tokens.iter().zip(next) {
+            assert!(mask[t as usize / 64] & (1 << (t % 64)) != 0);
+            if vocab.is_eos(t) {
+                assert_eq!(n, Index::FINISHED);
+                assert!(dfa.is_accepting(s), "EOS only in accepting states");
+                continue;
+            }
+            assert!(!vocab.is_special(t), "special token {t} allowed");
+            // Every allowed token leads to a live state, the one its bytes reach.
+            let bytes = vocab.token(t).unwrap();
+            assert_eq!(run_bytes(dfa, s, bytes), n);
+            assert!(n != ByteDfa::DEAD && dfa.distance_to_accept(n) != u32::MAX);
+            if seen.insert(n) {
+                stack.push(n);
+            }
+        }
+        if dfa.is_accepting(s) {
+            for &e in vocab.eos() {
+                assert!(
+                    tokens.binary_search(&e).is_ok(),
+                    "EOS allowed when accepting"
+                );
+            }
+        }
+        // Completeness: every text token whose bytes stay alive is allowed.
+        for t in (0..vocab.len() as u32).filter(|&t| !vocab.is_eos(t)) {
+            let bytes = vocab.token(t).unwrap();
+            let alive = !vocab.is_special(t)
+                && !bytes.is_empty()
+                && run_bytes(dfa, s, bytes) != ByteDfa::DEAD;
+            assert_eq!(
+                alive,
+                tokens.binary_search(&t).is_ok(),
+                "token {t} in state {s}"
+            );
+        }
+    }
+    assert_eq!(seen.len(), index.state_count());
+}
+
+#[test]
+fn indexes_are_sound_and_complete() {
+    for vocab in [byte_vocab(), spm_vocab()] {
+        for re in REGEXES {
+            let index = Index::new(re, &vocab).unwrap();
+            check_index(&index, &vocab);
+            // A lazy index computes the same sets, and only the states asked for.
+            let lazy = Index::lazy(re, &vocab).unwrap();
+            assert_eq!(lazy.state_count(), 0);
+            assert_eq!(
+                lazy.allowed_tokens(lazy.start()),
+                index.allowed_tokens(index.start())
+            );
+            assert_eq!(lazy.state_count(), 1);
+            check_index(&lazy, &vocab);
+            // One thread or many: the same index.
+            let single = Index::with_config(
+                re,
+                &vocab,
+                IndexConfig {
+                    threads: 1,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(single.state_count(), index.state_count());
+        }
+    }
+}
+
+#[test]
+fn sentencepiece_vocabulary_from_gguf() {
+    let v = spm_vocab();
+    assert_eq!(v.len(), 3 + 256 + 21 + 1);
+    assert_eq!(v.eos(), &[2]);
+    assert!(v.is_special(0) && v.is_special(1) && v.is_special(2));
+    assert_eq!(v.token(3 + 0xE6), Some(&[0xE6u8][..]));
+    assert_eq!(v.token(3 + 256 + 1), Some(&b" the"[..]));
+    assert_eq!(v.token(3 + 256 + 12), Some(" 日本".as_bytes()));
+    assert_eq!(v.token(3 + 256 + 20), Some(&b"  "[..]));
+    assert_eq!(v.token(3 + 256 + 21), Some(&b"<tool>"[..]));
+    assert!(!v.is_special(3 + 256 + 21));
+}
+
+#[test]
+fn control_tokens_are_never_allowed() {
+    let v = byte_vocab();
+    // The control token's bytes match, but it is never allowed; the bytes spelled out are.
+    let index = Index::new(r"<\|im_start\|>x", &v).unwrap();
+    let control = v.len() as u32 - 2;
+    assert!(v.is_special(control));
+    assert_eq!(index.allowed_tokens(index.start()), &[u32::from(b'<')]);
+    let mut g = Guide::new(Arc::new(index));
+    assert_eq!(
+        g.advance(control),
+        Err(IndexError::TokenNotAllowed {
+            token: control,
+            state: 0
+        })
+    );
+}
+
+#[test]
+fn guide_walks_advances_and_rolls_back() {
+    let v = byte_vocab();
+    let eos = v.eos()[0];
+    let index = Arc::new(Index::new(r"(?:ab|abc)x?", &v).unwrap());
+    let mut g = Guide::new(index.clone());
+    assert!(!g.accepts_eos() && !g.is_finished());
+    // An invalid token is an error and changes nothing; so is an id out of range.
+    assert!(matches!(
+        g.advance(u32::from(b'x')),
+        Err(IndexError::TokenNotAllowed { .. })
+    ));
+    assert!(matches!(
+        g.advance(u32::MAX),
+        Err(IndexError::TokenNotAllowed { .. })
+    ));
+    assert_eq!(g.state(), index.start());
+    let ab = v.tokenize_greedy(b"ab").unwrap();
+    assert_eq!(ab.len(), 1);
+    g.advance(ab[0]).unwrap();
+    assert!(g.accepts_eos() && !g.is_finished());
+    assert!(g.allowed_tokens().contains(&eos));
+    let mask = g.mask();
+    assert!(mask[eos as usize / 64] & (1 << (eos % 64)) != 0);
+    let mut other = g.clone();
+    g.advance(u32::from(b'x')).unwrap();
+    // A full match nothing can extend: only EOS is allowed.
+    assert_eq!(g.allowed_tokens(), &[eos]);
+    assert!(g.is_finished());
+    // The clone is independent.
+    assert_eq!(other.len(), 1);
+    other.advance(u32::from(b'c')).unwrap();
+    assert_eq!(g.len(), 2);
+    // Rollback.
+    assert_eq!(
+        g.rollback(3),
+        Err(IndexError::Rollback {
+            requested: 3,
+            available: 2
+        })
+    );
+    g.rollback(1).unwrap();
+    assert_eq!(g.len(), 1);
+    assert!(!g.is_finished());
+    g.advance(eos).unwrap();
+    assert!(g.is_finished() && !g.accepts_eos());
+    assert!(g.allowed_tokens().is_empty());
+    assert!(g.mask().iter().all(|&w| w == 0));
+    assert!(g.advance(u32::from(b'x')).is_err());
+    g.rollback(2).unwrap();
+    assert_eq!(g.state(), index.start());
+    g.reset();
+    assert!(g.is_empty());
+}
+
+#[test]
+fn limits_are_errors() {
+    let v = byte_vocab();
+    let tight = IndexConfig {
+        max_states: 3,
+        ..Default::default()
+    };
+    assert!(matches!(
+        Index::with_config("[a-z]{0,10}", &v, tight),
+        Err(IndexError::TooLarge {
+            limit: "states",
+            ..
+        })
+    ));
+    let tight = IndexConfig {
+        max_memory: 64,
+        ..Default::default()
+    };
+    assert!(matches!(
+        Index::with_config("[a-z]{0,10}", &v, tight),
+        Err(IndexError::TooLarge {
+            limit: "memory",
+            ..
+        })
+    ));
+    assert!(matches!(Index::new("(", &v), Err(IndexError::Regex(_))));
+}
+
+#[test]
+fn lazy_index_is_shared_across_threads() {
+    let v = byte_vocab();
+    let index = Arc::new(Index::lazy(REGEXES[0], &v).unwrap());
+    let eager = Index::new(REGEXES[0], &v).unwrap();
+    std::thread::scope(|s| {
+        for seed in 0..4u64 {
+            let index = index.clone();
+            s.spawn(move || {
+                let dfa = index.dfa().clone();
+                let doc = dfa.sample(seed, 40);
+                let mut g = Guide::new(index);
+                for t in g.index().vocabulary().tokenize_greedy(&doc).unwrap() {
+                    g.advance(t).unwrap();
+                }
+                assert!(g.accepts_eos());
+            });
+        }
+    });
+    assert!(index.state_count() <= eager.state_count());
+}
+
+/// A tiny deterministic generator for the random walks.
+fn pick(seed: &mut u64, n: usize) -> usize {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    ((*seed >> 33) % n as u64) as usize
+}
+
+fn random_walk(index: Arc<Index>, mut seed: u64, max_tokens: usize) -> Option<Vec<u8>> {
+    let vocab = index.vocabulary().clone();
+    let mut g = Guide::new(index);
+    let mut text = Vec::new();
+    for _ in 0..max_tokens {
+        let allowed = g.allowed_tokens();
+        assert!(!allowed.is_empty(), "a live state allows some token");
+        let t = allowed[pick(&mut seed, allowed.len())];
+        g.advance(t).unwrap();
+        if vocab.is_eos(t) {
+            assert!(g.is_finished());
+            return Some(text);
+        }
+        text.extend_from_slice(vocab.token(t).unwrap());
+    }
+    None
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn random_walks_ending_on_eos_match(seed in any::<u64>(), which in 0..REGEXES.len(), spm in any::<bool>()) {
+        let vocab = if spm { spm_vocab() } else { byte_vocab() };
+        let index = Arc::new(Index::new(REGEXES[which], &vocab).unwrap());
+        for k in 0..8u64 {
+            if let Some(text) = random_walk(index.clone(), seed ^ k, 64) {
+                prop_assert!(index.dfa().matches(&text), "{:?}", String::from_utf8_lossy(&text));
+            }
+        }
+    }
+
+    #[test]
+    fn sampled_documents_are_accepted(seed in any::<u64>(), which in 0..REGEXES.len(), spm in any::<bool>(), lazy in any::<bool>()) {
+        let vocab = if spm { spm_vocab() } else { byte_vocab() };
+        let config = IndexConfig { lazy, ..Default::default() };
+        let index = Arc::new(Index::with_config(REGEXES[which], &vocab, config).unwrap());
+        let doc = index.dfa().sample(seed, 48);
+        let tokens = vocab.tokenize_greedy(&doc).unwrap();
+        let mut g = Guide::new(index);
+        for t in tokens {
+            prop_assert!(g.advance(t).is_ok());
+        }
+        prop_assert!(g.accepts_eos());
+        g.advance(vocab.eos()[0]).unwrap();
+        prop_assert!(g.is_finished());
+    }
+}
+
+#[test]
+fn multibyte_characters_through_split_tokens() {
+    let v = byte_vocab();
+    let index = Arc::new(Index::new(r#""[^"]{1,8}""#, &v).unwrap());
+    let mut g = Guide::new(index.clone());
+    // "日本😀" spelled with tokens that cut characters in the middle.
+    let find = |bytes: &[u8]| {
+        (0..v.len() as u32)
+            .find(|&t| v.token(t) == Some(bytes))
+            .unwrap()
+    };
+    let seq: Vec<u32> = vec![
+        u32::from(b'"'),
+        find(&[0xE6, 0x97]),
+        find(&[0xA5, 0xE6]),
+        find(&[0x9C, 0xAC]),
+        find(&[0xF0, 0x9F]),
+        find(&[0x98, 0x80, b'"']),
+    ];
+    for &t in &seq {
+        g.advance(t).unwrap();
+    }
+    assert!(g.accepts_eos());
+    // A token cutting a character in the middle is refused where it would break UTF-8.
+    let mut g = Guide::new(index);
+    g.advance(u32::from(b'"')).unwrap();
+    assert!(!g.is_allowed(find(&[0xA5, 0xE6])));
+    assert!(!g.is_allowed(find(&[0x98, 0x80, b'"'])));
+    g.advance(find(&[0xF0, 0x9F])).unwrap();
+    assert!(!g.is_allowed(u32::from(b'"')));
+    assert!(!g.is_allowed(find(&[0xE6, 0x97])));
+}
+
+#[test]
+fn tokens_into_unspellable_states_are_dropped() {
+    let tokens = vec![
+        b"x".to_vec(),
+        b"xy".to_vec(),
+        b"q".to_vec(),
+        b"</s>".to_vec(),
+    ];
+    let v = Vocabulary::new(tokens, vec![3], []).unwrap();
+    // After "xy" only "z" would do, and no token holds a "z".
+    let index = Index::new("xyz|xq", &v).unwrap();
+    assert_eq!(index.allowed_tokens(index.start()), &[0]);
+    assert_eq!(index.state_count(), 3);
+    // The state after "xy" is out of the eager index, and asking does not add it.
+    let dfa = index.dfa();
+    let xy = dfa.next(dfa.next(dfa.start(), b'x'), b'y');
+    assert!(index.allowed_tokens(xy).is_empty());
+    assert!(index.mask(xy).iter().all(|&w| w == 0));
+    assert_eq!(index.state_count(), 3);
+    assert!(matches!(
+        Index::new("xyz", &v),
+        Err(IndexError::Unspellable)
+    ));
+    // A lazy index cannot see ahead.
+    let lazy = Index::lazy("xyz|xq", &v).unwrap();
+    assert_eq!(lazy.allowed_tokens(lazy.start()), &[0, 1]);
+}
