@@ -38,7 +38,10 @@ fn run(mut cmd: Command) -> Result<()> {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (task, rest) = args.split_first().map(|(t, r)| (t.as_str(), r)).unwrap_or(("help", &[]));
+    let (task, rest) = args
+        .split_first()
+        .map(|(t, r)| (t.as_str(), r))
+        .unwrap_or(("help", &[]));
     match task {
         "fetch-model" => {
             model::fetch_default()?;
@@ -52,9 +55,19 @@ fn main() -> Result<()> {
         "serve" => {
             let path = model::fetch_default()?;
             let mut cmd = cargo();
-            cmd.args(["run", "--release", "-p", "formwork-server", "--bin", "formwork", "--", "serve", "--model"])
-                .arg(path)
-                .args(rest);
+            cmd.args([
+                "run",
+                "--release",
+                "-p",
+                "formwork-server",
+                "--bin",
+                "formwork",
+                "--",
+                "serve",
+                "--model",
+            ])
+            .arg(path)
+            .args(rest);
             run(cmd)?;
         }
         "schema-report" => schema_report::run(rest)?,
@@ -64,7 +77,7 @@ fn main() -> Result<()> {
                  tasks:\n  fetch-model    download and verify the default model into models/\n  \
                  test           fetch the model if missing, then run every test\n  \
                  serve          fetch the model if missing, then start the server\n  \
-                 schema-report  JSON Schema coverage/soundness report [--out FILE] [--files A,B] [--samples N]"
+                 schema-report  JSON Schema coverage/soundness report [--out FILE] [--files A,B] [--samples N] [--open-objects] [--misses]"
             );
             if task != "help" {
                 bail!("unknown task {task:?}");

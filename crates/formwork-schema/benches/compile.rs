@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 /// Every 40th schema of every file that compiles: a fixed, varied sample.
 fn sample() -> Vec<Value> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/jsonschemabench");
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/jsonschemabench");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -21,10 +22,10 @@ fn sample() -> Vec<Value> {
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
         for line in text.lines().step_by(40) {
-            if let Ok(v) = serde_json::from_str::<Value>(line) {
-                if Compiler::new().compile(&v["schema"]).is_ok() {
-                    out.push(v["schema"].clone());
-                }
+            if let Ok(v) = serde_json::from_str::<Value>(line)
+                && Compiler::new().compile(&v["schema"]).is_ok()
+            {
+                out.push(v["schema"].clone());
             }
         }
     }
@@ -60,13 +61,16 @@ fn bench(c: &mut Criterion) {
         });
     }
     let schemas = sample();
-    c.bench_function(&format!("compile/jsonschemabench_sample_{}", schemas.len()), |b| {
-        b.iter(|| {
-            for s in &schemas {
-                black_box(compiler.compile(black_box(s)).ok());
-            }
-        })
-    });
+    c.bench_function(
+        &format!("compile/jsonschemabench_sample_{}", schemas.len()),
+        |b| {
+            b.iter(|| {
+                for s in &schemas {
+                    black_box(compiler.compile(black_box(s)).ok());
+                }
+            })
+        },
+    );
 }
 
 criterion_group!(benches, bench);

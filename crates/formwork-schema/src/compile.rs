@@ -30,9 +30,26 @@ type Result<T> = std::result::Result<T, SchemaError>;
 
 /// Keywords that only annotate and never constrain a document.
 const ANNOTATIONS: &[&str] = &[
-    "$schema", "$id", "id", "$anchor", "$dynamicAnchor", "$comment", "$defs", "definitions",
-    "$vocabulary", "title", "description", "default", "examples", "example", "deprecated",
-    "readOnly", "writeOnly", "contentEncoding", "contentMediaType", "contentSchema",
+    "$schema",
+    "$id",
+    "id",
+    "$anchor",
+    "$dynamicAnchor",
+    "$comment",
+    "$defs",
+    "definitions",
+    "$vocabulary",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "example",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "contentEncoding",
+    "contentMediaType",
+    "contentSchema",
     "$recursiveAnchor",
 ];
 
@@ -63,7 +80,11 @@ fn child(ptr: &str, seg: &str) -> String {
 
 fn invalid(ptr: &str, reason: impl Into<String>) -> SchemaError {
     SchemaError::Invalid {
-        pointer: if ptr.is_empty() { "#".into() } else { ptr.into() },
+        pointer: if ptr.is_empty() {
+            "#".into()
+        } else {
+            ptr.into()
+        },
         reason: reason.into(),
     }
 }
@@ -71,7 +92,11 @@ fn invalid(ptr: &str, reason: impl Into<String>) -> SchemaError {
 fn unsupported(keyword: &str, ptr: &str, reason: impl Into<String>) -> SchemaError {
     SchemaError::Unsupported {
         keyword: keyword.into(),
-        pointer: if ptr.is_empty() { "#".into() } else { ptr.into() },
+        pointer: if ptr.is_empty() {
+            "#".into()
+        } else {
+            ptr.into()
+        },
         reason: reason.into(),
     }
 }
@@ -90,7 +115,11 @@ fn non_negative(m: &Map<String, Value>, key: &str, ptr: &str) -> Result<Option<u
         Some(v) => {
             let n = v
                 .as_u64()
-                .or_else(|| v.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0).map(|f| f as u64))
+                .or_else(|| {
+                    v.as_f64()
+                        .filter(|f| *f >= 0.0 && f.fract() == 0.0)
+                        .map(|f| f as u64)
+                })
                 .ok_or_else(|| invalid(ptr, format!("`{key}` must be a non-negative integer")))?;
             Ok(Some(usize::try_from(n).unwrap_or(usize::MAX)))
         }
@@ -99,11 +128,17 @@ fn non_negative(m: &Map<String, Value>, key: &str, ptr: &str) -> Result<Option<u
 
 fn string_list(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
-const TYPES: &[&str] = &["object", "array", "string", "number", "integer", "boolean", "null"];
+const TYPES: &[&str] = &[
+    "object", "array", "string", "number", "integer", "boolean", "null",
+];
 
 /// What a `not` subschema excludes, as far as the compiler can express it.
 #[derive(Default)]
@@ -171,7 +206,9 @@ impl<'a> Ctx<'a> {
         let root = self.root;
         let regex = self
             .schema(root, "")?
-            .ok_or_else(|| SchemaError::Unsatisfiable { pointer: "#".into() })?;
+            .ok_or_else(|| SchemaError::Unsatisfiable {
+                pointer: "#".into(),
+            })?;
         let mut seen = std::collections::HashSet::new();
         self.unenforced.retain(|u| seen.insert(u.clone()));
         Ok(Compiled {
@@ -196,7 +233,11 @@ impl<'a> Ctx<'a> {
     fn warn(&mut self, keyword: &str, ptr: &str) {
         self.unenforced.push(Unenforced {
             keyword: keyword.into(),
-            pointer: if ptr.is_empty() { "#".into() } else { ptr.into() },
+            pointer: if ptr.is_empty() {
+                "#".into()
+            } else {
+                ptr.into()
+            },
         });
     }
 
@@ -246,10 +287,13 @@ impl<'a> Ctx<'a> {
     fn ref_cache_key(&self, s: &Value) -> Option<String> {
         let m = s.as_object()?;
         let r = m.get("$ref")?.as_str()?;
-        if m.keys().any(|k| k != "$ref" && !ANNOTATIONS.contains(&k.as_str())) {
+        if m.keys()
+            .any(|k| k != "$ref" && !ANNOTATIONS.contains(&k.as_str()))
+        {
             return None;
         }
-        let mut active: Vec<(&String, &usize)> = self.active_refs.iter().filter(|(_, c)| **c > 0).collect();
+        let mut active: Vec<(&String, &usize)> =
+            self.active_refs.iter().filter(|(_, c)| **c > 0).collect();
         active.sort();
         let mut key = r.to_string();
         for (name, count) in active {
@@ -325,7 +369,9 @@ impl<'a> Ctx<'a> {
         let mut disj: Vec<(Vec<Value>, String, bool)> = Vec::new();
         for key in ["$ref", "$recursiveRef"] {
             if let Some(r) = base.remove(key) {
-                let r = r.as_str().ok_or_else(|| invalid(ptr, "`$ref` must be a string"))?;
+                let r = r
+                    .as_str()
+                    .ok_or_else(|| invalid(ptr, "`$ref` must be a string"))?;
                 let (name, target) = self.resolve(r, ptr)?;
                 let count = self.active_refs.entry(name.clone()).or_insert(0);
                 if *count >= self.cfg.max_recursion {
@@ -375,11 +421,11 @@ impl<'a> Ctx<'a> {
             }
         }
         // not (not X) is X.
-        if let Some(Value::Object(n)) = base.get("not") {
-            if let (1, Some(inner)) = (n.len(), n.get("not")) {
-                conj.push((inner.clone(), child(&child(ptr, "not"), "not")));
-                base.remove("not");
-            }
+        if let Some(Value::Object(n)) = base.get("not")
+            && let (1, Some(inner)) = (n.len(), n.get("not"))
+        {
+            conj.push((inner.clone(), child(&child(ptr, "not"), "not")));
+            base.remove("not");
         }
         for key in ["anyOf", "oneOf"] {
             if let Some(v) = base.remove(key) {
@@ -418,10 +464,10 @@ impl<'a> Ctx<'a> {
             for parts in flat_items {
                 options.extend(parts);
             }
-            if options.is_empty() {
-                if let Some(e) = first_err {
-                    return Err(e);
-                }
+            if options.is_empty()
+                && let Some(e) = first_err
+            {
+                return Err(e);
             }
             alts = self.product(alts, options, &p, false)?;
             if alts.is_empty() {
@@ -507,26 +553,28 @@ impl<'a> Ctx<'a> {
         let (ta, tb) = (self.types_of(a), self.types_of(b));
         let types_overlap = ta.iter().any(|t| {
             tb.iter().any(|u| {
-                t == u
-                    || (t == "integer" && u == "number")
-                    || (t == "number" && u == "integer")
+                t == u || (t == "integer" && u == "number") || (t == "number" && u == "integer")
             })
         });
         if !types_overlap {
             return true;
         }
-        if let (Some(Value::Array(x)), Some(Value::Array(y))) = (a.get("enum"), b.get("enum")) {
-            if !x.iter().any(|v| y.iter().any(|w| json_eq(v, w))) {
-                return true;
-            }
+        if let (Some(Value::Array(x)), Some(Value::Array(y))) = (a.get("enum"), b.get("enum"))
+            && !x.iter().any(|v| y.iter().any(|w| json_eq(v, w)))
+        {
+            return true;
         }
         // Objects only overlap if they are objects on both sides; then a discriminating
         // property with disjoint constants, or a property one side requires that the other
         // never produces and forbids, separates them.
         if ta.iter().all(|t| t == "object") || tb.iter().all(|t| t == "object") {
-            let props = |m: &Map<String, Value>| m.get("properties").and_then(Value::as_object).cloned();
+            let props =
+                |m: &Map<String, Value>| m.get("properties").and_then(Value::as_object).cloned();
             let (pa, pb) = (props(a).unwrap_or_default(), props(b).unwrap_or_default());
-            let (ra, rb) = (string_list(a.get("required")), string_list(b.get("required")));
+            let (ra, rb) = (
+                string_list(a.get("required")),
+                string_list(b.get("required")),
+            );
             for (k, va) in &pa {
                 if let Some(vb) = pb.get(k) {
                     let consts = |v: &Value| -> Option<Vec<Value>> {
@@ -536,18 +584,18 @@ impl<'a> Ctx<'a> {
                             .cloned()
                             .or_else(|| o.get("const").map(|c| vec![c.clone()]))
                     };
-                    if let (Some(x), Some(y)) = (consts(va), consts(vb)) {
-                        if (ra.contains(k) || rb.contains(k))
-                            && ra.contains(k) == rb.contains(k)
-                            && !x.iter().any(|v| y.iter().any(|w| json_eq(v, w)))
-                        {
-                            return true;
-                        }
+                    if let (Some(x), Some(y)) = (consts(va), consts(vb))
+                        && (ra.contains(k) || rb.contains(k))
+                        && ra.contains(k) == rb.contains(k)
+                        && !x.iter().any(|v| y.iter().any(|w| json_eq(v, w)))
+                    {
+                        return true;
                     }
                 }
             }
             // a's documents carry all of `ra`; b forbids extra keys and does not know one.
-            let closed = |m: &Map<String, Value>| m.get("additionalProperties") == Some(&Value::Bool(false));
+            let closed =
+                |m: &Map<String, Value>| m.get("additionalProperties") == Some(&Value::Bool(false));
             if closed(b) && ra.iter().any(|k| !pb.contains_key(k)) {
                 return true;
             }
@@ -565,7 +613,11 @@ impl<'a> Ctx<'a> {
 
     fn resolve(&self, reference: &str, ptr: &str) -> Result<(String, &'a Value)> {
         let unresolved = || SchemaError::UnresolvedRef {
-            pointer: if ptr.is_empty() { "#".into() } else { ptr.into() },
+            pointer: if ptr.is_empty() {
+                "#".into()
+            } else {
+                ptr.into()
+            },
             reference: reference.into(),
         };
         let (base, frag) = match reference.find('#') {
@@ -596,7 +648,10 @@ impl<'a> Ctx<'a> {
         } else if frag.starts_with('/') {
             doc.pointer(&frag).ok_or_else(unresolved)?
         } else {
-            self.anchors.get(frag.as_str()).copied().ok_or_else(unresolved)?
+            self.anchors
+                .get(frag.as_str())
+                .copied()
+                .ok_or_else(unresolved)?
         };
         Ok((format!("{base}#{frag}"), target))
     }
@@ -606,20 +661,35 @@ impl<'a> Ctx<'a> {
     fn types_of(&self, m: &Map<String, Value>) -> Vec<String> {
         let mut types: Vec<String> = match m.get("type") {
             Some(Value::String(t)) => vec![t.clone()],
-            Some(Value::Array(ts)) => ts.iter().filter_map(|t| t.as_str().map(String::from)).collect(),
+            Some(Value::Array(ts)) => ts
+                .iter()
+                .filter_map(|t| t.as_str().map(String::from))
+                .collect(),
             _ => {
                 let has = |keys: &[&str]| keys.iter().any(|k| m.contains_key(*k));
                 let mut t = Vec::new();
                 if has(&[
-                    "properties", "required", "additionalProperties", "patternProperties",
-                    "minProperties", "maxProperties", "propertyNames", "dependentRequired",
+                    "properties",
+                    "required",
+                    "additionalProperties",
+                    "patternProperties",
+                    "minProperties",
+                    "maxProperties",
+                    "propertyNames",
+                    "dependentRequired",
                     "unevaluatedProperties",
                 ]) {
                     t.push("object".to_string());
                 }
                 if has(&[
-                    "items", "prefixItems", "additionalItems", "minItems", "maxItems", "contains",
-                    "uniqueItems", "unevaluatedItems",
+                    "items",
+                    "prefixItems",
+                    "additionalItems",
+                    "minItems",
+                    "maxItems",
+                    "contains",
+                    "uniqueItems",
+                    "unevaluatedItems",
                 ]) {
                     t.push("array".into());
                 }
@@ -630,28 +700,38 @@ impl<'a> Ctx<'a> {
                 if has(&["pattern", "minLength", "maxLength"]) || string_format {
                     t.push("string".into());
                 }
-                if has(&["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"]) {
+                if has(&[
+                    "minimum",
+                    "maximum",
+                    "exclusiveMinimum",
+                    "exclusiveMaximum",
+                    "multipleOf",
+                ]) {
                     t.push("number".into());
                 }
-                if t.is_empty() {
-                    if let Some(Value::Array(values)) = m.get("enum") {
-                        for v in values {
-                            let ty = match v {
-                                Value::Null => "null",
-                                Value::Bool(_) => "boolean",
-                                Value::Number(_) => "number",
-                                Value::String(_) => "string",
-                                Value::Array(_) => "array",
-                                Value::Object(_) => "object",
-                            };
-                            if !t.iter().any(|x| x == ty) {
-                                t.push(ty.into());
-                            }
+                if t.is_empty()
+                    && let Some(Value::Array(values)) = m.get("enum")
+                {
+                    for v in values {
+                        let ty = match v {
+                            Value::Null => "null",
+                            Value::Bool(_) => "boolean",
+                            Value::Number(_) => "number",
+                            Value::String(_) => "string",
+                            Value::Array(_) => "array",
+                            Value::Object(_) => "object",
+                        };
+                        if !t.iter().any(|x| x == ty) {
+                            t.push(ty.into());
                         }
                     }
                 }
                 if t.is_empty() {
-                    TYPES.iter().filter(|t| **t != "integer").map(|t| t.to_string()).collect()
+                    TYPES
+                        .iter()
+                        .filter(|t| **t != "integer")
+                        .map(|t| t.to_string())
+                        .collect()
                 } else {
                     t
                 }
@@ -680,13 +760,13 @@ impl<'a> Ctx<'a> {
             out.everything = true;
             return Ok(());
         }
-        if let Some(Value::Array(alts)) = m.get("anyOf") {
-            if meaningful.len() == 1 {
-                for (i, a) in alts.iter().enumerate() {
-                    self.exclusions(a, &child(ptr, &i.to_string()), out)?;
-                }
-                return Ok(());
+        if let Some(Value::Array(alts)) = m.get("anyOf")
+            && meaningful.len() == 1
+        {
+            for (i, a) in alts.iter().enumerate() {
+                self.exclusions(a, &child(ptr, &i.to_string()), out)?;
             }
+            return Ok(());
         }
         // not (A and B) holds whenever not A holds: exclude the one conjunct we can express.
         if let Some(e) = m.get("enum").and_then(Value::as_array) {
@@ -754,8 +834,13 @@ impl<'a> Ctx<'a> {
                 alts.push(f);
             }
         }
-        if ex.values.iter().any(|v| matches!(v, Value::Number(_) | Value::Array(_) | Value::Object(_)))
-            && types.iter().any(|t| matches!(t.as_str(), "number" | "integer" | "array" | "object"))
+        if ex
+            .values
+            .iter()
+            .any(|v| matches!(v, Value::Number(_) | Value::Array(_) | Value::Object(_)))
+            && types
+                .iter()
+                .any(|t| matches!(t.as_str(), "number" | "integer" | "array" | "object"))
         {
             return Err(unsupported(
                 "not",
@@ -790,7 +875,14 @@ impl<'a> Ctx<'a> {
 
     // ----- numbers -----------------------------------------------------------------------
 
-    fn bound(&self, m: &Map<String, Value>, incl: &str, excl: &str, lower: bool, ptr: &str) -> Result<Option<Bound>> {
+    fn bound(
+        &self,
+        m: &Map<String, Value>,
+        incl: &str,
+        excl: &str,
+        lower: bool,
+        ptr: &str,
+    ) -> Result<Option<Bound>> {
         let get = |k: &str| -> Result<Option<Decimal>> {
             match m.get(k) {
                 None => Ok(None),
@@ -800,11 +892,21 @@ impl<'a> Ctx<'a> {
                 Some(_) => Err(invalid(ptr, format!("`{k}` must be a number"))),
             }
         };
-        let a = get(incl)?.map(|value| Bound { value, exclusive: false });
-        let b = get(excl)?.map(|value| Bound { value, exclusive: true });
+        let a = get(incl)?.map(|value| Bound {
+            value,
+            exclusive: false,
+        });
+        let b = get(excl)?.map(|value| Bound {
+            value,
+            exclusive: true,
+        });
         Ok(match (a, b) {
             (Some(a), Some(b)) => {
-                let pick_b = if lower { b.value >= a.value } else { b.value <= a.value };
+                let pick_b = if lower {
+                    b.value >= a.value
+                } else {
+                    b.value <= a.value
+                };
                 Some(if pick_b { b } else { a })
             }
             (a, b) => a.or(b),
@@ -818,7 +920,7 @@ impl<'a> Ctx<'a> {
             None => None,
             Some(Value::Number(n)) => {
                 let d = Decimal::from_json(n)
-                    .filter(|d| !d.neg && !(d.int == "0" && d.frac.is_empty()))
+                    .filter(|d| !d.neg && !d.is_zero())
                     .ok_or_else(|| invalid(ptr, "`multipleOf` must be a positive number"))?;
                 Some(d)
             }
@@ -832,7 +934,11 @@ impl<'a> Ctx<'a> {
             });
         };
         // multipleOf 10^-j for numbers: at most j fraction digits.
-        if !integer && k.int == "0" && k.frac.ends_with('1') && k.frac[..k.frac.len() - 1].bytes().all(|b| b == b'0') {
+        if !integer
+            && k.int == "0"
+            && k.frac.ends_with('1')
+            && k.frac[..k.frac.len() - 1].bytes().all(|b| b == b'0')
+        {
             return Ok(number_regex(lo.as_ref(), hi.as_ref(), Some(k.frac.len())));
         }
         if !k.frac.is_empty() {
@@ -841,16 +947,30 @@ impl<'a> Ctx<'a> {
             if integer && inverse.fract() == 0.0 {
                 return Ok(integer_regex(lo.as_ref(), hi.as_ref()));
             }
-            return Err(unsupported("multipleOf", ptr, "a fractional multipleOf other than 10^-n"));
+            return Err(unsupported(
+                "multipleOf",
+                ptr,
+                "a fractional multipleOf other than 10^-n",
+            ));
         }
         // An integer step: integers only.
         if k.int == "1" {
             return Ok(integer_regex(lo.as_ref(), hi.as_ref()));
         }
-        let step: i128 = k.int.parse().map_err(|_| unsupported("multipleOf", ptr, "multipleOf too large"))?;
+        let step: i128 = k
+            .int
+            .parse()
+            .map_err(|_| unsupported("multipleOf", ptr, "multipleOf too large"))?;
         let to_i128 = |b: &Option<Bound>, lower: bool| -> Option<i128> {
             let b = b.as_ref()?;
-            let v: f64 = format!("{}{}.{}0", if b.value.neg { "-" } else { "" }, b.value.int, b.value.frac).parse().ok()?;
+            let v: f64 = format!(
+                "{}{}.{}0",
+                if b.value.neg { "-" } else { "" },
+                b.value.int,
+                b.value.frac
+            )
+            .parse()
+            .ok()?;
             let v = if lower { v.ceil() } else { v.floor() };
             if v.abs() > 1e30 {
                 return None;
@@ -867,7 +987,9 @@ impl<'a> Ctx<'a> {
                 return Ok(None);
             }
             if (b - first) / step <= 1024 {
-                let alts: Vec<String> = (0..=(b - first) / step).map(|i| (first + i * step).to_string()).collect();
+                let alts: Vec<String> = (0..=(b - first) / step)
+                    .map(|i| (first + i * step).to_string())
+                    .collect();
                 return Ok(alternation(alts));
             }
         }
@@ -882,7 +1004,11 @@ impl<'a> Ctx<'a> {
                 _ => {}
             }
         }
-        Err(unsupported("multipleOf", ptr, format!("multipleOf {} over an unbounded or large range", k.int)))
+        Err(unsupported(
+            "multipleOf",
+            ptr,
+            format!("multipleOf {} over an unbounded or large range", k.int),
+        ))
     }
 
     // ----- strings -----------------------------------------------------------------------
@@ -890,20 +1016,30 @@ impl<'a> Ctx<'a> {
     fn string_language(&mut self, m: &Map<String, Value>, ptr: &str) -> Result<Option<Hir>> {
         let pattern = match m.get("pattern") {
             None => None,
-            Some(Value::String(p)) => Some(pattern_language(p).map_err(|reason| SchemaError::Pattern {
-                pointer: if ptr.is_empty() { "#".into() } else { ptr.into() },
-                pattern: p.clone(),
-                reason,
-            })?),
+            Some(Value::String(p)) => {
+                Some(pattern_language(p).map_err(|reason| SchemaError::Pattern {
+                    pointer: if ptr.is_empty() {
+                        "#".into()
+                    } else {
+                        ptr.into()
+                    },
+                    pattern: p.clone(),
+                    reason,
+                })?)
+            }
             Some(_) => return Err(invalid(ptr, "`pattern` must be a string")),
         };
         let format = match m.get("format") {
             Some(Value::String(f)) => match format_regex(f) {
-                Some(re) => Some(full_match_language(&re).map_err(|reason| SchemaError::Pattern {
-                    pointer: ptr.into(),
-                    pattern: re.clone(),
-                    reason,
-                })?),
+                Some(re) => {
+                    Some(
+                        full_match_language(&re).map_err(|reason| SchemaError::Pattern {
+                            pointer: ptr.into(),
+                            pattern: re.clone(),
+                            reason,
+                        })?,
+                    )
+                }
                 None => {
                     self.warn(&format!("format:{f}"), ptr);
                     None
@@ -931,7 +1067,11 @@ impl<'a> Ctx<'a> {
         let language = self.string_language(m, ptr)?;
         if !excluded.is_empty() {
             if language.is_some() || min > 0 || max.is_some() {
-                return Err(unsupported("not", ptr, "excluding strings from a constrained string"));
+                return Err(unsupported(
+                    "not",
+                    ptr,
+                    "excluding strings from a constrained string",
+                ));
             }
             return Ok(Some(string_excluding(excluded)));
         }
@@ -973,13 +1113,14 @@ impl<'a> Ctx<'a> {
         if max.is_some_and(|mx| mx < min) {
             return Ok(None);
         }
-        let (prefix, rest): (Vec<Value>, Option<Value>) = match (m.get("prefixItems"), m.get("items")) {
-            (Some(Value::Array(p)), items) => (p.clone(), items.cloned()),
-            (None, Some(Value::Array(p))) => (p.clone(), m.get("additionalItems").cloned()),
-            (None, Some(items)) => (Vec::new(), Some(items.clone())),
-            (None, None) => (Vec::new(), None),
-            (Some(_), _) => return Err(invalid(ptr, "`prefixItems` must be an array")),
-        };
+        let (prefix, rest): (Vec<Value>, Option<Value>) =
+            match (m.get("prefixItems"), m.get("items")) {
+                (Some(Value::Array(p)), items) => (p.clone(), items.cloned()),
+                (None, Some(Value::Array(p))) => (p.clone(), m.get("additionalItems").cloned()),
+                (None, Some(items)) => (Vec::new(), Some(items.clone())),
+                (None, None) => (Vec::new(), None),
+                (Some(_), _) => return Err(invalid(ptr, "`prefixItems` must be an array")),
+            };
         let rest = rest.or(m.get("unevaluatedItems").cloned());
         // An array that says nothing of its items holds any values, nested one level less.
         let any_items = prefix.is_empty() && rest.is_none();
@@ -998,7 +1139,11 @@ impl<'a> Ctx<'a> {
                 return Err(unsupported("contains", ptr, "`contains` with tuple items"));
             }
             if m.contains_key("maxContains") {
-                return Err(unsupported("maxContains", ptr, "an upper bound on matching items"));
+                return Err(unsupported(
+                    "maxContains",
+                    ptr,
+                    "an upper bound on matching items",
+                ));
             }
             let item_schema = rest.clone().unwrap_or(Value::Bool(true));
             let item = self.schema(&item_schema, &child(ptr, "items"))?;
@@ -1059,8 +1204,14 @@ impl<'a> Ctx<'a> {
             match rest_frag {
                 Some(item) => match (tail_min, tail_max) {
                     (_, Some(0)) => String::new(),
-                    (0, mx) => format!("(?:{item}{})?", repeat_tail(&sep, &item, 0, mx.map(|m| m - 1))),
-                    (a, mx) => format!("{item}{}", repeat_tail(&sep, &item, a - 1, mx.map(|m| m - 1))),
+                    (0, mx) => format!(
+                        "(?:{item}{})?",
+                        repeat_tail(&sep, &item, 0, mx.map(|m| m - 1))
+                    ),
+                    (a, mx) => format!(
+                        "{item}{}",
+                        repeat_tail(&sep, &item, a - 1, mx.map(|m| m - 1))
+                    ),
                 },
                 None => String::new(),
             }
@@ -1072,14 +1223,21 @@ impl<'a> Ctx<'a> {
             // Positions >= min are optional, and each needs the ones before it.
             let mut acc = tail;
             for i in (0..n).rev() {
-                let piece = if i == 0 { items[i].clone() } else { format!("{sep}{}", items[i]) };
+                let piece = if i == 0 {
+                    items[i].clone()
+                } else {
+                    format!("{sep}{}", items[i])
+                };
                 acc = if i >= min {
                     format!("(?:{piece}{acc})?")
                 } else {
                     format!("{piece}{acc}")
                 };
                 if acc.len() > self.cfg.max_size {
-                    return Err(SchemaError::TooLarge { size: acc.len(), limit: self.cfg.max_size });
+                    return Err(SchemaError::TooLarge {
+                        size: acc.len(),
+                        limit: self.cfg.max_size,
+                    });
                 }
             }
             acc
@@ -1186,7 +1344,9 @@ impl<'a> Ctx<'a> {
                 serde_json::json!({ "allOf": all })
             };
             match self.schema(&schema, &pp)? {
-                Some(v) => pieces.push((format!("{}{ws}:{ws}{v}", string_literal(name)), is_required)),
+                Some(v) => {
+                    pieces.push((format!("{}{ws}:{ws}{v}", string_literal(name)), is_required))
+                }
                 None if is_required => return Ok(None),
                 None => {}
             }
@@ -1199,13 +1359,19 @@ impl<'a> Ctx<'a> {
             .collect();
         let open_default = declared.is_empty() && patterns.is_empty() || self.cfg.open_objects;
         let extra: Option<String> = if !pattern_langs.is_empty() {
-            let clash = known.iter().any(|k| pattern_langs.iter().any(|(h, _)| matches(h, k)));
+            let clash = known
+                .iter()
+                .any(|k| pattern_langs.iter().any(|(h, _)| matches(h, k)));
             if clash || names_schema.is_some() {
                 None
             } else {
                 let schemas: Vec<Value> = pattern_langs.iter().map(|(_, s)| s.clone()).collect();
-                let value = self.schema(&serde_json::json!({ "allOf": schemas }), &child(ptr, "patternProperties"))?;
-                let keys = Hir::alternation(pattern_langs.iter().map(|(h, _)| encode_json(h)).collect());
+                let value = self.schema(
+                    &serde_json::json!({ "allOf": schemas }),
+                    &child(ptr, "patternProperties"),
+                )?;
+                let keys =
+                    Hir::alternation(pattern_langs.iter().map(|(h, _)| encode_json(h)).collect());
                 value.map(|v| format!("\"{keys}\"{ws}:{ws}{v}"))
             }
         } else {
@@ -1223,17 +1389,24 @@ impl<'a> Ctx<'a> {
                         Some(ns) => {
                             let clash = known.iter().any(|k| self.name_possible(ns, k));
                             let mut ns_map = ns.as_object().cloned().unwrap_or_default();
-                            ns_map.entry("type").or_insert(Value::String("string".into()));
-                            if clash { None } else { self.schema(&Value::Object(ns_map), &child(ptr, "propertyNames"))? }
+                            ns_map
+                                .entry("type")
+                                .or_insert(Value::String("string".into()));
+                            if clash {
+                                None
+                            } else {
+                                self.schema(&Value::Object(ns_map), &child(ptr, "propertyNames"))?
+                            }
                         }
                     };
-                    let value = if additional.is_none() && declared.is_empty() && patterns.is_empty() {
-                        // An object that says nothing of its values: any values, nested one
-                        // level less.
-                        Some(self.any_value(self.cfg.any_depth.saturating_sub(1)))
-                    } else {
-                        self.schema(&s, &child(ptr, "additionalProperties"))?
-                    };
+                    let value =
+                        if additional.is_none() && declared.is_empty() && patterns.is_empty() {
+                            // An object that says nothing of its values: any values, nested one
+                            // level less.
+                            Some(self.any_value(self.cfg.any_depth.saturating_sub(1)))
+                        } else {
+                            self.schema(&s, &child(ptr, "additionalProperties"))?
+                        };
                     match (key, value) {
                         (Some(k), Some(v)) => Some(format!("{k}{ws}:{ws}{v}")),
                         _ => None,
@@ -1248,7 +1421,13 @@ impl<'a> Ctx<'a> {
     /// The members of an object: declared pieces in order (each required or optional), then
     /// any number of extra members, with commas only between members and the member count
     /// within `min..=max`.
-    fn assemble(&mut self, pieces: &[(String, bool)], extra: Option<&str>, min: usize, max: Option<usize>) -> Result<Frag> {
+    fn assemble(
+        &mut self,
+        pieces: &[(String, bool)],
+        extra: Option<&str>,
+        min: usize,
+        max: Option<usize>,
+    ) -> Result<Frag> {
         let sep = format!("{0},{0}", self.ws);
         if max.is_none() && min <= pieces.iter().filter(|p| p.1).count() {
             return Ok(Some(self.assemble_linear(pieces, extra, &sep)?));
@@ -1273,8 +1452,14 @@ impl<'a> Ctx<'a> {
                         if c == 0 {
                             match (lo, hi) {
                                 (_, Some(0)) => (lo == 0).then(String::new),
-                                (0, h) => Some(format!("(?:{x}{})?", repeat_tail(&sep, x, 0, h.map(|h| h - 1)))),
-                                (l, h) => Some(format!("{x}{}", repeat_tail(&sep, x, l - 1, h.map(|h| h - 1)))),
+                                (0, h) => Some(format!(
+                                    "(?:{x}{})?",
+                                    repeat_tail(&sep, x, 0, h.map(|h| h - 1))
+                                )),
+                                (l, h) => Some(format!(
+                                    "{x}{}",
+                                    repeat_tail(&sep, x, l - 1, h.map(|h| h - 1))
+                                )),
                             }
                         } else {
                             Some(repeat_tail(&sep, x, lo, hi))
@@ -1293,7 +1478,11 @@ impl<'a> Ctx<'a> {
                     continue;
                 }
                 let c1 = (c + 1).min(cap);
-                let lead = if c == 0 { piece.clone() } else { format!("{sep}{piece}") };
+                let lead = if c == 0 {
+                    piece.clone()
+                } else {
+                    format!("{sep}{piece}")
+                };
                 let take = next[c1].as_ref().map(|rest| format!("{lead}{rest}"));
                 let frag = if required {
                     take
@@ -1321,7 +1510,12 @@ impl Ctx<'_> {
     /// Before the first required member, "a non-empty ordered subset of p1..pj" is
     /// `H(j) = (?:H(j-1)(?:,pj)?|pj)`: each member is written twice, never once per later
     /// member as the naive "which member comes first" alternation would.
-    fn assemble_linear(&mut self, pieces: &[(String, bool)], extra: Option<&str>, sep: &str) -> Result<String> {
+    fn assemble_linear(
+        &mut self,
+        pieces: &[(String, bool)],
+        extra: Option<&str>,
+        sep: &str,
+    ) -> Result<String> {
         let first_required = pieces.iter().position(|p| p.1);
         let lead_end = first_required.unwrap_or(pieces.len());
         // Non-empty ordered subsets of the optional members before the first required one.
@@ -1377,12 +1571,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;

@@ -40,10 +40,10 @@ fn intersect_types(a: &Value, b: &Value) -> Vec<String> {
                 ("integer", "number") | ("number", "integer") => Some("integer"),
                 _ => None,
             };
-            if let Some(c) = common {
-                if !out.iter().any(|o| o == c) {
-                    out.push(c.to_string());
-                }
+            if let Some(c) = common
+                && !out.iter().any(|o| o == c)
+            {
+                out.push(c.to_string());
             }
         }
     }
@@ -86,10 +86,8 @@ pub(crate) fn normalize(map: &mut Map<String, Value>) {
         if let Some(Value::Bool(b)) = map.get(flag) {
             let b = *b;
             map.remove(flag);
-            if b {
-                if let Some(v) = map.remove(bound) {
-                    map.insert(flag.into(), v);
-                }
+            if b && let Some(v) = map.remove(bound) {
+                map.insert(flag.into(), v);
             }
         }
     }
@@ -112,7 +110,9 @@ pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
             x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
         }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
     }
@@ -199,12 +199,21 @@ pub(crate) fn merge(
                 }
                 Value::Array(common)
             }
-            "additionalProperties" | "items" | "additionalItems" | "contains"
-            | "propertyNames" | "unevaluatedProperties" | "unevaluatedItems" => {
+            "additionalProperties"
+            | "items"
+            | "additionalItems"
+            | "contains"
+            | "propertyNames"
+            | "unevaluatedProperties"
+            | "unevaluatedItems" => {
                 if key == "items" && (av.is_array() != bv.is_array()) {
                     // A draft-07 tuple and a schema for every item: the schema also governs
                     // the items after the tuple.
-                    let single = if av.is_array() { bv.clone() } else { av.clone() };
+                    let single = if av.is_array() {
+                        bv.clone()
+                    } else {
+                        av.clone()
+                    };
                     let extra = match out.get("additionalItems") {
                         Some(old) => all_of(old, &single),
                         None => single,
@@ -228,9 +237,7 @@ pub(crate) fn merge(
             "nullable" => Value::Bool(av == Value::Bool(true) && bv == &Value::Bool(true)),
             "multipleOf" => {
                 let (x, y) = (av.as_f64().unwrap_or(0.0), bv.as_f64().unwrap_or(0.0));
-                if av == *bv || x == y {
-                    av
-                } else if x > 0.0 && y > 0.0 && ((x / y).fract() == 0.0) {
+                if av == *bv || x == y || (x > 0.0 && y > 0.0 && (x / y).fract() == 0.0) {
                     av
                 } else if x > 0.0 && y > 0.0 && ((y / x).fract() == 0.0) {
                     bv.clone()
@@ -269,7 +276,11 @@ pub(crate) fn merge(
             "dependentRequired" | "dependencies" => {
                 let mut m = av.as_object().cloned().unwrap_or_default();
                 for (k, v) in bv.as_object().into_iter().flatten() {
-                    let mut list = m.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
+                    let mut list = m
+                        .get(k)
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
                     for d in v.as_array().into_iter().flatten() {
                         if !list.contains(d) {
                             list.push(d.clone());

@@ -112,7 +112,7 @@ impl Decimal {
         }
     }
 
-    fn is_zero(&self) -> bool {
+    pub(crate) fn is_zero(&self) -> bool {
         self.int == "0" && self.frac.is_empty()
     }
 
@@ -345,10 +345,10 @@ pub(crate) fn integer_regex(lo: Option<&Bound>, hi: Option<&Bound>) -> Option<St
             b.value.floor()
         }
     });
-    if let (Some(l), Some(h)) = (&lo, &hi) {
-        if l > h {
-            return None;
-        }
+    if let (Some(l), Some(h)) = (&lo, &hi)
+        && l > h
+    {
+        return None;
     }
     let mut alts = Vec::new();
     // Negative integers: magnitudes in [max(1, -hi), -lo].
@@ -625,7 +625,11 @@ mod tests {
             .expect("non-empty");
             let r = full(&re);
             for x in -600..6000i64 {
-                assert_eq!(r.is_match(&x.to_string()), (lo..=hi).contains(&x), "{x} in {re}");
+                assert_eq!(
+                    r.is_match(&x.to_string()),
+                    (lo..=hi).contains(&x),
+                    "{x} in {re}"
+                );
             }
             assert!(!r.is_match("-0") && !r.is_match("007"));
         }
@@ -649,9 +653,17 @@ mod tests {
                 let text = format!("{}", i as f64 / scale as f64);
                 let value = Decimal::parse(&text).unwrap();
                 let inside = lo.as_ref().is_none_or(|b| {
-                    if b.exclusive { value > b.value } else { value >= b.value }
+                    if b.exclusive {
+                        value > b.value
+                    } else {
+                        value >= b.value
+                    }
                 }) && hi.as_ref().is_none_or(|b| {
-                    if b.exclusive { value < b.value } else { value <= b.value }
+                    if b.exclusive {
+                        value < b.value
+                    } else {
+                        value <= b.value
+                    }
                 }) && max_frac.is_none_or(|m| value.frac.len() <= m);
                 assert_eq!(r.is_match(&text), inside, "{text} against {re}");
                 matched += inside as usize;
@@ -669,6 +681,10 @@ mod tests {
         check_number(Some(bound("-0.75", true)), Some(bound("-0.5", false)), None);
         check_number(None, Some(bound("-0.01", false)), None);
         check_number(Some(bound("-10", false)), Some(bound("10", false)), Some(2));
-        check_number(Some(bound("0.001", true)), Some(bound("1.999", false)), Some(3));
+        check_number(
+            Some(bound("0.001", true)),
+            Some(bound("1.999", false)),
+            Some(3),
+        );
     }
 }

@@ -108,7 +108,9 @@ fn translate(pattern: &str) -> Result<String, String> {
                     let a = parts.next()?;
                     let ok = !a.is_empty()
                         && a.bytes().all(|b| b.is_ascii_digit())
-                        && parts.next().is_none_or(|b| b.bytes().all(|b| b.is_ascii_digit()));
+                        && parts
+                            .next()
+                            .is_none_or(|b| b.bytes().all(|b| b.is_ascii_digit()));
                     ok.then_some((e, body))
                 });
                 match quant {
@@ -235,7 +237,14 @@ fn parse(regex: &str) -> Result<Hir, String> {
         .nest_limit(100)
         .build()
         .parse(regex)
-        .map_err(|e| e.to_string().lines().last().unwrap_or("").trim().to_string())
+        .map_err(|e| {
+            e.to_string()
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
 }
 
 /// Any single Unicode scalar value.
@@ -312,7 +321,10 @@ fn anchor(hir: Hir) -> Result<Hir, String> {
     for mut items in all {
         items.retain(|h| !matches!(h.kind(), HirKind::Empty));
         let mut start = false;
-        while matches!(items.first().map(Hir::kind), Some(HirKind::Look(Look::Start))) {
+        while matches!(
+            items.first().map(Hir::kind),
+            Some(HirKind::Look(Look::Start))
+        ) {
             items.remove(0);
             start = true;
         }
@@ -367,7 +379,10 @@ fn char_len(hir: &Hir) -> (usize, Option<usize>) {
         HirKind::Capture(c) => char_len(&c.sub),
         HirKind::Concat(subs) => subs.iter().fold((0, Some(0)), |(lo, hi), h| {
             let (l, m) = char_len(h);
-            (lo.saturating_add(l), hi.zip(m).map(|(a, b)| a.saturating_add(b)))
+            (
+                lo.saturating_add(l),
+                hi.zip(m).map(|(a, b)| a.saturating_add(b)),
+            )
         }),
         HirKind::Alternation(subs) => {
             let lens: Vec<_> = subs.iter().map(char_len).collect();
@@ -449,14 +464,14 @@ pub(crate) fn restrict_length(hir: Hir, min: usize, max: Option<usize>) -> Resul
         if i == absorber {
             continue;
         }
-        if let HirKind::Repetition(r) = h.kind() {
-            if adjustable(h) {
-                let r = Repetition {
-                    max: Some(r.min),
-                    ..r.clone()
-                };
-                *h = Hir::repetition(r);
-            }
+        if let HirKind::Repetition(r) = h.kind()
+            && adjustable(h)
+        {
+            let r = Repetition {
+                max: Some(r.min),
+                ..r.clone()
+            };
+            *h = Hir::repetition(r);
         }
         fixed = fixed.saturating_add(char_len(h).0);
     }
@@ -467,7 +482,10 @@ pub(crate) fn restrict_length(hir: Hir, min: usize, max: Option<usize>) -> Resul
     let new_max = match (r.max, max) {
         (Some(a), Some(b)) => Some((a as usize).min(b.checked_sub(fixed).ok_or("too long")?)),
         (Some(a), None) => Some(a as usize),
-        (None, Some(b)) => Some(b.checked_sub(fixed).ok_or("pattern is longer than maxLength")?),
+        (None, Some(b)) => Some(
+            b.checked_sub(fixed)
+                .ok_or("pattern is longer than maxLength")?,
+        ),
         (None, None) => None,
     };
     if new_max.is_some_and(|m| m < new_min) {
@@ -486,9 +504,13 @@ pub(crate) fn restrict_length(hir: Hir, min: usize, max: Option<usize>) -> Resul
 fn pin_shortest(hir: &Hir) -> Option<Hir> {
     let (lo, _) = char_len(hir);
     match hir.kind() {
-        HirKind::Empty | HirKind::Look(_) | HirKind::Literal(_) | HirKind::Class(_) => Some(hir.clone()),
+        HirKind::Empty | HirKind::Look(_) | HirKind::Literal(_) | HirKind::Class(_) => {
+            Some(hir.clone())
+        }
         HirKind::Capture(c) => pin_shortest(&c.sub),
-        HirKind::Concat(subs) => Some(Hir::concat(subs.iter().map(pin_shortest).collect::<Option<_>>()?)),
+        HirKind::Concat(subs) => Some(Hir::concat(
+            subs.iter().map(pin_shortest).collect::<Option<_>>()?,
+        )),
         HirKind::Alternation(subs) => {
             let kept: Vec<Hir> = subs
                 .iter()
@@ -502,7 +524,12 @@ fn pin_shortest(hir: &Hir) -> Option<Hir> {
                 return Some(Hir::empty());
             }
             let sub = pin_shortest(&r.sub)?;
-            Some(Hir::repetition(Repetition { min: r.min, max: Some(r.min), greedy: r.greedy, sub: Box::new(sub) }))
+            Some(Hir::repetition(Repetition {
+                min: r.min,
+                max: Some(r.min),
+                greedy: r.greedy,
+                sub: Box::new(sub),
+            }))
         }
     }
 }

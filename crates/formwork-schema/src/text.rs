@@ -120,7 +120,11 @@ fn not_in(node: &Trie) -> String {
     for (c, child) in &node.children {
         let mut spelled = String::new();
         canonical_char(*c, &mut spelled);
-        alts.push(format!("{}{}", regex_syntax::escape(&spelled), not_in(child)));
+        alts.push(format!(
+            "{}{}",
+            regex_syntax::escape(&spelled),
+            not_in(child)
+        ));
     }
     // A first character that leaves the trie: then anything may follow.
     let mut class = String::from(r#"[^"\\\x00-\x1F"#);
@@ -141,7 +145,11 @@ fn not_in(node: &Trie) -> String {
         alts.push(format!("{CANONICAL_ESCAPE}{canon_char}*"));
     }
     let body = format!("(?:{})", alts.join("|"));
-    if node.terminal { body } else { format!("{body}?") }
+    if node.terminal {
+        body
+    } else {
+        format!("{body}?")
+    }
 }
 
 #[cfg(test)]
@@ -178,7 +186,9 @@ mod tests {
         for bad in [r#""ab""#, r#""a""#, r#""b\"c""#, r#""""#] {
             assert!(!r.is_match(bad), "{bad}");
         }
-        for ok in [r#""abc""#, r#""b""#, r#""ba""#, r#""x""#, r#""a\n""#, r#""b\"""#] {
+        for ok in [
+            r#""abc""#, r#""b""#, r#""ba""#, r#""x""#, r#""a\n""#, r#""b\"""#,
+        ] {
             assert!(r.is_match(ok), "{ok}");
         }
     }

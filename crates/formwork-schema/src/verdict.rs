@@ -57,11 +57,35 @@ impl Verdict {
 
 /// Keywords that never affect validity.
 const IGNORED: &[&str] = &[
-    "$schema", "$id", "id", "$anchor", "$dynamicAnchor", "$comment", "$defs", "definitions",
-    "$vocabulary", "title", "description", "default", "examples", "example", "deprecated",
-    "readOnly", "writeOnly", "contentEncoding", "contentMediaType", "contentSchema",
-    "$recursiveAnchor", "then", "else", "additionalItems", "minContains", "maxContains",
-    "discriminator", "xml", "externalDocs",
+    "$schema",
+    "$id",
+    "id",
+    "$anchor",
+    "$dynamicAnchor",
+    "$comment",
+    "$defs",
+    "definitions",
+    "$vocabulary",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "example",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "contentEncoding",
+    "contentMediaType",
+    "contentSchema",
+    "$recursiveAnchor",
+    "then",
+    "else",
+    "additionalItems",
+    "minContains",
+    "maxContains",
+    "discriminator",
+    "xml",
+    "externalDocs",
 ];
 
 fn number(v: &Value) -> Option<Decimal> {
@@ -163,7 +187,11 @@ impl Ctx<'_> {
                     Unknown => {
                         let t = m.get("then").map_or(Valid, |t| sub(t, value));
                         let e = m.get("else").map_or(Valid, |e| sub(e, value));
-                        if t == Valid && e == Valid { Valid } else { Unknown }
+                        if t == Valid && e == Valid {
+                            Valid
+                        } else {
+                            Unknown
+                        }
                     }
                 },
                 "$ref" | "$recursiveRef" => match kv.as_str().map(|r| self.resolve_ref(r)) {
@@ -180,7 +208,12 @@ impl Ctx<'_> {
         out
     }
 
-    fn verdict_without_type(&self, m: &serde_json::Map<String, Value>, value: &Value, depth: usize) -> Verdict {
+    fn verdict_without_type(
+        &self,
+        m: &serde_json::Map<String, Value>,
+        value: &Value,
+        depth: usize,
+    ) -> Verdict {
         let mut rest = m.clone();
         rest.remove("type");
         rest.remove("nullable");
@@ -199,8 +232,12 @@ impl Ctx<'_> {
         let count = |k: &Value| k.as_u64().map(|n| n as usize);
         match (key, value) {
             // strings
-            ("minLength", Value::String(s)) => count(kv).map_or(Unknown, |n| Verdict::of(s.chars().count() >= n)),
-            ("maxLength", Value::String(s)) => count(kv).map_or(Unknown, |n| Verdict::of(s.chars().count() <= n)),
+            ("minLength", Value::String(s)) => {
+                count(kv).map_or(Unknown, |n| Verdict::of(s.chars().count() >= n))
+            }
+            ("maxLength", Value::String(s)) => {
+                count(kv).map_or(Unknown, |n| Verdict::of(s.chars().count() <= n))
+            }
             ("pattern", Value::String(s)) => kv.as_str().map_or(Unknown, |p| pattern_matches(p, s)),
             ("format", Value::String(s)) => match kv.as_str().and_then(format_regex) {
                 Some(re) => match full_match_language(&re) {
@@ -230,30 +267,49 @@ impl Ctx<'_> {
                 _ => Unknown,
             },
             // arrays
-            ("minItems", Value::Array(a)) => count(kv).map_or(Unknown, |n| Verdict::of(a.len() >= n)),
-            ("maxItems", Value::Array(a)) => count(kv).map_or(Unknown, |n| Verdict::of(a.len() <= n)),
+            ("minItems", Value::Array(a)) => {
+                count(kv).map_or(Unknown, |n| Verdict::of(a.len() >= n))
+            }
+            ("maxItems", Value::Array(a)) => {
+                count(kv).map_or(Unknown, |n| Verdict::of(a.len() <= n))
+            }
             ("uniqueItems", Value::Array(a)) => {
                 if kv != &Value::Bool(true) {
                     return Valid;
                 }
-                let dup = a.iter().enumerate().any(|(i, x)| a[i + 1..].iter().any(|y| json_eq(x, y)));
+                let dup = a
+                    .iter()
+                    .enumerate()
+                    .any(|(i, x)| a[i + 1..].iter().any(|y| json_eq(x, y)));
                 Verdict::of(!dup)
             }
             ("prefixItems", Value::Array(a)) => match kv.as_array() {
-                Some(ps) => ps.iter().zip(a).fold(Valid, |acc, (s, v)| acc.and(sub(s, v))),
+                Some(ps) => ps
+                    .iter()
+                    .zip(a)
+                    .fold(Valid, |acc, (s, v)| acc.and(sub(s, v))),
                 None => Unknown,
             },
             ("items", Value::Array(a)) => match kv {
                 Value::Array(ps) => {
-                    let head = ps.iter().zip(a).fold(Valid, |acc, (s, v)| acc.and(sub(s, v)));
+                    let head = ps
+                        .iter()
+                        .zip(a)
+                        .fold(Valid, |acc, (s, v)| acc.and(sub(s, v)));
                     let rest = match m.get("additionalItems") {
-                        Some(extra) => a.iter().skip(ps.len()).fold(Valid, |acc, v| acc.and(sub(extra, v))),
+                        Some(extra) => a
+                            .iter()
+                            .skip(ps.len())
+                            .fold(Valid, |acc, v| acc.and(sub(extra, v))),
                         None => Valid,
                     };
                     head.and(rest)
                 }
                 s => {
-                    let skip = m.get("prefixItems").and_then(Value::as_array).map_or(0, Vec::len);
+                    let skip = m
+                        .get("prefixItems")
+                        .and_then(Value::as_array)
+                        .map_or(0, Vec::len);
                     a.iter().skip(skip).fold(Valid, |acc, v| acc.and(sub(s, v)))
                 }
             },
@@ -262,7 +318,10 @@ impl Ctx<'_> {
                 let valid = hits.iter().filter(|v| **v == Valid).count();
                 let unknown = hits.iter().filter(|v| **v == Unknown).count();
                 let min = m.get("minContains").and_then(Value::as_u64).unwrap_or(1) as usize;
-                let max = m.get("maxContains").and_then(Value::as_u64).map(|n| n as usize);
+                let max = m
+                    .get("maxContains")
+                    .and_then(Value::as_u64)
+                    .map(|n| n as usize);
                 let low_ok = valid >= min;
                 let high_ok = max.is_none_or(|mx| valid + unknown <= mx);
                 if low_ok && high_ok {
@@ -275,7 +334,10 @@ impl Ctx<'_> {
             }
             // objects
             ("required", Value::Object(o)) => match kv.as_array() {
-                Some(r) => Verdict::of(r.iter().all(|k| k.as_str().is_some_and(|k| o.contains_key(k)))),
+                Some(r) => Verdict::of(
+                    r.iter()
+                        .all(|k| k.as_str().is_some_and(|k| o.contains_key(k))),
+                ),
                 None => Unknown,
             },
             ("properties", Value::Object(o)) => match kv.as_object() {
@@ -287,11 +349,12 @@ impl Ctx<'_> {
             },
             ("patternProperties", Value::Object(o)) => match kv.as_object() {
                 Some(ps) => ps.iter().fold(Valid, |acc, (p, s)| {
-                    o.iter().fold(acc, |acc, (k, v)| match pattern_matches(p, k) {
-                        Valid => acc.and(sub(s, v)),
-                        Invalid => acc,
-                        Unknown => acc.and(Unknown),
-                    })
+                    o.iter()
+                        .fold(acc, |acc, (k, v)| match pattern_matches(p, k) {
+                            Valid => acc.and(sub(s, v)),
+                            Invalid => acc,
+                            Unknown => acc.and(Unknown),
+                        })
                 }),
                 None => Unknown,
             },
@@ -312,32 +375,59 @@ impl Ctx<'_> {
                     }
                 })
             }
-            ("propertyNames", Value::Object(o)) => {
-                o.keys().fold(Valid, |acc, k| acc.and(sub(kv, &Value::String(k.clone()))))
+            ("propertyNames", Value::Object(o)) => o
+                .keys()
+                .fold(Valid, |acc, k| acc.and(sub(kv, &Value::String(k.clone())))),
+            ("minProperties", Value::Object(o)) => {
+                count(kv).map_or(Unknown, |n| Verdict::of(o.len() >= n))
             }
-            ("minProperties", Value::Object(o)) => count(kv).map_or(Unknown, |n| Verdict::of(o.len() >= n)),
-            ("maxProperties", Value::Object(o)) => count(kv).map_or(Unknown, |n| Verdict::of(o.len() <= n)),
-            ("dependentRequired" | "dependentSchemas" | "dependencies", Value::Object(o)) => match kv.as_object() {
-                Some(deps) => deps.iter().fold(Valid, |acc, (k, d)| {
-                    if !o.contains_key(k) {
-                        return acc;
-                    }
-                    match d {
-                        Value::Array(req) => acc.and(Verdict::of(
-                            req.iter().all(|r| r.as_str().is_some_and(|r| o.contains_key(r))),
-                        )),
-                        s => acc.and(sub(s, value)),
-                    }
-                }),
-                None => Unknown,
-            },
+            ("maxProperties", Value::Object(o)) => {
+                count(kv).map_or(Unknown, |n| Verdict::of(o.len() <= n))
+            }
+            ("dependentRequired" | "dependentSchemas" | "dependencies", Value::Object(o)) => {
+                match kv.as_object() {
+                    Some(deps) => deps.iter().fold(Valid, |acc, (k, d)| {
+                        if !o.contains_key(k) {
+                            return acc;
+                        }
+                        match d {
+                            Value::Array(req) => acc.and(Verdict::of(
+                                req.iter()
+                                    .all(|r| r.as_str().is_some_and(|r| o.contains_key(r))),
+                            )),
+                            s => acc.and(sub(s, value)),
+                        }
+                    }),
+                    None => Unknown,
+                }
+            }
             // keywords of another instance type do not apply
             (
-                "minLength" | "maxLength" | "pattern" | "format" | "minimum" | "maximum"
-                | "exclusiveMinimum" | "exclusiveMaximum" | "multipleOf" | "minItems" | "maxItems"
-                | "uniqueItems" | "prefixItems" | "items" | "contains" | "required" | "properties"
-                | "patternProperties" | "additionalProperties" | "propertyNames" | "minProperties"
-                | "maxProperties" | "dependentRequired" | "dependentSchemas" | "dependencies",
+                "minLength"
+                | "maxLength"
+                | "pattern"
+                | "format"
+                | "minimum"
+                | "maximum"
+                | "exclusiveMinimum"
+                | "exclusiveMaximum"
+                | "multipleOf"
+                | "minItems"
+                | "maxItems"
+                | "uniqueItems"
+                | "prefixItems"
+                | "items"
+                | "contains"
+                | "required"
+                | "properties"
+                | "patternProperties"
+                | "additionalProperties"
+                | "propertyNames"
+                | "minProperties"
+                | "maxProperties"
+                | "dependentRequired"
+                | "dependentSchemas"
+                | "dependencies",
                 _,
             ) => Valid,
             _ => Unknown,

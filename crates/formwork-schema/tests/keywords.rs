@@ -20,7 +20,10 @@ fn check(schema: Value, accept: &[&str], reject: &[&str]) {
     for doc in accept {
         assert!(re.is_match(doc), "{schema} should accept {doc}");
         let v: Value = serde_json::from_str(doc).expect("test document is JSON");
-        assert!(oracle.is_valid(&v), "test bug: {doc} is invalid under {schema}");
+        assert!(
+            oracle.is_valid(&v),
+            "test bug: {doc} is invalid under {schema}"
+        );
     }
     for doc in reject {
         assert!(!re.is_match(doc), "{schema} should reject {doc}");
@@ -36,12 +39,29 @@ fn optional_properties_keep_order_and_commas() {
     });
     check(
         schema,
-        &[r#"{"b":"x"}"#, r#"{"a":1,"b":"x"}"#, r#"{"a":1,"b":"x","c":true}"#, r#"{"b":"x","c":false}"#],
-        &[r#"{}"#, r#"{"a":1}"#, r#"{"b":"x",}"#, r#"{,"b":"x"}"#, r#"{"b":"x","a":1}"#, r#"{"b":"x","d":1}"#],
+        &[
+            r#"{"b":"x"}"#,
+            r#"{"a":1,"b":"x"}"#,
+            r#"{"a":1,"b":"x","c":true}"#,
+            r#"{"b":"x","c":false}"#,
+        ],
+        &[
+            r#"{}"#,
+            r#"{"a":1}"#,
+            r#"{"b":"x",}"#,
+            r#"{,"b":"x"}"#,
+            r#"{"b":"x","a":1}"#,
+            r#"{"b":"x","d":1}"#,
+        ],
     );
     check(
         json!({"properties": {"a": {"type": "null"}, "b": {"type": "null"}}}),
-        &["{}", r#"{"a":null}"#, r#"{"b":null}"#, r#"{"a":null,"b":null}"#],
+        &[
+            "{}",
+            r#"{"a":null}"#,
+            r#"{"b":null}"#,
+            r#"{"a":null,"b":null}"#,
+        ],
         &[r#"{,"b":null}"#, "[]", "null"],
     );
 }
@@ -50,11 +70,19 @@ fn optional_properties_keep_order_and_commas() {
 fn additional_properties_never_repeat_a_declared_name() {
     check(
         json!({"type": "object", "properties": {"id": {"type": "integer"}}, "additionalProperties": {"type": "string"}}),
-        &[r#"{"id":1}"#, r#"{"id":1,"x":"y"}"#, r#"{"name":"n","other":"o"}"#],
+        &[
+            r#"{"id":1}"#,
+            r#"{"id":1,"x":"y"}"#,
+            r#"{"name":"n","other":"o"}"#,
+        ],
         &[r#"{"id":1,"id":"y"}"#, r#"{"x":1}"#],
     );
     // Values of an unconstrained object nest at most `any_depth` (2) containers deep in all.
-    check(json!({"type": "object"}), &["{}", r#"{"a":[1,null],"b":{}}"#], &["[]", r#"{"a":[[1]]}"#]);
+    check(
+        json!({"type": "object"}),
+        &["{}", r#"{"a":[1,null],"b":{}}"#],
+        &["[]", r#"{"a":[[1]]}"#],
+    );
 }
 
 #[test]
@@ -116,13 +144,21 @@ fn patterns_are_translated_from_ecma_262() {
         &[r#""AB123""#],
         &[r#""AB12""#, r#""ab123""#, r#""AB١٢٣""#],
     );
-    check(json!({"type": "string", "pattern": "cat"}), &[r#""a cat!""#, r#""cat""#], &[r#""dog""#]);
+    check(
+        json!({"type": "string", "pattern": "cat"}),
+        &[r#""a cat!""#, r#""cat""#],
+        &[r#""dog""#],
+    );
     check(
         json!({"type": "string", "pattern": "^[a-z0-9-]+$", "maxLength": 5}),
         &[r#""ab-1""#],
         &[r#""abcdef""#, r#""""#],
     );
-    check(json!({"type": "string", "pattern": "^\"quoted\"$"}), &[r#""\"quoted\"""#], &[r#""quoted""#]);
+    check(
+        json!({"type": "string", "pattern": "^\"quoted\"$"}),
+        &[r#""\"quoted\"""#],
+        &[r#""quoted""#],
+    );
 }
 
 #[test]
@@ -137,7 +173,11 @@ fn integers_and_numbers_respect_bounds() {
         &["0.5", "1", "0.001", "1.0"],
         &["0", "1.01", "-0.5", "2"],
     );
-    check(json!({"type": "number", "multipleOf": 0.01}), &["1.25", "3"], &["1.255"]);
+    check(
+        json!({"type": "number", "multipleOf": 0.01}),
+        &["1.25", "3"],
+        &["1.255"],
+    );
     check(
         json!({"type": "integer", "minimum": 0, "maximum": 100, "multipleOf": 25}),
         &["0", "25", "100"],
@@ -153,9 +193,21 @@ fn integers_and_numbers_respect_bounds() {
 
 #[test]
 fn enum_values_are_filtered_by_their_siblings() {
-    check(json!({"type": "string", "enum": ["a", 1, "b", null]}), &[r#""a""#, r#""b""#], &["1", "null"]);
-    check(json!({"const": {"k": [1, "x"]}}), &[r#"{"k":[1,"x"]}"#], &[r#"{"k":[1]}"#]);
-    check(json!({"enum": ["short", "much too long"], "maxLength": 5}), &[r#""short""#], &[r#""much too long""#]);
+    check(
+        json!({"type": "string", "enum": ["a", 1, "b", null]}),
+        &[r#""a""#, r#""b""#],
+        &["1", "null"],
+    );
+    check(
+        json!({"const": {"k": [1, "x"]}}),
+        &[r#"{"k":[1,"x"]}"#],
+        &[r#"{"k":[1]}"#],
+    );
+    check(
+        json!({"enum": ["short", "much too long"], "maxLength": 5}),
+        &[r#""short""#],
+        &[r#""much too long""#],
+    );
 }
 
 #[test]
@@ -182,7 +234,11 @@ fn composition_is_merged_and_distributed() {
     ]});
     let compiled = Compiler::new().compile_detailed(&schema).unwrap();
     assert!(compiled.unenforced.is_empty(), "{:?}", compiled.unenforced);
-    check(schema, &[r#"{"t":"a","x":1}"#, r#"{"t":"b","y":"s"}"#], &[r#"{"t":"a","y":"s"}"#]);
+    check(
+        schema,
+        &[r#"{"t":"a","x":1}"#, r#"{"t":"b","y":"s"}"#],
+        &[r#"{"t":"a","y":"s"}"#],
+    );
     // if/then/else: both branches hold.
     check(
         json!({"type": "object", "properties": {"a": {"type": "integer"}}, "if": {"required": ["a"]}, "then": {"required": ["a"]}, "else": {"properties": {"a": {"minimum": 0}}}}),
@@ -202,7 +258,10 @@ fn references_and_recursion() {
     });
     check(
         tree.clone(),
-        &[r#"{"v":1}"#, r#"{"v":1,"children":[{"v":2,"children":[{"v":3}]}]}"#],
+        &[
+            r#"{"v":1}"#,
+            r#"{"v":1,"children":[{"v":2,"children":[{"v":3}]}]}"#,
+        ],
         &[r#"{"children":[]}"#],
     );
     let shallow = Compiler::new().max_recursion(1).compile(&tree).unwrap();
@@ -217,13 +276,21 @@ fn references_and_recursion() {
 
 #[test]
 fn not_of_simple_forms() {
-    check(json!({"type": ["string", "null"], "not": {"type": "null"}}), &[r#""a""#], &["null"]);
+    check(
+        json!({"type": ["string", "null"], "not": {"type": "null"}}),
+        &[r#""a""#],
+        &["null"],
+    );
     check(
         json!({"type": "object", "properties": {"a": {"type": "integer"}}, "not": {"required": ["a"]}}),
         &["{}"],
         &[r#"{"a":1}"#],
     );
-    check(json!({"type": "string", "not": {"enum": ["x"]}}), &[r#""y""#, r#""xx""#], &[r#""x""#]);
+    check(
+        json!({"type": "string", "not": {"enum": ["x"]}}),
+        &[r#""y""#, r#""xx""#],
+        &[r#""x""#],
+    );
 }
 
 #[test]
@@ -241,7 +308,9 @@ fn flexible_whitespace_is_bounded() {
 #[test]
 fn errors_name_the_keyword_and_pointer() {
     let err = |s: Value| Compiler::new().compile(&s).unwrap_err();
-    match err(json!({"properties": {"p": {"type": "string", "pattern": "(?=x)"}}, "required": ["p"]})) {
+    match err(
+        json!({"properties": {"p": {"type": "string", "pattern": "(?=x)"}}, "required": ["p"]}),
+    ) {
         SchemaError::Pattern { pointer, .. } => assert_eq!(pointer, "/properties/p"),
         other => panic!("unexpected {other:?}"),
     }
@@ -249,24 +318,40 @@ fn errors_name_the_keyword_and_pointer() {
         SchemaError::UnresolvedRef { reference, .. } => assert_eq!(reference, "#/$defs/missing"),
         other => panic!("unexpected {other:?}"),
     }
-    assert!(matches!(err(json!({"type": "strin"})), SchemaError::Invalid { .. }));
-    assert!(matches!(err(json!(false)), SchemaError::Unsatisfiable { .. }));
-    assert!(matches!(err(json!({"type": "string", "$dynamicRef": "#x"})), SchemaError::Unsupported { .. }));
     assert!(matches!(
-        Compiler::new().max_size(100).compile(&json!({"type": "object"})),
+        err(json!({"type": "strin"})),
+        SchemaError::Invalid { .. }
+    ));
+    assert!(matches!(
+        err(json!(false)),
+        SchemaError::Unsatisfiable { .. }
+    ));
+    assert!(matches!(
+        err(json!({"type": "string", "$dynamicRef": "#x"})),
+        SchemaError::Unsupported { .. }
+    ));
+    assert!(matches!(
+        Compiler::new()
+            .max_size(100)
+            .compile(&json!({"type": "object"})),
         Err(SchemaError::TooLarge { .. })
     ));
     let mut deep = json!({"type": "integer"});
     for _ in 0..500 {
         deep = json!({"type": "array", "items": deep});
     }
-    assert!(matches!(Compiler::new().compile(&deep), Err(SchemaError::TooDeep { .. })));
+    assert!(matches!(
+        Compiler::new().compile(&deep),
+        Err(SchemaError::TooDeep { .. })
+    ));
 }
 
 #[test]
 fn unenforced_keywords_are_reported() {
     let c = Compiler::new()
-        .compile_detailed(&json!({"type": "array", "items": {"type": "integer"}, "uniqueItems": true}))
+        .compile_detailed(
+            &json!({"type": "array", "items": {"type": "integer"}, "uniqueItems": true}),
+        )
         .unwrap();
     assert_eq!(c.unenforced.len(), 1);
     assert_eq!(c.unenforced[0].keyword, "uniqueItems");

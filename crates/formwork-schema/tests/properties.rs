@@ -10,17 +10,21 @@ fn leaf() -> impl Strategy<Value = Value> {
     prop_oneof![
         Just(json!({"type": "null"})),
         Just(json!({"type": "boolean"})),
-        (proptest::option::of(-50i64..50), proptest::option::of(0i64..100)).prop_map(|(lo, span)| {
-            let mut m = Map::new();
-            m.insert("type".into(), json!("integer"));
-            if let Some(lo) = lo {
-                m.insert("minimum".into(), json!(lo));
-                if let Some(s) = span {
-                    m.insert("maximum".into(), json!(lo + s));
+        (
+            proptest::option::of(-50i64..50),
+            proptest::option::of(0i64..100)
+        )
+            .prop_map(|(lo, span)| {
+                let mut m = Map::new();
+                m.insert("type".into(), json!("integer"));
+                if let Some(lo) = lo {
+                    m.insert("minimum".into(), json!(lo));
+                    if let Some(s) = span {
+                        m.insert("maximum".into(), json!(lo + s));
+                    }
                 }
-            }
-            Value::Object(m)
-        }),
+                Value::Object(m)
+            }),
         (-100i32..100, 0i32..1000, any::<bool>()).prop_map(|(lo, span, excl)| {
             let lo = f64::from(lo) / 10.0;
             let hi = lo + f64::from(span) / 100.0 + 0.01;
@@ -30,11 +34,31 @@ fn leaf() -> impl Strategy<Value = Value> {
                 json!({"type": "number", "minimum": lo, "maximum": hi})
             }
         }),
-        (0usize..4, 0usize..6).prop_map(|(min, extra)| json!({"type": "string", "minLength": min, "maxLength": min + extra})),
-        prop::sample::select(vec!["date", "date-time", "time", "email", "ipv4", "ipv6", "uuid", "hostname", "uri", "duration"])
-            .prop_map(|f| json!({"type": "string", "format": f})),
-        prop::sample::select(vec!["^[a-z]+$", "^\\d{3}-\\d{4}$", "ab", "^(yes|no)$", "^[^\"\\\\]{1,5}$", "x\\.y"])
-            .prop_map(|p| json!({"type": "string", "pattern": p})),
+        (0usize..4, 0usize..6).prop_map(
+            |(min, extra)| json!({"type": "string", "minLength": min, "maxLength": min + extra})
+        ),
+        prop::sample::select(vec![
+            "date",
+            "date-time",
+            "time",
+            "email",
+            "ipv4",
+            "ipv6",
+            "uuid",
+            "hostname",
+            "uri",
+            "duration"
+        ])
+        .prop_map(|f| json!({"type": "string", "format": f})),
+        prop::sample::select(vec![
+            "^[a-z]+$",
+            "^\\d{3}-\\d{4}$",
+            "ab",
+            "^(yes|no)$",
+            "^[^\"\\\\]{1,5}$",
+            "x\\.y"
+        ])
+        .prop_map(|p| json!({"type": "string", "pattern": p})),
         prop::collection::vec("[a-z\"\\\\é ]{0,6}", 1..4).prop_map(|v| json!({"enum": v})),
         any::<i32>().prop_map(|n| json!({"const": n})),
     ]
@@ -43,8 +67,12 @@ fn leaf() -> impl Strategy<Value = Value> {
 fn schema() -> impl Strategy<Value = Value> {
     leaf().prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
-            (prop::collection::vec(inner.clone(), 1..4), prop::collection::vec(any::<bool>(), 4), any::<bool>()).prop_map(
-                |(props, req, closed)| {
+            (
+                prop::collection::vec(inner.clone(), 1..4),
+                prop::collection::vec(any::<bool>(), 4),
+                any::<bool>()
+            )
+                .prop_map(|(props, req, closed)| {
                     let mut p = Map::new();
                     let mut required = Vec::new();
                     for (i, s) in props.into_iter().enumerate() {
@@ -59,8 +87,7 @@ fn schema() -> impl Strategy<Value = Value> {
                         m["additionalProperties"] = json!(false);
                     }
                     m
-                }
-            ),
+                }),
             (inner.clone(), 0usize..3, 0usize..3).prop_map(|(items, min, extra)| {
                 json!({"type": "array", "items": items, "minItems": min, "maxItems": min + extra})
             }),

@@ -105,7 +105,10 @@ pub(crate) fn run(args: SchemaArgs) -> Result<(), CliError> {
             let dfa = ByteDfa::with_config(&compiled.regex, DfaConfig::default())
                 .map_err(|e| CliError::Input(format!("building the automaton: {e}")))?;
             for i in 0..count {
-                let doc = dfa.sample(seed.wrapping_mul(0x100_0000_01B3).wrapping_add(i), soft_limit);
+                let doc = dfa.sample(
+                    seed.wrapping_mul(0x100_0000_01B3).wrapping_add(i),
+                    soft_limit,
+                );
                 out.write_all(&doc).context("writing a sample")?;
                 out.write_all(b"\n").context("writing a sample")?;
             }
