@@ -8,8 +8,12 @@
 
 const DATE: &str = r"[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))";
 const TIME: &str = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])";
-const DURATION: &str = r"P(?:[0-9]{1,4}W|(?:[0-9]{1,4}Y(?:[0-9]{1,4}M)?(?:[0-9]{1,4}D)?|[0-9]{1,4}M(?:[0-9]{1,4}D)?|[0-9]{1,4}D)(?:T(?:[0-9]{1,4}H(?:[0-9]{1,4}M)?(?:[0-9]{1,4}S)?|[0-9]{1,4}M(?:[0-9]{1,4}S)?|[0-9]{1,4}S))?|T(?:[0-9]{1,4}H(?:[0-9]{1,4}M)?(?:[0-9]{1,4}S)?|[0-9]{1,4}M(?:[0-9]{1,4}S)?|[0-9]{1,4}S))";
-const LABEL: &str = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?";
+// RFC 3339 Appendix A: each unit may only be followed by the next smaller one (`P1Y2M3D`,
+// `PT1H2M3S`), never skip one (`P1Y3D` is not a duration).
+const DURATION: &str = r"P(?:[0-9]{1,4}W|(?:[0-9]{1,4}Y(?:[0-9]{1,4}M(?:[0-9]{1,4}D)?)?|[0-9]{1,4}M(?:[0-9]{1,4}D)?|[0-9]{1,4}D)(?:T(?:[0-9]{1,4}H(?:[0-9]{1,4}M(?:[0-9]{1,4}S)?)?|[0-9]{1,4}M(?:[0-9]{1,4}S)?|[0-9]{1,4}S))?|T(?:[0-9]{1,4}H(?:[0-9]{1,4}M(?:[0-9]{1,4}S)?)?|[0-9]{1,4}M(?:[0-9]{1,4}S)?|[0-9]{1,4}S))";
+// No two hyphens in a row: IDNA reserves `--` in the third and fourth positions (`xn--`), and
+// validators that check IDNA reject such labels.
+const LABEL: &str = r"[a-zA-Z0-9](?:-?[a-zA-Z0-9]){0,30}";
 const IPV4: &str = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
 const H16: &str = r"[0-9a-fA-F]{1,4}";
 const UUID: &str = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}";
@@ -19,7 +23,9 @@ const PATH_CHARS: &str = r"[A-Za-z0-9._~!$&'()*+,;=:@-]";
 /// specification does not define.
 pub(crate) fn format_regex(name: &str) -> Option<String> {
     let hostname = format!(r"{LABEL}(?:\.{LABEL}){{0,2}}");
-    let email = r"[A-Za-z0-9_+-]{1,32}(?:\.[A-Za-z0-9_+-]{1,16})?@(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,30}[a-zA-Z0-9])?\.){1,3}[a-zA-Z]{2,12}".to_string();
+    // Local parts of letters and digits joined by single `.`, `_`, `+` or `-`; domain labels
+    // without double hyphens; an alphabetic top-level domain.
+    let email = r"[A-Za-z0-9]{1,16}(?:[._+-][A-Za-z0-9]{1,16}){0,2}@(?:[a-zA-Z0-9](?:-?[a-zA-Z0-9]){0,20}\.){1,3}[a-zA-Z]{2,12}".to_string();
     let path = format!(r"(?:/{PATH_CHARS}{{1,64}}){{0,8}}/?");
     let uri = format!(
         r"(?:https?|ftp)://{hostname}(?::[1-9][0-9]{{0,3}})?{path}(?:\?{PATH_CHARS}{{0,64}})?(?:#{PATH_CHARS}{{0,64}})?"
@@ -76,7 +82,7 @@ mod tests {
             (
                 "duration",
                 &["P3D", "PT1H30M", "P1Y2M", "P2W"],
-                &["P", "PT", "P1H"],
+                &["P", "PT", "P1H", "P1Y3D", "PT1H30S"],
             ),
             ("email", &["a.b@example.com"], &["a@b", "@example.com"]),
             (

@@ -725,3 +725,41 @@ fn model_folders_with_the_template_beside_the_config() {
     assert!(err.to_string().contains("not a GGUF file"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The default model's own template, read from its GGUF (`cargo xtask fetch-model`), renders
+/// the chatml prompt SmolLM2 was trained on.
+#[test]
+fn default_model_gguf_template_renders_chatml() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.exists(),
+        "the default model is missing at {}: run `cargo xtask fetch-model`",
+        path.display()
+    );
+    let source = TemplateSource::from_path(&path).unwrap();
+    assert_eq!(source.special_tokens.bos_token(), Some("<|im_start|>"));
+    assert_eq!(source.special_tokens.eos_token(), Some("<|im_end|>"));
+    let template = source.compile(None, TemplateOptions::default()).unwrap();
+    let messages = [
+        Message::system("You are a helpful assistant."),
+        Message::user("What is the capital of France?"),
+    ];
+    let prompt = template
+        .render(&RenderArgs::new(&messages).add_generation_prompt(true))
+        .unwrap();
+    assert_eq!(
+        prompt,
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n\
+         <|im_start|>user\nWhat is the capital of France?<|im_end|>\n\
+         <|im_start|>assistant\n"
+    );
+    // Without a system message the template inserts SmolLM's default one.
+    let prompt = template
+        .render(&RenderArgs::new(&messages[1..]).add_generation_prompt(true))
+        .unwrap();
+    assert!(
+        prompt.starts_with("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"),
+        "{prompt:?}"
+    );
+}
