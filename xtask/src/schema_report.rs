@@ -161,7 +161,7 @@ fn check_inner(item: &Item, samples: usize, compiler: &Compiler, stats: &mut Fil
         return;
     }
     // Determinizing multi-megabyte regexes takes minutes; they are counted as skipped.
-    if compiled.regex.len() > 512 << 10 {
+    if compiled.regex.len() > 64 << 10 {
         stats.dfa_skipped += 1;
         return;
     }
@@ -411,7 +411,7 @@ fn render(stats: &mut BTreeMap<String, FileStats>, samples: usize) -> String {
     );
     let _ = writeln!(
         r,
-        "\nSamples: {samples} per compiled schema; {} schemas not sampled because their regex exceeds 512 KiB or their DFA 200k states, {} because the `jsonschema` crate cannot build a validator for them. Panics: {}.",
+        "\nSamples: {samples} per compiled schema; {} schemas not sampled because their regex exceeds 64 KiB or their DFA 50k states, {} because the `jsonschema` crate cannot build a validator for them. Panics: {}.",
         total.dfa_skipped, total.oracle_skipped, total.panics
     );
     let _ = writeln!(

@@ -458,7 +458,14 @@ impl<'a> Ctx<'a> {
                     }
                 }
             }
-            if exclusive && !self.disjoint(&flat_items) {
+            // A branch that flattened to nothing may still accept documents (what it dropped was
+            // a subset), so exclusivity is only proven when every branch is accounted for.
+            let literally_false = |v: &Value| v == &Value::Bool(false);
+            let all_present = items
+                .iter()
+                .zip(&flat_items)
+                .all(|(s, f)| !f.is_empty() || literally_false(s));
+            if exclusive && (!all_present || !self.disjoint(&flat_items)) {
                 self.warn("oneOf", &p);
             }
             for parts in flat_items {
@@ -737,9 +744,6 @@ impl<'a> Ctx<'a> {
                 }
             }
         };
-        if m.get("nullable") == Some(&Value::Bool(true)) && !types.iter().any(|t| t == "null") {
-            types.push("null".into());
-        }
         types
     }
 
@@ -774,7 +778,14 @@ impl<'a> Ctx<'a> {
         } else if let Some(c) = m.get("const") {
             out.values.push(c.clone());
         } else if let Some(first) = string_list(m.get("required")).into_iter().next() {
+            // `required` holds vacuously for non-objects, so `not` of it rejects them.
             out.properties.push(first);
+            out.types.extend(
+                TYPES
+                    .iter()
+                    .filter(|t| **t != "object")
+                    .map(|t| t.to_string()),
+            );
         } else if meaningful.iter().all(|k| *k == "type") {
             let t = self.types_of(m);
             out.types.extend(t.iter().cloned());
@@ -1063,6 +1074,7 @@ impl<'a> Ctx<'a> {
         if max.is_some_and(|mx| mx < min) {
             return Ok(None);
         }
+        let max = max.map(|mx| mx.min(min.max(self.cfg.max_count)));
         let excluded: Vec<&str> = ex.values.iter().filter_map(Value::as_str).collect();
         let language = self.string_language(m, ptr)?;
         if !excluded.is_empty() {
@@ -1113,6 +1125,7 @@ impl<'a> Ctx<'a> {
         if max.is_some_and(|mx| mx < min) {
             return Ok(None);
         }
+        let max = max.map(|mx| mx.min(min.max(self.cfg.max_count)));
         let (prefix, rest): (Vec<Value>, Option<Value>) =
             match (m.get("prefixItems"), m.get("items")) {
                 (Some(Value::Array(p)), items) => (p.clone(), items.cloned()),
@@ -1414,6 +1427,15 @@ impl<'a> Ctx<'a> {
                 }
             }
         };
+        if extra.is_some() && min_props > pieces.len() {
+            // Extra members could repeat a key (`{"k":1,"k":2}`), which a parser reads as one
+            // member: the regex cannot guarantee the count.
+            return Err(unsupported(
+                "minProperties",
+                ptr,
+                "reaching minProperties needs undeclared members, whose keys a regex cannot keep distinct",
+            ));
+        }
         let body = self.assemble(&pieces, extra.as_deref(), min_props, max_props)?;
         Ok(body.map(|b| format!(r"\{{{ws}{b}{ws}\}}")))
     }

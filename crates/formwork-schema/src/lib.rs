@@ -49,6 +49,8 @@
 //!   `anyOf`: when the compiler cannot prove its branches disjoint it reports
 //!   `oneOf` as [`Unenforced`]. `if`/`then`/`else` compiles to "both `then` and `else`", which
 //!   satisfies the conditional whatever `if` says.
+//! - **Long bounds are capped.** `maxLength` and `maxItems` above [`Compiler::max_count`]
+//!   (default 256) are lowered to it (never below the minimum).
 //! - **Recursion.** A `$ref` is expanded at most [`Compiler::max_recursion`] times along any
 //!   path (default 3); deeper, the recursive position is left out where it is optional.
 //! - **Not enforced**, and reported as [`Unenforced`] in [`Compiled::unenforced`]:
@@ -109,6 +111,7 @@ pub struct Compiler {
     any_depth: usize,
     max_size: usize,
     max_depth: usize,
+    max_count: usize,
     open_objects: bool,
 }
 
@@ -128,6 +131,7 @@ impl Compiler {
             any_depth: 2,
             max_size: 4 << 20,
             max_depth: 128,
+            max_count: 256,
             open_objects: false,
         }
     }
@@ -160,6 +164,16 @@ impl Compiler {
     /// Sets how deeply the compiler follows nested subschemas before giving up (default 128).
     pub fn max_depth(mut self, depth: usize) -> Self {
         self.max_depth = depth;
+        self
+    }
+
+    /// Caps `maxLength` and `maxItems` at `count` (default 256), unless the minimum is higher.
+    ///
+    /// A bound like `maxLength: 32767` is exact as a regex but becomes tens of thousands of
+    /// automaton states; capping it accepts a subset of the valid documents (strings and arrays
+    /// up to the cap) and keeps the automaton small.
+    pub fn max_count(mut self, count: usize) -> Self {
+        self.max_count = count;
         self
     }
 

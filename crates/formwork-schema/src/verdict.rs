@@ -145,13 +145,6 @@ impl Ctx<'_> {
                         _ => false,
                     }))
                 }
-                "nullable" => {
-                    if value.is_null() && kv == &Value::Bool(true) {
-                        // `nullable: true` admits null whatever `type` says.
-                        return self.verdict_without_type(m, value, depth);
-                    }
-                    Valid
-                }
                 "enum" => match kv.as_array() {
                     Some(e) => Verdict::of(e.iter().any(|x| json_eq(x, value))),
                     None => Unknown,
@@ -206,18 +199,6 @@ impl Ctx<'_> {
             }
         }
         out
-    }
-
-    fn verdict_without_type(
-        &self,
-        m: &serde_json::Map<String, Value>,
-        value: &Value,
-        depth: usize,
-    ) -> Verdict {
-        let mut rest = m.clone();
-        rest.remove("type");
-        rest.remove("nullable");
-        self.verdict(&Value::Object(rest), value, depth + 1)
     }
 
     fn keyword_verdict(
