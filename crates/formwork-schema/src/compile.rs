@@ -666,7 +666,7 @@ impl<'a> Ctx<'a> {
     // ----- one flattened branch ----------------------------------------------------------
 
     fn types_of(&self, m: &Map<String, Value>) -> Vec<String> {
-        let mut types: Vec<String> = match m.get("type") {
+        let types: Vec<String> = match m.get("type") {
             Some(Value::String(t)) => vec![t.clone()],
             Some(Value::Array(ts)) => ts
                 .iter()
