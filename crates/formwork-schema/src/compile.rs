@@ -29,7 +29,7 @@ type Frag = Option<String>;
 type Result<T> = std::result::Result<T, SchemaError>;
 
 /// Keywords that only annotate and never constrain a document.
-const ANNOTATIONS: &[&str] = &[
+pub(crate) const ANNOTATIONS: &[&str] = &[
     "$schema",
     "$id",
     "id",

@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use crate::compile::Ctx;
+use crate::compile::{ANNOTATIONS, Ctx};
 use crate::format::format_regex;
 use crate::merge::json_eq;
 use crate::numeric::Decimal;
@@ -55,29 +55,9 @@ impl Verdict {
     }
 }
 
-/// Keywords that never affect validity.
-const IGNORED: &[&str] = &[
-    "$schema",
-    "$id",
-    "id",
-    "$anchor",
-    "$dynamicAnchor",
-    "$comment",
-    "$defs",
-    "definitions",
-    "$vocabulary",
-    "title",
-    "description",
-    "default",
-    "examples",
-    "example",
-    "deprecated",
-    "readOnly",
-    "writeOnly",
-    "contentEncoding",
-    "contentMediaType",
-    "contentSchema",
-    "$recursiveAnchor",
+/// Keywords that never affect validity on their own, beyond the annotations: the ones read
+/// together with a sibling keyword (`then`/`else` with `if`, ...), and OpenAPI extras.
+const READ_WITH_SIBLING: &[&str] = &[
     "then",
     "else",
     "additionalItems",
@@ -86,6 +66,7 @@ const IGNORED: &[&str] = &[
     "discriminator",
     "xml",
     "externalDocs",
+    "nullable",
 ];
 
 fn number(v: &Value) -> Option<Decimal> {
@@ -128,7 +109,7 @@ impl Ctx<'_> {
         let mut out = Valid;
         for (key, kv) in m {
             let r = match key.as_str() {
-                k if IGNORED.contains(&k) => Valid,
+                k if ANNOTATIONS.contains(&k) || READ_WITH_SIBLING.contains(&k) => Valid,
                 "type" => {
                     let types: Vec<&str> = match kv {
                         Value::String(t) => vec![t.as_str()],
