@@ -71,7 +71,6 @@ pub(crate) struct Ctx<'a> {
     /// they were compiled in (the same state gives the same fragment).
     ref_cache: HashMap<String, Frag>,
     depth: usize,
-    size: usize,
 }
 
 fn child(ptr: &str, seg: &str) -> String {
@@ -166,7 +165,6 @@ impl<'a> Ctx<'a> {
             any_cache: Vec::new(),
             ref_cache: HashMap::new(),
             depth: 0,
-            size: 0,
         };
         ctx.index(root, 0);
         ctx
@@ -225,7 +223,6 @@ impl<'a> Ctx<'a> {
                     limit: self.cfg.max_size,
                 });
             }
-            self.size = self.size.max(s.len());
         }
         Ok(())
     }
@@ -535,7 +532,6 @@ impl<'a> Ctx<'a> {
     /// Whether no document can satisfy two different alternatives of a `oneOf` as compiled:
     /// the compiled alternatives are checked against the *schemas* of the others.
     fn disjoint(&self, items: &[Vec<Map<String, Value>>]) -> bool {
-        let all: Vec<&Map<String, Value>> = items.iter().flatten().collect();
         if items.iter().filter(|i| !i.is_empty()).count() <= 1 {
             return true;
         }
@@ -553,7 +549,7 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
-        !all.is_empty()
+        true
     }
 
     fn pair_disjoint(&self, a: &Map<String, Value>, b: &Map<String, Value>) -> bool {

@@ -45,7 +45,7 @@ fn translate(pattern: &str) -> Result<String, String> {
                         _ => {
                             let (ch, next) = escape_char(&chars, i)?;
                             i = next;
-                            push_class_char(ch, &mut out);
+                            push_char_escape(ch, &mut out);
                         }
                     }
                 }
@@ -77,7 +77,7 @@ fn translate(pattern: &str) -> Result<String, String> {
                     _ => {
                         let (ch, next) = escape_char(&chars, i)?;
                         i = next;
-                        push_literal_char(ch, &mut out);
+                        push_char_escape(ch, &mut out);
                     }
                 }
             }
@@ -222,11 +222,8 @@ fn escape_char(chars: &[char], i: usize) -> Result<(char, usize), String> {
     }
 }
 
-fn push_literal_char(c: char, out: &mut String) {
-    out.push_str(&format!("\\x{{{:X}}}", c as u32));
-}
-
-fn push_class_char(c: char, out: &mut String) {
+/// Writes `c` as a hex escape, valid both inside and outside a class.
+fn push_char_escape(c: char, out: &mut String) {
     out.push_str(&format!("\\x{{{:X}}}", c as u32));
 }
 
