@@ -215,16 +215,15 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    fn grow(&mut self, frag: &Frag) -> Result<()> {
-        if let Some(s) = frag {
-            if s.len() > self.cfg.max_size {
-                return Err(SchemaError::TooLarge {
-                    size: s.len(),
-                    limit: self.cfg.max_size,
-                });
-            }
+    /// Checks a fragment against the size limit.
+    fn grow(&self, frag: &Frag) -> Result<()> {
+        match frag {
+            Some(s) if s.len() > self.cfg.max_size => Err(SchemaError::TooLarge {
+                size: s.len(),
+                limit: self.cfg.max_size,
+            }),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     fn warn(&mut self, keyword: &str, ptr: &str) {
