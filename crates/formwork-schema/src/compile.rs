@@ -20,7 +20,7 @@ use crate::format::format_regex;
 use crate::merge::{json_eq, merge, normalize};
 use crate::numeric::{ANY_NUMBER, Bound, Decimal, integer_regex, number_regex};
 use crate::pattern::{
-    encode_json, full_match_language, matches, pattern_language, restrict_length,
+    encode_json, full_match_language, full_matcher, pattern_language, restrict_length,
 };
 use crate::text::{ANY_STRING, STRING_CHAR, string_excluding, string_literal, value_literal};
 use crate::{Compiled, Compiler, Whitespace};
@@ -1306,14 +1306,20 @@ impl<'a> Ctx<'a> {
                     })
             })
             .collect::<Result<_>>()?;
+        // Each pattern is built into a matcher once, then tested against every name.
+        let key_matchers: Vec<Option<regex_automata::meta::Regex>> =
+            pattern_langs.iter().map(|(h, _)| full_matcher(h)).collect();
+        let key_matches =
+            |i: usize, name: &str| key_matchers[i].as_ref().is_some_and(|re| re.is_match(name));
         // Declared properties, then required names that are not declared.
         let mut props: Vec<(String, Value)> = declared.clone();
         for r in &required {
             if !props.iter().any(|(k, _)| k == r) {
                 let from_patterns: Vec<Value> = pattern_langs
                     .iter()
-                    .filter(|(h, _)| matches(h, r))
-                    .map(|(_, s)| s.clone())
+                    .enumerate()
+                    .filter(|(i, _)| key_matches(*i, r))
+                    .map(|(_, (_, s))| s.clone())
                     .collect();
                 let schema = if !from_patterns.is_empty() {
                     serde_json::json!({ "allOf": from_patterns })
@@ -1341,8 +1347,9 @@ impl<'a> Ctx<'a> {
             }
             let matching: Vec<Value> = pattern_langs
                 .iter()
-                .filter(|(h, _)| matches(h, name))
-                .map(|(_, s)| s.clone())
+                .enumerate()
+                .filter(|(i, _)| key_matches(*i, name))
+                .map(|(_, (_, s))| s.clone())
                 .collect();
             let schema = if matching.is_empty() {
                 schema.clone()
@@ -1369,7 +1376,7 @@ impl<'a> Ctx<'a> {
         let extra: Option<String> = if !pattern_langs.is_empty() {
             let clash = known
                 .iter()
-                .any(|k| pattern_langs.iter().any(|(h, _)| matches(h, k)));
+                .any(|k| (0..pattern_langs.len()).any(|i| key_matches(i, k)));
             if clash || names_schema.is_some() {
                 None
             } else {

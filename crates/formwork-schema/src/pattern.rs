@@ -589,14 +589,19 @@ fn encode_class(cls: &ClassUnicode) -> Hir {
 /// Whether the decoded string `s` is in the language (used to filter `enum` values and
 /// property names).
 pub(crate) fn matches(hir: &Hir, s: &str) -> bool {
-    let Ok(re) = regex_automata::meta::Builder::new().build_from_hir(&Hir::concat(vec![
-        Hir::look(Look::Start),
-        hir.clone(),
-        Hir::look(Look::End),
-    ])) else {
-        return false;
-    };
-    re.is_match(s)
+    full_matcher(hir).is_some_and(|re| re.is_match(s))
+}
+
+/// A full-match matcher for a decoded-string language, to test many strings against one
+/// pattern without rebuilding it (`None` if it exceeds the matcher's limits).
+pub(crate) fn full_matcher(hir: &Hir) -> Option<regex_automata::meta::Regex> {
+    regex_automata::meta::Builder::new()
+        .build_from_hir(&Hir::concat(vec![
+            Hir::look(Look::Start),
+            hir.clone(),
+            Hir::look(Look::End),
+        ]))
+        .ok()
 }
 
 #[cfg(test)]
