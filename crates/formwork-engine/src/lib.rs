@@ -1,0 +1,1 @@
+//! The Formwork generation engine.

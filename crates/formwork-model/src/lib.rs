@@ -1,0 +1,1 @@
+//! Model backends on candle.
