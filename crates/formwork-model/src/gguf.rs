@@ -1,0 +1,377 @@
+//! Loading a transformer, its tokenizer and its metadata from one GGUF file.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::Device;
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::{QMatMul, QTensor};
+
+use crate::config::{Architecture, RopeStyle, TransformerConfig};
+use crate::info::{ModelInfo, eos_ids_by_name};
+use crate::tokenizer::{GgufVocab, Tokenizer};
+use crate::transformer::{Embedding, Layer, Linear, RmsNorm, Transformer};
+use crate::{LoadedModel, ModelError};
+
+/// Typed access to a GGUF file's metadata, with errors naming the file and the key.
+pub(crate) struct Metadata<'a> {
+    path: &'a Path,
+    map: &'a HashMap<String, Value>,
+}
+
+impl<'a> Metadata<'a> {
+    fn err(&self, key: &str, message: impl Into<String>) -> ModelError {
+        ModelError::Metadata {
+            path: self.path.to_path_buf(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key)
+    }
+
+    fn usize(&self, key: &str) -> Result<usize, ModelError> {
+        self.opt_usize(key)?
+            .ok_or_else(|| self.err(key, "not in the metadata"))
+    }
+
+    fn opt_usize(&self, key: &str) -> Result<Option<usize>, ModelError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => integer(v)
+                .map(Some)
+                .ok_or_else(|| self.err(key, "not an unsigned integer")),
+        }
+    }
+
+    fn opt_f64(&self, key: &str) -> Result<Option<f64>, ModelError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::F32(x)) => Ok(Some(*x as f64)),
+            Some(Value::F64(x)) => Ok(Some(*x)),
+            Some(v) => integer(v)
+                .map(|x| Some(x as f64))
+                .ok_or_else(|| self.err(key, "not a number")),
+        }
+    }
+
+    fn opt_str(&self, key: &str) -> Option<&'a str> {
+        match self.get(key) {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn opt_bool(&self, key: &str) -> Option<bool> {
+        match self.get(key) {
+            Some(Value::Bool(b)) => Some(*b),
+            Some(v) => integer(v).map(|x| x != 0),
+            None => None,
+        }
+    }
+
+    fn strings(&self, key: &str) -> Result<Option<Vec<String>>, ModelError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    _ => Err(self.err(key, "an element is not a string")),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(self.err(key, "not an array of strings")),
+        }
+    }
+
+    fn numbers(&self, key: &str) -> Result<Option<Vec<f64>>, ModelError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| match v {
+                    Value::F32(x) => Ok(*x as f64),
+                    Value::F64(x) => Ok(*x),
+                    v => integer(v)
+                        .map(|x| x as f64)
+                        .ok_or_else(|| self.err(key, "an element is not a number")),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(self.err(key, "not an array of numbers")),
+        }
+    }
+}
+
+fn integer(v: &Value) -> Option<usize> {
+    match *v {
+        Value::U8(x) => Some(x as usize),
+        Value::U16(x) => Some(x as usize),
+        Value::U32(x) => Some(x as usize),
+        Value::U64(x) => usize::try_from(x).ok(),
+        Value::I8(x) => usize::try_from(x).ok(),
+        Value::I16(x) => usize::try_from(x).ok(),
+        Value::I32(x) => usize::try_from(x).ok(),
+        Value::I64(x) => usize::try_from(x).ok(),
+        _ => None,
+    }
+}
+
+/// Reads the weights, tokenizer and metadata of a GGUF model.
+pub(crate) fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
+    let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
+    let mut reader = BufReader::new(file);
+    let content = Content::read(&mut reader).map_err(|e| ModelError::Gguf {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let md = Metadata {
+        path,
+        map: &content.metadata,
+    };
+    let arch_name = md
+        .opt_str("general.architecture")
+        .ok_or_else(|| md.err("general.architecture", "not in the metadata"))?;
+    let architecture =
+        Architecture::from_name(arch_name).ok_or_else(|| ModelError::UnsupportedArchitecture {
+            path: path.to_path_buf(),
+            architecture: arch_name.to_string(),
+            supported: Architecture::SUPPORTED,
+        })?;
+    let key = |k: &str| format!("{arch_name}.{k}");
+    let hidden_size = md.usize(&key("embedding_length"))?;
+    let heads = md.usize(&key("attention.head_count"))?;
+    let kv_heads = md
+        .opt_usize(&key("attention.head_count_kv"))?
+        .unwrap_or(heads);
+    let head_dim = match md.opt_usize(&key("attention.key_length"))? {
+        Some(d) => d,
+        None if heads > 0 => hidden_size / heads,
+        None => return Err(md.err(&key("attention.head_count"), "zero heads")),
+    };
+    let mut tensors = Tensors {
+        path,
+        content: &content,
+        reader: &mut reader,
+        device,
+    };
+    let embedding = tensors.get("token_embd.weight")?;
+    let (vocab_size, embed_width) = embedding
+        .shape()
+        .dims2()
+        .map_err(|e| tensors.err("token_embd.weight", e.to_string()))?;
+    if embed_width != hidden_size {
+        return Err(tensors.err(
+            "token_embd.weight",
+            format!("width {embed_width}, expected the embedding length {hidden_size}"),
+        ));
+    }
+    let config = TransformerConfig {
+        architecture,
+        layers: md.usize(&key("block_count"))?,
+        hidden_size,
+        intermediate_size: md.usize(&key("feed_forward_length"))?,
+        heads,
+        kv_heads,
+        head_dim,
+        vocab_size,
+        context_length: md.usize(&key("context_length"))?,
+        rms_norm_eps: md
+            .opt_f64(&key("attention.layer_norm_rms_epsilon"))?
+            .unwrap_or(1e-5),
+        rope_theta: md.opt_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0),
+        rope_style: match architecture {
+            Architecture::Llama => RopeStyle::Interleaved,
+            Architecture::Qwen2 | Architecture::Qwen3 => RopeStyle::Halves,
+        },
+    };
+    config
+        .check()
+        .map_err(|m| md.err(&key("attention.head_count"), m))?;
+    let eps = config.rms_norm_eps as f32;
+
+    let embedding = Arc::new(embedding);
+    let lm_head = if content.tensor_infos.contains_key("output.weight") {
+        tensors.linear("output.weight", None)?
+    } else {
+        Linear {
+            weight: QMatMul::from_arc(embedding.clone())?,
+            bias: None,
+        }
+    };
+    let mut layers = Vec::with_capacity(config.layers);
+    for i in 0..config.layers {
+        let p = format!("blk.{i}");
+        let bias = |name: &str| format!("{p}.{name}.bias");
+        let qkv_bias = architecture == Architecture::Qwen2;
+        let layer = Layer {
+            attn_norm: tensors.norm(&format!("{p}.attn_norm.weight"), eps)?,
+            q: tensors.linear(
+                &format!("{p}.attn_q.weight"),
+                qkv_bias.then(|| bias("attn_q")).as_deref(),
+            )?,
+            k: tensors.linear(
+                &format!("{p}.attn_k.weight"),
+                qkv_bias.then(|| bias("attn_k")).as_deref(),
+            )?,
+            v: tensors.linear(
+                &format!("{p}.attn_v.weight"),
+                qkv_bias.then(|| bias("attn_v")).as_deref(),
+            )?,
+            o: tensors.linear(&format!("{p}.attn_output.weight"), None)?,
+            q_norm: if Transformer::has_qk_norm(architecture) {
+                Some(tensors.norm(&format!("{p}.attn_q_norm.weight"), eps)?)
+            } else {
+                None
+            },
+            k_norm: if Transformer::has_qk_norm(architecture) {
+                Some(tensors.norm(&format!("{p}.attn_k_norm.weight"), eps)?)
+            } else {
+                None
+            },
+            ffn_norm: tensors.norm(&format!("{p}.ffn_norm.weight"), eps)?,
+            gate: tensors.linear(&format!("{p}.ffn_gate.weight"), None)?,
+            up: tensors.linear(&format!("{p}.ffn_up.weight"), None)?,
+            down: tensors.linear(&format!("{p}.ffn_down.weight"), None)?,
+        };
+        layers.push(layer);
+    }
+    let norm = tensors.norm("output_norm.weight", eps)?;
+    let transformer = Transformer::new(
+        config.clone(),
+        Embedding::Quantized(embedding),
+        layers,
+        norm,
+        lm_head,
+        device,
+    )?;
+
+    let tokens = md
+        .strings("tokenizer.ggml.tokens")?
+        .ok_or_else(|| md.err("tokenizer.ggml.tokens", "not in the metadata"))?;
+    let token_types: Vec<u32> = md
+        .numbers("tokenizer.ggml.token_type")?
+        .map(|v| v.into_iter().map(|x| x as u32).collect())
+        .unwrap_or_default();
+    let vocab = GgufVocab {
+        model: md
+            .opt_str("tokenizer.ggml.model")
+            .unwrap_or("gpt2")
+            .to_string(),
+        pre: md.opt_str("tokenizer.ggml.pre").map(str::to_string),
+        tokens,
+        token_types,
+        merges: md.strings("tokenizer.ggml.merges")?.unwrap_or_default(),
+        scores: md.numbers("tokenizer.ggml.scores")?.unwrap_or_default(),
+        add_space_prefix: md.opt_bool("tokenizer.ggml.add_space_prefix"),
+        unk_id: md
+            .opt_usize("tokenizer.ggml.unknown_token_id")?
+            .map(|x| x as u32),
+    };
+    let bos_token_id = md
+        .opt_usize("tokenizer.ggml.bos_token_id")?
+        .map(|x| x as u32);
+    let add_bos_token = md.opt_bool("tokenizer.ggml.add_bos_token").unwrap_or(
+        // llama.cpp's default: SentencePiece vocabularies add BOS, byte-level BPE ones do not.
+        vocab.model == "llama",
+    );
+    let tokenizer = Tokenizer::from_gguf_vocab(&vocab, bos_token_id, add_bos_token)?;
+
+    let mut eos_token_ids = Vec::new();
+    for k in [
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.eot_token_id",
+        "tokenizer.ggml.eom_token_id",
+    ] {
+        if let Some(id) = md.opt_usize(k)? {
+            eos_token_ids.push(id as u32);
+        }
+    }
+    eos_token_ids.extend(eos_ids_by_name(vocab.tokens.iter().enumerate().filter_map(
+        |(i, t)| {
+            let control = vocab
+                .token_types
+                .get(i)
+                .is_none_or(|&ty| ty == 3 || ty == 4);
+            control.then_some((i as u32, t.as_str()))
+        },
+    )));
+    eos_token_ids.sort_unstable();
+    eos_token_ids.dedup();
+    let token_text = |id: Option<usize>| id.and_then(|i| vocab.tokens.get(i).cloned());
+    let info = ModelInfo {
+        name: md
+            .opt_str("general.name")
+            .map(str::to_string)
+            .unwrap_or_else(|| file_stem(path)),
+        architecture,
+        vocab_size: config.vocab_size,
+        context_length: config.context_length,
+        eos_token_ids,
+        bos_token_id,
+        add_bos_token,
+        bos_token: token_text(bos_token_id.map(|x| x as usize)),
+        eos_token: token_text(md.opt_usize("tokenizer.ggml.eos_token_id")?),
+        chat_template: md.opt_str("tokenizer.chat_template").map(str::to_string),
+        path: path.to_path_buf(),
+    };
+    Ok(LoadedModel {
+        model: Arc::new(transformer),
+        tokenizer,
+        info,
+    })
+}
+
+pub(crate) fn file_stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+struct Tensors<'a, R> {
+    path: &'a Path,
+    content: &'a Content,
+    reader: &'a mut R,
+    device: &'a Device,
+}
+
+impl<R: std::io::Read + std::io::Seek> Tensors<'_, R> {
+    fn err(&self, name: &str, message: impl Into<String>) -> ModelError {
+        ModelError::Weight {
+            path: PathBuf::from(self.path),
+            name: name.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn get(&mut self, name: &str) -> Result<QTensor, ModelError> {
+        if !self.content.tensor_infos.contains_key(name) {
+            return Err(self.err(name, "missing"));
+        }
+        self.content
+            .tensor(self.reader, name, self.device)
+            .map_err(|e| self.err(name, e.to_string()))
+    }
+
+    fn linear(&mut self, name: &str, bias: Option<&str>) -> Result<Linear, ModelError> {
+        let weight = QMatMul::from_qtensor(self.get(name)?)?;
+        let bias = match bias {
+            Some(b) => Some(self.get(b)?.dequantize(self.device)?),
+            None => None,
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    fn norm(&mut self, name: &str, eps: f32) -> Result<RmsNorm, ModelError> {
+        Ok(RmsNorm {
+            weight: self.get(name)?.dequantize(self.device)?,
+            eps,
+        })
+    }
+}

@@ -1,0 +1,282 @@
+//! The batched forward pass of a llama-style decoder.
+//!
+//! One call advances any number of sequences, each by any number of tokens (a whole prompt
+//! for prefill, one token for decode), against that sequence's own [`KvCache`]. The token
+//! rows of all sequences are stacked so every projection and feed-forward layer runs as one
+//! matrix multiplication over the batch (the weights are read once per step, which is what
+//! makes continuous batching pay on a CPU); only attention runs per sequence, over its own
+//! cache.
+
+use candle_core::quantized::QMatMul;
+use candle_core::{DType, Device, Module, Tensor};
+
+use crate::cache::KvCache;
+use crate::config::{Architecture, RopeStyle, TransformerConfig};
+use crate::{BatchItem, ModelError};
+
+/// A linear layer: quantized or dense weights, an optional bias.
+#[derive(Debug, Clone)]
+pub(crate) struct Linear {
+    pub(crate) weight: QMatMul,
+    pub(crate) bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.weight.forward(x)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// An RMS norm over the last dimension.
+#[derive(Debug, Clone)]
+pub(crate) struct RmsNorm {
+    pub(crate) weight: Tensor,
+    pub(crate) eps: f32,
+}
+
+impl RmsNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)
+    }
+}
+
+/// The token embedding table, quantized or dense.
+#[derive(Debug, Clone)]
+pub(crate) enum Embedding {
+    Quantized(std::sync::Arc<candle_core::quantized::QTensor>),
+    Dense(Tensor),
+}
+
+impl Embedding {
+    fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Embedding::Quantized(q) => q.embedding(ids),
+            Embedding::Dense(t) => t.index_select(ids, 0),
+        }
+    }
+}
+
+/// One decoder block's weights.
+#[derive(Debug, Clone)]
+pub(crate) struct Layer {
+    pub(crate) attn_norm: RmsNorm,
+    pub(crate) q: Linear,
+    pub(crate) k: Linear,
+    pub(crate) v: Linear,
+    pub(crate) o: Linear,
+    pub(crate) q_norm: Option<RmsNorm>,
+    pub(crate) k_norm: Option<RmsNorm>,
+    pub(crate) ffn_norm: RmsNorm,
+    pub(crate) gate: Linear,
+    pub(crate) up: Linear,
+    pub(crate) down: Linear,
+}
+
+/// A loaded transformer: configuration, weights and rotary tables.
+#[derive(Debug)]
+pub struct Transformer {
+    pub(crate) config: TransformerConfig,
+    pub(crate) embedding: Embedding,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) norm: RmsNorm,
+    pub(crate) lm_head: Linear,
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+}
+
+/// Where one batch item's rows sit in the stacked batch.
+struct Span {
+    offset: usize,
+    len: usize,
+    start: usize,
+}
+
+impl Transformer {
+    /// Assembles a transformer from its parts and precomputes the rotary tables.
+    pub(crate) fn new(
+        config: TransformerConfig,
+        embedding: Embedding,
+        layers: Vec<Layer>,
+        norm: RmsNorm,
+        lm_head: Linear,
+        device: &Device,
+    ) -> Result<Transformer, ModelError> {
+        let half = config.head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| {
+                1.0 / config
+                    .rope_theta
+                    .powf(2.0 * i as f64 / config.head_dim as f64) as f32
+            })
+            .collect();
+        let positions = config.context_length;
+        let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;
+        let t = Tensor::arange(0u32, positions as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((positions, 1))?;
+        let freqs = t.matmul(&inv_freq)?;
+        Ok(Transformer {
+            cos: freqs.cos()?,
+            sin: freqs.sin()?,
+            config,
+            embedding,
+            layers,
+            norm,
+            lm_head,
+            device: device.clone(),
+        })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &TransformerConfig {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// An empty cache for one sequence.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.config.layers, self.config.context_length)
+    }
+
+    fn rope(&self, x: &Tensor, start: usize, len: usize) -> candle_core::Result<Tensor> {
+        let cos = self.cos.narrow(0, start, len)?;
+        let sin = self.sin.narrow(0, start, len)?;
+        let x = x.contiguous()?.unsqueeze(0)?;
+        let y = match self.config.rope_style {
+            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x, &cos, &sin)?,
+            RopeStyle::Halves => candle_nn::rotary_emb::rope(&x, &cos, &sin)?,
+        };
+        y.squeeze(0)
+    }
+
+    /// Runs every item's new tokens through the model against its own cache and returns, for
+    /// each item, the logits of its last token (`vocab_size` floats).
+    pub fn forward(&self, batch: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cfg = &self.config;
+        let mut ids = Vec::new();
+        let mut spans = Vec::with_capacity(batch.len());
+        for (index, item) in batch.iter().enumerate() {
+            if item.tokens.is_empty() {
+                return Err(ModelError::EmptyInput { index });
+            }
+            let start = item.cache.len();
+            let total = start + item.tokens.len();
+            if total > cfg.context_length {
+                return Err(ModelError::ContextOverflow {
+                    tokens: total,
+                    context_length: cfg.context_length,
+                });
+            }
+            if let Some(&bad) = item.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+                return Err(ModelError::TokenOutOfRange {
+                    token: bad,
+                    vocab_size: cfg.vocab_size,
+                });
+            }
+            spans.push(Span {
+                offset: ids.len(),
+                len: item.tokens.len(),
+                start,
+            });
+            ids.extend_from_slice(item.tokens);
+        }
+        let rows = ids.len();
+        let ids = Tensor::from_vec(ids, rows, &self.device)?;
+        let mut x = self.embedding.forward(&ids)?;
+        let (heads, kv_heads, head_dim) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
+        let group = heads / kv_heads;
+        let scale = 1.0 / (head_dim as f64).sqrt();
+
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = layer.attn_norm.forward(&x)?;
+            let q = layer.q.forward(&h)?;
+            let k = layer.k.forward(&h)?;
+            let v = layer.v.forward(&h)?;
+            let mut outputs = Vec::with_capacity(batch.len());
+            for (item, span) in batch.iter_mut().zip(&spans) {
+                let t = span.len;
+                let mut qi = q.narrow(0, span.offset, t)?.reshape((t, heads, head_dim))?;
+                let mut ki = k
+                    .narrow(0, span.offset, t)?
+                    .reshape((t, kv_heads, head_dim))?;
+                let vi = v
+                    .narrow(0, span.offset, t)?
+                    .reshape((t, kv_heads, head_dim))?;
+                if let Some(norm) = &layer.q_norm {
+                    qi = norm.forward(&qi)?;
+                }
+                if let Some(norm) = &layer.k_norm {
+                    ki = norm.forward(&ki)?;
+                }
+                let qi = self.rope(&qi.transpose(0, 1)?, span.start, t)?;
+                let ki = self.rope(&ki.transpose(0, 1)?, span.start, t)?;
+                let vi = vi.transpose(0, 1)?.contiguous()?;
+                let (keys, values) = item.cache.append(li, &ki, &vi)?;
+                let total = span.start + t;
+                // Query heads sharing a key/value head are stacked along the row axis, so
+                // grouped-query attention needs no copy of the keys and values.
+                let qg = qi.reshape((kv_heads, group * t, head_dim))?;
+                let mut att = (qg.matmul(&keys.t()?)? * scale)?;
+                if t > 1 {
+                    let mut mask = vec![0f32; t * total];
+                    for (i, row) in mask.chunks_mut(total).enumerate() {
+                        for cell in &mut row[span.start + i + 1..] {
+                            *cell = f32::NEG_INFINITY;
+                        }
+                    }
+                    let mask = Tensor::from_vec(mask, (t, total), &self.device)?;
+                    att = att
+                        .reshape((kv_heads, group, t, total))?
+                        .broadcast_add(&mask)?
+                        .reshape((kv_heads, group * t, total))?;
+                }
+                let att = candle_nn::ops::softmax_last_dim(&att)?;
+                let out = att.matmul(&values.contiguous()?)?;
+                let out = out
+                    .reshape((heads, t, head_dim))?
+                    .transpose(0, 1)?
+                    .reshape((t, heads * head_dim))?;
+                outputs.push(out);
+            }
+            let attn = if outputs.len() == 1 {
+                outputs.pop().expect("one output")
+            } else {
+                Tensor::cat(&outputs, 0)?
+            };
+            x = (x + layer.o.forward(&attn)?)?;
+            let h = layer.ffn_norm.forward(&x)?;
+            let gate = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
+            let ff = layer.down.forward(&(gate * layer.up.forward(&h)?)?)?;
+            x = (x + ff)?;
+        }
+        for (item, span) in batch.iter_mut().zip(&spans) {
+            item.cache.commit(span.len);
+        }
+        let last: Vec<u32> = spans
+            .iter()
+            .map(|s| (s.offset + s.len - 1) as u32)
+            .collect();
+        let last = Tensor::from_vec(last, spans.len(), &self.device)?;
+        let x = self.norm.forward(&x.index_select(&last, 0)?)?;
+        let logits = self.lm_head.forward(&x)?.to_dtype(DType::F32)?;
+        let logits = logits.to_device(&Device::Cpu)?;
+        Ok(logits.to_vec2::<f32>()?)
+    }
+
+    /// Whether this architecture normalizes queries and keys per head.
+    pub(crate) fn has_qk_norm(arch: Architecture) -> bool {
+        matches!(arch, Architecture::Qwen3)
+    }
+}
