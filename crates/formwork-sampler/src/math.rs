@@ -16,23 +16,29 @@ pub(crate) const BLOCK: usize = 512;
 /// Independent accumulators in a vectorized loop.
 pub(crate) const LANES: usize = 8;
 
-/// Below this argument `exp` is treated as 0 (`e^-87` is near the smallest normal `f32`).
-const EXP_FLOOR: f32 = -87.0;
+/// Arguments are clamped to this before the range reduction, so that `2^n` stays within the
+/// exponent arithmetic below; `e^-100` is 0 in `f32` anyway.
+const EXP_CLAMP: f32 = -100.0;
 
-/// `e^x` for `x <= 0` (including `-inf`, which gives 0). Arguments below -87 give 0.
+/// `e^x` for `x <= 0` (including `-inf`, which gives 0). Results below the smallest normal
+/// `f32` (`x` below about -87.7) are 0.
 ///
 /// Cephes `expf`: `x = n ln 2 + r` with `|r| <= ln 2 / 2` (two-constant Cody-Waite
-/// reduction), `e^r` by a degree-7 polynomial, and `2^n` built from its exponent bits.
+/// reduction), `e^r` by a degree-7 polynomial, and `2^n` built from its exponent bits (0
+/// when `n` is below the normal range). No branch, no call, no float-to-int conversion: the
+/// loops that call it vectorize.
 #[inline(always)]
 pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer without a libm call.
+    // Adding 1.5 * 2^23 rounds to an integer n held in the low mantissa bits; subtracting
+    // it again gives n as a float.
     const ROUND: f32 = 12_582_912.0;
-    let xc = if x < EXP_FLOOR { EXP_FLOOR } else { x };
-    let n = (xc * LOG2E + ROUND) - ROUND;
-    let r = xc - n * LN2_HI - n * LN2_LO;
+    let x = if x < EXP_CLAMP { EXP_CLAMP } else { x };
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_1e-4_f32;
     let p = p * r + 1.398_199_9e-3;
     let p = p * r + 8.333_452e-3;
@@ -41,9 +47,13 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     // Cephes has 5.0000001201e-1 here, which rounds to 0.5 in f32.
     let p = p * r + 0.5;
     let y = p * (r * r) + r + 1.0;
-    // n is in [-126, 0], so n + 127 is a valid biased exponent of a normal f32.
-    let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
-    if x < EXP_FLOOR { 0.0 } else { y * scale }
+    // The biased exponent n + 127, read from the bits of `shifted`; at or below 0 the
+    // scale (and the result) is 0.
+    let biased = (shifted.to_bits() as i32)
+        .wrapping_sub(ROUND.to_bits() as i32)
+        .wrapping_add(127);
+    let biased = if biased < 0 { 0 } else { biased };
+    y * f32::from_bits((biased as u32) << 23)
 }
 
 /// Sums `weight(logit)` over `logits`: returns the total, and when `block_sums` is given,
@@ -102,6 +112,8 @@ mod tests {
     fn exp_underflows_to_zero() {
         assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp_nonpositive(-88.0), 0.0);
+        assert_eq!(exp_nonpositive(-100.0), 0.0);
+        assert!(exp_nonpositive(-87.3) > 0.0);
         assert_eq!(exp_nonpositive(-1e30), 0.0);
     }
 
