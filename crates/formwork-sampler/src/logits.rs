@@ -16,16 +16,85 @@ use crate::math::LANES;
 /// caller checks that the mask covers every token.
 pub(crate) fn apply_mask(logits: &mut [f32], mask: &[u64]) {
     for (chunk, &word) in logits.chunks_mut(64).zip(mask) {
-        if word == u64::MAX {
+        // Bits past the end of the last chunk do not name tokens.
+        let word = if chunk.len() < 64 {
+            word & ((1u64 << chunk.len()) - 1)
+        } else {
+            word
+        };
+        let allowed = word.count_ones() as usize;
+        if allowed == chunk.len() {
             continue;
         }
-        if word == 0 {
+        // A per-token select compiles to a masked store (slow on many x86 cores), so work
+        // per word on whichever side is smaller.
+        if allowed <= 32 {
+            // Few allowed: save them, fill the chunk with -inf, put them back.
+            let mut saved = [0.0f32; 32];
+            for (slot, bit) in saved.iter_mut().zip(bits(word)) {
+                *slot = chunk.get(bit).copied().unwrap_or(f32::NEG_INFINITY);
+            }
             chunk.fill(f32::NEG_INFINITY);
-            continue;
+            for (&value, bit) in saved.iter().zip(bits(word)) {
+                if let Some(logit) = chunk.get_mut(bit) {
+                    *logit = value;
+                }
+            }
+        } else {
+            // Few masked: overwrite just those.
+            for bit in bits(!word) {
+                if let Some(logit) = chunk.get_mut(bit) {
+                    *logit = f32::NEG_INFINITY;
+                }
+            }
         }
-        for (bit, logit) in chunk.iter_mut().enumerate() {
-            if (word >> bit) & 1 == 0 {
-                *logit = f32::NEG_INFINITY;
+    }
+}
+
+/// The positions of the set bits of `word`, lowest first.
+fn bits(mut word: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if word == 0 {
+            None
+        } else {
+            let bit = word.trailing_zeros() as usize;
+            word &= word - 1;
+            Some(bit)
+        }
+    })
+}
+
+/// How many of the first `vocab_size` tokens `mask` allows.
+pub(crate) fn count_allowed(mask: &[u64], vocab_size: usize) -> usize {
+    let full = vocab_size / 64;
+    let mut count: usize = mask
+        .iter()
+        .take(full)
+        .map(|w| w.count_ones() as usize)
+        .sum();
+    let tail = vocab_size % 64;
+    if tail > 0
+        && let Some(&word) = mask.get(full)
+    {
+        count += (word & ((1u64 << tail) - 1)).count_ones() as usize;
+    }
+    count
+}
+
+/// Replaces `ids` and `values` with the allowed tokens and their logits, in id order.
+pub(crate) fn gather_allowed(
+    logits: &[f32],
+    mask: &[u64],
+    ids: &mut Vec<u32>,
+    values: &mut Vec<f32>,
+) {
+    ids.clear();
+    values.clear();
+    for (w, (chunk, &word)) in logits.chunks(64).zip(mask).enumerate() {
+        for bit in bits(word) {
+            if let Some(&logit) = chunk.get(bit) {
+                ids.push((w * 64 + bit) as u32);
+                values.push(logit);
             }
         }
     }
@@ -69,6 +138,20 @@ pub(crate) fn apply_presence_frequency(
             *logit -= presence;
         }
     }
+}
+
+/// The first index holding exactly `value`, or `None`.
+///
+/// Each 64-token chunk is first tested as a whole (a branch-free fold, vectorized), and
+/// only the chunk that holds the value is scanned one by one: a plain `position` compiles to
+/// a scalar loop, about 1 ns per token.
+pub(crate) fn first_position(logits: &[f32], value: f32) -> Option<usize> {
+    for (c, chunk) in logits.chunks(64).enumerate() {
+        if chunk.iter().fold(false, |hit, &l| hit | (l == value)) {
+            return chunk.iter().position(|&l| l == value).map(|i| c * 64 + i);
+        }
+    }
+    None
 }
 
 /// Checks the processed logits and returns their maximum.
@@ -129,6 +212,42 @@ mod tests {
             let allowed = matches!(i, 0 | 63 | 128 | 129);
             assert_eq!(l, if allowed { i as f32 } else { NEG }, "token {i}");
         }
+        // Both strategies (few allowed, few masked) against a per-bit reference.
+        let mut state = 3u64;
+        for density in [1, 8, 31, 32, 33, 56, 63] {
+            let mask: Vec<u64> = (0..4)
+                .map(|_| {
+                    let mut word = 0u64;
+                    while (word.count_ones() as usize) < density {
+                        word |= 1 << (crate::rng::splitmix64(&mut state) % 64);
+                    }
+                    word
+                })
+                .collect();
+            let mut logits: Vec<f32> = (0..250).map(|i| i as f32).collect();
+            apply_mask(&mut logits, &mask);
+            for (i, &l) in logits.iter().enumerate() {
+                let allowed = mask[i / 64] >> (i % 64) & 1 == 1;
+                assert_eq!(
+                    l,
+                    if allowed { i as f32 } else { NEG },
+                    "density {density}, token {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn allowed_tokens_are_counted_and_gathered_in_id_order() {
+        let logits: Vec<f32> = (0..130).map(|i| i as f32 * 0.5).collect();
+        let mask = [1 | (1 << 63), 1 << 5, u64::MAX];
+        assert_eq!(count_allowed(&mask, 130), 5);
+        assert_eq!(count_allowed(&mask, 128), 3);
+        assert_eq!(count_allowed(&mask[..1], 64), 2);
+        let (mut ids, mut values) = (Vec::new(), Vec::new());
+        gather_allowed(&logits, &mask, &mut ids, &mut values);
+        assert_eq!(ids, [0, 63, 69, 128, 129]);
+        assert_eq!(values, [0.0, 31.5, 34.5, 64.0, 64.5]);
     }
 
     #[test]
@@ -157,6 +276,19 @@ mod tests {
         let mut logits = [1.0];
         apply_presence_frequency(&mut logits, [(0, 2)].into_iter(), -1.0, -0.5);
         assert_eq!(logits, [3.0]);
+    }
+
+    #[test]
+    fn first_position_finds_the_first_match() {
+        let mut logits = vec![0.0f32; 300];
+        assert_eq!(first_position(&logits, 1.0), None);
+        logits[299] = 1.0;
+        assert_eq!(first_position(&logits, 1.0), Some(299));
+        logits[70] = 1.0;
+        logits[64] = 1.0;
+        assert_eq!(first_position(&logits, 1.0), Some(64));
+        assert_eq!(first_position(&logits, 0.0), Some(0));
+        assert_eq!(first_position(&[], 0.0), None);
     }
 
     #[test]

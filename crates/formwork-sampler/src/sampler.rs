@@ -6,8 +6,9 @@ use std::fmt;
 
 use crate::logits::{
     apply_bias, apply_mask, apply_presence_frequency, apply_repetition_penalty, checked_max,
+    count_allowed, first_position, gather_allowed,
 };
-use crate::math::{BLOCK, LANES, blocked_sum, exp_nonpositive};
+use crate::math::{BLOCK, blocked_sum, exp_nonpositive};
 use crate::rng::{Xoshiro256, entropy_seed};
 use crate::select::{self, Candidate, rank_order};
 use crate::{SamplerError, SamplingParams};
@@ -55,10 +56,18 @@ impl TokenSet {
     }
 }
 
-/// Thresholds on the scaled logit `(l - max) / T` at which [`level_masses`] measures the
-/// probability mass above: top-p collects only the candidates above the tightest level that
-/// holds enough mass.
-const LEVELS: [f32; 5] = [-1.0, -2.0, -4.0, -8.0, -16.0];
+/// Thresholds on the scaled logit `(l - max) / T` above which top-p over the whole
+/// vocabulary collects candidates, tried in turn until the candidates hold enough mass to
+/// contain the nucleus. `e^-8` is 3e-4 of the best token's weight: at usual temperatures the
+/// nucleus lies above it, and only a few hundred tokens do. The last, `-inf`, takes every
+/// allowed token.
+const CANDIDATE_THRESHOLDS: [f32; 3] = [-8.0, -16.0, f32::NEG_INFINITY];
+
+/// A mask allowing at most `1 / SPARSE_MASK` of the vocabulary is handled sparsely: its
+/// allowed tokens are gathered into a compact slice, and every later pass runs over that
+/// slice instead of the whole vocabulary (constrained decoding often allows a few dozen
+/// tokens out of 150,000).
+const SPARSE_MASK: usize = 8;
 
 /// One sequence's sampler: its [`SamplingParams`], its random stream, the tokens it has seen
 /// (for the penalties), and scratch buffers reused from step to step.
@@ -70,7 +79,8 @@ const LEVELS: [f32; 5] = [-1.0, -2.0, -4.0, -8.0, -16.0];
 /// Memory: the generated-token counts (a hash map over distinct tokens), a bitset over the
 /// vocabulary only when the repetition penalty is on (19 KB at 151,936 tokens), and scratch
 /// that grows to the largest candidate set seen (the top-k, or the top-p candidates: usually
-/// a few hundred tokens, the whole vocabulary only for very flat distributions).
+/// a few hundred tokens, the whole vocabulary only for very flat distributions) and to the
+/// largest sparse mask (at most an eighth of the vocabulary, 8 bytes a token).
 #[derive(Clone)]
 pub struct Sampler {
     params: SamplingParams,
@@ -85,6 +95,10 @@ pub struct Sampler {
     candidates: Vec<Candidate>,
     /// Scratch: per-block weight sums of a full-vocabulary draw.
     block_sums: Vec<f32>,
+    /// Scratch: the allowed tokens of a sparse mask, and their logits.
+    compact_ids: Vec<u32>,
+    /// See `compact_ids`.
+    compact_values: Vec<f32>,
 }
 
 impl fmt::Debug for Sampler {
@@ -130,6 +144,8 @@ impl Sampler {
             seen,
             candidates: Vec::new(),
             block_sums: Vec::new(),
+            compact_ids: Vec::new(),
+            compact_values: Vec::new(),
         })
     }
 
@@ -187,8 +203,9 @@ impl Sampler {
                     got: mask.len(),
                 });
             }
-            apply_mask(logits, mask);
         }
+        // Bias and penalties change single tokens, and -inf is a fixed point of both, so
+        // applying them before the mask gives what mask -> bias -> penalties gives.
         apply_bias(logits, &self.params.logit_bias);
         if self.params.repetition_penalty != 1.0 {
             apply_repetition_penalty(logits, &self.seen.ids, self.params.repetition_penalty);
@@ -201,22 +218,58 @@ impl Sampler {
                 self.params.frequency_penalty,
             );
         }
-        let max = checked_max(logits)?;
-        let token = if self.params.is_greedy() {
-            logits
-                .iter()
-                .position(|&l| l == max)
-                .ok_or(SamplerError::NoAllowedToken)? as u32
+        let sampled = match mask {
+            Some(mask) if count_allowed(mask, self.vocab_size) * SPARSE_MASK <= self.vocab_size => {
+                // Few tokens allowed: gather them into a compact slice and work on that alone.
+                let mut ids = std::mem::take(&mut self.compact_ids);
+                let mut values = std::mem::take(&mut self.compact_values);
+                gather_allowed(logits, mask, &mut ids, &mut values);
+                let sampled = self.pick(&values, Some(&ids));
+                self.compact_ids = ids;
+                self.compact_values = values;
+                sampled
+            }
+            Some(mask) => {
+                apply_mask(logits, mask);
+                self.pick(logits, None)
+            }
+            None => self.pick(logits, None),
+        }?;
+        self.record(sampled.token);
+        Ok(sampled)
+    }
+
+    /// Everything after the mask, bias and penalties, over `work`: the processed logits of
+    /// the whole vocabulary (`ids == None`), or of the allowed tokens `ids` only (in id order,
+    /// so ties still go to the lowest id).
+    fn pick(&mut self, work: &[f32], ids: Option<&[u32]>) -> Result<Sampled, SamplerError> {
+        // Positions in `work` are tokens, or index `ids` (same length, by construction).
+        let token_at = |pos: usize| ids.map_or(pos as u32, |ids| ids[pos]);
+        let max = checked_max(work).map_err(|e| match e {
+            SamplerError::NonFiniteLogits { token, value } => SamplerError::NonFiniteLogits {
+                token: token_at(token as usize),
+                value,
+            },
+            e => e,
+        })?;
+        let (pos, softmax_sum) = if self.params.is_greedy() {
+            let pos = first_position(work, max).ok_or(SamplerError::NoAllowedToken)?;
+            (pos, None)
         } else {
-            self.draw(logits, max)?
+            self.draw(work, max)?
         };
         let (logprob, top_logprobs) = match self.params.top_logprobs {
-            Some(k) => self.logprobs(logits, max, token, k),
+            Some(k) => {
+                let (logprob, mut top) = self.logprobs(work, max, softmax_sum, pos, k);
+                for (t, _) in &mut top {
+                    *t = token_at(*t as usize);
+                }
+                (logprob, top)
+            }
             None => (f32::NAN, Vec::new()),
         };
-        self.record(token);
         Ok(Sampled {
-            token,
+            token: token_at(pos),
             logprob,
             top_logprobs,
         })
@@ -250,12 +303,16 @@ impl Sampler {
             seen: self.seen.clone(),
             candidates: Vec::new(),
             block_sums: Vec::new(),
+            compact_ids: Vec::new(),
+            compact_values: Vec::new(),
         }
     }
 
     /// Temperature, top-k, top-p, min-p and the draw, over processed logits whose maximum is
-    /// `max` (finite).
-    fn draw(&mut self, logits: &[f32], max: f32) -> Result<u32, SamplerError> {
+    /// `max` (finite). Returns the token and, when the draw happened to compute it (at
+    /// temperature 1, over the whole vocabulary, min-p off), `sum(exp(l - max))`, which the
+    /// log-probabilities then reuse instead of another pass.
+    fn draw(&mut self, logits: &[f32], max: f32) -> Result<(usize, Option<f64>), SamplerError> {
         let params = &self.params;
         let inv_t = 1.0 / params.temperature;
         // The scaled logit (l - max) / T is <= 0, and its exp is the token's weight relative
@@ -268,25 +325,32 @@ impl Sampler {
         };
         let use_top_k = params.top_k > 0 && params.top_k < logits.len();
         let use_top_p = params.top_p < 1.0;
+        // At T = 1, (l - max) * inv_t is exactly l - max: the weights are the softmax's.
+        let unit_temperature = inv_t == 1.0;
         let u = self.rng.next_f64();
 
         if !use_top_k && !use_top_p {
             // The whole vocabulary: one pass for per-block sums, then a walk to the block
             // holding the target and a scan inside it.
+            // Selecting the argument rather than the result keeps the loop branch-free (a
+            // select with an `exp` on one side compiles to a branch, and no SIMD).
             let weight = move |l: f32| {
                 let s = scaled(l);
-                if s >= min_scaled {
-                    exp_nonpositive(s)
+                exp_nonpositive(if s >= min_scaled {
+                    s
                 } else {
-                    0.0
-                }
+                    f32::NEG_INFINITY
+                })
             };
             let total = blocked_sum(logits, weight, Some(&mut self.block_sums));
-            return draw_blocked(logits, weight, &self.block_sums, total, u)
-                .ok_or(SamplerError::NoAllowedToken);
+            let token = draw_blocked(logits, weight, &self.block_sums, total, u)
+                .ok_or(SamplerError::NoAllowedToken)?;
+            let reusable = unit_temperature && min_scaled == f32::NEG_INFINITY;
+            return Ok((token as usize, reusable.then_some(total)));
         }
 
         let cands = &mut self.candidates;
+        let mut softmax_sum = None;
         let total = if use_top_k {
             select::top_k(logits, params.top_k, cands);
             let mut total = 0.0f64;
@@ -296,26 +360,18 @@ impl Sampler {
             }
             total
         } else {
-            // Top-p over the whole vocabulary: measure the mass above a few thresholds, then
-            // collect only the tokens above the tightest one that holds the nucleus.
-            let (total, masses) = level_masses(logits, max, inv_t);
+            // Top-p over the whole vocabulary: the total weight in one vectorized pass, then
+            // the tokens above a threshold, widened until they hold enough mass to contain
+            // the nucleus. Thresholds are on the scaled logit (l - max) / T.
+            let total = blocked_sum(logits, move |l| exp_nonpositive(scaled(l)), None);
+            if unit_temperature {
+                softmax_sum = Some(total);
+            }
             let target = f64::from(params.top_p) * total;
-            let threshold = LEVELS
-                .iter()
-                .zip(masses)
-                .find(|&(_, mass)| mass >= target)
-                .map_or(f32::NEG_INFINITY, |(&level, _)| level);
-            cands.clear();
-            for (id, &logit) in logits.iter().enumerate() {
-                if logit > f32::NEG_INFINITY {
-                    let s = scaled(logit);
-                    if s >= threshold {
-                        cands.push(Candidate {
-                            id: id as u32,
-                            logit,
-                            weight: exp_nonpositive(s),
-                        });
-                    }
+            for threshold in CANDIDATE_THRESHOLDS {
+                let mass = collect_candidates(logits, max, inv_t, threshold, cands);
+                if mass >= target {
+                    break;
                 }
             }
             total
@@ -327,22 +383,26 @@ impl Sampler {
         if min_scaled > f32::NEG_INFINITY {
             cands.retain(|c| scaled(c.logit) >= min_scaled);
         }
-        select::draw(cands, u).ok_or(SamplerError::NoAllowedToken)
+        let pos = select::draw(cands, u).ok_or(SamplerError::NoAllowedToken)?;
+        Ok((pos as usize, softmax_sum))
     }
 
     /// The chosen token's log-probability and the `k` most likely tokens with theirs, over
-    /// the processed logits (no temperature).
+    /// the processed logits (no temperature). `softmax_sum` is `sum(exp(l - max))` if the
+    /// draw already computed it.
     fn logprobs(
         &mut self,
         logits: &[f32],
         max: f32,
-        token: u32,
+        softmax_sum: Option<f64>,
+        pos: usize,
         k: usize,
     ) -> (f32, Vec<(u32, f32)>) {
-        let z = blocked_sum(logits, move |l| exp_nonpositive(l - max), None);
+        let z = softmax_sum
+            .unwrap_or_else(|| blocked_sum(logits, move |l| exp_nonpositive(l - max), None));
         let log_norm = f64::from(max) + z.ln();
         let logprob = move |l: f32| (f64::from(l) - log_norm) as f32;
-        let chosen = logits.get(token as usize).map_or(f32::NAN, |&l| logprob(l));
+        let chosen = logits.get(pos).map_or(f32::NAN, |&l| logprob(l));
         let mut top = Vec::new();
         if k > 0 {
             select::top_k(logits, k, &mut self.candidates);
@@ -391,38 +451,38 @@ fn draw_blocked(
         .map(|i| i as u32)
 }
 
-/// The total weight `exp((l - max) / T)` over the vocabulary and the weight of the tokens at
-/// or above each of [`LEVELS`], in one vectorizable pass.
-fn level_masses(logits: &[f32], max: f32, inv_t: f32) -> (f64, [f64; LEVELS.len()]) {
-    let mut total = 0.0f64;
-    let mut masses = [0.0f64; LEVELS.len()];
-    for block in logits.chunks(BLOCK) {
-        let mut acc_total = [0.0f32; LANES];
-        let mut acc_levels = [[0.0f32; LANES]; LEVELS.len()];
-        let mut add = |lane: usize, l: f32| {
-            let s = (l - max) * inv_t;
-            let w = exp_nonpositive(s);
-            acc_total[lane] += w;
-            for (acc, &level) in acc_levels.iter_mut().zip(&LEVELS) {
-                acc[lane] += if s >= level { w } else { 0.0 };
-            }
-        };
-        let chunks = block.chunks_exact(LANES);
-        let rest = chunks.remainder();
-        for chunk in chunks {
-            for (lane, &l) in chunk.iter().enumerate() {
-                add(lane, l);
-            }
+/// Replaces `cands` with the allowed tokens whose scaled logit `(l - max) * inv_t` is at
+/// least `threshold`, with their weights, and returns the sum of those weights.
+fn collect_candidates(
+    logits: &[f32],
+    max: f32,
+    inv_t: f32,
+    threshold: f32,
+    cands: &mut Vec<Candidate>,
+) -> f64 {
+    let scaled = move |l: f32| (l - max) * inv_t;
+    let is_candidate = move |l: f32| l > f32::NEG_INFINITY && scaled(l) >= threshold;
+    cands.clear();
+    let mut mass = 0.0f64;
+    for (c, chunk) in logits.chunks(64).enumerate() {
+        // Test the chunk as a whole first (branch-free, vectorized): with a tight threshold
+        // most chunks hold no candidate.
+        if !chunk.iter().fold(false, |hit, &l| hit | is_candidate(l)) {
+            continue;
         }
-        for &l in rest {
-            add(0, l);
-        }
-        total += f64::from(acc_total.iter().sum::<f32>());
-        for (mass, acc) in masses.iter_mut().zip(&acc_levels) {
-            *mass += f64::from(acc.iter().sum::<f32>());
+        for (i, &logit) in chunk.iter().enumerate() {
+            if is_candidate(logit) {
+                let weight = exp_nonpositive(scaled(logit));
+                mass += f64::from(weight);
+                cands.push(Candidate {
+                    id: (c * 64 + i) as u32,
+                    logit,
+                    weight,
+                });
+            }
         }
     }
-    (total, masses)
+    mass
 }
 
 #[cfg(test)]
@@ -440,21 +500,17 @@ mod tests {
     }
 
     #[test]
-    fn level_masses_match_a_direct_sum() {
-        let logits: Vec<f32> = (0..2000).map(|i| -((i % 97) as f32) * 0.3).collect();
-        let (total, masses) = level_masses(&logits, 0.0, 2.0);
-        let direct = |level: f32| -> f64 {
-            logits
-                .iter()
-                .map(|&l| l * 2.0)
-                .filter(|&s| s >= level)
-                .map(|s| f64::from(s).exp())
-                .sum()
-        };
-        assert!((total - direct(f32::NEG_INFINITY)).abs() < 1e-4 * total);
-        for (mass, &level) in masses.iter().zip(&LEVELS) {
-            assert!((mass - direct(level)).abs() < 1e-4 * total, "level {level}");
-        }
+    fn candidates_above_a_threshold() {
+        let logits = [0.0, -1.0, f32::NEG_INFINITY, -3.0, -0.5];
+        let mut cands = Vec::new();
+        // T = 0.5: scaled logits 0, -2, -inf, -6, -1.
+        let mass = collect_candidates(&logits, 0.0, 2.0, -2.0, &mut cands);
+        let ids: Vec<u32> = cands.iter().map(|c| c.id).collect();
+        assert_eq!(ids, [0, 1, 4]);
+        let want = 1.0 + (-2.0f64).exp() + (-1.0f64).exp();
+        assert!((mass - want).abs() < 1e-6);
+        collect_candidates(&logits, 0.0, 2.0, f32::NEG_INFINITY, &mut cands);
+        assert_eq!(cands.len(), 4);
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::cmp::Ordering;
 /// A token still in the running, with its processed logit and its unnormalized probability.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Candidate {
-    /// The token id.
+    /// Where the token is in the logits being sampled: its id, or, for a sparse mask, its
+    /// index among the allowed tokens (which are in id order, so ranks are unchanged).
     pub(crate) id: u32,
     /// Its logit after mask, bias and penalties (no temperature).
     pub(crate) logit: f32,
@@ -47,8 +48,8 @@ pub(crate) fn top_k(logits: &[f32], k: usize, out: &mut Vec<Candidate>) {
     if k == 0 {
         return;
     }
-    let mut tokens = logits.iter().enumerate();
-    for (id, &logit) in tokens.by_ref() {
+    let mut next = logits.len();
+    for (id, &logit) in logits.iter().enumerate() {
         if logit > f32::NEG_INFINITY {
             out.push(Candidate {
                 id: id as u32,
@@ -58,21 +59,30 @@ pub(crate) fn top_k(logits: &[f32], k: usize, out: &mut Vec<Candidate>) {
             let last = out.len() - 1;
             sift_up(out, last);
             if out.len() == k {
+                next = id + 1;
                 break;
             }
         }
     }
-    if out.len() < k {
+    let Some(rest) = logits.get(next..) else {
         return;
-    }
-    for (id, &logit) in tokens {
-        if logit > out[0].logit {
-            out[0] = Candidate {
-                id: id as u32,
-                logit,
-                weight: 0.0,
-            };
-            sift_down(out, 0);
+    };
+    for (c, chunk) in rest.chunks(64).enumerate() {
+        // Most chunks hold no token that beats the heap's worst: test the whole chunk
+        // branch-free (vectorized) before looking at tokens one by one.
+        let worst = out[0].logit;
+        if !chunk.iter().fold(false, |hit, &l| hit | (l > worst)) {
+            continue;
+        }
+        for (i, &logit) in chunk.iter().enumerate() {
+            if logit > out[0].logit {
+                out[0] = Candidate {
+                    id: (next + c * 64 + i) as u32,
+                    logit,
+                    weight: 0.0,
+                };
+                sift_down(out, 0);
+            }
         }
     }
 }

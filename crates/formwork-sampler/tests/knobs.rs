@@ -512,6 +512,14 @@ fn step_errors() {
     let mask = [!0b11u64, u64::MAX];
     assert!(s.sample(&mut logits, Some(&mask)).is_ok());
 
+    // The same through a sparse mask (one token of 70 allowed): the error names the token.
+    let mut logits = vec![0.0; 70];
+    logits[66] = f32::NAN;
+    assert!(matches!(
+        s.sample(&mut logits, Some(&[0, 1 << 2])),
+        Err(SamplerError::NonFiniteLogits { token: 66, value }) if value.is_nan()
+    ));
+
     // Nothing allowed: an empty mask, or only -inf logits where the mask allows.
     let mut logits = vec![0.0; 70];
     assert_eq!(
@@ -712,4 +720,63 @@ fn record_counts_forced_tokens_and_ignores_out_of_range() {
     let out = step(&mut s, &[1.0, 0.0], None);
     assert_eq!(out.token, 1);
     assert_close(out.logprob, log_softmax(&[-1.0, 0.0])[1], "penalized");
+}
+
+/// A sparse mask (at most an eighth of the vocabulary allowed) takes a separate, compact
+/// path; it must pick exactly what the dense path picks for the same allowed set.
+#[test]
+fn sparse_and_dense_masks_agree() {
+    let vocab = 5000usize;
+    // Allowed: every 11th token (455 tokens, sparse).
+    let mut mask = vec![0u64; vocab.div_ceil(64)];
+    for t in (0..vocab).step_by(11) {
+        mask[t / 64] |= 1 << (t % 64);
+    }
+    let cases = [
+        SamplingParams::greedy(),
+        SamplingParams {
+            top_logprobs: Some(5),
+            ..params()
+        },
+        SamplingParams {
+            temperature: 0.7,
+            top_p: 0.8,
+            top_logprobs: Some(3),
+            ..params()
+        },
+        SamplingParams {
+            temperature: 1.3,
+            top_k: 20,
+            min_p: 0.05,
+            frequency_penalty: 0.5,
+            ..params()
+        },
+        SamplingParams {
+            repetition_penalty: 1.3,
+            logit_bias: vec![(11, 5.0), (12, 100.0)],
+            ..params()
+        },
+    ];
+    for p in cases {
+        let mut sparse = sampler(p.clone(), vocab);
+        let mut dense = sampler(p.clone(), vocab);
+        for i in 0..200 {
+            let logits = logits_for(i, vocab);
+            let a = step(&mut sparse, &logits, Some(&mask));
+            // The dense path sees the same allowed set as -inf logits, with no mask.
+            let masked: Vec<f32> = logits
+                .iter()
+                .enumerate()
+                .map(|(t, &l)| if t % 11 == 0 { l } else { NEG })
+                .collect();
+            let b = step(&mut dense, &masked, None);
+            assert_eq!(a.token, b.token, "step {i}, {p:?}");
+            assert_eq!(a.token % 11, 0);
+            let ids = |s: &Sampled| s.top_logprobs.iter().map(|&(t, _)| t).collect::<Vec<_>>();
+            assert_eq!(ids(&a), ids(&b));
+            for (&(_, x), &(_, y)) in a.top_logprobs.iter().zip(&b.top_logprobs) {
+                assert!((x - y).abs() < 1e-5);
+            }
+        }
+    }
 }
