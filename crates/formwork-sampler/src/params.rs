@@ -102,7 +102,7 @@ impl SamplingParams {
     /// assert_eq!(err.to_string(), "temperature must be in [0, 2], got 3");
     /// ```
     pub fn validate(&self, vocab_size: usize) -> Result<(), SamplerError> {
-        if vocab_size == 0 || vocab_size > u32::MAX as usize + 1 {
+        if vocab_size == 0 || vocab_size as u64 > 1u64 << 32 {
             return Err(invalid(
                 "vocab_size",
                 format!("must be in [1, 2^32], got {vocab_size}"),
