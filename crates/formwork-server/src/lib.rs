@@ -3,9 +3,13 @@
 //!
 //! Everything here is independent of the generation engine.
 //!
+//! - [`protocol`]: serde types of OpenAI's chat-completions, completions and models API.
 //! - [`error`]: [`ApiError`](error::ApiError), OpenAI's error shape for every failure,
 //!   and [`JsonBody`](error::JsonBody), the body extractor that names the bad field.
+//! - [`options`]: sampling and streaming fields checked and normalized for the engine.
 //! - [`id`]: response and tool-call ids.
 
 pub mod error;
 pub mod id;
+pub mod options;
+pub mod protocol;
