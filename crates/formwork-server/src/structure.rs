@@ -1,0 +1,674 @@
+//! One structure per request, whichever way the client asked for it.
+//!
+//! Clients ask for structured output in several dialects; [`resolve_chat`] and
+//! [`resolve_completion`] read them all and return one [`Structure`], the constraint
+//! the engine enforces:
+//!
+//! | dialect | example |
+//! |---|---|
+//! | `metadata.structure` (Formwork's own; an object, or a string of JSON since OpenAI's metadata values are strings) | `{"type": "json_schema", "schema": {...}}`, `{"type": "regex", "pattern": "..."}`, `{"type": "choice", "choices": [...]}`, `{"type": "json_object"}` |
+//! | `response_format` (OpenAI) | `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`, `{"type": "json_object"}`; `{"type": "text"}` asks for nothing |
+//! | `guided_json`, `guided_regex`, `guided_choice` (vLLM) | a schema (object or string of JSON), a regex, a list of strings |
+//! | `tools` with `tool_choice` `"required"` or a named function (chat only) | the schema of a tool call, see [`tools`](crate::tools) |
+//!
+//! Two dialects in one request are a 400 naming both, unless they ask for the same
+//! thing (the same schema, regex, or set of choices). Every malformed structure is a
+//! 400 whose `param` points at the field (`metadata.structure.type`,
+//! `response_format.json_schema.schema`, `guided_choice[2]`). Whether a schema or regex
+//! compiles is the engine's question: its error should also be a 400, with `param`
+//! the dialect's field ([`Resolved::param`]).
+//!
+//! ```
+//! use formwork_server::error::parse_json;
+//! use formwork_server::protocol::ChatCompletionRequest;
+//! use formwork_server::structure::{resolve_chat, Structure};
+//!
+//! let req: ChatCompletionRequest = parse_json(br#"{
+//!     "messages": [{"role": "user", "content": "Yes or no?"}],
+//!     "metadata": {"structure": "{\"type\": \"choice\", \"choices\": [\"yes\", \"no\"]}"}
+//! }"#).unwrap();
+//! let (resolved, _tools) = resolve_chat(&req).unwrap();
+//! assert_eq!(resolved.unwrap().structure, Structure::Choice(vec!["yes".into(), "no".into()]));
+//! ```
+
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+use crate::protocol::{ChatCompletionRequest, CompletionRequest, ResponseFormat};
+use crate::tools::ToolPlan;
+
+/// What the output must look like; mirrors the engine's `Constraint`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Structure {
+    /// A JSON document valid against this schema.
+    JsonSchema(Value),
+    /// Text matching this regex (anchored at both ends).
+    Regex(String),
+    /// Exactly one of these strings.
+    Choice(Vec<String>),
+    /// Any JSON object.
+    JsonObject,
+}
+
+impl Structure {
+    /// Whether two structures ask for the same output: equal schemas (object members
+    /// in any order), equal regexes, the same set of choices.
+    pub fn same_as(&self, other: &Structure) -> bool {
+        match (self, other) {
+            (Structure::Choice(a), Structure::Choice(b)) => {
+                let mut a: Vec<&String> = a.iter().collect();
+                let mut b: Vec<&String> = b.iter().collect();
+                a.sort();
+                a.dedup();
+                b.sort();
+                b.dedup();
+                a == b
+            }
+            (a, b) => a == b,
+        }
+    }
+}
+
+/// A request field that can ask for a structure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Dialect {
+    /// `metadata.structure`.
+    Metadata,
+    /// `response_format`.
+    ResponseFormat,
+    /// `guided_json`.
+    GuidedJson,
+    /// `guided_regex`.
+    GuidedRegex,
+    /// `guided_choice`.
+    GuidedChoice,
+    /// `tools` with `tool_choice` `"required"` or a named function.
+    ToolChoice,
+}
+
+impl Dialect {
+    /// The request field, as errors name it.
+    pub fn field(self) -> &'static str {
+        match self {
+            Dialect::Metadata => "metadata.structure",
+            Dialect::ResponseFormat => "response_format",
+            Dialect::GuidedJson => "guided_json",
+            Dialect::GuidedRegex => "guided_regex",
+            Dialect::GuidedChoice => "guided_choice",
+            Dialect::ToolChoice => "tool_choice",
+        }
+    }
+}
+
+/// The structure a request asks for, and the field that asked for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    /// The constraint.
+    pub structure: Structure,
+    /// The dialect it came from (the first one, when several agree).
+    pub dialect: Dialect,
+}
+
+impl Resolved {
+    /// The `param` for an error about this structure (a schema that does not compile,
+    /// say): the innermost field holding it (`response_format.json_schema.schema`).
+    pub fn param(&self) -> &'static str {
+        match (self.dialect, &self.structure) {
+            (Dialect::Metadata, Structure::JsonSchema(_)) => "metadata.structure.schema",
+            (Dialect::Metadata, Structure::Regex(_)) => "metadata.structure.pattern",
+            (Dialect::Metadata, Structure::Choice(_)) => "metadata.structure.choices",
+            (Dialect::ResponseFormat, Structure::JsonSchema(_)) => {
+                "response_format.json_schema.schema"
+            }
+            (Dialect::ToolChoice, _) => "tools",
+            (dialect, _) => dialect.field(),
+        }
+    }
+}
+
+/// The structure fields of a request, borrowed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StructureFields<'a> {
+    /// `metadata`.
+    pub metadata: Option<&'a Map<String, Value>>,
+    /// `response_format`.
+    pub response_format: Option<&'a ResponseFormat>,
+    /// `guided_json`.
+    pub guided_json: Option<&'a Value>,
+    /// `guided_regex`.
+    pub guided_regex: Option<&'a str>,
+    /// `guided_choice`.
+    pub guided_choice: Option<&'a Value>,
+    /// `guided_grammar` (refused).
+    pub guided_grammar: Option<&'a Value>,
+}
+
+impl<'a> From<&'a ChatCompletionRequest> for StructureFields<'a> {
+    fn from(req: &'a ChatCompletionRequest) -> StructureFields<'a> {
+        StructureFields {
+            metadata: req.metadata.as_ref(),
+            response_format: req.response_format.as_ref(),
+            guided_json: req.guided_json.as_ref(),
+            guided_regex: req.guided_regex.as_deref(),
+            guided_choice: req.guided_choice.as_ref(),
+            guided_grammar: req.guided_grammar.as_ref(),
+        }
+    }
+}
+
+impl<'a> From<&'a CompletionRequest> for StructureFields<'a> {
+    fn from(req: &'a CompletionRequest) -> StructureFields<'a> {
+        StructureFields {
+            metadata: req.metadata.as_ref(),
+            response_format: req.response_format.as_ref(),
+            guided_json: req.guided_json.as_ref(),
+            guided_regex: req.guided_regex.as_deref(),
+            guided_choice: req.guided_choice.as_ref(),
+            guided_grammar: req.guided_grammar.as_ref(),
+        }
+    }
+}
+
+/// The structure of a chat request (all dialects, tools included) and its tool plan.
+pub fn resolve_chat(req: &ChatCompletionRequest) -> Result<(Option<Resolved>, ToolPlan), ApiError> {
+    let plan = ToolPlan::from_chat(req)?;
+    let mut found = candidates(StructureFields::from(req))?;
+    if let Some(structure) = plan.structure() {
+        found.push(Resolved {
+            structure,
+            dialect: Dialect::ToolChoice,
+        });
+    }
+    Ok((agree(found)?, plan))
+}
+
+/// The structure of a completions request.
+pub fn resolve_completion(req: &CompletionRequest) -> Result<Option<Resolved>, ApiError> {
+    resolve(StructureFields::from(req))
+}
+
+/// The structure the fields ask for, if any.
+pub fn resolve(fields: StructureFields<'_>) -> Result<Option<Resolved>, ApiError> {
+    agree(candidates(fields)?)
+}
+
+/// Every dialect's structure, each checked.
+fn candidates(fields: StructureFields<'_>) -> Result<Vec<Resolved>, ApiError> {
+    if fields.guided_grammar.is_some_and(|g| !g.is_null()) {
+        return Err(ApiError::invalid_request(
+            "`guided_grammar` is not supported; use guided_json, guided_regex or guided_choice",
+        )
+        .param("guided_grammar"));
+    }
+    let mut found = Vec::new();
+    let mut push = |dialect, structure: Option<Structure>| {
+        if let Some(structure) = structure {
+            found.push(Resolved { structure, dialect });
+        }
+    };
+    if let Some(value) = fields.metadata.and_then(|m| m.get("structure")) {
+        push(Dialect::Metadata, metadata_structure(value)?);
+    }
+    if let Some(format) = fields.response_format {
+        push(Dialect::ResponseFormat, response_format(format)?);
+    }
+    if let Some(value) = fields.guided_json {
+        push(Dialect::GuidedJson, guided_json(value)?);
+    }
+    if let Some(pattern) = fields.guided_regex {
+        push(
+            Dialect::GuidedRegex,
+            Some(Structure::Regex(pattern.to_owned())),
+        );
+    }
+    if let Some(value) = fields.guided_choice.filter(|v| !v.is_null()) {
+        push(
+            Dialect::GuidedChoice,
+            Some(choices(value, "guided_choice")?),
+        );
+    }
+    Ok(found)
+}
+
+/// One structure out of several candidates: they must all ask for the same thing.
+fn agree(found: Vec<Resolved>) -> Result<Option<Resolved>, ApiError> {
+    let mut found = found.into_iter();
+    let Some(first) = found.next() else {
+        return Ok(None);
+    };
+    for other in found {
+        if !first.structure.same_as(&other.structure) {
+            return Err(ApiError::invalid_request(format!(
+                "`{}` and `{}` ask for different structures; send only one of them",
+                first.dialect.field(),
+                other.dialect.field()
+            ))
+            .param(other.dialect.field()));
+        }
+    }
+    Ok(Some(first))
+}
+
+/// `metadata.structure`: an object, or a string holding one.
+fn metadata_structure(value: &Value) -> Result<Option<Structure>, ApiError> {
+    const PARAM: &str = "metadata.structure";
+    let parsed;
+    let obj = match value {
+        Value::Null => return Ok(None),
+        Value::Object(obj) => obj,
+        Value::String(text) => {
+            parsed = serde_json::from_str::<Value>(text).map_err(|e| {
+                ApiError::invalid_request(format!("`{PARAM}` is not valid JSON: {e}")).param(PARAM)
+            })?;
+            parsed.as_object().ok_or_else(|| not_an_object(PARAM))?
+        }
+        _ => return Err(not_an_object(PARAM)),
+    };
+    let kind = match obj.get("type") {
+        Some(Value::String(kind)) => kind.as_str(),
+        Some(other) => {
+            return Err(ApiError::invalid_request(format!(
+                "`{PARAM}.type` must be a string, got {other}"
+            ))
+            .param("metadata.structure.type"));
+        }
+        None => {
+            return Err(ApiError::invalid_request(format!(
+                "`{PARAM}` has no `type`; expected one of json_schema, regex, choice, json_object"
+            ))
+            .param("metadata.structure.type"));
+        }
+    };
+    let structure = match kind {
+        "json_schema" => {
+            Structure::JsonSchema(schema(obj.get("schema"), "metadata.structure.schema")?)
+        }
+        "regex" => match obj.get("pattern") {
+            Some(Value::String(p)) => Structure::Regex(p.clone()),
+            Some(_) => {
+                return Err(ApiError::invalid_request(
+                    "`metadata.structure.pattern` must be a string",
+                )
+                .param("metadata.structure.pattern"));
+            }
+            None => {
+                return Err(ApiError::invalid_request(
+                    "`metadata.structure` of type regex needs a `pattern`",
+                )
+                .param("metadata.structure.pattern"));
+            }
+        },
+        "choice" => match obj.get("choices") {
+            Some(v) => choices(v, "metadata.structure.choices")?,
+            None => {
+                return Err(ApiError::invalid_request(
+                    "`metadata.structure` of type choice needs `choices`",
+                )
+                .param("metadata.structure.choices"));
+            }
+        },
+        "json_object" => Structure::JsonObject,
+        other => {
+            return Err(ApiError::invalid_request(format!(
+                "unknown `{PARAM}.type` `{other}`; expected one of json_schema, regex, choice, json_object"
+            ))
+            .param("metadata.structure.type"));
+        }
+    };
+    Ok(Some(structure))
+}
+
+/// `response_format`: `text` asks for nothing.
+fn response_format(format: &ResponseFormat) -> Result<Option<Structure>, ApiError> {
+    match format.kind.as_str() {
+        "text" => Ok(None),
+        "json_object" => Ok(Some(Structure::JsonObject)),
+        "json_schema" => {
+            let Some(spec) = &format.json_schema else {
+                return Err(ApiError::invalid_request(
+                    "`response_format` of type json_schema needs `json_schema`",
+                )
+                .param("response_format.json_schema"));
+            };
+            let schema = schema(spec.schema.as_ref(), "response_format.json_schema.schema")?;
+            Ok(Some(Structure::JsonSchema(schema)))
+        }
+        other => Err(ApiError::invalid_request(format!(
+            "unknown `response_format.type` `{other}`; expected one of text, json_object, json_schema"
+        ))
+        .param("response_format.type")),
+    }
+}
+
+/// `guided_json`: a schema, or a string holding one.
+fn guided_json(value: &Value) -> Result<Option<Structure>, ApiError> {
+    const PARAM: &str = "guided_json";
+    let schema = match value {
+        Value::Null => return Ok(None),
+        Value::String(text) => serde_json::from_str::<Value>(text).map_err(|e| {
+            ApiError::invalid_request(format!("`{PARAM}` is not valid JSON: {e}")).param(PARAM)
+        })?,
+        other => other.clone(),
+    };
+    Ok(Some(Structure::JsonSchema(self::schema(
+        Some(&schema),
+        PARAM,
+    )?)))
+}
+
+/// A JSON Schema: an object or a boolean.
+fn schema(value: Option<&Value>, param: &str) -> Result<Value, ApiError> {
+    match value {
+        Some(v @ (Value::Object(_) | Value::Bool(_))) => Ok(v.clone()),
+        Some(other) => Err(ApiError::invalid_request(format!(
+            "`{param}` must be a JSON Schema (an object), got {other}"
+        ))
+        .param(param)),
+        None => Err(ApiError::invalid_request(format!("`{param}` is missing")).param(param)),
+    }
+}
+
+/// A non-empty array of strings.
+fn choices(value: &Value, param: &str) -> Result<Structure, ApiError> {
+    let Value::Array(items) = value else {
+        return Err(ApiError::invalid_request(format!(
+            "`{param}` must be an array of strings, got {value}"
+        ))
+        .param(param));
+    };
+    if items.is_empty() {
+        return Err(
+            ApiError::invalid_request(format!("`{param}` must hold at least one choice"))
+                .param(param),
+        );
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(s) => Ok(s.clone()),
+            other => Err(ApiError::invalid_request(format!(
+                "`{param}[{i}]` must be a string, got {other}"
+            ))
+            .param(format!("{param}[{i}]"))),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Structure::Choice)
+}
+
+fn not_an_object(param: &str) -> ApiError {
+    ApiError::invalid_request(format!(
+        "`{param}` must be a JSON object, or a string holding one"
+    ))
+    .param(param)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::parse_json;
+    use serde_json::json;
+
+    fn chat(extra: Value) -> Result<Option<Resolved>, ApiError> {
+        let mut body = json!({"messages": [{"role": "user", "content": "x"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let req: ChatCompletionRequest = parse_json(body.to_string().as_bytes())?;
+        resolve_chat(&req).map(|(resolved, _)| resolved)
+    }
+
+    fn structure(extra: Value) -> Structure {
+        chat(extra).unwrap().unwrap().structure
+    }
+
+    fn error_param(extra: Value) -> String {
+        let e = chat(extra.clone()).unwrap_err();
+        assert_eq!(e.status().as_u16(), 400, "{extra}");
+        e.param_name().unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn no_structure() {
+        assert_eq!(chat(json!({})).unwrap(), None);
+        assert_eq!(
+            chat(json!({"response_format": {"type": "text"}})).unwrap(),
+            None
+        );
+        assert_eq!(chat(json!({"metadata": {"user": "x"}})).unwrap(), None);
+        assert_eq!(
+            chat(json!({"guided_json": null, "guided_choice": null})).unwrap(),
+            None
+        );
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        assert_eq!(
+            chat(json!({"tools": tools, "tool_choice": "auto"})).unwrap(),
+            None
+        );
+        assert_eq!(
+            chat(json!({"tools": tools, "tool_choice": "none"})).unwrap(),
+            None
+        );
+        assert_eq!(chat(json!({"tools": tools})).unwrap(), None);
+    }
+
+    #[test]
+    fn metadata_structure_as_object_or_string() {
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        let s = json!({"type": "json_schema", "schema": schema});
+        assert_eq!(
+            structure(json!({"metadata": {"structure": s}})),
+            Structure::JsonSchema(schema.clone())
+        );
+        assert_eq!(
+            structure(json!({"metadata": {"structure": s.to_string()}})),
+            Structure::JsonSchema(schema)
+        );
+        assert_eq!(
+            structure(json!({"metadata": {"structure": {"type": "regex", "pattern": "[0-9]+"}}})),
+            Structure::Regex("[0-9]+".into())
+        );
+        assert_eq!(
+            structure(
+                json!({"metadata": {"structure": "{\"type\":\"choice\",\"choices\":[\"a\",\"b\"]}"}})
+            ),
+            Structure::Choice(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(
+            structure(json!({"metadata": {"structure": {"type": "json_object"}}})),
+            Structure::JsonObject
+        );
+        let r = chat(json!({"metadata": {"structure": {"type": "json_object"}}}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.dialect, Dialect::Metadata);
+    }
+
+    #[test]
+    fn metadata_structure_errors() {
+        for (s, param) in [
+            (json!({}), "metadata.structure.type"),
+            (json!({"type": 1}), "metadata.structure.type"),
+            (json!({"type": "grammar"}), "metadata.structure.type"),
+            (json!({"type": "json_schema"}), "metadata.structure.schema"),
+            (
+                json!({"type": "json_schema", "schema": "x"}),
+                "metadata.structure.schema",
+            ),
+            (json!({"type": "regex"}), "metadata.structure.pattern"),
+            (
+                json!({"type": "regex", "pattern": 1}),
+                "metadata.structure.pattern",
+            ),
+            (json!({"type": "choice"}), "metadata.structure.choices"),
+            (
+                json!({"type": "choice", "choices": []}),
+                "metadata.structure.choices",
+            ),
+            (
+                json!({"type": "choice", "choices": "a"}),
+                "metadata.structure.choices",
+            ),
+            (
+                json!({"type": "choice", "choices": ["a", 2]}),
+                "metadata.structure.choices[1]",
+            ),
+            (json!("{not json"), "metadata.structure"),
+            (json!("[1]"), "metadata.structure"),
+            (json!(5), "metadata.structure"),
+        ] {
+            assert_eq!(
+                error_param(json!({"metadata": {"structure": s}})),
+                param,
+                "{s}"
+            );
+        }
+        let e = chat(json!({"metadata": {"structure": {"type": "grammar"}}})).unwrap_err();
+        assert!(
+            e.message()
+                .contains("unknown `metadata.structure.type` `grammar`"),
+            "{e}"
+        );
+        let e = chat(json!({"metadata": {"structure": {"type": "choice", "choices": []}}}))
+            .unwrap_err();
+        assert!(e.message().contains("at least one choice"), "{e}");
+    }
+
+    #[test]
+    fn response_format_dialect() {
+        let schema = json!({"type": "object"});
+        assert_eq!(
+            structure(json!({"response_format": {"type": "json_schema",
+                "json_schema": {"name": "x", "schema": schema, "strict": true}}})),
+            Structure::JsonSchema(schema)
+        );
+        assert_eq!(
+            structure(json!({"response_format": {"type": "json_object"}})),
+            Structure::JsonObject
+        );
+        for (rf, param) in [
+            (
+                json!({"type": "json_schema"}),
+                "response_format.json_schema",
+            ),
+            (
+                json!({"type": "json_schema", "json_schema": {"name": "x"}}),
+                "response_format.json_schema.schema",
+            ),
+            (
+                json!({"type": "json_schema", "json_schema": {"schema": [1]}}),
+                "response_format.json_schema.schema",
+            ),
+            (json!({"type": "structural_tag"}), "response_format.type"),
+        ] {
+            assert_eq!(error_param(json!({"response_format": rf})), param, "{rf}");
+        }
+        let r = chat(
+            json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.param(), "response_format.json_schema.schema");
+    }
+
+    #[test]
+    fn vllm_dialects() {
+        let schema = json!({"type": "array"});
+        assert_eq!(
+            structure(json!({"guided_json": schema})),
+            Structure::JsonSchema(schema.clone())
+        );
+        assert_eq!(
+            structure(json!({"guided_json": schema.to_string()})),
+            Structure::JsonSchema(schema)
+        );
+        assert_eq!(
+            structure(json!({"guided_regex": "a|b"})),
+            Structure::Regex("a|b".into())
+        );
+        assert_eq!(
+            structure(json!({"guided_choice": ["x", "y"]})),
+            Structure::Choice(vec!["x".into(), "y".into()])
+        );
+        assert_eq!(error_param(json!({"guided_json": "{"})), "guided_json");
+        assert_eq!(error_param(json!({"guided_json": 3})), "guided_json");
+        assert_eq!(error_param(json!({"guided_choice": []})), "guided_choice");
+        assert_eq!(
+            error_param(json!({"guided_choice": [1]})),
+            "guided_choice[0]"
+        );
+        assert_eq!(
+            error_param(json!({"guided_grammar": "root ::= \"a\""})),
+            "guided_grammar"
+        );
+    }
+
+    #[test]
+    fn two_dialects_conflict_unless_equal() {
+        let schema = json!({"type": "object", "properties": {"a": {}, "b": {}}});
+        let reordered = json!({"properties": {"b": {}, "a": {}}, "type": "object"});
+        let ok = chat(json!({
+            "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}},
+            "guided_json": reordered.to_string(),
+            "metadata": {"structure": {"type": "json_schema", "schema": schema}}
+        }))
+        .unwrap()
+        .unwrap();
+        assert_eq!(ok.dialect, Dialect::Metadata);
+        assert!(
+            chat(json!({"guided_choice": ["a", "b", "a"], "metadata": {"structure": {"type": "choice", "choices": ["b", "a"]}}}))
+                .is_ok()
+        );
+
+        let e = chat(json!({"guided_regex": "a", "response_format": {"type": "json_object"}}))
+            .unwrap_err();
+        assert_eq!(
+            e.message(),
+            "`response_format` and `guided_regex` ask for different structures; send only one of them"
+        );
+        assert_eq!(e.param_name(), Some("guided_regex"));
+        let e = chat(json!({"metadata": {"structure": {"type": "regex", "pattern": "a"}}, "guided_choice": ["a"]}))
+            .unwrap_err();
+        assert!(
+            e.message()
+                .contains("`metadata.structure` and `guided_choice`"),
+            "{e}"
+        );
+
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        let e = chat(json!({"tools": tools, "tool_choice": "required", "response_format": {"type": "json_object"}}))
+            .unwrap_err();
+        assert!(
+            e.message().contains("`response_format` and `tool_choice`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn required_tools_are_a_structure() {
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        let r = chat(json!({"tools": tools, "tool_choice": "required"}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.dialect, Dialect::ToolChoice);
+        assert!(matches!(r.structure, Structure::JsonSchema(_)));
+        let r = chat(
+            json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "f"}}}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.param(), "tools");
+    }
+
+    #[test]
+    fn completions_read_the_same_dialects() {
+        let req: CompletionRequest = parse_json(
+            br#"{"prompt": "x", "guided_choice": ["a"], "response_format": {"type": "text"}}"#,
+        )
+        .unwrap();
+        let r = resolve_completion(&req).unwrap().unwrap();
+        assert_eq!(r.structure, Structure::Choice(vec!["a".into()]));
+        assert_eq!(r.param(), "guided_choice");
+    }
+}
