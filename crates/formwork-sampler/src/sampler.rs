@@ -13,7 +13,8 @@ use crate::rng::{Xoshiro256, entropy_seed};
 use crate::select::{self, Candidate, rank_order};
 use crate::{SamplerError, SamplingParams};
 
-/// The outcome of one sampling step.
+/// The outcome of one sampling step. (`PartialEq` follows `f32`: a `NaN` `logprob` is not
+/// equal to itself.)
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sampled {
     /// The chosen token.
