@@ -1,6 +1,7 @@
 //! One sampling step at the vocabulary sizes of SmolLM2 (49,152) and Qwen2 (151,936), for
 //! the common parameter sets: greedy, temperature + top-p, llama.cpp-style top-k + top-p +
-//! min-p, a constrained step whose mask allows ~10% of the tokens, and top_logprobs = 5.
+//! min-p, a constrained step whose mask allows ~10% of the tokens, top_logprobs = 5, and the
+//! worst case for top-p (a flat distribution whose nucleus is most of the vocabulary).
 //!
 //! The logits look like a model's: a normal bulk (sd 2.5) and a few dozen tokens 6-14 above
 //! it. Each iteration copies fresh logits in first; `copy_only` times that copy. Run with
@@ -117,6 +118,25 @@ fn bench(c: &mut Criterion) {
                 })
             });
         }
+        // The worst case for top-p: a flat distribution (high temperature, no standout
+        // token), whose nucleus is most of the vocabulary.
+        let flat: Vec<f32> = logits.iter().map(|&l| l.min(6.0) * 0.2).collect();
+        let mut sampler = Sampler::new(
+            SamplingParams {
+                temperature: 1.5,
+                top_p: 0.95,
+                ..base.clone()
+            },
+            vocab,
+            &[],
+        )
+        .expect("valid params");
+        group.bench_function("flat_temp1.5_top_p0.95", |b| {
+            b.iter(|| {
+                buf.copy_from_slice(black_box(&flat));
+                black_box(sampler.sample(&mut buf, None).expect("a token"))
+            })
+        });
         group.finish();
     }
 }

@@ -71,30 +71,33 @@ fn mul_add(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
-/// Sums `weight(logit)` over `logits`: returns the total, and when `block_sums` is given,
-/// fills it with one `f32` sum per [`BLOCK`] tokens (their `f64` sum is the total).
+/// Sums `weight(index, logit)` over `logits`: returns the total, and when `block_sums` is
+/// given, fills it with one `f32` sum per [`BLOCK`] tokens (their `f64` sum is the total).
 #[inline(always)]
 pub(crate) fn blocked_sum(
     logits: &[f32],
-    weight: impl Fn(f32) -> f32,
+    weight: impl Fn(usize, f32) -> f32,
     mut block_sums: Option<&mut Vec<f32>>,
 ) -> f64 {
     if let Some(sums) = block_sums.as_deref_mut() {
         sums.clear();
     }
     let mut total = 0.0f64;
-    for block in logits.chunks(BLOCK) {
+    for (b, block) in logits.chunks(BLOCK).enumerate() {
+        let start = b * BLOCK;
         let mut acc = [0.0f32; LANES];
         let chunks = block.chunks_exact(LANES);
         let rest = chunks.remainder();
-        for chunk in chunks {
-            for (a, &l) in acc.iter_mut().zip(chunk) {
-                *a += weight(l);
+        let rest_start = start + block.len() - rest.len();
+        for (c, chunk) in chunks.enumerate() {
+            let base = start + c * LANES;
+            for (lane, (a, &l)) in acc.iter_mut().zip(chunk).enumerate() {
+                *a += weight(base + lane, l);
             }
         }
         let mut sum = acc.iter().sum::<f32>();
-        for &l in rest {
-            sum += weight(l);
+        for (i, &l) in rest.iter().enumerate() {
+            sum += weight(rest_start + i, l);
         }
         if let Some(sums) = block_sums.as_deref_mut() {
             sums.push(sum);
@@ -136,11 +139,14 @@ mod tests {
     fn blocked_sum_adds_up_and_keeps_block_sums() {
         let logits: Vec<f32> = (0..1300).map(|i| (i % 7) as f32).collect();
         let mut sums = Vec::new();
-        let total = blocked_sum(&logits, |l| l, Some(&mut sums));
+        let total = blocked_sum(&logits, |_, l| l, Some(&mut sums));
         let want: f64 = logits.iter().map(|&l| f64::from(l)).sum();
         assert_eq!(total, want);
         assert_eq!(sums.len(), 3);
         assert_eq!(sums.iter().map(|&s| f64::from(s)).sum::<f64>(), want);
-        assert_eq!(blocked_sum(&[], |l| l, None), 0.0);
+        assert_eq!(blocked_sum(&[], |_, l| l, None), 0.0);
+        // The index is the token's position.
+        let positions = blocked_sum(&logits, |i, _| i as f32, None);
+        assert_eq!(positions, (0..1300).sum::<usize>() as f64);
     }
 }

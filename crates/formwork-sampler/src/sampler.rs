@@ -13,7 +13,8 @@ use crate::rng::{Xoshiro256, entropy_seed};
 use crate::select::{self, Candidate, rank_order};
 use crate::{SamplerError, SamplingParams};
 
-/// The outcome of one sampling step.
+/// The outcome of one sampling step. (`PartialEq` follows `f32`: a `NaN` `logprob` is not
+/// equal to itself.)
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sampled {
     /// The chosen token.
@@ -61,7 +62,18 @@ impl TokenSet {
 /// contain the nucleus. `e^-8` is 3e-4 of the best token's weight: at usual temperatures the
 /// nucleus lies above it, and only a few hundred tokens do. The last, `-inf`, takes every
 /// allowed token.
-const CANDIDATE_THRESHOLDS: [f32; 3] = [-8.0, -16.0, f32::NEG_INFINITY];
+const CANDIDATE_THRESHOLD: f32 = -8.0;
+
+/// If more tokens than this lie above [`CANDIDATE_THRESHOLD`] (a flat distribution), or they
+/// do not hold the nucleus, top-p finds its cut with a histogram instead ([`nucleus_cut`]).
+const CANDIDATE_LIMIT: usize = 8192;
+
+/// Buckets of the [`nucleus_cut`] histogram, [`BUCKETS_PER_NAT`] to a unit of scaled logit:
+/// they cover 32 nats below the best token (`e^-32` ~ 1e-14), the last one everything lower.
+const CUT_BUCKETS: usize = 2048;
+
+/// See [`CUT_BUCKETS`].
+const BUCKETS_PER_NAT: f32 = 64.0;
 
 /// A mask allowing at most `1 / SPARSE_MASK` of the vocabulary is handled sparsely: its
 /// allowed tokens are gathered into a compact slice, and every later pass runs over that
@@ -332,19 +344,23 @@ impl Sampler {
         if !use_top_k && !use_top_p {
             // The whole vocabulary: one pass for per-block sums, then a walk to the block
             // holding the target and a scan inside it.
-            // Selecting the argument rather than the result keeps the loop branch-free (a
-            // select with an `exp` on one side compiles to a branch, and no SIMD).
-            let weight = move |l: f32| {
-                let s = scaled(l);
-                exp_nonpositive(if s >= min_scaled {
-                    s
-                } else {
-                    f32::NEG_INFINITY
-                })
+            let sums = &mut self.block_sums;
+            let (token, total) = if min_scaled == f32::NEG_INFINITY {
+                draw_full(logits, move |_, l| exp_nonpositive(scaled(l)), sums, u)
+            } else {
+                // Selecting the argument rather than the result keeps the loop branch-free (a
+                // select with an `exp` on one side compiles to a branch, and no SIMD).
+                let weight = move |_, l: f32| {
+                    let s = scaled(l);
+                    exp_nonpositive(if s >= min_scaled {
+                        s
+                    } else {
+                        f32::NEG_INFINITY
+                    })
+                };
+                draw_full(logits, weight, sums, u)
             };
-            let total = blocked_sum(logits, weight, Some(&mut self.block_sums));
-            let token = draw_blocked(logits, weight, &self.block_sums, total, u)
-                .ok_or(SamplerError::NoAllowedToken)?;
+            let token = token.ok_or(SamplerError::NoAllowedToken)?;
             let reusable = unit_temperature && min_scaled == f32::NEG_INFINITY;
             return Ok((token as usize, reusable.then_some(total)));
         }
@@ -360,24 +376,51 @@ impl Sampler {
             }
             total
         } else {
-            // Top-p over the whole vocabulary: the total weight in one vectorized pass, then
-            // the tokens above a threshold, widened until they hold enough mass to contain
-            // the nucleus. Thresholds are on the scaled logit (l - max) / T.
-            let total = blocked_sum(logits, move |l| exp_nonpositive(scaled(l)), None);
-            if unit_temperature {
-                softmax_sum = Some(total);
-            }
-            let target = f64::from(params.top_p) * total;
-            for threshold in CANDIDATE_THRESHOLDS {
-                let mass = collect_candidates(logits, max, inv_t, threshold, cands);
-                if mass >= target {
-                    break;
+            // Top-p over the whole vocabulary: the tokens within e^-8 of the best, if they are
+            // few, and the total weight (one vectorized pass); if those tokens hold the
+            // nucleus, it is found among them.
+            let mass = collect_candidates(
+                logits,
+                max,
+                inv_t,
+                CANDIDATE_THRESHOLD,
+                CANDIDATE_LIMIT,
+                cands,
+            );
+            let total =
+                mass.map(|_| blocked_sum(logits, move |_, l| exp_nonpositive(scaled(l)), None));
+            match (mass, total) {
+                (Some(mass), Some(total)) if mass >= f64::from(params.top_p) * total => {
+                    if unit_temperature {
+                        softmax_sum = Some(total);
+                    }
+                    total
+                }
+                _ => {
+                    // A large nucleus: find its last token with a histogram (which also
+                    // gives the total), then draw over the logits, keeping the tokens that
+                    // rank at or above it and pass min-p.
+                    let (cut, total) =
+                        nucleus_cut(logits, max, inv_t, f64::from(params.top_p), cands);
+                    if unit_temperature {
+                        softmax_sum = Some(total);
+                    }
+                    let weight = move |i: usize, l: f32| {
+                        let s = scaled(l);
+                        let in_nucleus = cut.is_none_or(|cut| {
+                            l > cut.logit || (l == cut.logit && i as u32 <= cut.id)
+                        });
+                        let keep = in_nucleus && s >= min_scaled;
+                        exp_nonpositive(if keep { s } else { f32::NEG_INFINITY })
+                    };
+                    let (pos, _) = draw_full(logits, weight, &mut self.block_sums, u);
+                    let pos = pos.ok_or(SamplerError::NoAllowedToken)?;
+                    return Ok((pos as usize, softmax_sum));
                 }
             }
-            total
         };
         if use_top_p {
-            let n = select::nucleus(cands, f64::from(params.top_p) * total);
+            let n = select::nucleus_any(cands, f64::from(params.top_p) * total);
             cands.truncate(n);
         }
         if min_scaled > f32::NEG_INFINITY {
@@ -399,7 +442,7 @@ impl Sampler {
         k: usize,
     ) -> (f32, Vec<(u32, f32)>) {
         let z = softmax_sum
-            .unwrap_or_else(|| blocked_sum(logits, move |l| exp_nonpositive(l - max), None));
+            .unwrap_or_else(|| blocked_sum(logits, move |_, l| exp_nonpositive(l - max), None));
         let log_norm = f64::from(max) + z.ln();
         let logprob = move |l: f32| (f64::from(l) - log_norm) as f32;
         let chosen = logits.get(pos).map_or(f32::NAN, |&l| logprob(l));
@@ -413,11 +456,23 @@ impl Sampler {
     }
 }
 
+/// Draws a token with probability proportional to `weight(logit)` over the whole
+/// vocabulary; returns it and the total weight.
+fn draw_full(
+    logits: &[f32],
+    weight: impl Fn(usize, f32) -> f32 + Copy,
+    block_sums: &mut Vec<f32>,
+    u: f64,
+) -> (Option<u32>, f64) {
+    let total = blocked_sum(logits, weight, Some(block_sums));
+    (draw_blocked(logits, weight, block_sums, total, u), total)
+}
+
 /// Draws a token with probability proportional to `weight(logit)` over the whole vocabulary,
 /// given the per-block sums and their total from [`blocked_sum`] and a uniform `u`.
 fn draw_blocked(
     logits: &[f32],
-    weight: impl Fn(f32) -> f32,
+    weight: impl Fn(usize, f32) -> f32,
     block_sums: &[f32],
     total: f64,
     u: f64,
@@ -429,7 +484,7 @@ fn draw_blocked(
         if next > target {
             let mut last = None;
             for (i, &l) in block.iter().enumerate() {
-                let w = weight(l);
+                let w = weight(b * BLOCK + i, l);
                 if w > 0.0 {
                     last = Some((b * BLOCK + i) as u32);
                     acc += f64::from(w);
@@ -445,21 +500,23 @@ fn draw_blocked(
         acc = next;
     }
     // Only reached through rounding (u * total rounded up to total).
-    logits
-        .iter()
-        .rposition(|&l| weight(l) > 0.0)
+    (0..logits.len())
+        .rev()
+        .find(|&i| logits.get(i).is_some_and(|&l| weight(i, l) > 0.0))
         .map(|i| i as u32)
 }
 
 /// Replaces `cands` with the allowed tokens whose scaled logit `(l - max) * inv_t` is at
-/// least `threshold`, with their weights, and returns the sum of those weights.
+/// least `threshold`, with their weights, and returns the sum of those weights; `None` (and
+/// a partial `cands`) as soon as there are more than `limit`.
 fn collect_candidates(
     logits: &[f32],
     max: f32,
     inv_t: f32,
     threshold: f32,
+    limit: usize,
     cands: &mut Vec<Candidate>,
-) -> f64 {
+) -> Option<f64> {
     let scaled = move |l: f32| (l - max) * inv_t;
     let is_candidate = move |l: f32| l > f32::NEG_INFINITY && scaled(l) >= threshold;
     cands.clear();
@@ -481,8 +538,89 @@ fn collect_candidates(
                 });
             }
         }
+        if cands.len() > limit {
+            return None;
+        }
     }
-    mass
+    Some(mass)
+}
+
+/// The last token (in rank order) of the top-p nucleus over the whole vocabulary: the
+/// smallest set of best-ranked tokens whose weights `exp((l - max) * inv_t)` reach `top_p`
+/// of their total; and that total. The token is `None` only if rounding leaves no token to
+/// name (then every token is in).
+///
+/// One pass sums the weights into [`CUT_BUCKETS`] buckets of scaled logit (monotone in the
+/// logit, so earlier buckets hold only better-ranked tokens); the bucket where the running
+/// sum reaches `target` is the only one whose tokens need ranking, so only they become
+/// candidates (`cands` is scratch).
+fn nucleus_cut(
+    logits: &[f32],
+    max: f32,
+    inv_t: f32,
+    top_p: f64,
+    cands: &mut Vec<Candidate>,
+) -> (Option<Candidate>, f64) {
+    const ROUND: f32 = 12_582_912.0;
+    const LAST: f32 = (CUT_BUCKETS - 1) as f32;
+    let scale = inv_t * BUCKETS_PER_NAT;
+    // The bucket is (max - l) * scale rounded to an integer, capped at the last bucket (-inf
+    // logits land there, with weight 0). Rounding by adding 1.5 * 2^23 and reading the bits
+    // rather than a float-to-int `as` (which saturates) keeps the loops vectorizable; any
+    // monotone rounding will do, as long as every use agrees.
+    let bucket = move |l: f32| -> u32 {
+        let d = (max - l) * scale;
+        let d = if d < LAST { d } else { LAST };
+        (d + ROUND).to_bits().wrapping_sub(ROUND.to_bits())
+    };
+    let mut mass = vec![0.0f64; CUT_BUCKETS];
+    for chunk in logits.chunks(16) {
+        // The weights and buckets of a chunk in one vectorizable loop, then the scattered
+        // adds.
+        let mut weights = [0.0f32; 16];
+        let mut buckets = [0u32; 16];
+        for ((w, b), &l) in weights.iter_mut().zip(&mut buckets).zip(chunk) {
+            *w = exp_nonpositive((l - max) * inv_t);
+            *b = bucket(l);
+        }
+        for (&w, &b) in weights.iter().zip(&buckets).take(chunk.len()) {
+            if let Some(m) = mass.get_mut(b as usize) {
+                *m += f64::from(w);
+            }
+        }
+    }
+    let total: f64 = mass.iter().sum();
+    let target = top_p * total;
+    let mut above = 0.0f64;
+    let mut cut = (CUT_BUCKETS - 1) as u32;
+    for (b, &m) in mass.iter().enumerate() {
+        if above + m >= target {
+            cut = b as u32;
+            break;
+        }
+        above += m;
+    }
+    cands.clear();
+    for (c, chunk) in logits.chunks(64).enumerate() {
+        let in_cut = move |l: f32| l > f32::NEG_INFINITY && bucket(l) == cut;
+        if !chunk.iter().fold(false, |hit, &l| hit | in_cut(l)) {
+            continue;
+        }
+        for (i, &logit) in chunk.iter().enumerate() {
+            if in_cut(logit) {
+                cands.push(Candidate {
+                    id: (c * 64 + i) as u32,
+                    logit,
+                    weight: exp_nonpositive((logit - max) * inv_t),
+                });
+            }
+        }
+    }
+    let n = select::nucleus_any(cands, target - above);
+    let last = cands
+        .get(..n)
+        .and_then(|nucleus| nucleus.iter().copied().max_by(rank_order));
+    (last, total)
 }
 
 #[cfg(test)]
@@ -504,13 +642,45 @@ mod tests {
         let logits = [0.0, -1.0, f32::NEG_INFINITY, -3.0, -0.5];
         let mut cands = Vec::new();
         // T = 0.5: scaled logits 0, -2, -inf, -6, -1.
-        let mass = collect_candidates(&logits, 0.0, 2.0, -2.0, &mut cands);
+        let mass = collect_candidates(&logits, 0.0, 2.0, -2.0, 10, &mut cands).unwrap();
         let ids: Vec<u32> = cands.iter().map(|c| c.id).collect();
         assert_eq!(ids, [0, 1, 4]);
         let want = 1.0 + (-2.0f64).exp() + (-1.0f64).exp();
         assert!((mass - want).abs() < 1e-6);
-        collect_candidates(&logits, 0.0, 2.0, f32::NEG_INFINITY, &mut cands);
+        collect_candidates(&logits, 0.0, 2.0, f32::NEG_INFINITY, 10, &mut cands);
         assert_eq!(cands.len(), 4);
+        assert_eq!(
+            collect_candidates(&logits, 0.0, 2.0, f32::NEG_INFINITY, 3, &mut cands),
+            None
+        );
+    }
+
+    #[test]
+    fn nucleus_cut_names_the_last_token_of_the_nucleus() {
+        // 3000 tokens in 30 tie groups of 100 (logits 0, -0.1, ..., -2.9), scattered.
+        let logits: Vec<f32> = (0..3000).map(|i| -((i * 7 % 30) as f32) * 0.1).collect();
+        let weights: Vec<f64> = logits.iter().map(|&l| f64::from(l).exp()).collect();
+        let total: f64 = weights.iter().sum();
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+        let mut cands = Vec::new();
+        for p in [0.01, 0.3, 0.77, 0.95, 0.999] {
+            let target = p * total;
+            let mut acc = 0.0;
+            let last = order
+                .iter()
+                .copied()
+                .find(|&i| {
+                    acc += weights[i];
+                    acc >= target
+                })
+                .unwrap();
+            let (cut, sum) = nucleus_cut(&logits, 0.0, 1.0, p, &mut cands);
+            let cut = cut.unwrap();
+            assert!((sum - total).abs() < 1e-6 * total);
+            assert_eq!(cut.id as usize, last, "p = {p}");
+            assert_eq!(cut.logit, logits[last]);
+        }
     }
 
     #[test]
@@ -520,7 +690,7 @@ mod tests {
         logits[10] = 0.0;
         logits[BLOCK + 3] = 0.0;
         logits[2 * BLOCK + BLOCK - 1] = 0.0;
-        let weight = |l: f32| exp_nonpositive(l);
+        let weight = |_, l: f32| exp_nonpositive(l);
         let mut sums = Vec::new();
         let total = blocked_sum(&logits, weight, Some(&mut sums));
         assert_eq!(total, 3.0);

@@ -157,6 +157,76 @@ pub(crate) fn nucleus(cands: &mut [Candidate], target: f64) -> usize {
     hi
 }
 
+/// Above this many candidates, [`nucleus`] first narrows the cut down with a histogram.
+const HISTOGRAM_ABOVE: usize = 4096;
+
+/// Buckets of that histogram.
+const BUCKETS: usize = 1024;
+
+/// Top-p for any number of candidates: like [`nucleus`] (same result), but for large sets
+/// (a flat distribution, whose nucleus is most of the vocabulary) it first buckets the
+/// candidates by logit, linearly between the highest and the lowest, sums each bucket's
+/// weight, and keeps the buckets above the one where the cut falls; only that bucket goes to
+/// the quickselect. Two passes over the candidates instead of about ten branchy partition
+/// passes.
+pub(crate) fn nucleus_any(cands: &mut [Candidate], target: f64) -> usize {
+    if cands.len() <= HISTOGRAM_ABOVE {
+        return nucleus(cands, target);
+    }
+    let (mut hi, mut lo) = (f32::NEG_INFINITY, f32::INFINITY);
+    for c in cands.iter() {
+        hi = hi.max(c.logit);
+        lo = lo.min(c.logit);
+    }
+    if hi == lo {
+        // All tied (equal weights): the nucleus is the lowest ids, as many as reach the
+        // target.
+        let weight = f64::from(cands[0].weight);
+        let n = if weight > 0.0 {
+            ((target / weight).ceil() as usize).clamp(1, cands.len())
+        } else {
+            cands.len()
+        };
+        if n < cands.len() {
+            cands.select_nth_unstable_by_key(n - 1, |c| c.id);
+        }
+        return n;
+    }
+    // Bucket 0 holds the highest logits. `hi - l` and the scaling are monotone, so a token
+    // that ranks above another is never in a later bucket.
+    let scale = (BUCKETS as f32 - 0.5) / (hi - lo);
+    let bucket = move |c: &Candidate| (((hi - c.logit) * scale) as usize).min(BUCKETS - 1);
+    let mut mass = [0.0f64; BUCKETS];
+    for c in cands.iter() {
+        mass[bucket(c)] += f64::from(c.weight);
+    }
+    let mut above = 0.0f64;
+    let mut cut = BUCKETS - 1;
+    for (b, &m) in mass.iter().enumerate() {
+        if above + m >= target {
+            cut = b;
+            break;
+        }
+        above += m;
+    }
+    // Partition: buckets before the cut, then the cut bucket, then the rest (dropped).
+    let mut inside = 0;
+    for i in 0..cands.len() {
+        if bucket(&cands[i]) < cut {
+            cands.swap(i, inside);
+            inside += 1;
+        }
+    }
+    let mut boundary = inside;
+    for i in inside..cands.len() {
+        if bucket(&cands[i]) == cut {
+            cands.swap(i, boundary);
+            boundary += 1;
+        }
+    }
+    inside + nucleus(&mut cands[inside..boundary], target - above)
+}
+
 /// Draws one candidate with probability proportional to its weight, given a uniform `u` in
 /// `[0, 1)`. `None` only if no candidate has a positive weight.
 pub(crate) fn draw(cands: &[Candidate], u: f64) -> Option<u32> {
@@ -272,6 +342,39 @@ mod tests {
             let n = nucleus(&mut c, target);
             assert_eq!(n, want, "p = {p}");
             assert_eq!(ids(&c[..n]), ids(&sorted[..n]));
+        }
+    }
+
+    #[test]
+    fn nucleus_any_matches_a_full_sort_on_flat_and_tied_inputs() {
+        let mut state = 11u64;
+        // Flat logits with many exact ties, and one set with all logits equal.
+        let flat: Vec<Candidate> = (0..20_000)
+            .map(|i| {
+                let logit = (crate::rng::splitmix64(&mut state) % 300) as f32 / 100.0;
+                cand(i, logit, (logit - 3.0).exp())
+            })
+            .collect();
+        let equal: Vec<Candidate> = (0..10_000).map(|i| cand(i, 1.0, 1.0)).collect();
+        for cands in [flat, equal] {
+            let total: f64 = cands.iter().map(|c| f64::from(c.weight)).sum();
+            let mut sorted = cands.clone();
+            sorted.sort_by(rank_order);
+            for p in [0.001, 0.5, 0.9, 0.95, 1.0] {
+                let target = p * total;
+                let mut acc = 0.0;
+                let want = sorted
+                    .iter()
+                    .position(|c| {
+                        acc += f64::from(c.weight);
+                        acc >= target
+                    })
+                    .map_or(sorted.len(), |i| i + 1);
+                let mut c = cands.clone();
+                let n = nucleus_any(&mut c, target);
+                assert_eq!(n, want, "p = {p}");
+                assert_eq!(ids(&c[..n]), ids(&sorted[..n]), "p = {p}");
+            }
         }
     }
 

@@ -780,3 +780,11 @@ fn sparse_and_dense_masks_agree() {
         }
     }
 }
+
+#[test]
+fn samplers_move_and_share_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Sampler>();
+    assert_send_sync::<SamplingParams>();
+    assert_send_sync::<SamplerError>();
+}
