@@ -1,1 +1,458 @@
-//! The Formwork generation engine.
+//! The Formwork generation engine: concurrent, constrained, streaming generation over one
+//! copy of a model's weights, usable from any Rust program without HTTP.
+//!
+//! [`Engine::submit`] prepares a [`Request`] on the caller's thread (chat template,
+//! tokenization, constraint compilation through an LRU cache of token indexes, so a big
+//! schema never stalls the decoding thread) and queues it; the engine's thread runs
+//! continuous batching: every step advances every active sequence in one batched forward
+//! pass, admitting new requests between steps. The returned [`RequestHandle`] yields
+//! [`Event`]s (text deltas, finish reasons, usage); dropping it cancels the request.
+//!
+//! ```no_run
+//! use formwork_engine::{Constraint, Engine, EngineConfig, Event, Prompt, Request};
+//! use formwork_template::Message;
+//!
+//! let model = formwork_model::load(
+//!     "models/SmolLM2-135M-Instruct.Q4_1.gguf".as_ref(),
+//!     &formwork_model::Device::Cpu,
+//! )?;
+//! let engine = Engine::new(model, EngineConfig::default())?;
+//! let mut request = Request::new(Prompt::Chat {
+//!     messages: vec![Message::user("Give me a color.")],
+//!     tools: vec![],
+//! });
+//! request.constraint = Some(Constraint::Choice(vec!["red".into(), "green".into()]));
+//! let mut handle = engine.submit(request)?;
+//! while let Some(event) = handle.blocking_next() {
+//!     if let Event::Delta { text, .. } = event {
+//!         print!("{text}");
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod constraint;
+mod error;
+mod metrics;
+mod request;
+mod scheduler;
+mod text;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use formwork_index::{Guide, IndexConfig, Vocabulary};
+use formwork_model::{LoadedModel, Model, ModelInfo, Tokenizer};
+use formwork_sampler::Sampler;
+use formwork_template::{ChatTemplate, RenderArgs, SpecialTokens};
+use tokio::sync::mpsc as tokio_mpsc;
+
+pub use constraint::{constraint_regex, tool_call_schema};
+pub use error::EngineError;
+pub use metrics::{Histogram, HistogramData, LATENCY_BUCKETS, Metrics, MetricsSnapshot};
+pub use request::{
+    Constraint, Event, FinishReason, Prompt, Request, TokenLogprob, ToolFunction, Usage,
+};
+
+use constraint::IndexCache;
+use scheduler::{Command, Pending, Scheduler};
+
+/// Limits and sizes of an [`Engine`].
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Most sequences generating at once (a request with `n` choices counts `n`).
+    pub max_active: usize,
+    /// Most requests waiting for a slot; more is [`EngineError::QueueFull`].
+    pub max_queue: usize,
+    /// Most prompt tokens prefilled in one step, so long prompts do not stall decoding.
+    pub prefill_chunk: usize,
+    /// Most tokens (prompt + completion budget) held in KV caches over all active sequences.
+    pub kv_cache_tokens: usize,
+    /// Compiled constraint indexes kept.
+    pub index_cache_size: usize,
+    /// Limits on a constraint's automaton.
+    pub index: IndexConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            max_active: 16,
+            max_queue: 256,
+            prefill_chunk: 512,
+            kv_cache_tokens: 65_536,
+            index_cache_size: 64,
+            index: IndexConfig::default(),
+        }
+    }
+}
+
+/// State shared by the engine's handle and its thread.
+pub(crate) struct Shared {
+    pub(crate) model: Arc<dyn Model>,
+    pub(crate) info: ModelInfo,
+    pub(crate) tokenizer: Tokenizer,
+    pub(crate) template: Option<ChatTemplate>,
+    pub(crate) indexes: IndexCache,
+    pub(crate) config: EngineConfig,
+    pub(crate) metrics: Metrics,
+}
+
+/// A running engine. Cheap to share behind an `Arc`; dropping the last one stops its thread
+/// (requests still running end with [`FinishReason::Cancelled`]).
+pub struct Engine {
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("model", &self.shared.info.name)
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The token bytes and end-of-sequence ids a constraint is compiled against.
+pub fn vocabulary_for(model: &LoadedModel) -> Result<Vocabulary, EngineError> {
+    let path = &model.info.path;
+    let base = if path.is_dir() {
+        return Err(EngineError::InvalidRequest(format!(
+            "{}: constraints over a tokenizer.json vocabulary are not supported yet",
+            path.display()
+        )));
+    } else {
+        Vocabulary::from_gguf(path)?
+    };
+    // The model knows every end-of-generation token (`<|endoftext|>` as well as `<|im_end|>`).
+    let tokens: Vec<Vec<u8>> = (0..base.len() as u32)
+        .map(|i| base.token(i).unwrap_or_default().to_vec())
+        .collect();
+    let special: Vec<u32> = (0..base.len() as u32)
+        .filter(|&i| base.is_special(i))
+        .collect();
+    let eos: Vec<u32> = model
+        .info
+        .eos_token_ids
+        .iter()
+        .copied()
+        .filter(|&i| (i as usize) < tokens.len())
+        .collect();
+    Ok(Vocabulary::new(tokens, eos, special)?)
+}
+
+impl Engine {
+    /// Starts an engine on a loaded model.
+    pub fn new(model: LoadedModel, config: EngineConfig) -> Result<Engine, EngineError> {
+        let vocabulary = vocabulary_for(&model)?;
+        Engine::with_vocabulary(model, vocabulary, config)
+    }
+
+    /// Starts an engine with an explicit constraint vocabulary.
+    pub fn with_vocabulary(
+        model: LoadedModel,
+        vocabulary: Vocabulary,
+        config: EngineConfig,
+    ) -> Result<Engine, EngineError> {
+        if vocabulary.len() > model.info.vocab_size {
+            return Err(EngineError::InvalidRequest(format!(
+                "the vocabulary has {} tokens but the model only {} logits",
+                vocabulary.len(),
+                model.info.vocab_size
+            )));
+        }
+        let specials = SpecialTokens::new(
+            model.info.bos_token.as_deref(),
+            model.info.eos_token.as_deref(),
+        );
+        let template = match &model.info.chat_template {
+            Some(source) => Some(ChatTemplate::new("chat_template", source, specials)?),
+            None => Some(ChatTemplate::chatml(specials)?),
+        };
+        let shared = Arc::new(Shared {
+            model: model.model.clone(),
+            info: model.info.clone(),
+            tokenizer: model.tokenizer.clone(),
+            template,
+            indexes: IndexCache::new(vocabulary, config.index, config.index_cache_size),
+            config,
+            metrics: Metrics::new(),
+        });
+        let (commands, receiver) = mpsc::channel();
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("formwork-engine".into())
+            .spawn(move || Scheduler::new(thread_shared, receiver).run())
+            .map_err(|e| {
+                EngineError::InvalidRequest(format!("cannot start the engine thread: {e}"))
+            })?;
+        Ok(Engine {
+            shared,
+            commands,
+            thread: Some(thread),
+        })
+    }
+
+    /// The model's metadata.
+    pub fn info(&self) -> &ModelInfo {
+        &self.shared.info
+    }
+
+    /// The engine's limits.
+    pub fn config(&self) -> &EngineConfig {
+        &self.shared.config
+    }
+
+    /// The model's tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.shared.tokenizer
+    }
+
+    /// The constraint vocabulary (token bytes).
+    pub fn vocabulary(&self) -> &Vocabulary {
+        self.shared.indexes.vocabulary()
+    }
+
+    /// Current counters and histograms.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let mut m = self.shared.metrics.snapshot();
+        m.index_cache_size = self.shared.indexes.len() as u64;
+        m
+    }
+
+    /// Renders chat messages through the model's template, with the generation prompt.
+    pub fn render_chat(
+        &self,
+        messages: &[formwork_template::Message],
+        tools: &[formwork_template::Tool],
+    ) -> Result<String, EngineError> {
+        let template =
+            self.shared.template.as_ref().ok_or_else(|| {
+                EngineError::InvalidRequest("the model has no chat template".into())
+            })?;
+        let mut args = RenderArgs::new(messages).add_generation_prompt(true);
+        if !tools.is_empty() {
+            args = args.tools(tools);
+        }
+        Ok(template.render(&args)?)
+    }
+
+    /// The prompt's token ids.
+    pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<u32>, EngineError> {
+        let tokens = match prompt {
+            Prompt::Chat { messages, tools } => {
+                if messages.is_empty() {
+                    return Err(EngineError::EmptyPrompt);
+                }
+                let text = self.render_chat(messages, tools)?;
+                self.shared.tokenizer.encode(&text, false)?
+            }
+            Prompt::Text(text) => self.shared.tokenizer.encode(text, true)?,
+            Prompt::Tokens(ids) => {
+                let vocab = self.shared.info.vocab_size;
+                if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
+                    return Err(EngineError::InvalidRequest(format!(
+                        "token id {bad} is outside the vocabulary of {vocab}"
+                    )));
+                }
+                ids.clone()
+            }
+        };
+        if tokens.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        Ok(tokens)
+    }
+
+    /// Prepares and queues a request. Runs the template, the tokenizer and (on a cache miss)
+    /// the constraint compiler on the calling thread: call it from a blocking context.
+    pub fn submit(&self, request: Request) -> Result<RequestHandle, EngineError> {
+        let submitted = Instant::now();
+        let shared = &self.shared;
+        if request.n == 0 {
+            return Err(EngineError::InvalidRequest("n must be at least 1".into()));
+        }
+        if request.n > shared.config.max_active {
+            return Err(EngineError::InvalidRequest(format!(
+                "n = {} exceeds the {} sequences this server runs at once",
+                request.n, shared.config.max_active
+            )));
+        }
+        if request.max_tokens == Some(0) {
+            return Err(EngineError::InvalidRequest(
+                "max_tokens must be at least 1".into(),
+            ));
+        }
+        request.sampling.validate(shared.info.vocab_size)?;
+        let prompt = self.prompt_tokens(&request.prompt)?;
+        let context = shared.info.context_length;
+        if prompt.len() >= context {
+            return Err(EngineError::PromptTooLong {
+                prompt_tokens: prompt.len(),
+                context_length: context,
+            });
+        }
+        let room = context - prompt.len();
+        let max_tokens = request.max_tokens.unwrap_or(room).min(room);
+        let guide = match &request.constraint {
+            None => None,
+            Some(c) => {
+                let regex = constraint_regex(c)?;
+                let compiled = shared.indexes.get(&regex)?;
+                if compiled.hit {
+                    shared
+                        .metrics
+                        .index_cache_hits
+                        .fetch_add(1, Ordering::Relaxed);
+                } else {
+                    shared
+                        .metrics
+                        .index_cache_misses
+                        .fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.index_compile.observe(compiled.compile_time);
+                }
+                Some(Guide::new(compiled.index))
+            }
+        };
+        let sampler = Sampler::new(request.sampling.clone(), shared.info.vocab_size, &prompt)?;
+        let queued = shared.metrics.queued.load(Ordering::Relaxed) as usize;
+        if queued >= shared.config.max_queue {
+            return Err(EngineError::QueueFull {
+                capacity: shared.config.max_queue,
+            });
+        }
+        let (events, receiver) = tokio_mpsc::unbounded_channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let pending = Pending {
+            prompt,
+            n: request.n,
+            max_tokens,
+            stop: request.stop,
+            ignore_eos: request.ignore_eos && request.constraint.is_none(),
+            top_logprobs: request.sampling.top_logprobs,
+            sampler,
+            guide,
+            events,
+            cancel: cancel.clone(),
+            submitted,
+        };
+        shared.metrics.queued.fetch_add(1, Ordering::Relaxed);
+        if self
+            .commands
+            .send(Command::Submit(Box::new(pending)))
+            .is_err()
+        {
+            shared.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(EngineError::ShutDown);
+        }
+        Ok(RequestHandle {
+            events: receiver,
+            cancel,
+        })
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The caller's end of a request: a stream of [`Event`]s. Dropping it cancels the request.
+#[derive(Debug)]
+pub struct RequestHandle {
+    events: tokio_mpsc::UnboundedReceiver<Event>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl RequestHandle {
+    /// The next event; `None` after [`Event::Done`].
+    pub async fn next(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// The next event, blocking the thread (not for use inside an async runtime).
+    pub fn blocking_next(&mut self) -> Option<Event> {
+        self.events.blocking_recv()
+    }
+
+    /// Asks the engine to stop this request; it ends with [`FinishReason::Cancelled`].
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for the whole request: the text of each choice, each finish reason, and usage.
+    pub fn blocking_collect(mut self) -> Result<Completion, EngineError> {
+        let mut completion = Completion::default();
+        while let Some(event) = self.blocking_next() {
+            completion.absorb(event)?;
+        }
+        Ok(completion)
+    }
+
+    /// [`RequestHandle::blocking_collect`] for async callers.
+    pub async fn collect(mut self) -> Result<Completion, EngineError> {
+        let mut completion = Completion::default();
+        while let Some(event) = self.next().await {
+            completion.absorb(event)?;
+        }
+        Ok(completion)
+    }
+}
+
+impl Drop for RequestHandle {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A whole request's result.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Completion {
+    /// The text of each choice.
+    pub texts: Vec<String>,
+    /// Why each choice ended.
+    pub finish_reasons: Vec<Option<FinishReason>>,
+    /// Log-probabilities of each choice's tokens (when asked for).
+    pub logprobs: Vec<Vec<TokenLogprob>>,
+    /// Token counts and timings.
+    pub usage: Usage,
+}
+
+impl Completion {
+    fn slot(&mut self, index: usize) {
+        if self.texts.len() <= index {
+            self.texts.resize(index + 1, String::new());
+            self.finish_reasons.resize(index + 1, None);
+            self.logprobs.resize(index + 1, Vec::new());
+        }
+    }
+
+    fn absorb(&mut self, event: Event) -> Result<(), EngineError> {
+        match event {
+            Event::Delta {
+                index,
+                text,
+                logprobs,
+            } => {
+                self.slot(index);
+                self.texts[index].push_str(&text);
+                self.logprobs[index].extend(logprobs);
+            }
+            Event::Finished { index, reason, .. } => {
+                self.slot(index);
+                self.finish_reasons[index] = Some(reason);
+            }
+            Event::Error { message } => return Err(EngineError::Generation(message)),
+            Event::Done(usage) => self.usage = usage,
+        }
+        Ok(())
+    }
+}

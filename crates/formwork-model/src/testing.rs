@@ -195,6 +195,9 @@ pub fn write_tiny_gguf(path: &Path, spec: &TinySpec) -> Result<(), ModelError> {
     tensors.push(("token_embd.weight".into(), q8(random(vocab, h, 1.0)?)?));
     tensors.push(("output_norm.weight".into(), f32t(ones(h)?)?));
     let scale = 1.0 / (h as f32).sqrt();
+    // A separate, small output projection keeps the next-token distribution broad, so
+    // different seeds give different texts.
+    tensors.push(("output.weight".into(), q8(random(vocab, h, 2.0 * scale)?)?));
     for i in 0..spec.layers {
         let p = format!("blk.{i}");
         tensors.push((format!("{p}.attn_norm.weight"), f32t(ones(h)?)?));

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cli_generate;
 mod cli_index;
 mod cli_schema;
 mod cli_template;
@@ -28,6 +29,8 @@ enum Command {
     Template(cli_template::TemplateArgs),
     /// Build the token-level index of a schema or regex over a model's vocabulary.
     Index(cli_index::IndexArgs),
+    /// Generate one chat reply, optionally constrained, from a model.
+    Generate(cli_generate::GenerateArgs),
 }
 
 /// An error the binary reports: bad input (exit 2) or a failure (exit 1).
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Schema(args) => cli_schema::run(args),
         Command::Index(args) => cli_index::run(args),
+        Command::Generate(args) => cli_generate::run(args),
         // Every template failure is about the user's files: a bad template, bad messages.
         Command::Template(args) => {
             cli_template::run(args).map_err(|e| CliError::Input(format!("{e:#}")))

@@ -1,0 +1,52 @@
+//! Typed errors of the engine.
+
+/// Why a request was refused before generation started.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The waiting queue is full (map to HTTP 429/503).
+    #[error("the request queue is full ({capacity} requests waiting); retry later")]
+    QueueFull {
+        /// The queue's capacity.
+        capacity: usize,
+    },
+    /// The prompt leaves no room to generate in the model's context.
+    #[error(
+        "the prompt has {prompt_tokens} tokens; the model's context is {context_length} tokens"
+    )]
+    PromptTooLong {
+        /// Tokens in the prompt.
+        prompt_tokens: usize,
+        /// The model's context length.
+        context_length: usize,
+    },
+    /// The prompt is empty.
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    /// A bad sampling parameter.
+    #[error(transparent)]
+    Sampling(#[from] formwork_sampler::SamplerError),
+    /// The chat template failed (unknown role, a template that raises...).
+    #[error("chat template: {0}")]
+    Template(#[from] formwork_template::Error),
+    /// The JSON Schema cannot be compiled.
+    #[error("json schema: {0}")]
+    Schema(#[from] formwork_schema::SchemaError),
+    /// The regex cannot be compiled into a token index, or is too large.
+    #[error("constraint: {0}")]
+    Index(#[from] formwork_index::IndexError),
+    /// Another problem with the constraint (an empty choice list...).
+    #[error("constraint: {0}")]
+    Constraint(String),
+    /// Another problem with the request (n = 0, token ids out of range...).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The model failed (tokenizer or forward pass).
+    #[error(transparent)]
+    Model(#[from] formwork_model::ModelError),
+    /// Generation failed after it started (reported through [`crate::Event::Error`]).
+    #[error("generation failed: {0}")]
+    Generation(String),
+    /// The engine has stopped.
+    #[error("the engine has shut down")]
+    ShutDown,
+}

@@ -1,0 +1,181 @@
+//! What a caller asks for and what it gets back.
+
+use std::time::Duration;
+
+use formwork_sampler::SamplingParams;
+use formwork_template::{Message, Tool};
+use serde_json::Value;
+
+/// The text to continue.
+#[derive(Debug, Clone)]
+pub enum Prompt {
+    /// Chat messages, rendered through the model's chat template with the generation prompt.
+    Chat {
+        /// The conversation.
+        messages: Vec<Message>,
+        /// Tools offered to the model (passed to the template).
+        tools: Vec<Tool>,
+    },
+    /// Raw text, tokenized as is (BOS added when the model wants it).
+    Text(String),
+    /// Token ids, used as is.
+    Tokens(Vec<u32>),
+}
+
+/// One function a tool-call constraint may call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolFunction {
+    /// The function's name.
+    pub name: String,
+    /// JSON Schema of its arguments (`{"type":"object"}` when the tool gives none).
+    pub parameters: Value,
+}
+
+/// The structure the output must have.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Constraint {
+    /// A document valid under this JSON Schema.
+    JsonSchema(Value),
+    /// Text the regex matches in full.
+    Regex(String),
+    /// Exactly one of these strings.
+    Choice(Vec<String>),
+    /// Any JSON object.
+    JsonObject,
+    /// A call of one of the functions: `{"name": NAME, "arguments": {...}}`, or with
+    /// `parallel` a JSON array of one or more such calls.
+    ToolCall {
+        /// The functions that may be called.
+        functions: Vec<ToolFunction>,
+        /// Whether several calls may be made at once.
+        parallel: bool,
+    },
+}
+
+/// A generation request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// What to continue.
+    pub prompt: Prompt,
+    /// Sampling parameters (seeded choices use `seed + index`).
+    pub sampling: SamplingParams,
+    /// Most tokens to generate per choice (default: what the context leaves).
+    pub max_tokens: Option<usize>,
+    /// Generation ends before the first of these strings; they are never sent.
+    pub stop: Vec<String>,
+    /// Number of choices; they share one prefill.
+    pub n: usize,
+    /// The structure the output must have.
+    pub constraint: Option<Constraint>,
+    /// Keep generating after an end-of-sequence token (unconstrained requests only).
+    pub ignore_eos: bool,
+}
+
+impl Request {
+    /// A request for `prompt` with default sampling, one choice and no constraint.
+    pub fn new(prompt: Prompt) -> Request {
+        Request {
+            prompt,
+            sampling: SamplingParams::default(),
+            max_tokens: None,
+            stop: Vec::new(),
+            n: 1,
+            constraint: None,
+            ignore_eos: false,
+        }
+    }
+}
+
+/// Why a choice ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-sequence token, a stop string, or a complete structure.
+    Stop,
+    /// `max_tokens` or the context length was reached.
+    Length,
+    /// The request was cancelled.
+    Cancelled,
+    /// The engine failed while generating (the message came in an [`Event::Error`]).
+    Error,
+}
+
+impl FinishReason {
+    /// The OpenAI spelling (`stop`, `length`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
+            FinishReason::Error => "error",
+        }
+    }
+}
+
+/// A token's log-probability and its most likely alternatives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    /// The token id.
+    pub token: u32,
+    /// The bytes the token adds to the text.
+    pub bytes: Vec<u8>,
+    /// Its log-probability (after the mask, bias and penalties; before temperature).
+    pub logprob: f32,
+    /// The most likely tokens at this step: id, bytes, log-probability.
+    pub top: Vec<(u32, Vec<u8>, f32)>,
+}
+
+/// Token counts and timings of a finished request.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Tokens generated, over all choices.
+    pub completion_tokens: usize,
+    /// From submission to the first generated token.
+    pub time_to_first_token: Duration,
+    /// From the first generated token to the end.
+    pub decode_time: Duration,
+}
+
+impl Usage {
+    /// Generated tokens per second after the first.
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        let secs = self.decode_time.as_secs_f64();
+        if secs > 0.0 && self.completion_tokens > 1 {
+            (self.completion_tokens - 1) as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// What a request's handle yields, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// New text of choice `index` (whole characters; stop strings held back), and the tokens
+    /// generated since the last delta with their log-probabilities when asked for.
+    Delta {
+        /// The choice.
+        index: usize,
+        /// New text (may be empty when only logprobs are new).
+        text: String,
+        /// The tokens behind it, with log-probabilities (empty unless requested).
+        logprobs: Vec<TokenLogprob>,
+    },
+    /// Choice `index` ended.
+    Finished {
+        /// The choice.
+        index: usize,
+        /// Why.
+        reason: FinishReason,
+        /// Tokens this choice generated.
+        completion_tokens: usize,
+    },
+    /// The engine failed while generating this request.
+    Error {
+        /// What went wrong.
+        message: String,
+    },
+    /// Every choice ended; the last event.
+    Done(Usage),
+}

@@ -1,0 +1,524 @@
+//! The engine's thread: admission, continuous batching, sampling and streaming.
+//!
+//! Each step, every active sequence contributes its next input to one batched forward pass:
+//! a chunk of its prompt while prefilling (at most `prefill_chunk` prompt tokens per step over
+//! all sequences, so a long prompt never stalls the others for long), else the token it
+//! sampled last. New requests are admitted between steps, first come first served, while the
+//! sequence limit and the KV-cache budget allow.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Instant;
+
+use formwork_index::Guide;
+use formwork_model::{BatchItem, KvCache};
+use formwork_sampler::Sampler;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::text::{Pushed, TextStream};
+use crate::{Event, FinishReason, Shared, TokenLogprob, Usage};
+
+/// Messages to the engine's thread.
+pub(crate) enum Command {
+    Submit(Box<Pending>),
+    Shutdown,
+}
+
+/// A prepared request waiting for a slot.
+pub(crate) struct Pending {
+    pub(crate) prompt: Vec<u32>,
+    pub(crate) n: usize,
+    pub(crate) max_tokens: usize,
+    pub(crate) stop: Vec<String>,
+    pub(crate) ignore_eos: bool,
+    pub(crate) top_logprobs: Option<usize>,
+    pub(crate) sampler: Sampler,
+    pub(crate) guide: Option<Guide>,
+    pub(crate) events: UnboundedSender<Event>,
+    pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) submitted: Instant,
+}
+
+impl Pending {
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed) || self.events.is_closed()
+    }
+
+    fn kv_tokens(&self) -> usize {
+        self.n * (self.prompt.len() + self.max_tokens)
+    }
+}
+
+/// What the choices of one request share.
+struct Group {
+    events: UnboundedSender<Event>,
+    cancel: Arc<AtomicBool>,
+    prompt_tokens: usize,
+    remaining: usize,
+    completion_tokens: usize,
+    submitted: Instant,
+    first_token: Option<Instant>,
+    reserved: usize,
+}
+
+impl Group {
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed) || self.events.is_closed()
+    }
+}
+
+/// One choice being generated.
+struct Seq {
+    group: u64,
+    index: usize,
+    prompt: Arc<Vec<u32>>,
+    prefilled: usize,
+    cache: KvCache,
+    input: [u32; 1],
+    has_input: bool,
+    generated: usize,
+    max_tokens: usize,
+    sampler: Sampler,
+    guide: Option<Guide>,
+    text: TextStream,
+    stop: Arc<Vec<String>>,
+    ignore_eos: bool,
+    top_logprobs: Option<usize>,
+    /// Choices still to be forked from this one when its prefill completes.
+    forks: usize,
+    last_token_at: Option<Instant>,
+}
+
+/// What a batch item feeds.
+enum Input {
+    Prompt(usize, usize),
+    Token,
+}
+
+pub(crate) struct Scheduler {
+    shared: Arc<Shared>,
+    commands: mpsc::Receiver<Command>,
+    waiting: VecDeque<Box<Pending>>,
+    active: Vec<Seq>,
+    groups: HashMap<u64, Group>,
+    next_group: u64,
+    reserved: usize,
+    mask: Vec<u64>,
+}
+
+impl Scheduler {
+    pub(crate) fn new(shared: Arc<Shared>, commands: mpsc::Receiver<Command>) -> Scheduler {
+        let words = shared.info.vocab_size.div_ceil(64);
+        Scheduler {
+            shared,
+            commands,
+            waiting: VecDeque::new(),
+            active: Vec::new(),
+            groups: HashMap::new(),
+            next_group: 0,
+            reserved: 0,
+            mask: vec![0; words],
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        loop {
+            if self.active.is_empty() && self.waiting.is_empty() {
+                match self.commands.recv() {
+                    Ok(Command::Submit(p)) => self.waiting.push_back(p),
+                    Ok(Command::Shutdown) | Err(_) => break,
+                }
+            }
+            let mut shutdown = false;
+            while let Ok(command) = self.commands.try_recv() {
+                match command {
+                    Command::Submit(p) => self.waiting.push_back(p),
+                    Command::Shutdown => shutdown = true,
+                }
+            }
+            if shutdown {
+                break;
+            }
+            self.drop_cancelled();
+            self.admit();
+            if !self.active.is_empty() {
+                self.step();
+            }
+        }
+        // Shutting down: everything still running or waiting is cancelled.
+        let seqs: Vec<Seq> = self.active.drain(..).collect();
+        for mut s in seqs {
+            self.finish(&mut s, FinishReason::Cancelled);
+        }
+        for p in self.waiting.drain(..) {
+            self.shared.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+            for index in 0..p.n {
+                let _ = p.events.send(Event::Finished {
+                    index,
+                    reason: FinishReason::Cancelled,
+                    completion_tokens: 0,
+                });
+            }
+        }
+        self.shared.metrics.active.store(0, Ordering::Relaxed);
+    }
+
+    fn drop_cancelled(&mut self) {
+        let waiting_before = self.waiting.len();
+        self.waiting.retain(|p| !p.cancelled());
+        let dropped = waiting_before - self.waiting.len();
+        if dropped > 0 {
+            self.shared
+                .metrics
+                .queued
+                .fetch_sub(dropped as u64, Ordering::Relaxed);
+        }
+        let mut i = 0;
+        while i < self.active.len() {
+            let cancelled = self
+                .groups
+                .get(&self.active[i].group)
+                .is_none_or(Group::cancelled);
+            if cancelled {
+                let mut s = self.active.swap_remove(i);
+                self.finish(&mut s, FinishReason::Cancelled);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn admit(&mut self) {
+        let config = &self.shared.config;
+        while let Some(p) = self.waiting.front() {
+            let fits_slots = self.active.len() + p.n <= config.max_active;
+            let fits_kv = self.reserved + p.kv_tokens() <= config.kv_cache_tokens;
+            if !(fits_slots && (fits_kv || self.active.is_empty())) {
+                break;
+            }
+            let Some(p) = self.waiting.pop_front() else {
+                break;
+            };
+            self.shared.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+            let id = self.next_group;
+            self.next_group += 1;
+            let reserved = p.kv_tokens();
+            self.reserved += reserved;
+            self.groups.insert(
+                id,
+                Group {
+                    events: p.events,
+                    cancel: p.cancel,
+                    prompt_tokens: p.prompt.len(),
+                    remaining: p.n,
+                    completion_tokens: 0,
+                    submitted: p.submitted,
+                    first_token: None,
+                    reserved,
+                },
+            );
+            self.active.push(Seq {
+                group: id,
+                index: 0,
+                prompt: Arc::new(p.prompt),
+                prefilled: 0,
+                cache: self.shared.model.new_cache(),
+                input: [0],
+                has_input: false,
+                generated: 0,
+                max_tokens: p.max_tokens,
+                sampler: p.sampler,
+                guide: p.guide,
+                text: TextStream::new(&p.stop),
+                stop: Arc::new(p.stop),
+                ignore_eos: p.ignore_eos,
+                top_logprobs: p.top_logprobs,
+                forks: p.n - 1,
+                last_token_at: None,
+            });
+        }
+        self.shared
+            .metrics
+            .active
+            .store(self.active.len() as u64, Ordering::Relaxed);
+    }
+
+    fn step(&mut self) {
+        let mut budget = self.shared.config.prefill_chunk.max(1);
+        let mut plan: Vec<(usize, Input)> = Vec::with_capacity(self.active.len());
+        for (i, s) in self.active.iter().enumerate() {
+            if s.prefilled < s.prompt.len() {
+                if budget == 0 {
+                    continue;
+                }
+                let take = budget.min(s.prompt.len() - s.prefilled);
+                budget -= take;
+                plan.push((i, Input::Prompt(s.prefilled, s.prefilled + take)));
+            } else if s.has_input {
+                plan.push((i, Input::Token));
+            }
+        }
+        if plan.is_empty() {
+            return;
+        }
+        let result = {
+            let mut items: Vec<BatchItem<'_>> = Vec::with_capacity(plan.len());
+            let mut next = plan.iter().peekable();
+            for (i, s) in self.active.iter_mut().enumerate() {
+                let Some((_, input)) = next.next_if(|(j, _)| *j == i) else {
+                    continue;
+                };
+                let tokens: &[u32] = match input {
+                    Input::Prompt(a, b) => &s.prompt[*a..*b],
+                    Input::Token => &s.input,
+                };
+                items.push(BatchItem {
+                    tokens,
+                    cache: &mut s.cache,
+                });
+            }
+            self.shared.model.forward(&mut items)
+        };
+        let logits = match result {
+            Ok(l) => l,
+            Err(e) => {
+                let message = e.to_string();
+                let mut failed: Vec<usize> = plan.iter().map(|(i, _)| *i).collect();
+                failed.sort_unstable_by(|a, b| b.cmp(a));
+                for i in failed {
+                    let mut s = self.active.swap_remove(i);
+                    if let Some(g) = self.groups.get(&s.group) {
+                        let _ = g.events.send(Event::Error {
+                            message: message.clone(),
+                        });
+                    }
+                    self.finish(&mut s, FinishReason::Error);
+                }
+                return;
+            }
+        };
+        let mut done = Vec::new();
+        let mut forked = Vec::new();
+        for ((i, input), logits) in plan.into_iter().zip(logits) {
+            let s = &mut self.active[i];
+            match input {
+                Input::Prompt(_, b) => {
+                    self.shared
+                        .metrics
+                        .prompt_tokens
+                        .fetch_add((b - s.prefilled) as u64, Ordering::Relaxed);
+                    s.prefilled = b;
+                    if b < s.prompt.len() {
+                        continue;
+                    }
+                }
+                Input::Token => s.has_input = false,
+            }
+            if s.forks > 0 {
+                let forks = std::mem::take(&mut s.forks);
+                for k in 1..=forks {
+                    match s.cache.try_clone() {
+                        Ok(cache) => forked.push((
+                            Seq {
+                                group: s.group,
+                                index: k,
+                                prompt: s.prompt.clone(),
+                                prefilled: s.prefilled,
+                                cache,
+                                input: [0],
+                                has_input: false,
+                                generated: 0,
+                                max_tokens: s.max_tokens,
+                                sampler: s.sampler.fork(k as u64),
+                                guide: s.guide.clone(),
+                                text: TextStream::new(&s.stop),
+                                stop: s.stop.clone(),
+                                ignore_eos: s.ignore_eos,
+                                top_logprobs: s.top_logprobs,
+                                forks: 0,
+                                last_token_at: None,
+                            },
+                            logits.clone(),
+                        )),
+                        Err(e) => {
+                            if let Some(g) = self.groups.get(&s.group) {
+                                let _ = g.events.send(Event::Error {
+                                    message: e.to_string(),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(reason) = self.sample(i, logits) {
+                done.push((i, reason));
+            }
+        }
+        for (seq, logits) in forked {
+            self.active.push(seq);
+            let i = self.active.len() - 1;
+            if let Some(reason) = self.sample(i, logits) {
+                done.push((i, reason));
+            }
+        }
+        done.sort_unstable_by_key(|d| std::cmp::Reverse(d.0));
+        for (i, reason) in done {
+            let mut s = self.active.swap_remove(i);
+            self.finish(&mut s, reason);
+        }
+        self.shared
+            .metrics
+            .active
+            .store(self.active.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Samples sequence `i`'s next token from `logits` and streams it; `Some` when the
+    /// sequence is done.
+    fn sample(&mut self, i: usize, mut logits: Vec<f32>) -> Option<FinishReason> {
+        let shared = self.shared.clone();
+        let s = &mut self.active[i];
+        let group = self.groups.get_mut(&s.group)?;
+        if group.cancelled() {
+            return Some(FinishReason::Cancelled);
+        }
+        if s.guide.as_ref().is_some_and(Guide::is_finished) {
+            return Some(FinishReason::Stop);
+        }
+        let mask = s.guide.as_ref().map(|g| {
+            let m = g.mask();
+            if m.len() == self.mask.len() {
+                m
+            } else {
+                self.mask.fill(0);
+                let n = m.len().min(self.mask.len());
+                self.mask[..n].copy_from_slice(&m[..n]);
+                &self.mask[..]
+            }
+        });
+        let sampled = match s.sampler.sample(&mut logits, mask) {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = group.events.send(Event::Error {
+                    message: e.to_string(),
+                });
+                return Some(FinishReason::Error);
+            }
+        };
+        let token = sampled.token;
+        let now = Instant::now();
+        if group.first_token.is_none() {
+            group.first_token = Some(now);
+            shared
+                .metrics
+                .time_to_first_token
+                .observe(now - group.submitted);
+        }
+        if let Some(last) = s.last_token_at {
+            shared.metrics.time_per_token.observe(now - last);
+        }
+        s.last_token_at = Some(now);
+        s.generated += 1;
+        group.completion_tokens += 1;
+        shared
+            .metrics
+            .completion_tokens
+            .fetch_add(1, Ordering::Relaxed);
+
+        if shared.info.eos_token_ids.contains(&token) && !s.ignore_eos {
+            return Some(FinishReason::Stop);
+        }
+        if let Some(guide) = &mut s.guide
+            && let Err(e) = guide.advance(token)
+        {
+            let _ = group.events.send(Event::Error {
+                message: e.to_string(),
+            });
+            return Some(FinishReason::Error);
+        }
+        let vocab = shared.indexes.vocabulary();
+        let bytes: &[u8] = if vocab.is_special(token) {
+            &[]
+        } else {
+            vocab.token(token).unwrap_or(&[])
+        };
+        let logprobs = match s.top_logprobs {
+            Some(_) => vec![TokenLogprob {
+                token,
+                bytes: bytes.to_vec(),
+                logprob: sampled.logprob,
+                top: sampled
+                    .top_logprobs
+                    .iter()
+                    .map(|&(t, lp)| (t, vocab.token(t).unwrap_or(&[]).to_vec(), lp))
+                    .collect(),
+            }],
+            None => Vec::new(),
+        };
+        let (text, stopped) = match s.text.push(bytes) {
+            Pushed::Text(t) => (t, false),
+            Pushed::Stopped(t) => (t, true),
+        };
+        if !text.is_empty() || !logprobs.is_empty() {
+            let _ = group.events.send(Event::Delta {
+                index: s.index,
+                text,
+                logprobs,
+            });
+        }
+        if stopped {
+            s.text = TextStream::new(&[]);
+            return Some(FinishReason::Stop);
+        }
+        if s.generated >= s.max_tokens {
+            return Some(FinishReason::Length);
+        }
+        if s.guide.as_ref().is_some_and(Guide::is_finished) {
+            return Some(FinishReason::Stop);
+        }
+        s.input = [token];
+        s.has_input = true;
+        None
+    }
+
+    /// Ends a sequence: flushes its held text, reports, and closes its request when it was
+    /// the last choice.
+    fn finish(&mut self, s: &mut Seq, reason: FinishReason) {
+        let Some(group) = self.groups.get_mut(&s.group) else {
+            return;
+        };
+        let rest = s.text.finish();
+        if !rest.is_empty() && reason != FinishReason::Cancelled {
+            let _ = group.events.send(Event::Delta {
+                index: s.index,
+                text: rest,
+                logprobs: Vec::new(),
+            });
+        }
+        let metrics = &self.shared.metrics;
+        let mut ended = vec![(s.index, s.generated)];
+        // Choices that were never forked (cancelled or failed during prefill) end too.
+        ended.extend((1..=std::mem::take(&mut s.forks)).map(|k| (k, 0)));
+        for (index, completion_tokens) in ended {
+            let _ = group.events.send(Event::Finished {
+                index,
+                reason,
+                completion_tokens,
+            });
+            metrics.finished(reason);
+            group.remaining = group.remaining.saturating_sub(1);
+        }
+        if group.remaining == 0 {
+            let end = Instant::now();
+            let first = group.first_token.unwrap_or(end);
+            let _ = group.events.send(Event::Done(Usage {
+                prompt_tokens: group.prompt_tokens,
+                completion_tokens: group.completion_tokens,
+                time_to_first_token: first - group.submitted,
+                decode_time: end - first,
+            }));
+            self.reserved = self.reserved.saturating_sub(group.reserved);
+            self.groups.remove(&s.group);
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! The engine over a tiny random-weight model written by the test: constrained outputs are
+//! valid whatever the weights, stop strings never leak, cancellation frees sequences, a full
+//! queue is a typed error, deltas add up, seeds repeat.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use formwork_engine::{
+    Completion, Constraint, Engine, EngineConfig, EngineError, Event, FinishReason, Prompt,
+    Request, ToolFunction,
+};
+use formwork_index::ByteDfa;
+use formwork_model::testing::{TinySpec, write_tiny_gguf};
+use formwork_model::{Device, LoadedModel, load};
+use formwork_sampler::SamplingParams;
+use formwork_template::Message;
+use serde_json::{Value, json};
+
+fn tiny_model() -> LoadedModel {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    let path = PATH.get_or_init(|| {
+        let dir =
+            std::env::temp_dir().join(format!("formwork-engine-tests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tiny-llama.gguf");
+        write_tiny_gguf(&path, &TinySpec::default()).unwrap();
+        path
+    });
+    load(path, &Device::Cpu).unwrap()
+}
+
+fn engine(config: EngineConfig) -> Engine {
+    Engine::new(tiny_model(), config).unwrap()
+}
+
+fn shared_engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| engine(EngineConfig::default()))
+}
+
+fn sampling(seed: u64) -> SamplingParams {
+    SamplingParams {
+        temperature: 1.0,
+        seed: Some(seed),
+        ..SamplingParams::default()
+    }
+}
+
+fn chat(text: &str) -> Prompt {
+    Prompt::Chat {
+        messages: vec![Message::user(text)],
+        tools: vec![],
+    }
+}
+
+fn run(engine: &Engine, request: Request) -> Completion {
+    engine.submit(request).unwrap().blocking_collect().unwrap()
+}
+
+fn jsonschemabench_sample(count: usize) -> Vec<Value> {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/jsonschemabench");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    let mut schemas = Vec::new();
+    let per_file = count.div_ceil(files.len());
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for line in text.lines().step_by(97).take(per_file * 3) {
+            let row: Value = serde_json::from_str(line).unwrap();
+            let schema = row.get("schema").cloned().unwrap_or(Value::Null);
+            let schema = match schema {
+                Value::String(s) => serde_json::from_str(&s).unwrap_or(Value::Null),
+                v => v,
+            };
+            if formwork_schema::Compiler::new().compile(&schema).is_ok() {
+                schemas.push(schema);
+                if schemas.len() % per_file == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    schemas
+}
+
+#[test]
+fn constrained_random_model_only_produces_valid_documents() {
+    let engine = shared_engine();
+    let schemas = jsonschemabench_sample(40);
+    assert!(schemas.len() >= 25, "only {} schemas", schemas.len());
+    let mut stopped = 0;
+    let mut total = 0;
+    for (i, schema) in schemas.iter().enumerate() {
+        let validator = match jsonschema::validator_for(schema) {
+            Ok(v) => v,
+            Err(_) => continue,
+        };
+        for seed in 0..2 {
+            let mut r = Request::new(chat("json please"));
+            r.sampling = sampling(seed * 1000 + i as u64);
+            r.max_tokens = Some(400);
+            r.constraint = Some(Constraint::JsonSchema(schema.clone()));
+            let c = match engine.submit(r) {
+                Ok(h) => h.blocking_collect().unwrap(),
+                // Index limits (a schema too large for the token index) are typed refusals.
+                Err(EngineError::Index(_)) => continue,
+                Err(e) => panic!("schema {i}: {e}"),
+            };
+            total += 1;
+            if c.finish_reasons[0] == Some(FinishReason::Stop) {
+                stopped += 1;
+                let doc: Value = serde_json::from_str(&c.texts[0])
+                    .unwrap_or_else(|e| panic!("schema {i}: not JSON ({e}): {}", c.texts[0]));
+                assert!(
+                    validator.is_valid(&doc),
+                    "schema {i} seed {seed}: invalid output {}\nschema {schema}",
+                    c.texts[0]
+                );
+            } else {
+                assert_eq!(c.finish_reasons[0], Some(FinishReason::Length));
+            }
+        }
+    }
+    eprintln!("{stopped} of {total} constrained generations completed within 400 tokens");
+    assert!(stopped * 2 >= total, "only {stopped} of {total} completed");
+}
+
+#[test]
+fn regex_and_choice_outputs_match_in_full() {
+    let engine = shared_engine();
+    let regex = r"[a-z]{2,5}-\d{3}(\.[A-Z]+)?";
+    let dfa = ByteDfa::new(regex).unwrap();
+    for seed in 0..10 {
+        let mut r = Request::new(chat("code"));
+        r.sampling = sampling(seed);
+        r.constraint = Some(Constraint::Regex(regex.into()));
+        r.max_tokens = Some(100);
+        let c = run(engine, r);
+        if c.finish_reasons[0] == Some(FinishReason::Stop) {
+            assert!(dfa.matches(c.texts[0].as_bytes()), "{:?}", c.texts[0]);
+        }
+        let choices = vec!["red".to_string(), "green".into(), "blue ocean".into()];
+        let mut r = Request::new(chat("color"));
+        r.sampling = sampling(seed);
+        r.constraint = Some(Constraint::Choice(choices.clone()));
+        let c = run(engine, r);
+        assert_eq!(c.finish_reasons[0], Some(FinishReason::Stop));
+        assert!(choices.contains(&c.texts[0]), "{:?}", c.texts[0]);
+    }
+}
+
+#[test]
+fn tool_calls_follow_the_parameter_schemas() {
+    let engine = shared_engine();
+    let weather = json!({"type":"object","properties":{"city":{"type":"string","maxLength":12},"days":{"type":"integer","minimum":1,"maximum":7}},"required":["city","days"]});
+    let functions = vec![
+        ToolFunction {
+            name: "get_weather".into(),
+            parameters: weather.clone(),
+        },
+        ToolFunction {
+            name: "noop".into(),
+            parameters: json!({"type":"object","properties":{}}),
+        },
+    ];
+    for seed in 0..6 {
+        let mut r = Request::new(chat("weather?"));
+        r.sampling = sampling(seed);
+        r.max_tokens = Some(300);
+        r.constraint = Some(Constraint::ToolCall {
+            functions: functions.clone(),
+            parallel: seed % 2 == 0,
+        });
+        let c = run(engine, r);
+        if c.finish_reasons[0] != Some(FinishReason::Stop) {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&c.texts[0]).unwrap();
+        let calls = if seed % 2 == 0 {
+            v.as_array().unwrap().clone()
+        } else {
+            vec![v]
+        };
+        assert!(!calls.is_empty());
+        for call in calls {
+            match call["name"].as_str().unwrap() {
+                "get_weather" => {
+                    assert!(jsonschema::is_valid(&weather, &call["arguments"]), "{call}")
+                }
+                "noop" => assert!(call["arguments"].is_object()),
+                other => panic!("unknown function {other}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn stop_strings_never_leak() {
+    let engine = shared_engine();
+    let mut r = Request::new(chat("talk"));
+    r.sampling = sampling(42);
+    r.max_tokens = Some(60);
+    r.ignore_eos = true;
+    let full = run(engine, r.clone()).texts.remove(0);
+    let chars: Vec<char> = full.chars().collect();
+    assert!(chars.len() > 20, "{full:?}");
+    // A stop string taken from the middle of the unconstrained output.
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 3].iter().collect();
+    let expected = &full[..full.find(&stop).unwrap()];
+    r.stop = vec![stop.clone()];
+    let mut handle = engine.submit(r).unwrap();
+    let mut streamed = String::new();
+    let mut reason = None;
+    while let Some(e) = handle.blocking_next() {
+        match e {
+            Event::Delta { text, .. } => {
+                streamed.push_str(&text);
+                assert!(!streamed.contains(&stop), "leaked {stop:?} in {streamed:?}");
+            }
+            Event::Finished { reason: r, .. } => reason = Some(r),
+            _ => {}
+        }
+    }
+    assert_eq!(streamed, expected);
+    assert_eq!(reason, Some(FinishReason::Stop));
+}
+
+#[test]
+fn same_seed_same_output_and_deltas_add_up() {
+    let engine = shared_engine();
+    let mut r = Request::new(Prompt::Text("hello there".into()));
+    r.sampling = sampling(7);
+    r.sampling.top_logprobs = Some(3);
+    r.max_tokens = Some(40);
+    r.ignore_eos = true;
+    let a = run(engine, r.clone());
+    let b = run(engine, r.clone());
+    assert_eq!(a.texts, b.texts);
+    // The deltas' text is exactly the bytes of the tokens generated.
+    let bytes: Vec<u8> = a.logprobs[0].iter().flat_map(|t| t.bytes.clone()).collect();
+    assert_eq!(a.texts[0], String::from_utf8_lossy(&bytes));
+    assert_eq!(a.logprobs[0].len(), 40);
+    assert_eq!(a.usage.completion_tokens, 40);
+    for t in &a.logprobs[0] {
+        assert!(t.logprob <= 0.0 && t.top.len() == 3);
+    }
+    r.sampling.seed = Some(8);
+    let c = run(engine, r);
+    assert_ne!(
+        a.texts, c.texts,
+        "different seeds should differ on a random model"
+    );
+}
+
+#[test]
+fn n_choices_share_the_prefill_and_repeat_with_a_seed() {
+    let engine = shared_engine();
+    let mut r = Request::new(chat("three"));
+    r.sampling = sampling(3);
+    r.n = 3;
+    r.max_tokens = Some(20);
+    r.ignore_eos = true;
+    let a = run(engine, r.clone());
+    assert_eq!(a.texts.len(), 3);
+    assert!(
+        a.finish_reasons
+            .iter()
+            .all(|f| *f == Some(FinishReason::Length))
+    );
+    assert_eq!(a.usage.completion_tokens, 60);
+    assert_ne!(a.texts[0], a.texts[1]);
+    assert_eq!(
+        a,
+        Completion {
+            usage: a.usage,
+            ..run(engine, r)
+        }
+    );
+}
+
+#[test]
+fn concurrent_requests_equal_the_same_requests_alone() {
+    let engine = shared_engine();
+    let requests: Vec<Request> = (0..6)
+        .map(|i| {
+            let mut r = Request::new(chat(&"word ".repeat(i * 7 + 1)));
+            r.sampling = sampling(i as u64);
+            r.max_tokens = Some(25);
+            r.ignore_eos = true;
+            r
+        })
+        .collect();
+    let alone: Vec<String> = requests
+        .iter()
+        .map(|r| run(engine, r.clone()).texts.remove(0))
+        .collect();
+    let handles: Vec<_> = requests
+        .into_iter()
+        .map(|r| engine.submit(r).unwrap())
+        .collect();
+    let together: Vec<String> = handles
+        .into_iter()
+        .map(|h| h.blocking_collect().unwrap().texts.remove(0))
+        .collect();
+    assert_eq!(alone, together);
+}
+
+fn wait_for(engine: &Engine, what: &str, cond: impl Fn(&formwork_engine::MetricsSnapshot) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond(&engine.metrics()) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn dropping_the_handle_cancels_and_frees_the_sequence() {
+    let engine = engine(EngineConfig::default());
+    let mut r = Request::new(chat("go on forever"));
+    r.sampling = sampling(1);
+    r.ignore_eos = true;
+    let mut handle = engine.submit(r).unwrap();
+    assert!(matches!(handle.blocking_next(), Some(Event::Delta { .. })));
+    wait_for(&engine, "one active sequence", |m| m.active == 1);
+    drop(handle);
+    wait_for(&engine, "the sequence to be freed", |m| m.active == 0);
+    let m = engine.metrics();
+    assert_eq!(m.finished[2], ("cancelled", 1));
+}
+
+#[test]
+fn a_full_queue_is_a_typed_error() {
+    let engine = engine(EngineConfig {
+        max_active: 1,
+        max_queue: 1,
+        ..EngineConfig::default()
+    });
+    let long = || {
+        let mut r = Request::new(chat("long"));
+        r.ignore_eos = true;
+        r.sampling = sampling(5);
+        r
+    };
+    let _a = engine.submit(long()).unwrap();
+    wait_for(&engine, "the first request to start", |m| m.active == 1);
+    let _b = engine.submit(long()).unwrap();
+    match engine.submit(long()) {
+        Err(EngineError::QueueFull { capacity: 1 }) => {}
+        other => panic!("expected QueueFull, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_requests_are_typed_errors_before_generation() {
+    let engine = shared_engine();
+    let submit = |f: &dyn Fn(&mut Request)| {
+        let mut r = Request::new(chat("x"));
+        f(&mut r);
+        engine.submit(r).map(|_| ())
+    };
+    assert!(matches!(
+        submit(&|r| r.constraint = Some(Constraint::Regex("(".into()))),
+        Err(EngineError::Index(_))
+    ));
+    assert!(matches!(
+        submit(&|r| r.constraint = Some(Constraint::JsonSchema(
+            json!({"type": "object", "minProperties": "x"})
+        ))),
+        Err(EngineError::Schema(_))
+    ));
+    assert!(matches!(
+        submit(&|r| r.constraint = Some(Constraint::Choice(vec![]))),
+        Err(EngineError::Constraint(_))
+    ));
+    assert!(matches!(
+        submit(&|r| r.sampling.temperature = -1.0),
+        Err(EngineError::Sampling(_))
+    ));
+    assert!(matches!(
+        submit(&|r| r.n = 0),
+        Err(EngineError::InvalidRequest(_))
+    ));
+    assert!(matches!(
+        submit(&|r| r.prompt = Prompt::Text("a ".repeat(3000))),
+        Err(EngineError::PromptTooLong {
+            context_length: 1024,
+            ..
+        })
+    ));
+    assert!(matches!(
+        submit(&|r| r.prompt = Prompt::Tokens(vec![])),
+        Err(EngineError::EmptyPrompt)
+    ));
+    // The engine still serves after all of them.
+    let mut r = Request::new(chat("ok"));
+    r.max_tokens = Some(3);
+    r.ignore_eos = true;
+    assert_eq!(run(engine, r).usage.completion_tokens, 3);
+}
+
+#[test]
+fn multibyte_characters_survive_constrained_streams() {
+    let engine = shared_engine();
+    let regex = "(日本|€|😀|é){3,6}";
+    let dfa = ByteDfa::new(regex).unwrap();
+    for seed in 0..5 {
+        let mut r = Request::new(chat("unicode"));
+        r.sampling = sampling(seed);
+        r.constraint = Some(Constraint::Regex(regex.into()));
+        let mut handle = engine.submit(r).unwrap();
+        let mut text = String::new();
+        while let Some(e) = handle.blocking_next() {
+            if let Event::Delta { text: t, .. } = e {
+                assert!(!t.contains('\u{FFFD}'));
+                text.push_str(&t);
+            }
+        }
+        assert!(dfa.matches(text.as_bytes()), "{text:?}");
+    }
+}

@@ -1,0 +1,152 @@
+//! `formwork generate`: one chat reply from a model, optionally constrained, on stdout.
+//!
+//! The reply is rendered through the model's own chat template; the generated text alone goes
+//! to stdout (streamed with `--stream`), and one JSON line with the finish reason, token
+//! counts, time to first token and decode speed goes last to stderr.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use formwork_engine::{Constraint, Engine, EngineConfig, EngineError, Event, Prompt, Request};
+use formwork_sampler::SamplingParams;
+use formwork_template::Message;
+
+use crate::CliError;
+
+/// Arguments of `formwork generate`.
+#[derive(Args)]
+pub(crate) struct GenerateArgs {
+    /// A GGUF file or a Hugging Face model folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// The user message.
+    #[arg(long)]
+    prompt: String,
+    /// An optional system message.
+    #[arg(long)]
+    system: Option<String>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Nucleus sampling mass.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Seed of the sampler.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Constrain the reply to this JSON Schema (a file).
+    #[arg(long, group = "constraint")]
+    schema: Option<PathBuf>,
+    /// Constrain the reply to this regex.
+    #[arg(long, group = "constraint")]
+    regex: Option<String>,
+    /// Constrain the reply to one of these comma-separated strings.
+    #[arg(long, group = "constraint", value_delimiter = ',')]
+    choice: Option<Vec<String>>,
+    /// Constrain the reply to any JSON object.
+    #[arg(long, group = "constraint")]
+    json: bool,
+    /// Stop before any of these strings.
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Print text as it is generated.
+    #[arg(long)]
+    stream: bool,
+    /// Device: cpu, cuda[:N] or metal[:N].
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn input(e: EngineError) -> CliError {
+    match e {
+        EngineError::Model(_) | EngineError::ShutDown | EngineError::Generation(_) => {
+            CliError::Other(e.into())
+        }
+        other => CliError::Input(other.to_string()),
+    }
+}
+
+pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
+    let device =
+        formwork_model::device(&args.device).map_err(|e| CliError::Input(e.to_string()))?;
+    let model =
+        formwork_model::load(&args.model, &device).map_err(|e| CliError::Input(e.to_string()))?;
+    let constraint = if let Some(path) = &args.schema {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))
+            .map_err(|e| CliError::Input(format!("{e:#}")))?;
+        let schema = serde_json::from_str(&text)
+            .map_err(|e| CliError::Input(format!("{}: not JSON: {e}", path.display())))?;
+        Some(Constraint::JsonSchema(schema))
+    } else if let Some(r) = &args.regex {
+        Some(Constraint::Regex(r.clone()))
+    } else if let Some(c) = &args.choice {
+        Some(Constraint::Choice(c.clone()))
+    } else if args.json {
+        Some(Constraint::JsonObject)
+    } else {
+        None
+    };
+    let engine = Engine::new(model, EngineConfig::default()).map_err(input)?;
+    let mut messages = Vec::new();
+    if let Some(system) = &args.system {
+        messages.push(Message::system(system.as_str()));
+    }
+    messages.push(Message::user(args.prompt.as_str()));
+    let mut request = Request::new(Prompt::Chat {
+        messages,
+        tools: vec![],
+    });
+    request.sampling = SamplingParams {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+        ..SamplingParams::default()
+    };
+    request.max_tokens = Some(args.max_tokens);
+    request.stop = args.stop.clone();
+    request.constraint = constraint;
+    let mut handle = engine.submit(request).map_err(input)?;
+    let mut out = std::io::stdout().lock();
+    let mut text = String::new();
+    let mut finish = None;
+    let mut usage = None;
+    while let Some(event) = handle.blocking_next() {
+        match event {
+            Event::Delta { text: t, .. } => {
+                if args.stream {
+                    out.write_all(t.as_bytes()).context("writing to stdout")?;
+                    out.flush().context("writing to stdout")?;
+                }
+                text.push_str(&t);
+            }
+            Event::Finished { reason, .. } => finish = Some(reason),
+            Event::Error { message } => {
+                return Err(CliError::Other(anyhow::anyhow!(
+                    "generation failed: {message}"
+                )));
+            }
+            Event::Done(u) => usage = Some(u),
+        }
+    }
+    if !args.stream {
+        out.write_all(text.as_bytes())
+            .context("writing to stdout")?;
+    }
+    writeln!(out).context("writing to stdout")?;
+    let usage = usage.unwrap_or_default();
+    let line = serde_json::json!({
+        "finish_reason": finish.map(|f| f.as_str()),
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "ttft_ms": usage.time_to_first_token.as_secs_f64() * 1e3,
+        "decode_tok_s": usage.decode_tokens_per_second(),
+    });
+    eprintln!("{line}");
+    Ok(())
+}
