@@ -25,7 +25,8 @@
 //! Timing: each measurement runs once to warm up, then 21, 7, 5 or 3 more times depending on
 //! how long the first run took (under 20 ms, 200 ms, 2 s, or more); the median is reported.
 //! Needs `models/SmolLM2-135M-Instruct.Q4_1.gguf` (`cargo xtask fetch-model`) and
-//! `../shared/data/jsonschemabench`.
+//! `../shared/data/jsonschemabench`. With `FORMWORK_COMPARE_DEBUG` set, sampled documents
+//! llguidance refuses are printed with the place it refused them.
 
 use std::hint::black_box;
 use std::path::PathBuf;
