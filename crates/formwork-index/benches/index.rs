@@ -1,5 +1,6 @@
 //! Index build times over the default model's vocabulary (SmolLM2-135M, 49,152 tokens):
-//! eager builds, lazy builds up to the first mask, and mask lookup in a visited state.
+//! eager builds, lazy builds up to the first mask, a first visit of a string state, and mask
+//! lookup and advance in a visited state.
 //! Needs `models/SmolLM2-135M-Instruct.Q4_1.gguf` (`cargo xtask fetch-model`). Run with
 //! `cargo bench -p formwork-index`.
 
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use formwork_index::{Guide, Index, Vocabulary};
 use formwork_schema::Compiler;
 
@@ -60,6 +61,15 @@ fn bench(c: &mut Criterion) {
         ),
     ];
 
+    for (name, regex) in &cases {
+        let index = Index::new(regex, &vocab).expect("index builds");
+        eprintln!(
+            "{name}: {} token states, eager memory {:.2} MB",
+            index.state_count(),
+            index.memory_usage() as f64 / 1e6
+        );
+    }
+
     let mut g = c.benchmark_group("index");
     g.sample_size(10).measurement_time(Duration::from_secs(4));
     for (name, regex) in &cases {
@@ -75,6 +85,30 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    // A first visit: a fresh lazy index, stepping into a string's contents (a state that
+    // allows nearly the whole vocabulary) and asking for its mask.
+    let prefix = vocab.tokenize_greedy(br#"{"name":""#).expect("tokenizes");
+    let (last, before) = prefix.split_last().expect("tokens");
+    c.bench_function("guide/first_visit_string_state", |b| {
+        b.iter_batched(
+            || {
+                let index = Arc::new(Index::lazy(&cases[1].1, &vocab).expect("index builds"));
+                let mut guide = Guide::new(index);
+                for &t in before {
+                    guide.advance(t).expect("allowed");
+                }
+                guide.mask();
+                guide
+            },
+            |mut guide| {
+                guide.advance(*last).expect("allowed");
+                black_box(guide.mask()[0]);
+                guide
+            },
+            BatchSize::LargeInput,
+        )
+    });
 
     // Mask lookup in a visited state: inside the "name" string of the two-property schema.
     let index = Arc::new(Index::new(&cases[0].1, &vocab).expect("index builds"));

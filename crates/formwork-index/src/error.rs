@@ -24,6 +24,14 @@ pub enum IndexError {
     /// A GGUF file's metadata could not be read.
     #[error(transparent)]
     Gguf(#[from] crate::GgufError),
+    /// A `tokenizer.json` file could not be read or is not supported.
+    #[error("tokenizer {}: {reason}", path.display())]
+    Tokenizer {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// A vocabulary is malformed or unsupported (missing keys, ids out of range).
     #[error("vocabulary: {0}")]
     Vocabulary(String),

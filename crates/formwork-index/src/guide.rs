@@ -49,7 +49,7 @@ impl Guide {
 
     /// Whether `token` is allowed now.
     pub fn is_allowed(&self, token: u32) -> bool {
-        self.index.next_state(self.state, token).is_some()
+        self.index.is_allowed(self.state, token)
     }
 
     /// Consumes `token`. A token not allowed here is an error and leaves the guide unchanged.
@@ -74,12 +74,10 @@ impl Guide {
     /// Whether generation is over: EOS was consumed, or the text is a full match that no
     /// token can extend.
     pub fn is_finished(&self) -> bool {
+        // In an accepting state every EOS token is allowed: only they are when the counts agree.
         self.state == Index::FINISHED
             || (self.index.is_accepting(self.state)
-                && self
-                    .allowed_tokens()
-                    .iter()
-                    .all(|&t| self.index.vocabulary().is_eos(t)))
+                && self.index.allowed_count(self.state) == self.index.vocabulary().eos().len())
     }
 
     /// Number of tokens consumed (and not rolled back).

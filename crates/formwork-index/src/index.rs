@@ -1,5 +1,11 @@
 //! The token-level index: for each state of a [`ByteDfa`], the tokens that keep a match
-//! possible and the state each leads to.
+//! possible.
+//!
+//! Each state keeps the smaller of a sorted token list (4 bytes per allowed token) and a mask
+//! (one bit per vocabulary token): states inside JSON strings allow nearly the whole
+//! vocabulary and keep a 6 KiB mask rather than a 190 KiB list. Where a token leads is not
+//! stored: [`Index::next_state`] runs the DFA over the token's bytes (a few table lookups),
+//! which is as fast as looking it up was.
 //!
 //! The tokens allowed in a state are found by walking the vocabulary's byte trie
 //! ([`crate::Trie`]) against the DFA, depth first: a prefix shared by many tokens is matched
@@ -35,7 +41,7 @@ pub struct IndexConfig {
     pub dfa: DfaConfig,
     /// Most token-level states an eager build may compute.
     pub max_states: usize,
-    /// Most bytes the per-state token lists of an eager build may take.
+    /// Most bytes the per-state token lists and masks of an eager build may take.
     pub max_memory: usize,
     /// Compute each state's tokens on first use instead of all up front. A lazy index checks
     /// only the DFA limits; it grows as requests visit states.
@@ -56,18 +62,72 @@ impl Default for IndexConfig {
     }
 }
 
-/// The allowed tokens of one state, sorted by id, with the state each leads to.
+/// The allowed tokens of one state, in the smaller of two layouts. Where a token leads is not
+/// stored: it is the state the DFA reaches over the token's bytes, found on `advance`.
+#[derive(Debug)]
+enum Allowed {
+    /// Few tokens: their ids, sorted (4 bytes each); the mask is built on first request.
+    Sparse {
+        tokens: Box<[u32]>,
+        mask: OnceLock<Box<[u64]>>,
+    },
+    /// Many tokens (string contents allow most of the vocabulary): the mask (one bit per
+    /// token); the sorted ids are built on first request.
+    Dense {
+        mask: Box<[u64]>,
+        count: usize,
+        tokens: OnceLock<Box<[u32]>>,
+    },
+}
+
+/// One computed state.
 #[derive(Debug)]
 struct Entry {
-    tokens: Box<[u32]>,
-    next: Box<[StateId]>,
-    mask: OnceLock<Box<[u64]>>,
+    allowed: Allowed,
+    /// The distinct states the allowed tokens lead to (EOS's [`Index::FINISHED`] left out);
+    /// computed by eager builds only, which need them to find and prune states.
+    successors: Box<[StateId]>,
+    /// Where each allowed token leads, built on first request ([`Index::next_states`]).
+    next: OnceLock<Box<[StateId]>>,
 }
 
 impl Entry {
     fn memory_usage(&self) -> usize {
-        std::mem::size_of::<Entry>() + self.tokens.len() * 8
+        let list = match &self.allowed {
+            Allowed::Sparse { tokens, .. } => tokens.len() * 4,
+            Allowed::Dense { mask, .. } => mask.len() * 8,
+        };
+        std::mem::size_of::<Entry>() + list + self.successors.len() * 4
     }
+
+    fn count(&self) -> usize {
+        match &self.allowed {
+            Allowed::Sparse { tokens, .. } => tokens.len(),
+            Allowed::Dense { count, .. } => *count,
+        }
+    }
+
+    fn allows(&self, token: u32) -> bool {
+        match &self.allowed {
+            Allowed::Sparse { tokens, .. } => tokens.binary_search(&token).is_ok(),
+            Allowed::Dense { mask, .. } => mask
+                .get(token as usize / 64)
+                .is_some_and(|w| w & (1 << (token % 64)) != 0),
+        }
+    }
+}
+
+/// The ids of the set bits of `mask`, in order.
+fn ids_of(mask: &[u64], count: usize) -> Vec<u32> {
+    let mut out = Vec::with_capacity(count);
+    for (w, &word) in mask.iter().enumerate() {
+        let mut x = word;
+        while x != 0 {
+            out.push((w * 64 + x.trailing_zeros() as usize) as u32);
+            x &= x - 1;
+        }
+    }
+    out
 }
 
 /// A token-level index of a regex over a vocabulary. Immutable once built (a lazy index
@@ -89,8 +149,12 @@ pub struct Index {
 #[derive(Default)]
 struct Scratch {
     bits: Vec<u64>,
+    /// Where each token read in the walk leads (valid where its bit is set).
     next: Vec<StateId>,
     states: Vec<StateId>,
+    /// `mark[t] == stamp` once state `t` is among the successors of the current walk.
+    mark: Vec<u32>,
+    stamp: u32,
 }
 
 thread_local! {
@@ -171,38 +235,103 @@ impl Index {
     /// The tokens allowed in `state`, sorted by id (EOS included in accepting states). Empty
     /// for [`Index::FINISHED`], for ids that are not states of this index, and, in an eager
     /// index, for DFA states no token sequence from the start reaches (or that cannot reach a
-    /// match). A lazy index computes `state` now if it has not yet.
+    /// match). A lazy index computes `state` now if it has not yet. States that allow many
+    /// tokens keep only a mask; their list is built on the first call and cached.
     pub fn allowed_tokens(&self, state: StateId) -> &[u32] {
-        self.entry(state).map_or(&[], |e| &e.tokens)
+        let Some(e) = self.entry(state) else {
+            return &[];
+        };
+        match &e.allowed {
+            Allowed::Sparse { tokens, .. } => tokens,
+            Allowed::Dense {
+                mask,
+                count,
+                tokens,
+            } => tokens.get_or_init(|| {
+                self.memory.fetch_add(count * 4, Ordering::Relaxed);
+                ids_of(mask, *count).into_boxed_slice()
+            }),
+        }
+    }
+
+    /// Number of tokens allowed in `state` (the length of [`Index::allowed_tokens`], without
+    /// building the list).
+    pub fn allowed_count(&self, state: StateId) -> usize {
+        self.entry(state).map_or(0, Entry::count)
+    }
+
+    /// Whether `token` is allowed in `state`.
+    pub fn is_allowed(&self, state: StateId, token: u32) -> bool {
+        self.entry(state).is_some_and(|e| e.allows(token))
     }
 
     /// The state each of [`Index::allowed_tokens`] leads to, in the same order
-    /// ([`Index::FINISHED`] for EOS).
+    /// ([`Index::FINISHED`] for EOS). Built on the first call and cached; a guide does not
+    /// need it ([`Index::next_state`] steps the DFA over one token's bytes).
     pub fn next_states(&self, state: StateId) -> &[StateId] {
-        self.entry(state).map_or(&[], |e| &e.next)
+        let Some(e) = self.entry(state) else {
+            return &[];
+        };
+        e.next.get_or_init(|| {
+            let next: Box<[StateId]> = self
+                .allowed_tokens(state)
+                .iter()
+                .map(|&t| self.step(state, t))
+                .collect();
+            self.memory.fetch_add(next.len() * 4, Ordering::Relaxed);
+            next
+        })
     }
 
-    /// The state `token` leads to from `state`, or `None` if it is not allowed there.
+    /// The distinct states the tokens allowed in `state` lead to ([`Index::FINISHED`] left
+    /// out), in no particular order; eager builds only (empty in a lazy index).
+    fn successors(&self, state: StateId) -> &[StateId] {
+        self.entry(state).map_or(&[], |e| &e.successors)
+    }
+
+    /// The state `token` leads to from `state`, or `None` if it is not allowed there: a
+    /// lookup in the state's tokens, then the DFA run over the token's bytes.
     pub fn next_state(&self, state: StateId, token: u32) -> Option<StateId> {
-        let e = self.entry(state)?;
-        let k = e.tokens.binary_search(&token).ok()?;
-        Some(e.next[k])
+        if !self.entry(state)?.allows(token) {
+            return None;
+        }
+        Some(self.step(state, token))
+    }
+
+    /// Where an allowed `token` leads from `state`.
+    fn step(&self, state: StateId, token: u32) -> StateId {
+        if self.vocab.is_eos(token) {
+            return Self::FINISHED;
+        }
+        let mut s = state;
+        for &b in self.vocab.token(token).unwrap_or_default() {
+            // An allowed text token never reaches DEAD; stop there all the same.
+            if s == ByteDfa::DEAD {
+                break;
+            }
+            s = self.dfa.next(s, b);
+        }
+        s
     }
 
     /// The allowed tokens of `state` as a bitset over the vocabulary (bit `t % 64` of word
-    /// `t / 64`), built on first request and cached. All zero for [`Index::FINISHED`].
+    /// `t / 64`). All zero for [`Index::FINISHED`]. States that allow few tokens build theirs
+    /// on first request and cache it.
     pub fn mask(&self, state: StateId) -> &[u64] {
         let Some(e) = self.entry(state) else {
             return &self.empty_mask;
         };
-        e.mask.get_or_init(|| {
-            let mut m = self.empty_mask.to_vec();
-            for &t in e.tokens.iter() {
-                m[t as usize / 64] |= 1 << (t % 64);
-            }
-            self.memory.fetch_add(m.len() * 8, Ordering::Relaxed);
-            m.into_boxed_slice()
-        })
+        match &e.allowed {
+            Allowed::Dense { mask, .. } => mask,
+            Allowed::Sparse { tokens, mask } => mask.get_or_init(|| {
+                let mut m = self.empty_mask.to_vec();
+                for &t in tokens.iter() {
+                    m[t as usize / 64] |= 1 << (t % 64);
+                }
+                self.memory.fetch_add(m.len() * 8, Ordering::Relaxed);
+                m.into_boxed_slice()
+            }),
+        }
     }
 
     /// Number of states whose tokens are computed (all reachable ones, once eager).
@@ -210,8 +339,10 @@ impl Index {
         self.computed.load(Ordering::Relaxed)
     }
 
-    /// Approximate heap memory of the index, in bytes: the DFA, the per-state token lists
-    /// and the masks built so far (the vocabulary and its trie are shared and not counted).
+    /// Approximate heap memory of the index, in bytes: the DFA, each state's token list or
+    /// mask, and what was built on request since (masks of states with few tokens, token
+    /// lists of states with many, [`Index::next_states`]); the vocabulary and its trie are
+    /// shared and not counted.
     pub fn memory_usage(&self) -> usize {
         self.dfa.memory_usage()
             + self.slots.len() * std::mem::size_of::<OnceLock<Entry>>()
@@ -254,7 +385,7 @@ impl Index {
         SCRATCH.with(|cell| {
             let mut guard = cell.borrow_mut();
             let sc = &mut *guard;
-            // One extra bit and slot for the dummy token (the vocabulary size).
+            // One extra bit for the dummy token (the vocabulary size).
             sc.bits.clear();
             sc.bits.resize((self.vocab.len() + 1).div_ceil(64), 0);
             if sc.next.len() < self.vocab.len() + 1 {
@@ -294,31 +425,63 @@ impl Index {
                 }
                 i = if alive { i + 1 } else { a.end[i] as usize };
             }
-            // Clear the dummy slot.
+            // Clear the dummy bit.
             bits[dummy / 64] &= !(1 << (dummy % 64));
-            let mut count = bits.iter().map(|w| w.count_ones() as usize).sum::<usize>();
             if dfa.is_accepting(state) {
                 for &e in self.vocab.eos() {
-                    sc.bits[e as usize / 64] |= 1 << (e % 64);
-                    sc.next[e as usize] = Self::FINISHED;
-                    count += 1;
+                    bits[e as usize / 64] |= 1 << (e % 64);
+                    next[e as usize] = Self::FINISHED;
                 }
             }
-            let mut tokens = Vec::with_capacity(count);
-            let mut next = Vec::with_capacity(count);
-            for (w, word) in sc.bits.iter_mut().enumerate() {
-                let mut x = std::mem::take(word);
-                while x != 0 {
-                    let id = w * 64 + x.trailing_zeros() as usize;
-                    tokens.push(id as u32);
-                    next.push(sc.next[id]);
-                    x &= x - 1;
+            // An eager build needs the distinct successors (to find the next states to compute
+            // and to prune); a lazy index never does.
+            let mut successors = Vec::new();
+            if !self.config.lazy {
+                // `mark[t] == stamp`: `t` is already listed. The stamp is new for every walk,
+                // so marks left by other walks (of this index or another) never match.
+                sc.stamp = sc.stamp.wrapping_add(1);
+                if sc.stamp == 0 || sc.mark.len() < dfa.state_count() {
+                    sc.mark.clear();
+                    sc.mark.resize(dfa.state_count(), 0);
+                    sc.stamp = 1;
+                }
+                for (w, &word) in bits.iter().enumerate() {
+                    let mut x = word;
+                    while x != 0 {
+                        let t = next[w * 64 + x.trailing_zeros() as usize];
+                        x &= x - 1;
+                        if t == Self::FINISHED {
+                            continue;
+                        }
+                        if let Some(m) = sc.mark.get_mut(t as usize)
+                            && *m != sc.stamp
+                        {
+                            *m = sc.stamp;
+                            successors.push(t);
+                        }
+                    }
                 }
             }
+            let words = self.vocab.mask_words();
+            let count = bits.iter().map(|w| w.count_ones() as usize).sum::<usize>();
+            // Keep the smaller layout: 4 bytes per token, or 8 bytes per 64 tokens.
+            let allowed = if count * 4 < words * 8 {
+                Allowed::Sparse {
+                    tokens: ids_of(&bits[..words], count).into_boxed_slice(),
+                    mask: OnceLock::new(),
+                }
+            } else {
+                Allowed::Dense {
+                    mask: bits[..words].into(),
+                    count,
+                    tokens: OnceLock::new(),
+                }
+            };
+            bits.fill(0);
             Entry {
-                tokens: tokens.into_boxed_slice(),
-                next: next.into_boxed_slice(),
-                mask: OnceLock::new(),
+                allowed,
+                successors: successors.into_boxed_slice(),
+                next: OnceLock::new(),
             }
         })
     }
@@ -329,14 +492,10 @@ impl Index {
     fn prune(&mut self) -> Result<(), IndexError> {
         let n = self.slots.len();
         let mut preds: Vec<Vec<StateId>> = vec![Vec::new(); n];
-        let mut mark = vec![StateId::MAX; n];
         for (s, slot) in self.slots.iter().enumerate() {
             let Some(e) = slot.get() else { continue };
-            for &t in e.next.iter() {
-                if t != Self::FINISHED && mark[t as usize] != s as StateId {
-                    mark[t as usize] = s as StateId;
-                    preds[t as usize].push(s as StateId);
-                }
+            for &t in e.successors.iter() {
+                preds[t as usize].push(s as StateId);
             }
         }
         let mut live = vec![false; n];
@@ -360,26 +519,45 @@ impl Index {
         }
         let mut computed = 0;
         let mut memory = 0;
-        for (s, slot) in self.slots.iter_mut().enumerate() {
+        for s in 0..n {
             if !live[s] {
-                slot.take();
+                self.slots[s].take();
                 continue;
             }
-            let Some(e) = slot.get_mut() else { continue };
-            if e.next
-                .iter()
-                .any(|&t| t != Self::FINISHED && !live[t as usize])
-            {
-                let keep = |k: &usize| e.next[*k] == Self::FINISHED || live[e.next[*k] as usize];
-                let (tokens, next): (Vec<u32>, Vec<StateId>) = (0..e.tokens.len())
-                    .filter(keep)
-                    .map(|k| (e.tokens[k], e.next[k]))
-                    .unzip();
-                e.tokens = tokens.into_boxed_slice();
-                e.next = next.into_boxed_slice();
+            let Some(e) = self.slots[s].get() else {
+                continue;
+            };
+            if e.successors.iter().any(|&t| !live[t as usize]) {
+                // Rare: filter this state's tokens by where each leads.
+                let keep: Vec<u32> = self
+                    .allowed_tokens(s as StateId)
+                    .iter()
+                    .copied()
+                    .filter(|&t| {
+                        let q = self.step(s as StateId, t);
+                        q == Self::FINISHED || live[q as usize]
+                    })
+                    .collect();
+                let successors: Box<[StateId]> = e
+                    .successors
+                    .iter()
+                    .copied()
+                    .filter(|&t| live[t as usize])
+                    .collect();
+                let entry = Entry {
+                    allowed: Allowed::Sparse {
+                        tokens: keep.into_boxed_slice(),
+                        mask: OnceLock::new(),
+                    },
+                    successors,
+                    next: OnceLock::new(),
+                };
+                self.slots[s] = OnceLock::from(entry);
             }
-            computed += 1;
-            memory += e.memory_usage();
+            if let Some(e) = self.slots[s].get() {
+                computed += 1;
+                memory += e.memory_usage();
+            }
         }
         *self.computed.get_mut() = computed;
         *self.memory.get_mut() = memory;
@@ -434,8 +612,6 @@ impl Index {
     /// an error); with a deadline, it also returns (`false`) between two states once past it.
     fn work(&self, work: &Mutex<Worklist>, wake: &Condvar, deadline: Option<Instant>) -> bool {
         let lock = || work.lock().unwrap_or_else(|e| e.into_inner());
-        let mut successors: Vec<StateId> = Vec::new();
-        let mut mark: Vec<StateId> = Vec::new();
         loop {
             let state = {
                 let mut w = lock();
@@ -457,20 +633,10 @@ impl Index {
                     w = wake.wait(w).unwrap_or_else(|e| e.into_inner());
                 }
             };
-            // Distinct successors, found outside the lock.
-            if mark.is_empty() {
-                mark.resize(self.slots.len(), StateId::MAX);
-            }
-            successors.clear();
-            for &t in self.next_states(state) {
-                if t != Self::FINISHED && mark[t as usize] != state {
-                    mark[t as usize] = state;
-                    successors.push(t);
-                }
-            }
+            let successors = self.successors(state);
             let used = self.memory.load(Ordering::Relaxed);
             let mut w = lock();
-            for &t in &successors {
+            for &t in successors {
                 if !w.seen[t as usize] {
                     w.seen[t as usize] = true;
                     w.pending.push(t);

@@ -6,9 +6,11 @@
 //! - [`ByteDfa`]: the byte-level deterministic automaton: a dense table over byte classes,
 //!   restricted to the states from which a full match is still reachable, with
 //!   [`ByteDfa::sample`] to draw random matches from it (what `formwork schema sample` prints).
-//! - [`Vocabulary`]: what bytes each token of a model adds to the text (read from a GGUF
-//!   file's metadata with [`GgufMetadata`], or given explicitly), which tokens are EOS and
-//!   which are special, and the byte [`Trie`] of its tokens.
+//! - [`Vocabulary`]: what bytes each token of a model adds to the text, which tokens are EOS
+//!   and which are special, and the byte [`Trie`] of its tokens. Read from a GGUF file's
+//!   metadata ([`GgufMetadata`]), from a Hugging Face `tokenizer.json`
+//!   (`Vocabulary::from_tokenizer_file`, cargo feature `tokenizers`, on by default), or given
+//!   explicitly.
 //! - [`Index`]: for each DFA state reachable by tokens, the allowed tokens and where each
 //!   leads, found by walking the trie against the DFA; built eagerly or lazily (per state on
 //!   first use). A [`Guide`] is the cheap per-request cursor over a shared index: allowed
@@ -46,6 +48,8 @@ mod error;
 mod gguf;
 mod guide;
 mod index;
+#[cfg(feature = "tokenizers")]
+mod tokenizer;
 mod vocabulary;
 
 pub use automaton::{ByteDfa, DfaConfig, StateId};
@@ -53,4 +57,6 @@ pub use error::IndexError;
 pub use gguf::{GgufError, GgufMetadata, GgufValue};
 pub use guide::Guide;
 pub use index::{Index, IndexConfig};
+#[cfg(feature = "tokenizers")]
+pub use tokenizer::EOS_NAMES;
 pub use vocabulary::{TokenEncoding, Trie, Vocabulary};

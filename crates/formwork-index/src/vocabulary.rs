@@ -269,7 +269,7 @@ impl Vocabulary {
 }
 
 /// `<0xNN>` to the byte `NN`.
-fn parse_byte_token(text: &[u8]) -> Option<u8> {
+pub(crate) fn parse_byte_token(text: &[u8]) -> Option<u8> {
     let hex = text.strip_prefix(b"<0x")?.strip_suffix(b">")?;
     if hex.len() != 2 {
         return None;

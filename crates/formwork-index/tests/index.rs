@@ -149,6 +149,11 @@ fn check_index(index: &Index, vocab: &Vocabulary) {
         let mask = index.mask(s);
         let in_mask: usize = mask.iter().map(|w| w.count_ones() as usize).sum();
         assert_eq!(in_mask, tokens.len());
+        assert_eq!(index.allowed_count(s), tokens.len());
+        for (&t, &n) in tokens.iter().zip(next) {
+            assert!(index.is_allowed(s, t));
+            assert_eq!(index.next_state(s, t), Some(n));
+        }
         for (&t, &n) in tokens.iter().zip(next) {
             assert!(mask[t as usize / 64] & (1 << (t % 64)) != 0);
             if vocab.is_eos(t) {
@@ -458,6 +463,9 @@ fn tokens_into_unspellable_states_are_dropped() {
     // After "xy" only "z" would do, and no token holds a "z".
     let index = Index::new("xyz|xq", &v).unwrap();
     assert_eq!(index.allowed_tokens(index.start()), &[0]);
+    assert_eq!(index.allowed_count(index.start()), 1);
+    assert!(!index.is_allowed(index.start(), 1));
+    assert_eq!(index.next_state(index.start(), 1), None);
     assert_eq!(index.state_count(), 3);
     // The state after "xy" is out of the eager index, and asking does not add it.
     let dfa = index.dfa();

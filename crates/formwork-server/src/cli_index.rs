@@ -25,6 +25,9 @@ pub(crate) struct IndexArgs {
     /// The GGUF model whose vocabulary to index over.
     #[arg(long, default_value = "models/SmolLM2-135M-Instruct.Q4_1.gguf")]
     model: PathBuf,
+    /// A Hugging Face `tokenizer.json` whose vocabulary to index over, instead of `--model`.
+    #[arg(long, conflicts_with = "model")]
+    tokenizer: Option<PathBuf>,
     /// Compute states on first use; `compile_ms` is then the time to the first mask.
     #[arg(long)]
     lazy: bool,
@@ -32,8 +35,14 @@ pub(crate) struct IndexArgs {
 
 pub(crate) fn run(args: IndexArgs) -> Result<(), CliError> {
     let vocab_start = Instant::now();
-    let vocab = Vocabulary::from_gguf(&args.model)
-        .map_err(|e| CliError::Input(format!("{}: {e}", args.model.display())))?;
+    let vocab = match &args.tokenizer {
+        // The error names the file already.
+        Some(path) => {
+            Vocabulary::from_tokenizer_file(path).map_err(|e| CliError::Input(e.to_string()))?
+        }
+        None => Vocabulary::from_gguf(&args.model)
+            .map_err(|e| CliError::Input(format!("{}: {e}", args.model.display())))?,
+    };
     vocab.trie();
     let vocab_ms = vocab_start.elapsed().as_secs_f64() * 1e3;
 
