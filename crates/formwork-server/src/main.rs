@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cli_bench;
 mod cli_generate;
 mod cli_index;
 mod cli_schema;
@@ -31,6 +32,8 @@ enum Command {
     Index(cli_index::IndexArgs),
     /// Generate one chat reply, optionally constrained, from a model.
     Generate(cli_generate::GenerateArgs),
+    /// Time to first token and decode speed, unconstrained and constrained.
+    Bench(cli_bench::BenchArgs),
 }
 
 /// An error the binary reports: bad input (exit 2) or a failure (exit 1).
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Schema(args) => cli_schema::run(args),
         Command::Index(args) => cli_index::run(args),
         Command::Generate(args) => cli_generate::run(args),
+        Command::Bench(args) => cli_bench::run(args),
         // Every template failure is about the user's files: a bad template, bad messages.
         Command::Template(args) => {
             cli_template::run(args).map_err(|e| CliError::Input(format!("{e:#}")))

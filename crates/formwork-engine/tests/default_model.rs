@@ -1,0 +1,119 @@
+//! The engine on the default model (SmolLM2-135M-Instruct Q4_1): the reference answer with
+//! greedy decoding, and valid structured outputs at temperature 0.8.
+//!
+//! Needs `models/SmolLM2-135M-Instruct.Q4_1.gguf` and fails (never skips) without it: run
+//! `cargo xtask fetch-model`.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use formwork_engine::{Constraint, Engine, EngineConfig, FinishReason, Prompt, Request};
+use formwork_index::ByteDfa;
+use formwork_model::{Device, load};
+use formwork_sampler::SamplingParams;
+use formwork_template::Message;
+use serde_json::{Value, json};
+
+fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+        assert!(
+            path.exists(),
+            "the default model is missing at {}: run `cargo xtask fetch-model`",
+            path.display()
+        );
+        Engine::new(load(&path, &Device::Cpu).unwrap(), EngineConfig::default()).unwrap()
+    })
+}
+
+fn chat(system: &str, user: &str) -> Prompt {
+    Prompt::Chat {
+        messages: vec![Message::system(system), Message::user(user)],
+        tools: vec![],
+    }
+}
+
+#[test]
+fn greedy_answer_names_paris() {
+    let mut r = Request::new(chat(
+        "You are a helpful assistant.",
+        "What is the capital of France?",
+    ));
+    r.sampling = SamplingParams::greedy();
+    r.max_tokens = Some(40);
+    let c = engine().submit(r).unwrap().blocking_collect().unwrap();
+    assert!(c.texts[0].contains("Paris"), "{:?}", c.texts[0]);
+    assert_eq!(c.finish_reasons[0], Some(FinishReason::Stop));
+}
+
+#[test]
+fn structured_outputs_at_temperature_0_8_are_valid() {
+    let schemas = [
+        json!({"type":"object","properties":{"name":{"type":"string","maxLength":30},"age":{"type":"integer","minimum":0,"maximum":120}},"required":["name","age"]}),
+        json!({"type":"object","properties":{"city":{"type":"string","maxLength":40},"country":{"type":"string","maxLength":40},"population":{"type":"integer","minimum":0},"capital":{"type":"boolean"}},"required":["city","country","population","capital"]}),
+        json!({"type":"array","items":{"type":"string","enum":["red","green","blue"]},"minItems":1,"maxItems":4}),
+    ];
+    let regex = r"\d{3}-\d{3}-\d{4}";
+    let choices = vec!["positive".to_string(), "negative".into(), "neutral".into()];
+    let mut handles = Vec::new();
+    for seed in 0..2u64 {
+        let sampling = SamplingParams {
+            temperature: 0.8,
+            seed: Some(seed),
+            ..SamplingParams::default()
+        };
+        for (i, schema) in schemas.iter().enumerate() {
+            let mut r = Request::new(chat("You answer in JSON.", "Describe a person or a city."));
+            r.sampling = sampling.clone();
+            r.max_tokens = Some(120);
+            r.constraint = Some(Constraint::JsonSchema(schema.clone()));
+            handles.push((
+                format!("schema {i}"),
+                Some(schema.clone()),
+                None,
+                engine().submit(r).unwrap(),
+            ));
+        }
+        let mut r = Request::new(chat(
+            "You are a helpful assistant.",
+            "Give me a phone number.",
+        ));
+        r.sampling = sampling.clone();
+        r.constraint = Some(Constraint::Regex(regex.into()));
+        handles.push((
+            "regex".into(),
+            None,
+            Some(regex),
+            engine().submit(r).unwrap(),
+        ));
+        let mut r = Request::new(chat(
+            "You are a helpful assistant.",
+            "I love this movie! Sentiment?",
+        ));
+        r.sampling = sampling.clone();
+        r.constraint = Some(Constraint::Choice(choices.clone()));
+        handles.push(("choice".into(), None, None, engine().submit(r).unwrap()));
+    }
+    for (name, schema, regex, handle) in handles {
+        let c = handle.blocking_collect().unwrap();
+        let text = &c.texts[0];
+        if let Some(schema) = schema {
+            if c.finish_reasons[0] != Some(FinishReason::Stop) {
+                continue;
+            }
+            let doc: Value =
+                serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}: {text}"));
+            assert!(jsonschema::is_valid(&schema, &doc), "{name}: {text}");
+        } else if let Some(regex) = regex {
+            assert_eq!(c.finish_reasons[0], Some(FinishReason::Stop));
+            assert!(
+                ByteDfa::new(regex).unwrap().matches(text.as_bytes()),
+                "{name}: {text}"
+            );
+        } else {
+            assert!(choices.contains(text), "{name}: {text}");
+        }
+    }
+}
