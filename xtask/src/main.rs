@@ -98,12 +98,18 @@ fn main() -> Result<()> {
                     .args(&rest[1..]);
                     run(cmd)?;
                 }
+                Some("compare") => {
+                    let mut cmd = cargo();
+                    cmd.args(["bench", "--manifest-path", "benches/compare/Cargo.toml"])
+                        .args(&rest[1..]);
+                    run(cmd)?;
+                }
                 None | Some("all") => {
                     let mut cmd = cargo();
                     cmd.args(["bench", "--workspace"]);
                     run(cmd)?;
                 }
-                Some(other) => bail!("unknown bench {other:?} (expected `engine` or `all`)"),
+                Some(other) => bail!("unknown bench {other:?} (expected `engine`, `compare` or `all`)"),
             }
         }
         _ => {
@@ -113,7 +119,7 @@ fn main() -> Result<()> {
                  test           fetch the model if missing, then run every test\n  \
                  serve          fetch the model if missing, then start the server\n  \
                  schema-report  JSON Schema coverage/soundness report [--out FILE] [--files A,B] [--samples N] [--open-objects] [--misses]\n  \
-                 bench [engine|all]  engine: TTFT and tokens/s on the default model [--max-tokens N] [--sequences 1,8]; all: every criterion bench"
+                 bench [engine|compare|all]  engine: TTFT and tokens/s on the default model [--max-tokens N] [--sequences 1,8]; compare: formwork-index vs outlines-core and llguidance; all: every criterion bench"
             );
             if task != "help" {
                 bail!("unknown task {task:?}");

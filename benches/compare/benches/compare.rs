@@ -2,7 +2,7 @@
 //! 49,152 tokens): `outlines-core` (eager regex index) and `llguidance` (JSON Schema grammar,
 //! mask per step).
 //!
-//! Run with `cargo bench -p formwork-index --bench compare` (add `-- NAME` to run only the
+//! Run with `cargo xtask bench compare` (a crate outside the workspace, so the test build never compiles the two engines) (add `-- NAME` to run only the
 //! cases whose name contains NAME). Prints markdown tables of medians and ratios:
 //!
 //! 1. **outlines-core**: the same regex (from `formwork-schema`, compiled once outside the
