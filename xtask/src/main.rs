@@ -109,7 +109,9 @@ fn main() -> Result<()> {
                     cmd.args(["bench", "--workspace"]);
                     run(cmd)?;
                 }
-                Some(other) => bail!("unknown bench {other:?} (expected `engine`, `compare` or `all`)"),
+                Some(other) => {
+                    bail!("unknown bench {other:?} (expected `engine`, `compare` or `all`)")
+                }
             }
         }
         _ => {

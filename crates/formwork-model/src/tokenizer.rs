@@ -134,7 +134,7 @@ impl Tokenizer {
                 AddedToken::from(t.clone(), control)
             })
             .collect();
-        inner.add_special_tokens(&specials);
+        inner.add_special_tokens(specials).map_err(tok_err)?;
         Ok(Tokenizer {
             inner,
             bos_token_id,
@@ -285,7 +285,8 @@ fn sentencepiece_bpe(vocab: &GgufVocab) -> Result<tokenizers::Tokenizer, ModelEr
         normalizers.push(Prepend::new("▁".to_string()).into());
     }
     normalizers.push(Replace::new(" ", "▁").map_err(tok_err)?.into());
-    tok.with_normalizer(Some(NormalizerSequence::new(normalizers)));
+    tok.with_normalizer(Some(NormalizerSequence::new(normalizers)))
+        .map_err(tok_err)?;
     let mut decoders: Vec<DecoderWrapper> = vec![
         Replace::new("▁", " ").map_err(tok_err)?.into(),
         ByteFallback::new().into(),
