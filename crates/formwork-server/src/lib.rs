@@ -10,18 +10,19 @@
 //!   and [`JsonBody`](error::JsonBody), the body extractor that names the bad field.
 //! - [`options`]: sampling and streaming fields checked and normalized for the engine.
 //! - [`structure`]: every structure dialect (`metadata.structure`, `response_format`,
-//!   vLLM's `guided_*`, forced tool calls) resolved into one
-//!   [`Structure`](structure::Structure).
+//!   vLLM's `guided_*`, forced tool calls) resolved into one engine
+//!   [`Constraint`](formwork_engine::Constraint).
 //! - [`tools`]: the constraint of a forced tool call, and model output read back into
 //!   `tool_calls`, whole or streamed.
 //! - [`sse`]: server-sent event framing.
 //! - [`id`]: response and tool-call ids.
 //!
 //! ```
+//! use formwork_engine::Constraint;
 //! use formwork_server::error::parse_json;
 //! use formwork_server::options::{GenerationOptions, Limits};
 //! use formwork_server::protocol::ChatCompletionRequest;
-//! use formwork_server::structure::{resolve_chat, Structure};
+//! use formwork_server::structure::resolve_chat;
 //!
 //! let body = br#"{
 //!     "model": "smollm2",
@@ -32,9 +33,9 @@
 //! let req: ChatCompletionRequest = parse_json(body)?;
 //! req.validate()?;
 //! let options = GenerationOptions::from_chat(&req, &Limits::default())?;
-//! let (structure, _tools) = resolve_chat(&req)?;
+//! let (resolved, _tools) = resolve_chat(&req)?;
 //! assert_eq!(options.max_tokens, Some(5));
-//! assert_eq!(structure.unwrap().structure, Structure::Choice(vec!["red".into(), "green".into()]));
+//! assert_eq!(resolved.unwrap().constraint, Constraint::Choice(vec!["red".into(), "green".into()]));
 //! # Ok::<(), formwork_server::error::ApiError>(())
 //! ```
 
