@@ -1,9 +1,10 @@
-//! The OpenAI-compatible HTTP layer of Formwork, as a library the `formwork` binary
+//! The OpenAI-compatible HTTP server of Formwork, as a library the `formwork` binary
 //! and the tests share.
 //!
-//! Everything here is independent of the generation engine: it reads requests,
-//! checks them, decides what structure the output must have, and writes responses
-//! and streams in OpenAI's exact shapes.
+//! The request-side modules are independent of the engine's running state: they read
+//! requests, check them, decide what constraint the output must follow, and write
+//! responses and streams in OpenAI's exact shapes. The serving modules put them in front
+//! of a [`formwork_engine::Engine`].
 //!
 //! - [`protocol`]: serde types of OpenAI's chat-completions, completions and models API.
 //! - [`error`]: [`ApiError`](error::ApiError), OpenAI's error shape for every failure,
@@ -16,6 +17,13 @@
 //!   `tool_calls`, whole or streamed.
 //! - [`sse`]: server-sent event framing.
 //! - [`id`]: response and tool-call ids.
+//! - [`app`]: the shared state and [`router`](app::router), the whole API as an axum
+//!   `Router` (authentication, request counting and logging, body limit).
+//! - `generate` (private): the generation routes, from request to engine to response or
+//!   stream; its behaviour is documented on [`app`] and in `docs/api.md`.
+//! - [`routes`]: models, tokenizer, metrics and health routes.
+//! - [`prometheus`]: the `/metrics` text exposition.
+//! - [`serve`](mod@serve): serving on a socket with graceful shutdown.
 //!
 //! ```
 //! use formwork_engine::Constraint;
@@ -39,10 +47,15 @@
 //! # Ok::<(), formwork_server::error::ApiError>(())
 //! ```
 
+pub mod app;
 pub mod error;
+mod generate;
 pub mod id;
 pub mod options;
+pub mod prometheus;
 pub mod protocol;
+pub mod routes;
+pub mod serve;
 pub mod sse;
 pub mod structure;
 pub mod tools;

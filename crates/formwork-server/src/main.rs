@@ -1,4 +1,5 @@
-//! The `formwork` command: structured generation from the command line.
+//! The `formwork` command: structured generation from the command line, and the
+//! OpenAI-compatible server (`formwork serve`).
 //!
 //! Subcommands compose the library crates; each prints its result on stdout and, on failure,
 //! one line on stderr with exit code 2 for bad input (an invalid schema, say) and 1 for
@@ -11,6 +12,7 @@ use clap::{Parser, Subcommand};
 mod cli_generate;
 mod cli_index;
 mod cli_schema;
+mod cli_serve;
 mod cli_template;
 
 /// Structured generation: JSON Schema, regex and choice constraints for language models.
@@ -31,6 +33,8 @@ enum Command {
     Index(cli_index::IndexArgs),
     /// Generate one chat reply, optionally constrained, from a model.
     Generate(cli_generate::GenerateArgs),
+    /// Serve a model over HTTP with OpenAI's chat-completions and completions API.
+    Serve(cli_serve::ServeArgs),
 }
 
 /// An error the binary reports: bad input (exit 2) or a failure (exit 1).
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Command::Schema(args) => cli_schema::run(args),
         Command::Index(args) => cli_index::run(args),
         Command::Generate(args) => cli_generate::run(args),
+        Command::Serve(args) => cli_serve::run(args),
         // Every template failure is about the user's files: a bad template, bad messages.
         Command::Template(args) => {
             cli_template::run(args).map_err(|e| CliError::Input(format!("{e:#}")))
