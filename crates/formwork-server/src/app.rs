@@ -18,7 +18,7 @@
 //! API key. Every response, errors included, is counted in `formwork_requests_total` by
 //! route and status and logged with its latency. Bodies over
 //! [`ServerConfig::max_body_bytes`] are a 413 in OpenAI's error shape; unknown routes a
-//! 404 in the same shape.
+//! 404 and wrong methods a 405 in the same shape.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -205,6 +205,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/detokenize", post(routes::detokenize))
         .route("/metrics", get(routes::metrics))
         .route("/health", get(routes::health))
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), front_door))

@@ -9,19 +9,22 @@
 //! - `POST /detokenize`: `{"tokens": [...]}` to `{"prompt": "..."}` (special tokens kept).
 //! - `GET /metrics`: see [`prometheus`](crate::prometheus).
 //! - `GET /health`: `{"status": "ok"}`, or a 503 `{"status": "shutting_down"}`.
+//!
+//! Unknown routes are a 404 and known routes asked with the wrong method a 405, both in
+//! OpenAI's error shape.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use formwork_engine::{EngineError, Prompt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::error::{ApiError, JsonBody};
+use crate::error::{ApiError, ErrorKind, JsonBody};
 use crate::protocol::{ChatMessage, ModelCard, ModelList, ToolDefinition, validate_messages};
 
 /// `GET /v1/models`.
@@ -187,6 +190,14 @@ pub(crate) async fn health(State(state): State<Arc<AppState>>) -> Response {
 /// Any other route: a 404 in OpenAI's shape.
 pub(crate) async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found(format!("Unknown route `{}`", uri.path()))
+}
+
+/// A known route asked with the wrong method: a 405 in OpenAI's shape.
+pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        format!("`{}` does not accept {method}", uri.path()),
+    )
 }
 
 /// Runs CPU-bound work (tokenizing a long text) off the async threads.

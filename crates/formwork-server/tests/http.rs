@@ -304,6 +304,15 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
         "{error}"
     );
     assert_eq!(error["param"], Value::Null);
+    let error = s.get(chat).error(405);
+    assert_eq!(error["type"], "invalid_request_error");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not accept GET"),
+        "{error}"
+    );
     let big = json!({"messages": user(&"x".repeat(100 * 1024))});
     let error = s.post(chat, &big).error(413);
     assert_eq!(error["type"], "invalid_request_error");
