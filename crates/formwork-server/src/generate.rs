@@ -432,11 +432,16 @@ struct Streaming<W> {
     writer: W,
     include_usage: bool,
     queue: VecDeque<SseEvent>,
+    /// `[DONE]` is queued: nothing more is sent.
+    ended: bool,
 }
 
 impl<W: ChunkWriter> Streaming<W> {
     /// Reads one engine event into the queue; ends the stream after `[DONE]`.
     fn absorb(&mut self, event: Option<Event>) {
+        if self.ended {
+            return;
+        }
         match event {
             Some(Event::Delta {
                 index,
@@ -474,6 +479,7 @@ impl<W: ChunkWriter> Streaming<W> {
 
     fn end(&mut self) {
         self.queue.push_back(sse::done_event());
+        self.ended = true;
         self.handle = None;
     }
 }
@@ -491,6 +497,7 @@ fn event_stream<W: ChunkWriter>(
         writer,
         include_usage,
         queue,
+        ended: false,
     };
     Sse::new(events(state))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
@@ -661,5 +668,261 @@ impl ChunkWriter for CompletionWriter {
 
     fn usage(&self, usage: Usage) -> SseEvent {
         sse::event(&self.factory.usage(usage))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sse::sse_body_for_tests;
+    use serde_json::{Value, json};
+
+    fn options(extra: Value) -> GenerationOptions {
+        let mut body = json!({"messages": [{"role": "user", "content": "x"}], "stream": true});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let req: ChatCompletionRequest =
+            crate::error::parse_json(body.to_string().as_bytes()).unwrap();
+        GenerationOptions::from_chat(&req, &crate::options::Limits::default()).unwrap()
+    }
+
+    /// Feeds events to a stream's state (no engine) and returns the `data:` payloads.
+    async fn feed<W: ChunkWriter>(
+        mut writer: W,
+        events: Vec<Option<Event>>,
+        usage: bool,
+    ) -> Vec<Value> {
+        let mut queue = VecDeque::new();
+        writer.start(&mut queue);
+        let mut state = Streaming {
+            handle: None,
+            writer,
+            include_usage: usage,
+            queue,
+            ended: false,
+        };
+        for event in events {
+            state.absorb(event);
+        }
+        let text = sse_body_for_tests(state.queue.into_iter().collect()).await;
+        text.split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let data = e.strip_prefix("data: ").unwrap();
+                serde_json::from_str(data).unwrap_or(Value::String(data.to_owned()))
+            })
+            .collect()
+    }
+
+    fn delta(index: usize, text: &str, logprobs: Vec<EngineLogprob>) -> Option<Event> {
+        Some(Event::Delta {
+            index,
+            text: text.into(),
+            logprobs,
+        })
+    }
+
+    fn finished(index: usize, reason: EngineFinish) -> Option<Event> {
+        Some(Event::Finished {
+            index,
+            reason,
+            completion_tokens: 1,
+        })
+    }
+
+    fn lp(text: &str) -> EngineLogprob {
+        EngineLogprob {
+            token: 7,
+            bytes: text.as_bytes().to_vec(),
+            logprob: -0.5,
+            top: vec![(7, text.as_bytes().to_vec(), -0.5)],
+        }
+    }
+
+    #[tokio::test]
+    async fn an_error_after_the_stream_started_is_an_event_then_done() {
+        let plan = ToolPlan::new(None, None, None).unwrap();
+        let writer = ChatWriter::new("m".into(), &options(json!({})), &plan);
+        let out = feed(
+            writer,
+            vec![
+                delta(0, "Hel", vec![]),
+                Some(Event::Error {
+                    message: "the model failed".into(),
+                }),
+                // Nothing after the error is sent.
+                delta(0, "lo", vec![]),
+            ],
+            true,
+        )
+        .await;
+        assert_eq!(out[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(out[1]["choices"][0]["delta"]["content"], "Hel");
+        assert_eq!(out[2]["error"]["type"], "server_error");
+        assert_eq!(
+            out[2]["error"]["message"],
+            "Generation failed: the model failed"
+        );
+        assert_eq!(out[3], "[DONE]");
+        assert_eq!(out.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_or_cut_stream_ends_with_an_error_event() {
+        let writer = CompletionWriter::new("m".into(), &options(json!({})));
+        let out = feed(
+            writer,
+            vec![delta(0, "a", vec![]), finished(0, EngineFinish::Cancelled)],
+            false,
+        )
+        .await;
+        assert_eq!(out[0]["choices"][0]["text"], "a");
+        assert_eq!(out[1]["error"]["type"], "overloaded_error");
+        assert_eq!(out[2], "[DONE]");
+
+        // The engine's channel closing before `Done` (it shut down).
+        let writer = CompletionWriter::new("m".into(), &options(json!({})));
+        let out = feed(writer, vec![delta(0, "a", vec![]), None], false).await;
+        assert_eq!(out[1]["error"]["type"], "overloaded_error");
+        assert_eq!(out[2], "[DONE]");
+    }
+
+    #[tokio::test]
+    async fn held_back_logprobs_go_with_the_next_content_or_the_finish() {
+        let writer = ChatWriter::new(
+            "m".into(),
+            &options(json!({"logprobs": true, "top_logprobs": 1, "n": 2})),
+            &ToolPlan::new(None, None, None).unwrap(),
+        );
+        let usage = formwork_engine::Usage {
+            prompt_tokens: 3,
+            completion_tokens: 3,
+            ..Default::default()
+        };
+        let out = feed(
+            writer,
+            vec![
+                // A token whose text is held back (half a character, a stop prefix).
+                delta(1, "", vec![lp("\u{e9}")]),
+                delta(1, "ab", vec![lp("ab")]),
+                delta(0, "", vec![lp("x")]),
+                finished(0, EngineFinish::Stop),
+                finished(1, EngineFinish::Length),
+                Some(Event::Done(usage)),
+            ],
+            true,
+        )
+        .await;
+        // Both roles first, in order.
+        assert_eq!(out[0]["choices"][0]["index"], 0);
+        assert_eq!(out[1]["choices"][0]["index"], 1);
+        assert!(
+            out[..2]
+                .iter()
+                .all(|c| c["choices"][0]["delta"]["role"] == "assistant")
+        );
+        // Choice 1's content chunk carries both tokens' entries.
+        let c = &out[2]["choices"][0];
+        assert_eq!(
+            (c["index"].clone(), c["delta"]["content"].clone()),
+            (json!(1), json!("ab"))
+        );
+        assert_eq!(c["logprobs"]["content"].as_array().unwrap().len(), 2);
+        // Choice 0 never sent content: its entry goes with its finish chunk.
+        let c = &out[3]["choices"][0];
+        assert_eq!(c["finish_reason"], "stop");
+        assert_eq!(c["delta"], json!({}));
+        assert_eq!(c["logprobs"]["content"][0]["token"], "x");
+        assert_eq!(out[4]["choices"][0]["finish_reason"], "length");
+        assert_eq!(out[4]["choices"][0]["logprobs"], Value::Null);
+        assert_eq!(out[5]["usage"]["total_tokens"], 6);
+        assert_eq!(out[6], "[DONE]");
+    }
+
+    #[tokio::test]
+    async fn completion_chunks_count_text_offsets_across_chunks() {
+        let writer = CompletionWriter::new("m".into(), &options(json!({})));
+        let mut writer = writer;
+        writer.logprobs = true;
+        let out = feed(
+            writer,
+            vec![
+                delta(0, "ab", vec![lp("ab")]),
+                delta(0, "cde", vec![lp("c"), lp("de")]),
+                finished(0, EngineFinish::Stop),
+            ],
+            false,
+        )
+        .await;
+        assert_eq!(out[0]["choices"][0]["logprobs"]["text_offset"], json!([0]));
+        assert_eq!(
+            out[1]["choices"][0]["logprobs"]["text_offset"],
+            json!([2, 3])
+        );
+        assert_eq!(out[2]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(out[2]["choices"][0]["text"], "");
+    }
+
+    #[test]
+    fn engine_refusals_name_the_field() {
+        let blame = Blame {
+            prompt: "prompt",
+            structure: Some("guided_regex"),
+            logprobs: "logprobs",
+        };
+        let e = engine_error(EngineError::QueueFull { capacity: 4 }, &blame);
+        assert_eq!(
+            (e.status().as_u16(), e.code_name()),
+            (429, Some("queue_full"))
+        );
+        let e = engine_error(
+            EngineError::PromptTooLong {
+                prompt_tokens: 9,
+                context_length: 8,
+            },
+            &blame,
+        );
+        assert_eq!(e.param_name(), Some("prompt"));
+        assert_eq!(e.code_name(), Some("context_length_exceeded"));
+        let e = engine_error(
+            EngineError::Index(formwork_index::IndexError::Regex("bad".into())),
+            &blame,
+        );
+        assert_eq!(
+            (e.status().as_u16(), e.param_name()),
+            (400, Some("guided_regex"))
+        );
+        let e = engine_error(
+            EngineError::Sampling(SamplerError::InvalidParameter {
+                field: "top_logprobs",
+                reason: "too many".into(),
+            }),
+            &blame,
+        );
+        assert_eq!(e.param_name(), Some("logprobs"));
+        assert_eq!(
+            engine_error(EngineError::ShutDown, &blame)
+                .status()
+                .as_u16(),
+            503
+        );
+        let e = engine_error(EngineError::Generation("x".into()), &blame);
+        assert_eq!(e.status().as_u16(), 500);
+    }
+
+    #[test]
+    fn top_p_zero_is_greedy() {
+        let mut o = options(json!({"top_p": 0, "temperature": 1}));
+        o.stream = false;
+        let r = engine_request(Prompt::Text("x".into()), &o, None);
+        assert_eq!((r.sampling.top_p, r.sampling.temperature), (1.0, 0.0));
+        let o = options(json!({"top_p": 0.5, "top_k": 3, "seed": -1, "n": 2, "stop": "z"}));
+        let r = engine_request(Prompt::Text("x".into()), &o, Some(Constraint::JsonObject));
+        assert_eq!(r.sampling.top_p, 0.5);
+        assert_eq!(r.sampling.top_k, 3);
+        assert_eq!(r.sampling.seed, Some(u64::MAX));
+        assert_eq!((r.n, r.stop.clone()), (2, vec!["z".to_owned()]));
+        assert_eq!(r.constraint, Some(Constraint::JsonObject));
     }
 }
