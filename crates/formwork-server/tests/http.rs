@@ -827,9 +827,15 @@ fn wait_for_metric(s: &Server, sample: &str, ok: impl Fn(f64) -> bool, timeout: 
     }
 }
 
-/// Opens a long stream and reads until its first content chunk; returns the connection.
+/// An engine on the 32k-context tiny model, for streams long enough to act on mid-way.
+fn long_engine(config: EngineConfig) -> Arc<Engine> {
+    common::engine_on(common::long_tiny_model_path(), config)
+}
+
+/// Opens a stream of 30,000 tokens (tens of seconds, far longer than the steps of a test)
+/// and reads until its first content chunk; returns the connection.
 fn open_long_stream(s: &Server) -> BufReader<std::net::TcpStream> {
-    let body = json!({"messages": user("Go on forever"), "max_tokens": 1000, "ignore_eos": true,
+    let body = json!({"messages": user("Go on forever"), "max_tokens": 30_000, "ignore_eos": true,
                       "stream": true, "temperature": 1.0});
     let stream = send(
         s.addr,
@@ -860,7 +866,7 @@ fn open_long_stream(s: &Server) -> BufReader<std::net::TcpStream> {
 fn a_client_that_disconnects_frees_its_sequence() {
     // Its own engine: the gauges must not see other tests' requests.
     let s = Server::start(
-        tiny_engine(EngineConfig::default()),
+        long_engine(EngineConfig::default()),
         ServerConfig::default(),
     );
     let reader = open_long_stream(&s);
@@ -885,14 +891,14 @@ fn a_client_that_disconnects_frees_its_sequence() {
     );
     let generated = s.metric("formwork_completion_tokens_total").unwrap();
     assert!(
-        generated < 1000.0,
+        generated < 30_000.0,
         "the cancelled sequence ran to the end: {generated}"
     );
 }
 
 #[test]
 fn a_full_queue_is_a_429_and_clears() {
-    let engine = tiny_engine(EngineConfig {
+    let engine = long_engine(EngineConfig {
         max_active: 1,
         max_queue: 1,
         ..EngineConfig::default()
@@ -981,13 +987,14 @@ fn metrics_are_prometheus_text() {
 #[test]
 fn graceful_shutdown_lets_streams_finish() {
     let s = Server::start_with_deadline(
-        tiny_engine(EngineConfig::default()),
+        long_engine(EngineConfig::default()),
         ServerConfig::default(),
-        Duration::from_secs(60),
+        Duration::from_secs(120),
     );
     let addr = s.addr;
-    let body = json!({"messages": user("one more"), "max_tokens": 300, "ignore_eos": true,
-                      "stream": true});
+    // About a second of generation on an idle machine: still running at the signal.
+    let body = json!({"messages": user("one more"), "max_tokens": 1500, "ignore_eos": true,
+                      "stream": true, "stream_options": {"include_usage": true}});
     let mut reader = BufReader::new(send(
         addr,
         "POST",
@@ -997,6 +1004,14 @@ fn graceful_shutdown_lets_streams_finish() {
     ));
     let (status, _) = read_head(&mut reader);
     assert_eq!(status, 200);
+    let mut line = String::new();
+    while !line.contains("\"role\":\"assistant\"") {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the stream ended early"
+        );
+    }
     let state = s.state.clone();
     let stopper = std::thread::spawn(move || s.shutdown());
     // The server stops taking requests...
@@ -1005,16 +1020,41 @@ fn graceful_shutdown_lets_streams_finish() {
         assert!(start.elapsed() < Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(5));
     }
-    // ...but the running stream still ends normally.
+    assert!(
+        refused(addr),
+        "a new request was served after the shutdown signal"
+    );
+    // ...but the running stream still ends normally, with every token.
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
     assert!(rest.contains("\"finish_reason\":\"length\""), "{rest}");
+    assert!(rest.contains("\"completion_tokens\":1500"), "{rest}");
     assert!(rest.contains("data: [DONE]"));
     assert_eq!(stopper.join().unwrap(), Shutdown::Drained);
     assert!(
         std::net::TcpStream::connect(addr).is_err(),
         "still accepting after shutdown"
     );
+}
+
+/// Whether a new request during shutdown is refused: the connection is not accepted or
+/// is closed unanswered, or the answer is a 503.
+fn refused(addr: std::net::SocketAddr) -> bool {
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return true;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let body = good_chat().to_string();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if std::io::Write::write_all(&mut stream, head.as_bytes()).is_err() {
+        return true;
+    }
+    let mut reply = String::new();
+    let _ = std::io::Read::read_to_string(&mut stream, &mut reply);
+    reply.is_empty() || reply.starts_with("HTTP/1.1 503")
 }
 
 #[tokio::test]

@@ -15,17 +15,33 @@ use formwork_server::app::{AppState, ServerConfig};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-/// The tiny random model, written once per test process.
+/// The tiny random model (context 1024), written once per test process.
 pub fn tiny_model_path() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| write_tiny("tiny-llama.gguf", TinySpec::default()))
+}
+
+/// The tiny model with a 32k context, for streams that must outlast a test's steps (it
+/// generates a thousand tokens in well under a second on an idle machine).
+pub fn long_tiny_model_path() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("formwork-server-tests-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("creating the test model folder");
-        let path = dir.join("tiny-llama.gguf");
-        write_tiny_gguf(&path, &TinySpec::default()).expect("writing the tiny model");
-        path
+        write_tiny(
+            "tiny-llama-32k.gguf",
+            TinySpec {
+                context_length: 32_768,
+                ..TinySpec::default()
+            },
+        )
     })
+}
+
+fn write_tiny(name: &str, spec: TinySpec) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("formwork-server-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("creating the test model folder");
+    let path = dir.join(name);
+    write_tiny_gguf(&path, &spec).expect("writing the tiny model");
+    path
 }
 
 /// The default model (SmolLM2-135M-Instruct Q4_1), or a panic saying how to get it.
