@@ -41,6 +41,8 @@ pub enum ErrorKind {
     Authentication,
     /// 404: an unknown model or route.
     NotFound,
+    /// 405: a known route asked with the wrong HTTP method.
+    MethodNotAllowed,
     /// 413: the request body is larger than the server accepts.
     PayloadTooLarge,
     /// 429: too many requests are waiting; retry later.
@@ -58,6 +60,7 @@ impl ErrorKind {
             ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
             ErrorKind::Authentication => StatusCode::UNAUTHORIZED,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::RateLimit => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -68,7 +71,9 @@ impl ErrorKind {
     /// OpenAI's `type` field for this kind.
     pub fn type_name(self) -> &'static str {
         match self {
-            ErrorKind::InvalidRequest | ErrorKind::PayloadTooLarge => "invalid_request_error",
+            ErrorKind::InvalidRequest
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::MethodNotAllowed => "invalid_request_error",
             ErrorKind::Authentication => "authentication_error",
             ErrorKind::NotFound => "not_found_error",
             ErrorKind::RateLimit => "rate_limit_error",
@@ -347,6 +352,7 @@ mod tests {
             (ErrorKind::InvalidRequest, 400, "invalid_request_error"),
             (ErrorKind::Authentication, 401, "authentication_error"),
             (ErrorKind::NotFound, 404, "not_found_error"),
+            (ErrorKind::MethodNotAllowed, 405, "invalid_request_error"),
             (ErrorKind::PayloadTooLarge, 413, "invalid_request_error"),
             (ErrorKind::RateLimit, 429, "rate_limit_error"),
             (ErrorKind::Overloaded, 503, "overloaded_error"),

@@ -1,4 +1,5 @@
-//! The `formwork` command: structured generation from the command line.
+//! The `formwork` command: structured generation from the command line, and the
+//! OpenAI-compatible server (`formwork serve`).
 //!
 //! Subcommands compose the library crates; each prints its result on stdout and, on failure,
 //! one line on stderr with exit code 2 for bad input (an invalid schema, say) and 1 for
@@ -12,6 +13,7 @@ mod cli_bench;
 mod cli_generate;
 mod cli_index;
 mod cli_schema;
+mod cli_serve;
 mod cli_template;
 
 /// Structured generation: JSON Schema, regex and choice constraints for language models.
@@ -34,6 +36,8 @@ enum Command {
     Generate(cli_generate::GenerateArgs),
     /// Time to first token and decode speed, unconstrained and constrained.
     Bench(cli_bench::BenchArgs),
+    /// Serve a model over HTTP with OpenAI's chat-completions and completions API.
+    Serve(cli_serve::ServeArgs),
 }
 
 /// An error the binary reports: bad input (exit 2) or a failure (exit 1).
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         Command::Index(args) => cli_index::run(args),
         Command::Generate(args) => cli_generate::run(args),
         Command::Bench(args) => cli_bench::run(args),
+        Command::Serve(args) => cli_serve::run(args),
         // Every template failure is about the user's files: a bad template, bad messages.
         Command::Template(args) => {
             cli_template::run(args).map_err(|e| CliError::Input(format!("{e:#}")))

@@ -55,6 +55,20 @@ pub fn error_event(error: &ApiError) -> Event {
     Event::default().data(error.body().to_string())
 }
 
+/// The bytes an [`axum::response::sse::Sse`] response sends for these events (for
+/// tests of code that produces events).
+#[cfg(test)]
+pub(crate) async fn sse_body_for_tests(events: Vec<Event>) -> String {
+    use axum::response::IntoResponse;
+    let stream =
+        futures_util::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>));
+    let response = axum::response::sse::Sse::new(stream).into_response();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap_or_default();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 fn serialize_error(e: &serde_json::Error) -> ApiError {
     ApiError::server(format!("could not serialize a stream chunk: {e}"))
 }

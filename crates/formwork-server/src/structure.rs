@@ -1,8 +1,8 @@
-//! One structure per request, whichever way the client asked for it.
+//! One constraint per request, whichever way the client asked for it.
 //!
 //! Clients ask for structured output in several dialects; [`resolve_chat`] and
-//! [`resolve_completion`] read them all and return one [`Structure`], the constraint
-//! the engine enforces:
+//! [`resolve_completion`] read them all and return one engine
+//! [`Constraint`](formwork_engine::Constraint):
 //!
 //! | dialect | example |
 //! |---|---|
@@ -15,57 +15,44 @@
 //! thing (the same schema, regex, or set of choices). Every malformed structure is a
 //! 400 whose `param` points at the field (`metadata.structure.type`,
 //! `response_format.json_schema.schema`, `guided_choice[2]`). Whether a schema or regex
-//! compiles is the engine's question: its error should also be a 400, with `param`
-//! the dialect's field ([`Resolved::param`]).
+//! compiles is the engine's question: its error is also a 400, with `param` the
+//! dialect's field ([`Resolved::param`]).
 //!
 //! ```
+//! use formwork_engine::Constraint;
 //! use formwork_server::error::parse_json;
 //! use formwork_server::protocol::ChatCompletionRequest;
-//! use formwork_server::structure::{resolve_chat, Structure};
+//! use formwork_server::structure::resolve_chat;
 //!
 //! let req: ChatCompletionRequest = parse_json(br#"{
 //!     "messages": [{"role": "user", "content": "Yes or no?"}],
 //!     "metadata": {"structure": "{\"type\": \"choice\", \"choices\": [\"yes\", \"no\"]}"}
 //! }"#).unwrap();
 //! let (resolved, _tools) = resolve_chat(&req).unwrap();
-//! assert_eq!(resolved.unwrap().structure, Structure::Choice(vec!["yes".into(), "no".into()]));
+//! assert_eq!(resolved.unwrap().constraint, Constraint::Choice(vec!["yes".into(), "no".into()]));
 //! ```
 
+use formwork_engine::Constraint;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::protocol::{ChatCompletionRequest, CompletionRequest, ResponseFormat};
 use crate::tools::ToolPlan;
 
-/// What the output must look like; mirrors the engine's `Constraint`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Structure {
-    /// A JSON document valid against this schema.
-    JsonSchema(Value),
-    /// Text matching this regex (anchored at both ends).
-    Regex(String),
-    /// Exactly one of these strings.
-    Choice(Vec<String>),
-    /// Any JSON object.
-    JsonObject,
-}
-
-impl Structure {
-    /// Whether two structures ask for the same output: equal schemas (object members
-    /// in any order), equal regexes, the same set of choices.
-    pub fn same_as(&self, other: &Structure) -> bool {
-        match (self, other) {
-            (Structure::Choice(a), Structure::Choice(b)) => {
-                let mut a: Vec<&String> = a.iter().collect();
-                let mut b: Vec<&String> = b.iter().collect();
-                a.sort();
-                a.dedup();
-                b.sort();
-                b.dedup();
-                a == b
-            }
-            (a, b) => a == b,
+/// Whether two constraints ask for the same output: equal schemas (object members
+/// in any order), equal regexes, the same set of choices.
+pub fn same_constraint(a: &Constraint, b: &Constraint) -> bool {
+    match (a, b) {
+        (Constraint::Choice(a), Constraint::Choice(b)) => {
+            let mut a: Vec<&String> = a.iter().collect();
+            let mut b: Vec<&String> = b.iter().collect();
+            a.sort();
+            a.dedup();
+            b.sort();
+            b.dedup();
+            a == b
         }
+        (a, b) => a == b,
     }
 }
 
@@ -101,11 +88,11 @@ impl Dialect {
     }
 }
 
-/// The structure a request asks for, and the field that asked for it.
+/// The constraint a request asks for, and the field that asked for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
     /// The constraint.
-    pub structure: Structure,
+    pub constraint: Constraint,
     /// The dialect it came from (the first one, when several agree).
     pub dialect: Dialect,
 }
@@ -114,11 +101,11 @@ impl Resolved {
     /// The `param` for an error about this structure (a schema that does not compile,
     /// say): the innermost field holding it (`response_format.json_schema.schema`).
     pub fn param(&self) -> &'static str {
-        match (self.dialect, &self.structure) {
-            (Dialect::Metadata, Structure::JsonSchema(_)) => "metadata.structure.schema",
-            (Dialect::Metadata, Structure::Regex(_)) => "metadata.structure.pattern",
-            (Dialect::Metadata, Structure::Choice(_)) => "metadata.structure.choices",
-            (Dialect::ResponseFormat, Structure::JsonSchema(_)) => {
+        match (self.dialect, &self.constraint) {
+            (Dialect::Metadata, Constraint::JsonSchema(_)) => "metadata.structure.schema",
+            (Dialect::Metadata, Constraint::Regex(_)) => "metadata.structure.pattern",
+            (Dialect::Metadata, Constraint::Choice(_)) => "metadata.structure.choices",
+            (Dialect::ResponseFormat, Constraint::JsonSchema(_)) => {
                 "response_format.json_schema.schema"
             }
             (Dialect::ToolChoice, _) => "tools",
@@ -174,9 +161,9 @@ impl<'a> From<&'a CompletionRequest> for StructureFields<'a> {
 pub fn resolve_chat(req: &ChatCompletionRequest) -> Result<(Option<Resolved>, ToolPlan), ApiError> {
     let plan = ToolPlan::from_chat(req)?;
     let mut found = candidates(StructureFields::from(req))?;
-    if let Some(structure) = plan.structure() {
+    if let Some(constraint) = plan.constraint() {
         found.push(Resolved {
-            structure,
+            constraint,
             dialect: Dialect::ToolChoice,
         });
     }
@@ -202,9 +189,12 @@ fn candidates(fields: StructureFields<'_>) -> Result<Vec<Resolved>, ApiError> {
         .param("guided_grammar"));
     }
     let mut found = Vec::new();
-    let mut push = |dialect, structure: Option<Structure>| {
-        if let Some(structure) = structure {
-            found.push(Resolved { structure, dialect });
+    let mut push = |dialect, constraint: Option<Constraint>| {
+        if let Some(constraint) = constraint {
+            found.push(Resolved {
+                constraint,
+                dialect,
+            });
         }
     };
     if let Some(value) = fields.metadata.and_then(|m| m.get("structure")) {
@@ -219,7 +209,7 @@ fn candidates(fields: StructureFields<'_>) -> Result<Vec<Resolved>, ApiError> {
     if let Some(pattern) = fields.guided_regex {
         push(
             Dialect::GuidedRegex,
-            Some(Structure::Regex(pattern.to_owned())),
+            Some(Constraint::Regex(pattern.to_owned())),
         );
     }
     if let Some(value) = fields.guided_choice.filter(|v| !v.is_null()) {
@@ -238,7 +228,7 @@ fn agree(found: Vec<Resolved>) -> Result<Option<Resolved>, ApiError> {
         return Ok(None);
     };
     for other in found {
-        if !first.structure.same_as(&other.structure) {
+        if !same_constraint(&first.constraint, &other.constraint) {
             return Err(ApiError::invalid_request(format!(
                 "`{}` and `{}` ask for different structures; send only one of them",
                 first.dialect.field(),
@@ -251,7 +241,7 @@ fn agree(found: Vec<Resolved>) -> Result<Option<Resolved>, ApiError> {
 }
 
 /// `metadata.structure`: an object, or a string holding one.
-fn metadata_structure(value: &Value) -> Result<Option<Structure>, ApiError> {
+fn metadata_structure(value: &Value) -> Result<Option<Constraint>, ApiError> {
     const PARAM: &str = "metadata.structure";
     let parsed;
     let obj = match value {
@@ -282,10 +272,10 @@ fn metadata_structure(value: &Value) -> Result<Option<Structure>, ApiError> {
     };
     let structure = match kind {
         "json_schema" => {
-            Structure::JsonSchema(schema(obj.get("schema"), "metadata.structure.schema")?)
+            Constraint::JsonSchema(schema(obj.get("schema"), "metadata.structure.schema")?)
         }
         "regex" => match obj.get("pattern") {
-            Some(Value::String(p)) => Structure::Regex(p.clone()),
+            Some(Value::String(p)) => Constraint::Regex(p.clone()),
             Some(_) => {
                 return Err(ApiError::invalid_request(
                     "`metadata.structure.pattern` must be a string",
@@ -308,7 +298,7 @@ fn metadata_structure(value: &Value) -> Result<Option<Structure>, ApiError> {
                 .param("metadata.structure.choices"));
             }
         },
-        "json_object" => Structure::JsonObject,
+        "json_object" => Constraint::JsonObject,
         other => {
             return Err(ApiError::invalid_request(format!(
                 "unknown `{PARAM}.type` `{other}`; expected one of json_schema, regex, choice, json_object"
@@ -320,10 +310,10 @@ fn metadata_structure(value: &Value) -> Result<Option<Structure>, ApiError> {
 }
 
 /// `response_format`: `text` asks for nothing.
-fn response_format(format: &ResponseFormat) -> Result<Option<Structure>, ApiError> {
+fn response_format(format: &ResponseFormat) -> Result<Option<Constraint>, ApiError> {
     match format.kind.as_str() {
         "text" => Ok(None),
-        "json_object" => Ok(Some(Structure::JsonObject)),
+        "json_object" => Ok(Some(Constraint::JsonObject)),
         "json_schema" => {
             let Some(spec) = &format.json_schema else {
                 return Err(ApiError::invalid_request(
@@ -332,7 +322,7 @@ fn response_format(format: &ResponseFormat) -> Result<Option<Structure>, ApiErro
                 .param("response_format.json_schema"));
             };
             let schema = schema(spec.schema.as_ref(), "response_format.json_schema.schema")?;
-            Ok(Some(Structure::JsonSchema(schema)))
+            Ok(Some(Constraint::JsonSchema(schema)))
         }
         other => Err(ApiError::invalid_request(format!(
             "unknown `response_format.type` `{other}`; expected one of text, json_object, json_schema"
@@ -342,7 +332,7 @@ fn response_format(format: &ResponseFormat) -> Result<Option<Structure>, ApiErro
 }
 
 /// `guided_json`: a schema, or a string holding one.
-fn guided_json(value: &Value) -> Result<Option<Structure>, ApiError> {
+fn guided_json(value: &Value) -> Result<Option<Constraint>, ApiError> {
     const PARAM: &str = "guided_json";
     let schema = match value {
         Value::Null => return Ok(None),
@@ -351,7 +341,7 @@ fn guided_json(value: &Value) -> Result<Option<Structure>, ApiError> {
         })?,
         other => other.clone(),
     };
-    Ok(Some(Structure::JsonSchema(self::schema(
+    Ok(Some(Constraint::JsonSchema(self::schema(
         Some(&schema),
         PARAM,
     )?)))
@@ -370,7 +360,7 @@ fn schema(value: Option<&Value>, param: &str) -> Result<Value, ApiError> {
 }
 
 /// A non-empty array of strings.
-fn choices(value: &Value, param: &str) -> Result<Structure, ApiError> {
+fn choices(value: &Value, param: &str) -> Result<Constraint, ApiError> {
     let Value::Array(items) = value else {
         return Err(ApiError::invalid_request(format!(
             "`{param}` must be an array of strings, got {value}"
@@ -394,7 +384,7 @@ fn choices(value: &Value, param: &str) -> Result<Structure, ApiError> {
             .param(format!("{param}[{i}]"))),
         })
         .collect::<Result<Vec<_>, _>>()
-        .map(Structure::Choice)
+        .map(Constraint::Choice)
 }
 
 fn not_an_object(param: &str) -> ApiError {
@@ -419,8 +409,8 @@ mod tests {
         resolve_chat(&req).map(|(resolved, _)| resolved)
     }
 
-    fn structure(extra: Value) -> Structure {
-        chat(extra).unwrap().unwrap().structure
+    fn structure(extra: Value) -> Constraint {
+        chat(extra).unwrap().unwrap().constraint
     }
 
     fn error_param(extra: Value) -> String {
@@ -459,25 +449,25 @@ mod tests {
         let s = json!({"type": "json_schema", "schema": schema});
         assert_eq!(
             structure(json!({"metadata": {"structure": s}})),
-            Structure::JsonSchema(schema.clone())
+            Constraint::JsonSchema(schema.clone())
         );
         assert_eq!(
             structure(json!({"metadata": {"structure": s.to_string()}})),
-            Structure::JsonSchema(schema)
+            Constraint::JsonSchema(schema)
         );
         assert_eq!(
             structure(json!({"metadata": {"structure": {"type": "regex", "pattern": "[0-9]+"}}})),
-            Structure::Regex("[0-9]+".into())
+            Constraint::Regex("[0-9]+".into())
         );
         assert_eq!(
             structure(
                 json!({"metadata": {"structure": "{\"type\":\"choice\",\"choices\":[\"a\",\"b\"]}"}})
             ),
-            Structure::Choice(vec!["a".into(), "b".into()])
+            Constraint::Choice(vec!["a".into(), "b".into()])
         );
         assert_eq!(
             structure(json!({"metadata": {"structure": {"type": "json_object"}}})),
-            Structure::JsonObject
+            Constraint::JsonObject
         );
         let r = chat(json!({"metadata": {"structure": {"type": "json_object"}}}))
             .unwrap()
@@ -541,11 +531,11 @@ mod tests {
         assert_eq!(
             structure(json!({"response_format": {"type": "json_schema",
                 "json_schema": {"name": "x", "schema": schema, "strict": true}}})),
-            Structure::JsonSchema(schema)
+            Constraint::JsonSchema(schema)
         );
         assert_eq!(
             structure(json!({"response_format": {"type": "json_object"}})),
-            Structure::JsonObject
+            Constraint::JsonObject
         );
         for (rf, param) in [
             (
@@ -577,19 +567,19 @@ mod tests {
         let schema = json!({"type": "array"});
         assert_eq!(
             structure(json!({"guided_json": schema})),
-            Structure::JsonSchema(schema.clone())
+            Constraint::JsonSchema(schema.clone())
         );
         assert_eq!(
             structure(json!({"guided_json": schema.to_string()})),
-            Structure::JsonSchema(schema)
+            Constraint::JsonSchema(schema)
         );
         assert_eq!(
             structure(json!({"guided_regex": "a|b"})),
-            Structure::Regex("a|b".into())
+            Constraint::Regex("a|b".into())
         );
         assert_eq!(
             structure(json!({"guided_choice": ["x", "y"]})),
-            Structure::Choice(vec!["x".into(), "y".into()])
+            Constraint::Choice(vec!["x".into(), "y".into()])
         );
         assert_eq!(error_param(json!({"guided_json": "{"})), "guided_json");
         assert_eq!(error_param(json!({"guided_json": 3})), "guided_json");
@@ -652,7 +642,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(r.dialect, Dialect::ToolChoice);
-        assert!(matches!(r.structure, Structure::JsonSchema(_)));
+        assert!(matches!(r.constraint, Constraint::JsonSchema(_)));
         let r = chat(
             json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "f"}}}),
         )
@@ -668,7 +658,7 @@ mod tests {
         )
         .unwrap();
         let r = resolve_completion(&req).unwrap().unwrap();
-        assert_eq!(r.structure, Structure::Choice(vec!["a".into()]));
+        assert_eq!(r.constraint, Constraint::Choice(vec!["a".into()]));
         assert_eq!(r.param(), "guided_choice");
     }
 }

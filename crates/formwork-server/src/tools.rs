@@ -59,7 +59,6 @@ use crate::protocol::{
     ChatCompletionRequest, FinishReason, FunctionCall, FunctionCallDelta, ToolCall, ToolCallDelta,
     ToolChoice, ToolDefinition, ToolType,
 };
-use crate::structure::Structure;
 
 /// How a request uses its tools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -224,9 +223,15 @@ impl ToolPlan {
         Some(schema)
     }
 
-    /// [`ToolPlan::schema`] as a [`Structure`].
-    pub fn structure(&self) -> Option<Structure> {
-        self.schema().map(Structure::JsonSchema)
+    /// [`ToolPlan::schema`] as the engine's constraint.
+    ///
+    /// The server builds the call schema itself rather than using
+    /// [`Constraint::ToolCall`](formwork_engine::Constraint::ToolCall): it moves
+    /// parameters that hold root-relative `$ref`s under the root's `$defs` (which
+    /// `formwork_engine::tool_call_schema` does not), and a tool without parameters
+    /// gets the empty-object schema rather than any object.
+    pub fn constraint(&self) -> Option<formwork_engine::Constraint> {
+        self.schema().map(formwork_engine::Constraint::JsonSchema)
     }
 
     /// Reads a finished output into content and tool calls.

@@ -130,7 +130,6 @@ fn health(port: u16) -> bool {
 }
 
 #[test]
-#[ignore = "enabled when `serve` lands"]
 fn openai_python_sdk_against_default_model() {
     let model = workspace_root().join(MODEL);
     assert!(

@@ -1,0 +1,285 @@
+//! The HTTP application: the state every handler shares and the router.
+//!
+//! [`router`] builds the whole API over an [`AppState`] (an engine and the server's
+//! settings); nothing here binds a port, so tests drive the router in-process with
+//! `tower::ServiceExt::oneshot` or serve it on a random port, and the binary serves it
+//! with [`serve`](crate::serve::serve).
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /v1/chat/completions` | chat, streamed or not, with every structure dialect and tools |
+//! | `POST /v1/completions` | raw-prompt completions |
+//! | `GET /v1/models`, `GET /v1/models/{id}` | the served model |
+//! | `POST /tokenize`, `POST /detokenize` | the model's tokenizer |
+//! | `GET /metrics` | Prometheus text exposition |
+//! | `GET /health` | 200 while serving, 503 while shutting down; never needs the API key |
+//!
+//! Every route but `/health` needs `Authorization: Bearer KEY` when the server has an
+//! API key. Every response, errors included, is counted in `formwork_requests_total` by
+//! route and status and logged with its latency. Bodies over
+//! [`ServerConfig::max_body_bytes`] are a 413 in OpenAI's error shape; unknown routes a
+//! 404 and wrong methods a 405 in the same shape.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use formwork_engine::{Engine, EngineConfig};
+//! use formwork_server::app::{router, AppState, ServerConfig};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let model = formwork_model::load("model.gguf".as_ref(), &formwork_model::Device::Cpu)?;
+//! let engine = Arc::new(Engine::new(model, EngineConfig::default())?);
+//! let state = Arc::new(AppState::new(engine, ServerConfig::default()));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, router(state)).await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use formwork_engine::Engine;
+
+use crate::error::ApiError;
+use crate::options::Limits;
+use crate::{generate, routes};
+
+/// The default most bytes of a request body: 8 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// The server's settings beyond the engine's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The name clients send as `model` and `GET /v1/models` lists; `None` means the
+    /// model's own name. The model's own name is accepted in requests either way.
+    pub served_model_name: Option<String>,
+    /// When set, every route but `/health` needs `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+    /// Per-request limits (`n`, stop strings, `top_logprobs`).
+    pub limits: Limits,
+    /// The most bytes of a request body; a larger one is a 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            served_model_name: None,
+            api_key: None,
+            limits: Limits::default(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// What every handler shares: the engine, the settings, and the HTTP counters.
+#[derive(Debug)]
+pub struct AppState {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) config: ServerConfig,
+    /// The served name first, then the model's own name if different.
+    pub(crate) model_names: Vec<String>,
+    /// When the server started (Unix seconds), as `created` in the model list.
+    pub(crate) started: u64,
+    /// Responses by (route, status).
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    shutting_down: AtomicBool,
+}
+
+impl AppState {
+    /// The state of a server answering with `engine`. `config.limits.max_n` is lowered
+    /// to the engine's `max_active` if above it (more choices could never run at once).
+    pub fn new(engine: Arc<Engine>, mut config: ServerConfig) -> AppState {
+        let own = engine.info().name.clone();
+        let served = config
+            .served_model_name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| own.clone());
+        let mut model_names = vec![served];
+        if !model_names.contains(&own) {
+            model_names.push(own);
+        }
+        let max_active = u32::try_from(engine.config().max_active).unwrap_or(u32::MAX);
+        config.limits.max_n = config.limits.max_n.min(max_active.max(1));
+        AppState {
+            engine,
+            config,
+            model_names,
+            started: crate::id::unix_time(),
+            requests: Mutex::new(BTreeMap::new()),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The name responses carry and `GET /v1/models` lists.
+    pub fn served_model_name(&self) -> &str {
+        &self.model_names[0]
+    }
+
+    /// Checks a request's `model`: absent, empty, the served name or the model's own
+    /// name are fine; anything else is a 404 `model_not_found`.
+    pub fn check_model(&self, model: Option<&str>) -> Result<(), ApiError> {
+        match model {
+            None | Some("") => Ok(()),
+            Some(m) if self.model_names.iter().any(|n| n == m) => Ok(()),
+            Some(m) => Err(ApiError::model_not_found(m)),
+        }
+    }
+
+    /// Marks the server as shutting down: `/health` answers 503 and new generation
+    /// requests are refused with a 503, while running ones finish.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`AppState::begin_shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Responses so far, by route and status code.
+    pub fn request_counts(&self) -> Vec<(&'static str, u16, u64)> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(&(route, status), &count)| (route, status, count))
+            .collect()
+    }
+
+    fn count(&self, route: &'static str, status: u16) {
+        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        *requests.entry((route, status)).or_insert(0) += 1;
+    }
+}
+
+/// The routes, in the label they are counted under.
+const ROUTES: &[&str] = &[
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/models",
+    "/tokenize",
+    "/detokenize",
+    "/metrics",
+    "/health",
+];
+
+/// The label a request is counted under: its route, or `unmatched`, so a client
+/// probing random paths cannot grow the metrics without bound.
+fn route_label(path: &str) -> &'static str {
+    if let Some(route) = ROUTES.iter().find(|r| **r == path) {
+        return route;
+    }
+    if path.starts_with("/v1/models/") {
+        return "/v1/models/{id}";
+    }
+    "unmatched"
+}
+
+/// The whole API over `state`; see the [module docs](self).
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(generate::chat_completions))
+        .route("/v1/completions", post(generate::completions))
+        .route("/v1/models", get(routes::models))
+        .route("/v1/models/{id}", get(routes::model))
+        .route("/tokenize", post(routes::tokenize))
+        .route("/detokenize", post(routes::detokenize))
+        .route("/metrics", get(routes::metrics))
+        .route("/health", get(routes::health))
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .fallback(routes::not_found)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), front_door))
+        .with_state(state)
+}
+
+/// Authenticates, then counts and logs every response.
+async fn front_door(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let route = route_label(&path);
+    let response = match authorize(&state, &request, route) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    };
+    let status = response.status().as_u16();
+    state.count(route, status);
+    let latency_ms = start.elapsed().as_secs_f64() * 1e3;
+    if response.status().is_server_error() {
+        tracing::warn!(%method, path, status, latency_ms, "request");
+    } else {
+        tracing::info!(%method, path, status, latency_ms, "request");
+    }
+    response
+}
+
+fn authorize(state: &AppState, request: &Request, route: &str) -> Result<(), ApiError> {
+    let Some(key) = state.config.api_key.as_deref() else {
+        return Ok(());
+    };
+    if route == "/health" {
+        return Ok(());
+    }
+    let given = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(given) if constant_time_eq(given.as_bytes(), key.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::authentication("Incorrect API key provided.")),
+        None => Err(ApiError::authentication(
+            "Missing API key: send it as `Authorization: Bearer <key>`.",
+        )),
+    }
+}
+
+/// Compares two keys in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_labelled_without_unbounded_values() {
+        assert_eq!(route_label("/v1/chat/completions"), "/v1/chat/completions");
+        assert_eq!(route_label("/v1/models/foo"), "/v1/models/{id}");
+        assert_eq!(route_label("/../etc/passwd"), "unmatched");
+        assert_eq!(route_label("/v1/chat/completions/"), "unmatched");
+    }
+
+    #[test]
+    fn keys_compare_exactly() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

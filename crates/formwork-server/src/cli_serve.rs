@@ -1,0 +1,207 @@
+//! `formwork serve`: the OpenAI-compatible HTTP server.
+//!
+//! Every flag has an environment variable (`FORMWORK_<FLAG>`), for containers; a flag
+//! given on the command line wins. Logs go to stderr, human-readable or one JSON object
+//! per line (`--log-format json`), filtered by `RUST_LOG` (default `info`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use formwork_engine::{Engine, EngineConfig};
+use formwork_server::app::{AppState, DEFAULT_MAX_BODY_BYTES, ServerConfig};
+use formwork_server::options::Limits;
+use formwork_server::serve::{Shutdown, serve, shutdown_signal};
+
+use crate::CliError;
+
+/// Where `--model default` points, relative to the current directory.
+const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Arguments of `formwork serve`.
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// A GGUF file, a Hugging Face model folder, or `default`
+    /// (models/SmolLM2-135M-Instruct.Q4_1.gguf in the current directory).
+    #[arg(long, env = "FORMWORK_MODEL", default_value = "default")]
+    model: String,
+    /// The address to listen on.
+    #[arg(long, env = "FORMWORK_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// The port to listen on (0: any free port).
+    #[arg(long, env = "FORMWORK_PORT", default_value_t = 8080)]
+    port: u16,
+    /// Require `Authorization: Bearer KEY` on every route but /health.
+    #[arg(long, env = "FORMWORK_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Most sequences generating at once (a request with n choices counts n).
+    #[arg(long, env = "FORMWORK_MAX_SEQUENCES", default_value_t = 16)]
+    max_sequences: usize,
+    /// Most requests waiting for a slot; more are answered 429.
+    #[arg(long, env = "FORMWORK_MAX_QUEUE", default_value_t = 256)]
+    max_queue: usize,
+    /// Most tokens (prompt + completion budget) in the KV caches of all running sequences.
+    #[arg(long, env = "FORMWORK_KV_CACHE_TOKENS", default_value_t = 65_536)]
+    kv_cache_tokens: usize,
+    /// The model name clients send and /v1/models lists (default: the model file's name
+    /// without `.gguf`). The model's own name is accepted too.
+    #[arg(long, env = "FORMWORK_SERVED_MODEL_NAME")]
+    served_model_name: Option<String>,
+    /// Device: cpu, cuda[:N] or metal[:N].
+    #[arg(long, env = "FORMWORK_DEVICE", default_value = "cpu")]
+    device: String,
+    /// Largest request body in bytes; larger ones are answered 413.
+    #[arg(long, env = "FORMWORK_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM or Ctrl-C.
+    #[arg(long, env = "FORMWORK_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    shutdown_timeout: u64,
+    /// Log format on stderr.
+    #[arg(long, env = "FORMWORK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialization (never in the binary) is harmless: keep the first.
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// The model path `--model` names.
+fn model_path(model: &str) -> Result<PathBuf, CliError> {
+    if model == "default" {
+        let path = PathBuf::from(DEFAULT_MODEL);
+        if !path.exists() {
+            return Err(CliError::Input(format!(
+                "the default model is not at {DEFAULT_MODEL} (relative to {}): run \
+                 `cargo xtask fetch-model`, or pass --model PATH",
+                std::env::current_dir()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_else(|_| "the current directory".into())
+            )));
+        }
+        return Ok(path);
+    }
+    let path = PathBuf::from(model);
+    if !path.exists() {
+        return Err(CliError::Input(format!("no model at {model}")));
+    }
+    Ok(path)
+}
+
+/// The default served name: the file or folder name, without `.gguf`.
+fn default_served_name(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    Some(name.strip_suffix(".gguf").unwrap_or(name).to_owned())
+}
+
+pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
+    init_logging(args.log_format);
+    if args.max_sequences == 0 {
+        return Err(CliError::Input("--max-sequences must be at least 1".into()));
+    }
+    let path = model_path(&args.model)?;
+    let device =
+        formwork_model::device(&args.device).map_err(|e| CliError::Input(e.to_string()))?;
+    let start = Instant::now();
+    tracing::info!(model = %path.display(), device = args.device, "loading the model");
+    let model = formwork_model::load(&path, &device)
+        .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
+    let config = EngineConfig {
+        max_active: args.max_sequences,
+        max_queue: args.max_queue,
+        kv_cache_tokens: args.kv_cache_tokens,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(model, config)
+        .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
+    let info = engine.info();
+    tracing::info!(
+        name = info.name,
+        architecture = info.architecture.as_str(),
+        vocab_size = info.vocab_size,
+        context_length = info.context_length,
+        load_s = start.elapsed().as_secs_f64(),
+        "model ready"
+    );
+    let server_config = ServerConfig {
+        served_model_name: args
+            .served_model_name
+            .clone()
+            .or_else(|| default_served_name(&path)),
+        api_key: args.api_key.clone().filter(|k| !k.is_empty()),
+        limits: Limits::default(),
+        max_body_bytes: args.max_body_bytes,
+    };
+    let state = Arc::new(AppState::new(Arc::new(engine), server_config));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let deadline = Duration::from_secs(args.shutdown_timeout);
+    let outcome = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        let addr: SocketAddr = listener.local_addr().context("reading the bound address")?;
+        tracing::info!(
+            %addr,
+            model = state.served_model_name(),
+            auth = state.config().api_key.is_some(),
+            "listening on http://{addr}"
+        );
+        serve(listener, state, shutdown_signal(), deadline)
+            .await
+            .context("serving")
+    })?;
+    if outcome == Shutdown::DeadlinePassed {
+        tracing::warn!("exited with requests still running");
+    }
+    // Do not wait for blocking tasks (a schema still compiling) on the way out.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_name_drops_gguf() {
+        assert_eq!(
+            default_served_name(Path::new("models/SmolLM2-135M-Instruct.Q4_1.gguf")).as_deref(),
+            Some("SmolLM2-135M-Instruct.Q4_1")
+        );
+        assert_eq!(
+            default_served_name(Path::new("/m/Qwen3-0.6B")).as_deref(),
+            Some("Qwen3-0.6B")
+        );
+    }
+
+    #[test]
+    fn missing_models_say_what_to_do() {
+        let Err(CliError::Input(msg)) = model_path("/no/such/model.gguf") else {
+            panic!("a missing model must be an input error");
+        };
+        assert!(msg.contains("/no/such/model.gguf"), "{msg}");
+    }
+}

@@ -1,0 +1,928 @@
+//! `POST /v1/chat/completions` and `POST /v1/completions`: requests checked, handed to
+//! the engine, and its events written back as one response or as a stream.
+//!
+//! A request goes through the same steps on both routes:
+//!
+//! 1. the body is read by [`JsonBody`] (malformed JSON or a wrong type: a 400 naming
+//!    the field), the `model` checked (404 `model_not_found`), the conversation
+//!    validated, the sampling fields checked by [`GenerationOptions`], and every
+//!    structure dialect resolved into one [`Constraint`] by [`structure`](crate::structure);
+//! 2. [`Engine::submit`](formwork_engine::Engine::submit) runs on a blocking thread (it
+//!    renders the template, tokenizes and, on an index-cache miss, compiles the
+//!    constraint); its refusals become 400s (with `param` the field at fault), a 429
+//!    when the queue is full, a 503 when the engine is shutting down;
+//! 3. the engine's events are collected into one response, or turned into SSE chunks as
+//!    they come. Both paths read the same events, so a stream's deltas add up to the
+//!    non-streamed answer for the same seed.
+//!
+//! A stream sends, for chat, each choice's role chunk first, then content or tool-call
+//! deltas, each choice's finish chunk, the usage chunk when
+//! `stream_options.include_usage` is set, and `data: [DONE]`. A failure after the stream
+//! started is sent as an error event, then `[DONE]`. Dropping the stream (the client
+//! went away) drops the engine's handle, which cancels the request and frees its
+//! sequences.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use formwork_engine::{
+    Constraint, EngineError, Event, FinishReason as EngineFinish, Prompt, Request, RequestHandle,
+    TokenLogprob as EngineLogprob, Usage as EngineUsage,
+};
+use formwork_sampler::{SamplerError, SamplingParams};
+use futures_util::Stream;
+
+use crate::app::AppState;
+use crate::error::{ApiError, JsonBody};
+use crate::options::GenerationOptions;
+use crate::protocol::{
+    AssistantMessage, ChatChoice, ChatChunkFactory, ChatCompletion, ChatCompletionRequest,
+    ChatDelta, ChatLogprobs, ChatMessage, Completion, CompletionChoice, CompletionChunkFactory,
+    CompletionLogprobs, CompletionRequest, FinishReason, TokenLogprob, TopLogprobMap, Usage,
+};
+use crate::routes::blocking;
+use crate::sse;
+use crate::structure::{resolve_chat, resolve_completion};
+use crate::tools::{StreamDelta, ToolMode, ToolPlan, ToolStream};
+
+/// How often a quiet stream (a request waiting in the queue) sends an SSE comment.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The request fields that engine refusals are blamed on.
+struct Blame {
+    /// `messages` or `prompt`.
+    prompt: &'static str,
+    /// The field holding the constraint (`response_format.json_schema.schema`...).
+    structure: Option<&'static str>,
+    /// The field asking for log-probabilities: `top_logprobs` or `logprobs`.
+    logprobs: &'static str,
+}
+
+/// `POST /v1/chat/completions`.
+pub(crate) async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    JsonBody(req): JsonBody<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
+    state.check_model(req.model.as_deref())?;
+    req.validate()?;
+    let options = GenerationOptions::from_chat(&req, &state.config.limits)?;
+    let (resolved, plan) = resolve_chat(&req)?;
+    let blame = Blame {
+        prompt: "messages",
+        structure: resolved.as_ref().map(|r| r.param()),
+        logprobs: "top_logprobs",
+    };
+    let prompt = Prompt::Chat {
+        messages: req.messages.iter().map(ChatMessage::to_template).collect(),
+        tools: plan.template_tools().unwrap_or_default(),
+    };
+    let request = engine_request(prompt, &options, resolved.map(|r| r.constraint));
+    let handle = submit(&state, request, &blame).await?;
+    let model = state.served_model_name().to_owned();
+    if options.stream {
+        let writer = ChatWriter::new(model, &options, &plan);
+        return Ok(event_stream(handle, writer, options.include_usage));
+    }
+    let collected = collect(handle, options.n).await?;
+    let usage = collected.usage();
+    let mut choices = Vec::with_capacity(collected.choices.len());
+    for (index, choice) in collected.choices.into_iter().enumerate() {
+        let finish = finish_reason(choice.reason)?;
+        let parsed = plan.parse(&choice.text);
+        let finish_reason = parsed.finish_reason(finish);
+        let message = if parsed.tool_calls.is_empty() {
+            AssistantMessage::text(parsed.content.unwrap_or_default())
+        } else {
+            AssistantMessage::tool_calls(parsed.content, parsed.tool_calls)
+        };
+        let logprobs = options.logprobs.map(|_| ChatLogprobs {
+            content: Some(choice.logprobs.iter().map(chat_logprob).collect()),
+        });
+        choices.push(ChatChoice {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            message,
+            logprobs,
+            finish_reason,
+        });
+    }
+    Ok(Json(ChatCompletion::new(model, choices, usage)).into_response())
+}
+
+/// `POST /v1/completions`.
+pub(crate) async fn completions(
+    State(state): State<Arc<AppState>>,
+    JsonBody(req): JsonBody<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    state.check_model(req.model.as_deref())?;
+    let text = req.prompt.text()?.to_owned();
+    let options = GenerationOptions::from_completion(&req, &state.config.limits)?;
+    let resolved = resolve_completion(&req)?;
+    let blame = Blame {
+        prompt: "prompt",
+        structure: resolved.as_ref().map(|r| r.param()),
+        logprobs: "logprobs",
+    };
+    let request = engine_request(Prompt::Text(text), &options, resolved.map(|r| r.constraint));
+    let handle = submit(&state, request, &blame).await?;
+    let model = state.served_model_name().to_owned();
+    if options.stream {
+        let writer = CompletionWriter::new(model, &options);
+        return Ok(event_stream(handle, writer, options.include_usage));
+    }
+    let collected = collect(handle, options.n).await?;
+    let usage = collected.usage();
+    let mut choices = Vec::with_capacity(collected.choices.len());
+    for (index, choice) in collected.choices.into_iter().enumerate() {
+        let finish = finish_reason(choice.reason)?;
+        let logprobs = options
+            .logprobs
+            .map(|_| completion_logprobs(&choice.logprobs, 0));
+        choices.push(CompletionChoice {
+            text: choice.text,
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            logprobs,
+            finish_reason: Some(finish),
+        });
+    }
+    Ok(Json(Completion::new(model, choices, usage)).into_response())
+}
+
+/// The engine's request for checked options and a constraint.
+fn engine_request(
+    prompt: Prompt,
+    options: &GenerationOptions,
+    constraint: Option<Constraint>,
+) -> Request {
+    let mut sampling = SamplingParams {
+        temperature: options.temperature,
+        top_k: options.top_k.map_or(0, |k| k as usize),
+        top_p: options.top_p,
+        min_p: options.min_p,
+        repetition_penalty: options.repetition_penalty,
+        presence_penalty: options.presence_penalty,
+        frequency_penalty: options.frequency_penalty,
+        logit_bias: options.logit_bias.clone(),
+        seed: options.seed,
+        top_logprobs: options.logprobs.map(|k| k as usize),
+    };
+    // OpenAI reads `top_p: 0` as "only the most likely token"; the sampler wants (0, 1].
+    if sampling.top_p <= 0.0 {
+        sampling.top_p = 1.0;
+        sampling.temperature = 0.0;
+    }
+    let mut request = Request::new(prompt);
+    request.sampling = sampling;
+    request.max_tokens = options.max_tokens.map(|m| m as usize);
+    request.stop = options.stop.clone();
+    request.n = options.n as usize;
+    request.constraint = constraint;
+    request.ignore_eos = options.ignore_eos;
+    request
+}
+
+/// Hands a request to the engine on a blocking thread.
+///
+/// A chat template that cannot render a `null` content (SmolLM2's concatenates it) gets
+/// one more try with every `null` content as an empty string, as vLLM renders them for
+/// templates that expect strings; templates that handle `null` see it as sent.
+async fn submit(
+    state: &AppState,
+    request: Request,
+    blame: &Blame,
+) -> Result<RequestHandle, ApiError> {
+    if state.is_shutting_down() {
+        return Err(ApiError::overloaded(
+            "The server is shutting down; retry on another instance.",
+        ));
+    }
+    let fallback = null_contents_as_empty(&request.prompt).map(|prompt| Request {
+        prompt,
+        ..request.clone()
+    });
+    let engine = state.engine.clone();
+    let first = blocking(move || engine.submit(request)).await?;
+    let result = match (first, fallback) {
+        (Err(EngineError::Template(_)), Some(retry)) => {
+            let engine = state.engine.clone();
+            blocking(move || engine.submit(retry)).await?
+        }
+        (first, _) => first,
+    };
+    result.map_err(|e| engine_error(e, blame))
+}
+
+/// The chat prompt with `null` contents as empty strings; `None` if it has none.
+pub(crate) fn null_contents_as_empty(prompt: &Prompt) -> Option<Prompt> {
+    let Prompt::Chat { messages, tools } = prompt else {
+        return None;
+    };
+    if messages.iter().all(|m| m.content.is_some()) {
+        return None;
+    }
+    let messages = messages
+        .iter()
+        .cloned()
+        .map(|mut m| {
+            m.content
+                .get_or_insert_with(|| formwork_template::Content::Text(String::new()));
+            m
+        })
+        .collect();
+    Some(Prompt::Chat {
+        messages,
+        tools: tools.clone(),
+    })
+}
+
+/// An engine refusal as the client sees it.
+fn engine_error(e: EngineError, blame: &Blame) -> ApiError {
+    let message = e.to_string();
+    match e {
+        EngineError::QueueFull { .. } => ApiError::rate_limit(message).code("queue_full"),
+        EngineError::PromptTooLong { .. } => ApiError::invalid_request(message)
+            .param(blame.prompt)
+            .code("context_length_exceeded"),
+        EngineError::EmptyPrompt => ApiError::invalid_request(message).param(blame.prompt),
+        EngineError::Template(_) => ApiError::invalid_request(message).param(blame.prompt),
+        EngineError::Sampling(SamplerError::InvalidParameter { field, .. }) => {
+            let param = match field {
+                "top_logprobs" => blame.logprobs,
+                "vocab_size" => return ApiError::server(message),
+                field => field,
+            };
+            ApiError::invalid_request(message).param(param)
+        }
+        EngineError::Sampling(_) | EngineError::InvalidRequest(_) => {
+            ApiError::invalid_request(message)
+        }
+        EngineError::Schema(schema) => {
+            // The schema error names the keyword and the JSON pointer inside the schema.
+            let e =
+                ApiError::invalid_request(format!("The JSON Schema cannot be enforced: {schema}"));
+            match blame.structure {
+                Some(param) => e.param(param),
+                None => e,
+            }
+        }
+        EngineError::Index(_) | EngineError::Constraint(_) => {
+            let e =
+                ApiError::invalid_request(format!("The structure cannot be enforced: {message}"));
+            match blame.structure {
+                Some(param) => e.param(param),
+                None => e,
+            }
+        }
+        EngineError::ShutDown => ApiError::overloaded(message),
+        EngineError::Model(_) | EngineError::Generation(_) => ApiError::server(message),
+    }
+}
+
+/// One choice's collected output.
+#[derive(Debug, Default)]
+struct CollectedChoice {
+    text: String,
+    logprobs: Vec<EngineLogprob>,
+    reason: Option<EngineFinish>,
+    tokens: usize,
+}
+
+/// A whole request's output.
+#[derive(Debug, Default)]
+struct Collected {
+    choices: Vec<CollectedChoice>,
+    usage: Option<EngineUsage>,
+}
+
+impl Collected {
+    fn usage(&self) -> Usage {
+        match self.usage {
+            Some(u) => Usage::new(count(u.prompt_tokens), count(u.completion_tokens)),
+            None => Usage::new(0, count(self.choices.iter().map(|c| c.tokens).sum())),
+        }
+    }
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Reads every event of a request; a generation failure is a 500.
+async fn collect(mut handle: RequestHandle, n: u32) -> Result<Collected, ApiError> {
+    let mut out = Collected::default();
+    out.choices
+        .resize_with(n as usize, CollectedChoice::default);
+    while let Some(event) = handle.next().await {
+        match event {
+            Event::Delta {
+                index,
+                text,
+                logprobs,
+            } => {
+                if let Some(choice) = out.choices.get_mut(index) {
+                    choice.text.push_str(&text);
+                    choice.logprobs.extend(logprobs);
+                }
+            }
+            Event::Finished {
+                index,
+                reason,
+                completion_tokens,
+            } => {
+                if let Some(choice) = out.choices.get_mut(index) {
+                    choice.reason = Some(reason);
+                    choice.tokens = completion_tokens;
+                }
+            }
+            Event::Error { message } => {
+                return Err(ApiError::server(format!("Generation failed: {message}")));
+            }
+            Event::Done(usage) => {
+                log_usage(&usage);
+                out.usage = Some(usage);
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Logs a finished request's token counts and speed.
+fn log_usage(usage: &EngineUsage) {
+    tracing::info!(
+        prompt_tokens = usage.prompt_tokens,
+        completion_tokens = usage.completion_tokens,
+        ttft_ms = usage.time_to_first_token.as_secs_f64() * 1e3,
+        decode_tok_s = usage.decode_tokens_per_second(),
+        "generation finished"
+    );
+}
+
+/// OpenAI's finish reason for the engine's; a cancelled or failed choice is an error.
+fn finish_reason(reason: Option<EngineFinish>) -> Result<FinishReason, ApiError> {
+    match reason {
+        Some(EngineFinish::Stop) => Ok(FinishReason::Stop),
+        Some(EngineFinish::Length) => Ok(FinishReason::Length),
+        Some(EngineFinish::Cancelled) | None => Err(ApiError::overloaded(
+            "The request was cancelled: the server is shutting down.",
+        )),
+        Some(EngineFinish::Error) => Err(ApiError::server("Generation failed.")),
+    }
+}
+
+/// A chat log-probability entry.
+fn chat_logprob(lp: &EngineLogprob) -> TokenLogprob {
+    TokenLogprob::new(
+        &lp.bytes,
+        lp.logprob,
+        lp.top.iter().map(|(_, bytes, l)| (bytes.as_slice(), *l)),
+    )
+}
+
+/// Completions log-probabilities of some tokens, offsets counted from `start`.
+fn completion_logprobs(lps: &[EngineLogprob], start: u32) -> CompletionLogprobs {
+    let mut out = CompletionLogprobs::default();
+    for lp in lps {
+        let top = lp
+            .top
+            .iter()
+            .map(|(_, bytes, l)| (String::from_utf8_lossy(bytes).into_owned(), *l))
+            .collect();
+        out.push(
+            start,
+            String::from_utf8_lossy(&lp.bytes).into_owned(),
+            lp.logprob,
+            TopLogprobMap(top),
+        );
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Streaming
+// ---------------------------------------------------------------------------------------
+
+/// Turns a request's events into one route's SSE chunks.
+trait ChunkWriter: Send + 'static {
+    /// Chunks sent before any event (chat: each choice's role).
+    fn start(&mut self, out: &mut VecDeque<SseEvent>);
+    /// New text and tokens of a choice.
+    fn delta(
+        &mut self,
+        index: usize,
+        text: &str,
+        logprobs: Vec<EngineLogprob>,
+        out: &mut VecDeque<SseEvent>,
+    );
+    /// A choice ended normally.
+    fn finish(&mut self, index: usize, reason: FinishReason, out: &mut VecDeque<SseEvent>);
+    /// The usage chunk.
+    fn usage(&self, usage: Usage) -> SseEvent;
+}
+
+/// The state of one streamed response.
+struct Streaming<W> {
+    /// `None` once the request ended: dropping it cancels the request.
+    handle: Option<RequestHandle>,
+    writer: W,
+    include_usage: bool,
+    queue: VecDeque<SseEvent>,
+    /// `[DONE]` is queued: nothing more is sent.
+    ended: bool,
+}
+
+impl<W: ChunkWriter> Streaming<W> {
+    /// Reads one engine event into the queue; ends the stream after `[DONE]`.
+    fn absorb(&mut self, event: Option<Event>) {
+        if self.ended {
+            return;
+        }
+        match event {
+            Some(Event::Delta {
+                index,
+                text,
+                logprobs,
+            }) => self.writer.delta(index, &text, logprobs, &mut self.queue),
+            Some(Event::Finished { index, reason, .. }) => match finish_reason(Some(reason)) {
+                Ok(reason) => self.writer.finish(index, reason, &mut self.queue),
+                Err(e) => self.fail(&e),
+            },
+            Some(Event::Error { message }) => {
+                self.fail(&ApiError::server(format!("Generation failed: {message}")));
+            }
+            Some(Event::Done(usage)) => {
+                log_usage(&usage);
+                if self.include_usage {
+                    let usage =
+                        Usage::new(count(usage.prompt_tokens), count(usage.completion_tokens));
+                    self.queue.push_back(self.writer.usage(usage));
+                }
+                self.end();
+            }
+            None => self.fail(&ApiError::overloaded(
+                "The request ended early: the server is shutting down.",
+            )),
+        }
+    }
+
+    /// Sends an error event and ends the stream.
+    fn fail(&mut self, error: &ApiError) {
+        tracing::warn!(error = error.message(), "stream failed");
+        self.queue.push_back(sse::error_event(error));
+        self.end();
+    }
+
+    fn end(&mut self) {
+        self.queue.push_back(sse::done_event());
+        self.ended = true;
+        self.handle = None;
+    }
+}
+
+/// The SSE response of a request: the writer's chunks as the engine's events come.
+fn event_stream<W: ChunkWriter>(
+    handle: RequestHandle,
+    mut writer: W,
+    include_usage: bool,
+) -> Response {
+    let mut queue = VecDeque::new();
+    writer.start(&mut queue);
+    let state = Streaming {
+        handle: Some(handle),
+        writer,
+        include_usage,
+        queue,
+        ended: false,
+    };
+    Sse::new(events(state))
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response()
+}
+
+fn events<W: ChunkWriter>(
+    state: Streaming<W>,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static {
+    futures_util::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(event) = s.queue.pop_front() {
+                return Some((Ok(event), s));
+            }
+            let handle = s.handle.as_mut()?;
+            let event = handle.next().await;
+            s.absorb(event);
+        }
+    })
+}
+
+/// Chat chunks: role first, content or tool-call deltas, finish.
+struct ChatWriter {
+    factory: ChatChunkFactory,
+    streams: Vec<ToolStream>,
+    /// Log-probabilities not yet sent, per choice (text can be held back by the tool
+    /// reader; its tokens' entries go with the next chunk that carries content).
+    pending: Vec<Vec<TokenLogprob>>,
+    logprobs: bool,
+    required_tools: bool,
+}
+
+impl ChatWriter {
+    fn new(model: String, options: &GenerationOptions, plan: &ToolPlan) -> ChatWriter {
+        let n = options.n as usize;
+        ChatWriter {
+            factory: ChatChunkFactory::new(model),
+            streams: (0..n).map(|_| plan.stream()).collect(),
+            pending: vec![Vec::new(); n],
+            logprobs: options.logprobs.is_some(),
+            required_tools: plan.mode() == ToolMode::Required,
+        }
+    }
+
+    fn take_logprobs(&mut self, index: usize) -> Option<ChatLogprobs> {
+        let pending = self.pending.get_mut(index)?;
+        (self.logprobs && !pending.is_empty()).then(|| ChatLogprobs {
+            content: Some(std::mem::take(pending)),
+        })
+    }
+
+    fn send(&mut self, index: usize, deltas: Vec<StreamDelta>, out: &mut VecDeque<SseEvent>) {
+        let i = u32::try_from(index).unwrap_or(u32::MAX);
+        for delta in deltas {
+            let chunk = match delta {
+                StreamDelta::Content(text) => {
+                    let logprobs = self.take_logprobs(index);
+                    self.factory.content(i, text, logprobs)
+                }
+                StreamDelta::ToolCalls(calls) => self.factory.tool_calls(i, calls),
+            };
+            out.push_back(sse::event(&chunk));
+        }
+    }
+}
+
+impl ChunkWriter for ChatWriter {
+    fn start(&mut self, out: &mut VecDeque<SseEvent>) {
+        for index in 0..self.streams.len() {
+            let i = u32::try_from(index).unwrap_or(u32::MAX);
+            let chunk = if self.required_tools {
+                self.factory.role_for_tool_calls(i)
+            } else {
+                self.factory.role(i)
+            };
+            out.push_back(sse::event(&chunk));
+        }
+    }
+
+    fn delta(
+        &mut self,
+        index: usize,
+        text: &str,
+        logprobs: Vec<EngineLogprob>,
+        out: &mut VecDeque<SseEvent>,
+    ) {
+        let Some(stream) = self.streams.get_mut(index) else {
+            return;
+        };
+        let deltas = stream.push(text);
+        if self.logprobs
+            && let Some(pending) = self.pending.get_mut(index)
+        {
+            pending.extend(logprobs.iter().map(chat_logprob));
+        }
+        self.send(index, deltas, out);
+    }
+
+    fn finish(&mut self, index: usize, reason: FinishReason, out: &mut VecDeque<SseEvent>) {
+        let Some(stream) = self.streams.get_mut(index) else {
+            return;
+        };
+        let deltas = stream.finish();
+        let reason = stream.finish_reason(reason);
+        self.send(index, deltas, out);
+        let i = u32::try_from(index).unwrap_or(u32::MAX);
+        let logprobs = self.take_logprobs(index);
+        let chunk = self
+            .factory
+            .chunk(i, ChatDelta::default(), logprobs, Some(reason));
+        out.push_back(sse::event(&chunk));
+    }
+
+    fn usage(&self, usage: Usage) -> SseEvent {
+        sse::event(&self.factory.usage(usage))
+    }
+}
+
+/// Completions chunks: text pieces, then a finish chunk per choice.
+struct CompletionWriter {
+    factory: CompletionChunkFactory,
+    logprobs: bool,
+    /// Per choice, the text offset of the next token's log-probability entry.
+    offsets: Vec<u32>,
+}
+
+impl CompletionWriter {
+    fn new(model: String, options: &GenerationOptions) -> CompletionWriter {
+        CompletionWriter {
+            factory: CompletionChunkFactory::new(model),
+            logprobs: options.logprobs.is_some(),
+            offsets: vec![0; options.n as usize],
+        }
+    }
+}
+
+impl ChunkWriter for CompletionWriter {
+    fn start(&mut self, _out: &mut VecDeque<SseEvent>) {}
+
+    fn delta(
+        &mut self,
+        index: usize,
+        text: &str,
+        logprobs: Vec<EngineLogprob>,
+        out: &mut VecDeque<SseEvent>,
+    ) {
+        let Some(offset) = self.offsets.get_mut(index) else {
+            return;
+        };
+        let logprobs = (self.logprobs && !logprobs.is_empty()).then(|| {
+            let lps = completion_logprobs(&logprobs, *offset);
+            if let (Some(last), Some(token)) = (lps.text_offset.last(), lps.tokens.last()) {
+                *offset = last.saturating_add(count(token.len()));
+            }
+            lps
+        });
+        if text.is_empty() && logprobs.is_none() {
+            return;
+        }
+        let i = u32::try_from(index).unwrap_or(u32::MAX);
+        out.push_back(sse::event(&self.factory.text(i, text, logprobs, None)));
+    }
+
+    fn finish(&mut self, index: usize, reason: FinishReason, out: &mut VecDeque<SseEvent>) {
+        let i = u32::try_from(index).unwrap_or(u32::MAX);
+        out.push_back(sse::event(&self.factory.text(i, "", None, Some(reason))));
+    }
+
+    fn usage(&self, usage: Usage) -> SseEvent {
+        sse::event(&self.factory.usage(usage))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sse::sse_body_for_tests;
+    use serde_json::{Value, json};
+
+    fn options(extra: Value) -> GenerationOptions {
+        let mut body = json!({"messages": [{"role": "user", "content": "x"}], "stream": true});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let req: ChatCompletionRequest =
+            crate::error::parse_json(body.to_string().as_bytes()).unwrap();
+        GenerationOptions::from_chat(&req, &crate::options::Limits::default()).unwrap()
+    }
+
+    /// Feeds events to a stream's state (no engine) and returns the `data:` payloads.
+    async fn feed<W: ChunkWriter>(
+        mut writer: W,
+        events: Vec<Option<Event>>,
+        usage: bool,
+    ) -> Vec<Value> {
+        let mut queue = VecDeque::new();
+        writer.start(&mut queue);
+        let mut state = Streaming {
+            handle: None,
+            writer,
+            include_usage: usage,
+            queue,
+            ended: false,
+        };
+        for event in events {
+            state.absorb(event);
+        }
+        let text = sse_body_for_tests(state.queue.into_iter().collect()).await;
+        text.split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let data = e.strip_prefix("data: ").unwrap();
+                serde_json::from_str(data).unwrap_or(Value::String(data.to_owned()))
+            })
+            .collect()
+    }
+
+    fn delta(index: usize, text: &str, logprobs: Vec<EngineLogprob>) -> Option<Event> {
+        Some(Event::Delta {
+            index,
+            text: text.into(),
+            logprobs,
+        })
+    }
+
+    fn finished(index: usize, reason: EngineFinish) -> Option<Event> {
+        Some(Event::Finished {
+            index,
+            reason,
+            completion_tokens: 1,
+        })
+    }
+
+    fn lp(text: &str) -> EngineLogprob {
+        EngineLogprob {
+            token: 7,
+            bytes: text.as_bytes().to_vec(),
+            logprob: -0.5,
+            top: vec![(7, text.as_bytes().to_vec(), -0.5)],
+        }
+    }
+
+    #[tokio::test]
+    async fn an_error_after_the_stream_started_is_an_event_then_done() {
+        let plan = ToolPlan::new(None, None, None).unwrap();
+        let writer = ChatWriter::new("m".into(), &options(json!({})), &plan);
+        let out = feed(
+            writer,
+            vec![
+                delta(0, "Hel", vec![]),
+                Some(Event::Error {
+                    message: "the model failed".into(),
+                }),
+                // Nothing after the error is sent.
+                delta(0, "lo", vec![]),
+            ],
+            true,
+        )
+        .await;
+        assert_eq!(out[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(out[1]["choices"][0]["delta"]["content"], "Hel");
+        assert_eq!(out[2]["error"]["type"], "server_error");
+        assert_eq!(
+            out[2]["error"]["message"],
+            "Generation failed: the model failed"
+        );
+        assert_eq!(out[3], "[DONE]");
+        assert_eq!(out.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_or_cut_stream_ends_with_an_error_event() {
+        let writer = CompletionWriter::new("m".into(), &options(json!({})));
+        let out = feed(
+            writer,
+            vec![delta(0, "a", vec![]), finished(0, EngineFinish::Cancelled)],
+            false,
+        )
+        .await;
+        assert_eq!(out[0]["choices"][0]["text"], "a");
+        assert_eq!(out[1]["error"]["type"], "overloaded_error");
+        assert_eq!(out[2], "[DONE]");
+
+        // The engine's channel closing before `Done` (it shut down).
+        let writer = CompletionWriter::new("m".into(), &options(json!({})));
+        let out = feed(writer, vec![delta(0, "a", vec![]), None], false).await;
+        assert_eq!(out[1]["error"]["type"], "overloaded_error");
+        assert_eq!(out[2], "[DONE]");
+    }
+
+    #[tokio::test]
+    async fn held_back_logprobs_go_with_the_next_content_or_the_finish() {
+        let writer = ChatWriter::new(
+            "m".into(),
+            &options(json!({"logprobs": true, "top_logprobs": 1, "n": 2})),
+            &ToolPlan::new(None, None, None).unwrap(),
+        );
+        let usage = formwork_engine::Usage {
+            prompt_tokens: 3,
+            completion_tokens: 3,
+            ..Default::default()
+        };
+        let out = feed(
+            writer,
+            vec![
+                // A token whose text is held back (half a character, a stop prefix).
+                delta(1, "", vec![lp("\u{e9}")]),
+                delta(1, "ab", vec![lp("ab")]),
+                delta(0, "", vec![lp("x")]),
+                finished(0, EngineFinish::Stop),
+                finished(1, EngineFinish::Length),
+                Some(Event::Done(usage)),
+            ],
+            true,
+        )
+        .await;
+        // Both roles first, in order.
+        assert_eq!(out[0]["choices"][0]["index"], 0);
+        assert_eq!(out[1]["choices"][0]["index"], 1);
+        assert!(
+            out[..2]
+                .iter()
+                .all(|c| c["choices"][0]["delta"]["role"] == "assistant")
+        );
+        // Choice 1's content chunk carries both tokens' entries.
+        let c = &out[2]["choices"][0];
+        assert_eq!(
+            (c["index"].clone(), c["delta"]["content"].clone()),
+            (json!(1), json!("ab"))
+        );
+        assert_eq!(c["logprobs"]["content"].as_array().unwrap().len(), 2);
+        // Choice 0 never sent content: its entry goes with its finish chunk.
+        let c = &out[3]["choices"][0];
+        assert_eq!(c["finish_reason"], "stop");
+        assert_eq!(c["delta"], json!({}));
+        assert_eq!(c["logprobs"]["content"][0]["token"], "x");
+        assert_eq!(out[4]["choices"][0]["finish_reason"], "length");
+        assert_eq!(out[4]["choices"][0]["logprobs"], Value::Null);
+        assert_eq!(out[5]["usage"]["total_tokens"], 6);
+        assert_eq!(out[6], "[DONE]");
+    }
+
+    #[tokio::test]
+    async fn completion_chunks_count_text_offsets_across_chunks() {
+        let writer = CompletionWriter::new("m".into(), &options(json!({})));
+        let mut writer = writer;
+        writer.logprobs = true;
+        let out = feed(
+            writer,
+            vec![
+                delta(0, "ab", vec![lp("ab")]),
+                delta(0, "cde", vec![lp("c"), lp("de")]),
+                finished(0, EngineFinish::Stop),
+            ],
+            false,
+        )
+        .await;
+        assert_eq!(out[0]["choices"][0]["logprobs"]["text_offset"], json!([0]));
+        assert_eq!(
+            out[1]["choices"][0]["logprobs"]["text_offset"],
+            json!([2, 3])
+        );
+        assert_eq!(out[2]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(out[2]["choices"][0]["text"], "");
+    }
+
+    #[test]
+    fn engine_refusals_name_the_field() {
+        let blame = Blame {
+            prompt: "prompt",
+            structure: Some("guided_regex"),
+            logprobs: "logprobs",
+        };
+        let e = engine_error(EngineError::QueueFull { capacity: 4 }, &blame);
+        assert_eq!(
+            (e.status().as_u16(), e.code_name()),
+            (429, Some("queue_full"))
+        );
+        let e = engine_error(
+            EngineError::PromptTooLong {
+                prompt_tokens: 9,
+                context_length: 8,
+            },
+            &blame,
+        );
+        assert_eq!(e.param_name(), Some("prompt"));
+        assert_eq!(e.code_name(), Some("context_length_exceeded"));
+        let e = engine_error(
+            EngineError::Index(formwork_index::IndexError::Regex("bad".into())),
+            &blame,
+        );
+        assert_eq!(
+            (e.status().as_u16(), e.param_name()),
+            (400, Some("guided_regex"))
+        );
+        let e = engine_error(
+            EngineError::Sampling(SamplerError::InvalidParameter {
+                field: "top_logprobs",
+                reason: "too many".into(),
+            }),
+            &blame,
+        );
+        assert_eq!(e.param_name(), Some("logprobs"));
+        assert_eq!(
+            engine_error(EngineError::ShutDown, &blame)
+                .status()
+                .as_u16(),
+            503
+        );
+        let e = engine_error(EngineError::Generation("x".into()), &blame);
+        assert_eq!(e.status().as_u16(), 500);
+    }
+
+    #[test]
+    fn top_p_zero_is_greedy() {
+        let mut o = options(json!({"top_p": 0, "temperature": 1}));
+        o.stream = false;
+        let r = engine_request(Prompt::Text("x".into()), &o, None);
+        assert_eq!((r.sampling.top_p, r.sampling.temperature), (1.0, 0.0));
+        let o = options(json!({"top_p": 0.5, "top_k": 3, "seed": -1, "n": 2, "stop": "z"}));
+        let r = engine_request(Prompt::Text("x".into()), &o, Some(Constraint::JsonObject));
+        assert_eq!(r.sampling.top_p, 0.5);
+        assert_eq!(r.sampling.top_k, 3);
+        assert_eq!(r.sampling.seed, Some(u64::MAX));
+        assert_eq!((r.n, r.stop.clone()), (2, vec!["z".to_owned()]));
+        assert_eq!(r.constraint, Some(Constraint::JsonObject));
+    }
+}

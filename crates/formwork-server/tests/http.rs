@@ -1,0 +1,1084 @@
+//! The HTTP API over a tiny random model: every bad input answered with the right status
+//! in OpenAI's error shape (and the server still serving), response shapes, SSE framing
+//! over raw HTTP and curl, concurrent streams, disconnects freeing sequences, a full
+//! queue, authentication, metrics and graceful shutdown.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::Request;
+use common::{Server, read_head, request, send, sse_events, tiny_engine};
+use formwork_engine::{Engine, EngineConfig};
+use formwork_server::app::{AppState, ServerConfig, router};
+use formwork_server::serve::Shutdown;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// One engine for the tests that do not watch its gauges.
+fn shared_engine() -> Arc<Engine> {
+    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| tiny_engine(EngineConfig::default()))
+        .clone()
+}
+
+fn server() -> Server {
+    Server::start(
+        shared_engine(),
+        ServerConfig {
+            max_body_bytes: 64 * 1024,
+            ..ServerConfig::default()
+        },
+    )
+}
+
+fn user(text: &str) -> Value {
+    json!([{"role": "user", "content": text}])
+}
+
+fn good_chat() -> Value {
+    json!({"messages": user("Hello"), "max_tokens": 4, "temperature": 0})
+}
+
+fn assert_serving(s: &Server) {
+    let r = s.post("/v1/chat/completions", &good_chat());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["object"], "chat.completion");
+}
+
+#[test]
+fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
+    let s = server();
+    let chat = "/v1/chat/completions";
+    let completions = "/v1/completions";
+    let with = |extra: Value| {
+        let mut body = good_chat();
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let long_prompt = "hello world ".repeat(2000);
+    let many_stops: Vec<String> = (0..17).map(|i| format!("s{i}")).collect();
+    // (route, body, status, param, text the message must contain)
+    let cases: Vec<(&str, Value, u16, Option<&str>, &str)> = vec![
+        (
+            chat,
+            with(json!({"temperature": "hot"})),
+            400,
+            Some("temperature"),
+            "invalid type",
+        ),
+        (
+            chat,
+            with(json!({"temperature": 5})),
+            400,
+            Some("temperature"),
+            "between 0 and 2",
+        ),
+        (
+            chat,
+            with(json!({"top_k": "forty"})),
+            400,
+            Some("top_k"),
+            "invalid type",
+        ),
+        (
+            chat,
+            with(json!({"n": 0})),
+            400,
+            Some("n"),
+            "between 1 and 16",
+        ),
+        (
+            chat,
+            with(json!({"n": 17})),
+            400,
+            Some("n"),
+            "between 1 and 16",
+        ),
+        (
+            chat,
+            with(json!({"logprobs": true, "top_logprobs": 21})),
+            400,
+            Some("top_logprobs"),
+            "between 0 and 20",
+        ),
+        (
+            chat,
+            with(json!({"stop": many_stops})),
+            400,
+            Some("stop"),
+            "at most 16",
+        ),
+        (
+            chat,
+            with(json!({"logit_bias": {"999999": 1}})),
+            400,
+            Some("logit_bias"),
+            "out of range",
+        ),
+        (
+            chat,
+            with(json!({"messages": [{"role": "user", "content": 5}]})),
+            400,
+            Some("messages[0].content"),
+            "content parts",
+        ),
+        (
+            chat,
+            with(json!({"messages": [{"role": "robot", "content": "x"}]})),
+            400,
+            Some("messages[0].role"),
+            "unknown variant `robot`",
+        ),
+        (
+            chat,
+            with(json!({"messages": []})),
+            400,
+            Some("messages"),
+            "at least one message",
+        ),
+        (
+            chat,
+            json!({"max_tokens": 3}),
+            400,
+            Some("messages"),
+            "missing field",
+        ),
+        (
+            chat,
+            with(json!({"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]}]})),
+            400,
+            Some("messages[0].content[0].type"),
+            "Image content is not supported",
+        ),
+        (
+            chat,
+            with(
+                json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x",
+            "schema": {"type": "object", "properties": {"a": {"$dynamicRef": "#node"}}}}}}),
+            ),
+            400,
+            Some("response_format.json_schema.schema"),
+            "unsupported keyword `$dynamicRef` at /properties/a",
+        ),
+        (
+            chat,
+            with(json!({"guided_regex": "(unclosed"})),
+            400,
+            Some("guided_regex"),
+            "regex",
+        ),
+        (
+            chat,
+            with(json!({"metadata": {"structure": {"type": "regex", "pattern": "[z-a]"}}})),
+            400,
+            Some("metadata.structure.pattern"),
+            "regex",
+        ),
+        (
+            chat,
+            with(json!({"response_format": {"type": "json_object"}, "guided_regex": "a+"})),
+            400,
+            Some("guided_regex"),
+            "`response_format` and `guided_regex` ask for different structures",
+        ),
+        (
+            chat,
+            with(json!({"guided_grammar": "root ::= \"a\""})),
+            400,
+            Some("guided_grammar"),
+            "not supported",
+        ),
+        (
+            chat,
+            with(json!({"tool_choice": "required"})),
+            400,
+            Some("tool_choice"),
+            "only allowed when `tools`",
+        ),
+        (
+            chat,
+            with(json!({"stream_options": {"include_usage": true}})),
+            400,
+            Some("stream_options"),
+            "only allowed when `stream`",
+        ),
+        (
+            chat,
+            with(json!({"messages": user(&long_prompt)})),
+            400,
+            Some("messages"),
+            "context",
+        ),
+        (
+            completions,
+            json!({"prompt": long_prompt, "max_tokens": 2}),
+            400,
+            Some("prompt"),
+            "context",
+        ),
+        (
+            completions,
+            json!({"prompt": "x", "echo": true}),
+            400,
+            Some("echo"),
+            "not supported",
+        ),
+        (
+            completions,
+            json!({"prompt": ["a", "b"]}),
+            400,
+            Some("prompt"),
+            "Batched prompts",
+        ),
+        (
+            completions,
+            json!({"prompt": "x", "logprobs": 21}),
+            400,
+            Some("logprobs"),
+            "between 0 and 20",
+        ),
+        (
+            chat,
+            with(json!({"model": "gpt-9"})),
+            404,
+            Some("model"),
+            "does not exist",
+        ),
+        (
+            completions,
+            json!({"prompt": "x", "model": "gpt-9"}),
+            404,
+            Some("model"),
+            "does not exist",
+        ),
+        ("/tokenize", json!({}), 400, Some("prompt"), "required"),
+        (
+            "/detokenize",
+            json!({"tokens": [1, 99999999]}),
+            400,
+            Some("tokens[1]"),
+            "outside the vocabulary",
+        ),
+        ("/v1/nothing", json!({}), 404, None, "Unknown route"),
+    ];
+    for (i, (route, body, status, param, needle)) in cases.into_iter().enumerate() {
+        let reply = s.post(route, &body);
+        let error = reply.error(status);
+        assert_eq!(error["param"].as_str(), param, "case {i} {route}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains(needle),
+            "case {i} {route}: {error}"
+        );
+        let expected_type = match status {
+            404 => "not_found_error",
+            _ => "invalid_request_error",
+        };
+        assert_eq!(error["type"], expected_type, "case {i}");
+        if status == 404 && route != "/v1/nothing" {
+            assert_eq!(error["code"], "model_not_found");
+        }
+        if needle == "context" {
+            assert_eq!(error["code"], "context_length_exceeded");
+        }
+        if i % 5 == 0 {
+            assert_serving(&s);
+        }
+    }
+
+    // Malformed JSON, and a body over the limit.
+    let r = request(s.addr, "POST", chat, &[], br#"{"messages": ["#);
+    let error = r.error(400);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON"),
+        "{error}"
+    );
+    assert_eq!(error["param"], Value::Null);
+    let error = s.get(chat).error(405);
+    assert_eq!(error["type"], "invalid_request_error");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not accept GET"),
+        "{error}"
+    );
+    let big = json!({"messages": user(&"x".repeat(100 * 1024))});
+    let error = s.post(chat, &big).error(413);
+    assert_eq!(error["type"], "invalid_request_error");
+    assert_serving(&s);
+}
+
+#[test]
+fn api_key_is_required_except_for_health() {
+    let s = Server::start(
+        shared_engine(),
+        ServerConfig {
+            api_key: Some("sesame".into()),
+            ..ServerConfig::default()
+        },
+    );
+    let body = good_chat().to_string();
+    let post = |headers: &[(&str, &str)]| {
+        request(
+            s.addr,
+            "POST",
+            "/v1/chat/completions",
+            headers,
+            body.as_bytes(),
+        )
+    };
+    let error = post(&[]).error(401);
+    assert_eq!(error["type"], "authentication_error");
+    assert_eq!(error["code"], "invalid_api_key");
+    post(&[("Authorization", "Bearer wrong")]).error(401);
+    post(&[("Authorization", "sesame")]).error(401);
+    assert_eq!(post(&[("Authorization", "Bearer sesame")]).status, 200);
+    assert_eq!(s.get("/health").status, 200);
+    s.get("/v1/models").error(401);
+    s.get("/metrics").error(401);
+    let models = request(
+        s.addr,
+        "GET",
+        "/v1/models",
+        &[("Authorization", "Bearer sesame")],
+        b"",
+    );
+    assert_eq!(models.status, 200);
+}
+
+#[test]
+fn models_health_tokenize_and_detokenize() {
+    let s = Server::start(
+        shared_engine(),
+        ServerConfig {
+            served_model_name: Some("tiny".into()),
+            ..ServerConfig::default()
+        },
+    );
+    let own_name = s.state.engine().info().name.clone();
+    assert_ne!(own_name, "tiny");
+    let models = s.get("/v1/models").json();
+    assert_eq!(models["object"], "list");
+    assert_eq!(models["data"].as_array().unwrap().len(), 1);
+    assert_eq!(models["data"][0]["id"], "tiny");
+    assert_eq!(models["data"][0]["object"], "model");
+    assert_eq!(s.get("/v1/models/tiny").json()["id"], "tiny");
+    assert_eq!(s.get(&format!("/v1/models/{own_name}")).status, 200);
+    s.get("/v1/models/other").error(404);
+    // Both names, or none, are accepted in requests.
+    for model in [json!("tiny"), json!(own_name), Value::Null] {
+        let mut body = good_chat();
+        body["model"] = model;
+        let r = s.post("/v1/chat/completions", &body);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["model"], "tiny");
+    }
+    assert_eq!(s.get("/health").json(), json!({"status": "ok"}));
+
+    let t = s
+        .post("/tokenize", &json!({"prompt": "the answer is"}))
+        .json();
+    let tokens = t["tokens"].as_array().unwrap().clone();
+    assert_eq!(t["count"], tokens.len());
+    assert_eq!(t["max_model_len"], 1024);
+    assert!(!tokens.is_empty());
+    let d = s.post("/detokenize", &json!({"tokens": tokens})).json();
+    assert_eq!(d["prompt"], "the answer is");
+    let chat = s
+        .post("/tokenize", &json!({"messages": user("the answer is")}))
+        .json();
+    assert!(
+        chat["count"].as_u64().unwrap() > tokens.len() as u64 + 3,
+        "{chat}"
+    );
+    let error = s
+        .post("/tokenize", &json!({"prompt": "x", "messages": user("x")}))
+        .error(400);
+    assert_eq!(error["param"], "messages");
+    s.post("/tokenize", &json!({"messages": []})).error(400);
+}
+
+#[test]
+fn responses_have_openai_shapes() {
+    let s = server();
+    let r = s
+        .post(
+            "/v1/chat/completions",
+            &json!({"messages": user("Hi"), "n": 2, "max_tokens": 5, "seed": 3,
+                    "logprobs": true, "top_logprobs": 3}),
+        )
+        .json();
+    assert!(r["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(r["object"], "chat.completion");
+    let choices = r["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 2);
+    let mut generated = 0;
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i);
+        assert_eq!(c["message"]["role"], "assistant");
+        assert!(c["message"]["content"].is_string());
+        assert!(["stop", "length"].contains(&c["finish_reason"].as_str().unwrap()));
+        let entries = c["logprobs"]["content"].as_array().unwrap();
+        assert!(!entries.is_empty() && entries.len() <= 5);
+        for e in entries {
+            assert!(e["logprob"].as_f64().unwrap() <= 0.0);
+            assert!(e["bytes"].is_array());
+            assert_eq!(e["top_logprobs"].as_array().unwrap().len(), 3);
+        }
+        generated += entries.len();
+    }
+    let usage = &r["usage"];
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(usage["completion_tokens"], generated);
+    assert_eq!(
+        usage["total_tokens"].as_u64(),
+        Some(usage["prompt_tokens"].as_u64().unwrap() + generated as u64)
+    );
+
+    let r = s
+        .post(
+            "/v1/completions",
+            &json!({"prompt": "Once upon", "max_tokens": 4, "logprobs": 2, "seed": 1}),
+        )
+        .json();
+    assert!(r["id"].as_str().unwrap().starts_with("cmpl-"));
+    assert_eq!(r["object"], "text_completion");
+    let c = &r["choices"][0];
+    let lp = &c["logprobs"];
+    let n = lp["tokens"].as_array().unwrap().len();
+    assert!(n >= 1);
+    assert_eq!(lp["token_logprobs"].as_array().unwrap().len(), n);
+    assert_eq!(lp["text_offset"].as_array().unwrap().len(), n);
+    assert!(lp["top_logprobs"][0].as_object().unwrap().len() <= 2);
+    assert_eq!(lp["text_offset"][0], 0);
+
+    // Structures on both routes.
+    let r = s
+        .post(
+            "/v1/chat/completions",
+            &json!({"messages": user("color"), "guided_choice": ["red", "green blue"], "seed": 5}),
+        )
+        .json();
+    assert!(
+        ["red", "green blue"].contains(&r["choices"][0]["message"]["content"].as_str().unwrap())
+    );
+    assert_eq!(r["choices"][0]["finish_reason"], "stop");
+    let r = s
+        .post(
+            "/v1/completions",
+            &json!({"prompt": "code:", "metadata": {"structure": {"type": "regex", "pattern": "[0-9]{3}"}}}),
+        )
+        .json();
+    let text = r["choices"][0]["text"].as_str().unwrap();
+    assert!(
+        text.len() == 3 && text.bytes().all(|b| b.is_ascii_digit()),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn forced_tool_calls_are_returned_and_streamed() {
+    let s = server();
+    let params = json!({"type": "object", "properties": {
+        "city": {"type": "string", "maxLength": 8}, "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+        "required": ["city", "days"], "additionalProperties": false});
+    let tools = json!([
+        {"type": "function", "function": {"name": "get_weather", "parameters": params}},
+        {"type": "function", "function": {"name": "get_time"}}
+    ]);
+    let mut made = 0;
+    for seed in 0..6 {
+        let body = json!({"messages": user("weather?"), "tools": tools, "tool_choice": "required",
+                          "seed": seed, "max_tokens": 200, "parallel_tool_calls": seed % 2 == 0});
+        let r = s.post("/v1/chat/completions", &body).json();
+        let choice = &r["choices"][0];
+        if choice["finish_reason"] == "length" {
+            continue;
+        }
+        made += 1;
+        assert_eq!(choice["finish_reason"], "tool_calls", "{r}");
+        assert_eq!(choice["message"]["content"], Value::Null);
+        let calls = choice["message"]["tool_calls"].as_array().unwrap();
+        assert!(!calls.is_empty());
+        for call in calls {
+            assert!(call["id"].as_str().unwrap().starts_with("call_"));
+            assert_eq!(call["type"], "function");
+            let args: Value =
+                serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+            match call["function"]["name"].as_str().unwrap() {
+                "get_weather" => assert!(jsonschema::is_valid(&params, &args), "{args}"),
+                "get_time" => assert_eq!(args, json!({})),
+                other => panic!("unknown function {other}"),
+            }
+        }
+
+        // The stream of the same seed carries the same calls as deltas.
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        let events = s.post("/v1/chat/completions", &streamed).events();
+        let chunks: Vec<Value> = events[..events.len() - 1]
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap())
+            .collect();
+        assert_eq!(
+            chunks[0]["choices"][0]["delta"],
+            json!({"role": "assistant"})
+        );
+        let mut rebuilt: Vec<(String, String)> = Vec::new();
+        for chunk in &chunks {
+            for d in chunk["choices"][0]["delta"]["tool_calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let index = d["index"].as_u64().unwrap() as usize;
+                if let Some(name) = d["function"]["name"].as_str() {
+                    assert_eq!(index, rebuilt.len());
+                    assert!(d["id"].as_str().unwrap().starts_with("call_"));
+                    rebuilt.push((name.to_owned(), String::new()));
+                }
+                rebuilt[index].1 += d["function"]["arguments"].as_str().unwrap_or("");
+            }
+        }
+        let expected: Vec<(String, String)> = calls
+            .iter()
+            .map(|c| {
+                let f = &c["function"];
+                (
+                    f["name"].as_str().unwrap().to_owned(),
+                    f["arguments"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(rebuilt, expected);
+        assert_eq!(
+            chunks.last().unwrap()["choices"][0]["finish_reason"],
+            "tool_calls"
+        );
+    }
+    assert!(
+        made >= 3,
+        "only {made} of 6 forced calls completed in 200 tokens"
+    );
+}
+
+#[test]
+fn tool_results_after_a_null_content_call_render() {
+    // The tiny model's chatml template concatenates `content`, so it cannot render the
+    // `null` content of a tool-call turn; the server renders it as an empty string.
+    let s = server();
+    let messages = json!([
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "22 degrees and sunny"}
+    ]);
+    let tools = json!([{"type": "function", "function": {"name": "get_weather"}}]);
+    let r = s.post(
+        "/v1/chat/completions",
+        &json!({"messages": messages, "tools": tools, "tool_choice": "none", "max_tokens": 4}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json()["choices"][0]["message"]
+            .get("tool_calls")
+            .is_none()
+    );
+    let t = s.post("/tokenize", &json!({"messages": messages}));
+    assert_eq!(t.status, 200, "{}", t.text());
+    let text = s
+        .post("/detokenize", &json!({"tokens": t.json()["tokens"]}))
+        .json();
+    assert!(
+        text["prompt"]
+            .as_str()
+            .unwrap()
+            .contains("<|im_start|>assistant\n<|im_end|>"),
+        "{text}"
+    );
+}
+
+/// Text of each choice and the finish reasons, from a stream's chunks.
+fn stream_texts(events: &[String], n: usize, field: &str) -> (Vec<String>, Vec<String>) {
+    let mut texts = vec![String::new(); n];
+    let mut reasons = vec![String::new(); n];
+    for e in &events[..events.len() - 1] {
+        let chunk: Value = serde_json::from_str(e).unwrap();
+        for c in chunk["choices"].as_array().unwrap() {
+            let i = c["index"].as_u64().unwrap() as usize;
+            let piece = match field {
+                "delta" => c["delta"]["content"].as_str(),
+                _ => c["text"].as_str(),
+            };
+            texts[i] += piece.unwrap_or("");
+            if let Some(r) = c["finish_reason"].as_str() {
+                assert!(reasons[i].is_empty(), "two finish chunks for choice {i}");
+                reasons[i] = r.to_owned();
+            }
+        }
+    }
+    (texts, reasons)
+}
+
+#[test]
+fn streamed_deltas_add_up_to_the_unstreamed_answer() {
+    let s = server();
+    for seed in [1, 2] {
+        let body = json!({"messages": user("Tell me a story"), "n": 2, "seed": seed,
+                          "temperature": 1.0, "max_tokens": 30, "stop": ["e "]});
+        let whole = s.post("/v1/chat/completions", &body).json();
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        streamed["stream_options"] = json!({"include_usage": true});
+        let events = s.post("/v1/chat/completions", &streamed).events();
+        let (texts, reasons) = stream_texts(&events, 2, "delta");
+        for i in 0..2 {
+            assert_eq!(
+                texts[i],
+                whole["choices"][i]["message"]["content"].as_str().unwrap()
+            );
+            assert_eq!(
+                reasons[i],
+                whole["choices"][i]["finish_reason"].as_str().unwrap()
+            );
+        }
+        let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+        assert_eq!(usage["usage"], whole["usage"]);
+
+        let body = json!({"prompt": "Once upon a time", "seed": seed, "max_tokens": 20, "n": 2});
+        let whole = s.post("/v1/completions", &body).json();
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        let events = s.post("/v1/completions", &streamed).events();
+        let (texts, reasons) = stream_texts(&events, 2, "text");
+        for i in 0..2 {
+            assert_eq!(texts[i], whole["choices"][i]["text"].as_str().unwrap());
+            assert_eq!(
+                reasons[i],
+                whole["choices"][i]["finish_reason"].as_str().unwrap()
+            );
+        }
+    }
+}
+
+/// Checks a chat stream's framing: role first, one finish per choice, optional usage
+/// chunk, `[DONE]` last.
+fn check_chat_stream(events: &[String], n: usize, usage: bool) {
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap_or_else(|err| panic!("{err}: {e}")))
+        .collect();
+    let id = chunks[0]["id"].as_str().unwrap();
+    assert!(id.starts_with("chatcmpl-"));
+    for (i, chunk) in chunks.iter().take(n).enumerate() {
+        assert_eq!(chunk["choices"][0]["index"], i);
+        assert_eq!(chunk["choices"][0]["delta"]["role"], "assistant");
+    }
+    let mut finishes = 0;
+    for chunk in &chunks {
+        assert_eq!(chunk["id"], id);
+        assert_eq!(chunk["object"], "chat.completion.chunk");
+        for c in chunk["choices"].as_array().unwrap() {
+            if !c["finish_reason"].is_null() {
+                finishes += 1;
+            }
+        }
+    }
+    assert_eq!(finishes, n);
+    let last = chunks.last().unwrap();
+    if usage {
+        assert_eq!(last["choices"], json!([]));
+        assert!(last["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+        assert!(
+            chunks[..chunks.len() - 1]
+                .iter()
+                .all(|c| c.get("usage").is_none())
+        );
+    } else {
+        assert!(chunks.iter().all(|c| c.get("usage").is_none()));
+    }
+}
+
+#[test]
+fn sse_framing_over_raw_http() {
+    let s = server();
+    let body = json!({"messages": user("Hi"), "max_tokens": 6, "stream": true,
+                      "stream_options": {"include_usage": true}});
+    let r = s.post("/v1/chat/completions", &body);
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    assert!(r.text().ends_with("data: [DONE]\n\n"));
+    check_chat_stream(&r.events(), 1, true);
+
+    let mut body = body;
+    body["stream_options"] = Value::Null;
+    body["n"] = json!(3);
+    check_chat_stream(&s.post("/v1/chat/completions", &body).events(), 3, false);
+
+    // A structure that fails to compile is refused before the stream starts.
+    body["guided_regex"] = json!("(");
+    s.post("/v1/chat/completions", &body).error(400);
+}
+
+#[test]
+fn curl_sees_the_same_sse_framing() {
+    let Ok(version) = std::process::Command::new("curl").arg("--version").output() else {
+        eprintln!("NOTE: curl is not installed; the raw-HTTP SSE test covers the framing");
+        return;
+    };
+    assert!(version.status.success());
+    let s = server();
+    let body = json!({"messages": user("Hi"), "max_tokens": 5, "stream": true,
+                      "stream_options": {"include_usage": true}})
+    .to_string();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-N",
+            "--max-time",
+            "120",
+            "-D",
+            "-",
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .arg("--data-binary")
+        .arg(&body)
+        .arg(format!("http://{}/v1/chat/completions", s.addr))
+        .output()
+        .expect("running curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{head}"
+    );
+    check_chat_stream(&sse_events(body), 1, true);
+}
+
+#[test]
+fn eight_concurrent_streams_all_finish() {
+    let s = server();
+    let addr = s.addr;
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let body = json!({"messages": user(&format!("Story number {i}")), "seed": i,
+                                  "max_tokens": 48, "stream": true, "n": 1 + i % 2,
+                                  "stream_options": {"include_usage": true}});
+                let r = request(
+                    addr,
+                    "POST",
+                    "/v1/chat/completions",
+                    &[],
+                    body.to_string().as_bytes(),
+                );
+                assert_eq!(r.status, 200, "{}", r.text());
+                check_chat_stream(&r.events(), 1 + i % 2, true);
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("a streaming client failed");
+    }
+    assert_serving(&s);
+}
+
+/// Polls `/metrics` until `sample` has `value`, or fails after `timeout`.
+fn wait_for_metric(s: &Server, sample: &str, ok: impl Fn(f64) -> bool, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let v = s.metric(sample);
+        if v.is_some_and(&ok) {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{sample} is {v:?} after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An engine on the 32k-context tiny model, for streams long enough to act on mid-way.
+fn long_engine(config: EngineConfig) -> Arc<Engine> {
+    common::engine_on(common::long_tiny_model_path(), config)
+}
+
+/// Opens a stream of 30,000 tokens (tens of seconds, far longer than the steps of a test)
+/// and reads until its first content chunk; returns the connection.
+fn open_long_stream(s: &Server) -> BufReader<std::net::TcpStream> {
+    let body = json!({"messages": user("Go on forever"), "max_tokens": 30_000, "ignore_eos": true,
+                      "stream": true, "temperature": 1.0});
+    let stream = send(
+        s.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        body.to_string().as_bytes(),
+    );
+    let mut reader = BufReader::new(stream);
+    let (status, _) = read_head(&mut reader);
+    assert_eq!(status, 200);
+    let mut line = String::new();
+    let mut data_lines = 0;
+    while data_lines < 2 {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the stream ended early"
+        );
+        if line.contains("data: ") {
+            data_lines += 1;
+        }
+    }
+    reader
+}
+
+#[test]
+fn a_client_that_disconnects_frees_its_sequence() {
+    // Its own engine: the gauges must not see other tests' requests.
+    let s = Server::start(
+        long_engine(EngineConfig::default()),
+        ServerConfig::default(),
+    );
+    let reader = open_long_stream(&s);
+    wait_for_metric(
+        &s,
+        "formwork_active_sequences",
+        |v| v == 1.0,
+        Duration::from_secs(10),
+    );
+    drop(reader);
+    wait_for_metric(
+        &s,
+        "formwork_active_sequences",
+        |v| v == 0.0,
+        Duration::from_secs(10),
+    );
+    wait_for_metric(
+        &s,
+        "formwork_sequences_finished_total{reason=\"cancelled\"}",
+        |v| v == 1.0,
+        Duration::from_secs(10),
+    );
+    let generated = s.metric("formwork_completion_tokens_total").unwrap();
+    assert!(
+        generated < 30_000.0,
+        "the cancelled sequence ran to the end: {generated}"
+    );
+}
+
+#[test]
+fn a_full_queue_is_a_429_and_clears() {
+    let engine = long_engine(EngineConfig {
+        max_active: 1,
+        max_queue: 1,
+        ..EngineConfig::default()
+    });
+    let s = Server::start(engine, ServerConfig::default());
+    let running = open_long_stream(&s);
+    // The second waits in the queue...
+    let body = json!({"messages": user("wait"), "max_tokens": 2, "stream": true});
+    let queued = send(
+        s.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        body.to_string().as_bytes(),
+    );
+    wait_for_metric(
+        &s,
+        "formwork_queue_depth",
+        |v| v == 1.0,
+        Duration::from_secs(10),
+    );
+    // ...and the third finds the queue full.
+    let error = s.post("/v1/chat/completions", &good_chat()).error(429);
+    assert_eq!(error["type"], "rate_limit_error");
+    assert_eq!(error["code"], "queue_full");
+    let error = s
+        .post("/v1/completions", &json!({"prompt": "x"}))
+        .error(429);
+    assert_eq!(error["code"], "queue_full");
+    // Once the running stream goes away, the queued one runs and new requests are served.
+    drop(running);
+    let mut queued = BufReader::new(queued);
+    let (status, _) = read_head(&mut queued);
+    assert_eq!(status, 200);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut queued, &mut rest).unwrap();
+    assert!(rest.contains("data: [DONE]"), "{rest}");
+    wait_for_metric(
+        &s,
+        "formwork_queue_depth",
+        |v| v == 0.0,
+        Duration::from_secs(10),
+    );
+    assert_serving(&s);
+    assert!(
+        s.metric("formwork_requests_total{route=\"/v1/chat/completions\",status=\"429\"}")
+            >= Some(1.0)
+    );
+}
+
+#[test]
+fn metrics_are_prometheus_text() {
+    let s = server();
+    assert_serving(&s);
+    s.post("/v1/chat/completions", &json!({"messages": []}))
+        .error(400);
+    let r = s.get("/metrics");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = r.text();
+    for needle in [
+        "# TYPE formwork_requests_total counter",
+        "formwork_requests_total{route=\"/v1/chat/completions\",status=\"200\"}",
+        "formwork_requests_total{route=\"/v1/chat/completions\",status=\"400\"}",
+        "# TYPE formwork_time_to_first_token_seconds histogram",
+        "formwork_time_to_first_token_seconds_bucket{le=\"+Inf\"}",
+        "# TYPE formwork_time_per_output_token_seconds histogram",
+        "# TYPE formwork_index_compile_seconds histogram",
+        "# TYPE formwork_queue_depth gauge",
+        "# TYPE formwork_active_sequences gauge",
+        "formwork_prompt_tokens_total",
+        "formwork_completion_tokens_total",
+        "formwork_index_cache_hits_total",
+        "formwork_index_cache_misses_total",
+        "formwork_sequences_finished_total{reason=\"stop\"}",
+    ] {
+        assert!(text.contains(needle), "missing {needle}:\n{text}");
+    }
+    assert!(s.metric("formwork_prompt_tokens_total").unwrap() > 0.0);
+}
+
+#[test]
+fn graceful_shutdown_lets_streams_finish() {
+    let s = Server::start_with_deadline(
+        long_engine(EngineConfig::default()),
+        ServerConfig::default(),
+        Duration::from_secs(120),
+    );
+    let addr = s.addr;
+    // About a second of generation on an idle machine: still running at the signal.
+    let body = json!({"messages": user("one more"), "max_tokens": 1500, "ignore_eos": true,
+                      "stream": true, "stream_options": {"include_usage": true}});
+    let mut reader = BufReader::new(send(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        body.to_string().as_bytes(),
+    ));
+    let (status, _) = read_head(&mut reader);
+    assert_eq!(status, 200);
+    let mut line = String::new();
+    while !line.contains("\"role\":\"assistant\"") {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the stream ended early"
+        );
+    }
+    let state = s.state.clone();
+    let stopper = std::thread::spawn(move || s.shutdown());
+    // The server stops taking requests...
+    let start = Instant::now();
+    while !state.is_shutting_down() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        refused(addr),
+        "a new request was served after the shutdown signal"
+    );
+    // ...but the running stream still ends normally, with every token.
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    assert!(rest.contains("\"finish_reason\":\"length\""), "{rest}");
+    assert!(rest.contains("\"completion_tokens\":1500"), "{rest}");
+    assert!(rest.contains("data: [DONE]"));
+    assert_eq!(stopper.join().unwrap(), Shutdown::Drained);
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "still accepting after shutdown"
+    );
+}
+
+/// Whether a new request during shutdown is refused: the connection is not accepted or
+/// is closed unanswered, or the answer is a 503.
+fn refused(addr: std::net::SocketAddr) -> bool {
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return true;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let body = good_chat().to_string();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if std::io::Write::write_all(&mut stream, head.as_bytes()).is_err() {
+        return true;
+    }
+    let mut reply = String::new();
+    let _ = std::io::Read::read_to_string(&mut stream, &mut reply);
+    reply.is_empty() || reply.starts_with("HTTP/1.1 503")
+}
+
+#[tokio::test]
+async fn the_router_answers_in_process_without_a_port() {
+    let state = Arc::new(AppState::new(shared_engine(), ServerConfig::default()));
+    let app = router(state);
+    let call = |body: &'static str| {
+        Request::builder()
+            .method("POST")
+            .uri("/v1/completions")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let response = app
+        .clone()
+        .oneshot(call(r#"{"prompt": "Hello", "max_tokens": 3}"#))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["object"], "text_completion");
+    let response = app.oneshot(call(r#"{"prompt": 3}"#)).await.unwrap();
+    assert_eq!(response.status(), 400);
+}
