@@ -278,3 +278,93 @@ pub fn write_tiny_gguf(path: &Path, spec: &TinySpec) -> Result<(), ModelError> {
     candle_core::quantized::gguf_file::write(&mut file, &md, &ts)?;
     Ok(())
 }
+
+/// Writes the tiny model of `spec` as a Hugging Face folder in `dir`: `config.json`,
+/// `model.safetensors` (the same random weights, dequantized, under Hugging Face names),
+/// `tokenizer.json` and `tokenizer_config.json` (with the chatml template).
+pub fn write_tiny_hf_folder(dir: &Path, spec: &TinySpec) -> Result<(), ModelError> {
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let gguf = dir.join("tiny.gguf.tmp");
+    write_tiny_gguf(&gguf, spec)?;
+    let loaded = crate::load(&gguf, &Device::Cpu)?;
+    let mut file = std::fs::File::open(&gguf).map_err(|e| ModelError::io(&gguf, e))?;
+    let content = candle_core::quantized::gguf_file::Content::read(&mut file)?;
+    let mut tensors = std::collections::HashMap::new();
+    let rename = |name: &str| -> String {
+        let map = [
+            ("token_embd.weight", "model.embed_tokens.weight".to_string()),
+            ("output_norm.weight", "model.norm.weight".to_string()),
+            ("output.weight", "lm_head.weight".to_string()),
+        ];
+        if let Some((_, hf)) = map.iter().find(|(g, _)| *g == name) {
+            return hf.clone();
+        }
+        let rest = name.strip_prefix("blk.").unwrap_or(name);
+        let (layer, part) = rest.split_once('.').unwrap_or(("0", rest));
+        let hf = match part {
+            "attn_norm.weight" => "input_layernorm.weight",
+            "ffn_norm.weight" => "post_attention_layernorm.weight",
+            "attn_q.weight" => "self_attn.q_proj.weight",
+            "attn_k.weight" => "self_attn.k_proj.weight",
+            "attn_v.weight" => "self_attn.v_proj.weight",
+            "attn_q.bias" => "self_attn.q_proj.bias",
+            "attn_k.bias" => "self_attn.k_proj.bias",
+            "attn_v.bias" => "self_attn.v_proj.bias",
+            "attn_output.weight" => "self_attn.o_proj.weight",
+            "attn_q_norm.weight" => "self_attn.q_norm.weight",
+            "attn_k_norm.weight" => "self_attn.k_norm.weight",
+            "ffn_gate.weight" => "mlp.gate_proj.weight",
+            "ffn_up.weight" => "mlp.up_proj.weight",
+            "ffn_down.weight" => "mlp.down_proj.weight",
+            other => other,
+        };
+        format!("model.layers.{layer}.{hf}")
+    };
+    for name in content.tensor_infos.keys() {
+        let t = content
+            .tensor(&mut file, name, &Device::Cpu)?
+            .dequantize(&Device::Cpu)?;
+        tensors.insert(rename(name), t);
+    }
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
+    std::fs::remove_file(&gguf).map_err(|e| ModelError::io(&gguf, e))?;
+    let cfg = &loaded.model.config;
+    let config = serde_json::json!({
+        "model_type": spec.architecture.as_str(),
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.layers,
+        "num_attention_heads": cfg.heads,
+        "num_key_value_heads": cfg.kv_heads,
+        "head_dim": cfg.head_dim,
+        "vocab_size": cfg.vocab_size,
+        "max_position_embeddings": cfg.context_length,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "tie_word_embeddings": false,
+        "eos_token_id": 2,
+        "bos_token_id": 1
+    });
+    let write = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(|e| ModelError::io(&p, e))
+    };
+    write("config.json", config.to_string())?;
+    let tokenizer = loaded
+        .tokenizer
+        .inner()
+        .to_string(false)
+        .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    write("tokenizer.json", tokenizer)?;
+    write(
+        "tokenizer_config.json",
+        serde_json::json!({
+            "bos_token": "<|im_start|>",
+            "eos_token": "<|im_end|>",
+            "add_bos_token": false,
+            "chat_template": CHATML_TEMPLATE
+        })
+        .to_string(),
+    )?;
+    Ok(())
+}

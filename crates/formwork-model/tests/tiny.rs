@@ -1,0 +1,150 @@
+//! Every backend on tiny random-weight models written by the test: GGUF files of the llama,
+//! qwen2 and qwen3 layouts, and a Hugging Face safetensors folder. Batched forward passes equal
+//! one-by-one passes, caches grow as documented, and the folder's tokenizer.json encodes like
+//! the tokenizer rebuilt from GGUF metadata.
+
+use formwork_model::testing::{TinySpec, write_tiny_gguf, write_tiny_hf_folder};
+use formwork_model::{Architecture, BatchItem, Device, LoadedModel, ModelError, load};
+
+fn dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("formwork-model-tiny-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn argmax(l: &[f32]) -> u32 {
+    (0..l.len()).max_by(|&a, &b| l[a].total_cmp(&l[b])).unwrap() as u32
+}
+
+/// Greedy tokens of three prompts decoded together equal each decoded alone.
+fn check_batching(m: &LoadedModel) {
+    let prompts: Vec<Vec<u32>> = ["hello there", "the name is", "{\"a\": 10, \"b\": true}"]
+        .iter()
+        .map(|p| m.tokenizer.encode(p, true).unwrap())
+        .collect();
+    let alone: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| {
+            let mut cache = m.model.new_cache();
+            let mut input = p.clone();
+            let mut out = Vec::new();
+            for _ in 0..6 {
+                let l = m
+                    .model
+                    .forward(&mut [BatchItem {
+                        tokens: &input,
+                        cache: &mut cache,
+                    }])
+                    .unwrap();
+                let t = argmax(&l[0]);
+                out.push(t);
+                input = vec![t];
+            }
+            assert_eq!(cache.len(), p.len() + 5);
+            out
+        })
+        .collect();
+    let mut caches: Vec<_> = prompts.iter().map(|_| m.model.new_cache()).collect();
+    let mut inputs = prompts.clone();
+    let mut together = vec![Vec::new(); 3];
+    for _ in 0..6 {
+        let mut batch: Vec<BatchItem> = inputs
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(t, cache)| BatchItem { tokens: t, cache })
+            .collect();
+        let logits = m.model.forward(&mut batch).unwrap();
+        for (i, l) in logits.iter().enumerate() {
+            assert_eq!(l.len(), m.info.vocab_size);
+            let t = argmax(l);
+            together[i].push(t);
+            inputs[i] = vec![t];
+        }
+    }
+    assert_eq!(alone, together);
+}
+
+#[test]
+fn every_gguf_layout_loads_and_batches() {
+    for arch in [
+        Architecture::Llama,
+        Architecture::Qwen2,
+        Architecture::Qwen3,
+    ] {
+        let path = dir("gguf").join(format!("{}.gguf", arch.as_str()));
+        write_tiny_gguf(
+            &path,
+            &TinySpec {
+                architecture: arch,
+                ..TinySpec::default()
+            },
+        )
+        .unwrap();
+        let m = load(&path, &Device::Cpu).unwrap();
+        assert_eq!(m.info.architecture, arch);
+        assert_eq!(m.info.eos_token_ids, vec![0, 2]);
+        check_batching(&m);
+    }
+}
+
+#[test]
+fn a_hugging_face_folder_loads_and_tokenizes_like_the_gguf() {
+    for arch in [Architecture::Llama, Architecture::Qwen2] {
+        let folder = dir(&format!("hf-{}", arch.as_str()));
+        let spec = TinySpec {
+            architecture: arch,
+            ..TinySpec::default()
+        };
+        write_tiny_hf_folder(&folder, &spec).unwrap();
+        let hf = load(&folder, &Device::Cpu).unwrap();
+        let gguf_path = dir("hf-gguf").join(format!("{}.gguf", arch.as_str()));
+        write_tiny_gguf(&gguf_path, &spec).unwrap();
+        let gguf = load(&gguf_path, &Device::Cpu).unwrap();
+        assert_eq!(hf.info.eos_token_ids, vec![0, 2]);
+        assert!(hf.info.chat_template.is_some());
+        for text in [
+            "<|im_start|>user\nhello, the name is Paris<|im_end|>",
+            "{\"age\": 20}",
+            "été 日本 😀",
+        ] {
+            assert_eq!(
+                hf.tokenizer.encode(text, true).unwrap(),
+                gguf.tokenizer.encode(text, true).unwrap(),
+                "{text}"
+            );
+        }
+        check_batching(&hf);
+    }
+}
+
+#[test]
+fn bad_files_are_typed_errors_naming_the_file() {
+    let d = dir("bad");
+    let missing = d.join("missing.gguf");
+    assert!(matches!(
+        load(&missing, &Device::Cpu),
+        Err(ModelError::Io { .. })
+    ));
+    let corrupt = d.join("corrupt.gguf");
+    std::fs::write(&corrupt, b"GGUF\x03\x00\x00\x00garbage").unwrap();
+    let err = load(&corrupt, &Device::Cpu).unwrap_err();
+    assert!(
+        matches!(err, ModelError::Gguf { .. }) && err.to_string().contains("corrupt.gguf"),
+        "{err}"
+    );
+    let text = d.join("notes.txt");
+    std::fs::write(&text, "hello").unwrap();
+    assert!(matches!(
+        load(&text, &Device::Cpu),
+        Err(ModelError::NotAModel { .. })
+    ));
+    let empty_dir = dir("empty-folder");
+    assert!(matches!(
+        load(&empty_dir, &Device::Cpu),
+        Err(ModelError::NotAModel { .. })
+    ));
+    assert!(matches!(
+        formwork_model::device("tpu"),
+        Err(ModelError::Device { .. })
+    ));
+}
