@@ -376,7 +376,7 @@ impl Scheduler {
     /// Samples sequence `i`'s next token from `logits` and streams it; `Some` when the
     /// sequence is done.
     fn sample(&mut self, i: usize, mut logits: Vec<f32>) -> Option<FinishReason> {
-        let shared = self.shared.clone();
+        let shared = &self.shared;
         let s = &mut self.active[i];
         let group = self.groups.get_mut(&s.group)?;
         if group.cancelled() {

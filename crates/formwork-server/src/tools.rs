@@ -172,64 +172,36 @@ impl ToolPlan {
             .then(|| self.tools.iter().map(ToolDefinition::to_template).collect())
     }
 
-    /// The JSON Schema a required call must follow; `None` unless the mode is
-    /// [`ToolMode::Required`].
-    pub fn schema(&self) -> Option<Value> {
+    /// The functions a required call may name (a tool declared without parameters takes
+    /// only `{}`); `None` unless the mode is [`ToolMode::Required`].
+    fn functions(&self) -> Option<Vec<formwork_engine::ToolFunction>> {
         if self.mode != ToolMode::Required {
             return None;
         }
-        let mut defs = Map::new();
-        let mut calls: Vec<Value> = Vec::with_capacity(self.allowed.len());
-        for (i, name) in self.allowed.iter().enumerate() {
-            let parameters = self
-                .tools
-                .iter()
-                .find(|t| &t.function.name == name)
-                .and_then(|t| t.function.parameters.clone())
-                .unwrap_or_else(no_parameters);
-            let arguments = if has_local_ref(&parameters) {
-                // Root-relative refs (`#/$defs/X`, `#`) would break once nested: move the
-                // parameters under the root's $defs and point them at their new home.
-                let key = format!("formwork_tool_{i}");
-                let base = format!("#/$defs/{key}");
-                let mut moved = parameters;
-                rebase_refs(&mut moved, &base, 0);
-                defs.insert(key, moved);
-                json!({ "$ref": base })
-            } else {
-                parameters
-            };
-            calls.push(json!({
-                "type": "object",
-                "properties": {"name": {"const": name}, "arguments": arguments},
-                "required": ["name", "arguments"],
-                "additionalProperties": false
-            }));
-        }
-        let call = match <[Value; 1]>::try_from(calls) {
-            Ok([one]) => one,
-            Err(many) => json!({ "anyOf": many }),
-        };
-        let mut schema = if self.parallel {
-            json!({"type": "array", "items": call, "minItems": 1})
-        } else {
-            call
-        };
-        if !defs.is_empty()
-            && let Some(obj) = schema.as_object_mut()
-        {
-            obj.insert("$defs".to_owned(), Value::Object(defs));
-        }
-        Some(schema)
+        let functions = self
+            .allowed
+            .iter()
+            .map(|name| formwork_engine::ToolFunction {
+                name: name.clone(),
+                parameters: self
+                    .tools
+                    .iter()
+                    .find(|t| &t.function.name == name)
+                    .and_then(|t| t.function.parameters.clone())
+                    .unwrap_or_else(no_parameters),
+            })
+            .collect();
+        Some(functions)
     }
 
-    /// [`ToolPlan::schema`] as the engine's constraint.
-    ///
-    /// The server builds the call schema itself rather than using
-    /// [`Constraint::ToolCall`](formwork_engine::Constraint::ToolCall): it moves
-    /// parameters that hold root-relative `$ref`s under the root's `$defs` (which
-    /// `formwork_engine::tool_call_schema` does not), and a tool without parameters
-    /// gets the empty-object schema rather than any object.
+    /// The JSON Schema a required call must follow ([`formwork_engine::tool_call_schema`]);
+    /// `None` unless the mode is [`ToolMode::Required`].
+    pub fn schema(&self) -> Option<Value> {
+        formwork_engine::tool_call_schema(&self.functions()?, self.parallel).ok()
+    }
+
+    /// [`ToolPlan::schema`] as the engine's constraint; `None` unless the mode is
+    /// [`ToolMode::Required`].
     pub fn constraint(&self) -> Option<formwork_engine::Constraint> {
         self.schema().map(formwork_engine::Constraint::JsonSchema)
     }
@@ -652,50 +624,6 @@ fn json_calls(text: &str, allowed: &[String], lenient: bool) -> Option<Vec<(Stri
             Some((name, arguments))
         })
         .collect()
-}
-
-/// Whether a schema holds a `$ref` relative to its own root (`#...`).
-fn has_local_ref(schema: &Value) -> bool {
-    match schema {
-        Value::Object(obj) => obj.iter().any(|(k, v)| match (k.as_str(), v) {
-            ("$ref", Value::String(r)) => r.starts_with('#'),
-            ("const" | "enum" | "default" | "examples", _) => false,
-            _ => has_local_ref(v),
-        }),
-        Value::Array(items) => items.iter().any(has_local_ref),
-        _ => false,
-    }
-}
-
-/// Rewrites root-relative `$ref`s (`#`, `#/...`) to live under `base`; `$defs` and
-/// `definitions` stay where they are, inside the moved schema.
-fn rebase_refs(schema: &mut Value, base: &str, depth: usize) {
-    if depth > 256 {
-        return;
-    }
-    match schema {
-        Value::Object(obj) => {
-            for (k, v) in obj.iter_mut() {
-                match (k.as_str(), v) {
-                    ("$ref", Value::String(r)) if r.starts_with('#') => {
-                        let fragment = &r[1..];
-                        *r = if fragment.starts_with('/') || fragment.is_empty() {
-                            format!("{base}{fragment}")
-                        } else {
-                            // `#anchor`: anchors are found anywhere in the document.
-                            r.clone()
-                        };
-                    }
-                    ("const" | "enum" | "default" | "examples", _) => {}
-                    (_, v) => rebase_refs(v, base, depth + 1),
-                }
-            }
-        }
-        Value::Array(items) => items
-            .iter_mut()
-            .for_each(|v| rebase_refs(v, base, depth + 1)),
-        _ => {}
-    }
 }
 
 /// Streams required-mode calls: a JSON scanner over the constrained output that
