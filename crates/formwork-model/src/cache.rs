@@ -1,12 +1,16 @@
 //! Per-sequence key/value caches.
 //!
-//! Every sequence owns one [`KvCache`]; the weights are shared. Each layer keeps keys and
-//! values in a buffer of shape `[kv_heads, capacity, head_dim]` that grows by doubling, so a
-//! decode step writes one row in place instead of copying the whole history.
+//! Every sequence owns one [`KvCache`]; the weights are shared. On candle, each layer keeps
+//! keys and values in a buffer of shape `[kv_heads, capacity, head_dim]` that grows by
+//! doubling, so a decode step writes one row in place instead of copying the whole history.
+//! On Formwork's own CPU backend each layer keeps them as f16 (as llama.cpp's cache does),
+//! `[position][kv_head][head_dim]`, in vectors that grow by doubling.
 
 use candle_core::{DType, Device, Tensor};
+use half::f16;
 
 use crate::ModelError;
+use crate::cpu::NativeCacheLayers;
 
 /// First capacity (in tokens) given to a layer's buffer.
 const INITIAL_CAPACITY: usize = 64;
@@ -15,6 +19,10 @@ const INITIAL_CAPACITY: usize = 64;
 #[derive(Debug)]
 pub struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
+    /// The CPU backend's buffers (empty until it first runs this cache).
+    native: NativeCacheLayers,
+    /// Values per position in one native layer buffer (`kv_heads * head_dim`).
+    native_stride: usize,
     len: usize,
     capacity: usize,
     max_len: usize,
@@ -25,6 +33,8 @@ impl KvCache {
     pub fn new(layers: usize, max_len: usize) -> KvCache {
         KvCache {
             layers: vec![None; layers],
+            native: Vec::new(),
+            native_stride: 0,
             len: 0,
             capacity: 0,
             max_len,
@@ -48,11 +58,18 @@ impl KvCache {
 
     /// Bytes held by the buffers (allocated capacity, not just the used part).
     pub fn memory_usage(&self) -> usize {
-        self.layers
+        let candle: usize = self
+            .layers
             .iter()
             .flatten()
             .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
-            .sum()
+            .sum();
+        let native: usize = self
+            .native
+            .iter()
+            .map(|(k, v)| (k.capacity() + v.capacity()) * 2)
+            .sum();
+        candle + native
     }
 
     /// Forgets every token after the first `len` (for prefix reuse and rollback).
@@ -75,8 +92,21 @@ impl KvCache {
                 None => None,
             });
         }
+        let used = self.len * self.native_stride;
+        let native = self
+            .native
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k[..used.min(k.len())].to_vec(),
+                    v[..used.min(v.len())].to_vec(),
+                )
+            })
+            .collect();
         Ok(KvCache {
             layers,
+            native,
+            native_stride: self.native_stride,
             len: self.len,
             capacity: self.capacity,
             max_len: self.max_len,
@@ -92,6 +122,11 @@ impl KvCache {
         k: &Tensor,
         v: &Tensor,
     ) -> Result<(Tensor, Tensor), ModelError> {
+        if !self.native.is_empty() {
+            return Err(ModelError::Cache {
+                message: "this cache was filled by another backend".into(),
+            });
+        }
         let (kv_heads, t, head_dim) = k.dims3()?;
         let needed = self.len + t;
         if needed > self.max_len {
@@ -126,6 +161,44 @@ impl KvCache {
         kb.slice_set(&k.contiguous()?, 1, self.len)?;
         vb.slice_set(&v.contiguous()?, 1, self.len)?;
         Ok((kb.narrow(1, 0, needed)?, vb.narrow(1, 0, needed)?))
+    }
+
+    /// Makes sure the CPU backend's buffers exist: `layers` layers of `stride` values per
+    /// position. A cache first used by candle cannot be used by the CPU backend.
+    pub(crate) fn native_layers(&mut self, layers: usize, stride: usize) -> Result<(), ModelError> {
+        if self.layers.iter().any(Option::is_some) || (self.len > 0 && self.native.is_empty()) {
+            return Err(ModelError::Cache {
+                message: "this cache was filled by another backend".into(),
+            });
+        }
+        if self.native.is_empty() {
+            self.native = vec![(Vec::new(), Vec::new()); layers];
+            self.native_stride = stride;
+        }
+        if self.native.len() != layers || self.native_stride != stride {
+            return Err(ModelError::Cache {
+                message: "this cache belongs to a model of another shape".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes new keys and values (f32, `t x stride`) for `layer` after the held tokens,
+    /// rounded to f16. Anything written after the held tokens before (a failed pass) is
+    /// dropped first.
+    pub(crate) fn native_append(&mut self, layer: usize, k: &[f32], v: &[f32]) {
+        let used = self.len * self.native_stride;
+        let (kb, vb) = &mut self.native[layer];
+        kb.truncate(used);
+        vb.truncate(used);
+        kb.extend(k.iter().map(|&x| f16::from_f32(x)));
+        vb.extend(v.iter().map(|&x| f16::from_f32(x)));
+    }
+
+    /// The keys and values held for `layer`, including rows appended but not committed.
+    pub(crate) fn native_layer(&self, layer: usize) -> (&[f16], &[f16]) {
+        let (k, v) = &self.native[layer];
+        (k, v)
     }
 
     /// Moves the length forward by `t` tokens after every layer has been appended to.

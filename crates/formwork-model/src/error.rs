@@ -92,6 +92,13 @@ pub enum ModelError {
         /// What was wrong.
         message: String,
     },
+    /// A cache handed to a model that cannot use it (made by another backend or for a model
+    /// of another shape).
+    #[error("key/value cache: {message}")]
+    Cache {
+        /// What was wrong.
+        message: String,
+    },
     /// An error inside candle while computing.
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),

@@ -161,9 +161,11 @@ pub(crate) fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelErr
         reader: &mut reader,
         device,
     };
-    let embedding = tensors.get("token_embd.weight")?;
-    let (vocab_size, embed_width) = embedding
-        .shape()
+    let (vocab_size, embed_width) = content
+        .tensor_infos
+        .get("token_embd.weight")
+        .ok_or_else(|| tensors.err("token_embd.weight", "missing"))?
+        .shape
         .dims2()
         .map_err(|e| tensors.err("token_embd.weight", e.to_string()))?;
     if embed_width != hidden_size {
@@ -196,60 +198,15 @@ pub(crate) fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelErr
         .map_err(|m| md.err(&key("attention.head_count"), m))?;
     let eps = config.rms_norm_eps as f32;
 
-    let embedding = Arc::new(embedding);
-    let lm_head = if content.tensor_infos.contains_key("output.weight") {
-        tensors.linear("output.weight", None)?
+    let native = if device.is_cpu() && native_enabled() {
+        crate::cpu::load_gguf(path, &content, tensors.reader, &config)?
     } else {
-        Linear::new(QMatMul::from_arc(embedding.clone())?, None)
+        None
     };
-    let mut layers = Vec::with_capacity(config.layers);
-    for i in 0..config.layers {
-        let p = format!("blk.{i}");
-        let bias = |name: &str| format!("{p}.{name}.bias");
-        let qkv_bias = architecture == Architecture::Qwen2;
-        let layer = Layer {
-            attn_norm: tensors.norm(&format!("{p}.attn_norm.weight"), eps)?,
-            q: tensors.linear(
-                &format!("{p}.attn_q.weight"),
-                qkv_bias.then(|| bias("attn_q")).as_deref(),
-            )?,
-            k: tensors.linear(
-                &format!("{p}.attn_k.weight"),
-                qkv_bias.then(|| bias("attn_k")).as_deref(),
-            )?,
-            v: tensors.linear(
-                &format!("{p}.attn_v.weight"),
-                qkv_bias.then(|| bias("attn_v")).as_deref(),
-            )?,
-            o: tensors.linear(&format!("{p}.attn_output.weight"), None)?,
-            q_norm: if Transformer::has_qk_norm(architecture) {
-                Some(tensors.norm(&format!("{p}.attn_q_norm.weight"), eps)?)
-            } else {
-                None
-            },
-            k_norm: if Transformer::has_qk_norm(architecture) {
-                Some(tensors.norm(&format!("{p}.attn_k_norm.weight"), eps)?)
-            } else {
-                None
-            },
-            ffn_norm: tensors.norm(&format!("{p}.ffn_norm.weight"), eps)?,
-            gate: tensors.linear(&format!("{p}.ffn_gate.weight"), None)?,
-            up: tensors.linear(&format!("{p}.ffn_up.weight"), None)?,
-            down: tensors.linear(&format!("{p}.ffn_down.weight"), None)?,
-        };
-        layers.push(layer);
-    }
-    let norm = tensors.norm("output_norm.weight", eps)?;
-    let mut transformer = Transformer::new(
-        config.clone(),
-        Embedding::Quantized(embedding),
-        layers,
-        norm,
-        lm_head,
-        device,
-    )?;
-
-    transformer.densify(dense_limit())?;
+    let transformer = match native {
+        Some(model) => Transformer::native(model),
+        None => candle_transformer(&mut tensors, &config, eps, device)?,
+    };
 
     let tokens = md
         .strings("tokenizer.ggml.tokens")?
@@ -325,6 +282,76 @@ pub(crate) fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelErr
         tokenizer,
         info,
     })
+}
+
+/// The candle transformer of a GGUF file (GPU devices, and formats the CPU backend lacks).
+fn candle_transformer<R: std::io::Read + std::io::Seek>(
+    tensors: &mut Tensors<'_, R>,
+    config: &TransformerConfig,
+    eps: f32,
+    device: &Device,
+) -> Result<Transformer, ModelError> {
+    let embedding = Arc::new(tensors.get("token_embd.weight")?);
+    let lm_head = if tensors.content.tensor_infos.contains_key("output.weight") {
+        tensors.linear("output.weight", None)?
+    } else {
+        Linear::new(QMatMul::from_arc(embedding.clone())?, None)
+    };
+    let mut layers = Vec::with_capacity(config.layers);
+    for i in 0..config.layers {
+        let p = format!("blk.{i}");
+        let bias = |name: &str| format!("{p}.{name}.bias");
+        let qkv_bias = config.architecture == Architecture::Qwen2;
+        let layer = Layer {
+            attn_norm: tensors.norm(&format!("{p}.attn_norm.weight"), eps)?,
+            q: tensors.linear(
+                &format!("{p}.attn_q.weight"),
+                qkv_bias.then(|| bias("attn_q")).as_deref(),
+            )?,
+            k: tensors.linear(
+                &format!("{p}.attn_k.weight"),
+                qkv_bias.then(|| bias("attn_k")).as_deref(),
+            )?,
+            v: tensors.linear(
+                &format!("{p}.attn_v.weight"),
+                qkv_bias.then(|| bias("attn_v")).as_deref(),
+            )?,
+            o: tensors.linear(&format!("{p}.attn_output.weight"), None)?,
+            q_norm: if Transformer::has_qk_norm(config.architecture) {
+                Some(tensors.norm(&format!("{p}.attn_q_norm.weight"), eps)?)
+            } else {
+                None
+            },
+            k_norm: if Transformer::has_qk_norm(config.architecture) {
+                Some(tensors.norm(&format!("{p}.attn_k_norm.weight"), eps)?)
+            } else {
+                None
+            },
+            ffn_norm: tensors.norm(&format!("{p}.ffn_norm.weight"), eps)?,
+            gate: tensors.linear(&format!("{p}.ffn_gate.weight"), None)?,
+            up: tensors.linear(&format!("{p}.ffn_up.weight"), None)?,
+            down: tensors.linear(&format!("{p}.ffn_down.weight"), None)?,
+        };
+        layers.push(layer);
+    }
+    let norm = tensors.norm("output_norm.weight", eps)?;
+    let mut transformer = Transformer::new(
+        config.clone(),
+        Embedding::Quantized(embedding),
+        layers,
+        norm,
+        lm_head,
+        device,
+    )?;
+
+    transformer.densify(dense_limit())?;
+    Ok(transformer)
+}
+
+/// Whether GGUF models on the CPU run on Formwork's own kernels: yes unless
+/// `FORMWORK_BACKEND=candle`.
+pub(crate) fn native_enabled() -> bool {
+    std::env::var("FORMWORK_BACKEND").map_or(true, |v| v != "candle")
 }
 
 /// The most memory [`Transformer::densify`] may add: `FORMWORK_DENSE_LIMIT_MB`, off (0) by

@@ -24,6 +24,7 @@
 
 mod cache;
 mod config;
+mod cpu;
 mod error;
 mod gguf;
 mod info;

@@ -12,6 +12,7 @@ use candle_core::{DType, Device, Module, Tensor};
 
 use crate::cache::KvCache;
 use crate::config::{Architecture, RopeStyle, TransformerConfig};
+use crate::cpu::NativeModel;
 use crate::{BatchItem, ModelError};
 
 /// A linear layer: quantized or dense weights, an optional bias.
@@ -94,17 +95,31 @@ pub(crate) struct Layer {
     pub(crate) down: Linear,
 }
 
-/// A loaded transformer: configuration, weights and rotary tables.
+/// A loaded transformer: its configuration and weights, run either by candle or by
+/// Formwork's own CPU kernels ([`crate::cpu`]).
 #[derive(Debug)]
 pub struct Transformer {
     pub(crate) config: TransformerConfig,
-    pub(crate) embedding: Embedding,
-    pub(crate) layers: Vec<Layer>,
-    pub(crate) norm: RmsNorm,
-    pub(crate) lm_head: Linear,
+    backend: Backend,
+    device: Device,
+}
+
+/// Which code runs the forward pass.
+#[derive(Debug)]
+enum Backend {
+    Candle(CandleWeights),
+    Native(NativeModel),
+}
+
+/// candle tensors: weights and rotary tables.
+#[derive(Debug)]
+struct CandleWeights {
+    embedding: Embedding,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    lm_head: Linear,
     cos: Tensor,
     sin: Tensor,
-    device: Device,
 }
 
 /// Where one batch item's rows sit in the stacked batch.
@@ -139,15 +154,61 @@ impl Transformer {
             .reshape((positions, 1))?;
         let freqs = t.matmul(&inv_freq)?;
         Ok(Transformer {
-            cos: freqs.cos()?,
-            sin: freqs.sin()?,
             config,
-            embedding,
-            layers,
-            norm,
-            lm_head,
+            backend: Backend::Candle(CandleWeights {
+                cos: freqs.cos()?,
+                sin: freqs.sin()?,
+                embedding,
+                layers,
+                norm,
+                lm_head,
+            }),
             device: device.clone(),
         })
+    }
+
+    /// A transformer run by Formwork's own CPU kernels.
+    pub(crate) fn native(model: NativeModel) -> Transformer {
+        Transformer {
+            config: model.config.clone(),
+            backend: Backend::Native(model),
+            device: Device::Cpu,
+        }
+    }
+
+    /// Which backend runs the forward pass: `"cpu-native"` (Formwork's kernels) or
+    /// `"candle"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Candle(_) => "candle",
+            Backend::Native(_) => "cpu-native",
+        }
+    }
+
+    /// Threads a forward pass uses on the native CPU backend (`None` on candle, whose pool
+    /// `CANDLE_NUM_THREADS` sizes).
+    pub fn threads(&self) -> Option<usize> {
+        match &self.backend {
+            Backend::Native(m) => Some(m.threads()),
+            Backend::Candle(_) => None,
+        }
+    }
+
+    /// Runs forward passes on `threads` threads from now on (the native CPU backend; candle
+    /// ignores it).
+    pub fn set_threads(&mut self, threads: usize) -> Result<(), ModelError> {
+        match &mut self.backend {
+            Backend::Native(m) => m.set_threads(threads),
+            Backend::Candle(_) => Ok(()),
+        }
+    }
+
+    /// Bytes of weights held by the native backend (`None` on candle).
+    pub fn weight_bytes(&self) -> Option<usize> {
+        match &self.backend {
+            Backend::Native(m) => Some(m.weight_bytes()),
+            Backend::Candle(_) => None,
+        }
     }
 
     /// On the CPU, keeps a dequantized f32 copy of every quantized projection when all of them
@@ -155,11 +216,14 @@ impl Transformer {
     /// times faster than the quantized kernels for more than one row), while single-sequence
     /// decode keeps the quantized kernels (less memory traffic). Returns the bytes added.
     pub fn densify(&mut self, limit_bytes: usize) -> Result<usize, ModelError> {
+        let Backend::Candle(weights) = &mut self.backend else {
+            return Ok(0);
+        };
         if !self.device.is_cpu() {
             return Ok(0);
         }
         let mut linears: Vec<&mut Linear> = Vec::new();
-        for layer in &mut self.layers {
+        for layer in &mut weights.layers {
             linears.extend([
                 &mut layer.q,
                 &mut layer.k,
@@ -170,7 +234,7 @@ impl Transformer {
                 &mut layer.down,
             ]);
         }
-        linears.push(&mut self.lm_head);
+        linears.push(&mut weights.lm_head);
         let size: usize = linears
             .iter()
             .map(|l| match &l.weight {
@@ -204,17 +268,6 @@ impl Transformer {
         KvCache::new(self.config.layers, self.config.context_length)
     }
 
-    fn rope(&self, x: &Tensor, start: usize, len: usize) -> candle_core::Result<Tensor> {
-        let cos = self.cos.narrow(0, start, len)?;
-        let sin = self.sin.narrow(0, start, len)?;
-        let x = x.contiguous()?.unsqueeze(0)?;
-        let y = match self.config.rope_style {
-            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x, &cos, &sin)?,
-            RopeStyle::Halves => candle_nn::rotary_emb::rope(&x, &cos, &sin)?,
-        };
-        y.squeeze(0)
-    }
-
     /// Runs every item's new tokens through the model against its own cache and returns, for
     /// each item, the logits of its last token (`vocab_size` floats).
     pub fn forward(&self, batch: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
@@ -222,18 +275,15 @@ impl Transformer {
             return Ok(Vec::new());
         }
         let cfg = &self.config;
-        let mut ids = Vec::new();
-        let mut spans = Vec::with_capacity(batch.len());
         for (index, item) in batch.iter().enumerate() {
             if item.tokens.is_empty() {
                 return Err(ModelError::EmptyInput { index });
             }
-            let start = item.cache.len();
-            let total = start + item.tokens.len();
-            if total > cfg.context_length {
+            let total = item.cache.len() + item.tokens.len();
+            if total > cfg.context_length.min(item.cache.max_len()) {
                 return Err(ModelError::ContextOverflow {
                     tokens: total,
-                    context_length: cfg.context_length,
+                    context_length: cfg.context_length.min(item.cache.max_len()),
                 });
             }
             if let Some(&bad) = item.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
@@ -242,6 +292,44 @@ impl Transformer {
                     vocab_size: cfg.vocab_size,
                 });
             }
+        }
+        match &self.backend {
+            Backend::Native(m) => m.forward(batch),
+            Backend::Candle(w) => self.forward_candle(w, batch),
+        }
+    }
+}
+
+impl CandleWeights {
+    fn rope(
+        &self,
+        style: RopeStyle,
+        x: &Tensor,
+        start: usize,
+        len: usize,
+    ) -> candle_core::Result<Tensor> {
+        let cos = self.cos.narrow(0, start, len)?;
+        let sin = self.sin.narrow(0, start, len)?;
+        let x = x.contiguous()?.unsqueeze(0)?;
+        let y = match style {
+            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x, &cos, &sin)?,
+            RopeStyle::Halves => candle_nn::rotary_emb::rope(&x, &cos, &sin)?,
+        };
+        y.squeeze(0)
+    }
+}
+
+impl Transformer {
+    fn forward_candle(
+        &self,
+        w: &CandleWeights,
+        batch: &mut [BatchItem<'_>],
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let cfg = &self.config;
+        let mut ids = Vec::new();
+        let mut spans = Vec::with_capacity(batch.len());
+        for item in batch.iter() {
+            let start = item.cache.len();
             spans.push(Span {
                 offset: ids.len(),
                 len: item.tokens.len(),
@@ -251,12 +339,12 @@ impl Transformer {
         }
         let rows = ids.len();
         let ids = Tensor::from_vec(ids, rows, &self.device)?;
-        let mut x = self.embedding.forward(&ids)?;
+        let mut x = w.embedding.forward(&ids)?;
         let (heads, kv_heads, head_dim) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
         let group = heads / kv_heads;
         let scale = 1.0 / (head_dim as f64).sqrt();
 
-        for (li, layer) in self.layers.iter().enumerate() {
+        for (li, layer) in w.layers.iter().enumerate() {
             let h = layer.attn_norm.forward(&x)?;
             let q = layer.q.forward(&h)?;
             let k = layer.k.forward(&h)?;
@@ -277,8 +365,8 @@ impl Transformer {
                 if let Some(norm) = &layer.k_norm {
                     ki = norm.forward(&ki)?;
                 }
-                let qi = self.rope(&qi.transpose(0, 1)?, span.start, t)?;
-                let ki = self.rope(&ki.transpose(0, 1)?, span.start, t)?;
+                let qi = w.rope(cfg.rope_style, &qi.transpose(0, 1)?, span.start, t)?;
+                let ki = w.rope(cfg.rope_style, &ki.transpose(0, 1)?, span.start, t)?;
                 let vi = vi.transpose(0, 1)?.contiguous()?;
                 let (keys, values) = item.cache.append(li, &ki, &vi)?;
                 let total = span.start + t;
@@ -326,8 +414,8 @@ impl Transformer {
             .map(|s| (s.offset + s.len - 1) as u32)
             .collect();
         let last = Tensor::from_vec(last, spans.len(), &self.device)?;
-        let x = self.norm.forward(&x.index_select(&last, 0)?)?;
-        let logits = self.lm_head.forward(&x)?.to_dtype(DType::F32)?;
+        let x = w.norm.forward(&x.index_select(&last, 0)?)?;
+        let logits = w.lm_head.forward(&x)?.to_dtype(DType::F32)?;
         let logits = logits.to_device(&Device::Cpu)?;
         Ok(logits.to_vec2::<f32>()?)
     }

@@ -1,0 +1,193 @@
+//! Matrix products of GGML-format weights with rows of activations, split over threads.
+//!
+//! The activations are quantized once per input (ggml's `vec_dot_type` of the weight
+//! format) and shared by every matrix that reads the same input (q/k/v, gate/up). Threads
+//! take chunks of weight rows; within a chunk each weight row is multiplied into up to four
+//! activation rows at a time, so a batch reads each weight block once per four rows.
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+
+use super::quant::{ActKind, Acts, WeightType, dequantize_row, dot_scalar};
+
+/// A weight matrix in its file format: `rows` outputs, each a row of `cols` inputs.
+#[derive(Debug, Clone)]
+pub(crate) struct QMatrix {
+    pub(crate) ty: WeightType,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) data: Vec<u8>,
+}
+
+impl QMatrix {
+    /// Wraps raw GGML bytes; `None` when the size does not match the shape.
+    pub(crate) fn new(ty: WeightType, rows: usize, cols: usize, data: Vec<u8>) -> Option<Self> {
+        (cols.is_multiple_of(ty.block_len()) && data.len() == rows * ty.row_bytes(cols)).then_some(
+            QMatrix {
+                ty,
+                rows,
+                cols,
+                data,
+            },
+        )
+    }
+
+    fn row(&self, r: usize) -> &[u8] {
+        let n = self.ty.row_bytes(self.cols);
+        &self.data[r * n..(r + 1) * n]
+    }
+
+    /// Row `r` decoded to f32 (an embedding lookup).
+    pub(crate) fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        dequantize_row(self.ty, self.row(r), out);
+    }
+
+    /// Bytes held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Activations prepared once per kind for the matrices that read one input.
+pub(crate) struct Input<'a> {
+    x: &'a [f32],
+    rows: usize,
+    cols: usize,
+    prepared: HashMap<ActKind, Acts>,
+}
+
+impl<'a> Input<'a> {
+    /// `rows` rows of `cols` values.
+    pub(crate) fn new(x: &'a [f32], rows: usize, cols: usize) -> Input<'a> {
+        debug_assert_eq!(x.len(), rows * cols);
+        Input {
+            x,
+            rows,
+            cols,
+            prepared: HashMap::new(),
+        }
+    }
+
+    fn prepare(&mut self, kind: ActKind) {
+        if !self.prepared.contains_key(&kind) {
+            let acts = quantize_rows(kind, self.x, self.rows, self.cols);
+            self.prepared.insert(kind, acts);
+        }
+    }
+}
+
+/// Quantizes rows in parallel when there are many.
+fn quantize_rows(kind: ActKind, x: &[f32], rows: usize, cols: usize) -> Acts {
+    if rows < 16 {
+        return Acts::new(kind, x, rows, cols);
+    }
+    let per = rows.div_ceil(rayon::current_num_threads().max(1));
+    let parts: Vec<Acts> = x
+        .par_chunks(per * cols)
+        .map(|c| Acts::new(kind, c, c.len() / cols, cols))
+        .collect();
+    let mut all = Acts::new(kind, &[], 0, cols);
+    for p in parts {
+        all.rows += p.rows;
+        all.qs.extend_from_slice(&p.qs);
+        all.d.extend_from_slice(&p.d);
+        all.s.extend_from_slice(&p.s);
+        all.bsums.extend_from_slice(&p.bsums);
+        all.f.extend_from_slice(&p.f);
+    }
+    all
+}
+
+/// How many activation rows one weight row is multiplied into at a time.
+const TILE: usize = 4;
+
+/// `out[m][t * rows_m + r] = mats[m].row(r) . x[t]` for every matrix `m`, all in one parallel
+/// region. Every matrix must have `input.cols` columns.
+pub(crate) fn matmul_many(mats: &[&QMatrix], input: &mut Input<'_>) -> Vec<Vec<f32>> {
+    for m in mats {
+        assert_eq!(m.cols, input.cols, "matrix columns against input width");
+        input.prepare(m.ty.act_kind());
+    }
+    let t = input.rows;
+    let threads = rayon::current_num_threads().max(1);
+    // Outputs are computed weight-row-major (`[r][t]`) so that each chunk of weight rows
+    // owns a contiguous piece of the output, then transposed when there are several rows.
+    let mut outs: Vec<Vec<f32>> = mats.iter().map(|m| vec![0f32; m.rows * t]).collect();
+    let total_rows: usize = mats.iter().map(|m| m.rows).sum();
+    let chunk_rows = (total_rows / (threads * 8)).clamp(4, 512);
+    let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
+    for (mi, out) in outs.iter_mut().enumerate() {
+        for (ci, chunk) in out.chunks_mut(chunk_rows * t).enumerate() {
+            tasks.push((mi, ci * chunk_rows, chunk));
+        }
+    }
+    let prepared = &input.prepared;
+    let run = |(mi, r0, chunk): (usize, usize, &mut [f32])| {
+        let m = mats[mi];
+        let acts = &prepared[&m.ty.act_kind()];
+        for (i, out_row) in chunk.chunks_mut(t).enumerate() {
+            let row = m.row(r0 + i);
+            dot_row(m.ty, row, acts, out_row);
+        }
+    };
+    if threads == 1 || tasks.len() == 1 {
+        tasks.into_iter().for_each(run);
+    } else {
+        tasks.into_par_iter().for_each(run);
+    }
+    if t == 1 {
+        return outs;
+    }
+    outs.into_iter()
+        .zip(mats)
+        .map(|(o, m)| {
+            let mut tr = vec![0f32; o.len()];
+            for r in 0..m.rows {
+                for j in 0..t {
+                    tr[j * m.rows + r] = o[r * t + j];
+                }
+            }
+            tr
+        })
+        .collect()
+}
+
+/// One matrix: `out[t * rows + r]`.
+pub(crate) fn matmul(m: &QMatrix, input: &mut Input<'_>) -> Vec<f32> {
+    matmul_many(&[m], input).pop().expect("one output")
+}
+
+/// `out[j] = row . acts[j]` for every activation row.
+fn dot_row(ty: WeightType, row: &[u8], acts: &Acts, out: &mut [f32]) {
+    debug_assert_eq!(acts.kind, ty.act_kind());
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    if super::simd::supports(ty) {
+        let mut j = 0;
+        while j < out.len() {
+            let n = (out.len() - j).min(TILE);
+            super::simd::dot_tile(ty, row, acts, j, &mut out[j..j + n]);
+            j += n;
+        }
+        return;
+    }
+    match ty {
+        WeightType::F32 | WeightType::F16 | WeightType::BF16 => {
+            let mut w = vec![0f32; acts.len];
+            dequantize_row(ty, row, &mut w);
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = super::quant::dot_f32_ggml(&w, &acts.f[j * acts.len..(j + 1) * acts.len]);
+            }
+        }
+        _ => {
+            let _ = TILE;
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = dot_scalar(ty, row, acts, j);
+            }
+        }
+    }
+}

@@ -1,0 +1,524 @@
+//! Formwork's own CPU forward pass for GGUF models: the hot path without candle.
+//!
+//! candle's quantized CPU kernels cost the same per row however many rows a batch has, have
+//! no SIMD path for Q4_1, and allocate on every small op. This backend keeps the weights in
+//! their GGML bytes and runs:
+//!
+//! - matrix products that quantize each input once (ggml's `vec_dot_type`: Q8_1 for Q4_1,
+//!   Q8_0 for Q4_0/Q8_0, Q8_K for the k-quants) and multiply each unpacked weight block into
+//!   up to four rows ([`matmul`], AVX2 kernels in [`simd`]), split over a thread pool of our
+//!   own size;
+//! - attention over an f16 key/value cache with the arithmetic of llama.cpp's CPU flash
+//!   attention (f16 queries, f16 value accumulator, online softmax), as llama.cpp runs by
+//!   default, so greedy runs follow llama.cpp's;
+//! - RMS norms summed in f64, rotary tables built as ggml builds them.
+//!
+//! A GGUF whose tensors are all in a format this backend knows ([`quant::WeightType`]) runs
+//! here on the CPU; any other file, and every GPU device, runs on candle.
+
+mod load;
+pub(crate) mod matmul;
+pub(crate) mod quant;
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+))]
+pub(crate) mod simd;
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
+
+use crate::config::{RopeStyle, TransformerConfig};
+use crate::{BatchItem, ModelError};
+pub(crate) use load::load_gguf;
+use matmul::{Input, QMatrix, matmul, matmul_many};
+
+/// One decoder block's weights.
+#[derive(Debug)]
+pub(crate) struct NativeLayer {
+    pub(crate) attn_norm: Vec<f32>,
+    pub(crate) q: QMatrix,
+    pub(crate) k: QMatrix,
+    pub(crate) v: QMatrix,
+    pub(crate) q_bias: Option<Vec<f32>>,
+    pub(crate) k_bias: Option<Vec<f32>>,
+    pub(crate) v_bias: Option<Vec<f32>>,
+    pub(crate) o: QMatrix,
+    pub(crate) q_norm: Option<Vec<f32>>,
+    pub(crate) k_norm: Option<Vec<f32>>,
+    pub(crate) ffn_norm: Vec<f32>,
+    pub(crate) gate: QMatrix,
+    pub(crate) up: QMatrix,
+    pub(crate) down: QMatrix,
+}
+
+/// A transformer whose weights stay in their GGML formats, run by this module's kernels.
+#[derive(Debug)]
+pub(crate) struct NativeModel {
+    pub(crate) config: TransformerConfig,
+    pub(crate) embedding: QMatrix,
+    /// `None`: the output projection is the embedding (tied weights).
+    pub(crate) lm_head: Option<QMatrix>,
+    pub(crate) layers: Vec<NativeLayer>,
+    pub(crate) norm: Vec<f32>,
+    pool: rayon::ThreadPool,
+}
+
+/// The thread count: `FORMWORK_THREADS`, else `CANDLE_NUM_THREADS`, else every core.
+pub(crate) fn default_threads() -> usize {
+    ["FORMWORK_THREADS", "CANDLE_NUM_THREADS"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok()?.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn pool(threads: usize) -> Result<rayon::ThreadPool, ModelError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(|i| format!("formwork-cpu-{i}"))
+        .build()
+        .map_err(|e| ModelError::Device {
+            name: "cpu".into(),
+            message: format!("cannot start {threads} threads: {e}"),
+        })
+}
+
+/// Where one batch item's rows sit in the stacked batch.
+struct Span {
+    offset: usize,
+    len: usize,
+    start: usize,
+}
+
+impl NativeModel {
+    /// Assembles a model; its thread pool has [`default_threads`] threads.
+    pub(crate) fn new(
+        config: TransformerConfig,
+        embedding: QMatrix,
+        lm_head: Option<QMatrix>,
+        layers: Vec<NativeLayer>,
+        norm: Vec<f32>,
+    ) -> Result<NativeModel, ModelError> {
+        Ok(NativeModel {
+            config,
+            embedding,
+            lm_head,
+            layers,
+            norm,
+            pool: pool(default_threads())?,
+        })
+    }
+
+    /// Runs every forward pass on `threads` threads from now on.
+    pub(crate) fn set_threads(&mut self, threads: usize) -> Result<(), ModelError> {
+        self.pool = pool(threads)?;
+        Ok(())
+    }
+
+    /// Threads a forward pass uses.
+    pub(crate) fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Bytes of weights held.
+    pub(crate) fn weight_bytes(&self) -> usize {
+        let mut n = self.embedding.bytes() + self.lm_head.as_ref().map_or(0, QMatrix::bytes);
+        for l in &self.layers {
+            n += [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
+                .iter()
+                .map(|m| m.bytes())
+                .sum::<usize>();
+        }
+        n
+    }
+
+    /// The forward pass of [`crate::Transformer::forward`] (inputs already checked).
+    pub(crate) fn forward(&self, batch: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.pool.install(|| self.forward_inner(batch))
+    }
+
+    fn forward_inner(&self, batch: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let cfg = &self.config;
+        let hidden = cfg.hidden_size;
+        let (heads, kv_heads, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
+        let mut spans = Vec::with_capacity(batch.len());
+        let mut ids = Vec::new();
+        for item in batch.iter() {
+            spans.push(Span {
+                offset: ids.len(),
+                len: item.tokens.len(),
+                start: item.cache.len(),
+            });
+            ids.extend_from_slice(item.tokens);
+        }
+        for item in batch.iter_mut() {
+            item.cache.native_layers(cfg.layers, kv_heads * hd)?;
+        }
+        let rows = ids.len();
+        let mut x = vec![0f32; rows * hidden];
+        for (t, &id) in ids.iter().enumerate() {
+            self.embedding
+                .dequantize_row(id as usize, &mut x[t * hidden..(t + 1) * hidden]);
+        }
+        // Rotary tables for every row's position, shared by all layers.
+        let positions: Vec<usize> = spans
+            .iter()
+            .flat_map(|s| s.start..s.start + s.len)
+            .collect();
+        let rope = RopeTable::new(cfg, &positions);
+        let eps = cfg.rms_norm_eps as f32;
+        let q_width = heads * hd;
+        let kv_width = kv_heads * hd;
+
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = rms_norm_rows(&x, hidden, &layer.attn_norm, eps);
+            let mut input = Input::new(&h, rows, hidden);
+            let mut qkv = matmul_many(&[&layer.q, &layer.k, &layer.v], &mut input).into_iter();
+            let (mut q, mut k, mut v) = (
+                qkv.next().expect("q"),
+                qkv.next().expect("k"),
+                qkv.next().expect("v"),
+            );
+            add_bias(&mut q, layer.q_bias.as_deref());
+            add_bias(&mut k, layer.k_bias.as_deref());
+            add_bias(&mut v, layer.v_bias.as_deref());
+            if let Some(w) = &layer.q_norm {
+                q = rms_norm_rows(&q, hd, w, eps);
+            }
+            if let Some(w) = &layer.k_norm {
+                k = rms_norm_rows(&k, hd, w, eps);
+            }
+            rope.apply(&mut q, heads, hd, cfg.rope_style);
+            rope.apply(&mut k, kv_heads, hd, cfg.rope_style);
+            for (item, span) in batch.iter_mut().zip(&spans) {
+                let r = span.offset..span.offset + span.len;
+                item.cache.native_append(
+                    li,
+                    &k[r.start * kv_width..r.end * kv_width],
+                    &v[r.start * kv_width..r.end * kv_width],
+                );
+            }
+            let attn = self.attention(batch, &spans, li, &q);
+            debug_assert_eq!(attn.len(), rows * q_width);
+            let o = matmul(&layer.o, &mut Input::new(&attn, rows, q_width));
+            add_into(&mut x, &o);
+            let h = rms_norm_rows(&x, hidden, &layer.ffn_norm, eps);
+            let mut input = Input::new(&h, rows, hidden);
+            let mut gu = matmul_many(&[&layer.gate, &layer.up], &mut input).into_iter();
+            let (mut g, u) = (gu.next().expect("gate"), gu.next().expect("up"));
+            for (g, u) in g.iter_mut().zip(&u) {
+                *g = quant::silu(*g) * u;
+            }
+            let d = matmul(
+                &layer.down,
+                &mut Input::new(&g, rows, cfg.intermediate_size),
+            );
+            add_into(&mut x, &d);
+        }
+        for (item, span) in batch.iter_mut().zip(&spans) {
+            item.cache.commit(span.len);
+        }
+        let mut last = Vec::with_capacity(spans.len() * hidden);
+        for s in &spans {
+            let r = s.offset + s.len - 1;
+            last.extend_from_slice(&x[r * hidden..(r + 1) * hidden]);
+        }
+        let last = rms_norm_rows(&last, hidden, &self.norm, eps);
+        let head = self.lm_head.as_ref().unwrap_or(&self.embedding);
+        let logits = matmul(head, &mut Input::new(&last, spans.len(), hidden));
+        Ok(logits
+            .chunks_exact(cfg.vocab_size)
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+
+    /// Causal attention of every item's new rows over its cache, one task per (item, head).
+    fn attention(
+        &self,
+        batch: &[BatchItem<'_>],
+        spans: &[Span],
+        layer: usize,
+        q: &[f32],
+    ) -> Vec<f32> {
+        let cfg = &self.config;
+        let (heads, kv_heads, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
+        let group = heads / kv_heads;
+        let q_width = heads * hd;
+        let scale = 1.0 / (hd as f32).sqrt();
+        // llama.cpp computes a ubatch of 64 or more query rows with its tiled kernel (f32
+        // throughout) and smaller ones row by row with an f16 accumulator.
+        let tiled = spans.iter().map(|s| s.len).sum::<usize>() >= FA_TILE;
+        let tasks: Vec<(usize, usize)> = (0..batch.len())
+            .flat_map(|b| (0..heads).map(move |h| (b, h)))
+            .collect();
+        let results: Vec<Vec<f32>> = tasks
+            .par_iter()
+            .map(|&(b, h)| {
+                let span = &spans[b];
+                let (keys, values) = batch[b].cache.native_layer(layer);
+                let total = span.start + span.len;
+                let g = h / group;
+                let stride = kv_heads * hd;
+                // This head's keys and values as f32 (the f16 values, exactly).
+                let mut kf = vec![0f32; total * hd];
+                let mut vf = vec![0f32; total * hd];
+                for p in 0..total {
+                    let at = p * stride + g * hd;
+                    keys[at..at + hd].convert_to_f32_slice(&mut kf[p * hd..(p + 1) * hd]);
+                    values[at..at + hd].convert_to_f32_slice(&mut vf[p * hd..(p + 1) * hd]);
+                }
+                let mut out = vec![0f32; span.len * hd];
+                let mut q16 = vec![f16::ZERO; hd];
+                let mut qf = vec![0f32; hd];
+                let mut acc = vec![0f32; hd];
+                let mut acc16 = vec![f16::ZERO; hd];
+                for i in 0..span.len {
+                    let row = span.offset + i;
+                    let qrow = &q[row * q_width + h * hd..row * q_width + (h + 1) * hd];
+                    if tiled {
+                        flash_row_tiled(
+                            qrow,
+                            &kf,
+                            &vf,
+                            span.start + i + 1,
+                            scale,
+                            &mut out[i * hd..(i + 1) * hd],
+                        );
+                        continue;
+                    }
+                    q16.convert_from_f32_slice(qrow);
+                    q16.convert_to_f32_slice(&mut qf);
+                    flash_row(
+                        &qf,
+                        &kf,
+                        &vf,
+                        span.start + i + 1,
+                        scale,
+                        &mut acc,
+                        &mut acc16,
+                        &mut out[i * hd..(i + 1) * hd],
+                    );
+                }
+                out
+            })
+            .collect();
+        let rows: usize = spans.iter().map(|s| s.len).sum();
+        let mut attn = vec![0f32; rows * q_width];
+        for (&(b, h), out) in tasks.iter().zip(results) {
+            let span = &spans[b];
+            for i in 0..span.len {
+                let row = span.offset + i;
+                attn[row * q_width + h * hd..row * q_width + (h + 1) * hd]
+                    .copy_from_slice(&out[i * hd..(i + 1) * hd]);
+            }
+        }
+        attn
+    }
+}
+
+/// One query row against the first `n` keys, as ggml's CPU flash attention computes it for
+/// an f16 cache: scores in f32 from f16 operands, an online softmax, and the weighted sum of
+/// values kept in f16 (rounded after every update).
+#[allow(clippy::too_many_arguments)]
+fn flash_row(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    n: usize,
+    scale: f32,
+    acc: &mut [f32],
+    acc16: &mut [f16],
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    let mut m = f32::NEG_INFINITY;
+    let mut sum = 0f32;
+    acc.fill(0.0);
+    for p in 0..n {
+        let s = quant::dot_f32_ggml(&keys[p * hd..(p + 1) * hd], q) * scale;
+        let v = &values[p * hd..(p + 1) * hd];
+        let mut ms = 1f32;
+        let mut vs = 1f32;
+        if s > m {
+            let old = m;
+            m = s;
+            ms = (old - m).exp();
+            for a in acc.iter_mut() {
+                *a *= ms;
+            }
+            round_f16(acc, acc16);
+        } else {
+            vs = (s - m).exp();
+        }
+        for (a, &x) in acc.iter_mut().zip(v) {
+            *a = x.mul_add(vs, *a);
+        }
+        round_f16(acc, acc16);
+        // Not fused: llama.cpp's build computes this product and sum in two roundings.
+        sum = sum * ms + vs;
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    for (o, &a) in out.iter_mut().zip(acc.iter()) {
+        *o = a * inv;
+    }
+}
+
+/// Rows and key/value positions per tile of llama.cpp's tiled CPU flash attention.
+const FA_TILE: usize = 64;
+
+/// One query row against the first `n` keys, as ggml's tiled CPU flash attention computes
+/// it: f32 queries, scores as one `fma` chain over the head, keys in tiles of 64 positions
+/// with an online softmax per tile (ggml's vectorized `exp`, sums of each 8 in f32 added in
+/// f64), values accumulated in f32.
+fn flash_row_tiled(q: &[f32], keys: &[f32], values: &[f32], n: usize, scale: f32, out: &mut [f32]) {
+    let hd = q.len();
+    let mut m = f32::NEG_INFINITY;
+    let mut sum = 0f32;
+    let mut acc = vec![0f32; hd];
+    let mut p = [0f32; FA_TILE];
+    let mut t0 = 0;
+    while t0 < n {
+        let valid = (n - t0).min(FA_TILE);
+        for (kk, slot) in p.iter_mut().enumerate() {
+            *slot = if kk < valid {
+                let k = &keys[(t0 + kk) * hd..(t0 + kk + 1) * hd];
+                let mut a = 0f32;
+                for d in 0..hd {
+                    a = k[d].mul_add(q[d], a);
+                }
+                a * scale
+            } else {
+                f32::NEG_INFINITY
+            };
+        }
+        let tile_max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let m_new = m.max(tile_max);
+        if m_new > m {
+            let ms = (m - m_new).exp();
+            for a in acc.iter_mut() {
+                *a *= ms;
+            }
+            sum *= ms;
+        }
+        let mut tile_sum = 0f64;
+        for chunk in p.chunks_exact_mut(8) {
+            let mut v = [0f32; 8];
+            for (v, x) in v.iter_mut().zip(chunk.iter_mut()) {
+                *v = quant::v_expf(*x - m_new);
+                *x = *v;
+            }
+            tile_sum += quant::hsum8(&v) as f64;
+        }
+        sum = (sum as f64 + tile_sum) as f32;
+        m = m_new;
+        for (d, a) in acc.iter_mut().enumerate() {
+            let mut x = *a;
+            for (kk, &w) in p.iter().enumerate().take(valid) {
+                x = values[(t0 + kk) * hd + d].mul_add(w, x);
+            }
+            *a = x;
+        }
+        t0 += FA_TILE;
+    }
+    let inv = 1.0 / sum;
+    for (o, &a) in out.iter_mut().zip(&acc) {
+        *o = a * inv;
+    }
+}
+
+/// Rounds every value to the nearest f16.
+fn round_f16(x: &mut [f32], scratch: &mut [f16]) {
+    scratch.convert_from_f32_slice(x);
+    scratch.convert_to_f32_slice(x);
+}
+
+fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        for row in x.chunks_exact_mut(b.len()) {
+            for (v, b) in row.iter_mut().zip(b) {
+                *v += b;
+            }
+        }
+    }
+}
+
+fn add_into(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// ggml's RMS norm (the sum of squares in f64) followed by the multiplication by `w`.
+fn rms_norm_rows(x: &[f32], width: usize, w: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for (row, o) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+        let sum: f64 = row.iter().map(|&v| (v * v) as f64).sum();
+        let mean = (sum / width as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for ((o, &v), &w) in o.iter_mut().zip(row).zip(w) {
+            *o = (v * scale) * w;
+        }
+    }
+    out
+}
+
+/// cos/sin of every (row, dimension pair), built as ggml's rope cache is: the angle starts
+/// at the position and is multiplied by `base^(-2/d)` from one pair to the next.
+struct RopeTable {
+    half: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl RopeTable {
+    fn new(cfg: &TransformerConfig, positions: &[usize]) -> RopeTable {
+        let half = cfg.head_dim / 2;
+        let theta_scale = (cfg.rope_theta as f32).powf(-2.0 / cfg.head_dim as f32);
+        let mut cos = Vec::with_capacity(positions.len() * half);
+        let mut sin = Vec::with_capacity(positions.len() * half);
+        for &p in positions {
+            let mut theta = p as f32;
+            for _ in 0..half {
+                cos.push(theta.cos());
+                sin.push(theta.sin());
+                theta *= theta_scale;
+            }
+        }
+        RopeTable { half, cos, sin }
+    }
+
+    /// Rotates every head of every row of `x` (`rows x heads*head_dim`).
+    fn apply(&self, x: &mut [f32], heads: usize, hd: usize, style: RopeStyle) {
+        let half = self.half;
+        for (r, row) in x.chunks_exact_mut(heads * hd).enumerate() {
+            let (cos, sin) = (
+                &self.cos[r * half..(r + 1) * half],
+                &self.sin[r * half..(r + 1) * half],
+            );
+            for head in row.chunks_exact_mut(hd) {
+                for i in 0..half {
+                    let (a, b) = match style {
+                        RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                        RopeStyle::Halves => (i, i + half),
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    let (c, s) = (cos[i], sin[i]);
+                    // `x0*c - x1*s` and `x0*s + x1*c` with the first product fused, as GCC
+                    // contracts ggml's C (which llama.cpp's builds are compiled with).
+                    head[a] = x0.mul_add(c, -(x1 * s));
+                    head[b] = x0.mul_add(s, x1 * c);
+                }
+            }
+        }
+    }
+}
+
+/// The native backend's share of a [`KvCache`]: per layer, keys and values as f16,
+/// `[position][kv_head][head_dim]`.
+pub(crate) type NativeCacheLayers = Vec<(Vec<f16>, Vec<f16>)>;
+
+#[cfg(test)]
+mod tests;

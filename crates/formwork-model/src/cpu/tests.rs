@@ -1,0 +1,177 @@
+//! The CPU kernels against candle's block decoding (an implementation we did not write) and
+//! against each other: the SIMD tiles equal the portable code bit for bit, quantized dots
+//! stay close to f32 dots.
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+
+use super::matmul::{Input, QMatrix, matmul, matmul_many};
+use super::quant::{ActKind, Acts, WeightType, dequantize_row, dot_scalar};
+
+/// Deterministic values with outliers, like activations.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|i| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let u = ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5;
+            if i % 97 == 3 { u * 20.0 } else { u }
+        })
+        .collect()
+}
+
+const TYPES: [(WeightType, GgmlDType); 7] = [
+    (WeightType::F32, GgmlDType::F32),
+    (WeightType::F16, GgmlDType::F16),
+    (WeightType::Q4_0, GgmlDType::Q4_0),
+    (WeightType::Q4_1, GgmlDType::Q4_1),
+    (WeightType::Q8_0, GgmlDType::Q8_0),
+    (WeightType::Q4K, GgmlDType::Q4K),
+    (WeightType::Q6K, GgmlDType::Q6K),
+];
+
+/// A `rows x cols` matrix quantized by candle: our matrix and candle's decoding of it.
+fn quantized(ty: GgmlDType, rows: usize, cols: usize, seed: u64) -> (Vec<u8>, Vec<f32>) {
+    let w = Tensor::from_vec(values(rows * cols, seed), (rows, cols), &Device::Cpu).unwrap();
+    let q = QTensor::quantize(&w, ty).unwrap();
+    let bytes = q.data().unwrap().to_vec();
+    let deq = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap();
+    (bytes, deq.to_vec1::<f32>().unwrap())
+}
+
+#[test]
+fn every_format_decodes_as_candle_decodes_it() {
+    let (rows, cols) = (3, 512);
+    for (ours, theirs) in TYPES {
+        let (bytes, want) = quantized(theirs, rows, cols, 7);
+        let m = QMatrix::new(ours, rows, cols, bytes).expect("sizes match");
+        for r in 0..rows {
+            let mut got = vec![0f32; cols];
+            m.dequantize_row(r, &mut got);
+            assert_eq!(
+                got,
+                want[r * cols..(r + 1) * cols],
+                "{} row {r}",
+                ours.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn quantized_dots_are_close_to_f32_dots_of_the_decoded_weights() {
+    let cols = 768;
+    for (ours, theirs) in TYPES {
+        let (bytes, deq) = quantized(theirs, 1, cols, 11);
+        let x = values(cols, 5);
+        let acts = Acts::new(ours.act_kind(), &x, 1, cols);
+        let got = dot_scalar(ours, &bytes, &acts, 0);
+        let exact: f64 = deq
+            .iter()
+            .zip(&x)
+            .map(|(a, b)| (*a as f64) * (*b as f64))
+            .sum();
+        let norm: f64 = deq
+            .iter()
+            .zip(&x)
+            .map(|(a, b)| (*a as f64 * *b as f64).abs())
+            .sum();
+        assert!(
+            (got as f64 - exact).abs() <= 0.02 * norm,
+            "{}: {got} vs {exact} (scale {norm})",
+            ours.name()
+        );
+    }
+}
+
+#[test]
+fn batched_products_equal_one_row_at_a_time_bit_for_bit() {
+    // 7 rows: a tile of 4 and a tile of 3 on AVX2; each row alone must give the same bits.
+    let (out_rows, cols, t) = (40, 512, 7);
+    for (ours, theirs) in TYPES {
+        let (bytes, _) = quantized(theirs, out_rows, cols, 3);
+        let m = QMatrix::new(ours, out_rows, cols, bytes.clone()).unwrap();
+        let x = values(t * cols, 9);
+        let all = matmul(&m, &mut Input::new(&x, t, cols));
+        for j in 0..t {
+            let one = matmul(&m, &mut Input::new(&x[j * cols..(j + 1) * cols], 1, cols));
+            assert_eq!(
+                one,
+                all[j * out_rows..(j + 1) * out_rows],
+                "{} row {j}",
+                ours.name()
+            );
+            let acts = Acts::new(ours.act_kind(), &x[j * cols..(j + 1) * cols], 1, cols);
+            let row_bytes = ours.row_bytes(cols);
+            for r in 0..out_rows {
+                let scalar = dot_scalar(ours, &bytes[r * row_bytes..(r + 1) * row_bytes], &acts, 0);
+                assert_eq!(
+                    scalar.to_bits(),
+                    one[r].to_bits(),
+                    "{} ({r}, {j})",
+                    ours.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn several_matrices_in_one_region_equal_each_alone() {
+    let cols = 256;
+    let (a, _) = quantized(GgmlDType::Q4_1, 24, cols, 1);
+    let (b, _) = quantized(GgmlDType::Q8_0, 8, cols, 2);
+    let a = QMatrix::new(WeightType::Q4_1, 24, cols, a).unwrap();
+    let b = QMatrix::new(WeightType::Q8_0, 8, cols, b).unwrap();
+    let x = values(5 * cols, 4);
+    let both = matmul_many(&[&a, &b], &mut Input::new(&x, 5, cols));
+    assert_eq!(both[0], matmul(&a, &mut Input::new(&x, 5, cols)));
+    assert_eq!(both[1], matmul(&b, &mut Input::new(&x, 5, cols)));
+}
+
+#[test]
+fn activation_quantization_follows_ggml() {
+    // Ties round to even, the scale is 127 / max|x|, the stored scale is f16.
+    let mut x = vec![0f32; 32];
+    x[0] = 127.0;
+    x[1] = 0.5;
+    x[2] = 1.5;
+    x[3] = -2.5;
+    let a = Acts::new(ActKind::Q8_1, &x, 1, 32);
+    assert_eq!(&a.qs[..4], &[127, 0, 2, -2]);
+    assert_eq!(a.d[0], 1.0);
+    assert_eq!(a.s[0], 127.0);
+    let zero = Acts::new(ActKind::Q8_0, &[0.0; 32], 1, 32);
+    assert!(zero.qs.iter().all(|&q| q == 0) && zero.d[0] == 0.0);
+    let k = Acts::new(ActKind::Q8K, &values(256, 1), 1, 256);
+    assert_eq!(k.bsums.len(), 16);
+    assert_eq!(
+        k.bsums[0],
+        k.qs[..16].iter().map(|&q| q as i32).sum::<i32>()
+    );
+}
+
+#[test]
+fn decoding_of_a_float_row() {
+    let x = [1.0f32, -2.5, 3.25];
+    let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut out = [0f32; 3];
+    dequantize_row(WeightType::F32, &bytes, &mut out);
+    assert_eq!(out, x);
+}
+
+#[test]
+fn ggml_exp_is_within_two_ulp_of_libm() {
+    for i in -2000..2000 {
+        let x = i as f32 * 0.0437;
+        let (ours, libm) = (super::quant::v_expf(x), x.exp());
+        let ulp = (libm.to_bits() as i64 - ours.to_bits() as i64).abs();
+        assert!(ulp <= 2, "exp({x}): {ours} vs {libm}");
+    }
+    assert_eq!(super::quant::v_expf(-200.0), 0.0);
+    assert!(super::quant::v_expf(100.0).is_infinite());
+}
