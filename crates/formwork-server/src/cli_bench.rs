@@ -1,6 +1,11 @@
 //! `formwork bench`: time to first token and decode speed of the engine on a model, for
 //! unconstrained, JSON-Schema (new, then cached) and regex requests, with 1 and with N
 //! concurrent sequences. Prints a markdown table (the one in docs/performance.md).
+//!
+//! With `--prompt-tokens`/`--gen-tokens` it measures the forward pass alone instead, as
+//! llama-bench does: a fixed prompt prefilled in one pass, then greedy decode with EOS ignored,
+//! a warm-up run, the median of 3; one JSON line
+//! `{"prefill_tok_s":..,"decode_tok_s":..,"peak_rss_mb":..}`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -25,6 +30,19 @@ pub(crate) struct BenchArgs {
     /// Concurrency levels to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,8")]
     sequences: Vec<usize>,
+    /// Measure the forward pass alone: prefill a prompt of this many tokens...
+    #[arg(long)]
+    prompt_tokens: Option<usize>,
+    /// ...then decode this many tokens one by one (default 256 with --prompt-tokens).
+    #[arg(long)]
+    gen_tokens: Option<usize>,
+    /// Threads per forward pass (default: FORMWORK_THREADS, else CANDLE_NUM_THREADS, else every
+    /// core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Runs to take the median of (after one warm-up run).
+    #[arg(long, default_value_t = 3)]
+    repetitions: usize,
 }
 
 /// The 10-property schema of the bench; `salt` makes it new to the index cache.
@@ -132,9 +150,118 @@ fn row(case: &str, sequences: usize, usages: &[Usage], wall: Duration) -> Row {
     }
 }
 
+/// The peak resident memory of this process in MiB (Linux `VmHWM`), if known.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// `--prompt-tokens`: prefill and decode speed of the forward pass, like llama-bench.
+fn run_forward(
+    model: &formwork_model::LoadedModel,
+    prompt_tokens: usize,
+    gen_tokens: usize,
+    repetitions: usize,
+) -> Result<(), CliError> {
+    use formwork_model::BatchItem;
+    let m = &model.model;
+    let vocab = model.info.vocab_size as u32;
+    if prompt_tokens == 0 || prompt_tokens + gen_tokens > model.info.context_length {
+        return Err(CliError::Input(format!(
+            "--prompt-tokens {prompt_tokens} plus --gen-tokens {gen_tokens} must be positive and \
+             fit the context of {} tokens",
+            model.info.context_length
+        )));
+    }
+    // A fixed prompt of ordinary tokens (no specials), the same on every run.
+    let prompt: Vec<u32> = (0..prompt_tokens as u32)
+        .map(|i| 300 + (i * 7919) % (vocab.saturating_sub(400).max(1)))
+        .collect();
+    let err = |e: formwork_model::ModelError| CliError::Other(e.into());
+    let once = |steps: usize| -> Result<(f64, f64), CliError> {
+        let mut cache = m.new_cache();
+        let t = Instant::now();
+        let logits = m
+            .forward(&mut [BatchItem {
+                tokens: &prompt,
+                cache: &mut cache,
+            }])
+            .map_err(err)?;
+        let prefill = t.elapsed().as_secs_f64();
+        let mut next = argmax(&logits[0]);
+        let t = Instant::now();
+        for _ in 0..steps {
+            let logits = m
+                .forward(&mut [BatchItem {
+                    tokens: &[next],
+                    cache: &mut cache,
+                }])
+                .map_err(err)?;
+            next = argmax(&logits[0]);
+        }
+        let decode = t.elapsed().as_secs_f64();
+        Ok((prompt_tokens as f64 / prefill, steps as f64 / decode.max(1e-9)))
+    };
+    once(gen_tokens.min(16))?;
+    let mut prefill = Vec::new();
+    let mut decode = Vec::new();
+    for _ in 0..repetitions.max(1) {
+        let (p, d) = once(gen_tokens)?;
+        prefill.push(p);
+        decode.push(d);
+    }
+    println!(
+        "{}",
+        json!({
+            "prefill_tok_s": (median(prefill) * 10.0).round() / 10.0,
+            "decode_tok_s": (median(decode) * 10.0).round() / 10.0,
+            "peak_rss_mb": peak_rss_mb().map(|x| x.round()),
+            "prompt_tokens": prompt_tokens,
+            "gen_tokens": gen_tokens,
+            "threads": m.threads(),
+            "backend": m.backend_name(),
+        })
+    );
+    Ok(())
+}
+
+fn argmax(xs: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in xs.iter().enumerate() {
+        if x > xs[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
 pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
-    let model = formwork_model::load(&args.model, &formwork_model::Device::Cpu)
+    let mut model = formwork_model::load(&args.model, &formwork_model::Device::Cpu)
         .map_err(|e| CliError::Input(e.to_string()))?;
+    if let Some(n) = args.threads {
+        if n == 0 {
+            return Err(CliError::Input("--threads must be at least 1".into()));
+        }
+        std::sync::Arc::get_mut(&mut model.model)
+            .expect("the model was just loaded")
+            .set_threads(n)
+            .map_err(|e| CliError::Input(e.to_string()))?;
+    }
+    if args.prompt_tokens.is_some() || args.gen_tokens.is_some() {
+        return run_forward(
+            &model,
+            args.prompt_tokens.unwrap_or(512),
+            args.gen_tokens.unwrap_or(256),
+            args.repetitions,
+        );
+    }
     let engine =
         Engine::new(model, EngineConfig::default()).map_err(|e| CliError::Input(e.to_string()))?;
     // Warm up: first-touch page faults and thread pools.

@@ -102,6 +102,9 @@ fn quantize_rows(kind: ActKind, x: &[f32], rows: usize, cols: usize) -> Acts {
 /// How many activation rows one weight row is multiplied into at a time.
 const TILE: usize = 4;
 
+/// Weight rows multiplied into one tile of activation rows before the next tile.
+const ROW_BLOCK: usize = 16;
+
 /// `out[m][t * rows_m + r] = mats[m].row(r) . x[t]` for every matrix `m`, all in one parallel
 /// region. Every matrix must have `input.cols` columns.
 pub(crate) fn matmul_many(mats: &[&QMatrix], input: &mut Input<'_>) -> Vec<Vec<f32>> {
@@ -126,9 +129,18 @@ pub(crate) fn matmul_many(mats: &[&QMatrix], input: &mut Input<'_>) -> Vec<Vec<f
     let run = |(mi, r0, chunk): (usize, usize, &mut [f32])| {
         let m = mats[mi];
         let acts = &prepared[&m.ty.act_kind()];
-        for (i, out_row) in chunk.chunks_mut(t).enumerate() {
-            let row = m.row(r0 + i);
-            dot_row(m.ty, row, acts, out_row);
+        // Blocks of weight rows small enough to stay in L1 while every tile of activation
+        // rows passes over them.
+        for (bi, block) in chunk.chunks_mut(ROW_BLOCK * t).enumerate() {
+            let first = r0 + bi * ROW_BLOCK;
+            let mut j = 0;
+            while j < t {
+                let n = (t - j).min(TILE);
+                for (i, out_row) in block.chunks_mut(t).enumerate() {
+                    dot_row(m.ty, m.row(first + i), acts, j, &mut out_row[j..j + n]);
+                }
+                j += n;
+            }
         }
     };
     if threads == 1 || tasks.len() == 1 {
@@ -158,35 +170,27 @@ pub(crate) fn matmul(m: &QMatrix, input: &mut Input<'_>) -> Vec<f32> {
     matmul_many(&[m], input).pop().expect("one output")
 }
 
-/// `out[j] = row . acts[j]` for every activation row.
-fn dot_row(ty: WeightType, row: &[u8], acts: &Acts, out: &mut [f32]) {
+/// `out[c] = row . acts[j0 + c]` for `c < out.len()` (at most [`TILE`]).
+fn dot_row(ty: WeightType, row: &[u8], acts: &Acts, j0: usize, out: &mut [f32]) {
     debug_assert_eq!(acts.kind, ty.act_kind());
-    #[cfg(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ))]
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
     if super::simd::supports(ty) {
-        let mut j = 0;
-        while j < out.len() {
-            let n = (out.len() - j).min(TILE);
-            super::simd::dot_tile(ty, row, acts, j, &mut out[j..j + n]);
-            j += n;
-        }
+        super::simd::dot_tile(ty, row, acts, j0, out);
         return;
     }
     match ty {
         WeightType::F32 | WeightType::F16 | WeightType::BF16 => {
-            let mut w = vec![0f32; acts.len];
+            let len = acts.len;
+            let mut w = vec![0f32; len];
             dequantize_row(ty, row, &mut w);
-            for (j, o) in out.iter_mut().enumerate() {
-                *o = super::quant::dot_f32_ggml(&w, &acts.f[j * acts.len..(j + 1) * acts.len]);
+            for (c, o) in out.iter_mut().enumerate() {
+                let j = j0 + c;
+                *o = super::quant::dot_f32_ggml(&w, &acts.f[j * len..(j + 1) * len]);
             }
         }
         _ => {
-            let _ = TILE;
-            for (j, o) in out.iter_mut().enumerate() {
-                *o = dot_scalar(ty, row, acts, j);
+            for (c, o) in out.iter_mut().enumerate() {
+                *o = dot_scalar(ty, row, acts, j0 + c);
             }
         }
     }

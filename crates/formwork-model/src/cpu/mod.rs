@@ -16,6 +16,7 @@
 //! A GGUF whose tensors are all in a format this backend knows ([`quant::WeightType`]) runs
 //! here on the CPU; any other file, and every GPU device, runs on candle.
 
+mod attention;
 mod load;
 pub(crate) mod matmul;
 pub(crate) mod quant;
@@ -27,7 +28,6 @@ pub(crate) mod quant;
 pub(crate) mod simd;
 
 use half::f16;
-use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use crate::config::{RopeStyle, TransformerConfig};
@@ -247,10 +247,9 @@ impl NativeModel {
         let (heads, kv_heads, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
         let group = heads / kv_heads;
         let q_width = heads * hd;
-        let scale = 1.0 / (hd as f32).sqrt();
         // llama.cpp computes a ubatch of 64 or more query rows with its tiled kernel (f32
         // throughout) and smaller ones row by row with an f16 accumulator.
-        let tiled = spans.iter().map(|s| s.len).sum::<usize>() >= FA_TILE;
+        let tiled = spans.iter().map(|s| s.len).sum::<usize>() >= attention::TILE;
         let tasks: Vec<(usize, usize)> = (0..batch.len())
             .flat_map(|b| (0..heads).map(move |h| (b, h)))
             .collect();
@@ -259,50 +258,21 @@ impl NativeModel {
             .map(|&(b, h)| {
                 let span = &spans[b];
                 let (keys, values) = batch[b].cache.native_layer(layer);
-                let total = span.start + span.len;
-                let g = h / group;
-                let stride = kv_heads * hd;
-                // This head's keys and values as f32 (the f16 values, exactly).
-                let mut kf = vec![0f32; total * hd];
-                let mut vf = vec![0f32; total * hd];
-                for p in 0..total {
-                    let at = p * stride + g * hd;
-                    keys[at..at + hd].convert_to_f32_slice(&mut kf[p * hd..(p + 1) * hd]);
-                    values[at..at + hd].convert_to_f32_slice(&mut vf[p * hd..(p + 1) * hd]);
-                }
-                let mut out = vec![0f32; span.len * hd];
-                let mut q16 = vec![f16::ZERO; hd];
-                let mut qf = vec![0f32; hd];
-                let mut acc = vec![0f32; hd];
-                let mut acc16 = vec![f16::ZERO; hd];
-                for i in 0..span.len {
-                    let row = span.offset + i;
-                    let qrow = &q[row * q_width + h * hd..row * q_width + (h + 1) * hd];
-                    if tiled {
-                        flash_row_tiled(
-                            qrow,
-                            &kf,
-                            &vf,
-                            span.start + i + 1,
-                            scale,
-                            &mut out[i * hd..(i + 1) * hd],
-                        );
-                        continue;
-                    }
-                    q16.convert_from_f32_slice(qrow);
-                    q16.convert_to_f32_slice(&mut qf);
-                    flash_row(
-                        &qf,
-                        &kf,
-                        &vf,
-                        span.start + i + 1,
-                        scale,
-                        &mut acc,
-                        &mut acc16,
-                        &mut out[i * hd..(i + 1) * hd],
-                    );
-                }
-                out
+                let job = attention::Head {
+                    keys,
+                    values,
+                    stride: kv_heads * hd,
+                    offset: (h / group) * hd,
+                    dim: hd,
+                    start: span.start,
+                    queries: (0..span.len)
+                        .map(|i| {
+                            let row = span.offset + i;
+                            &q[row * q_width + h * hd..row * q_width + (h + 1) * hd]
+                        })
+                        .collect(),
+                };
+                if tiled { job.tiled() } else { job.rows() }
             })
             .collect();
         let rows: usize = spans.iter().map(|s| s.len).sum();
@@ -317,122 +287,6 @@ impl NativeModel {
         }
         attn
     }
-}
-
-/// One query row against the first `n` keys, as ggml's CPU flash attention computes it for
-/// an f16 cache: scores in f32 from f16 operands, an online softmax, and the weighted sum of
-/// values kept in f16 (rounded after every update).
-#[allow(clippy::too_many_arguments)]
-fn flash_row(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    n: usize,
-    scale: f32,
-    acc: &mut [f32],
-    acc16: &mut [f16],
-    out: &mut [f32],
-) {
-    let hd = q.len();
-    let mut m = f32::NEG_INFINITY;
-    let mut sum = 0f32;
-    acc.fill(0.0);
-    for p in 0..n {
-        let s = quant::dot_f32_ggml(&keys[p * hd..(p + 1) * hd], q) * scale;
-        let v = &values[p * hd..(p + 1) * hd];
-        let mut ms = 1f32;
-        let mut vs = 1f32;
-        if s > m {
-            let old = m;
-            m = s;
-            ms = (old - m).exp();
-            for a in acc.iter_mut() {
-                *a *= ms;
-            }
-            round_f16(acc, acc16);
-        } else {
-            vs = (s - m).exp();
-        }
-        for (a, &x) in acc.iter_mut().zip(v) {
-            *a = x.mul_add(vs, *a);
-        }
-        round_f16(acc, acc16);
-        // Not fused: llama.cpp's build computes this product and sum in two roundings.
-        sum = sum * ms + vs;
-    }
-    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-    for (o, &a) in out.iter_mut().zip(acc.iter()) {
-        *o = a * inv;
-    }
-}
-
-/// Rows and key/value positions per tile of llama.cpp's tiled CPU flash attention.
-const FA_TILE: usize = 64;
-
-/// One query row against the first `n` keys, as ggml's tiled CPU flash attention computes
-/// it: f32 queries, scores as one `fma` chain over the head, keys in tiles of 64 positions
-/// with an online softmax per tile (ggml's vectorized `exp`, sums of each 8 in f32 added in
-/// f64), values accumulated in f32.
-fn flash_row_tiled(q: &[f32], keys: &[f32], values: &[f32], n: usize, scale: f32, out: &mut [f32]) {
-    let hd = q.len();
-    let mut m = f32::NEG_INFINITY;
-    let mut sum = 0f32;
-    let mut acc = vec![0f32; hd];
-    let mut p = [0f32; FA_TILE];
-    let mut t0 = 0;
-    while t0 < n {
-        let valid = (n - t0).min(FA_TILE);
-        for (kk, slot) in p.iter_mut().enumerate() {
-            *slot = if kk < valid {
-                let k = &keys[(t0 + kk) * hd..(t0 + kk + 1) * hd];
-                let mut a = 0f32;
-                for d in 0..hd {
-                    a = k[d].mul_add(q[d], a);
-                }
-                a * scale
-            } else {
-                f32::NEG_INFINITY
-            };
-        }
-        let tile_max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let m_new = m.max(tile_max);
-        if m_new > m {
-            let ms = (m - m_new).exp();
-            for a in acc.iter_mut() {
-                *a *= ms;
-            }
-            sum *= ms;
-        }
-        let mut tile_sum = 0f64;
-        for chunk in p.chunks_exact_mut(8) {
-            let mut v = [0f32; 8];
-            for (v, x) in v.iter_mut().zip(chunk.iter_mut()) {
-                *v = quant::v_expf(*x - m_new);
-                *x = *v;
-            }
-            tile_sum += quant::hsum8(&v) as f64;
-        }
-        sum = (sum as f64 + tile_sum) as f32;
-        m = m_new;
-        for (d, a) in acc.iter_mut().enumerate() {
-            let mut x = *a;
-            for (kk, &w) in p.iter().enumerate().take(valid) {
-                x = values[(t0 + kk) * hd + d].mul_add(w, x);
-            }
-            *a = x;
-        }
-        t0 += FA_TILE;
-    }
-    let inv = 1.0 / sum;
-    for (o, &a) in out.iter_mut().zip(&acc) {
-        *o = a * inv;
-    }
-}
-
-/// Rounds every value to the nearest f16.
-fn round_f16(x: &mut [f32], scratch: &mut [f16]) {
-    scratch.convert_from_f32_slice(x);
-    scratch.convert_to_f32_slice(x);
 }
 
 fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {

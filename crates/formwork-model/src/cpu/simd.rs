@@ -120,36 +120,52 @@ fn q32<const N: usize>(ty: WeightType, row: &[u8], acts: &Acts, r0: usize) -> [f
     let nb = len / QK;
     let bytes = ty.block_bytes();
     assert!(row.len() >= nb * bytes && acts.rows >= r0 + N);
+    // Each column's quants, scales and sums, cut to their exact lengths once so the block
+    // loop indexes without checks.
+    let ys: [&[i8]; N] = core::array::from_fn(|c| &acts.qs[(r0 + c) * len..(r0 + c + 1) * len]);
+    let ds: [&[f32]; N] = core::array::from_fn(|c| &acts.d[(r0 + c) * nb..(r0 + c + 1) * nb]);
+    let q41 = ty == WeightType::Q4_1;
+    let ss: [&[f32]; N] = core::array::from_fn(|c| {
+        if q41 {
+            &acts.s[(r0 + c) * nb..(r0 + c + 1) * nb]
+        } else {
+            &[][..]
+        }
+    });
     let mut acc = [_mm256_setzero_ps(); N];
     let mut summs = [0f32; N];
-    for i in 0..nb {
-        let b = &row[i * bytes..(i + 1) * bytes];
-        let dx = f16_at(b, 0);
-        // Unsigned weights (Q4_1) multiply the activations directly; signed ones (Q4_0,
-        // Q8_0) go through ggml's sign trick: |w| times y with w's sign.
-        let (wx, signed) = match ty {
-            WeightType::Q4_1 => (nibbles(&b[4..20]), false),
-            WeightType::Q4_0 => (
-                _mm256_sub_epi8(nibbles(&b[2..18]), _mm256_set1_epi8(8)),
-                true,
-            ),
-            _ => (load32(&b[2..34]), true),
-        };
-        let ax = if signed { _mm256_sign_epi8(wx, wx) } else { wx };
-        let m = if ty == WeightType::Q4_1 {
-            f16_at(b, 2)
-        } else {
-            0.0
-        };
-        for c in 0..N {
-            let r = r0 + c;
-            let y = load32_i8(&acts.qs[r * len + i * QK..]);
-            let sy = if signed { _mm256_sign_epi8(y, wx) } else { y };
-            let xy = _mm256_cvtepi32_ps(dot_us8(ax, sy));
-            let d = _mm256_set1_ps(dx * acts.d[r * nb + i]);
-            acc[c] = _mm256_fmadd_ps(d, xy, acc[c]);
-            if ty == WeightType::Q4_1 {
-                summs[c] = m.mul_add(acts.s[r * nb + i], summs[c]);
+    match ty {
+        WeightType::Q4_1 => {
+            for (i, b) in row.chunks_exact(20).take(nb).enumerate() {
+                let dx = f16_at(b, 0);
+                let m = f16_at(b, 2);
+                let wx = nibbles(&b[4..20]);
+                for c in 0..N {
+                    let y = load32_i8(&ys[c][i * QK..]);
+                    let xy = _mm256_cvtepi32_ps(dot_us8(wx, y));
+                    let d = _mm256_set1_ps(dx * ds[c][i]);
+                    acc[c] = _mm256_fmadd_ps(d, xy, acc[c]);
+                    summs[c] = m.mul_add(ss[c][i], summs[c]);
+                }
+            }
+        }
+        _ => {
+            // Signed weights go through ggml's sign trick: |w| times y with w's sign.
+            for (i, b) in row.chunks_exact(bytes).take(nb).enumerate() {
+                let dx = f16_at(b, 0);
+                let wx = if ty == WeightType::Q4_0 {
+                    _mm256_sub_epi8(nibbles(&b[2..18]), _mm256_set1_epi8(8))
+                } else {
+                    load32(&b[2..34])
+                };
+                let ax = _mm256_sign_epi8(wx, wx);
+                for c in 0..N {
+                    let y = load32_i8(&ys[c][i * QK..]);
+                    let sy = _mm256_sign_epi8(y, wx);
+                    let xy = _mm256_cvtepi32_ps(dot_us8(ax, sy));
+                    let d = _mm256_set1_ps(dx * ds[c][i]);
+                    acc[c] = _mm256_fmadd_ps(d, xy, acc[c]);
+                }
             }
         }
     }

@@ -1,0 +1,187 @@
+//! Attention of one head over an f16 key/value cache, with the arithmetic of llama.cpp's CPU
+//! flash attention (`ggml_compute_forward_flash_attn_ext_f16`): its row-by-row kernel for
+//! small batches and its tiled kernel for 64 query rows or more.
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
+use super::quant::{dot_f32_ggml, hsum8, v_expf};
+
+/// Query rows and key positions per tile of the tiled kernel.
+pub(crate) const TILE: usize = 64;
+
+/// One head's share of an attention call.
+pub(crate) struct Head<'a> {
+    /// The sequence's keys, `[position][kv_head][dim]`.
+    pub(crate) keys: &'a [f16],
+    /// The sequence's values, same layout.
+    pub(crate) values: &'a [f16],
+    /// Values per position (`kv_heads * dim`).
+    pub(crate) stride: usize,
+    /// Where this head's key/value head starts within a position.
+    pub(crate) offset: usize,
+    /// Head width.
+    pub(crate) dim: usize,
+    /// Position of the first query row.
+    pub(crate) start: usize,
+    /// The query rows; row `i` sees positions `0..=start + i`.
+    pub(crate) queries: Vec<&'a [f32]>,
+}
+
+impl Head<'_> {
+    fn key(&self, p: usize) -> &[f16] {
+        &self.keys[p * self.stride + self.offset..p * self.stride + self.offset + self.dim]
+    }
+
+    fn value(&self, p: usize) -> &[f16] {
+        &self.values[p * self.stride + self.offset..p * self.stride + self.offset + self.dim]
+    }
+
+    fn scale(&self) -> f32 {
+        1.0 / (self.dim as f32).sqrt()
+    }
+
+    /// The row-by-row kernel: queries rounded to f16, scores from f16 operands, an online
+    /// softmax with libm's `exp`, the weighted sum of values kept in f16 (rounded after every
+    /// update). Returns `rows x dim`.
+    pub(crate) fn rows(&self) -> Vec<f32> {
+        let hd = self.dim;
+        let scale = self.scale();
+        let mut out = vec![0f32; self.queries.len() * hd];
+        let mut q16 = vec![f16::ZERO; hd];
+        let mut q = vec![0f32; hd];
+        let mut k = vec![0f32; hd];
+        let mut v = vec![0f32; hd];
+        let mut acc = vec![0f32; hd];
+        let mut acc16 = vec![f16::ZERO; hd];
+        for (i, query) in self.queries.iter().enumerate() {
+            q16.convert_from_f32_slice(query);
+            q16.convert_to_f32_slice(&mut q);
+            let mut m = f32::NEG_INFINITY;
+            let mut sum = 0f32;
+            acc.fill(0.0);
+            for p in 0..=self.start + i {
+                self.key(p).convert_to_f32_slice(&mut k);
+                let s = dot_f32_ggml(&k, &q) * scale;
+                let mut ms = 1f32;
+                let mut vs = 1f32;
+                if s > m {
+                    let old = m;
+                    m = s;
+                    ms = (old - m).exp();
+                    for a in acc.iter_mut() {
+                        *a *= ms;
+                    }
+                    round_f16(&mut acc, &mut acc16);
+                } else {
+                    vs = (s - m).exp();
+                }
+                self.value(p).convert_to_f32_slice(&mut v);
+                for (a, &x) in acc.iter_mut().zip(&v) {
+                    *a = x.mul_add(vs, *a);
+                }
+                round_f16(&mut acc, &mut acc16);
+                // Not fused: llama.cpp's build computes this product and sum in two roundings.
+                sum = sum * ms + vs;
+            }
+            let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+            for (o, &a) in out[i * hd..(i + 1) * hd].iter_mut().zip(&acc) {
+                *o = a * inv;
+            }
+        }
+        out
+    }
+
+    /// The tiled kernel: f32 queries, each score one `fma` chain over the head, keys in tiles
+    /// of 64 positions with an online softmax per tile (ggml's vectorized `exp`, sums of each
+    /// 8 in f32 added in f64), values accumulated in f32. Tiles go outermost so a tile's keys
+    /// are converted and transposed once for every query row. Returns `rows x dim`.
+    pub(crate) fn tiled(&self) -> Vec<f32> {
+        let hd = self.dim;
+        let scale = self.scale();
+        let rows = self.queries.len();
+        let end = self.start + rows;
+        let mut m = vec![f32::NEG_INFINITY; rows];
+        let mut sum = vec![0f32; rows];
+        let mut acc = vec![0f32; rows * hd];
+        // Keys transposed, `[dim][TILE]`; values `[TILE][dim]`.
+        let mut kt = vec![0f32; hd * TILE];
+        let mut vt = vec![0f32; TILE * hd];
+        let mut row16 = vec![0f32; hd];
+        let mut p = [0f32; TILE];
+        let mut t0 = 0;
+        while t0 < end {
+            let in_tile = (end - t0).min(TILE);
+            for kk in 0..in_tile {
+                self.key(t0 + kk).convert_to_f32_slice(&mut row16);
+                for (d, &x) in row16.iter().enumerate() {
+                    kt[d * TILE + kk] = x;
+                }
+                self.value(t0 + kk)
+                    .convert_to_f32_slice(&mut vt[kk * hd..(kk + 1) * hd]);
+            }
+            for i in 0..rows {
+                let n = self.start + i + 1;
+                if n <= t0 {
+                    continue;
+                }
+                let valid = (n - t0).min(TILE);
+                let q = self.queries[i];
+                let mut a = [0f32; TILE];
+                for (d, &qd) in q.iter().enumerate() {
+                    let col = &kt[d * TILE..(d + 1) * TILE];
+                    for (a, &k) in a.iter_mut().zip(col) {
+                        *a = k.mul_add(qd, *a);
+                    }
+                }
+                for (kk, slot) in p.iter_mut().enumerate() {
+                    *slot = if kk < valid {
+                        a[kk] * scale
+                    } else {
+                        f32::NEG_INFINITY
+                    };
+                }
+                let tile_max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let acc = &mut acc[i * hd..(i + 1) * hd];
+                let m_new = m[i].max(tile_max);
+                if m_new > m[i] {
+                    let ms = (m[i] - m_new).exp();
+                    for a in acc.iter_mut() {
+                        *a *= ms;
+                    }
+                    sum[i] *= ms;
+                }
+                let mut tile_sum = 0f64;
+                for chunk in p.chunks_exact_mut(8) {
+                    let mut e = [0f32; 8];
+                    for (e, x) in e.iter_mut().zip(chunk.iter_mut()) {
+                        *e = v_expf(*x - m_new);
+                        *x = *e;
+                    }
+                    tile_sum += hsum8(&e) as f64;
+                }
+                sum[i] = (sum[i] as f64 + tile_sum) as f32;
+                m[i] = m_new;
+                for (kk, &w) in p.iter().enumerate().take(valid) {
+                    for (a, &v) in acc.iter_mut().zip(&vt[kk * hd..(kk + 1) * hd]) {
+                        *a = v.mul_add(w, *a);
+                    }
+                }
+            }
+            t0 += TILE;
+        }
+        for (i, acc) in acc.chunks_exact_mut(hd).enumerate() {
+            let inv = 1.0 / sum[i];
+            for a in acc.iter_mut() {
+                *a *= inv;
+            }
+        }
+        acc
+    }
+}
+
+/// Rounds every value to the nearest f16.
+fn round_f16(x: &mut [f32], scratch: &mut [f16]) {
+    scratch.convert_from_f32_slice(x);
+    scratch.convert_to_f32_slice(x);
+}
