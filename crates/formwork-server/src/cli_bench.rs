@@ -207,7 +207,10 @@ fn run_forward(
             next = argmax(&logits[0]);
         }
         let decode = t.elapsed().as_secs_f64();
-        Ok((prompt_tokens as f64 / prefill, steps as f64 / decode.max(1e-9)))
+        Ok((
+            prompt_tokens as f64 / prefill,
+            steps as f64 / decode.max(1e-9),
+        ))
     };
     once(gen_tokens.min(16))?;
     let mut prefill = Vec::new();

@@ -6,8 +6,9 @@
 //! activation rows at a time, so a batch reads each weight block once per four rows.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
-use rayon::prelude::*;
+use super::pool::Pool;
 
 use super::quant::{ActKind, Acts, WeightType, dequantize_row, dot_scalar};
 
@@ -69,24 +70,31 @@ impl<'a> Input<'a> {
         }
     }
 
-    fn prepare(&mut self, kind: ActKind) {
+    fn prepare(&mut self, pool: &Pool, kind: ActKind) {
         if !self.prepared.contains_key(&kind) {
-            let acts = quantize_rows(kind, self.x, self.rows, self.cols);
+            let acts = quantize_rows(pool, kind, self.x, self.rows, self.cols);
             self.prepared.insert(kind, acts);
         }
     }
 }
 
 /// Quantizes rows in parallel when there are many.
-fn quantize_rows(kind: ActKind, x: &[f32], rows: usize, cols: usize) -> Acts {
-    if rows < 16 {
+fn quantize_rows(pool: &Pool, kind: ActKind, x: &[f32], rows: usize, cols: usize) -> Acts {
+    if rows < 16 || pool.threads() == 1 {
         return Acts::new(kind, x, rows, cols);
     }
-    let per = rows.div_ceil(rayon::current_num_threads().max(1));
-    let parts: Vec<Acts> = x
-        .par_chunks(per * cols)
-        .map(|c| Acts::new(kind, c, c.len() / cols, cols))
-        .collect();
+    let per = rows.div_ceil(pool.threads());
+    let chunks: Vec<&[f32]> = x.chunks(per * cols).collect();
+    let parts: Vec<Mutex<Option<Acts>>> = chunks.iter().map(|_| Mutex::new(None)).collect();
+    pool.run(chunks.len(), &|i| {
+        let c = chunks[i];
+        *lock(&parts[i]) = Some(Acts::new(kind, c, c.len() / cols, cols));
+    });
+    let parts = parts.into_iter().map(|p| {
+        p.into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .expect("every part was quantized")
+    });
     let mut all = Acts::new(kind, &[], 0, cols);
     for p in parts {
         all.rows += p.rows;
@@ -107,13 +115,13 @@ const ROW_BLOCK: usize = 16;
 
 /// `out[m][t * rows_m + r] = mats[m].row(r) . x[t]` for every matrix `m`, all in one parallel
 /// region. Every matrix must have `input.cols` columns.
-pub(crate) fn matmul_many(mats: &[&QMatrix], input: &mut Input<'_>) -> Vec<Vec<f32>> {
+pub(crate) fn matmul_many(pool: &Pool, mats: &[&QMatrix], input: &mut Input<'_>) -> Vec<Vec<f32>> {
     for m in mats {
         assert_eq!(m.cols, input.cols, "matrix columns against input width");
-        input.prepare(m.ty.act_kind());
+        input.prepare(pool, m.ty.act_kind());
     }
     let t = input.rows;
-    let threads = rayon::current_num_threads().max(1);
+    let threads = pool.threads();
     // Outputs are computed weight-row-major (`[r][t]`) so that each chunk of weight rows
     // owns a contiguous piece of the output, then transposed when there are several rows.
     let mut outs: Vec<Vec<f32>> = mats.iter().map(|m| vec![0f32; m.rows * t]).collect();
@@ -146,7 +154,12 @@ pub(crate) fn matmul_many(mats: &[&QMatrix], input: &mut Input<'_>) -> Vec<Vec<f
     if threads == 1 || tasks.len() == 1 {
         tasks.into_iter().for_each(run);
     } else {
-        tasks.into_par_iter().for_each(run);
+        let tasks: Vec<Mutex<Option<_>>> = tasks.into_iter().map(|t| Mutex::new(Some(t))).collect();
+        pool.run(tasks.len(), &|i| {
+            if let Some(task) = lock(&tasks[i]).take() {
+                run(task);
+            }
+        });
     }
     if t == 1 {
         return outs;
@@ -166,14 +179,23 @@ pub(crate) fn matmul_many(mats: &[&QMatrix], input: &mut Input<'_>) -> Vec<Vec<f
 }
 
 /// One matrix: `out[t * rows + r]`.
-pub(crate) fn matmul(m: &QMatrix, input: &mut Input<'_>) -> Vec<f32> {
-    matmul_many(&[m], input).pop().expect("one output")
+pub(crate) fn matmul(pool: &Pool, m: &QMatrix, input: &mut Input<'_>) -> Vec<f32> {
+    matmul_many(pool, &[m], input).pop().expect("one output")
+}
+
+/// Locks a task slot; a poisoned lock (a panicked task) still hands its value over.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `out[c] = row . acts[j0 + c]` for `c < out.len()` (at most [`TILE`]).
 fn dot_row(ty: WeightType, row: &[u8], acts: &Acts, j0: usize, out: &mut [f32]) {
     debug_assert_eq!(acts.kind, ty.act_kind());
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
     if super::simd::supports(ty) {
         super::simd::dot_tile(ty, row, acts, j0, out);
         return;

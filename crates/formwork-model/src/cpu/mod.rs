@@ -19,6 +19,7 @@
 mod attention;
 mod load;
 pub(crate) mod matmul;
+mod pool;
 pub(crate) mod quant;
 #[cfg(all(
     target_arch = "x86_64",
@@ -27,13 +28,15 @@ pub(crate) mod quant;
 ))]
 pub(crate) mod simd;
 
+use std::sync::Mutex;
+
 use half::f16;
-use rayon::prelude::*;
 
 use crate::config::{RopeStyle, TransformerConfig};
 use crate::{BatchItem, ModelError};
 pub(crate) use load::load_gguf;
-use matmul::{Input, QMatrix, matmul, matmul_many};
+use matmul::{Input, QMatrix, lock, matmul, matmul_many};
+use pool::Pool;
 
 /// One decoder block's weights.
 #[derive(Debug)]
@@ -63,7 +66,7 @@ pub(crate) struct NativeModel {
     pub(crate) lm_head: Option<QMatrix>,
     pub(crate) layers: Vec<NativeLayer>,
     pub(crate) norm: Vec<f32>,
-    pool: rayon::ThreadPool,
+    pool: Pool,
 }
 
 /// The thread count: `FORMWORK_THREADS`, else `CANDLE_NUM_THREADS`, else every core.
@@ -75,15 +78,11 @@ pub(crate) fn default_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-fn pool(threads: usize) -> Result<rayon::ThreadPool, ModelError> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .thread_name(|i| format!("formwork-cpu-{i}"))
-        .build()
-        .map_err(|e| ModelError::Device {
-            name: "cpu".into(),
-            message: format!("cannot start {threads} threads: {e}"),
-        })
+fn pool(threads: usize) -> Result<Pool, ModelError> {
+    Pool::new(threads).map_err(|e| ModelError::Device {
+        name: "cpu".into(),
+        message: format!("cannot start {threads} threads: {e}"),
+    })
 }
 
 /// Where one batch item's rows sit in the stacked batch.
@@ -120,7 +119,7 @@ impl NativeModel {
 
     /// Threads a forward pass uses.
     pub(crate) fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.pool.threads()
     }
 
     /// Bytes of weights held.
@@ -137,7 +136,7 @@ impl NativeModel {
 
     /// The forward pass of [`crate::Transformer::forward`] (inputs already checked).
     pub(crate) fn forward(&self, batch: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
-        self.pool.install(|| self.forward_inner(batch))
+        self.forward_inner(batch)
     }
 
     fn forward_inner(&self, batch: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
@@ -176,7 +175,8 @@ impl NativeModel {
         for (li, layer) in self.layers.iter().enumerate() {
             let h = rms_norm_rows(&x, hidden, &layer.attn_norm, eps);
             let mut input = Input::new(&h, rows, hidden);
-            let mut qkv = matmul_many(&[&layer.q, &layer.k, &layer.v], &mut input).into_iter();
+            let mut qkv =
+                matmul_many(&self.pool, &[&layer.q, &layer.k, &layer.v], &mut input).into_iter();
             let (mut q, mut k, mut v) = (
                 qkv.next().expect("q"),
                 qkv.next().expect("k"),
@@ -203,16 +203,17 @@ impl NativeModel {
             }
             let attn = self.attention(batch, &spans, li, &q);
             debug_assert_eq!(attn.len(), rows * q_width);
-            let o = matmul(&layer.o, &mut Input::new(&attn, rows, q_width));
+            let o = matmul(&self.pool, &layer.o, &mut Input::new(&attn, rows, q_width));
             add_into(&mut x, &o);
             let h = rms_norm_rows(&x, hidden, &layer.ffn_norm, eps);
             let mut input = Input::new(&h, rows, hidden);
-            let mut gu = matmul_many(&[&layer.gate, &layer.up], &mut input).into_iter();
+            let mut gu = matmul_many(&self.pool, &[&layer.gate, &layer.up], &mut input).into_iter();
             let (mut g, u) = (gu.next().expect("gate"), gu.next().expect("up"));
             for (g, u) in g.iter_mut().zip(&u) {
                 *g = quant::silu(*g) * u;
             }
             let d = matmul(
+                &self.pool,
                 &layer.down,
                 &mut Input::new(&g, rows, cfg.intermediate_size),
             );
@@ -228,7 +229,11 @@ impl NativeModel {
         }
         let last = rms_norm_rows(&last, hidden, &self.norm, eps);
         let head = self.lm_head.as_ref().unwrap_or(&self.embedding);
-        let logits = matmul(head, &mut Input::new(&last, spans.len(), hidden));
+        let logits = matmul(
+            &self.pool,
+            head,
+            &mut Input::new(&last, spans.len(), hidden),
+        );
         Ok(logits
             .chunks_exact(cfg.vocab_size)
             .map(<[f32]>::to_vec)
@@ -253,9 +258,10 @@ impl NativeModel {
         let tasks: Vec<(usize, usize)> = (0..batch.len())
             .flat_map(|b| (0..heads).map(move |h| (b, h)))
             .collect();
-        let results: Vec<Vec<f32>> = tasks
-            .par_iter()
-            .map(|&(b, h)| {
+        let results: Vec<Mutex<Vec<f32>>> = tasks.iter().map(|_| Mutex::new(Vec::new())).collect();
+        self.pool.run(tasks.len(), &|ti| {
+            let (b, h) = tasks[ti];
+            *lock(&results[ti]) = {
                 let span = &spans[b];
                 let (keys, values) = batch[b].cache.native_layer(layer);
                 let job = attention::Head {
@@ -273,11 +279,12 @@ impl NativeModel {
                         .collect(),
                 };
                 if tiled { job.tiled() } else { job.rows() }
-            })
-            .collect();
+            };
+        });
         let rows: usize = spans.iter().map(|s| s.len).sum();
         let mut attn = vec![0f32; rows * q_width];
         for (&(b, h), out) in tasks.iter().zip(results) {
+            let out = out.into_inner().unwrap_or_else(|e| e.into_inner());
             let span = &spans[b];
             for i in 0..span.len {
                 let row = span.offset + i;

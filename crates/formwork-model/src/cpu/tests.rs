@@ -5,8 +5,22 @@
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
-use super::matmul::{Input, QMatrix, matmul, matmul_many};
+use super::matmul::{Input, QMatrix};
+use super::pool::Pool;
 use super::quant::{ActKind, Acts, WeightType, dequantize_row, dot_scalar};
+
+fn pool() -> &'static Pool {
+    static POOL: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| Pool::new(2).expect("two threads"))
+}
+
+fn matmul(m: &QMatrix, input: &mut Input<'_>) -> Vec<f32> {
+    super::matmul::matmul(pool(), m, input)
+}
+
+fn matmul_many(ms: &[&QMatrix], input: &mut Input<'_>) -> Vec<Vec<f32>> {
+    super::matmul::matmul_many(pool(), ms, input)
+}
 
 /// Deterministic values with outliers, like activations.
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -174,4 +188,30 @@ fn ggml_exp_is_within_two_ulp_of_libm() {
     }
     assert_eq!(super::quant::v_expf(-200.0), 0.0);
     assert!(super::quant::v_expf(100.0).is_infinite());
+}
+
+#[test]
+fn the_pool_runs_every_task_once_and_reraises_panics() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let counts: Vec<AtomicUsize> = (0..1000).map(|_| AtomicUsize::new(0)).collect();
+    for _ in 0..50 {
+        pool().run(counts.len(), &|i| {
+            counts[i].fetch_add(1, Ordering::Relaxed);
+        });
+    }
+    assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 50));
+    let caught = std::panic::catch_unwind(|| {
+        pool().run(64, &|i| {
+            if i == 63 {
+                panic!("task 63");
+            }
+        })
+    });
+    assert!(caught.is_err());
+    // The pool still works after a panic.
+    let n = AtomicUsize::new(0);
+    pool().run(10, &|_| {
+        n.fetch_add(1, Ordering::Relaxed);
+    });
+    assert_eq!(n.load(Ordering::Relaxed), 10);
 }
