@@ -98,6 +98,7 @@ fn main() -> Result<()> {
                     .args(&rest[1..]);
                     run(cmd)?;
                 }
+                Some("model") => model_bench(&path, &rest[1..])?,
                 Some("compare") => {
                     let mut cmd = cargo();
                     cmd.args(["bench", "--manifest-path", "benches/compare/Cargo.toml"])
@@ -110,7 +111,9 @@ fn main() -> Result<()> {
                     run(cmd)?;
                 }
                 Some(other) => {
-                    bail!("unknown bench {other:?} (expected `engine`, `compare` or `all`)")
+                    bail!(
+                        "unknown bench {other:?} (expected `engine`, `model`, `compare` or `all`)"
+                    )
                 }
             }
         }
@@ -121,12 +124,105 @@ fn main() -> Result<()> {
                  test           fetch the model if missing, then run every test\n  \
                  serve          fetch the model if missing, then start the server\n  \
                  schema-report  JSON Schema coverage/soundness report [--out FILE] [--files A,B] [--samples N] [--open-objects] [--misses]\n  \
-                 bench [engine|compare|all]  engine: TTFT and tokens/s on the default model [--max-tokens N] [--sequences 1,8]; compare: formwork-index vs outlines-core and llguidance; all: every criterion bench"
+                 bench [engine|model|compare|all]  engine: TTFT and tokens/s on the default model [--max-tokens N] [--sequences 1,8]; model: prefill/decode tok/s against llama.cpp in one run [--threads N] [--rounds N]; compare: formwork-index vs outlines-core and llguidance; all: every criterion bench"
             );
             if task != "help" {
                 bail!("unknown task {task:?}");
             }
         }
+    }
+    Ok(())
+}
+
+/// `bench model`: `formwork bench --prompt-tokens 512 --gen-tokens 256` and llama.cpp (the
+/// `xllamacpp` wheel, in a venv under target/) on the same GGUF, alternating for a few rounds
+/// on this machine; prints every run and the median ratios.
+fn model_bench(path: &Path, args: &[String]) -> Result<()> {
+    let mut threads = "2".to_string();
+    let mut rounds = 3usize;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--threads" => threads = it.next().context("--threads N")?.clone(),
+            "--rounds" => rounds = it.next().context("--rounds N")?.parse()?,
+            other => bail!("unknown option {other:?} (expected --threads N or --rounds N)"),
+        }
+    }
+    let root = workspace_root();
+    let venv = root.join("target/llamacpp-venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        eprintln!(
+            "installing xllamacpp (llama.cpp's own CPU build) into {}",
+            venv.display()
+        );
+        run({
+            let mut c = Command::new("python3");
+            c.args(["-m", "venv"]).arg(&venv);
+            c
+        })?;
+        run({
+            let mut c = Command::new(&python);
+            c.args(["-m", "pip", "install", "-q", "xllamacpp==2026.10.11549"]);
+            c
+        })?;
+    }
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--release",
+        "-p",
+        "formwork-server",
+        "--bin",
+        "formwork",
+    ]);
+    run(build)?;
+    let formwork = root.join("target/release/formwork");
+    let json_line = |mut cmd: Command| -> Result<serde_json::Value> {
+        let out = cmd.output().context("running a bench")?;
+        if !out.status.success() {
+            bail!("bench failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .context("no JSON line")?;
+        Ok(serde_json::from_str(line)?)
+    };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let mut c = Command::new(&formwork);
+        c.args([
+            "bench",
+            "--prompt-tokens",
+            "512",
+            "--gen-tokens",
+            "256",
+            "--threads",
+        ])
+        .arg(&threads)
+        .arg("--model")
+        .arg(path);
+        let f = json_line(c)?;
+        let mut c = Command::new(&python);
+        c.arg(root.join("scripts/llamacpp_bench.py"))
+            .args(["--threads", &threads, "--model"])
+            .arg(path);
+        let l = json_line(c)?;
+        println!("round {round}: formwork {f}\nround {round}: llama.cpp {l}");
+        ours.push(f);
+        theirs.push(l);
+    }
+    let median = |v: &[serde_json::Value], k: &str| {
+        let mut xs: Vec<f64> = v.iter().filter_map(|x| x[k].as_f64()).collect();
+        xs.sort_by(f64::total_cmp);
+        xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    for k in ["prefill_tok_s", "decode_tok_s"] {
+        let (a, b) = (median(&ours, k), median(&theirs, k));
+        println!("{k}: formwork {a:.1}, llama.cpp {b:.1}, ratio {:.2}", a / b);
     }
     Ok(())
 }

@@ -57,6 +57,25 @@ impl Head<'_> {
         for (i, query) in self.queries.iter().enumerate() {
             q16.convert_from_f32_slice(query);
             q16.convert_to_f32_slice(&mut q);
+            #[cfg(all(
+                target_arch = "x86_64",
+                target_feature = "avx2",
+                target_feature = "fma",
+                target_feature = "f16c"
+            ))]
+            if hd.is_multiple_of(32) && hd <= 128 {
+                super::simd::flash_row(
+                    &q,
+                    self.keys,
+                    self.values,
+                    self.stride,
+                    self.offset,
+                    self.start + i + 1,
+                    scale,
+                    &mut out[i * hd..(i + 1) * hd],
+                );
+                continue;
+            }
             let mut m = f32::NEG_INFINITY;
             let mut sum = 0f32;
             acc.fill(0.0);

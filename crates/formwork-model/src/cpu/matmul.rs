@@ -104,6 +104,7 @@ fn quantize_rows(pool: &Pool, kind: ActKind, x: &[f32], rows: usize, cols: usize
         all.bsums.extend_from_slice(&p.bsums);
         all.f.extend_from_slice(&p.f);
     }
+    all.pack4();
     all
 }
 

@@ -117,6 +117,11 @@ pub(crate) struct Acts {
     pub(crate) bsums: Vec<i32>,
     /// The float kinds: the (rounded) values.
     pub(crate) f: Vec<f32>,
+    /// Q8_0/Q8_1: `d` regrouped by tiles of four rows, `[tile][block][row in tile]` (zeros
+    /// past the last row), so a kernel loads one tile's four scales of a block at once.
+    pub(crate) d4: Vec<f32>,
+    /// Q8_1: `s` regrouped the same way.
+    pub(crate) s4: Vec<f32>,
 }
 
 impl Acts {
@@ -132,6 +137,8 @@ impl Acts {
             s: Vec::new(),
             bsums: Vec::new(),
             f: Vec::new(),
+            d4: Vec::new(),
+            s4: Vec::new(),
         };
         match kind {
             ActKind::F32 => a.f = x.to_vec(),
@@ -171,7 +178,31 @@ impl Acts {
                 }
             }
         }
+        a.pack4();
         a
+    }
+
+    /// Fills [`Acts::d4`] and [`Acts::s4`] from `d` and `s`.
+    pub(crate) fn pack4(&mut self) {
+        if !matches!(self.kind, ActKind::Q8_0 | ActKind::Q8_1) {
+            return;
+        }
+        let nb = self.len / QK;
+        let tiles = self.rows.div_ceil(4);
+        let pack = |src: &[f32]| {
+            let mut out = vec![0f32; tiles * nb * 4];
+            for r in 0..self.rows {
+                let (tile, lane) = (r / 4, r % 4);
+                for b in 0..nb {
+                    out[(tile * nb + b) * 4 + lane] = src[r * nb + b];
+                }
+            }
+            out
+        };
+        self.d4 = pack(&self.d);
+        if self.kind == ActKind::Q8_1 {
+            self.s4 = pack(&self.s);
+        }
     }
 }
 

@@ -129,68 +129,82 @@ fn hsum_i32(x: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-/// Q4_0, Q4_1 and Q8_0 rows against Q8_0 / Q8_1 activations.
+/// Q4_0, Q4_1 and Q8_0 rows against Q8_0 / Q8_1 activations, rows `r0..r0 + N` of one tile
+/// of four (`r0` a multiple of 4). Per block the tile's four scale products come from one
+/// 128-bit multiply and the Q4_1 offset terms from one 128-bit `fma`, lane by lane the same
+/// roundings as ggml's scalar code.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn q32<const N: usize>(ty: WeightType, row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
     let len = acts.len;
     let nb = len / QK;
     let bytes = ty.block_bytes();
-    assert!(row.len() >= nb * bytes && acts.rows >= r0 + N);
-    // Each column's quants, scales and sums, cut to their exact lengths once so the block
-    // loop indexes without checks.
-    let ys: [&[i8]; N] = core::array::from_fn(|c| &acts.qs[(r0 + c) * len..(r0 + c + 1) * len]);
-    let ds: [&[f32]; N] = core::array::from_fn(|c| &acts.d[(r0 + c) * nb..(r0 + c + 1) * nb]);
+    assert!(row.len() >= nb * bytes && acts.rows >= r0 + N && r0 % 4 == 0 && N <= 4);
+    let tile = r0 / 4;
+    let d4 = &acts.d4[tile * nb * 4..(tile + 1) * nb * 4];
     let q41 = ty == WeightType::Q4_1;
-    let ss: [&[f32]; N] = core::array::from_fn(|c| {
-        if q41 {
-            &acts.s[(r0 + c) * nb..(r0 + c + 1) * nb]
-        } else {
-            &[][..]
-        }
-    });
+    let s4 = if q41 {
+        &acts.s4[tile * nb * 4..(tile + 1) * nb * 4]
+    } else {
+        &[][..]
+    };
+    // Each column's quants, cut to their exact length once.
+    let ys: [&[i8]; N] = core::array::from_fn(|c| &acts.qs[(r0 + c) * len..(r0 + c + 1) * len]);
+    let lane: [__m256i; N] = core::array::from_fn(|c| _mm256_set1_epi32(c as i32));
     let mut acc = [_mm256_setzero_ps(); N];
-    let mut summs = [0f32; N];
-    match ty {
-        WeightType::Q4_1 => {
-            for (i, b) in row.chunks_exact(20).take(nb).enumerate() {
-                let dx = f16_at(b, 0);
-                let m = f16_at(b, 2);
-                let wx = nibbles(&b[4..20]);
-                for c in 0..N {
-                    let y = load32_i8(&ys[c][i * QK..]);
-                    let xy = _mm256_cvtepi32_ps(dot_us8(wx, y));
-                    let d = _mm256_set1_ps(dx * ds[c][i]);
-                    acc[c] = _mm256_fmadd_ps(d, xy, acc[c]);
-                    summs[c] = m.mul_add(ss[c][i], summs[c]);
-                }
+    let mut summs = _mm_setzero_ps();
+    for i in 0..nb {
+        let b = &row[i * bytes..(i + 1) * bytes];
+        let dx = f16_at(b, 0);
+        let dd = _mm_mul_ps(_mm_set1_ps(dx), load4(&d4[i * 4..]));
+        let dd = _mm256_set_m128(dd, dd);
+        if q41 {
+            let m = _mm_set1_ps(f16_at(b, 2));
+            summs = _mm_fmadd_ps(m, load4(&s4[i * 4..]), summs);
+            let wx = nibbles(&b[4..20]);
+            for c in 0..N {
+                let xy = _mm256_cvtepi32_ps(dot_us8(wx, load32_i8(&ys[c][i * QK..])));
+                let d = _mm256_permutevar8x32_ps(dd, lane[c]);
+                acc[c] = _mm256_fmadd_ps(d, xy, acc[c]);
             }
-        }
-        _ => {
+        } else {
             // Signed weights go through ggml's sign trick: |w| times y with w's sign.
-            for (i, b) in row.chunks_exact(bytes).take(nb).enumerate() {
-                let dx = f16_at(b, 0);
-                let wx = if ty == WeightType::Q4_0 {
-                    _mm256_sub_epi8(nibbles(&b[2..18]), _mm256_set1_epi8(8))
-                } else {
-                    load32(&b[2..34])
-                };
-                let ax = _mm256_sign_epi8(wx, wx);
-                for c in 0..N {
-                    let y = load32_i8(&ys[c][i * QK..]);
-                    let sy = _mm256_sign_epi8(y, wx);
-                    let xy = _mm256_cvtepi32_ps(dot_us8(ax, sy));
-                    let d = _mm256_set1_ps(dx * ds[c][i]);
-                    acc[c] = _mm256_fmadd_ps(d, xy, acc[c]);
-                }
+            let wx = if ty == WeightType::Q4_0 {
+                _mm256_sub_epi8(nibbles(&b[2..18]), _mm256_set1_epi8(8))
+            } else {
+                load32(&b[2..34])
+            };
+            let ax = _mm256_sign_epi8(wx, wx);
+            for c in 0..N {
+                let sy = _mm256_sign_epi8(load32_i8(&ys[c][i * QK..]), wx);
+                let xy = _mm256_cvtepi32_ps(dot_us8(ax, sy));
+                let d = _mm256_permutevar8x32_ps(dd, lane[c]);
+                acc[c] = _mm256_fmadd_ps(d, xy, acc[c]);
             }
         }
     }
+    let mut sm = [0f32; 4];
+    store4(&mut sm, summs);
     let mut out = [0f32; N];
     for c in 0..N {
-        out[c] = hsum(acc[c]) + summs[c];
+        out[c] = hsum(acc[c]) + if q41 { sm[c] } else { 0.0 };
     }
     out
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn load4(x: &[f32]) -> __m128 {
+    assert!(x.len() >= 4);
+    // SAFETY: at least four readable floats (checked above); unaligned load.
+    unsafe { _mm_loadu_ps(x.as_ptr()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn store4(out: &mut [f32; 4], x: __m128) {
+    // SAFETY: `out` holds four floats; unaligned store.
+    unsafe { _mm_storeu_ps(out.as_mut_ptr(), x) }
 }
 
 /// Q4_K rows against Q8_K activations.
@@ -281,4 +295,103 @@ fn q6k<const N: usize>(row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
         }
     }
     out
+}
+
+/// One query row of llama.cpp's row-by-row flash attention over an f16 cache (see
+/// [`super::attention::Head::rows`], whose portable code this equals bit for bit): the head
+/// `dim` a multiple of 32 up to 128, `q` already rounded to f16. Key and value `p` start at
+/// `p * stride + offset`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn flash_row(
+    q: &[f32],
+    keys: &[half::f16],
+    values: &[half::f16],
+    stride: usize,
+    offset: usize,
+    n: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    // SAFETY: this module is compiled only when the build targets AVX2 and FMA (F16C comes
+    // with them on every such CPU, and the caller checks it).
+    unsafe { flash_row_inner(q, keys, values, stride, offset, n, scale, out) }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn flash_row_inner(
+    q: &[f32],
+    keys: &[half::f16],
+    values: &[half::f16],
+    stride: usize,
+    offset: usize,
+    n: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    const MAX: usize = 16;
+    let dim = q.len();
+    let regs = dim / 8;
+    assert!(dim.is_multiple_of(32) && regs <= MAX && out.len() == dim);
+    assert!(n == 0 || (n - 1) * stride + offset + dim <= keys.len().min(values.len()));
+    let mut qv = [_mm256_setzero_ps(); MAX];
+    for (j, qv) in qv.iter_mut().enumerate().take(regs) {
+        // SAFETY: `j * 8 + 8 <= dim == q.len()`.
+        *qv = unsafe { _mm256_loadu_ps(q.as_ptr().add(j * 8)) };
+    }
+    let mut acc = [_mm_setzero_si128(); MAX];
+    let mut m = f32::NEG_INFINITY;
+    let mut sum = 0f32;
+    for p in 0..n {
+        let base = p * stride + offset;
+        // SAFETY (all loads below): `base + dim` is within both slices (asserted above).
+        let kp = unsafe { keys.as_ptr().add(base) }.cast::<__m128i>();
+        let vp = unsafe { values.as_ptr().add(base) }.cast::<__m128i>();
+        // ggml_vec_dot_f16: four accumulators over each 32 values, reduced pairwise.
+        let mut a = [_mm256_setzero_ps(); 4];
+        for (j, a) in a.iter_mut().enumerate() {
+            let k = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(kp.add(j)) });
+            *a = _mm256_mul_ps(k, qv[j]);
+        }
+        let mut j = 4;
+        while j < regs {
+            for (l, a) in a.iter_mut().enumerate() {
+                let k = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(kp.add(j + l)) });
+                *a = _mm256_fmadd_ps(k, qv[j + l], *a);
+            }
+            j += 4;
+        }
+        let r = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
+        let t0 = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
+        let t1 = _mm_hadd_ps(t0, t0);
+        let s = _mm_cvtss_f32(_mm_hadd_ps(t1, t1)) * scale;
+        let mut ms = 1f32;
+        let mut vs = 1f32;
+        if s > m {
+            ms = (m - s).exp();
+            m = s;
+            let msv = _mm256_set1_ps(ms);
+            for a in acc.iter_mut().take(regs) {
+                *a = _mm256_cvtps_ph::<0>(_mm256_mul_ps(_mm256_cvtph_ps(*a), msv));
+            }
+        } else {
+            vs = (s - m).exp();
+        }
+        let vsv = _mm256_set1_ps(vs);
+        for (j, a) in acc.iter_mut().enumerate().take(regs) {
+            let v = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(vp.add(j)) });
+            *a = _mm256_cvtps_ph::<0>(_mm256_fmadd_ps(v, vsv, _mm256_cvtph_ps(*a)));
+        }
+        sum = sum * ms + vs;
+    }
+    let inv = _mm256_set1_ps(if sum == 0.0 { 0.0 } else { 1.0 / sum });
+    for (j, a) in acc.iter().enumerate().take(regs) {
+        // SAFETY: `j * 8 + 8 <= dim == out.len()`.
+        unsafe {
+            _mm256_storeu_ps(
+                out.as_mut_ptr().add(j * 8),
+                _mm256_mul_ps(_mm256_cvtph_ps(*a), inv),
+            )
+        };
+    }
 }
