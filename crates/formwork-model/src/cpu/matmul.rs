@@ -108,8 +108,9 @@ fn quantize_rows(pool: &Pool, kind: ActKind, x: &[f32], rows: usize, cols: usize
     all
 }
 
-/// How many activation rows one weight row is multiplied into at a time.
-const TILE: usize = 4;
+/// How many activation rows one weight row is multiplied into at a time (two tiles of the
+/// packed scales; a multiple of 4).
+const TILE: usize = 8;
 
 /// Weight rows multiplied into one tile of activation rows before the next tile.
 const ROW_BLOCK: usize = 16;

@@ -27,7 +27,7 @@ pub(crate) fn supports(ty: WeightType) -> bool {
     )
 }
 
-/// `out[c] = row . acts[r0 + c]` for `c < out.len()` (at most 4).
+/// `out[c] = row . acts[r0 + c]` for `c < out.len()` (at most 8; `r0` a multiple of 4).
 pub(crate) fn dot_tile(ty: WeightType, row: &[u8], acts: &Acts, r0: usize, out: &mut [f32]) {
     // SAFETY: this module is compiled only when the build targets AVX2 and FMA.
     unsafe {
@@ -36,7 +36,11 @@ pub(crate) fn dot_tile(ty: WeightType, row: &[u8], acts: &Acts, r0: usize, out: 
             2 => dot_n::<2>(ty, row, acts, r0, out),
             3 => dot_n::<3>(ty, row, acts, r0, out),
             4 => dot_n::<4>(ty, row, acts, r0, out),
-            n => panic!("dot_tile takes 1 to 4 rows, not {n}"),
+            5 => dot_n::<5>(ty, row, acts, r0, out),
+            6 => dot_n::<6>(ty, row, acts, r0, out),
+            7 => dot_n::<7>(ty, row, acts, r0, out),
+            8 => dot_n::<8>(ty, row, acts, r0, out),
+            n => panic!("dot_tile takes 1 to 8 rows, not {n}"),
         }
     }
 }
@@ -129,42 +133,48 @@ fn hsum_i32(x: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-/// Q4_0, Q4_1 and Q8_0 rows against Q8_0 / Q8_1 activations, rows `r0..r0 + N` of one tile
-/// of four (`r0` a multiple of 4). Per block the tile's four scale products come from one
-/// 128-bit multiply and the Q4_1 offset terms from one 128-bit `fma`, lane by lane the same
-/// roundings as ggml's scalar code.
+/// Q4_0, Q4_1 and Q8_0 rows against Q8_0 / Q8_1 activations, rows `r0..r0 + N` (`r0` a
+/// multiple of 4, `N` at most 8: one or two tiles of four). Per block each tile's four scale
+/// products come from one 128-bit multiply and its Q4_1 offset terms from one 128-bit `fma`,
+/// lane by lane the same roundings as ggml's scalar code.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn q32<const N: usize>(ty: WeightType, row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
     let len = acts.len;
     let nb = len / QK;
     let bytes = ty.block_bytes();
-    assert!(row.len() >= nb * bytes && acts.rows >= r0 + N && r0 % 4 == 0 && N <= 4);
+    assert!(row.len() >= nb * bytes && acts.rows >= r0 + N && r0 % 4 == 0 && N <= 8);
     let tile = r0 / 4;
-    let d4 = &acts.d4[tile * nb * 4..(tile + 1) * nb * 4];
+    let tiles = N.div_ceil(4);
+    let d4 = &acts.d4[tile * nb * 4..(tile + tiles) * nb * 4];
     let q41 = ty == WeightType::Q4_1;
     let s4 = if q41 {
-        &acts.s4[tile * nb * 4..(tile + 1) * nb * 4]
+        &acts.s4[tile * nb * 4..(tile + tiles) * nb * 4]
     } else {
         &[][..]
     };
     // Each column's quants, cut to their exact length once.
     let ys: [&[i8]; N] = core::array::from_fn(|c| &acts.qs[(r0 + c) * len..(r0 + c + 1) * len]);
-    let lane: [__m256i; N] = core::array::from_fn(|c| _mm256_set1_epi32(c as i32));
+    let lane: [__m256i; N] = core::array::from_fn(|c| _mm256_set1_epi32((c % 4) as i32));
     let mut acc = [_mm256_setzero_ps(); N];
-    let mut summs = _mm_setzero_ps();
+    let mut summs = [_mm_setzero_ps(); 2];
     for i in 0..nb {
         let b = &row[i * bytes..(i + 1) * bytes];
-        let dx = f16_at(b, 0);
-        let dd = _mm_mul_ps(_mm_set1_ps(dx), load4(&d4[i * 4..]));
-        let dd = _mm256_set_m128(dd, dd);
+        let dx = _mm_set1_ps(f16_at(b, 0));
+        let mut dd = [_mm256_setzero_ps(); 2];
+        for t in 0..tiles {
+            let d = _mm_mul_ps(dx, load4(&d4[(t * nb + i) * 4..]));
+            dd[t] = _mm256_set_m128(d, d);
+        }
         if q41 {
             let m = _mm_set1_ps(f16_at(b, 2));
-            summs = _mm_fmadd_ps(m, load4(&s4[i * 4..]), summs);
+            for t in 0..tiles {
+                summs[t] = _mm_fmadd_ps(m, load4(&s4[(t * nb + i) * 4..]), summs[t]);
+            }
             let wx = nibbles(&b[4..20]);
             for c in 0..N {
                 let xy = _mm256_cvtepi32_ps(dot_us8(wx, load32_i8(&ys[c][i * QK..])));
-                let d = _mm256_permutevar8x32_ps(dd, lane[c]);
+                let d = _mm256_permutevar8x32_ps(dd[c / 4], lane[c]);
                 acc[c] = _mm256_fmadd_ps(d, xy, acc[c]);
             }
         } else {
@@ -178,16 +188,18 @@ fn q32<const N: usize>(ty: WeightType, row: &[u8], acts: &Acts, r0: usize) -> [f
             for c in 0..N {
                 let sy = _mm256_sign_epi8(load32_i8(&ys[c][i * QK..]), wx);
                 let xy = _mm256_cvtepi32_ps(dot_us8(ax, sy));
-                let d = _mm256_permutevar8x32_ps(dd, lane[c]);
+                let d = _mm256_permutevar8x32_ps(dd[c / 4], lane[c]);
                 acc[c] = _mm256_fmadd_ps(d, xy, acc[c]);
             }
         }
     }
-    let mut sm = [0f32; 4];
-    store4(&mut sm, summs);
+    let mut sm = [[0f32; 4]; 2];
+    for t in 0..tiles {
+        store4(&mut sm[t], summs[t]);
+    }
     let mut out = [0f32; N];
     for c in 0..N {
-        out[c] = hsum(acc[c]) + if q41 { sm[c] } else { 0.0 };
+        out[c] = hsum(acc[c]) + if q41 { sm[c / 4][c % 4] } else { 0.0 };
     }
     out
 }
