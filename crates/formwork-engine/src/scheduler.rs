@@ -218,12 +218,16 @@ impl Scheduler {
                     reserved,
                 },
             );
+            // The prompt is prefilled in chunks that depend on what else is running; telling
+            // the cache its length keeps the model's arithmetic independent of the chunking.
+            let mut cache = self.shared.model.new_cache();
+            cache.set_prompt_len(p.prompt.len());
             self.active.push(Seq {
                 group: id,
                 index: 0,
                 prompt: Arc::new(p.prompt),
                 prefilled: 0,
-                cache: self.shared.model.new_cache(),
+                cache,
                 input: [0],
                 has_input: false,
                 generated: 0,

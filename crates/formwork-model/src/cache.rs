@@ -23,6 +23,8 @@ pub struct KvCache {
     native: NativeCacheLayers,
     /// Values per position in one native layer buffer (`kv_heads * head_dim`).
     native_stride: usize,
+    /// The sequence's prompt length, when known (see [`KvCache::set_prompt_len`]).
+    prompt_len: Option<usize>,
     len: usize,
     capacity: usize,
     max_len: usize,
@@ -35,6 +37,7 @@ impl KvCache {
             layers: vec![None; layers],
             native: Vec::new(),
             native_stride: 0,
+            prompt_len: None,
             len: 0,
             capacity: 0,
             max_len,
@@ -72,6 +75,19 @@ impl KvCache {
         candle + native
     }
 
+    /// Tells the CPU backend that this sequence's first `len` tokens are its prompt, so it
+    /// computes them as llama.cpp computes a prompt of that length however the prompt is cut
+    /// into forward passes (an engine prefilling in chunks sets it; the tokens then do not
+    /// depend on the chunking). Without it each forward pass counts as a whole prompt.
+    pub fn set_prompt_len(&mut self, len: usize) {
+        self.prompt_len = Some(len);
+    }
+
+    /// The prompt length given to [`KvCache::set_prompt_len`].
+    pub fn prompt_len(&self) -> Option<usize> {
+        self.prompt_len
+    }
+
     /// Forgets every token after the first `len` (for prefix reuse and rollback).
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
@@ -107,6 +123,7 @@ impl KvCache {
             layers,
             native,
             native_stride: self.native_stride,
+            prompt_len: self.prompt_len,
             len: self.len,
             capacity: self.capacity,
             max_len: self.max_len,

@@ -28,6 +28,7 @@ mod cpu;
 mod error;
 mod gguf;
 mod info;
+pub mod kernels;
 mod safetensors;
 pub mod testing;
 mod tokenizer;

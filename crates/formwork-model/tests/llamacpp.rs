@@ -296,3 +296,45 @@ fn a_prompt_longer_than_the_context_is_a_typed_error() {
     );
     assert!(cache.is_empty());
 }
+
+#[test]
+fn a_prompt_prefilled_in_chunks_equals_one_pass_when_the_cache_knows_its_length() {
+    // The 90-token prompt takes llama.cpp's tiled attention in one pass; in chunks of 30 rows
+    // each pass alone would take the row kernel, unless the cache knows the prompt's length.
+    let m = model();
+    let entry = golden()["greedy"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "long_paragraph")
+        .unwrap();
+    let prompt = ids(&entry["prompt_ids"]);
+    assert!(prompt.len() >= 64);
+    let mut whole = m.model.new_cache();
+    let one = m
+        .model
+        .forward(&mut [BatchItem {
+            tokens: &prompt,
+            cache: &mut whole,
+        }])
+        .unwrap()
+        .remove(0);
+    let mut chunked = m.model.new_cache();
+    chunked.set_prompt_len(prompt.len());
+    let mut last = Vec::new();
+    for chunk in prompt.chunks(30) {
+        last = m
+            .model
+            .forward(&mut [BatchItem {
+                tokens: chunk,
+                cache: &mut chunked,
+            }])
+            .unwrap()
+            .remove(0);
+    }
+    assert!(
+        one.iter()
+            .zip(&last)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+    );
+}

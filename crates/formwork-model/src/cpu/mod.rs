@@ -19,7 +19,7 @@
 mod attention;
 mod load;
 pub(crate) mod matmul;
-mod pool;
+pub(crate) mod pool;
 pub(crate) mod quant;
 #[cfg(all(
     target_arch = "x86_64",
@@ -253,33 +253,54 @@ impl NativeModel {
         let group = heads / kv_heads;
         let q_width = heads * hd;
         // llama.cpp computes a ubatch of 64 or more query rows with its tiled kernel (f32
-        // throughout) and smaller ones row by row with an f16 accumulator.
-        let tiled = spans.iter().map(|s| s.len).sum::<usize>() >= attention::TILE;
+        // throughout) and smaller ones row by row with an f16 accumulator. Which kernel a row
+        // gets is decided per sequence, from its prompt length when the cache knows it
+        // (`KvCache::set_prompt_len`: the prompt's ubatches of 512 as llama.cpp cuts them),
+        // else from this call's rows; never from the rest of the batch.
         let tasks: Vec<(usize, usize)> = (0..batch.len())
             .flat_map(|b| (0..heads).map(move |h| (b, h)))
             .collect();
         let results: Vec<Mutex<Vec<f32>>> = tasks.iter().map(|_| Mutex::new(Vec::new())).collect();
         self.pool.run(tasks.len(), &|ti| {
             let (b, h) = tasks[ti];
-            *lock(&results[ti]) = {
-                let span = &spans[b];
-                let (keys, values) = batch[b].cache.native_layer(layer);
+            let span = &spans[b];
+            let cache = &*batch[b].cache;
+            let (keys, values) = cache.native_layer(layer);
+            let tiled_at = |pos: usize| match cache.prompt_len() {
+                Some(p) if pos < p => {
+                    let ubatch = pos / UBATCH * UBATCH;
+                    (p - ubatch).min(UBATCH) >= attention::TILE
+                }
+                Some(_) => false,
+                None => span.len >= attention::TILE,
+            };
+            let mut out = Vec::with_capacity(span.len * hd);
+            let mut i = 0;
+            while i < span.len {
+                // A run of rows that use the same kernel.
+                let tiled = tiled_at(span.start + i);
+                let mut j = i + 1;
+                while j < span.len && tiled_at(span.start + j) == tiled {
+                    j += 1;
+                }
                 let job = attention::Head {
                     keys,
                     values,
                     stride: kv_heads * hd,
                     offset: (h / group) * hd,
                     dim: hd,
-                    start: span.start,
-                    queries: (0..span.len)
-                        .map(|i| {
-                            let row = span.offset + i;
+                    start: span.start + i,
+                    queries: (i..j)
+                        .map(|r| {
+                            let row = span.offset + r;
                             &q[row * q_width + h * hd..row * q_width + (h + 1) * hd]
                         })
                         .collect(),
                 };
-                if tiled { job.tiled() } else { job.rows() }
-            };
+                out.extend(if tiled { job.tiled() } else { job.rows() });
+                i = j;
+            }
+            *lock(&results[ti]) = out;
         });
         let rows: usize = spans.iter().map(|s| s.len).sum();
         let mut attn = vec![0f32; rows * q_width];
@@ -376,6 +397,9 @@ impl RopeTable {
         }
     }
 }
+
+/// llama.cpp's default ubatch: a prompt is computed in pieces of this many tokens.
+const UBATCH: usize = 512;
 
 /// The native backend's share of a [`KvCache`]: per layer, keys and values as f16,
 /// `[position][kv_head][head_dim]`.
