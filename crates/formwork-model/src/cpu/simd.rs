@@ -143,7 +143,7 @@ fn q32<const N: usize>(ty: WeightType, row: &[u8], acts: &Acts, r0: usize) -> [f
     let len = acts.len;
     let nb = len / QK;
     let bytes = ty.block_bytes();
-    assert!(row.len() >= nb * bytes && acts.rows >= r0 + N && r0 % 4 == 0 && N <= 8);
+    assert!(row.len() >= nb * bytes && acts.rows >= r0 + N && r0.is_multiple_of(4) && N <= 8);
     let tile = r0 / 4;
     let tiles = N.div_ceil(4);
     let d4 = &acts.d4[tile * nb * 4..(tile + tiles) * nb * 4];
