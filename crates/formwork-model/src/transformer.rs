@@ -123,10 +123,28 @@ struct CandleWeights {
 }
 
 /// Where one batch item's rows sit in the stacked batch.
-struct Span {
-    offset: usize,
-    len: usize,
-    start: usize,
+pub(crate) struct Span {
+    /// The item's first row in the stacked batch.
+    pub(crate) offset: usize,
+    /// Its rows (new tokens).
+    pub(crate) len: usize,
+    /// The position of its first new token (the tokens its cache already holds).
+    pub(crate) start: usize,
+}
+
+/// Every item's new tokens stacked into one list of ids, and where each item's rows sit.
+pub(crate) fn stack(batch: &[BatchItem<'_>]) -> (Vec<u32>, Vec<Span>) {
+    let mut ids = Vec::new();
+    let mut spans = Vec::with_capacity(batch.len());
+    for item in batch {
+        spans.push(Span {
+            offset: ids.len(),
+            len: item.tokens.len(),
+            start: item.cache.len(),
+        });
+        ids.extend_from_slice(item.tokens);
+    }
+    (ids, spans)
 }
 
 impl Transformer {
@@ -326,17 +344,7 @@ impl Transformer {
         batch: &mut [BatchItem<'_>],
     ) -> Result<Vec<Vec<f32>>, ModelError> {
         let cfg = &self.config;
-        let mut ids = Vec::new();
-        let mut spans = Vec::with_capacity(batch.len());
-        for item in batch.iter() {
-            let start = item.cache.len();
-            spans.push(Span {
-                offset: ids.len(),
-                len: item.tokens.len(),
-                start,
-            });
-            ids.extend_from_slice(item.tokens);
-        }
+        let (ids, spans) = stack(batch);
         let rows = ids.len();
         let ids = Tensor::from_vec(ids, rows, &self.device)?;
         let mut x = w.embedding.forward(&ids)?;

@@ -58,7 +58,7 @@ pub(crate) fn load_gguf<R: Read + Seek>(
         None
     };
     let biases = config.architecture == Architecture::Qwen2;
-    let qk_norm = config.architecture == Architecture::Qwen3;
+    let qk_norm = crate::Transformer::has_qk_norm(config.architecture);
     let mut layers = Vec::with_capacity(config.layers);
     for i in 0..config.layers {
         let p = format!("blk.{i}");

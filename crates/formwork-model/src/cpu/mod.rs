@@ -33,6 +33,7 @@ use std::sync::Mutex;
 use half::f16;
 
 use crate::config::{RopeStyle, TransformerConfig};
+use crate::transformer::{Span, stack};
 use crate::{BatchItem, ModelError};
 pub(crate) use load::load_gguf;
 use matmul::{Input, QMatrix, lock, matmul, matmul_many};
@@ -85,13 +86,6 @@ fn pool(threads: usize) -> Result<Pool, ModelError> {
     })
 }
 
-/// Where one batch item's rows sit in the stacked batch.
-struct Span {
-    offset: usize,
-    len: usize,
-    start: usize,
-}
-
 impl NativeModel {
     /// Assembles a model; its thread pool has [`default_threads`] threads.
     pub(crate) fn new(
@@ -136,23 +130,10 @@ impl NativeModel {
 
     /// The forward pass of [`crate::Transformer::forward`] (inputs already checked).
     pub(crate) fn forward(&self, batch: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
-        self.forward_inner(batch)
-    }
-
-    fn forward_inner(&self, batch: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
         let cfg = &self.config;
         let hidden = cfg.hidden_size;
         let (heads, kv_heads, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
-        let mut spans = Vec::with_capacity(batch.len());
-        let mut ids = Vec::new();
-        for item in batch.iter() {
-            spans.push(Span {
-                offset: ids.len(),
-                len: item.tokens.len(),
-                start: item.cache.len(),
-            });
-            ids.extend_from_slice(item.tokens);
-        }
+        let (ids, spans) = stack(batch);
         for item in batch.iter_mut() {
             item.cache.native_layers(cfg.layers, kv_heads * hd)?;
         }
