@@ -78,7 +78,8 @@ impl<'a> Input<'a> {
     }
 }
 
-/// Quantizes rows in parallel when there are many.
+/// Quantizes rows in parallel when there are many; the scales are packed once, after the
+/// parts are joined.
 fn quantize_rows(pool: &Pool, kind: ActKind, x: &[f32], rows: usize, cols: usize) -> Acts {
     if rows < 16 || pool.threads() == 1 {
         return Acts::new(kind, x, rows, cols);
@@ -88,14 +89,14 @@ fn quantize_rows(pool: &Pool, kind: ActKind, x: &[f32], rows: usize, cols: usize
     let parts: Vec<Mutex<Option<Acts>>> = chunks.iter().map(|_| Mutex::new(None)).collect();
     pool.run(chunks.len(), &|i| {
         let c = chunks[i];
-        *lock(&parts[i]) = Some(Acts::new(kind, c, c.len() / cols, cols));
+        *lock(&parts[i]) = Some(Acts::unpacked(kind, c, c.len() / cols, cols));
     });
     let parts = parts.into_iter().map(|p| {
         p.into_inner()
             .unwrap_or_else(|e| e.into_inner())
             .expect("every part was quantized")
     });
-    let mut all = Acts::new(kind, &[], 0, cols);
+    let mut all = Acts::unpacked(kind, &[], 0, cols);
     for p in parts {
         all.rows += p.rows;
         all.qs.extend_from_slice(&p.qs);

@@ -127,6 +127,13 @@ pub(crate) struct Acts {
 impl Acts {
     /// Prepares `rows` rows of `len` values (`x.len() == rows * len`).
     pub(crate) fn new(kind: ActKind, x: &[f32], rows: usize, len: usize) -> Acts {
+        let mut a = Acts::unpacked(kind, x, rows, len);
+        a.pack4();
+        a
+    }
+
+    /// [`Acts::new`] without the tile-packed scales (for parts joined and packed later).
+    pub(crate) fn unpacked(kind: ActKind, x: &[f32], rows: usize, len: usize) -> Acts {
         debug_assert_eq!(x.len(), rows * len);
         let mut a = Acts {
             kind,
@@ -178,7 +185,6 @@ impl Acts {
                 }
             }
         }
-        a.pack4();
         a
     }
 
