@@ -56,26 +56,20 @@ fn dot_n<const N: usize>(ty: WeightType, row: &[u8], acts: &Acts, r0: usize, out
     out.copy_from_slice(&res);
 }
 
+/// 16 bytes from the start of `b` (bytes or int8s).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn load16(b: &[u8]) -> __m128i {
-    assert!(b.len() >= 16);
+fn load16<T: Copy>(b: &[T]) -> __m128i {
+    assert!(size_of::<T>() == 1 && b.len() >= 16);
     // SAFETY: at least 16 readable bytes (checked above); unaligned load.
     unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
 }
 
+/// 32 bytes from the start of `b` (bytes or int8s).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn load32(b: &[u8]) -> __m256i {
-    assert!(b.len() >= 32);
-    // SAFETY: at least 32 readable bytes (checked above); unaligned load.
-    unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn load32_i8(b: &[i8]) -> __m256i {
-    assert!(b.len() >= 32);
+fn load32<T: Copy>(b: &[T]) -> __m256i {
+    assert!(size_of::<T>() == 1 && b.len() >= 32);
     // SAFETY: at least 32 readable bytes (checked above); unaligned load.
     unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
 }
@@ -173,7 +167,7 @@ fn q32<const N: usize>(ty: WeightType, row: &[u8], acts: &Acts, r0: usize) -> [f
             }
             let wx = nibbles(&b[4..20]);
             for c in 0..N {
-                let xy = _mm256_cvtepi32_ps(dot_us8(wx, load32_i8(&ys[c][i * QK..])));
+                let xy = _mm256_cvtepi32_ps(dot_us8(wx, load32(&ys[c][i * QK..])));
                 let d = _mm256_permutevar8x32_ps(dd[c / 4], lane[c]);
                 acc[c] = _mm256_fmadd_ps(d, xy, acc[c]);
             }
@@ -186,7 +180,7 @@ fn q32<const N: usize>(ty: WeightType, row: &[u8], acts: &Acts, r0: usize) -> [f
             };
             let ax = _mm256_sign_epi8(wx, wx);
             for c in 0..N {
-                let sy = _mm256_sign_epi8(load32_i8(&ys[c][i * QK..]), wx);
+                let sy = _mm256_sign_epi8(load32(&ys[c][i * QK..]), wx);
                 let xy = _mm256_cvtepi32_ps(dot_us8(ax, sy));
                 let d = _mm256_permutevar8x32_ps(dd[c / 4], lane[c]);
                 acc[c] = _mm256_fmadd_ps(d, xy, acc[c]);
@@ -250,8 +244,8 @@ fn q4k<const N: usize>(row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
             );
             for c in 0..N {
                 let base = (r0 + c) * len + i * QK_K + 64 * j;
-                let y0 = load32_i8(&acts.qs[base..]);
-                let y1 = load32_i8(&acts.qs[base + 32..]);
+                let y0 = load32(&acts.qs[base..]);
+                let y1 = load32(&acts.qs[base + 32..]);
                 let p0 = _mm256_mullo_epi32(dot_us8(lo, y0), s_lo);
                 let p1 = _mm256_mullo_epi32(dot_us8(hi, y1), s_hi);
                 sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(p0, p1));
@@ -291,7 +285,7 @@ fn q6k<const N: usize>(row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
             let s_hi = b[192 + 2 * g + 1] as i8 as i32;
             let scale = _mm256_setr_epi32(s_lo, s_lo, s_lo, s_lo, s_hi, s_hi, s_hi, s_hi);
             for c in 0..N {
-                let y = load32_i8(&acts.qs[(r0 + c) * len + i * QK_K + 32 * g..]);
+                let y = load32(&acts.qs[(r0 + c) * len + i * QK_K + 32 * g..]);
                 let p = _mm256_mullo_epi32(dot_us8(w, y), scale);
                 sumi[c] = _mm256_add_epi32(sumi[c], p);
             }
