@@ -186,25 +186,37 @@ fn run_forward(
         .collect();
     let err = |e: formwork_model::ModelError| CliError::Other(e.into());
     let once = |steps: usize| -> Result<(f64, f64), CliError> {
+        let mut greedy = formwork_sampler::Sampler::new(
+            SamplingParams::greedy(),
+            model.info.vocab_size,
+            &prompt,
+        )
+        .map_err(|e| CliError::Other(e.into()))?;
+        let mut pick = |logits: &mut [f32]| {
+            greedy
+                .sample(logits, None)
+                .map(|s| s.token)
+                .map_err(|e| CliError::Other(e.into()))
+        };
         let mut cache = m.new_cache();
         let t = Instant::now();
-        let logits = m
+        let mut logits = m
             .forward(&mut [BatchItem {
                 tokens: &prompt,
                 cache: &mut cache,
             }])
             .map_err(err)?;
         let prefill = t.elapsed().as_secs_f64();
-        let mut next = argmax(&logits[0]);
+        let mut next = pick(&mut logits[0])?;
         let t = Instant::now();
         for _ in 0..steps {
-            let logits = m
+            let mut logits = m
                 .forward(&mut [BatchItem {
                     tokens: &[next],
                     cache: &mut cache,
                 }])
                 .map_err(err)?;
-            next = argmax(&logits[0]);
+            next = pick(&mut logits[0])?;
         }
         let decode = t.elapsed().as_secs_f64();
         Ok((
@@ -233,16 +245,6 @@ fn run_forward(
         })
     );
     Ok(())
-}
-
-fn argmax(xs: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in xs.iter().enumerate() {
-        if x > xs[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
