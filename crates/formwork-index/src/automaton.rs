@@ -35,6 +35,18 @@ impl Default for DfaConfig {
     }
 }
 
+/// The error of a `regex-automata` build: a limit hit, or a regex that does not parse.
+pub(crate) fn build_error(message: String) -> IndexError {
+    if message.contains("limit") || message.contains("exceeded") {
+        IndexError::TooLarge {
+            limit: "memory",
+            detail: message,
+        }
+    } else {
+        IndexError::Regex(message)
+    }
+}
+
 /// A byte-level DFA over live states only. Immutable and cheap to share.
 #[derive(Debug, Clone)]
 pub struct ByteDfa {
@@ -71,16 +83,7 @@ impl ByteDfa {
                     .nfa_size_limit(Some(config.max_memory)),
             )
             .build(regex)
-            .map_err(|e| {
-                if e.to_string().contains("limit") || e.to_string().contains("exceeded") {
-                    IndexError::TooLarge {
-                        limit: "memory",
-                        detail: e.to_string(),
-                    }
-                } else {
-                    IndexError::Regex(e.to_string())
-                }
-            })?;
+            .map_err(|e| build_error(e.to_string()))?;
         let start = dfa
             .start_state(&start::Config::new().anchored(Anchored::Yes))
             .map_err(|e| IndexError::Regex(e.to_string()))?;

@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::lazy::LazyDfa;
 use crate::{ByteDfa, DfaConfig, IndexError, StateId, Vocabulary};
 
 /// Limits and mode of an [`Index`] build.
@@ -130,14 +131,109 @@ fn ids_of(mask: &[u64], count: usize) -> Vec<u32> {
     out
 }
 
+/// The byte automaton under an index: the full DFA, or one determinized on demand.
+#[derive(Debug)]
+// One per index: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Automaton {
+    Full(ByteDfa),
+    Lazy(LazyDfa),
+}
+
+impl Automaton {
+    fn is_accepting(&self, state: StateId) -> bool {
+        match self {
+            Automaton::Full(dfa) => (state as usize) < dfa.state_count() && dfa.is_accepting(state),
+            Automaton::Lazy(dfa) => dfa.is_accepting(state),
+        }
+    }
+
+    /// How many states the index may have to hold.
+    fn capacity(&self) -> usize {
+        match self {
+            Automaton::Full(dfa) => dfa.state_count(),
+            Automaton::Lazy(dfa) => dfa.max_states(),
+        }
+    }
+}
+
+/// Entries per segment of [`Slots`].
+const SEGMENT: usize = 512;
+
+/// [`SEGMENT`] entry slots, allocated on first use.
+type Segment = OnceLock<Box<[OnceLock<Entry>]>>;
+
+/// One entry slot per automaton state, in segments allocated on first use: a lazy index over
+/// an automaton that is itself still growing reaches any state's slot without a lock or a
+/// resize.
+#[derive(Debug)]
+struct Slots {
+    segments: Box<[Segment]>,
+    len: usize,
+}
+
+impl Slots {
+    fn new(len: usize) -> Slots {
+        Slots {
+            segments: (0..len.div_ceil(SEGMENT))
+                .map(|_| OnceLock::new())
+                .collect(),
+            len,
+        }
+    }
+
+    fn segment() -> Box<[OnceLock<Entry>]> {
+        (0..SEGMENT).map(|_| OnceLock::new()).collect()
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The slot of `state`, its segment allocated if need be.
+    fn slot(&self, state: usize) -> Option<&OnceLock<Entry>> {
+        if state >= self.len {
+            return None;
+        }
+        let segment = self.segments[state / SEGMENT].get_or_init(Slots::segment);
+        Some(&segment[state % SEGMENT])
+    }
+
+    /// The entry of `state`, if computed.
+    fn get(&self, state: usize) -> Option<&Entry> {
+        self.segments
+            .get(state / SEGMENT)?
+            .get()?
+            .get(state % SEGMENT)?
+            .get()
+    }
+
+    fn slot_mut(&mut self, state: usize) -> Option<&mut OnceLock<Entry>> {
+        if state >= self.len {
+            return None;
+        }
+        let segment = &mut self.segments[state / SEGMENT];
+        if segment.get().is_none() {
+            let _ = segment.set(Slots::segment());
+        }
+        segment.get_mut()?.get_mut(state % SEGMENT)
+    }
+
+    fn memory_usage(&self) -> usize {
+        let allocated = self.segments.iter().filter(|s| s.get().is_some()).count();
+        self.segments.len() * std::mem::size_of::<Segment>()
+            + allocated * SEGMENT * std::mem::size_of::<OnceLock<Entry>>()
+    }
+}
+
 /// A token-level index of a regex over a vocabulary. Immutable once built (a lazy index
 /// fills its cache behind `&self`); share it with `Arc` and walk it with [`crate::Guide`].
 #[derive(Debug)]
 pub struct Index {
-    dfa: ByteDfa,
+    dfa: Automaton,
     vocab: Vocabulary,
     config: IndexConfig,
-    slots: Vec<OnceLock<Entry>>,
+    slots: Slots,
     computed: AtomicUsize,
     memory: AtomicUsize,
     empty_mask: Box<[u64]>,
@@ -170,8 +266,8 @@ impl Index {
         Self::with_config(regex, vocab, IndexConfig::default())
     }
 
-    /// A lazy index of `regex` over `vocab`: only the DFA is built now; each state's tokens
-    /// are computed on first use.
+    /// A lazy index of `regex` over `vocab`: only the NFA and the start state are built now;
+    /// each DFA state, and each state's tokens, are computed on first use.
     pub fn lazy(regex: &str, vocab: &Vocabulary) -> Result<Index, IndexError> {
         Self::with_config(
             regex,
@@ -184,11 +280,21 @@ impl Index {
     }
 
     /// Builds the index of `regex` over `vocab` with explicit limits and mode.
+    ///
+    /// A lazy index determinizes the regex on demand too (regexes with assertions other than
+    /// `^`, `$`, `\A` and `\z` excepted: those get the full DFA), so its limits are checked
+    /// as it grows: past [`DfaConfig`]'s, new states read as dead. What it allows still
+    /// matches the regex; some longer matches are cut off ([`Index::is_truncated`]).
     pub fn with_config(
         regex: &str,
         vocab: &Vocabulary,
         config: IndexConfig,
     ) -> Result<Index, IndexError> {
+        if config.lazy
+            && let Some(dfa) = LazyDfa::build(regex, config.dfa)?
+        {
+            return Ok(Self::over(Automaton::Lazy(dfa), vocab, config));
+        }
         Self::from_dfa(ByteDfa::with_config(regex, config.dfa)?, vocab, config)
     }
 
@@ -198,20 +304,7 @@ impl Index {
         vocab: &Vocabulary,
         config: IndexConfig,
     ) -> Result<Index, IndexError> {
-        // Build the trie now, so a lazy index's first state does not pay for it.
-        vocab.trie();
-        let mut slots = Vec::new();
-        slots.resize_with(dfa.state_count(), OnceLock::new);
-        let mut index = Index {
-            empty_mask: vec![0; vocab.mask_words()].into_boxed_slice(),
-            dfa,
-            vocab: vocab.clone(),
-            config,
-            slots,
-            computed: AtomicUsize::new(0),
-            memory: AtomicUsize::new(0),
-            sealed: false,
-        };
+        let mut index = Self::over(Automaton::Full(dfa), vocab, config);
         if !config.lazy {
             index.fill()?;
             index.prune()?;
@@ -220,16 +313,33 @@ impl Index {
         Ok(index)
     }
 
+    /// An index with no state computed yet.
+    fn over(dfa: Automaton, vocab: &Vocabulary, config: IndexConfig) -> Index {
+        // Build the trie now, so a lazy index's first state does not pay for it.
+        vocab.trie();
+        Index {
+            empty_mask: vec![0; vocab.mask_words()].into_boxed_slice(),
+            slots: Slots::new(dfa.capacity()),
+            dfa,
+            vocab: vocab.clone(),
+            config,
+            computed: AtomicUsize::new(0),
+            memory: AtomicUsize::new(0),
+            sealed: false,
+        }
+    }
+
     /// The start state.
     pub fn start(&self) -> StateId {
-        self.dfa.start()
+        match &self.dfa {
+            Automaton::Full(dfa) => dfa.start(),
+            Automaton::Lazy(dfa) => dfa.start(),
+        }
     }
 
     /// Whether the text read so far is a full match (EOS is allowed here).
     pub fn is_accepting(&self, state: StateId) -> bool {
-        state != Self::FINISHED
-            && (state as usize) < self.slots.len()
-            && self.dfa.is_accepting(state)
+        state != Self::FINISHED && self.dfa.is_accepting(state)
     }
 
     /// The tokens allowed in `state`, sorted by id (EOS included in accepting states). Empty
@@ -303,13 +413,27 @@ impl Index {
         if self.vocab.is_eos(token) {
             return Self::FINISHED;
         }
+        let bytes = self.vocab.token(token).unwrap_or_default();
         let mut s = state;
-        for &b in self.vocab.token(token).unwrap_or_default() {
-            // An allowed text token never reaches DEAD; stop there all the same.
-            if s == ByteDfa::DEAD {
-                break;
+        // An allowed text token never reaches DEAD; stop there all the same.
+        match &self.dfa {
+            Automaton::Full(dfa) => {
+                for &b in bytes {
+                    if s == ByteDfa::DEAD {
+                        break;
+                    }
+                    s = dfa.next(s, b);
+                }
             }
-            s = self.dfa.next(s, b);
+            Automaton::Lazy(dfa) => {
+                let mut table = dfa.lock();
+                for &b in bytes {
+                    if s == ByteDfa::DEAD {
+                        break;
+                    }
+                    s = dfa.next(&mut table, s, b);
+                }
+            }
         }
         s
     }
@@ -344,15 +468,41 @@ impl Index {
     /// lists of states with many, [`Index::next_states`]); the vocabulary and its trie are
     /// shared and not counted.
     pub fn memory_usage(&self) -> usize {
-        self.dfa.memory_usage()
-            + self.slots.len() * std::mem::size_of::<OnceLock<Entry>>()
+        let dfa = match &self.dfa {
+            Automaton::Full(dfa) => dfa.memory_usage(),
+            Automaton::Lazy(dfa) => dfa.memory_usage(),
+        };
+        dfa + self.slots.memory_usage()
             + self.memory.load(Ordering::Relaxed)
             + self.empty_mask.len() * 8
     }
 
-    /// The byte DFA the index is built on.
-    pub fn dfa(&self) -> &ByteDfa {
-        &self.dfa
+    /// The full byte DFA the index is built on; `None` for a lazy index that determinizes
+    /// on demand (the index's states are then numbered in order of discovery).
+    pub fn dfa(&self) -> Option<&ByteDfa> {
+        match &self.dfa {
+            Automaton::Full(dfa) => Some(dfa),
+            Automaton::Lazy(_) => None,
+        }
+    }
+
+    /// Number of byte-level DFA states: all of them for a full DFA, those determinized so
+    /// far for one built on demand.
+    pub fn dfa_state_count(&self) -> usize {
+        match &self.dfa {
+            Automaton::Full(dfa) => dfa.state_count(),
+            Automaton::Lazy(dfa) => dfa.state_count(),
+        }
+    }
+
+    /// Whether an on-demand DFA reached its limits, so that some matches (not all of which
+    /// are still possible) are cut off. Always `false` for a full DFA, which fails to build
+    /// instead.
+    pub fn is_truncated(&self) -> bool {
+        match &self.dfa {
+            Automaton::Full(_) => false,
+            Automaton::Lazy(dfa) => dfa.is_full(),
+        }
     }
 
     /// The vocabulary the index is over.
@@ -366,9 +516,18 @@ impl Index {
     }
 
     fn entry(&self, state: StateId) -> Option<&Entry> {
-        let slot = self.slots.get(state as usize)?;
         if self.sealed {
-            return slot.get();
+            return self.slots.get(state as usize);
+        }
+        let slot = self.slots.slot(state as usize)?;
+        if let Some(e) = slot.get() {
+            return Some(e);
+        }
+        // Ids an on-demand DFA has not handed out yet are not states.
+        if let Automaton::Lazy(dfa) = &self.dfa
+            && state as usize >= dfa.state_count()
+        {
+            return None;
         }
         Some(slot.get_or_init(|| {
             let e = self.compute(state);
@@ -380,8 +539,36 @@ impl Index {
 
     /// Walks the trie against the DFA from `state`.
     fn compute(&self, state: StateId) -> Entry {
+        match &self.dfa {
+            Automaton::Full(dfa) => {
+                let (classes, table, stride) = dfa.raw();
+                self.walk(state, dfa.is_accepting(state), dfa.state_count(), |p, b| {
+                    table[p as usize * stride + classes[b as usize] as usize]
+                })
+            }
+            Automaton::Lazy(dfa) => {
+                // One lock for the whole walk; transitions not seen yet are computed in it.
+                let mut table = dfa.lock();
+                let classes = dfa.classes();
+                let accepting = table.is_accepting(state);
+                self.walk(state, accepting, 0, |p, b| {
+                    dfa.next_class(&mut table, p, classes[b as usize] as usize)
+                })
+            }
+        }
+    }
+
+    /// The walk of [`Index::compute`], over the transitions `next(state, byte)`. `states`:
+    /// the automaton's size, for an eager build's successor marks.
+    #[inline]
+    fn walk(
+        &self,
+        state: StateId,
+        accepting: bool,
+        states: usize,
+        mut next_state: impl FnMut(StateId, u8) -> StateId,
+    ) -> Entry {
         let trie = self.vocab.trie();
-        let dfa = &self.dfa;
         SCRATCH.with(|cell| {
             let mut guard = cell.borrow_mut();
             let sc = &mut *guard;
@@ -396,23 +583,21 @@ impl Index {
             // stack is needed. A dead node skips its subtree. The loop is nearly branch-free:
             // a node's first token is written unconditionally, to a dummy slot (the vocabulary
             // size) when the node is dead or ends no token; more tokens at one node are rare.
-            let (classes, table, stride) = dfa.raw();
             let a = trie.raw();
             let dummy = self.vocab.len();
             let bits = &mut sc.bits[..];
             let next = &mut sc.next[..];
-            let states = &mut sc.states;
-            states.clear();
-            states.resize(trie.max_depth() + 1, ByteDfa::DEAD);
-            states[0] = state;
+            let path = &mut sc.states;
+            path.clear();
+            path.resize(trie.max_depth() + 1, ByteDfa::DEAD);
+            path[0] = state;
             let n = a.label.len();
             let mut i = 1;
             while i < n {
                 let d = a.depth[i] as usize;
-                let parent = states[d - 1] as usize;
-                let t = table[parent * stride + classes[a.label[i] as usize] as usize];
+                let t = next_state(path[d - 1], a.label[i]);
                 let alive = t != ByteDfa::DEAD;
-                states[d] = t;
+                path[d] = t;
                 let slot = if alive { a.first[i] as usize } else { dummy };
                 bits[slot / 64] |= 1 << (slot % 64);
                 next[slot] = t;
@@ -427,7 +612,7 @@ impl Index {
             }
             // Clear the dummy bit.
             bits[dummy / 64] &= !(1 << (dummy % 64));
-            if dfa.is_accepting(state) {
+            if accepting {
                 for &e in self.vocab.eos() {
                     bits[e as usize / 64] |= 1 << (e % 64);
                     next[e as usize] = Self::FINISHED;
@@ -440,9 +625,9 @@ impl Index {
                 // `mark[t] == stamp`: `t` is already listed. The stamp is new for every walk,
                 // so marks left by other walks (of this index or another) never match.
                 sc.stamp = sc.stamp.wrapping_add(1);
-                if sc.stamp == 0 || sc.mark.len() < dfa.state_count() {
+                if sc.stamp == 0 || sc.mark.len() < states {
                     sc.mark.clear();
-                    sc.mark.resize(dfa.state_count(), 0);
+                    sc.mark.resize(states, 0);
                     sc.stamp = 1;
                 }
                 for (w, &word) in bits.iter().enumerate() {
@@ -492,17 +677,17 @@ impl Index {
     fn prune(&mut self) -> Result<(), IndexError> {
         let n = self.slots.len();
         let mut preds: Vec<Vec<StateId>> = vec![Vec::new(); n];
-        for (s, slot) in self.slots.iter().enumerate() {
-            let Some(e) = slot.get() else { continue };
+        for s in 0..n {
+            let Some(e) = self.slots.get(s) else { continue };
             for &t in e.successors.iter() {
                 preds[t as usize].push(s as StateId);
             }
         }
         let mut live = vec![false; n];
         let mut queue: Vec<StateId> = Vec::new();
-        for (s, slot) in self.slots.iter().enumerate() {
-            if slot.get().is_some() && self.dfa.is_accepting(s as StateId) {
-                live[s] = true;
+        for (s, l) in live.iter_mut().enumerate() {
+            if self.slots.get(s).is_some() && self.dfa.is_accepting(s as StateId) {
+                *l = true;
                 queue.push(s as StateId);
             }
         }
@@ -521,10 +706,12 @@ impl Index {
         let mut memory = 0;
         for s in 0..n {
             if !live[s] {
-                self.slots[s].take();
+                if let Some(slot) = self.slots.slot_mut(s) {
+                    slot.take();
+                }
                 continue;
             }
-            let Some(e) = self.slots[s].get() else {
+            let Some(e) = self.slots.get(s) else {
                 continue;
             };
             if e.successors.iter().any(|&t| !live[t as usize]) {
@@ -552,9 +739,11 @@ impl Index {
                     successors,
                     next: OnceLock::new(),
                 };
-                self.slots[s] = OnceLock::from(entry);
+                if let Some(slot) = self.slots.slot_mut(s) {
+                    *slot = OnceLock::from(entry);
+                }
             }
-            if let Some(e) = self.slots[s].get() {
+            if let Some(e) = self.slots.get(s) {
                 computed += 1;
                 memory += e.memory_usage();
             }

@@ -48,6 +48,7 @@ mod error;
 mod gguf;
 mod guide;
 mod index;
+mod lazy;
 #[cfg(feature = "tokenizers")]
 mod tokenizer;
 mod vocabulary;

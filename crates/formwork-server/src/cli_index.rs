@@ -89,7 +89,7 @@ pub(crate) fn run(args: IndexArgs) -> Result<(), CliError> {
         "compile_ms": round(compile_ms, 3),
         "first_mask_us": round(first_mask_us, 1),
         "allowed_at_start": allowed,
-        "dfa_states": index.dfa().state_count(),
+        "dfa_states": index.dfa_state_count(),
         "memory_bytes": index.memory_usage(),
         "vocab_ms": round(vocab_ms, 3),
         "lazy": args.lazy,

@@ -1,0 +1,415 @@
+//! A byte DFA determinized on demand: the subset construction run one transition at a time,
+//! as an index walks it, over the Thompson NFA of `regex-automata`.
+//!
+//! A full [`crate::ByteDfa`] pays for every state before the first token: for a 10-property
+//! JSON schema that is 1,700 states and ~12 ms, most of a request's constraint cost. A lazy
+//! index only needs the states its guides visit and the states one token's bytes reach from
+//! them, so [`LazyDfa`] builds the NFA (about a millisecond) and computes each transition the
+//! first time it is asked for. States are numbered densely in order of discovery, never
+//! renumbered or forgotten, so a [`StateId`] stays valid for the automaton's lifetime.
+//!
+//! What it gives up against the full DFA is pruning: without the whole graph it cannot drop
+//! states from which no match is reachable. For the regexes it accepts that costs nothing:
+//! in a Thompson NFA without look-around every state leads to the match state (regex-syntax
+//! folds empty classes away), so every non-empty subset can still complete a match. Regexes
+//! with assertions other than the haystack anchors (`^`, `$`, `\A`, `\z`), such as word
+//! boundaries or multi-line anchors, are left to the full DFA ([`LazyDfa::build`] says so).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use regex_automata::nfa::thompson::{self, NFA, State, WhichCaptures};
+use regex_automata::util::look::{Look, LookSet};
+use regex_automata::util::primitives::StateID;
+
+use crate::{ByteDfa, DfaConfig, IndexError, StateId};
+
+/// A transition not computed yet (never returned to callers).
+const UNKNOWN: StateId = StateId::MAX - 2;
+
+/// Marks an accepting state at the end of its NFA state set (NFA ids are far smaller).
+const ACCEPT: u32 = u32::MAX;
+
+/// A DFA whose states and transitions are computed on first use. Shared across threads: the
+/// table sits behind a mutex, which a trie walk takes once for the whole walk.
+#[derive(Debug)]
+pub(crate) struct LazyDfa {
+    nfa: NFA,
+    classes: [u8; 256],
+    /// One byte of each class.
+    reps: Vec<u8>,
+    config: DfaConfig,
+    table: Mutex<Table>,
+}
+
+/// The determinized part of a [`LazyDfa`], and the closure's scratch space.
+#[derive(Debug)]
+pub(crate) struct Table {
+    stride: usize,
+    /// Row-major transitions; [`UNKNOWN`] where not computed yet.
+    trans: Vec<StateId>,
+    accepting: Vec<bool>,
+    /// Each state's NFA states (those that read a byte), sorted, then [`ACCEPT`] if accepting.
+    sets: Vec<Box<[u32]>>,
+    ids: HashMap<Box<[u32]>, StateId>,
+    memory: usize,
+    /// Set once a limit stopped the table from growing: new states read as dead from then on.
+    full: bool,
+    stack: Vec<(StateID, bool)>,
+    /// `marks[2 * id + end] == stamp`: NFA state `id` was visited in this closure (`end`: after
+    /// an end-of-input assertion).
+    marks: Vec<u32>,
+    stamp: u32,
+    seeds: Vec<StateID>,
+    set: Vec<u32>,
+}
+
+impl LazyDfa {
+    /// Builds the NFA of `regex` and the start state. `None` when the regex has assertions
+    /// other than `^`/`$`/`\A`/`\z`: those need the full DFA.
+    pub(crate) fn build(regex: &str, config: DfaConfig) -> Result<Option<LazyDfa>, IndexError> {
+        let nfa = NFA::compiler()
+            .configure(
+                thompson::Config::new()
+                    .which_captures(WhichCaptures::None)
+                    .nfa_size_limit(Some(config.max_memory)),
+            )
+            .build(regex)
+            .map_err(|e| crate::automaton::build_error(e.to_string()))?;
+        let anchors = LookSet::empty().insert(Look::Start).insert(Look::End);
+        if !nfa.look_set_any().subtract(anchors).is_empty() {
+            return Ok(None);
+        }
+        let mut classes = [0u8; 256];
+        let mut reps = Vec::new();
+        for b in 0..=255u8 {
+            let c = nfa.byte_classes().get(b);
+            classes[b as usize] = c;
+            if c as usize == reps.len() {
+                reps.push(b);
+            }
+        }
+        let mut table = Table {
+            stride: reps.len(),
+            trans: Vec::new(),
+            accepting: Vec::new(),
+            sets: Vec::new(),
+            ids: HashMap::new(),
+            memory: 0,
+            full: false,
+            stack: Vec::new(),
+            marks: vec![0; 2 * nfa.states().len()],
+            stamp: 0,
+            seeds: vec![nfa.start_anchored()],
+            set: Vec::new(),
+        };
+        let mut dfa = LazyDfa {
+            nfa,
+            classes,
+            reps,
+            config,
+            table: Mutex::new(Table::empty()),
+        };
+        dfa.closure(&mut table, true);
+        if table.set.is_empty() {
+            return Err(IndexError::Empty);
+        }
+        let start = dfa.intern(&mut table);
+        debug_assert_eq!(start, 0);
+        dfa.table = Mutex::new(table);
+        Ok(Some(dfa))
+    }
+
+    /// The start state.
+    pub(crate) fn start(&self) -> StateId {
+        0
+    }
+
+    /// The table, locked (a poisoned lock is taken over: the table is never left half-written).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The class map, for walkers that hold the lock.
+    pub(crate) fn classes(&self) -> &[u8; 256] {
+        &self.classes
+    }
+
+    /// The state after `byte` in `state`, computing it if needed.
+    pub(crate) fn next(&self, table: &mut Table, state: StateId, byte: u8) -> StateId {
+        let class = self.classes[byte as usize] as usize;
+        self.next_class(table, state, class)
+    }
+
+    /// The state after any byte of `class` in `state`, computing it if needed.
+    #[inline]
+    pub(crate) fn next_class(&self, table: &mut Table, state: StateId, class: usize) -> StateId {
+        let t = table.trans[state as usize * table.stride + class];
+        if t != UNKNOWN {
+            return t;
+        }
+        self.compute(table, state, class)
+    }
+
+    /// Whether the text read up to `state` is a full match.
+    pub(crate) fn is_accepting(&self, state: StateId) -> bool {
+        self.lock()
+            .accepting
+            .get(state as usize)
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// Whether `input` matches the regex in full.
+    #[cfg(test)]
+    pub(crate) fn matches(&self, input: &[u8]) -> bool {
+        let mut table = self.lock();
+        let mut s = self.start();
+        for &b in input {
+            s = self.next(&mut table, s, b);
+            if s == ByteDfa::DEAD {
+                return false;
+            }
+        }
+        table.accepting[s as usize]
+    }
+
+    /// States determinized so far.
+    pub(crate) fn state_count(&self) -> usize {
+        self.lock().accepting.len()
+    }
+
+    /// The most states the table may grow to (the index sizes its slots by it).
+    pub(crate) fn max_states(&self) -> usize {
+        self.config.max_states
+    }
+
+    /// Approximate heap memory: the NFA and what has been determinized.
+    pub(crate) fn memory_usage(&self) -> usize {
+        self.nfa.memory_usage() + self.lock().memory
+    }
+
+    /// Whether a limit stopped the table from growing (the states beyond it read as dead, so
+    /// what the automaton still allows matches the regex, but some matches are cut off).
+    pub(crate) fn is_full(&self) -> bool {
+        self.lock().full
+    }
+
+    /// Computes the transition of `state` on `class`.
+    #[cold]
+    fn compute(&self, table: &mut Table, state: StateId, class: usize) -> StateId {
+        let byte = self.reps[class];
+        let mut seeds = std::mem::take(&mut table.seeds);
+        seeds.clear();
+        for &id in table.sets[state as usize].iter() {
+            if id == ACCEPT {
+                break;
+            }
+            let next = match self.nfa.state(StateID::new_unchecked(id as usize)) {
+                State::ByteRange { trans } => trans.matches_byte(byte).then_some(trans.next),
+                State::Sparse(sparse) => sparse.matches_byte(byte),
+                State::Dense(dense) => dense.matches_byte(byte),
+                _ => None,
+            };
+            seeds.extend(next);
+        }
+        table.seeds = seeds;
+        let t = if table.seeds.is_empty() {
+            ByteDfa::DEAD
+        } else {
+            self.closure(table, false);
+            if table.set.is_empty() {
+                ByteDfa::DEAD
+            } else {
+                self.intern(table)
+            }
+        };
+        let stride = table.stride;
+        table.trans[state as usize * stride + class] = t;
+        t
+    }
+
+    /// The epsilon closure of `table.seeds` into `table.set`: the NFA states that read a byte,
+    /// sorted, then [`ACCEPT`] if the match state is reached. `at_start`: the closure of the
+    /// start, where `^` holds.
+    fn closure(&self, table: &mut Table, at_start: bool) {
+        table.stamp = table.stamp.wrapping_add(1);
+        if table.stamp == 0 {
+            table.marks.fill(0);
+            table.stamp = 1;
+        }
+        let stamp = table.stamp;
+        table.set.clear();
+        table.stack.clear();
+        for i in (0..table.seeds.len()).rev() {
+            let seed = table.seeds[i];
+            table.stack.push((seed, false));
+        }
+        let mut accepting = false;
+        while let Some((id, end)) = table.stack.pop() {
+            let mark = &mut table.marks[2 * id.as_usize() + end as usize];
+            if *mark == stamp {
+                continue;
+            }
+            *mark = stamp;
+            match self.nfa.state(id) {
+                State::ByteRange { .. } | State::Sparse(_) | State::Dense(_) => {
+                    // After the end of the input no byte can be read.
+                    if !end {
+                        table.set.push(id.as_u32());
+                    }
+                }
+                State::Match { .. } => accepting = true,
+                State::Fail => {}
+                State::Union { alternates } => {
+                    table
+                        .stack
+                        .extend(alternates.iter().rev().map(|&a| (a, end)));
+                }
+                State::BinaryUnion { alt1, alt2 } => {
+                    table.stack.push((*alt2, end));
+                    table.stack.push((*alt1, end));
+                }
+                State::Capture { next, .. } => table.stack.push((*next, end)),
+                State::Look { look, next } => match look {
+                    Look::Start if at_start => table.stack.push((*next, end)),
+                    Look::End => table.stack.push((*next, true)),
+                    // `^` past the start; other assertions never get here (see `build`).
+                    _ => {}
+                },
+            }
+        }
+        table.set.sort_unstable();
+        if accepting {
+            table.set.push(ACCEPT);
+        }
+    }
+
+    /// The state of `table.set`, added if new (or [`ByteDfa::DEAD`] once the table is full).
+    fn intern(&self, table: &mut Table) -> StateId {
+        if let Some(&id) = table.ids.get(table.set.as_slice()) {
+            return id;
+        }
+        let row = table.stride * 4 + 1;
+        let bytes = row + 2 * table.set.len() * 4 + 48;
+        if table.accepting.len() >= self.config.max_states
+            || table.memory + bytes > self.config.max_memory
+        {
+            table.full = true;
+            return ByteDfa::DEAD;
+        }
+        let id = table.accepting.len() as StateId;
+        let key: Box<[u32]> = table.set.as_slice().into();
+        table.accepting.push(key.last() == Some(&ACCEPT));
+        table.sets.push(key.clone());
+        table.ids.insert(key, id);
+        let stride = table.stride;
+        table.trans.resize(table.trans.len() + stride, UNKNOWN);
+        table.memory += bytes;
+        id
+    }
+}
+
+impl Table {
+    fn empty() -> Table {
+        Table {
+            stride: 0,
+            trans: Vec::new(),
+            accepting: Vec::new(),
+            sets: Vec::new(),
+            ids: HashMap::new(),
+            memory: 0,
+            full: false,
+            stack: Vec::new(),
+            marks: Vec::new(),
+            stamp: 0,
+            seeds: Vec::new(),
+            set: Vec::new(),
+        }
+    }
+
+    /// Whether `state` is accepting (`false` for ids that are not states).
+    pub(crate) fn is_accepting(&self, state: StateId) -> bool {
+        self.accepting.get(state as usize).copied().unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lazy(re: &str) -> LazyDfa {
+        LazyDfa::build(re, DfaConfig::default()).unwrap().unwrap()
+    }
+
+    #[test]
+    fn agrees_with_the_full_dfa() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                r#"\{"a":(?:0|[1-9][0-9]{0,3}),"b":"[^"\\\x00-\x1F]{0,4}"\}"#,
+                &[
+                    r#"{"a":12,"b":"é😀"}"#,
+                    r#"{"a":012,"b":""}"#,
+                    r#"{"a":1,"b":"xxxxx"}"#,
+                ],
+            ),
+            (r"(?:日本|語)+x?", &["日本語", "日", "語x", "x", ""]),
+            (r"^ab$|c", &["ab", "c", "abc", ""]),
+            (r"a*", &["", "aaa", "b"]),
+            (r"(a)|(b)c", &["a", "bc", "b"]),
+        ];
+        for (re, inputs) in cases {
+            let full = ByteDfa::new(re).unwrap();
+            let lazy = lazy(re);
+            for input in inputs.iter() {
+                assert_eq!(
+                    lazy.matches(input.as_bytes()),
+                    full.matches(input.as_bytes()),
+                    "{re} on {input:?}"
+                );
+            }
+            // Every document the full DFA samples matches lazily too.
+            for seed in 0..50 {
+                let doc = full.sample(seed, 64);
+                assert!(lazy.matches(&doc), "{re}: {doc:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn states_are_computed_on_demand() {
+        let lazy = lazy(r"[a-z]{0,40}");
+        assert_eq!(lazy.state_count(), 1);
+        assert!(lazy.matches(b"abc"));
+        assert_eq!(lazy.state_count(), 4);
+    }
+
+    #[test]
+    fn word_boundaries_are_left_to_the_full_dfa() {
+        assert!(
+            LazyDfa::build(r"\bab", DfaConfig::default())
+                .unwrap()
+                .is_none()
+        );
+        assert!(matches!(
+            LazyDfa::build(r"[^\s\S]", DfaConfig::default()),
+            Err(IndexError::Empty)
+        ));
+        assert!(matches!(
+            LazyDfa::build(r"a(", DfaConfig::default()),
+            Err(IndexError::Regex(_))
+        ));
+    }
+
+    #[test]
+    fn a_full_table_cuts_matches_off_but_never_allows_more() {
+        let config = DfaConfig {
+            max_states: 3,
+            ..DfaConfig::default()
+        };
+        let lazy = LazyDfa::build(r"[a-z]{0,40}", config).unwrap().unwrap();
+        assert!(lazy.matches(b"ab"));
+        assert!(!lazy.matches(b"abc"));
+        assert!(lazy.is_full());
+    }
+}
