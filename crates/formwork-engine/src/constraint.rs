@@ -147,6 +147,9 @@ pub(crate) struct Compiled {
 
 impl IndexCache {
     pub(crate) fn new(vocabulary: Vocabulary, config: IndexConfig, capacity: usize) -> IndexCache {
+        // The vocabulary's byte trie (~16 ms for 49k tokens) is built now, with the engine,
+        // not by the first constrained request.
+        vocabulary.trie();
         IndexCache {
             vocabulary,
             config,
