@@ -1,6 +1,8 @@
 //! `formwork bench`: time to first token and decode speed of the engine on a model, for
 //! unconstrained, JSON-Schema (new, then cached) and regex requests, with 1 and with N
-//! concurrent sequences. Prints a markdown table (the one in docs/performance.md).
+//! concurrent sequences, each case run `--repetitions` times in turn with the others (a new
+//! schema every time for the "new" case). Prints a markdown table of the medians (the one in
+//! docs/performance.md).
 //!
 //! With `--prompt-tokens`/`--gen-tokens` it measures the forward pass alone instead, as
 //! llama-bench does: a fixed prompt prefilled in one pass, then greedy decode with EOS ignored,
@@ -40,12 +42,13 @@ pub(crate) struct BenchArgs {
     /// core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Runs to take the median of (after one warm-up run).
+    /// Runs of each case to take the median of (after one warm-up run).
     #[arg(long, default_value_t = 3)]
     repetitions: usize,
 }
 
-/// The 10-property schema of the bench; `salt` makes it new to the index cache.
+/// The 10-property schema of the bench; `salt` (a prefix of the `id` pattern) makes it new to
+/// the index cache.
 fn schema(salt: u64) -> serde_json::Value {
     json!({
         "type": "object",
@@ -60,7 +63,7 @@ fn schema(salt: u64) -> serde_json::Value {
             "tags": {"type": "array", "items": {"type": "string", "maxLength": 12}, "maxItems": 3},
             "active": {"type": "boolean"},
             "city": {"type": "string", "maxLength": 20},
-            "id": {"type": "string", "pattern": format!("^[a-f0-9]{{{}}}$", 6 + salt % 3)}
+            "id": {"type": "string", "pattern": format!("^{:x}-[a-f0-9]{{6}}$", salt % (1 << 24))}
         },
         "required": ["name", "status", "created", "email", "age", "score", "tags", "active", "city", "id"]
     })
@@ -151,6 +154,19 @@ fn row(case: &str, sequences: usize, usages: &[Usage], wall: Duration) -> Row {
 }
 
 /// The peak resident memory of this process in MiB (Linux `VmHWM`), if known.
+/// The medians of several runs of one case.
+fn median_row(runs: Vec<Row>) -> Row {
+    let pick = |f: fn(&Row) -> f64| median(runs.iter().map(f).collect());
+    Row {
+        case: runs[0].case.clone(),
+        sequences: runs[0].sequences,
+        ttft: Duration::from_secs_f64(pick(|r| r.ttft.as_secs_f64())),
+        per_seq_tok_s: pick(|r| r.per_seq_tok_s),
+        aggregate_tok_s: pick(|r| r.aggregate_tok_s),
+        tokens: pick(|r| r.tokens as f64).round() as usize,
+    }
+}
+
 fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -277,24 +293,30 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
+    let repetitions = args.repetitions.max(1);
     for &n in &args.sequences {
-        let (u, w) = run_case(&engine, n, args.max_tokens, |_| None)?;
-        rows.push(row("unconstrained", n, &u, w));
-        salt += 1;
-        let s = schema(salt);
-        let (u, w) = run_case(&engine, n, args.max_tokens * 4, |_| {
-            Some(Constraint::JsonSchema(s.clone()))
-        })?;
-        rows.push(row("json schema, new (10 properties)", n, &u, w));
-        let (u, w) = run_case(&engine, n, args.max_tokens * 4, |_| {
-            Some(Constraint::JsonSchema(s.clone()))
-        })?;
-        rows.push(row("json schema, cached", n, &u, w));
-        let (u, w) = run_case(&engine, n, args.max_tokens * 4, |_| {
-            Some(Constraint::Regex(regex.into()))
-        })?;
-        rows.push(row("regex", n, &u, w));
+        let mut runs: [Vec<Row>; 4] = Default::default();
+        for _ in 0..repetitions {
+            let (u, w) = run_case(&engine, n, args.max_tokens, |_| None)?;
+            runs[0].push(row("unconstrained", n, &u, w));
+            salt += 1;
+            let s = schema(salt);
+            let (u, w) = run_case(&engine, n, args.max_tokens * 4, |_| {
+                Some(Constraint::JsonSchema(s.clone()))
+            })?;
+            runs[1].push(row("json schema, new (10 properties)", n, &u, w));
+            let (u, w) = run_case(&engine, n, args.max_tokens * 4, |_| {
+                Some(Constraint::JsonSchema(s.clone()))
+            })?;
+            runs[2].push(row("json schema, cached", n, &u, w));
+            let (u, w) = run_case(&engine, n, args.max_tokens * 4, |_| {
+                Some(Constraint::Regex(regex.into()))
+            })?;
+            runs[3].push(row("regex", n, &u, w));
+        }
+        rows.extend(runs.into_iter().map(median_row));
     }
+    println!("Medians of {repetitions} runs per case.\n");
     println!(
         "| case | sequences | TTFT mean (ms) | decode tok/s per sequence | aggregate tok/s | tokens |"
     );
