@@ -389,6 +389,19 @@ impl Scheduler {
         if s.guide.as_ref().is_some_and(Guide::is_finished) {
             return Some(FinishReason::Stop);
         }
+        if let Some(g) = &s.guide
+            && g.index().allowed_count(g.state()) == 0
+        {
+            let message = if g.index().is_truncated() {
+                "the constraint's automaton outgrew its size limits: no token can continue here"
+            } else {
+                "the constraint allows no token here: the vocabulary cannot spell what it needs next"
+            };
+            let _ = group.events.send(Event::Error {
+                message: message.into(),
+            });
+            return Some(FinishReason::Error);
+        }
         let mask = s.guide.as_ref().map(|g| {
             let m = g.mask();
             if m.len() == self.mask.len() {

@@ -424,3 +424,27 @@ fn multibyte_characters_survive_constrained_streams() {
         assert!(dfa.matches(text.as_bytes()), "{text:?}");
     }
 }
+
+#[test]
+fn an_automaton_past_its_limits_ends_the_request_with_a_clear_error() {
+    // The lazy DFA may only hold 4 states: generation gets to the fourth, then no token can
+    // continue; the request ends with an error naming the cause, not a panic or a hang.
+    let mut config = EngineConfig::default();
+    config.index.dfa.max_states = 4;
+    let engine = engine(config);
+    let mut r = Request::new(chat("letters"));
+    r.sampling = sampling(3);
+    r.max_tokens = Some(60);
+    r.constraint = Some(Constraint::Regex("ab[a-z]{10}".into()));
+    match engine.submit(r).unwrap().blocking_collect() {
+        Err(EngineError::Generation(message)) => {
+            assert!(message.contains("outgrew its size limits"), "{message}")
+        }
+        other => panic!("expected a generation error, got {other:?}"),
+    }
+    // The engine still serves.
+    let mut r = Request::new(chat("ok"));
+    r.max_tokens = Some(3);
+    r.ignore_eos = true;
+    assert_eq!(run(&engine, r).usage.completion_tokens, 3);
+}

@@ -13,10 +13,12 @@
 //! states, a token whose bytes never hit [`ByteDfa::DEAD`] leads to a state from which the
 //! match can still be completed.
 //!
-//! An index is built eagerly ([`Index::new`]: every state reachable by tokens from the start,
-//! from a worklist that all cores take states from) or lazily
-//! ([`Index::lazy`]: each state on first use, cached in a `OnceLock`, so a request waits only
-//! for the states it visits). Both are the same type and are safe to share across threads.
+//! An index is built eagerly ([`Index::new`]: the whole DFA, then every state reachable by
+//! tokens from the start, from a worklist that all cores take states from) or lazily
+//! ([`Index::lazy`]: the DFA itself determinized on demand by `crate::lazy`, and each state's
+//! tokens computed on first use and cached in a `OnceLock`, so a request waits only for the
+//! states it visits and its first mask for little more than the NFA). Both are the same type
+//! and are safe to share across threads.
 //!
 //! EOS tokens are allowed exactly in accepting states; special tokens never are.
 //!

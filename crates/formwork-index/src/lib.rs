@@ -12,8 +12,9 @@
 //!   (`Vocabulary::from_tokenizer_file`, cargo feature `tokenizers`, on by default), or given
 //!   explicitly.
 //! - [`Index`]: for each DFA state reachable by tokens, the allowed tokens and where each
-//!   leads, found by walking the trie against the DFA; built eagerly or lazily (per state on
-//!   first use). A [`Guide`] is the cheap per-request cursor over a shared index: allowed
+//!   leads, found by walking the trie against the DFA; built eagerly (over the whole
+//!   [`ByteDfa`]) or lazily (the DFA determinized on demand, and each state's tokens computed
+//!   on first use). A [`Guide`] is the cheap per-request cursor over a shared index: allowed
 //!   tokens, a bitset mask, `advance`, `rollback`.
 //!
 //! ```
