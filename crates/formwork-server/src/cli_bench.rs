@@ -1,8 +1,9 @@
 //! `formwork bench`: time to first token and decode speed of the engine on a model, for
 //! unconstrained, JSON-Schema (new, then cached) and regex requests, with 1 and with N
 //! concurrent sequences, each case run `--repetitions` times in turn with the others (a new
-//! schema every time for the "new" case). Prints a markdown table of the medians (the one in
-//! docs/performance.md).
+//! schema every time for the "new" case), plus an unconstrained run as long as the JSON
+//! documents (decode speed falls as the context grows, so that is the JSON rows' baseline).
+//! Prints a markdown table of the medians (the one in docs/performance.md).
 //!
 //! With `--prompt-tokens`/`--gen-tokens` it measures the forward pass alone instead, as
 //! llama-bench does: a fixed prompt prefilled in one pass, then greedy decode with EOS ignored,
@@ -295,7 +296,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
         .unwrap_or(1);
     let repetitions = args.repetitions.max(1);
     for &n in &args.sequences {
-        let mut runs: [Vec<Row>; 4] = Default::default();
+        let mut runs: [Vec<Row>; 5] = Default::default();
         for _ in 0..repetitions {
             let (u, w) = run_case(&engine, n, args.max_tokens, |_| None)?;
             runs[0].push(row("unconstrained", n, &u, w));
@@ -304,15 +305,20 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
             let (u, w) = run_case(&engine, n, args.max_tokens * 4, |_| {
                 Some(Constraint::JsonSchema(s.clone()))
             })?;
+            let json_tokens = u.iter().map(|u| u.completion_tokens).sum::<usize>() / n.max(1);
             runs[1].push(row("json schema, new (10 properties)", n, &u, w));
             let (u, w) = run_case(&engine, n, args.max_tokens * 4, |_| {
                 Some(Constraint::JsonSchema(s.clone()))
             })?;
             runs[2].push(row("json schema, cached", n, &u, w));
+            // Decode speed falls as the context grows: the constrained runs' baseline is an
+            // unconstrained run of the same length.
+            let (u, w) = run_case(&engine, n, json_tokens.max(1), |_| None)?;
+            runs[3].push(row("unconstrained, as long as the JSON", n, &u, w));
             let (u, w) = run_case(&engine, n, args.max_tokens * 4, |_| {
                 Some(Constraint::Regex(regex.into()))
             })?;
-            runs[3].push(row("regex", n, &u, w));
+            runs[4].push(row("regex", n, &u, w));
         }
         rows.extend(runs.into_iter().map(median_row));
     }
