@@ -159,33 +159,41 @@ impl Automaton {
     }
 }
 
-/// Entries per segment of [`Slots`].
+/// Entries in the first segment of [`Slots`]; segment `b` holds `SEGMENT << b`.
 const SEGMENT: usize = 512;
 
-/// [`SEGMENT`] entry slots, allocated on first use.
+/// Segments of [`Slots`]: enough for every `StateId`.
+const SEGMENTS: usize = 24;
+
+/// Entry slots, allocated on first use.
 type Segment = OnceLock<Box<[OnceLock<Entry>]>>;
 
-/// One entry slot per automaton state, in segments allocated on first use: a lazy index over
-/// an automaton that is itself still growing reaches any state's slot without a lock or a
-/// resize.
+/// One entry slot per automaton state, in segments of doubling size allocated on first use: a
+/// lazy index over an automaton that is itself still growing reaches any state's slot without
+/// a lock or a resize, and holds at most about twice the slots of the states it has seen.
 #[derive(Debug)]
 struct Slots {
-    segments: Box<[Segment]>,
+    segments: [Segment; SEGMENTS],
     len: usize,
 }
 
 impl Slots {
     fn new(len: usize) -> Slots {
         Slots {
-            segments: (0..len.div_ceil(SEGMENT))
-                .map(|_| OnceLock::new())
-                .collect(),
-            len,
+            segments: std::array::from_fn(|_| OnceLock::new()),
+            len: len.min(SEGMENT * ((1 << SEGMENTS) - 1)),
         }
     }
 
-    fn segment() -> Box<[OnceLock<Entry>]> {
-        (0..SEGMENT).map(|_| OnceLock::new()).collect()
+    /// The segment of `state` and the place in it.
+    fn locate(state: usize) -> (usize, usize) {
+        let j = state / SEGMENT + 1;
+        let b = (usize::BITS - 1 - j.leading_zeros()) as usize;
+        (b, state - SEGMENT * ((1 << b) - 1))
+    }
+
+    fn segment(b: usize) -> Box<[OnceLock<Entry>]> {
+        (0..SEGMENT << b).map(|_| OnceLock::new()).collect()
     }
 
     fn len(&self) -> usize {
@@ -197,34 +205,38 @@ impl Slots {
         if state >= self.len {
             return None;
         }
-        let segment = self.segments[state / SEGMENT].get_or_init(Slots::segment);
-        Some(&segment[state % SEGMENT])
+        let (b, i) = Slots::locate(state);
+        let segment = self.segments[b].get_or_init(|| Slots::segment(b));
+        Some(&segment[i])
     }
 
     /// The entry of `state`, if computed.
     fn get(&self, state: usize) -> Option<&Entry> {
-        self.segments
-            .get(state / SEGMENT)?
-            .get()?
-            .get(state % SEGMENT)?
-            .get()
+        if state >= self.len {
+            return None;
+        }
+        let (b, i) = Slots::locate(state);
+        self.segments[b].get()?.get(i)?.get()
     }
 
     fn slot_mut(&mut self, state: usize) -> Option<&mut OnceLock<Entry>> {
         if state >= self.len {
             return None;
         }
-        let segment = &mut self.segments[state / SEGMENT];
+        let (b, i) = Slots::locate(state);
+        let segment = &mut self.segments[b];
         if segment.get().is_none() {
-            let _ = segment.set(Slots::segment());
+            let _ = segment.set(Slots::segment(b));
         }
-        segment.get_mut()?.get_mut(state % SEGMENT)
+        segment.get_mut()?.get_mut(i)
     }
 
     fn memory_usage(&self) -> usize {
-        let allocated = self.segments.iter().filter(|s| s.get().is_some()).count();
-        self.segments.len() * std::mem::size_of::<Segment>()
-            + allocated * SEGMENT * std::mem::size_of::<OnceLock<Entry>>()
+        let allocated: usize = (0..SEGMENTS)
+            .filter(|&b| self.segments[b].get().is_some())
+            .map(|b| SEGMENT << b)
+            .sum();
+        std::mem::size_of::<Self>() + allocated * std::mem::size_of::<OnceLock<Entry>>()
     }
 }
 
@@ -521,8 +533,7 @@ impl Index {
         if self.sealed {
             return self.slots.get(state as usize);
         }
-        let slot = self.slots.slot(state as usize)?;
-        if let Some(e) = slot.get() {
+        if let Some(e) = self.slots.get(state as usize) {
             return Some(e);
         }
         // Ids an on-demand DFA has not handed out yet are not states.
@@ -531,6 +542,7 @@ impl Index {
         {
             return None;
         }
+        let slot = self.slots.slot(state as usize)?;
         Some(slot.get_or_init(|| {
             let e = self.compute(state);
             self.computed.fetch_add(1, Ordering::Relaxed);

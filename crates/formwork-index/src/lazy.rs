@@ -8,12 +8,14 @@
 //! first time it is asked for. States are numbered densely in order of discovery, never
 //! renumbered or forgotten, so a [`StateId`] stays valid for the automaton's lifetime.
 //!
-//! What it gives up against the full DFA is pruning: without the whole graph it cannot drop
-//! states from which no match is reachable. For the regexes it accepts that costs nothing:
-//! in a Thompson NFA without look-around every state leads to the match state (regex-syntax
-//! folds empty classes away), so every non-empty subset can still complete a match. Regexes
-//! with assertions other than the haystack anchors (`^`, `$`, `\A`, `\z`), such as word
-//! boundaries or multi-line anchors, are left to the full DFA ([`LazyDfa::build`] says so).
+//! The full DFA drops the states from which no match is reachable; without the whole graph
+//! that cannot be done on the DFA, so it is done on the NFA instead, once, before any state:
+//! [`co_reachable`] marks the NFA states that can still reach the match state (an empty class
+//! compiles to a `Fail` state, and `$` in the middle of a pattern cuts the paths through it),
+//! and closures keep only those. Every NFA state in a subset can then complete a match along
+//! its own path, so every DFA state can, as in the full DFA. Regexes with assertions other
+//! than the haystack anchors (`^`, `$`, `\A`, `\z`), such as word boundaries or multi-line
+//! anchors, are left to the full DFA ([`LazyDfa::build`] says so).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -30,11 +32,16 @@ const UNKNOWN: StateId = StateId::MAX - 2;
 /// Marks an accepting state at the end of its NFA state set (NFA ids are far smaller).
 const ACCEPT: u32 = u32::MAX;
 
+/// The most states a table may hold: ids stay below [`UNKNOWN`] and the index's sentinels.
+const MAX_STATES: usize = (StateId::MAX - 3) as usize;
+
 /// A DFA whose states and transitions are computed on first use. Shared across threads: the
 /// table sits behind a mutex, which a trie walk takes once for the whole walk.
 #[derive(Debug)]
 pub(crate) struct LazyDfa {
     nfa: NFA,
+    /// Whether each NFA state can still reach the match state ([`co_reachable`]).
+    live: Vec<bool>,
     classes: [u8; 256],
     /// One byte of each class.
     reps: Vec<u8>,
@@ -103,8 +110,10 @@ impl LazyDfa {
             seeds: vec![nfa.start_anchored()],
             set: Vec::new(),
         };
+        let live = co_reachable(&nfa);
         let mut dfa = LazyDfa {
             nfa,
+            live,
             classes,
             reps,
             config,
@@ -114,8 +123,16 @@ impl LazyDfa {
         if table.set.is_empty() {
             return Err(IndexError::Empty);
         }
-        let start = dfa.intern(&mut table);
-        debug_assert_eq!(start, 0);
+        if dfa.intern(&mut table) == ByteDfa::DEAD {
+            return Err(IndexError::TooLarge {
+                limit: if dfa.max_states() == 0 {
+                    "states"
+                } else {
+                    "memory"
+                },
+                detail: "the DFA's start state alone exceeds the limits".into(),
+            });
+        }
         dfa.table = Mutex::new(table);
         Ok(Some(dfa))
     }
@@ -181,7 +198,7 @@ impl LazyDfa {
 
     /// The most states the table may grow to (the index sizes its slots by it).
     pub(crate) fn max_states(&self) -> usize {
-        self.config.max_states
+        self.config.max_states.min(MAX_STATES)
     }
 
     /// Approximate heap memory: the NFA and what has been determinized.
@@ -254,8 +271,9 @@ impl LazyDfa {
             *mark = stamp;
             match self.nfa.state(id) {
                 State::ByteRange { .. } | State::Sparse(_) | State::Dense(_) => {
-                    // After the end of the input no byte can be read.
-                    if !end {
+                    // After the end of the input no byte can be read; a state that cannot
+                    // reach the match is left out, so that no DFA state is a dead end.
+                    if !end && self.live[id.as_usize()] {
                         table.set.push(id.as_u32());
                     }
                 }
@@ -292,7 +310,7 @@ impl LazyDfa {
         }
         let row = table.stride * 4 + 1;
         let bytes = row + 2 * table.set.len() * 4 + 48;
-        if table.accepting.len() >= self.config.max_states
+        if table.accepting.len() >= self.max_states()
             || table.memory + bytes > self.config.max_memory
         {
             table.full = true;
@@ -308,6 +326,66 @@ impl LazyDfa {
         table.memory += bytes;
         id
     }
+}
+
+/// Which NFA states can still reach the match state, over paths that respect the anchors: no
+/// byte after `$`, and no `^` after a byte. (`^` is only ever crossed in the start closure,
+/// before any byte state; whether a byte state is live is what the closures need.) Found
+/// backwards from the match states over nodes `(state, after $)`.
+fn co_reachable(nfa: &NFA) -> Vec<bool> {
+    let n = nfa.states().len();
+    let node = |id: StateID, end: bool| 2 * id.as_usize() + end as usize;
+    let mut reverse: Vec<Vec<u32>> = vec![Vec::new(); 2 * n];
+    let mut live = vec![false; 2 * n];
+    let mut stack = Vec::new();
+    for (i, state) in nfa.states().iter().enumerate() {
+        let id = StateID::new_unchecked(i);
+        for end in [false, true] {
+            let from = node(id, end) as u32;
+            let mut edges: Vec<usize> = Vec::new();
+            match state {
+                State::ByteRange { trans } if !end => edges.push(node(trans.next, false)),
+                State::Sparse(sparse) if !end => {
+                    edges.extend(sparse.transitions.iter().map(|t| node(t.next, false)))
+                }
+                State::Dense(dense) if !end => edges.extend(
+                    dense
+                        .transitions
+                        .iter()
+                        .filter(|&&t| t != StateID::ZERO)
+                        .map(|&t| node(t, false)),
+                ),
+                State::Union { alternates } => {
+                    edges.extend(alternates.iter().map(|&a| node(a, end)))
+                }
+                State::BinaryUnion { alt1, alt2 } => {
+                    edges.extend([node(*alt1, end), node(*alt2, end)])
+                }
+                State::Capture { next, .. } => edges.push(node(*next, end)),
+                State::Look {
+                    look: Look::End,
+                    next,
+                } => edges.push(node(*next, true)),
+                State::Match { .. } => {
+                    live[from as usize] = true;
+                    stack.push(from as usize);
+                }
+                _ => {}
+            }
+            for to in edges {
+                reverse[to].push(from);
+            }
+        }
+    }
+    while let Some(x) = stack.pop() {
+        for &p in &reverse[x] {
+            if !live[p as usize] {
+                live[p as usize] = true;
+                stack.push(p as usize);
+            }
+        }
+    }
+    (0..n).map(|i| live[2 * i]).collect()
 }
 
 impl Table {
@@ -374,6 +452,42 @@ mod tests {
                 assert!(lazy.matches(&doc), "{re}: {doc:?}");
             }
         }
+    }
+
+    #[test]
+    fn no_state_is_a_dead_end() {
+        // Paths into an empty class, or through `$` to more bytes, are cut off as in the full
+        // DFA: after "x" the only way on is "y"; `[^\s\S]` or a mid-pattern `$` alone match
+        // nothing.
+        for re in [r"x[a-z]*[^\s\S]|xy", r"x[a-z]*$z|xy", r"ab$c|xy"] {
+            let lazy = lazy(re);
+            let mut table = lazy.lock();
+            let x = lazy.next(&mut table, 0, b'x');
+            assert_ne!(x, ByteDfa::DEAD, "{re}");
+            assert_eq!(lazy.next(&mut table, x, b'a'), ByteDfa::DEAD, "{re}");
+            let y = lazy.next(&mut table, x, b'y');
+            assert!(table.is_accepting(y), "{re}");
+            assert_eq!(lazy.next(&mut table, 0, b'a'), ByteDfa::DEAD, "{re}");
+        }
+        for re in [r"a[a-z][^\s\S]", r"a$b"] {
+            assert!(matches!(
+                LazyDfa::build(re, DfaConfig::default()),
+                Err(IndexError::Empty)
+            ));
+            assert!(matches!(ByteDfa::new(re), Err(IndexError::Empty)));
+        }
+    }
+
+    #[test]
+    fn a_start_state_over_the_limits_is_an_error() {
+        let config = DfaConfig {
+            max_states: 0,
+            ..DfaConfig::default()
+        };
+        assert!(matches!(
+            LazyDfa::build("abc", config),
+            Err(IndexError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use formwork_index::{
-    ByteDfa, GgufMetadata, Guide, Index, IndexConfig, IndexError, StateId, Vocabulary,
+    ByteDfa, DfaConfig, GgufMetadata, Guide, Index, IndexConfig, IndexError, StateId, Vocabulary,
 };
 use proptest::prelude::*;
 
@@ -528,4 +528,31 @@ fn tokens_into_unspellable_states_are_dropped() {
     // A lazy index cannot see ahead.
     let lazy = Index::lazy("xyz|xq", &v).unwrap();
     assert_eq!(lazy.allowed_tokens(lazy.start()), &[0, 1]);
+}
+
+#[test]
+fn unlimited_lazy_indexes_allocate_only_what_they_visit() {
+    let v = byte_vocab();
+    let config = IndexConfig {
+        dfa: DfaConfig {
+            max_states: usize::MAX,
+            max_memory: usize::MAX,
+        },
+        lazy: true,
+        ..Default::default()
+    };
+    let index = Arc::new(Index::with_config(REGEXES[0], &v, config).unwrap());
+    assert!(index.memory_usage() < 1 << 20, "{}", index.memory_usage());
+    let doc = ByteDfa::new(REGEXES[0]).unwrap().sample(5, 40);
+    let mut g = Guide::new(index.clone());
+    for t in v.tokenize_greedy(&doc).unwrap() {
+        g.advance(t).unwrap();
+    }
+    assert!(g.accepts_eos());
+    // Ids the index has not handed out are not states, and asking allocates nothing.
+    let before = index.memory_usage();
+    assert!(index.allowed_tokens(1 << 30).is_empty());
+    assert_eq!(index.next_state(1 << 30, 0), None);
+    assert!(!index.is_accepting(1 << 30));
+    assert_eq!(index.memory_usage(), before);
 }
