@@ -5,10 +5,10 @@
 //! tokenization, constraint compilation to a regex and its NFA through an LRU cache of lazy
 //! token indexes, so a big schema never stalls the decoding thread; DFA states and their
 //! tokens are computed on first visit, one at a time, as sequences reach them) and queues it;
-//! the engine's thread runs
-//! continuous batching: every step advances every active sequence in one batched forward
-//! pass, admitting new requests between steps. The returned [`RequestHandle`] yields
-//! [`Event`]s (text deltas, finish reasons, usage); dropping it cancels the request.
+//! the engine's thread runs continuous batching: every step advances every active sequence in
+//! one batched forward pass, admitting new requests between steps. The returned
+//! [`RequestHandle`] yields [`Event`]s (text deltas, finish reasons, usage); dropping it
+//! cancels the request.
 //!
 //! ```no_run
 //! use formwork_engine::{Constraint, Engine, EngineConfig, Event, Prompt, Request};
