@@ -47,6 +47,22 @@ pub(crate) fn build_error(message: String) -> IndexError {
     }
 }
 
+/// The class of each byte, and one byte of each class (classes are numbered in byte order).
+pub(crate) fn class_map(
+    classes: &regex_automata::util::alphabet::ByteClasses,
+) -> ([u8; 256], Vec<u8>) {
+    let mut map = [0u8; 256];
+    let mut reps = Vec::new();
+    for b in 0..=255u8 {
+        let c = classes.get(b);
+        map[b as usize] = c;
+        if c as usize == reps.len() {
+            reps.push(b);
+        }
+    }
+    (map, reps)
+}
+
 /// A byte-level DFA over live states only. Immutable and cheap to share.
 #[derive(Debug, Clone)]
 pub struct ByteDfa {
@@ -88,15 +104,7 @@ impl ByteDfa {
             .start_state(&start::Config::new().anchored(Anchored::Yes))
             .map_err(|e| IndexError::Regex(e.to_string()))?;
 
-        let mut classes = [0u8; 256];
-        let mut reps = Vec::new();
-        for b in 0..=255u8 {
-            let c = dfa.byte_classes().get(b);
-            classes[b as usize] = c;
-            if c as usize == reps.len() {
-                reps.push(b);
-            }
-        }
+        let (classes, reps) = class_map(dfa.byte_classes());
         let stride = reps.len();
 
         // Explore the reachable states breadth-first from the start state.

@@ -50,7 +50,7 @@ pub(crate) struct LazyDfa {
 }
 
 /// The determinized part of a [`LazyDfa`], and the closure's scratch space.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Table {
     stride: usize,
     /// Row-major transitions; [`UNKNOWN`] where not computed yet.
@@ -87,28 +87,12 @@ impl LazyDfa {
         if !nfa.look_set_any().subtract(anchors).is_empty() {
             return Ok(None);
         }
-        let mut classes = [0u8; 256];
-        let mut reps = Vec::new();
-        for b in 0..=255u8 {
-            let c = nfa.byte_classes().get(b);
-            classes[b as usize] = c;
-            if c as usize == reps.len() {
-                reps.push(b);
-            }
-        }
+        let (classes, reps) = crate::automaton::class_map(nfa.byte_classes());
         let mut table = Table {
             stride: reps.len(),
-            trans: Vec::new(),
-            accepting: Vec::new(),
-            sets: Vec::new(),
-            ids: HashMap::new(),
-            memory: 0,
-            full: false,
-            stack: Vec::new(),
             marks: vec![0; 2 * nfa.states().len()],
-            stamp: 0,
             seeds: vec![nfa.start_anchored()],
-            set: Vec::new(),
+            ..Table::default()
         };
         let live = co_reachable(&nfa);
         let mut dfa = LazyDfa {
@@ -117,7 +101,7 @@ impl LazyDfa {
             classes,
             reps,
             config,
-            table: Mutex::new(Table::empty()),
+            table: Mutex::default(),
         };
         dfa.closure(&mut table, true);
         if table.set.is_empty() {
@@ -170,11 +154,7 @@ impl LazyDfa {
 
     /// Whether the text read up to `state` is a full match.
     pub(crate) fn is_accepting(&self, state: StateId) -> bool {
-        self.lock()
-            .accepting
-            .get(state as usize)
-            .copied()
-            .unwrap_or(false)
+        self.lock().is_accepting(state)
     }
 
     /// Whether `input` matches the regex in full.
@@ -389,23 +369,6 @@ fn co_reachable(nfa: &NFA) -> Vec<bool> {
 }
 
 impl Table {
-    fn empty() -> Table {
-        Table {
-            stride: 0,
-            trans: Vec::new(),
-            accepting: Vec::new(),
-            sets: Vec::new(),
-            ids: HashMap::new(),
-            memory: 0,
-            full: false,
-            stack: Vec::new(),
-            marks: Vec::new(),
-            stamp: 0,
-            seeds: Vec::new(),
-            set: Vec::new(),
-        }
-    }
-
     /// Whether `state` is accepting (`false` for ids that are not states).
     pub(crate) fn is_accepting(&self, state: StateId) -> bool {
         self.accepting.get(state as usize).copied().unwrap_or(false)
