@@ -1,12 +1,17 @@
 //! Index and Guide over small vocabularies built in the test: a byte-level one and a
-//! SentencePiece one read from an in-memory GGUF file.
+//! SentencePiece one read from an in-memory GGUF file. The lazy index's on-demand DFA is also
+//! checked against the full DFA over a sample of JSONSchemaBench
+//! (`../shared/data/jsonschemabench`).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use formwork_index::{
     ByteDfa, DfaConfig, GgufMetadata, Guide, Index, IndexConfig, IndexError, StateId, Vocabulary,
 };
+use formwork_schema::Compiler;
 use proptest::prelude::*;
+use serde_json::Value;
 
 /// Byte-level vocabulary: all 256 bytes, some merges (some splitting UTF-8 characters),
 /// a control token and EOS.
@@ -555,4 +560,97 @@ fn unlimited_lazy_indexes_allocate_only_what_they_visit() {
     assert_eq!(index.next_state(1 << 30, 0), None);
     assert!(!index.is_accepting(1 << 30));
     assert_eq!(index.memory_usage(), before);
+}
+
+/// Every how many JSONSchemaBench schemas one is checked.
+const BENCH_STRIDE: usize = 40;
+
+/// Each JSONSchemaBench schema with the instances its tests list.
+fn jsonschemabench() -> Vec<(String, Value, Vec<Value>)> {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/jsonschemabench");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("test data missing: {} ({e})", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read jsonl");
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: Value = serde_json::from_str(line).expect("jsonl line");
+            let instances = v["tests"]
+                .as_array()
+                .map(|ts| ts.iter().filter_map(|t| t.get("data").cloned()).collect())
+                .unwrap_or_default();
+            out.push((
+                v["id"].as_str().unwrap_or("?").to_string(),
+                v["schema"].clone(),
+                instances,
+            ));
+        }
+    }
+    out
+}
+
+/// The on-demand DFA against the full DFA over real schemas: every labelled instance is
+/// accepted by the lazy index exactly when the full DFA matches it (fed one byte token at a
+/// time, so the guide's answers are the automaton's), documents sampled from the full DFA are
+/// accepted, and random walks of the lazy index that end on EOS are matches.
+#[test]
+fn lazy_dfa_agrees_with_the_full_dfa_on_jsonschemabench() {
+    let vocab = byte_vocab();
+    let accepts = |index: &Arc<Index>, text: &[u8]| {
+        let mut g = Guide::new(index.clone());
+        text.iter().all(|&b| g.advance(u32::from(b)).is_ok()) && g.accepts_eos()
+    };
+    let limits = DfaConfig {
+        max_states: 5_000,
+        ..DfaConfig::default()
+    };
+    let (mut checked, mut instances, mut walks) = (0, 0, 0);
+    for (i, (id, schema, tests)) in jsonschemabench().into_iter().enumerate() {
+        if i % BENCH_STRIDE != 0 {
+            continue;
+        }
+        let Ok(compiled) = Compiler::new().compile(&schema) else {
+            continue;
+        };
+        let Ok(full) = ByteDfa::with_config(&compiled, limits) else {
+            continue;
+        };
+        let lazy = Arc::new(Index::lazy(&compiled, &vocab).unwrap());
+        assert!(lazy.dfa().is_none(), "{id}: determinized on demand");
+        for instance in &tests {
+            let text = serde_json::to_string(instance).unwrap();
+            assert_eq!(
+                accepts(&lazy, text.as_bytes()),
+                full.matches(text.as_bytes()),
+                "{id}: {text}"
+            );
+            instances += 1;
+        }
+        for seed in 0..4 {
+            let doc = full.sample(seed, 200);
+            assert!(
+                accepts(&lazy, &doc),
+                "{id}: {}",
+                String::from_utf8_lossy(&doc)
+            );
+        }
+        for k in 0..4u64 {
+            if let Some(text) = random_walk(lazy.clone(), i as u64 ^ (k << 32), 300) {
+                assert!(
+                    full.matches(&text),
+                    "{id}: {}",
+                    String::from_utf8_lossy(&text)
+                );
+                walks += 1;
+            }
+        }
+        checked += 1;
+    }
+    eprintln!("{checked} schemas, {instances} instances, {walks} finished walks");
+    assert!(checked >= 150, "only {checked} schemas checked");
 }
