@@ -154,7 +154,6 @@ fn row(case: &str, sequences: usize, usages: &[Usage], wall: Duration) -> Row {
     }
 }
 
-/// The peak resident memory of this process in MiB (Linux `VmHWM`), if known.
 /// The medians of several runs of one case.
 fn median_row(runs: Vec<Row>) -> Row {
     let pick = |f: fn(&Row) -> f64| median(runs.iter().map(f).collect());
@@ -168,6 +167,7 @@ fn median_row(runs: Vec<Row>) -> Row {
     }
 }
 
+/// The peak resident memory of this process in MiB (Linux `VmHWM`), if known.
 fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -297,28 +297,38 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
     let repetitions = args.repetitions.max(1);
     for &n in &args.sequences {
         let mut runs: [Vec<Row>; 5] = Default::default();
+        let constrained = args.max_tokens * 4;
         for _ in 0..repetitions {
-            let (u, w) = run_case(&engine, n, args.max_tokens, |_| None)?;
-            runs[0].push(row("unconstrained", n, &u, w));
+            // Runs case `i` and keeps its row; returns the mean completion length.
+            let mut case = |i: usize, name: &str, max_tokens: usize, c: Option<Constraint>| {
+                let (u, w) = run_case(&engine, n, max_tokens, |_| c.clone())?;
+                runs[i].push(row(name, n, &u, w));
+                Ok::<_, CliError>(u.iter().map(|u| u.completion_tokens).sum::<usize>() / n.max(1))
+            };
+            case(0, "unconstrained", args.max_tokens, None)?;
             salt += 1;
-            let s = schema(salt);
-            let (u, w) = run_case(&engine, n, args.max_tokens * 4, |_| {
-                Some(Constraint::JsonSchema(s.clone()))
-            })?;
-            let json_tokens = u.iter().map(|u| u.completion_tokens).sum::<usize>() / n.max(1);
-            runs[1].push(row("json schema, new (10 properties)", n, &u, w));
-            let (u, w) = run_case(&engine, n, args.max_tokens * 4, |_| {
-                Some(Constraint::JsonSchema(s.clone()))
-            })?;
-            runs[2].push(row("json schema, cached", n, &u, w));
+            let json = Some(Constraint::JsonSchema(schema(salt)));
+            let json_tokens = case(
+                1,
+                "json schema, new (10 properties)",
+                constrained,
+                json.clone(),
+            )?;
+            case(2, "json schema, cached", constrained, json)?;
             // Decode speed falls as the context grows: the constrained runs' baseline is an
             // unconstrained run of the same length.
-            let (u, w) = run_case(&engine, n, json_tokens.max(1), |_| None)?;
-            runs[3].push(row("unconstrained, as long as the JSON", n, &u, w));
-            let (u, w) = run_case(&engine, n, args.max_tokens * 4, |_| {
-                Some(Constraint::Regex(regex.into()))
-            })?;
-            runs[4].push(row("regex", n, &u, w));
+            case(
+                3,
+                "unconstrained, as long as the JSON",
+                json_tokens.max(1),
+                None,
+            )?;
+            case(
+                4,
+                "regex",
+                constrained,
+                Some(Constraint::Regex(regex.into())),
+            )?;
         }
         rows.extend(runs.into_iter().map(median_row));
     }
