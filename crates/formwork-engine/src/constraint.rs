@@ -1,10 +1,5 @@
-//! Constraints to regexes, regexes to token indexes, and the LRU cache of those indexes.
+//! Constraints to regexes, and the JSON Schema of a tool call.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use formwork_index::{Index, IndexConfig, Vocabulary};
 use serde_json::{Map, Value, json};
 
 use crate::{Constraint, EngineError};
@@ -120,95 +115,5 @@ fn rebase_refs(schema: &mut Value, base: &str, depth: usize) {
             .iter_mut()
             .for_each(|v| rebase_refs(v, base, depth + 1)),
         _ => {}
-    }
-}
-
-/// Compiled indexes by regex, least recently used evicted first.
-#[derive(Debug)]
-pub(crate) struct IndexCache {
-    vocabulary: Vocabulary,
-    config: IndexConfig,
-    capacity: usize,
-    entries: Mutex<Lru>,
-}
-
-#[derive(Debug, Default)]
-struct Lru {
-    map: HashMap<String, Arc<Index>>,
-    order: VecDeque<String>,
-}
-
-/// A cache lookup's outcome.
-pub(crate) struct Compiled {
-    pub(crate) index: Arc<Index>,
-    pub(crate) hit: bool,
-    pub(crate) compile_time: Duration,
-}
-
-impl IndexCache {
-    pub(crate) fn new(vocabulary: Vocabulary, config: IndexConfig, capacity: usize) -> IndexCache {
-        // The vocabulary's byte trie (~16 ms for 49k tokens) is built now, with the engine,
-        // not by the first constrained request.
-        vocabulary.trie();
-        IndexCache {
-            vocabulary,
-            config,
-            capacity: capacity.max(1),
-            entries: Mutex::new(Lru::default()),
-        }
-    }
-
-    pub(crate) fn vocabulary(&self) -> &Vocabulary {
-        &self.vocabulary
-    }
-
-    /// The lazy index of `regex`, from the cache or compiled now (on the caller's thread).
-    pub(crate) fn get(&self, regex: &str) -> Result<Compiled, EngineError> {
-        if let Some(index) = self.lookup(regex) {
-            return Ok(Compiled {
-                index,
-                hit: true,
-                compile_time: Duration::ZERO,
-            });
-        }
-        let start = Instant::now();
-        let index = Arc::new(Index::with_config(
-            regex,
-            &self.vocabulary,
-            IndexConfig {
-                lazy: true,
-                ..self.config
-            },
-        )?);
-        let compile_time = start.elapsed();
-        let mut lru = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if !lru.map.contains_key(regex) {
-            lru.map.insert(regex.to_string(), index.clone());
-            lru.order.push_back(regex.to_string());
-            while lru.order.len() > self.capacity {
-                if let Some(old) = lru.order.pop_front() {
-                    lru.map.remove(&old);
-                }
-            }
-        }
-        Ok(Compiled {
-            index,
-            hit: false,
-            compile_time,
-        })
-    }
-
-    fn lookup(&self, regex: &str) -> Option<Arc<Index>> {
-        let mut lru = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let index = lru.map.get(regex)?.clone();
-        if let Some(pos) = lru.order.iter().position(|r| r == regex) {
-            let key = lru.order.remove(pos)?;
-            lru.order.push_back(key);
-        }
-        Some(index)
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.entries.lock().map(|l| l.map.len()).unwrap_or(0)
     }
 }

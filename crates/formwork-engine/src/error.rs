@@ -2,6 +2,7 @@
 
 /// Why a request was refused before generation started.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EngineError {
     /// The waiting queue is full (map to HTTP 429/503).
     #[error("the request queue is full ({capacity} requests waiting); retry later")]
@@ -16,6 +17,19 @@ pub enum EngineError {
     PromptTooLong {
         /// Tokens in the prompt.
         prompt_tokens: usize,
+        /// The model's context length.
+        context_length: usize,
+    },
+    /// The prompt's text is too long for the model's context whatever its tokenization;
+    /// found from its size, before tokenizing it.
+    #[error(
+        "the prompt is {bytes} bytes, so at least {min_tokens} tokens; the model's context is {context_length} tokens"
+    )]
+    PromptTooLarge {
+        /// Bytes of the prompt's text (the rendered chat for a conversation).
+        bytes: usize,
+        /// The fewest tokens a text of that size can be.
+        min_tokens: usize,
         /// The model's context length.
         context_length: usize,
     },

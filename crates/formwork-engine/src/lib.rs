@@ -33,6 +33,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod compile;
 mod constraint;
 mod error;
 mod metrics;
@@ -45,7 +46,7 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use formwork_index::{Guide, IndexConfig, Vocabulary};
+use formwork_index::{DfaConfig, Guide, IndexConfig, Vocabulary};
 use formwork_model::{LoadedModel, Model, ModelInfo, Tokenizer};
 use formwork_sampler::Sampler;
 use formwork_template::{ChatTemplate, RenderArgs, SpecialTokens};
@@ -58,7 +59,7 @@ pub use request::{
     Constraint, Event, FinishReason, Prompt, Request, TokenLogprob, ToolFunction, Usage,
 };
 
-use constraint::IndexCache;
+use compile::IndexCache;
 use scheduler::{Command, Pending, Scheduler};
 
 /// Limits and sizes of an [`Engine`].
@@ -72,10 +73,35 @@ pub struct EngineConfig {
     pub prefill_chunk: usize,
     /// Most tokens (prompt + completion budget) held in KV caches over all active sequences.
     pub kv_cache_tokens: usize,
-    /// Compiled constraint indexes kept.
-    pub index_cache_size: usize,
-    /// Limits on a constraint's automaton.
+    /// Most bytes the cache of compiled constraint indexes holds (each index charged what
+    /// it really holds, lazy growth included); least recently used indexes go first.
+    pub index_cache_bytes: usize,
+    /// Most constraints compiled at once; further new constraints wait their turn (their
+    /// requests hold queue slots meanwhile, so waiting is bounded by `max_queue`).
+    pub max_compiles: usize,
+    /// Limits on one constraint's automaton: [`IndexConfig::max_memory`] bounds a whole lazy
+    /// index, `dfa.max_memory` its NFA and determinized states (see
+    /// [`EngineConfig::constraint_limit`]).
     pub index: IndexConfig,
+}
+
+/// The default most bytes of the index cache: 256 MiB.
+pub const DEFAULT_INDEX_CACHE_BYTES: usize = 256 << 20;
+
+/// The default most bytes of one constraint's automaton: 128 MiB.
+pub const DEFAULT_CONSTRAINT_BYTES: usize = 128 << 20;
+
+impl EngineConfig {
+    /// This config with one constraint's automaton bounded by `bytes`: its NFA, its
+    /// determinized states, and the whole lazy index (token lists included). A constraint
+    /// whose NFA alone exceeds it is refused ([`EngineError::Index`]); one whose lazy index
+    /// grows past it stops growing (no token but EOS where the text may end, then a clear
+    /// error).
+    pub fn constraint_limit(mut self, bytes: usize) -> EngineConfig {
+        self.index.max_memory = bytes;
+        self.index.dfa.max_memory = bytes;
+        self
+    }
 }
 
 impl Default for EngineConfig {
@@ -85,8 +111,17 @@ impl Default for EngineConfig {
             max_queue: 256,
             prefill_chunk: 512,
             kv_cache_tokens: 65_536,
-            index_cache_size: 64,
-            index: IndexConfig::default(),
+            index_cache_bytes: DEFAULT_INDEX_CACHE_BYTES,
+            max_compiles: 2,
+            index: IndexConfig {
+                dfa: DfaConfig {
+                    max_states: 1 << 20,
+                    max_memory: DEFAULT_CONSTRAINT_BYTES,
+                },
+                max_memory: DEFAULT_CONSTRAINT_BYTES,
+                lazy: true,
+                ..IndexConfig::default()
+            },
         }
     }
 }
@@ -100,6 +135,29 @@ pub(crate) struct Shared {
     pub(crate) indexes: IndexCache,
     pub(crate) config: EngineConfig,
     pub(crate) metrics: Metrics,
+    /// The longest token in bytes: a prompt of `b` bytes has at least `b / longest` tokens.
+    pub(crate) longest_token: usize,
+    /// Set when the engine's state is no longer sound, with the reason.
+    pub(crate) failure: std::sync::Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Marks the engine unhealthy.
+    pub(crate) fn fail(&self, reason: String) {
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        failure.get_or_insert(reason);
+    }
+}
+
+/// The message of a caught panic's payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-text payload".to_owned()
+    }
 }
 
 /// A running engine. Cheap to share behind an `Arc`; dropping the last one stops its thread
@@ -157,29 +215,50 @@ impl Engine {
         vocabulary: Vocabulary,
         config: EngineConfig,
     ) -> Result<Engine, EngineError> {
-        if vocabulary.len() > model.info.vocab_size {
+        Engine::with_model(model.model, model.tokenizer, model.info, vocabulary, config)
+    }
+
+    /// Starts an engine on any [`Model`] (another backend, or a wrapper that injects faults
+    /// in a test) with its tokenizer, metadata and constraint vocabulary.
+    pub fn with_model(
+        model: Arc<dyn Model>,
+        tokenizer: Tokenizer,
+        info: ModelInfo,
+        vocabulary: Vocabulary,
+        config: EngineConfig,
+    ) -> Result<Engine, EngineError> {
+        if vocabulary.len() > info.vocab_size {
             return Err(EngineError::InvalidRequest(format!(
                 "the vocabulary has {} tokens but the model only {} logits",
                 vocabulary.len(),
-                model.info.vocab_size
+                info.vocab_size
             )));
         }
-        let specials = SpecialTokens::new(
-            model.info.bos_token.as_deref(),
-            model.info.eos_token.as_deref(),
-        );
-        let template = match &model.info.chat_template {
+        let specials = SpecialTokens::new(info.bos_token.as_deref(), info.eos_token.as_deref());
+        let template = match &info.chat_template {
             Some(source) => Some(ChatTemplate::new("chat_template", source, specials)?),
             None => Some(ChatTemplate::chatml(specials)?),
         };
+        let longest_token = (0..vocabulary.len() as u32)
+            .filter_map(|t| vocabulary.token(t).map(<[u8]>::len))
+            .max()
+            .unwrap_or(1)
+            .max(1);
         let shared = Arc::new(Shared {
-            model: model.model.clone(),
-            info: model.info.clone(),
-            tokenizer: model.tokenizer.clone(),
+            model,
+            info,
+            tokenizer,
             template,
-            indexes: IndexCache::new(vocabulary, config.index, config.index_cache_size),
+            indexes: IndexCache::new(
+                vocabulary,
+                config.index,
+                config.index_cache_bytes,
+                config.max_compiles,
+            ),
             config,
             metrics: Metrics::new(),
+            longest_token,
+            failure: std::sync::Mutex::new(None),
         });
         let (commands, receiver) = mpsc::channel();
         let thread_shared = shared.clone();
@@ -220,7 +299,28 @@ impl Engine {
     pub fn metrics(&self) -> MetricsSnapshot {
         let mut m = self.shared.metrics.snapshot();
         m.index_cache_size = self.shared.indexes.len() as u64;
+        m.index_cache_bytes = self.shared.indexes.memory_usage() as u64;
+        m.healthy = self.health().is_ok();
         m
+    }
+
+    /// `Ok` while the engine serves soundly; else why not: its thread stopped (a fault it
+    /// could not contain), or a fault left its state unsound. A panic in one step that the
+    /// engine contained (failing that step's requests) leaves it healthy.
+    pub fn health(&self) -> Result<(), String> {
+        if let Some(reason) = self
+            .shared
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Err(reason);
+        }
+        if self.thread.as_ref().is_none_or(JoinHandle::is_finished) {
+            return Err("the engine's thread has stopped".into());
+        }
+        Ok(())
     }
 
     /// Renders chat messages through the model's template, with the generation prompt.
@@ -240,7 +340,9 @@ impl Engine {
         Ok(template.render(&args)?)
     }
 
-    /// The prompt's token ids.
+    /// The prompt's token ids. A text that is too long for the context whatever its
+    /// tokenization (more bytes than the context holds tokens of the vocabulary's longest)
+    /// is refused before it is tokenized, so its size costs no more than the text itself.
     pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<u32>, EngineError> {
         let tokens = match prompt {
             Prompt::Chat { messages, tools } => {
@@ -248,9 +350,13 @@ impl Engine {
                     return Err(EngineError::EmptyPrompt);
                 }
                 let text = self.render_chat(messages, tools)?;
+                self.check_prompt_size(&text)?;
                 self.shared.tokenizer.encode(&text, false)?
             }
-            Prompt::Text(text) => self.shared.tokenizer.encode(text, true)?,
+            Prompt::Text(text) => {
+                self.check_prompt_size(text)?;
+                self.shared.tokenizer.encode(text, true)?
+            }
             Prompt::Tokens(ids) => {
                 let vocab = self.shared.info.vocab_size;
                 if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
@@ -267,8 +373,27 @@ impl Engine {
         Ok(tokens)
     }
 
-    /// Prepares and queues a request. Runs the template, the tokenizer and (on a cache miss)
-    /// the constraint compiler on the calling thread: call it from a blocking context.
+    /// Refuses a text that cannot fit the context however it is tokenized. Every token
+    /// spells at most `longest_token` bytes; the factor 2 leaves room for normalizers
+    /// that shorten the text before it is split.
+    fn check_prompt_size(&self, text: &str) -> Result<(), EngineError> {
+        let context = self.shared.info.context_length;
+        let per_token = 2 * self.shared.longest_token;
+        let min_tokens = text.len() / per_token;
+        if min_tokens >= context {
+            return Err(EngineError::PromptTooLarge {
+                bytes: text.len(),
+                min_tokens,
+                context_length: context,
+            });
+        }
+        Ok(())
+    }
+
+    /// Prepares and queues a request: takes a queue slot first (a full queue is refused
+    /// before any work), then runs the template, the tokenizer and the constraint compiler
+    /// (on a cache miss, or waiting for another request compiling the same constraint) on
+    /// the calling thread: call it from a blocking context.
     pub fn submit(&self, request: Request) -> Result<RequestHandle, EngineError> {
         let submitted = Instant::now();
         let shared = &self.shared;
@@ -287,6 +412,7 @@ impl Engine {
             ));
         }
         request.sampling.validate(shared.info.vocab_size)?;
+        let slot = QueueSlot::take(shared)?;
         let prompt = self.prompt_tokens(&request.prompt)?;
         let context = shared.info.context_length;
         if prompt.len() >= context {
@@ -300,8 +426,7 @@ impl Engine {
         let guide = match &request.constraint {
             None => None,
             Some(c) => {
-                let regex = constraint_regex(c)?;
-                let compiled = shared.indexes.get(&regex)?;
+                let compiled = shared.indexes.get(c)?;
                 if compiled.hit {
                     shared
                         .metrics
@@ -318,12 +443,6 @@ impl Engine {
             }
         };
         let sampler = Sampler::new(request.sampling.clone(), shared.info.vocab_size, &prompt)?;
-        let queued = shared.metrics.queued.load(Ordering::Relaxed) as usize;
-        if queued >= shared.config.max_queue {
-            return Err(EngineError::QueueFull {
-                capacity: shared.config.max_queue,
-            });
-        }
         let (events, receiver) = tokio_mpsc::unbounded_channel();
         let cancel = Arc::new(AtomicBool::new(false));
         let pending = Pending {
@@ -339,19 +458,59 @@ impl Engine {
             cancel: cancel.clone(),
             submitted,
         };
-        shared.metrics.queued.fetch_add(1, Ordering::Relaxed);
         if self
             .commands
             .send(Command::Submit(Box::new(pending)))
             .is_err()
         {
-            shared.metrics.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(EngineError::ShutDown);
         }
+        // The engine's thread owns the slot now: it frees it on admission or cancellation.
+        slot.hand_over();
         Ok(RequestHandle {
             events: receiver,
             cancel,
         })
+    }
+}
+
+/// A place in the engine's queue, taken before a request's preparation starts (counted in
+/// `queued`) and given back on drop unless handed over with the request.
+struct QueueSlot<'a> {
+    shared: &'a Shared,
+    handed_over: bool,
+}
+
+impl<'a> QueueSlot<'a> {
+    /// Takes a slot, or [`EngineError::QueueFull`]; one atomic step, so concurrent
+    /// submissions can never overfill the queue.
+    fn take(shared: &'a Shared) -> Result<QueueSlot<'a>, EngineError> {
+        let capacity = shared.config.max_queue as u64;
+        shared
+            .metrics
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q < capacity).then_some(q + 1)
+            })
+            .map_err(|_| EngineError::QueueFull {
+                capacity: shared.config.max_queue,
+            })?;
+        Ok(QueueSlot {
+            shared,
+            handed_over: false,
+        })
+    }
+
+    fn hand_over(mut self) {
+        self.handed_over = true;
+    }
+}
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        if !self.handed_over {
+            self.shared.metrics.queued.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 

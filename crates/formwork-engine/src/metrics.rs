@@ -75,6 +75,7 @@ pub struct Metrics {
     pub(crate) active: AtomicU64,
     pub(crate) index_cache_hits: AtomicU64,
     pub(crate) index_cache_misses: AtomicU64,
+    pub(crate) engine_panics: AtomicU64,
     pub(crate) time_to_first_token: Histogram,
     pub(crate) time_per_token: Histogram,
     pub(crate) index_compile: Histogram,
@@ -89,7 +90,8 @@ pub struct MetricsSnapshot {
     pub prompt_tokens: u64,
     /// Tokens generated.
     pub completion_tokens: u64,
-    /// Requests waiting for a slot.
+    /// Requests admitted but not running yet: being prepared (template, tokenizer,
+    /// constraint compile) or waiting for a slot.
     pub queued: u64,
     /// Sequences generating now.
     pub active: u64,
@@ -99,11 +101,17 @@ pub struct MetricsSnapshot {
     pub index_cache_misses: u64,
     /// Indexes held in the cache.
     pub index_cache_size: u64,
+    /// Bytes the cached indexes hold.
+    pub index_cache_bytes: u64,
+    /// Panics caught on the engine's thread (each failed the requests of its step).
+    pub engine_panics: u64,
+    /// Whether the engine is healthy: its thread runs and its state is sound.
+    pub healthy: bool,
     /// From submission to the first token.
     pub time_to_first_token: HistogramData,
     /// Between consecutive tokens of a sequence.
     pub time_per_token: HistogramData,
-    /// Regex to lazy index.
+    /// Constraint to lazy index (schema compile included).
     pub index_compile: HistogramData,
 }
 
@@ -117,6 +125,7 @@ impl Metrics {
             active: AtomicU64::new(0),
             index_cache_hits: AtomicU64::new(0),
             index_cache_misses: AtomicU64::new(0),
+            engine_panics: AtomicU64::new(0),
             time_to_first_token: Histogram::new(LATENCY_BUCKETS),
             time_per_token: Histogram::new(LATENCY_BUCKETS),
             index_compile: Histogram::new(LATENCY_BUCKETS),
@@ -150,6 +159,9 @@ impl Metrics {
             index_cache_hits: self.index_cache_hits.load(Ordering::Relaxed),
             index_cache_misses: self.index_cache_misses.load(Ordering::Relaxed),
             index_cache_size: 0,
+            index_cache_bytes: 0,
+            engine_panics: self.engine_panics.load(Ordering::Relaxed),
+            healthy: true,
             time_to_first_token: self.time_to_first_token.snapshot(),
             time_per_token: self.time_per_token.snapshot(),
             index_compile: self.index_compile.snapshot(),

@@ -7,6 +7,7 @@
 //! sequence limit and the KV-cache budget allow.
 
 use std::collections::{HashMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
@@ -17,7 +18,7 @@ use formwork_sampler::Sampler;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::text::{Pushed, TextStream};
-use crate::{Event, FinishReason, Shared, TokenLogprob, Usage};
+use crate::{Event, FinishReason, Shared, TokenLogprob, Usage, panic_message};
 
 /// Messages to the engine's thread.
 pub(crate) enum Command {
@@ -105,7 +106,13 @@ pub(crate) struct Scheduler {
     next_group: u64,
     reserved: usize,
     mask: Vec<u64>,
+    /// Steps in a row that panicked.
+    panics_in_a_row: u32,
 }
+
+/// Steps in a row that may panic before the engine reports itself unhealthy: one panic is a
+/// fault of one step's requests; panics that recur on fresh state mean the fault is not.
+const MAX_PANICS_IN_A_ROW: u32 = 3;
 
 impl Scheduler {
     pub(crate) fn new(shared: Arc<Shared>, commands: mpsc::Receiver<Command>) -> Scheduler {
@@ -119,6 +126,7 @@ impl Scheduler {
             next_group: 0,
             reserved: 0,
             mask: vec![0; words],
+            panics_in_a_row: 0,
         }
     }
 
@@ -140,10 +148,18 @@ impl Scheduler {
             if shutdown {
                 break;
             }
-            self.drop_cancelled();
-            self.admit();
-            if !self.active.is_empty() {
-                self.step();
+            // A panic in a step (a kernel assertion, a bug) fails the requests of that step
+            // and no others; the engine goes on with a clean slate.
+            let stepped = catch_unwind(AssertUnwindSafe(|| {
+                self.drop_cancelled();
+                self.admit();
+                if !self.active.is_empty() {
+                    self.step();
+                }
+            }));
+            match stepped {
+                Ok(()) => self.panics_in_a_row = 0,
+                Err(payload) => self.recover(panic_message(payload.as_ref())),
             }
         }
         // Shutting down: everything still running or waiting is cancelled.
@@ -162,6 +178,37 @@ impl Scheduler {
             }
         }
         self.shared.metrics.active.store(0, Ordering::Relaxed);
+    }
+
+    /// After a panic in a step: every running request fails with an error naming it (its
+    /// sequences and KV reservations are dropped), so the scheduler's state is fresh again;
+    /// waiting requests stay queued. Recurring panics mark the engine unhealthy.
+    fn recover(&mut self, message: String) {
+        let metrics = &self.shared.metrics;
+        metrics.engine_panics.fetch_add(1, Ordering::Relaxed);
+        self.panics_in_a_row += 1;
+        if self.panics_in_a_row >= MAX_PANICS_IN_A_ROW {
+            // Before the requests hear of it, so what they see and `health` agree.
+            self.shared.fail(format!(
+                "{} engine steps in a row panicked, the last with: {message}",
+                self.panics_in_a_row
+            ));
+        }
+        let error = format!("internal error in the engine: {message}");
+        let mut failed = 0;
+        for (_, group) in self.groups.drain() {
+            let _ = group.events.send(Event::Error {
+                message: error.clone(),
+            });
+            for _ in 0..group.remaining {
+                metrics.finished(FinishReason::Error);
+            }
+            failed += 1;
+        }
+        self.active.clear();
+        self.reserved = 0;
+        metrics.active.store(0, Ordering::Relaxed);
+        eprintln!("formwork-engine: a step panicked ({message}); failed {failed} request(s)");
     }
 
     fn drop_cancelled(&mut self) {
@@ -346,10 +393,19 @@ impl Scheduler {
                             logits.clone(),
                         )),
                         Err(e) => {
-                            if let Some(g) = self.groups.get(&s.group) {
+                            // The choice never runs: it ends now, so its group still
+                            // finishes and frees its KV reservation.
+                            if let Some(g) = self.groups.get_mut(&s.group) {
                                 let _ = g.events.send(Event::Error {
                                     message: e.to_string(),
                                 });
+                                let _ = g.events.send(Event::Finished {
+                                    index: k,
+                                    reason: FinishReason::Error,
+                                    completion_tokens: 0,
+                                });
+                                self.shared.metrics.finished(FinishReason::Error);
+                                g.remaining = g.remaining.saturating_sub(1);
                             }
                         }
                     }
@@ -504,7 +560,8 @@ impl Scheduler {
         let Some(group) = self.groups.get_mut(&s.group) else {
             return;
         };
-        let rest = s.text.finish();
+        // A reply cut by its budget drops a character whose bytes were not all generated.
+        let rest = s.text.finish(reason != FinishReason::Length);
         if !rest.is_empty() && reason != FinishReason::Cancelled {
             let _ = group.events.send(Event::Delta {
                 index: s.index,

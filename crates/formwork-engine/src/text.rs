@@ -52,14 +52,15 @@ impl TextStream {
         Pushed::Text(out)
     }
 
-    /// Everything still held back, at the end of generation (an incomplete character at the
-    /// very end becomes U+FFFD).
-    pub(crate) fn finish(&mut self) -> String {
+    /// Everything still held back, at the end of generation. An incomplete character at the
+    /// very end becomes U+FFFD when `complete` (the model ended the text there), and is left
+    /// out otherwise (the text was cut, by `max_tokens`, before the character's last bytes).
+    pub(crate) fn finish(&mut self, complete: bool) -> String {
         let mut out = std::mem::take(&mut self.held);
-        if !self.bytes.is_empty() {
+        if !self.bytes.is_empty() && complete {
             out.push_str(&String::from_utf8_lossy(&self.bytes));
-            self.bytes.clear();
         }
+        self.bytes.clear();
         out
     }
 
@@ -131,7 +132,7 @@ mod tests {
                 Pushed::Stopped(t) => return (out, Some(t), String::new()),
             }
         }
-        let rest = s.finish();
+        let rest = s.finish(true);
         (out, None, rest)
     }
 
@@ -149,6 +150,17 @@ mod tests {
         let (out, _, rest) = run(&[], &[b"a\xffb", b"\xe2\x82"]);
         assert_eq!(out, vec!["a\u{FFFD}b", ""]);
         assert_eq!(rest, "\u{FFFD}");
+    }
+
+    #[test]
+    fn a_cut_reply_never_ends_in_a_replacement_character() {
+        let mut s = TextStream::new(&[]);
+        assert_eq!(s.push(b"caf\xc3"), Pushed::Text("caf".into()));
+        assert_eq!(s.finish(false), "");
+        // Held stop-string prefixes are still released.
+        let mut s = TextStream::new(&["END".into()]);
+        assert_eq!(s.push(b"ok E\xe2\x82"), Pushed::Text("ok ".into()));
+        assert_eq!(s.finish(false), "E");
     }
 
     #[test]

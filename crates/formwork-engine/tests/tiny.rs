@@ -448,3 +448,224 @@ fn an_automaton_past_its_limits_ends_the_request_with_a_clear_error() {
     r.ignore_eos = true;
     assert_eq!(run(&engine, r).usage.completion_tokens, 3);
 }
+
+/// The tiny model behind a switch: `panics` upcoming forward passes panic, and while the
+/// gate is closed forward passes wait (so a test can hold the engine's thread in a step).
+struct Faulty {
+    inner: std::sync::Arc<dyn formwork_model::Model>,
+    panics: std::sync::atomic::AtomicUsize,
+    gate: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Faulty {
+    fn open(&self) {
+        *self.gate.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+impl formwork_model::Model for Faulty {
+    fn config(&self) -> &formwork_model::TransformerConfig {
+        self.inner.config()
+    }
+
+    fn new_cache(&self) -> formwork_model::KvCache {
+        self.inner.new_cache()
+    }
+
+    fn forward(
+        &self,
+        batch: &mut [formwork_model::BatchItem<'_>],
+    ) -> Result<Vec<Vec<f32>>, formwork_model::ModelError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .panics
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            panic!("injected fault");
+        }
+        let mut open = self.gate.lock().unwrap();
+        while !*open {
+            open = self.opened.wait(open).unwrap();
+        }
+        drop(open);
+        self.inner.forward(batch)
+    }
+}
+
+fn faulty_engine(
+    config: EngineConfig,
+    panics: usize,
+    open: bool,
+) -> (Engine, std::sync::Arc<Faulty>) {
+    let loaded = tiny_model();
+    let vocabulary = formwork_engine::vocabulary_for(&loaded).unwrap();
+    let faulty = std::sync::Arc::new(Faulty {
+        inner: loaded.model.clone(),
+        panics: panics.into(),
+        gate: std::sync::Mutex::new(open),
+        opened: std::sync::Condvar::new(),
+    });
+    let engine = Engine::with_model(
+        faulty.clone(),
+        loaded.tokenizer,
+        loaded.info,
+        vocabulary,
+        config,
+    )
+    .unwrap();
+    (engine, faulty)
+}
+
+fn short(seed: u64) -> Request {
+    let mut r = Request::new(chat("hi"));
+    r.sampling = sampling(seed);
+    r.max_tokens = Some(4);
+    r
+}
+
+#[test]
+fn a_panic_in_a_step_fails_that_steps_requests_and_the_engine_serves_on() {
+    let (engine, _faulty) = faulty_engine(EngineConfig::default(), 1, true);
+    match engine.submit(short(1)).unwrap().blocking_collect() {
+        Err(EngineError::Generation(message)) => {
+            assert!(message.contains("injected fault"), "{message}")
+        }
+        other => panic!("expected the step's failure, got {other:?}"),
+    }
+    assert_eq!(engine.health(), Ok(()));
+    let m = engine.metrics();
+    assert_eq!(m.engine_panics, 1);
+    assert!(m.healthy);
+    assert_eq!(m.active, 0);
+    // The next request runs on a clean slate, as if the fault never happened.
+    let after = run(&engine, short(1));
+    assert_eq!(after.texts, run(shared_engine(), short(1)).texts);
+}
+
+#[test]
+fn panics_that_recur_on_fresh_state_make_the_engine_unhealthy() {
+    let (engine, _faulty) = faulty_engine(EngineConfig::default(), usize::MAX, true);
+    for _ in 0..3 {
+        assert!(engine.submit(short(1)).unwrap().blocking_collect().is_err());
+    }
+    let reason = engine.health().unwrap_err();
+    assert!(reason.contains("in a row"), "{reason}");
+    assert!(!engine.metrics().healthy);
+}
+
+#[test]
+fn the_queue_never_overfills_under_concurrent_submissions() {
+    let (engine, faulty) = faulty_engine(
+        EngineConfig {
+            max_active: 1,
+            max_queue: 3,
+            ..EngineConfig::default()
+        },
+        0,
+        false,
+    );
+    // The first request is admitted, then its step waits at the closed gate.
+    let running = engine.submit(short(1)).unwrap();
+    wait_for(&engine, "the first request to start", |m| m.active == 1);
+    let accepted = std::sync::atomic::AtomicUsize::new(0);
+    let handles = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for i in 0..16 {
+            let (engine, accepted, handles) = (&engine, &accepted, &handles);
+            s.spawn(move || match engine.submit(short(i)) {
+                Ok(h) => {
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    handles.lock().unwrap().push(h);
+                }
+                Err(EngineError::QueueFull { capacity: 3 }) => {}
+                Err(e) => panic!("{e}"),
+            });
+        }
+    });
+    assert_eq!(accepted.into_inner(), 3);
+    assert_eq!(engine.metrics().queued, 3);
+    faulty.open();
+    assert!(running.blocking_collect().is_ok());
+    for h in handles.into_inner().unwrap() {
+        assert!(h.blocking_collect().is_ok());
+    }
+    assert_eq!(engine.metrics().queued, 0);
+}
+
+#[test]
+fn a_full_queue_refuses_before_compiling_the_constraint() {
+    let (engine, faulty) = faulty_engine(
+        EngineConfig {
+            max_active: 1,
+            max_queue: 0,
+            ..EngineConfig::default()
+        },
+        0,
+        false,
+    );
+    let mut r = short(1);
+    r.constraint = Some(Constraint::Regex("[a-z]{0,50000}".into()));
+    assert!(matches!(
+        engine.submit(r),
+        Err(EngineError::QueueFull { capacity: 0 })
+    ));
+    let m = engine.metrics();
+    assert_eq!((m.index_cache_misses, m.index_cache_size), (0, 0));
+    faulty.open();
+}
+
+#[test]
+fn a_prompt_too_large_for_any_tokenization_is_refused_before_tokenizing() {
+    let engine = shared_engine();
+    let context = engine.info().context_length;
+    let huge = "word ".repeat(context * 64);
+    for prompt in [Prompt::Text(huge.clone()), chat(&huge)] {
+        match engine.submit(Request::new(prompt)) {
+            Err(EngineError::PromptTooLarge {
+                bytes,
+                min_tokens,
+                context_length,
+            }) => {
+                assert!(bytes >= huge.len());
+                assert!(min_tokens >= context_length);
+            }
+            other => panic!("expected PromptTooLarge, got {other:?}"),
+        }
+    }
+    // A prompt just over the context in tokens is still measured exactly.
+    let over = "word ".repeat(context + 8);
+    assert!(matches!(
+        engine.submit(Request::new(Prompt::Text(over))),
+        Err(EngineError::PromptTooLong { .. })
+    ));
+}
+
+#[test]
+fn a_cut_reply_never_ends_in_a_replacement_character() {
+    // The random model writes raw bytes; where a reply cut by `max_tokens` ends inside a
+    // character, that character is left out rather than sent as U+FFFD.
+    let engine = shared_engine();
+    let mut cut_inside = 0;
+    for seed in 0..60 {
+        let mut r = Request::new(chat("emoji please"));
+        r.sampling = sampling(seed);
+        r.sampling.top_logprobs = Some(0);
+        r.max_tokens = Some(1 + seed as usize % 3);
+        let c = run(engine, r);
+        if c.finish_reasons[0] != Some(FinishReason::Length) {
+            continue;
+        }
+        let bytes: Vec<u8> = c.logprobs[0].iter().flat_map(|l| l.bytes.clone()).collect();
+        if let Err(e) = std::str::from_utf8(&bytes)
+            && e.error_len().is_none()
+        {
+            cut_inside += 1;
+            let whole = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap();
+            assert_eq!(c.texts[0], whole);
+        }
+    }
+    assert!(cut_inside > 0, "no reply was cut inside a character");
+}

@@ -30,7 +30,7 @@
 //! the two agree.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -44,10 +44,13 @@ pub struct IndexConfig {
     pub dfa: DfaConfig,
     /// Most token-level states an eager build may compute.
     pub max_states: usize,
-    /// Most bytes the per-state token lists and masks of an eager build may take.
+    /// Most bytes the per-state token lists and masks of an eager build may take; for a lazy
+    /// index, most bytes the whole index may take before it stops growing.
     pub max_memory: usize,
-    /// Compute each state's tokens on first use instead of all up front. A lazy index checks
-    /// only the DFA limits; it grows as requests visit states.
+    /// Compute each state's tokens on first use instead of all up front. A lazy index grows as
+    /// requests visit states, within the DFA limits and, for the whole index (automaton and
+    /// token lists together), within `max_memory`: past it, states not yet computed allow no
+    /// token but EOS where they accept ([`Index::is_truncated`]).
     pub lazy: bool,
     /// Threads for an eager build (0: as many as the machine has cores).
     pub threads: usize,
@@ -253,6 +256,8 @@ pub struct Index {
     empty_mask: Box<[u64]>,
     /// Set once an eager build is complete: states it did not reach stay empty.
     sealed: bool,
+    /// Set once a lazy index reached `config.max_memory` and stopped computing states.
+    capped: AtomicBool,
 }
 
 /// Per-thread buffers of the trie walk, reused across states.
@@ -340,6 +345,7 @@ impl Index {
             computed: AtomicUsize::new(0),
             memory: AtomicUsize::new(0),
             sealed: false,
+            capped: AtomicBool::new(false),
         }
     }
 
@@ -509,14 +515,16 @@ impl Index {
         }
     }
 
-    /// Whether an on-demand DFA reached its limits, so that some matches (not all of which
-    /// are still possible) are cut off. Always `false` for a full DFA, which fails to build
-    /// instead.
+    /// Whether a lazy index reached its limits (the on-demand DFA's, or
+    /// [`IndexConfig::max_memory`] for the whole index), so that some matches (not all of
+    /// which are still possible) are cut off. Always `false` for an eager index, which fails
+    /// to build instead.
     pub fn is_truncated(&self) -> bool {
-        match &self.dfa {
-            Automaton::Full(_) => false,
-            Automaton::Lazy(dfa) => dfa.is_full(),
-        }
+        self.capped.load(Ordering::Relaxed)
+            || match &self.dfa {
+                Automaton::Full(_) => false,
+                Automaton::Lazy(dfa) => dfa.is_full(),
+            }
     }
 
     /// The vocabulary the index is over.
@@ -544,11 +552,36 @@ impl Index {
         }
         let slot = self.slots.slot(state as usize)?;
         Some(slot.get_or_init(|| {
-            let e = self.compute(state);
+            let e = if self.memory_usage() > self.config.max_memory {
+                self.capped.store(true, Ordering::Relaxed);
+                self.capped_entry(state)
+            } else {
+                self.compute(state)
+            };
             self.computed.fetch_add(1, Ordering::Relaxed);
             self.memory.fetch_add(e.memory_usage(), Ordering::Relaxed);
             e
         }))
+    }
+
+    /// The entry of a state first visited after a lazy index reached its memory limit: no
+    /// token, but EOS where the state accepts, so what it allows still matches the regex.
+    fn capped_entry(&self, state: StateId) -> Entry {
+        let mut tokens: Vec<u32> = if self.dfa.is_accepting(state) {
+            self.vocab.eos().to_vec()
+        } else {
+            Vec::new()
+        };
+        tokens.sort_unstable();
+        tokens.dedup();
+        Entry {
+            allowed: Allowed::Sparse {
+                tokens: tokens.into_boxed_slice(),
+                mask: OnceLock::new(),
+            },
+            successors: Box::default(),
+            next: OnceLock::new(),
+        }
     }
 
     /// Walks the trie against the DFA from `state`.

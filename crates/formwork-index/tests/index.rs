@@ -562,6 +562,47 @@ fn unlimited_lazy_indexes_allocate_only_what_they_visit() {
     assert_eq!(index.memory_usage(), before);
 }
 
+#[test]
+fn a_lazy_index_stops_growing_at_its_memory_limit() {
+    let v = byte_vocab();
+    // `[a-z]{0,3000}` has thousands of states, each with its own token list.
+    let regex = "[a-z]{0,3000}";
+    let unlimited = Index::lazy(regex, &v).unwrap();
+    let budget = unlimited.memory_usage() + (64 << 10);
+    let config = IndexConfig {
+        lazy: true,
+        max_memory: budget,
+        ..Default::default()
+    };
+    let index = Arc::new(Index::with_config(regex, &v, config).unwrap());
+    let mut g = Guide::new(index.clone());
+    let mut steps = 0;
+    // Walk with the one-byte token `a` until the index refuses to go on.
+    let a = u32::from(b'a');
+    while g.allowed_tokens().contains(&a) {
+        g.advance(a).unwrap();
+        steps += 1;
+        assert!(steps < 3000, "the index never stopped growing");
+    }
+    assert!(index.is_truncated());
+    // Bounded: the limit plus at most one state's entry over it.
+    assert!(
+        index.memory_usage() < budget + (16 << 10),
+        "{}",
+        index.memory_usage()
+    );
+    // What it still allows matches the regex: only EOS, since every state accepts.
+    assert!(g.allowed_tokens().iter().all(|&t| v.is_eos(t)));
+    assert!(g.accepts_eos());
+    // An unlimited index of the same regex is not truncated on the same walk.
+    let unlimited = Arc::new(unlimited);
+    let mut g = Guide::new(unlimited.clone());
+    for _ in 0..steps + 1 {
+        g.advance(a).unwrap();
+    }
+    assert!(!unlimited.is_truncated());
+}
+
 /// Every how many JSONSchemaBench schemas one is checked.
 const BENCH_STRIDE: usize = 40;
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use formwork_engine::{Engine, EngineConfig};
+use formwork_engine::{DEFAULT_CONSTRAINT_BYTES, DEFAULT_INDEX_CACHE_BYTES, Engine, EngineConfig};
 use formwork_server::app::{AppState, DEFAULT_MAX_BODY_BYTES, ServerConfig};
 use formwork_server::options::Limits;
 use formwork_server::serve::{Shutdown, serve, shutdown_signal};
@@ -46,6 +46,17 @@ pub(crate) struct ServeArgs {
     /// Most tokens (prompt + completion budget) in the KV caches of all running sequences.
     #[arg(long, env = "FORMWORK_KV_CACHE_TOKENS", default_value_t = 65_536)]
     kv_cache_tokens: usize,
+    /// Most MiB the cache of compiled constraints holds (each index charged what it really
+    /// holds); least recently used constraints are dropped first.
+    #[arg(long, env = "FORMWORK_INDEX_CACHE_MB", default_value_t = DEFAULT_INDEX_CACHE_BYTES >> 20)]
+    index_cache_mb: usize,
+    /// Most MiB one constraint's automaton may take (its NFA, determinized states and token
+    /// lists); a constraint whose automaton needs more is answered 400.
+    #[arg(long, env = "FORMWORK_MAX_CONSTRAINT_MB", default_value_t = DEFAULT_CONSTRAINT_BYTES >> 20)]
+    max_constraint_mb: usize,
+    /// Most new constraints compiled at once; others wait their turn.
+    #[arg(long, env = "FORMWORK_MAX_COMPILES", default_value_t = 2)]
+    max_compiles: usize,
     /// The model name clients send and /v1/models lists (default: the model file's name
     /// without `.gguf`). The model's own name is accepted too.
     #[arg(long, env = "FORMWORK_SERVED_MODEL_NAME")]
@@ -130,8 +141,11 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         max_active: args.max_sequences,
         max_queue: args.max_queue,
         kv_cache_tokens: args.kv_cache_tokens,
+        index_cache_bytes: args.index_cache_mb.saturating_mul(1 << 20),
+        max_compiles: args.max_compiles.max(1),
         ..EngineConfig::default()
-    };
+    }
+    .constraint_limit(args.max_constraint_mb.saturating_mul(1 << 20));
     let engine = Engine::new(model, config)
         .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
     let info = engine.info();

@@ -245,9 +245,11 @@ fn engine_error(e: EngineError, blame: &Blame) -> ApiError {
     let message = e.to_string();
     match e {
         EngineError::QueueFull { .. } => ApiError::rate_limit(message).code("queue_full"),
-        EngineError::PromptTooLong { .. } => ApiError::invalid_request(message)
-            .param(blame.prompt)
-            .code("context_length_exceeded"),
+        EngineError::PromptTooLong { .. } | EngineError::PromptTooLarge { .. } => {
+            ApiError::invalid_request(message)
+                .param(blame.prompt)
+                .code("context_length_exceeded")
+        }
         EngineError::EmptyPrompt => ApiError::invalid_request(message).param(blame.prompt),
         EngineError::Template(_) => ApiError::invalid_request(message).param(blame.prompt),
         EngineError::Sampling(SamplerError::InvalidParameter { field, .. }) => {
@@ -280,6 +282,7 @@ fn engine_error(e: EngineError, blame: &Blame) -> ApiError {
         }
         EngineError::ShutDown => ApiError::overloaded(message),
         EngineError::Model(_) | EngineError::Generation(_) => ApiError::server(message),
+        _ => ApiError::server(message),
     }
 }
 

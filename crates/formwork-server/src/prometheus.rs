@@ -7,10 +7,13 @@
 //! | `formwork_sequences_finished_total{reason}` | counter | choices ended: `stop`, `length`, `cancelled`, `error` |
 //! | `formwork_prompt_tokens_total` | counter | prompt tokens processed |
 //! | `formwork_completion_tokens_total` | counter | tokens generated |
-//! | `formwork_queue_depth` | gauge | requests waiting for a slot |
+//! | `formwork_queue_depth` | gauge | requests admitted and not running yet (being prepared or waiting for a slot) |
 //! | `formwork_active_sequences` | gauge | sequences generating now |
 //! | `formwork_index_cache_hits_total`, `formwork_index_cache_misses_total` | counter | constraint indexes found in / compiled into the cache |
 //! | `formwork_index_cache_size` | gauge | indexes held |
+//! | `formwork_index_cache_bytes` | gauge | bytes the cached indexes hold (bounded by `--index-cache-mb`) |
+//! | `formwork_engine_panics_total` | counter | panics caught on the engine's thread (each failed its step's requests with a 500) |
+//! | `formwork_engine_healthy` | gauge | 1 while the engine serves soundly, 0 once it does not (`/health` answers 503) |
 //! | `formwork_time_to_first_token_seconds` | histogram | submission to first token |
 //! | `formwork_time_per_output_token_seconds` | histogram | between consecutive tokens of a sequence |
 //! | `formwork_index_compile_seconds` | histogram | regex to token index, on a cache miss |
@@ -103,6 +106,24 @@ pub fn render(engine: &MetricsSnapshot, requests: &[(&str, u16, u64)]) -> String
             "Constraint indexes held in the cache.",
             engine.index_cache_size,
         ),
+        (
+            "formwork_index_cache_bytes",
+            "gauge",
+            "Bytes the cached constraint indexes hold.",
+            engine.index_cache_bytes,
+        ),
+        (
+            "formwork_engine_panics_total",
+            "counter",
+            "Panics caught on the engine's thread; each failed the requests of its step.",
+            engine.engine_panics,
+        ),
+        (
+            "formwork_engine_healthy",
+            "gauge",
+            "1 while the engine serves soundly, else 0.",
+            u64::from(engine.healthy),
+        ),
     ];
     for (name, kind, help, value) in scalars {
         header(&mut out, name, kind, help);
@@ -123,7 +144,7 @@ pub fn render(engine: &MetricsSnapshot, requests: &[(&str, u16, u64)]) -> String
     histogram(
         &mut out,
         "formwork_index_compile_seconds",
-        "Compiling a constraint's regex into a token index (cache misses).",
+        "Compiling a constraint into a token index (cache misses).",
         &engine.index_compile,
     );
     out

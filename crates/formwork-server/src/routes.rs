@@ -8,7 +8,9 @@
 //!   `/v1/chat/completions` would) to `{"tokens": [...], "count": n, "max_model_len": ctx}`.
 //! - `POST /detokenize`: `{"tokens": [...]}` to `{"prompt": "..."}` (special tokens kept).
 //! - `GET /metrics`: see [`prometheus`](crate::prometheus).
-//! - `GET /health`: `{"status": "ok"}`, or a 503 `{"status": "shutting_down"}`.
+//! - `GET /health`: `{"status": "ok"}`, or a 503 `{"status": "shutting_down"}`, or a
+//!   503 `{"status": "unhealthy", "reason": ...}` once the engine cannot serve soundly
+//!   (its thread stopped, or panics recurred on fresh state).
 //!
 //! Unknown routes are a 404 and known routes asked with the wrong method a 405, both in
 //! OpenAI's error shape.
@@ -177,13 +179,19 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 /// `GET /health`.
 pub(crate) async fn health(State(state): State<Arc<AppState>>) -> Response {
     if state.is_shutting_down() {
-        (
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "shutting_down"})),
         )
-            .into_response()
-    } else {
-        Json(json!({"status": "ok"})).into_response()
+            .into_response();
+    }
+    match state.engine.health() {
+        Ok(()) => Json(json!({"status": "ok"})).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unhealthy", "reason": reason})),
+        )
+            .into_response(),
     }
 }
 

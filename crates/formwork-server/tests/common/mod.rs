@@ -4,10 +4,11 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use formwork_engine::{Engine, EngineConfig};
 use formwork_model::testing::{TinySpec, write_tiny_gguf};
@@ -321,4 +322,104 @@ fn parse_response(raw: &[u8]) -> Reply {
         headers,
         body,
     }
+}
+
+/// How long `formwork serve` may take to load a model and answer `/health`.
+const STARTUP: Duration = Duration::from_secs(180);
+
+/// `formwork serve` as a child process on a free local port; killed when dropped, so a
+/// failing test never leaves it behind.
+pub struct ServeProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl ServeProcess {
+    /// Starts the binary on `model` with extra `args`, and waits until `/health` is 200.
+    pub fn start(model: &Path, args: &[&str]) -> ServeProcess {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("finding a free port")
+            .port();
+        let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("formwork-serve-{port}.log"));
+        let out = std::fs::File::create(&log).expect("creating the server log");
+        let err = out.try_clone().expect("cloning the server log handle");
+        let child = Command::new(env!("CARGO_BIN_EXE_formwork"))
+            .arg("serve")
+            .arg("--model")
+            .arg(model)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("starting `formwork serve`");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut server = ServeProcess {
+            child,
+            addr,
+            port,
+            log,
+        };
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&mut self) {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "`formwork serve` exited with {status} before it was healthy; its log:\n{}",
+                    self.log_text()
+                );
+            }
+            if health(self.addr, Duration::from_secs(5)) == Some(200) {
+                return;
+            }
+            assert!(
+                start.elapsed() < STARTUP,
+                "`formwork serve` was not healthy after {STARTUP:?}; its log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The status of `GET /health`, or `None` when no answer came within `timeout`.
+pub fn health(addr: SocketAddr, timeout: Duration) -> Option<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    let request = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
 }

@@ -1,0 +1,433 @@
+//! Constraints compiled once: a cache of token indexes by constraint, bounded in bytes, where
+//! a constraint is compiled by one request at a time and at most a few compile at once.
+//!
+//! A [`Constraint`] goes to a regex (the JSON-Schema compiler, for schemas and tool calls) and
+//! the regex to a lazy [`Index`]. Both steps are keyed by the constraint itself, so a request
+//! whose schema was seen before skips the schema compiler as well as the automaton build.
+//!
+//! - **Bounded by memory.** Every entry is charged what its index really holds
+//!   ([`Index::memory_usage`], which grows as requests visit a lazy index's states) plus its
+//!   key and regex. After each insertion the least recently used entries are dropped until
+//!   the total is within the budget again; an index bigger than the whole budget is used by
+//!   its request and not kept. An evicted index lives on while requests still walk it.
+//! - **Single flight.** The first request with a new constraint compiles it; others with the
+//!   same constraint wait for that result (or its error) instead of compiling it again.
+//! - **Bounded concurrency.** At most `max_compiles` constraints compile at once; the others
+//!   wait their turn. Waiters are bounded by the engine's queue, whose slot a request takes
+//!   before it gets here.
+//! - **Contained.** A compiler that panics fails its request (and its waiters) with an error;
+//!   the cache stays usable.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use formwork_index::{Index, IndexConfig, Vocabulary};
+
+use crate::constraint::constraint_regex;
+use crate::{Constraint, EngineError};
+
+/// What a cache lookup gave.
+pub(crate) struct Compiled {
+    /// The constraint's index.
+    pub(crate) index: Arc<Index>,
+    /// Whether it was cached (or compiled by a request this one waited for).
+    pub(crate) hit: bool,
+    /// How long compiling took, when this request compiled it.
+    pub(crate) compile_time: Duration,
+}
+
+/// A compile's result as its waiters see it.
+type Outcome = Result<Arc<Index>, String>;
+
+/// One constraint being compiled; its waiters block on `done`.
+#[derive(Default)]
+struct Flight {
+    outcome: Mutex<Option<Outcome>>,
+    done: Condvar,
+}
+
+impl Flight {
+    fn wait(&self) -> Outcome {
+        let mut outcome = lock(&self.outcome);
+        loop {
+            if let Some(o) = outcome.as_ref() {
+                return o.clone();
+            }
+            outcome = self.done.wait(outcome).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn finish(&self, outcome: Outcome) {
+        *lock(&self.outcome) = Some(outcome);
+        self.done.notify_all();
+    }
+}
+
+enum Slot {
+    Ready {
+        index: Arc<Index>,
+        /// Bytes of the key and the regex, charged with the index.
+        extra: usize,
+        last_used: u64,
+    },
+    Building(Arc<Flight>),
+}
+
+#[derive(Default)]
+struct Entries {
+    map: HashMap<String, Slot>,
+    clock: u64,
+}
+
+/// Token indexes by constraint; see the [module docs](self).
+pub(crate) struct IndexCache {
+    vocabulary: Vocabulary,
+    config: IndexConfig,
+    budget: usize,
+    entries: Mutex<Entries>,
+    /// Compiles running now, against `max_compiles`.
+    running: Mutex<usize>,
+    turn: Condvar,
+    max_compiles: usize,
+}
+
+impl std::fmt::Debug for IndexCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexCache")
+            .field("budget", &self.budget)
+            .field("max_compiles", &self.max_compiles)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The cache key of a constraint: its kind and its exact content.
+pub(crate) fn constraint_key(constraint: &Constraint) -> String {
+    match constraint {
+        Constraint::JsonSchema(schema) => format!("schema:{schema}"),
+        Constraint::Regex(regex) => format!("regex:{regex}"),
+        Constraint::Choice(choices) => {
+            format!("choice:{}", serde_json::Value::from(choices.clone()))
+        }
+        Constraint::JsonObject => "json_object".to_owned(),
+        Constraint::ToolCall {
+            functions,
+            parallel,
+        } => {
+            let functions: Vec<serde_json::Value> = functions
+                .iter()
+                .map(|f| serde_json::json!([f.name, f.parameters]))
+                .collect();
+            format!("tools:{parallel}:{}", serde_json::Value::Array(functions))
+        }
+    }
+}
+
+impl IndexCache {
+    /// A cache over `vocabulary` holding at most `budget` bytes of indexes, each built with
+    /// `config` (made lazy), at most `max_compiles` at once.
+    pub(crate) fn new(
+        vocabulary: Vocabulary,
+        config: IndexConfig,
+        budget: usize,
+        max_compiles: usize,
+    ) -> IndexCache {
+        // The vocabulary's byte trie (~16 ms for 49k tokens) is built now, with the engine,
+        // not by the first constrained request.
+        vocabulary.trie();
+        IndexCache {
+            vocabulary,
+            config: IndexConfig {
+                lazy: true,
+                ..config
+            },
+            budget,
+            entries: Mutex::default(),
+            running: Mutex::new(0),
+            turn: Condvar::new(),
+            max_compiles: max_compiles.max(1),
+        }
+    }
+
+    pub(crate) fn vocabulary(&self) -> &Vocabulary {
+        &self.vocabulary
+    }
+
+    /// Indexes kept.
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.entries)
+            .map
+            .values()
+            .filter(|s| matches!(s, Slot::Ready { .. }))
+            .count()
+    }
+
+    /// Bytes the kept indexes hold now.
+    pub(crate) fn memory_usage(&self) -> usize {
+        lock(&self.entries)
+            .map
+            .values()
+            .map(|s| match s {
+                Slot::Ready { index, extra, .. } => index.memory_usage() + extra,
+                Slot::Building(_) => 0,
+            })
+            .sum()
+    }
+
+    /// The index of `constraint`: cached, compiled by another request now (waited for), or
+    /// compiled here on the caller's thread once a compile slot is free.
+    pub(crate) fn get(&self, constraint: &Constraint) -> Result<Compiled, EngineError> {
+        let key = constraint_key(constraint);
+        let flight = {
+            let mut entries = lock(&self.entries);
+            entries.clock += 1;
+            let now = entries.clock;
+            match entries.map.get_mut(&key) {
+                Some(Slot::Ready {
+                    index, last_used, ..
+                }) => {
+                    *last_used = now;
+                    return Ok(Compiled {
+                        index: index.clone(),
+                        hit: true,
+                        compile_time: Duration::ZERO,
+                    });
+                }
+                Some(Slot::Building(flight)) => {
+                    let flight = flight.clone();
+                    drop(entries);
+                    return flight
+                        .wait()
+                        .map(|index| Compiled {
+                            index,
+                            hit: true,
+                            compile_time: Duration::ZERO,
+                        })
+                        .map_err(EngineError::Constraint);
+                }
+                None => {
+                    let flight = Arc::new(Flight::default());
+                    entries
+                        .map
+                        .insert(key.clone(), Slot::Building(flight.clone()));
+                    flight
+                }
+            }
+        };
+        // From here on the flight must be finished whatever happens, or its waiters hang.
+        let start = Instant::now();
+        let result = {
+            let _turn = self.take_turn();
+            catch_unwind(AssertUnwindSafe(|| self.compile(constraint))).unwrap_or_else(|p| {
+                Err(EngineError::Constraint(format!(
+                    "the constraint compiler failed: {}",
+                    crate::panic_message(p.as_ref())
+                )))
+            })
+        };
+        let compile_time = start.elapsed();
+        let mut entries = lock(&self.entries);
+        match &result {
+            Ok((index, regex)) => {
+                entries.clock += 1;
+                let extra = key.len() + regex.len();
+                let last_used = entries.clock;
+                entries.map.insert(
+                    key.clone(),
+                    Slot::Ready {
+                        index: index.clone(),
+                        extra,
+                        last_used,
+                    },
+                );
+                self.evict(&mut entries);
+                drop(entries);
+                flight.finish(Ok(index.clone()));
+            }
+            Err(e) => {
+                entries.map.remove(&key);
+                drop(entries);
+                flight.finish(Err(e.to_string()));
+            }
+        }
+        result.map(|(index, _)| Compiled {
+            index,
+            hit: false,
+            compile_time,
+        })
+    }
+
+    /// Compiles a constraint to its regex and the regex to a lazy index.
+    fn compile(&self, constraint: &Constraint) -> Result<(Arc<Index>, String), EngineError> {
+        let regex = constraint_regex(constraint)?;
+        let index = Index::with_config(&regex, &self.vocabulary, self.config)?;
+        Ok((Arc::new(index), regex))
+    }
+
+    /// Waits for a compile slot; it is given back when the guard drops.
+    fn take_turn(&self) -> Turn<'_> {
+        let mut running = lock(&self.running);
+        while *running >= self.max_compiles {
+            running = self.turn.wait(running).unwrap_or_else(|e| e.into_inner());
+        }
+        *running += 1;
+        Turn(self)
+    }
+
+    /// Drops least recently used indexes until the rest fit the budget.
+    fn evict(&self, entries: &mut Entries) {
+        let mut sizes: Vec<(u64, usize, &String)> = entries
+            .map
+            .iter()
+            .filter_map(|(k, s)| match s {
+                Slot::Ready {
+                    index,
+                    extra,
+                    last_used,
+                } => Some((*last_used, index.memory_usage() + extra, k)),
+                Slot::Building(_) => None,
+            })
+            .collect();
+        let mut total: usize = sizes.iter().map(|s| s.1).sum();
+        if total <= self.budget {
+            return;
+        }
+        sizes.sort_unstable_by_key(|s| s.0);
+        let mut drop_keys = Vec::new();
+        for (_, size, key) in sizes {
+            if total <= self.budget {
+                break;
+            }
+            total -= size;
+            drop_keys.push(key.clone());
+        }
+        for key in drop_keys {
+            entries.map.remove(&key);
+        }
+    }
+}
+
+/// A compile slot, given back on drop (also when the compile panics).
+struct Turn<'a>(&'a IndexCache);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.running) -= 1;
+        self.0.turn.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vocab() -> Vocabulary {
+        let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        tokens.push(b"<eos>".to_vec());
+        Vocabulary::new(tokens, vec![256], [256]).unwrap()
+    }
+
+    fn regex(r: &str) -> Constraint {
+        Constraint::Regex(r.into())
+    }
+
+    #[test]
+    fn keys_tell_constraint_kinds_apart() {
+        assert_ne!(
+            constraint_key(&regex("a")),
+            constraint_key(&Constraint::Choice(vec!["a".into()]))
+        );
+        assert_ne!(
+            constraint_key(&Constraint::Choice(vec!["a|b".into()])),
+            constraint_key(&Constraint::Choice(vec!["a".into(), "b".into()]))
+        );
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_byte_budget() {
+        let cache = IndexCache::new(vocab(), IndexConfig::default(), 1 << 30, 2);
+        let one = cache.get(&regex("[a-z]{0,200}")).unwrap().index;
+        let size = one.memory_usage() + 64;
+        drop(one);
+        // Room for about three such indexes.
+        let cache = IndexCache::new(vocab(), IndexConfig::default(), 3 * size, 2);
+        for i in 0..20 {
+            let c = cache.get(&regex(&format!("[a-z]{{0,200}}{i}"))).unwrap();
+            assert!(!c.hit);
+            assert!(
+                cache.memory_usage() <= 3 * size,
+                "{} > {}",
+                cache.memory_usage(),
+                3 * size
+            );
+        }
+        assert!((1..=3).contains(&cache.len()), "{}", cache.len());
+        // The most recent one is kept; the first one is long gone.
+        assert!(cache.get(&regex("[a-z]{0,200}19")).unwrap().hit);
+        assert!(!cache.get(&regex("[a-z]{0,200}0")).unwrap().hit);
+    }
+
+    #[test]
+    fn an_index_bigger_than_the_budget_is_served_but_not_kept() {
+        let cache = IndexCache::new(vocab(), IndexConfig::default(), 1, 2);
+        let c = cache.get(&regex("abc")).unwrap();
+        assert!(!c.hit);
+        assert_eq!(cache.len(), 0);
+        assert_eq!(cache.memory_usage(), 0);
+    }
+
+    #[test]
+    fn a_schema_seen_before_skips_the_schema_compiler() {
+        let cache = IndexCache::new(vocab(), IndexConfig::default(), 1 << 30, 2);
+        let schema = Constraint::JsonSchema(serde_json::json!({"type": "integer"}));
+        assert!(!cache.get(&schema).unwrap().hit);
+        let again = cache.get(&schema).unwrap();
+        assert!(again.hit);
+        assert_eq!(again.compile_time, Duration::ZERO);
+    }
+
+    #[test]
+    fn concurrent_requests_for_one_constraint_compile_it_once() {
+        let cache = Arc::new(IndexCache::new(vocab(), IndexConfig::default(), 1 << 30, 4));
+        let c = regex("[a-z]{0,3000}x");
+        let results: Vec<Compiled> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4).map(|_| s.spawn(|| cache.get(&c).unwrap())).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(results.iter().filter(|r| !r.hit).count(), 1);
+        for r in &results[1..] {
+            assert!(Arc::ptr_eq(&r.index, &results[0].index));
+        }
+    }
+
+    #[test]
+    fn errors_reach_every_waiter_and_are_not_cached() {
+        let cache = IndexCache::new(vocab(), IndexConfig::default(), 1 << 30, 2);
+        let bad = regex("a(");
+        assert!(cache.get(&bad).is_err());
+        assert!(cache.get(&bad).is_err());
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn compiles_beyond_the_limit_wait_their_turn() {
+        let cache = IndexCache::new(vocab(), IndexConfig::default(), 1 << 30, 1);
+        let first = cache.take_turn();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let r = cache.get(&regex("abc")).map(|c| c.hit);
+                tx.send(r.is_ok()).unwrap();
+            });
+            // The compile cannot start while the only slot is taken.
+            assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+            drop(first);
+            assert!(rx.recv_timeout(Duration::from_secs(30)).unwrap());
+        });
+    }
+}
