@@ -88,8 +88,8 @@ pub struct EngineConfig {
 /// The default most bytes of the index cache: 256 MiB.
 pub const DEFAULT_INDEX_CACHE_BYTES: usize = 256 << 20;
 
-/// The default most bytes of one constraint's automaton: 128 MiB.
-pub const DEFAULT_CONSTRAINT_BYTES: usize = 128 << 20;
+/// The default most bytes of one constraint's automaton: 64 MiB.
+pub const DEFAULT_CONSTRAINT_BYTES: usize = 64 << 20;
 
 impl EngineConfig {
     /// This config with one constraint's automaton bounded by `bytes`: its NFA, its
