@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use formwork_index::{Index, IndexConfig, Vocabulary};
 
+use crate::budget::Budget;
 use crate::constraint::constraint_regex;
 use crate::{Constraint, EngineError};
 
@@ -87,9 +88,8 @@ pub(crate) struct IndexCache {
     config: IndexConfig,
     budget: usize,
     entries: Mutex<Entries>,
-    /// Compiles running now, against `max_compiles`.
-    running: Mutex<usize>,
-    turn: Condvar,
+    /// One unit per compile running.
+    compiles: Budget,
     max_compiles: usize,
 }
 
@@ -148,8 +148,7 @@ impl IndexCache {
             },
             budget,
             entries: Mutex::default(),
-            running: Mutex::new(0),
-            turn: Condvar::new(),
+            compiles: Budget::new(max_compiles.max(1)),
             max_compiles: max_compiles.max(1),
         }
     }
@@ -222,7 +221,7 @@ impl IndexCache {
         // From here on the flight must be finished whatever happens, or its waiters hang.
         let start = Instant::now();
         let result = {
-            let _turn = self.take_turn();
+            let _turn = self.compiles.take(1);
             catch_unwind(AssertUnwindSafe(|| self.compile(constraint))).unwrap_or_else(|p| {
                 Err(EngineError::Constraint(format!(
                     "the constraint compiler failed: {}",
@@ -269,16 +268,6 @@ impl IndexCache {
         Ok((Arc::new(index), regex))
     }
 
-    /// Waits for a compile slot; it is given back when the guard drops.
-    fn take_turn(&self) -> Turn<'_> {
-        let mut running = lock(&self.running);
-        while *running >= self.max_compiles {
-            running = self.turn.wait(running).unwrap_or_else(|e| e.into_inner());
-        }
-        *running += 1;
-        Turn(self)
-    }
-
     /// Drops least recently used indexes until the rest fit the budget.
     fn evict(&self, entries: &mut Entries) {
         let mut sizes: Vec<(u64, usize, &String)> = entries
@@ -309,16 +298,6 @@ impl IndexCache {
         for key in drop_keys {
             entries.map.remove(&key);
         }
-    }
-}
-
-/// A compile slot, given back on drop (also when the compile panics).
-struct Turn<'a>(&'a IndexCache);
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        *lock(&self.0.running) -= 1;
-        self.0.turn.notify_one();
     }
 }
 
@@ -417,7 +396,7 @@ mod tests {
     #[test]
     fn compiles_beyond_the_limit_wait_their_turn() {
         let cache = IndexCache::new(vocab(), IndexConfig::default(), 1 << 30, 1);
-        let first = cache.take_turn();
+        let first = cache.compiles.take(1);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::scope(|s| {
             s.spawn(|| {

@@ -33,6 +33,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod budget;
 mod compile;
 mod constraint;
 mod error;
@@ -59,6 +60,7 @@ pub use request::{
     Constraint, Event, FinishReason, Prompt, Request, TokenLogprob, ToolFunction, Usage,
 };
 
+use budget::Budget;
 use compile::IndexCache;
 use scheduler::{Command, Pending, Scheduler};
 
@@ -139,7 +141,13 @@ pub(crate) struct Shared {
     pub(crate) longest_token: usize,
     /// Set when the engine's state is no longer sound, with the reason.
     pub(crate) failure: std::sync::Mutex<Option<String>>,
+    /// Bytes of text being tokenized at once: the tokenizer takes tens of bytes of memory
+    /// per byte of text, so concurrent large prompts take turns.
+    pub(crate) tokenizing: Budget,
 }
+
+/// The most bytes of prompt text tokenized at once (a larger prompt runs alone).
+const TOKENIZING_BYTES: usize = 4 << 20;
 
 impl Shared {
     /// Marks the engine unhealthy.
@@ -259,6 +267,7 @@ impl Engine {
             metrics: Metrics::new(),
             longest_token,
             failure: std::sync::Mutex::new(None),
+            tokenizing: Budget::new(TOKENIZING_BYTES),
         });
         let (commands, receiver) = mpsc::channel();
         let thread_shared = shared.clone();
@@ -351,10 +360,12 @@ impl Engine {
                 }
                 let text = self.render_chat(messages, tools)?;
                 self.check_prompt_size(&text)?;
+                let _turn = self.shared.tokenizing.take(text.len());
                 self.shared.tokenizer.encode(&text, false)?
             }
             Prompt::Text(text) => {
                 self.check_prompt_size(text)?;
+                let _turn = self.shared.tokenizing.take(text.len());
                 self.shared.tokenizer.encode(text, true)?
             }
             Prompt::Tokens(ids) => {

@@ -669,3 +669,22 @@ fn a_cut_reply_never_ends_in_a_replacement_character() {
     }
     assert!(cut_inside > 0, "no reply was cut inside a character");
 }
+
+#[test]
+fn a_constraint_over_its_memory_limit_is_refused_naming_the_limit() {
+    let engine = shared_engine();
+    for regex in [r"[\s\S]{0,1000000}", r"\w{0,10000}"] {
+        let mut r = short(1);
+        r.constraint = Some(Constraint::Regex(regex.into()));
+        match engine.submit(r) {
+            Err(e @ EngineError::Index(formwork_index::IndexError::TooLarge { .. })) => {
+                let message = e.to_string();
+                assert!(message.contains("limit"), "{message}");
+                assert!(message.contains(&(64usize << 20).to_string()), "{message}");
+            }
+            other => panic!("{regex}: expected TooLarge, got {other:?}"),
+        }
+    }
+    let m = engine.metrics();
+    assert!(m.index_cache_bytes < 64 << 20, "{}", m.index_cache_bytes);
+}
