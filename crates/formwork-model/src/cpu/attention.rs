@@ -43,7 +43,7 @@ impl Head<'_> {
 
     /// The row-by-row kernel: queries rounded to f16, scores from f16 operands, an online
     /// softmax with libm's `exp`, the weighted sum of values kept in f16 (rounded after every
-    /// update). Returns `rows x dim`. The AVX2 kernel ([`super::simd::flash_row`]) runs each
+    /// update). Returns `rows x dim`. The AVX2 kernel (`simd::flash_row`) runs each
     /// row where the build has it and the head width suits it; it gives the same bits as the
     /// portable code ([`Head::rows_portable`]).
     pub(crate) fn rows(&self) -> Vec<f32> {
