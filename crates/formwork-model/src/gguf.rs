@@ -10,11 +10,12 @@ use candle_core::Device;
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{QMatMul, QTensor};
 
+use crate::candle::{Embedding, Layer, Linear, RmsNorm};
 use crate::config::{Architecture, RopeStyle, TransformerConfig};
 use crate::info::{ModelInfo, eos_ids_by_name};
 use crate::tokenizer::{GgufVocab, Tokenizer};
-use crate::transformer::{Embedding, Layer, Linear, RmsNorm, Transformer};
-use crate::{LoadedModel, ModelError};
+use crate::transformer::Transformer;
+use crate::{LoadOptions, LoadedModel, ModelError};
 
 /// Typed access to a GGUF file's metadata, with errors naming the file and the key.
 pub(crate) struct Metadata<'a> {
@@ -124,7 +125,8 @@ fn integer(v: &Value) -> Option<usize> {
 }
 
 /// Reads the weights, tokenizer and metadata of a GGUF model.
-pub(crate) fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
+pub(crate) fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, ModelError> {
+    let device = &options.device;
     let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
     let mut reader = BufReader::new(file);
     let content = Content::read(&mut reader).map_err(|e| ModelError::Gguf {
@@ -204,7 +206,7 @@ pub(crate) fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelErr
         None
     };
     let transformer = match native {
-        Some(model) => Transformer::native(model),
+        Some(model) => Transformer::native(model, options.threads)?,
         None => candle_transformer(&mut tensors, &config, eps, device)?,
     };
 
@@ -335,7 +337,7 @@ fn candle_transformer<R: std::io::Read + std::io::Seek>(
         layers.push(layer);
     }
     let norm = tensors.norm("output_norm.weight", eps)?;
-    let mut transformer = Transformer::new(
+    let mut transformer = Transformer::candle(
         config.clone(),
         Embedding::Quantized(embedding),
         layers,

@@ -7,6 +7,12 @@
 //! any number of tokens (a whole prompt for prefill, one token for decode), and returns the
 //! next-token logits of each.
 //!
+//! The crate reads in that order: loading ([`load`], [`load_with`]: GGUF files in `gguf`,
+//! Hugging Face folders in `safetensors`), then one module per backend behind [`Model`]:
+//! `cpu` (Formwork's own kernels, GGUF files on the CPU) and `candle` (GPUs, safetensors
+//! folders, the GGUF formats the CPU kernels lack), each with its own key/value buffers. A
+//! [`Transformer`] is whichever of them loading picked.
+//!
 //! ```no_run
 //! use formwork_model::{BatchItem, Device, load};
 //!
@@ -23,6 +29,7 @@
 //! ```
 
 mod cache;
+mod candle;
 mod config;
 mod cpu;
 mod error;
@@ -30,6 +37,7 @@ mod gguf;
 mod info;
 pub mod kernels;
 mod safetensors;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod tokenizer;
 mod transformer;
@@ -60,25 +68,12 @@ pub struct BatchItem<'a> {
 pub trait Model: Send + Sync {
     /// Logits length, context length and the like.
     fn config(&self) -> &TransformerConfig;
-    /// An empty cache for a new sequence.
+    /// An empty cache for a new sequence, in this model's backend layout (a cache runs only
+    /// on a model of the same backend and shape).
     fn new_cache(&self) -> KvCache;
     /// Runs each item's tokens against its cache and returns the logits after each item's
     /// last token. Every cache grows by its item's token count; on error no cache grows.
     fn forward(&self, batch: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError>;
-}
-
-impl Model for Transformer {
-    fn config(&self) -> &TransformerConfig {
-        Transformer::config(self)
-    }
-
-    fn new_cache(&self) -> KvCache {
-        Transformer::new_cache(self)
-    }
-
-    fn forward(&self, batch: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
-        Transformer::forward(self, batch)
-    }
 }
 
 /// A model ready to run: shared weights, tokenizer and metadata.
@@ -92,13 +87,68 @@ pub struct LoadedModel {
     pub info: ModelInfo,
 }
 
+/// How to load a model: the device, and the threads of the CPU backend.
+///
+/// ```
+/// use formwork_model::{Device, LoadOptions};
+///
+/// let options = LoadOptions::new(Device::Cpu).with_threads(4);
+/// assert_eq!(options.threads, Some(4));
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LoadOptions {
+    /// Where the weights go (see [`device`]).
+    pub device: Device,
+    /// Threads of a forward pass on the native CPU backend; `None`: `FORMWORK_THREADS`, else
+    /// `CANDLE_NUM_THREADS`, else every core. candle ignores it (`CANDLE_NUM_THREADS` sizes
+    /// its pool).
+    pub threads: Option<usize>,
+}
+
+impl LoadOptions {
+    /// Loading onto `device` with the default thread count.
+    pub fn new(device: Device) -> LoadOptions {
+        LoadOptions {
+            device,
+            threads: None,
+        }
+    }
+
+    /// The same options with `threads` threads (at least 1).
+    pub fn with_threads(mut self, threads: usize) -> LoadOptions {
+        self.threads = Some(threads);
+        self
+    }
+}
+
+impl Default for LoadOptions {
+    /// The CPU, the default thread count.
+    fn default() -> LoadOptions {
+        LoadOptions::new(Device::Cpu)
+    }
+}
+
 /// Loads a model from a `.gguf` file or a Hugging Face folder (config.json, *.safetensors,
-/// tokenizer.json, tokenizer_config.json).
+/// tokenizer.json, tokenizer_config.json) onto `device`, with the default options otherwise
+/// (see [`load_with`]).
 pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
+    load_with(path, &LoadOptions::new(device.clone()))
+}
+
+/// Loads a model from a `.gguf` file or a Hugging Face folder (config.json, *.safetensors,
+/// tokenizer.json, tokenizer_config.json) as `options` say.
+pub fn load_with(path: &Path, options: &LoadOptions) -> Result<LoadedModel, ModelError> {
+    if options.threads == Some(0) {
+        return Err(ModelError::Device {
+            name: "cpu".into(),
+            message: "0 threads: a forward pass needs at least one".into(),
+        });
+    }
     let meta = std::fs::metadata(path).map_err(|e| ModelError::io(path, e))?;
     if meta.is_dir() {
         if path.join("config.json").exists() {
-            return safetensors::load(path, device);
+            return safetensors::load(path, &options.device);
         }
         return Err(ModelError::NotAModel {
             path: path.to_path_buf(),
@@ -121,7 +171,7 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
             });
         }
     }
-    gguf::load(path, device)
+    gguf::load(path, options)
 }
 
 /// The device named `cpu`, `cuda[:N]` or `metal[:N]` (the GPU ones need the crate's `cuda` or

@@ -9,10 +9,11 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
+use crate::candle::{Embedding, Layer, Linear, RmsNorm};
 use crate::config::{Architecture, RopeStyle, TransformerConfig};
 use crate::info::{ModelInfo, eos_ids_by_name};
 use crate::tokenizer::Tokenizer;
-use crate::transformer::{Embedding, Layer, Linear, RmsNorm, Transformer};
+use crate::transformer::Transformer;
 use crate::{LoadedModel, ModelError};
 
 fn read_json(path: &Path) -> Result<Value, ModelError> {
@@ -186,7 +187,7 @@ pub(crate) fn load(dir: &Path, device: &Device) -> Result<LoadedModel, ModelErro
         });
     }
     let final_norm = norm("model.norm.weight")?;
-    let transformer = Transformer::new(
+    let transformer = Transformer::candle(
         cfg.clone(),
         Embedding::Dense(embed),
         layers,

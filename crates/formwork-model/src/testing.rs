@@ -328,7 +328,7 @@ pub fn write_tiny_hf_folder(dir: &Path, spec: &TinySpec) -> Result<(), ModelErro
     }
     candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
     std::fs::remove_file(&gguf).map_err(|e| ModelError::io(&gguf, e))?;
-    let cfg = &loaded.model.config;
+    let cfg = loaded.model.config();
     let config = serde_json::json!({
         "model_type": spec.architecture.as_str(),
         "hidden_size": cfg.hidden_size,

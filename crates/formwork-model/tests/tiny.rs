@@ -1,10 +1,13 @@
 //! Every backend on tiny random-weight models written by the test: GGUF files of the llama,
-//! qwen2 and qwen3 layouts, and a Hugging Face safetensors folder. Batched forward passes equal
-//! one-by-one passes, caches grow as documented, and the folder's tokenizer.json encodes like
-//! the tokenizer rebuilt from GGUF metadata.
+//! qwen2 and qwen3 layouts (the CPU backend), and a Hugging Face safetensors folder (candle).
+//! Batched forward passes equal one-by-one passes, caches grow, clone and refuse other models
+//! as documented, and the folder's tokenizer.json encodes like the tokenizer rebuilt from GGUF
+//! metadata.
 
 use formwork_model::testing::{TinySpec, write_tiny_gguf, write_tiny_hf_folder};
-use formwork_model::{Architecture, BatchItem, Device, LoadedModel, ModelError, load};
+use formwork_model::{
+    Architecture, BatchItem, Device, KvCache, LoadOptions, LoadedModel, ModelError, load, load_with,
+};
 
 fn dir(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("formwork-model-tiny-{}-{name}", std::process::id()));
@@ -145,6 +148,118 @@ fn bad_files_are_typed_errors_naming_the_file() {
     ));
     assert!(matches!(
         formwork_model::device("tpu"),
+        Err(ModelError::Device { .. })
+    ));
+}
+
+/// The tiny llama of `spec` as a GGUF file (the CPU backend) and as a Hugging Face folder
+/// (candle).
+fn both_backends(name: &str, spec: &TinySpec) -> (LoadedModel, LoadedModel) {
+    let gguf = dir(name).join("tiny.gguf");
+    write_tiny_gguf(&gguf, spec).unwrap();
+    let folder = dir(&format!("{name}-hf"));
+    write_tiny_hf_folder(&folder, spec).unwrap();
+    let native = load(&gguf, &Device::Cpu).unwrap();
+    let candle = load(&folder, &Device::Cpu).unwrap();
+    assert_eq!(native.model.backend_name(), "cpu-native");
+    assert_eq!(candle.model.backend_name(), "candle");
+    (native, candle)
+}
+
+fn step(m: &LoadedModel, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, ModelError> {
+    m.model
+        .forward(&mut [BatchItem { tokens, cache }])
+        .map(|mut l| l.remove(0))
+}
+
+#[test]
+fn a_cache_runs_only_on_a_model_of_its_backend_and_shape() {
+    let (native, candle) = both_backends("foreign-cache", &TinySpec::default());
+    let prompt = native.tokenizer.encode("the name is", true).unwrap();
+    for (made_by, run_on) in [(&native, &candle), (&candle, &native)] {
+        // Fresh and filled caches alike.
+        let mut cache = made_by.model.new_cache();
+        for _ in 0..2 {
+            let err = step(run_on, &prompt, &mut cache).unwrap_err();
+            assert!(
+                matches!(&err, ModelError::Cache { message } if message.contains("another backend")),
+                "{err}"
+            );
+            step(made_by, &prompt, &mut cache).unwrap();
+        }
+        assert_eq!(
+            cache.len(),
+            2 * prompt.len(),
+            "a refused pass grows nothing"
+        );
+    }
+    let deeper = dir("foreign-cache").join("three-layers.gguf");
+    let spec = TinySpec {
+        layers: 3,
+        ..TinySpec::default()
+    };
+    write_tiny_gguf(&deeper, &spec).unwrap();
+    let deeper = load(&deeper, &Device::Cpu).unwrap();
+    let mut cache = native.model.new_cache();
+    let err = step(&deeper, &prompt, &mut cache).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::Cache { message } if message.contains("another shape")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_cloned_cache_grows_apart_from_its_original_on_every_backend() {
+    let (native, candle) = both_backends("clone", &TinySpec::default());
+    for m in [&native, &candle] {
+        let prompt = m
+            .tokenizer
+            .encode("{\"a\": 10, \"b\": true}", true)
+            .unwrap();
+        let mut original = m.model.new_cache();
+        original.set_prompt_len(prompt.len());
+        let first = step(m, &prompt, &mut original).unwrap();
+        let mut copy = original.try_clone().unwrap();
+        assert_eq!(copy.len(), prompt.len());
+        assert_eq!(copy.prompt_len(), Some(prompt.len()));
+        assert!(copy.memory_usage() > 0);
+        // The copy runs ahead on other tokens; the original then sees none of them.
+        let mut token = argmax(&first);
+        for _ in 0..4 {
+            token = argmax(&step(m, &[(token + 1) % 256], &mut copy).unwrap());
+        }
+        assert_eq!(copy.len(), prompt.len() + 4);
+        assert_eq!(original.len(), prompt.len());
+        let a = step(m, &[argmax(&first)], &mut original).unwrap();
+        let mut fresh = m.model.new_cache();
+        fresh.set_prompt_len(prompt.len());
+        step(m, &prompt, &mut fresh).unwrap();
+        let b = step(m, &[argmax(&first)], &mut fresh).unwrap();
+        assert_eq!(a, b, "{}", m.model.backend_name());
+        // A clone after a truncation holds only the kept tokens.
+        copy.truncate(prompt.len());
+        let mut again = copy.try_clone().unwrap();
+        let c = step(m, &[argmax(&first)], &mut again).unwrap();
+        assert_eq!(a, c, "{}", m.model.backend_name());
+    }
+}
+
+#[test]
+fn load_options_set_the_cpu_backend_threads() {
+    let path = dir("threads").join("tiny.gguf");
+    write_tiny_gguf(&path, &TinySpec::default()).unwrap();
+    let three = load_with(&path, &LoadOptions::new(Device::Cpu).with_threads(3)).unwrap();
+    assert_eq!(three.model.threads(), Some(3));
+    let one = load_with(&path, &LoadOptions::default().with_threads(1)).unwrap();
+    assert_eq!(one.model.threads(), Some(1));
+    // The same logits whatever the thread count.
+    let prompt = one.tokenizer.encode("hello there", true).unwrap();
+    assert_eq!(
+        step(&three, &prompt, &mut three.model.new_cache()).unwrap(),
+        step(&one, &prompt, &mut one.model.new_cache()).unwrap()
+    );
+    assert!(matches!(
+        load_with(&path, &LoadOptions::default().with_threads(0)),
         Err(ModelError::Device { .. })
     ));
 }

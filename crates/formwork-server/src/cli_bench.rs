@@ -265,17 +265,13 @@ fn run_forward(
 }
 
 pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
-    let mut model = formwork_model::load(&args.model, &formwork_model::Device::Cpu)
-        .map_err(|e| CliError::Input(e.to_string()))?;
-    if let Some(n) = args.threads {
-        if n == 0 {
-            return Err(CliError::Input("--threads must be at least 1".into()));
-        }
-        std::sync::Arc::get_mut(&mut model.model)
-            .expect("the model was just loaded")
-            .set_threads(n)
-            .map_err(|e| CliError::Input(e.to_string()))?;
+    if args.threads == Some(0) {
+        return Err(CliError::Input("--threads must be at least 1".into()));
     }
+    let mut options = formwork_model::LoadOptions::default();
+    options.threads = args.threads;
+    let model = formwork_model::load_with(&args.model, &options)
+        .map_err(|e| CliError::Input(e.to_string()))?;
     if args.prompt_tokens.is_some() || args.gen_tokens.is_some() {
         return run_forward(
             &model,

@@ -43,45 +43,49 @@ impl Head<'_> {
 
     /// The row-by-row kernel: queries rounded to f16, scores from f16 operands, an online
     /// softmax with libm's `exp`, the weighted sum of values kept in f16 (rounded after every
-    /// update). Returns `rows x dim`.
+    /// update). Returns `rows x dim`. The AVX2 kernel (`simd::flash_row`) runs each
+    /// row where the build has it and the head width suits it; it gives the same bits as the
+    /// portable code ([`Head::rows_portable`]).
     pub(crate) fn rows(&self) -> Vec<f32> {
-        let hd = self.dim;
-        let scale = self.scale();
-        let mut out = vec![0f32; self.queries.len() * hd];
-        let mut q16 = vec![f16::ZERO; hd];
-        let mut q = vec![0f32; hd];
-        let mut k = vec![0f32; hd];
-        let mut v = vec![0f32; hd];
-        let mut acc = vec![0f32; hd];
-        let mut acc16 = vec![f16::ZERO; hd];
-        for (i, query) in self.queries.iter().enumerate() {
-            q16.convert_from_f32_slice(query);
-            q16.convert_to_f32_slice(&mut q);
-            #[cfg(all(
-                target_arch = "x86_64",
-                target_feature = "avx2",
-                target_feature = "fma",
-                target_feature = "f16c"
-            ))]
-            if hd.is_multiple_of(32) && hd <= 128 {
+        #[cfg(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma",
+            target_feature = "f16c"
+        ))]
+        if self.dim.is_multiple_of(32) && (32..=128).contains(&self.dim) {
+            let scale = self.scale();
+            return self.each_row(|q, n, out| {
                 super::simd::flash_row(
-                    &q,
+                    q,
                     self.keys,
                     self.values,
                     self.stride,
                     self.offset,
-                    self.start + i + 1,
+                    n,
                     scale,
-                    &mut out[i * hd..(i + 1) * hd],
-                );
-                continue;
-            }
+                    out,
+                )
+            });
+        }
+        self.rows_portable()
+    }
+
+    /// [`Head::rows`] in portable code only.
+    pub(crate) fn rows_portable(&self) -> Vec<f32> {
+        let hd = self.dim;
+        let scale = self.scale();
+        let mut k = vec![0f32; hd];
+        let mut v = vec![0f32; hd];
+        let mut acc = vec![0f32; hd];
+        let mut acc16 = vec![f16::ZERO; hd];
+        self.each_row(|q, n, out| {
             let mut m = f32::NEG_INFINITY;
             let mut sum = 0f32;
             acc.fill(0.0);
-            for p in 0..=self.start + i {
+            for p in 0..n {
                 self.key(p).convert_to_f32_slice(&mut k);
-                let s = dot_f32_ggml(&k, &q) * scale;
+                let s = dot_f32_ggml(&k, q) * scale;
                 let mut ms = 1f32;
                 let mut vs = 1f32;
                 if s > m {
@@ -104,9 +108,28 @@ impl Head<'_> {
                 sum = sum * ms + vs;
             }
             let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-            for (o, &a) in out[i * hd..(i + 1) * hd].iter_mut().zip(&acc) {
+            for (o, &a) in out.iter_mut().zip(&acc) {
                 *o = a * inv;
             }
+        })
+    }
+
+    /// Runs `row(q, n, out)` for every query row: `q` the row rounded to f16, `n` the
+    /// positions it sees, `out` its `dim` outputs. Returns `rows x dim`.
+    fn each_row(&self, mut row: impl FnMut(&[f32], usize, &mut [f32])) -> Vec<f32> {
+        let hd = self.dim;
+        let mut out = vec![0f32; self.queries.len() * hd];
+        let mut q16 = vec![f16::ZERO; hd];
+        let mut q = vec![0f32; hd];
+        for (i, (query, out)) in self
+            .queries
+            .iter()
+            .zip(out.chunks_exact_mut(hd))
+            .enumerate()
+        {
+            q16.convert_from_f32_slice(query);
+            q16.convert_to_f32_slice(&mut q);
+            row(&q, self.start + i + 1, out);
         }
         out
     }

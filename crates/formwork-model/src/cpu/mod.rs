@@ -14,9 +14,11 @@
 //! - RMS norms summed in f64, rotary tables built as ggml builds them.
 //!
 //! A GGUF whose tensors are all in a format this backend knows ([`quant::WeightType`]) runs
-//! here on the CPU; any other file, and every GPU device, runs on candle.
+//! here on the CPU; any other file, and every GPU device, runs on candle ([`crate::candle`]).
+//! Each sequence's keys and values live in a [`NativeCache`] behind its [`KvCache`].
 
 mod attention;
+mod cache;
 mod load;
 pub(crate) mod matmul;
 pub(crate) mod pool;
@@ -30,11 +32,11 @@ pub(crate) mod simd;
 
 use std::sync::Mutex;
 
-use half::f16;
-
+use crate::cache::KvCache;
 use crate::config::{RopeStyle, TransformerConfig};
-use crate::transformer::{Span, stack};
-use crate::{BatchItem, ModelError};
+use crate::transformer::{Span, check_batch, stack};
+use crate::{BatchItem, Model, ModelError};
+use cache::NativeCache;
 pub(crate) use load::load_gguf;
 use matmul::{Input, QMatrix, lock, matmul, matmul_many};
 use pool::Pool;
@@ -127,16 +129,35 @@ impl NativeModel {
         }
         n
     }
+}
 
-    /// The forward pass of [`crate::Transformer::forward`] (inputs already checked).
-    pub(crate) fn forward(&self, batch: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+impl Model for NativeModel {
+    fn config(&self) -> &TransformerConfig {
+        &self.config
+    }
+
+    fn new_cache(&self) -> KvCache {
+        let cfg = &self.config;
+        KvCache::new(
+            cfg,
+            NativeCache::new(cfg.layers, cfg.kv_heads * cfg.head_dim),
+        )
+    }
+
+    fn forward(&self, batch: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        check_batch(&self.config, batch)?;
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         let cfg = &self.config;
         let hidden = cfg.hidden_size;
         let (heads, kv_heads, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
         let (ids, spans) = stack(batch);
-        for item in batch.iter_mut() {
-            item.cache.native_layers(cfg.layers, kv_heads * hd)?;
-        }
+        let prompt_lens: Vec<Option<usize>> = batch.iter().map(|i| i.cache.prompt_len()).collect();
+        let mut caches = batch
+            .iter_mut()
+            .map(|item| item.cache.buffers_mut::<NativeCache>(cfg))
+            .collect::<Result<Vec<_>, _>>()?;
         let rows = ids.len();
         let mut x = vec![0f32; rows * hidden];
         for (t, &id) in ids.iter().enumerate() {
@@ -174,15 +195,16 @@ impl NativeModel {
             }
             rope.apply(&mut q, heads, hd, cfg.rope_style);
             rope.apply(&mut k, kv_heads, hd, cfg.rope_style);
-            for (item, span) in batch.iter_mut().zip(&spans) {
+            for (cache, span) in caches.iter_mut().zip(&spans) {
                 let r = span.offset..span.offset + span.len;
-                item.cache.native_append(
+                cache.append(
                     li,
+                    span.start,
                     &k[r.start * kv_width..r.end * kv_width],
                     &v[r.start * kv_width..r.end * kv_width],
                 );
             }
-            let attn = self.attention(batch, &spans, li, &q);
+            let attn = self.attention(&caches, &prompt_lens, &spans, li, &q);
             debug_assert_eq!(attn.len(), rows * q_width);
             let o = matmul(&self.pool, &layer.o, &mut Input::new(&attn, rows, q_width));
             add_into(&mut x, &o);
@@ -200,9 +222,7 @@ impl NativeModel {
             );
             add_into(&mut x, &d);
         }
-        for (item, span) in batch.iter_mut().zip(&spans) {
-            item.cache.commit(span.len);
-        }
+        drop(caches);
         let mut last = Vec::with_capacity(spans.len() * hidden);
         for s in &spans {
             let r = s.offset + s.len - 1;
@@ -215,16 +235,22 @@ impl NativeModel {
             head,
             &mut Input::new(&last, spans.len(), hidden),
         );
+        for (item, span) in batch.iter_mut().zip(&spans) {
+            item.cache.commit(span.len);
+        }
         Ok(logits
             .chunks_exact(cfg.vocab_size)
             .map(<[f32]>::to_vec)
             .collect())
     }
+}
 
+impl NativeModel {
     /// Causal attention of every item's new rows over its cache, one task per (item, head).
     fn attention(
         &self,
-        batch: &[BatchItem<'_>],
+        caches: &[&mut NativeCache],
+        prompt_lens: &[Option<usize>],
         spans: &[Span],
         layer: usize,
         q: &[f32],
@@ -238,16 +264,15 @@ impl NativeModel {
         // gets is decided per sequence, from its prompt length when the cache knows it
         // (`KvCache::set_prompt_len`: the prompt's ubatches of 512 as llama.cpp cuts them),
         // else from this call's rows; never from the rest of the batch.
-        let tasks: Vec<(usize, usize)> = (0..batch.len())
+        let tasks: Vec<(usize, usize)> = (0..spans.len())
             .flat_map(|b| (0..heads).map(move |h| (b, h)))
             .collect();
         let results: Vec<Mutex<Vec<f32>>> = tasks.iter().map(|_| Mutex::new(Vec::new())).collect();
         self.pool.run(tasks.len(), &|ti| {
             let (b, h) = tasks[ti];
             let span = &spans[b];
-            let cache = &*batch[b].cache;
-            let (keys, values) = cache.native_layer(layer);
-            let tiled_at = |pos: usize| match cache.prompt_len() {
+            let (keys, values) = caches[b].layer(layer);
+            let tiled_at = |pos: usize| match prompt_lens[b] {
                 Some(p) if pos < p => {
                     let ubatch = pos / UBATCH * UBATCH;
                     (p - ubatch).min(UBATCH) >= attention::TILE
@@ -381,10 +406,6 @@ impl RopeTable {
 
 /// llama.cpp's default ubatch: a prompt is computed in pieces of this many tokens.
 const UBATCH: usize = 512;
-
-/// The native backend's share of a [`KvCache`]: per layer, keys and values as f16,
-/// `[position][kv_head][head_dim]`.
-pub(crate) type NativeCacheLayers = Vec<(Vec<f16>, Vec<f16>)>;
 
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
-//! AVX2 dot products of one weight row with up to four activation rows at once.
+//! AVX2 kernels: dot products of one weight row with up to eight activation rows at once,
+//! and one query row of flash attention over an f16 cache.
 //!
 //! A weight block is loaded and unpacked once and multiplied into every activation row of
 //! the tile, which is what makes a batch of rows cheaper than the same rows one by one. Each
@@ -8,7 +9,10 @@
 //! [`super::quant::dot_scalar`] bit for bit.
 //!
 //! Compiled only when the build targets AVX2 and FMA (the workspace builds with
-//! `-C target-cpu=native`); elsewhere the portable code runs.
+//! `-C target-cpu=native`), [`flash_row`] only when it also targets F16C; elsewhere the
+//! portable code runs. That compile-time gate is what makes the safe functions here sound:
+//! a binary built for these features may use them anywhere, so it cannot run at all on a CPU
+//! without them, and the `#[target_feature]` functions they call are never reached there.
 
 // The loads below read 16 or 32 bytes from slices whose length is checked first.
 #![allow(unsafe_code)]
@@ -305,8 +309,12 @@ fn q6k<const N: usize>(row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
 
 /// One query row of llama.cpp's row-by-row flash attention over an f16 cache (see
 /// [`super::attention::Head::rows`], whose portable code this equals bit for bit): the head
-/// `dim` a multiple of 32 up to 128, `q` already rounded to f16. Key and value `p` start at
-/// `p * stride + offset`.
+/// `dim` a multiple of 32 from 32 to 128, `q` already rounded to f16. Key and value `p` start
+/// at `p * stride + offset`.
+///
+/// Compiled only when the build also targets F16C: like the rest of this module, it is safe
+/// to call because the binary can only run on a CPU with every feature it was built for.
+#[cfg(target_feature = "f16c")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn flash_row(
     q: &[f32],
@@ -318,11 +326,11 @@ pub(crate) fn flash_row(
     scale: f32,
     out: &mut [f32],
 ) {
-    // SAFETY: this module is compiled only when the build targets AVX2 and FMA (F16C comes
-    // with them on every such CPU, and the caller checks it).
+    // SAFETY: compiled only when the build targets AVX2, FMA and F16C.
     unsafe { flash_row_inner(q, keys, values, stride, offset, n, scale, out) }
 }
 
+#[cfg(target_feature = "f16c")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn flash_row_inner(
@@ -338,7 +346,8 @@ fn flash_row_inner(
     const MAX: usize = 16;
     let dim = q.len();
     let regs = dim / 8;
-    assert!(dim.is_multiple_of(32) && regs <= MAX && out.len() == dim);
+    // At least 32: the first four accumulators below load 32 values of every key.
+    assert!(dim >= 32 && dim.is_multiple_of(32) && regs <= MAX && out.len() == dim);
     assert!(n == 0 || (n - 1) * stride + offset + dim <= keys.len().min(values.len()));
     let mut qv = [_mm256_setzero_ps(); MAX];
     for (j, qv) in qv.iter_mut().enumerate().take(regs) {

@@ -1,6 +1,6 @@
 //! The CPU kernels against candle's block decoding (an implementation we did not write) and
-//! against each other: the SIMD tiles equal the portable code bit for bit, quantized dots
-//! stay close to f32 dots.
+//! against each other: the SIMD dot tiles and attention row equal the portable code bit for
+//! bit, quantized dots stay close to f32 dots, attention stays close to exact attention.
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
@@ -214,4 +214,132 @@ fn the_pool_runs_every_task_once_and_reraises_panics() {
         n.fetch_add(1, Ordering::Relaxed);
     });
     assert_eq!(n.load(Ordering::Relaxed), 10);
+}
+
+/// Values rounded to f16, as the cache holds them.
+fn f16s(n: usize, seed: u64, scale: f32) -> Vec<half::f16> {
+    values(n, seed)
+        .into_iter()
+        .map(|v| half::f16::from_f32(v * scale))
+        .collect()
+}
+
+/// One head's attention computed exactly (f64, the stored f16 keys and values, the query
+/// rounded to f16), for query row `q` over positions `0..n`.
+fn exact_attention(head: &super::attention::Head<'_>, q: &[f32], n: usize) -> Vec<f64> {
+    let dim = head.dim;
+    let at =
+        |buf: &[half::f16], p: usize, d: usize| buf[p * head.stride + head.offset + d].to_f64();
+    let q: Vec<f64> = q.iter().map(|&x| half::f16::from_f32(x).to_f64()).collect();
+    let scores: Vec<f64> = (0..n)
+        .map(|p| (0..dim).map(|d| q[d] * at(head.keys, p, d)).sum::<f64>() / (dim as f64).sqrt())
+        .collect();
+    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    (0..dim)
+        .map(|d| {
+            (0..n)
+                .map(|p| weights[p] * at(head.values, p, d))
+                .sum::<f64>()
+                / total
+        })
+        .collect()
+}
+
+#[test]
+fn the_attention_row_kernel_equals_its_portable_code_at_real_head_widths() {
+    // Two key/value heads per position; the head under test is the second (a non-zero
+    // offset). Lengths 1, 7 and 300: one position, a few, many rescalings.
+    // On an AVX2/FMA/F16C build `rows` runs the SIMD kernel for these widths.
+    let kv_heads = 2;
+    for dim in [64, 96, 128] {
+        for len in [1, 7, 300] {
+            let stride = kv_heads * dim;
+            // Keys growing along the sequence, so new maxima (and rescalings) keep coming.
+            let keys: Vec<half::f16> = f16s(len * stride, dim as u64 + len as u64, 2.0)
+                .chunks_exact(stride)
+                .enumerate()
+                .flat_map(|(p, k)| {
+                    let grow = 1.0 + 3.0 * p as f32 / len as f32;
+                    k.iter()
+                        .map(move |x| half::f16::from_f32(x.to_f32() * grow))
+                })
+                .collect();
+            let values = f16s(len * stride, 1000 + len as u64, 1.0);
+            let rows = len.min(3);
+            let q = values_scaled(rows * dim, 77 + dim as u64, 3.0);
+            let head = super::attention::Head {
+                keys: &keys,
+                values: &values,
+                stride,
+                offset: dim,
+                dim,
+                start: len - rows,
+                queries: q.chunks_exact(dim).collect(),
+            };
+            let fast = head.rows();
+            let portable = head.rows_portable();
+            assert_eq!(fast.len(), rows * dim);
+            for (i, (a, b)) in fast.iter().zip(&portable).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "dim {dim}, length {len}, row {}, lane {}: {a} vs {b}",
+                    i / dim,
+                    i % dim
+                );
+            }
+            // And both are attention: within the f16 accumulator's rounding of the exact one
+            // (a relative 2^-11 per update).
+            for (r, out) in portable.chunks_exact(dim).enumerate() {
+                let exact = exact_attention(&head, head.queries[r], len - rows + r + 1);
+                for (d, (&got, want)) in out.iter().zip(exact).enumerate() {
+                    assert!(
+                        (got as f64 - want).abs() <= 5e-3 * (1.0 + want.abs()),
+                        "dim {dim}, length {len}, row {r}, lane {d}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn values_scaled(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    values(n, seed).into_iter().map(|v| v * scale).collect()
+}
+
+/// Every tile width of the AVX2 dot kernel (1 to 8 activation rows, at row 0, 4 and 8)
+/// against the portable dot product, bit for bit.
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+))]
+#[test]
+fn every_simd_dot_tile_width_equals_the_portable_dot() {
+    let (rows, cols) = (16, 512);
+    for (ours, theirs) in TYPES {
+        if !super::simd::supports(ours) {
+            continue;
+        }
+        let (bytes, _) = quantized(theirs, 1, cols, 21);
+        let x = values(rows * cols, 22);
+        let acts = Acts::new(ours.act_kind(), &x, rows, cols);
+        for r0 in [0, 4, 8] {
+            for n in 1..=8 {
+                let mut out = vec![0f32; n];
+                super::simd::dot_tile(ours, &bytes, &acts, r0, &mut out);
+                for (c, got) in out.iter().enumerate() {
+                    let want = dot_scalar(ours, &bytes, &acts, r0 + c);
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{} rows {r0}+{c} of a tile of {n}",
+                        ours.name()
+                    );
+                }
+            }
+        }
+    }
 }
