@@ -11,7 +11,7 @@ use formwork_engine::{
     Request, ToolFunction,
 };
 use formwork_index::ByteDfa;
-use formwork_model::testing::{TinySpec, write_tiny_gguf};
+use formwork_model::testing::{FaultyModel, TinySpec, write_tiny_gguf};
 use formwork_model::{Device, LoadedModel, load};
 use formwork_sampler::SamplingParams;
 use formwork_template::Message;
@@ -449,65 +449,10 @@ fn an_automaton_past_its_limits_ends_the_request_with_a_clear_error() {
     assert_eq!(run(&engine, r).usage.completion_tokens, 3);
 }
 
-/// The tiny model behind a switch: `panics` upcoming forward passes panic, and while the
-/// gate is closed forward passes wait (so a test can hold the engine's thread in a step).
-struct Faulty {
-    inner: std::sync::Arc<dyn formwork_model::Model>,
-    panics: std::sync::atomic::AtomicUsize,
-    gate: std::sync::Mutex<bool>,
-    opened: std::sync::Condvar,
-}
-
-impl Faulty {
-    fn open(&self) {
-        *self.gate.lock().unwrap() = true;
-        self.opened.notify_all();
-    }
-}
-
-impl formwork_model::Model for Faulty {
-    fn config(&self) -> &formwork_model::TransformerConfig {
-        self.inner.config()
-    }
-
-    fn new_cache(&self) -> formwork_model::KvCache {
-        self.inner.new_cache()
-    }
-
-    fn forward(
-        &self,
-        batch: &mut [formwork_model::BatchItem<'_>],
-    ) -> Result<Vec<Vec<f32>>, formwork_model::ModelError> {
-        use std::sync::atomic::Ordering;
-        if self
-            .panics
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            panic!("injected fault");
-        }
-        let mut open = self.gate.lock().unwrap();
-        while !*open {
-            open = self.opened.wait(open).unwrap();
-        }
-        drop(open);
-        self.inner.forward(batch)
-    }
-}
-
-fn faulty_engine(
-    config: EngineConfig,
-    panics: usize,
-    open: bool,
-) -> (Engine, std::sync::Arc<Faulty>) {
+fn faulty_engine(config: EngineConfig) -> (Engine, std::sync::Arc<FaultyModel>) {
     let loaded = tiny_model();
     let vocabulary = formwork_engine::vocabulary_for(&loaded).unwrap();
-    let faulty = std::sync::Arc::new(Faulty {
-        inner: loaded.model.clone(),
-        panics: panics.into(),
-        gate: std::sync::Mutex::new(open),
-        opened: std::sync::Condvar::new(),
-    });
+    let faulty = std::sync::Arc::new(FaultyModel::new(loaded.model.clone()));
     let engine = Engine::with_model(
         faulty.clone(),
         loaded.tokenizer,
@@ -528,7 +473,8 @@ fn short(seed: u64) -> Request {
 
 #[test]
 fn a_panic_in_a_step_fails_that_steps_requests_and_the_engine_serves_on() {
-    let (engine, _faulty) = faulty_engine(EngineConfig::default(), 1, true);
+    let (engine, faulty) = faulty_engine(EngineConfig::default());
+    faulty.panic_next(1);
     match engine.submit(short(1)).unwrap().blocking_collect() {
         Err(EngineError::Generation(message)) => {
             assert!(message.contains("injected fault"), "{message}")
@@ -547,7 +493,8 @@ fn a_panic_in_a_step_fails_that_steps_requests_and_the_engine_serves_on() {
 
 #[test]
 fn panics_that_recur_on_fresh_state_make_the_engine_unhealthy() {
-    let (engine, _faulty) = faulty_engine(EngineConfig::default(), usize::MAX, true);
+    let (engine, faulty) = faulty_engine(EngineConfig::default());
+    faulty.panic_next(usize::MAX);
     for _ in 0..3 {
         assert!(engine.submit(short(1)).unwrap().blocking_collect().is_err());
     }
@@ -558,15 +505,12 @@ fn panics_that_recur_on_fresh_state_make_the_engine_unhealthy() {
 
 #[test]
 fn the_queue_never_overfills_under_concurrent_submissions() {
-    let (engine, faulty) = faulty_engine(
-        EngineConfig {
-            max_active: 1,
-            max_queue: 3,
-            ..EngineConfig::default()
-        },
-        0,
-        false,
-    );
+    let (engine, faulty) = faulty_engine(EngineConfig {
+        max_active: 1,
+        max_queue: 3,
+        ..EngineConfig::default()
+    });
+    faulty.close_gate();
     // The first request is admitted, then its step waits at the closed gate.
     let running = engine.submit(short(1)).unwrap();
     wait_for(&engine, "the first request to start", |m| m.active == 1);
@@ -587,7 +531,7 @@ fn the_queue_never_overfills_under_concurrent_submissions() {
     });
     assert_eq!(accepted.into_inner(), 3);
     assert_eq!(engine.metrics().queued, 3);
-    faulty.open();
+    faulty.open_gate();
     assert!(running.blocking_collect().is_ok());
     for h in handles.into_inner().unwrap() {
         assert!(h.blocking_collect().is_ok());
@@ -597,15 +541,12 @@ fn the_queue_never_overfills_under_concurrent_submissions() {
 
 #[test]
 fn a_full_queue_refuses_before_compiling_the_constraint() {
-    let (engine, faulty) = faulty_engine(
-        EngineConfig {
-            max_active: 1,
-            max_queue: 0,
-            ..EngineConfig::default()
-        },
-        0,
-        false,
-    );
+    let (engine, faulty) = faulty_engine(EngineConfig {
+        max_active: 1,
+        max_queue: 0,
+        ..EngineConfig::default()
+    });
+    faulty.close_gate();
     let mut r = short(1);
     r.constraint = Some(Constraint::Regex("[a-z]{0,50000}".into()));
     assert!(matches!(
@@ -614,7 +555,7 @@ fn a_full_queue_refuses_before_compiling_the_constraint() {
     ));
     let m = engine.metrics();
     assert_eq!((m.index_cache_misses, m.index_cache_size), (0, 0));
-    faulty.open();
+    faulty.open_gate();
 }
 
 #[test]
@@ -687,4 +628,31 @@ fn a_constraint_over_its_memory_limit_is_refused_naming_the_limit() {
     }
     let m = engine.metrics();
     assert!(m.index_cache_bytes < 64 << 20, "{}", m.index_cache_bytes);
+}
+
+#[test]
+fn a_fork_that_fails_ends_its_choice_and_frees_the_request() {
+    let (engine, faulty) = faulty_engine(EngineConfig {
+        kv_cache_tokens: 4096,
+        ..EngineConfig::default()
+    });
+    faulty.fail_cache_clones(true);
+    let mut r = short(1);
+    r.n = 3;
+    match engine.submit(r).unwrap().blocking_collect() {
+        Err(EngineError::Generation(message)) => {
+            assert!(message.contains("cannot be cloned"), "{message}")
+        }
+        other => panic!("expected the forks' failure, got {other:?}"),
+    }
+    // The group finished and gave back its KV reservation: requests that need the whole
+    // budget still run.
+    faulty.fail_cache_clones(false);
+    wait_for(&engine, "the sequences to end", |m| m.active == 0);
+    let mut big = short(2);
+    big.max_tokens = Some(4096 - 64);
+    let c = run(&engine, big);
+    assert!(c.finish_reasons[0].is_some());
+    let m = engine.metrics();
+    assert_eq!(m.finished[3], ("error", 2));
 }

@@ -32,6 +32,8 @@ pub struct KvCache {
     prompt_len: Option<usize>,
     len: usize,
     max_len: usize,
+    /// Set by [`crate::testing::FaultyModel`]: every `try_clone` fails.
+    clone_fault: bool,
 }
 
 impl fmt::Debug for KvCache {
@@ -55,7 +57,14 @@ impl KvCache {
             prompt_len: None,
             len: 0,
             max_len: config.context_length,
+            clone_fault: false,
         }
+    }
+
+    /// Makes every later [`KvCache::try_clone`] of this cache fail (fault injection).
+    #[cfg(feature = "testing")]
+    pub(crate) fn inject_clone_fault(&mut self) {
+        self.clone_fault = true;
     }
 
     /// Tokens held.
@@ -104,12 +113,18 @@ impl KvCache {
     /// A deep copy: the copy and the original grow independently (for `n > 1` sharing one
     /// prefill).
     pub fn try_clone(&self) -> Result<KvCache, ModelError> {
+        if self.clone_fault {
+            return Err(ModelError::Cache {
+                message: "an injected fault: this cache cannot be cloned".into(),
+            });
+        }
         Ok(KvCache {
             buffers: self.buffers.try_clone(self.len)?,
             shape: self.shape,
             prompt_len: self.prompt_len,
             len: self.len,
             max_len: self.max_len,
+            clone_fault: false,
         })
     }
 

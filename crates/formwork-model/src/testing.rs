@@ -5,6 +5,10 @@
 //! bytes, a few dozen merges, `<|endoftext|>`, `<|im_start|>`, `<|im_end|>`), a chatml
 //! template, and random weights (Q8_0 projections, f32 norms) for a llama, qwen2 or qwen3
 //! block layout. Same spec, same file.
+//!
+//! [`FaultyModel`] wraps any model and injects faults on request (a panicking forward pass,
+//! caches that cannot be cloned, a forward pass held at a gate), for tests of how the layers
+//! above contain them.
 
 use std::path::Path;
 
@@ -367,4 +371,88 @@ pub fn write_tiny_hf_folder(dir: &Path, spec: &TinySpec) -> Result<(), ModelErro
         .to_string(),
     )?;
     Ok(())
+}
+
+/// A [`Model`](crate::Model) that runs another and injects faults on request: the next `n`
+/// forward passes panic ([`FaultyModel::panic_next`]), the caches it makes fail to clone
+/// ([`FaultyModel::fail_cache_clones`]), or forward passes wait at a closed gate
+/// ([`FaultyModel::close_gate`]) so a test can hold a step in flight.
+pub struct FaultyModel {
+    inner: std::sync::Arc<dyn crate::Model>,
+    panics: std::sync::atomic::AtomicUsize,
+    clone_faults: std::sync::atomic::AtomicBool,
+    gate: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl std::fmt::Debug for FaultyModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultyModel").finish_non_exhaustive()
+    }
+}
+
+impl FaultyModel {
+    /// `inner` with no fault armed and the gate open.
+    pub fn new(inner: std::sync::Arc<dyn crate::Model>) -> FaultyModel {
+        FaultyModel {
+            inner,
+            panics: 0.into(),
+            clone_faults: false.into(),
+            gate: std::sync::Mutex::new(true),
+            opened: std::sync::Condvar::new(),
+        }
+    }
+
+    /// The next `n` forward passes panic (`usize::MAX`: all of them).
+    pub fn panic_next(&self, n: usize) {
+        self.panics.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether caches made from now on fail to clone.
+    pub fn fail_cache_clones(&self, fail: bool) {
+        self.clone_faults
+            .store(fail, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Forward passes wait until [`FaultyModel::open_gate`].
+    pub fn close_gate(&self) {
+        *self.gate.lock().unwrap_or_else(|e| e.into_inner()) = false;
+    }
+
+    /// Lets waiting and later forward passes run.
+    pub fn open_gate(&self) {
+        *self.gate.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.opened.notify_all();
+    }
+}
+
+impl crate::Model for FaultyModel {
+    fn config(&self) -> &crate::TransformerConfig {
+        self.inner.config()
+    }
+
+    fn new_cache(&self) -> crate::KvCache {
+        let mut cache = self.inner.new_cache();
+        if self.clone_faults.load(std::sync::atomic::Ordering::SeqCst) {
+            cache.inject_clone_fault();
+        }
+        cache
+    }
+
+    fn forward(&self, batch: &mut [crate::BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .panics
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            panic!("an injected fault in the forward pass");
+        }
+        let mut open = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        while !*open {
+            open = self.opened.wait(open).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(open);
+        self.inner.forward(batch)
+    }
 }
