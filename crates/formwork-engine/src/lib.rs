@@ -333,6 +333,11 @@ impl Engine {
     }
 
     /// Renders chat messages through the model's template, with the generation prompt.
+    ///
+    /// A template that cannot render a `null` content (one that concatenates
+    /// `message['content']`, as SmolLM2's does, fails on the assistant turn of a tool call)
+    /// gets one more try with every `null` content as an empty string, as vLLM renders
+    /// them for templates that expect strings; templates that handle `null` see it as sent.
     pub fn render_chat(
         &self,
         messages: &[formwork_template::Message],
@@ -342,16 +347,31 @@ impl Engine {
             self.shared.template.as_ref().ok_or_else(|| {
                 EngineError::InvalidRequest("the model has no chat template".into())
             })?;
-        let mut args = RenderArgs::new(messages).add_generation_prompt(true);
-        if !tools.is_empty() {
-            args = args.tools(tools);
+        let render = |messages: &[formwork_template::Message]| {
+            let mut args = RenderArgs::new(messages).add_generation_prompt(true);
+            if !tools.is_empty() {
+                args = args.tools(tools);
+            }
+            template.render(&args)
+        };
+        match render(messages) {
+            Err(_) if messages.iter().any(|m| m.content.is_none()) => {
+                let mut filled = messages.to_vec();
+                for m in &mut filled {
+                    m.content
+                        .get_or_insert_with(|| formwork_template::Content::Text(String::new()));
+                }
+                Ok(render(&filled)?)
+            }
+            rendered => Ok(rendered?),
         }
-        Ok(template.render(&args)?)
     }
 
-    /// The prompt's token ids. A text that is too long for the context whatever its
-    /// tokenization (more bytes than the context holds tokens of the vocabulary's longest)
-    /// is refused before it is tokenized, so its size costs no more than the text itself.
+    /// The prompt's token ids. A chat prompt is rendered by [`Engine::render_chat`] (with
+    /// its retry of `null` contents as empty strings). A text that is too long for the
+    /// context whatever its tokenization (more bytes than the context holds tokens of the
+    /// vocabulary's longest) is refused before it is tokenized, so its size costs no more
+    /// than the text itself.
     pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<u32>, EngineError> {
         let tokens = match prompt {
             Prompt::Chat { messages, tools } => {

@@ -405,6 +405,44 @@ fn bad_requests_are_typed_errors_before_generation() {
 }
 
 #[test]
+fn a_null_content_renders_as_empty_for_a_template_that_concatenates_it() {
+    // The tiny model's chatml template concatenates `message['content']`, which fails on
+    // the `null` content of an assistant turn that only calls a tool.
+    let engine = shared_engine();
+    let conversation = |content: Option<&str>| {
+        let mut call = Message::assistant("");
+        call.content = content.map(Into::into);
+        call.tool_calls = Some(vec![formwork_template::ToolCall::function(
+            "call_1",
+            "weather",
+            json!("{}"),
+        )]);
+        Prompt::Chat {
+            messages: vec![
+                Message::user("Weather?"),
+                call,
+                Message::tool("call_1", "sunny"),
+            ],
+            tools: vec![],
+        }
+    };
+    let tokens = engine.prompt_tokens(&conversation(None)).unwrap();
+    assert_eq!(
+        tokens,
+        engine.prompt_tokens(&conversation(Some(""))).unwrap()
+    );
+    let Prompt::Chat { messages, .. } = conversation(None) else {
+        unreachable!()
+    };
+    let text = engine.render_chat(&messages, &[]).unwrap();
+    assert!(text.contains("<|im_start|>assistant\n<|im_end|>"), "{text}");
+    // Generation reads the same prompt.
+    let mut r = Request::new(conversation(None));
+    r.max_tokens = Some(2);
+    assert_eq!(run(engine, r).usage.prompt_tokens, tokens.len());
+}
+
+#[test]
 fn multibyte_characters_survive_constrained_streams() {
     let engine = shared_engine();
     let regex = "(日本|€|😀|é){3,6}";

@@ -32,8 +32,8 @@ use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use formwork_engine::{
-    Constraint, EngineError, Event, FinishReason as EngineFinish, Prompt, Request, RequestHandle,
-    TokenLogprob as EngineLogprob, Usage as EngineUsage,
+    Constraint, EngineError, Event, FinishReason, Prompt, Request, RequestHandle, TokenLogprob,
+    Usage,
 };
 use formwork_sampler::{SamplerError, SamplingParams};
 use futures_util::Stream;
@@ -42,9 +42,9 @@ use crate::app::AppState;
 use crate::error::{ApiError, JsonBody};
 use crate::options::GenerationOptions;
 use crate::protocol::{
-    AssistantMessage, ChatChoice, ChatChunkFactory, ChatCompletion, ChatCompletionRequest,
-    ChatDelta, ChatLogprobs, ChatMessage, Completion, CompletionChoice, CompletionChunkFactory,
-    CompletionLogprobs, CompletionRequest, FinishReason, TokenLogprob, TopLogprobMap, Usage,
+    self, AssistantMessage, ChatChoice, ChatChunkFactory, ChatCompletion, ChatCompletionRequest,
+    ChatDelta, ChatLogprobs, CompletionChoice, CompletionChunkFactory, CompletionLogprobs,
+    CompletionRequest, TopLogprobMap,
 };
 use crate::routes::blocking;
 use crate::sse;
@@ -79,7 +79,7 @@ pub(crate) async fn chat_completions(
         logprobs: "top_logprobs",
     };
     let prompt = Prompt::Chat {
-        messages: req.messages.iter().map(ChatMessage::to_template).collect(),
+        messages: req.messages,
         tools: plan.template_tools().unwrap_or_default(),
     };
     let request = engine_request(prompt, &options, resolved.map(|r| r.constraint));
@@ -89,13 +89,11 @@ pub(crate) async fn chat_completions(
         let writer = ChatWriter::new(model, &options, &plan);
         return Ok(event_stream(handle, writer, options.include_usage));
     }
-    let collected = collect(handle, options.n).await?;
-    let usage = collected.usage();
-    let mut choices = Vec::with_capacity(collected.choices.len());
-    for (index, choice) in collected.choices.into_iter().enumerate() {
-        let finish = finish_reason(choice.reason)?;
+    let (collected, usage) = collect(handle, options.n).await?;
+    let mut choices = Vec::with_capacity(collected.len());
+    for (index, choice) in collected.into_iter().enumerate() {
         let parsed = plan.parse(&choice.text);
-        let finish_reason = parsed.finish_reason(finish);
+        let finish_reason = parsed.finish_reason(choice.finish);
         let message = if parsed.tool_calls.is_empty() {
             AssistantMessage::text(parsed.content.unwrap_or_default())
         } else {
@@ -135,11 +133,9 @@ pub(crate) async fn completions(
         let writer = CompletionWriter::new(model, &options);
         return Ok(event_stream(handle, writer, options.include_usage));
     }
-    let collected = collect(handle, options.n).await?;
-    let usage = collected.usage();
-    let mut choices = Vec::with_capacity(collected.choices.len());
-    for (index, choice) in collected.choices.into_iter().enumerate() {
-        let finish = finish_reason(choice.reason)?;
+    let (collected, usage) = collect(handle, options.n).await?;
+    let mut choices = Vec::with_capacity(collected.len());
+    for (index, choice) in collected.into_iter().enumerate() {
         let logprobs = options
             .logprobs
             .map(|_| completion_logprobs(&choice.logprobs, 0));
@@ -147,10 +143,10 @@ pub(crate) async fn completions(
             text: choice.text,
             index: u32::try_from(index).unwrap_or(u32::MAX),
             logprobs,
-            finish_reason: Some(finish),
+            finish_reason: Some(choice.finish),
         });
     }
-    Ok(Json(Completion::new(model, choices, usage)).into_response())
+    Ok(Json(protocol::Completion::new(model, choices, usage)).into_response())
 }
 
 /// The engine's request for checked options and a constraint.
@@ -187,10 +183,6 @@ fn engine_request(
 }
 
 /// Hands a request to the engine on a blocking thread.
-///
-/// A chat template that cannot render a `null` content (SmolLM2's concatenates it) gets
-/// one more try with every `null` content as an empty string, as vLLM renders them for
-/// templates that expect strings; templates that handle `null` see it as sent.
 async fn submit(
     state: &AppState,
     request: Request,
@@ -201,43 +193,10 @@ async fn submit(
             "The server is shutting down; retry on another instance.",
         ));
     }
-    let fallback = null_contents_as_empty(&request.prompt).map(|prompt| Request {
-        prompt,
-        ..request.clone()
-    });
     let engine = state.engine.clone();
-    let first = blocking(move || engine.submit(request)).await?;
-    let result = match (first, fallback) {
-        (Err(EngineError::Template(_)), Some(retry)) => {
-            let engine = state.engine.clone();
-            blocking(move || engine.submit(retry)).await?
-        }
-        (first, _) => first,
-    };
-    result.map_err(|e| engine_error(e, blame))
-}
-
-/// The chat prompt with `null` contents as empty strings; `None` if it has none.
-pub(crate) fn null_contents_as_empty(prompt: &Prompt) -> Option<Prompt> {
-    let Prompt::Chat { messages, tools } = prompt else {
-        return None;
-    };
-    if messages.iter().all(|m| m.content.is_some()) {
-        return None;
-    }
-    let messages = messages
-        .iter()
-        .cloned()
-        .map(|mut m| {
-            m.content
-                .get_or_insert_with(|| formwork_template::Content::Text(String::new()));
-            m
-        })
-        .collect();
-    Some(Prompt::Chat {
-        messages,
-        tools: tools.clone(),
-    })
+    blocking(move || engine.submit(request))
+        .await?
+        .map_err(|e| engine_error(e, blame))
 }
 
 /// An engine refusal as the client sees it.
@@ -286,77 +245,63 @@ fn engine_error(e: EngineError, blame: &Blame) -> ApiError {
     }
 }
 
-/// One choice's collected output.
-#[derive(Debug, Default)]
+/// One choice of a whole answer.
+#[derive(Debug)]
 struct CollectedChoice {
     text: String,
-    logprobs: Vec<EngineLogprob>,
-    reason: Option<EngineFinish>,
-    tokens: usize,
+    logprobs: Vec<TokenLogprob>,
+    finish: protocol::FinishReason,
 }
 
-/// A whole request's output.
-#[derive(Debug, Default)]
-struct Collected {
-    choices: Vec<CollectedChoice>,
-    usage: Option<EngineUsage>,
-}
-
-impl Collected {
-    fn usage(&self) -> Usage {
-        match self.usage {
-            Some(u) => Usage::new(count(u.prompt_tokens), count(u.completion_tokens)),
-            None => Usage::new(0, count(self.choices.iter().map(|c| c.tokens).sum())),
+/// Waits for a whole answer ([`RequestHandle::collect`]) and reads it in OpenAI's terms:
+/// a generation failure is a 500, a choice that did not end (the engine shut down) a 503.
+async fn collect(
+    handle: RequestHandle,
+    n: u32,
+) -> Result<(Vec<CollectedChoice>, protocol::Usage), ApiError> {
+    let completion = handle.collect().await.map_err(|e| match e {
+        EngineError::Generation(message) => {
+            ApiError::server(format!("Generation failed: {message}"))
         }
+        e => ApiError::server(e.to_string()),
+    })?;
+    let formwork_engine::Completion {
+        texts,
+        finish_reasons,
+        logprobs,
+        usage,
+        ..
+    } = completion;
+    if finish_reasons.len() < n as usize {
+        finish_reason(None)?;
     }
+    let choices = texts
+        .into_iter()
+        .zip(logprobs)
+        .zip(finish_reasons)
+        .map(|((text, logprobs), reason)| {
+            Ok(CollectedChoice {
+                text,
+                logprobs,
+                finish: finish_reason(reason)?,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    log_usage(&usage);
+    Ok((choices, openai_usage(&usage)))
+}
+
+/// OpenAI's token counts of the engine's usage.
+fn openai_usage(usage: &Usage) -> protocol::Usage {
+    protocol::Usage::new(count(usage.prompt_tokens), count(usage.completion_tokens))
 }
 
 fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// Reads every event of a request; a generation failure is a 500.
-async fn collect(mut handle: RequestHandle, n: u32) -> Result<Collected, ApiError> {
-    let mut out = Collected::default();
-    out.choices
-        .resize_with(n as usize, CollectedChoice::default);
-    while let Some(event) = handle.next().await {
-        match event {
-            Event::Delta {
-                index,
-                text,
-                logprobs,
-            } => {
-                if let Some(choice) = out.choices.get_mut(index) {
-                    choice.text.push_str(&text);
-                    choice.logprobs.extend(logprobs);
-                }
-            }
-            Event::Finished {
-                index,
-                reason,
-                completion_tokens,
-            } => {
-                if let Some(choice) = out.choices.get_mut(index) {
-                    choice.reason = Some(reason);
-                    choice.tokens = completion_tokens;
-                }
-            }
-            Event::Error { message } => {
-                return Err(ApiError::server(format!("Generation failed: {message}")));
-            }
-            Event::Done(usage) => {
-                log_usage(&usage);
-                out.usage = Some(usage);
-                break;
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Logs a finished request's token counts and speed.
-fn log_usage(usage: &EngineUsage) {
+fn log_usage(usage: &Usage) {
     tracing::info!(
         prompt_tokens = usage.prompt_tokens,
         completion_tokens = usage.completion_tokens,
@@ -367,20 +312,20 @@ fn log_usage(usage: &EngineUsage) {
 }
 
 /// OpenAI's finish reason for the engine's; a cancelled or failed choice is an error.
-fn finish_reason(reason: Option<EngineFinish>) -> Result<FinishReason, ApiError> {
+fn finish_reason(reason: Option<FinishReason>) -> Result<protocol::FinishReason, ApiError> {
     match reason {
-        Some(EngineFinish::Stop) => Ok(FinishReason::Stop),
-        Some(EngineFinish::Length) => Ok(FinishReason::Length),
-        Some(EngineFinish::Cancelled) | None => Err(ApiError::overloaded(
+        Some(FinishReason::Stop) => Ok(protocol::FinishReason::Stop),
+        Some(FinishReason::Length) => Ok(protocol::FinishReason::Length),
+        Some(FinishReason::Cancelled) | None => Err(ApiError::overloaded(
             "The request was cancelled: the server is shutting down.",
         )),
-        Some(EngineFinish::Error) => Err(ApiError::server("Generation failed.")),
+        Some(FinishReason::Error) => Err(ApiError::server("Generation failed.")),
     }
 }
 
 /// A chat log-probability entry.
-fn chat_logprob(lp: &EngineLogprob) -> TokenLogprob {
-    TokenLogprob::new(
+fn chat_logprob(lp: &TokenLogprob) -> protocol::TokenLogprob {
+    protocol::TokenLogprob::new(
         &lp.bytes,
         lp.logprob,
         lp.top.iter().map(|(_, bytes, l)| (bytes.as_slice(), *l)),
@@ -388,7 +333,7 @@ fn chat_logprob(lp: &EngineLogprob) -> TokenLogprob {
 }
 
 /// Completions log-probabilities of some tokens, offsets counted from `start`.
-fn completion_logprobs(lps: &[EngineLogprob], start: u32) -> CompletionLogprobs {
+fn completion_logprobs(lps: &[TokenLogprob], start: u32) -> CompletionLogprobs {
     let mut out = CompletionLogprobs::default();
     for lp in lps {
         let top = lp
@@ -419,13 +364,18 @@ trait ChunkWriter: Send + 'static {
         &mut self,
         index: usize,
         text: &str,
-        logprobs: Vec<EngineLogprob>,
+        logprobs: Vec<TokenLogprob>,
         out: &mut VecDeque<SseEvent>,
     );
     /// A choice ended normally.
-    fn finish(&mut self, index: usize, reason: FinishReason, out: &mut VecDeque<SseEvent>);
+    fn finish(
+        &mut self,
+        index: usize,
+        reason: protocol::FinishReason,
+        out: &mut VecDeque<SseEvent>,
+    );
     /// The usage chunk.
-    fn usage(&self, usage: Usage) -> SseEvent;
+    fn usage(&self, usage: protocol::Usage) -> SseEvent;
 }
 
 /// The state of one streamed response.
@@ -461,9 +411,8 @@ impl<W: ChunkWriter> Streaming<W> {
             Some(Event::Done(usage)) => {
                 log_usage(&usage);
                 if self.include_usage {
-                    let usage =
-                        Usage::new(count(usage.prompt_tokens), count(usage.completion_tokens));
-                    self.queue.push_back(self.writer.usage(usage));
+                    self.queue
+                        .push_back(self.writer.usage(openai_usage(&usage)));
                 }
                 self.end();
             }
@@ -528,7 +477,7 @@ struct ChatWriter {
     streams: Vec<ToolStream>,
     /// Log-probabilities not yet sent, per choice (text can be held back by the tool
     /// reader; its tokens' entries go with the next chunk that carries content).
-    pending: Vec<Vec<TokenLogprob>>,
+    pending: Vec<Vec<protocol::TokenLogprob>>,
     logprobs: bool,
     required_tools: bool,
 }
@@ -584,7 +533,7 @@ impl ChunkWriter for ChatWriter {
         &mut self,
         index: usize,
         text: &str,
-        logprobs: Vec<EngineLogprob>,
+        logprobs: Vec<TokenLogprob>,
         out: &mut VecDeque<SseEvent>,
     ) {
         let Some(stream) = self.streams.get_mut(index) else {
@@ -599,7 +548,12 @@ impl ChunkWriter for ChatWriter {
         self.send(index, deltas, out);
     }
 
-    fn finish(&mut self, index: usize, reason: FinishReason, out: &mut VecDeque<SseEvent>) {
+    fn finish(
+        &mut self,
+        index: usize,
+        reason: protocol::FinishReason,
+        out: &mut VecDeque<SseEvent>,
+    ) {
         let Some(stream) = self.streams.get_mut(index) else {
             return;
         };
@@ -614,7 +568,7 @@ impl ChunkWriter for ChatWriter {
         out.push_back(sse::event(&chunk));
     }
 
-    fn usage(&self, usage: Usage) -> SseEvent {
+    fn usage(&self, usage: protocol::Usage) -> SseEvent {
         sse::event(&self.factory.usage(usage))
     }
 }
@@ -644,7 +598,7 @@ impl ChunkWriter for CompletionWriter {
         &mut self,
         index: usize,
         text: &str,
-        logprobs: Vec<EngineLogprob>,
+        logprobs: Vec<TokenLogprob>,
         out: &mut VecDeque<SseEvent>,
     ) {
         let Some(offset) = self.offsets.get_mut(index) else {
@@ -664,12 +618,17 @@ impl ChunkWriter for CompletionWriter {
         out.push_back(sse::event(&self.factory.text(i, text, logprobs, None)));
     }
 
-    fn finish(&mut self, index: usize, reason: FinishReason, out: &mut VecDeque<SseEvent>) {
+    fn finish(
+        &mut self,
+        index: usize,
+        reason: protocol::FinishReason,
+        out: &mut VecDeque<SseEvent>,
+    ) {
         let i = u32::try_from(index).unwrap_or(u32::MAX);
         out.push_back(sse::event(&self.factory.text(i, "", None, Some(reason))));
     }
 
-    fn usage(&self, usage: Usage) -> SseEvent {
+    fn usage(&self, usage: protocol::Usage) -> SseEvent {
         sse::event(&self.factory.usage(usage))
     }
 }
@@ -718,7 +677,7 @@ mod tests {
             .collect()
     }
 
-    fn delta(index: usize, text: &str, logprobs: Vec<EngineLogprob>) -> Option<Event> {
+    fn delta(index: usize, text: &str, logprobs: Vec<TokenLogprob>) -> Option<Event> {
         Some(Event::Delta {
             index,
             text: text.into(),
@@ -726,7 +685,7 @@ mod tests {
         })
     }
 
-    fn finished(index: usize, reason: EngineFinish) -> Option<Event> {
+    fn finished(index: usize, reason: FinishReason) -> Option<Event> {
         Some(Event::Finished {
             index,
             reason,
@@ -734,8 +693,8 @@ mod tests {
         })
     }
 
-    fn lp(text: &str) -> EngineLogprob {
-        EngineLogprob {
+    fn lp(text: &str) -> TokenLogprob {
+        TokenLogprob {
             token: 7,
             bytes: text.as_bytes().to_vec(),
             logprob: -0.5,
@@ -776,7 +735,7 @@ mod tests {
         let writer = CompletionWriter::new("m".into(), &options(json!({})));
         let out = feed(
             writer,
-            vec![delta(0, "a", vec![]), finished(0, EngineFinish::Cancelled)],
+            vec![delta(0, "a", vec![]), finished(0, FinishReason::Cancelled)],
             false,
         )
         .await;
@@ -798,7 +757,7 @@ mod tests {
             &options(json!({"logprobs": true, "top_logprobs": 1, "n": 2})),
             &ToolPlan::new(None, None, None).unwrap(),
         );
-        let usage = formwork_engine::Usage {
+        let usage = Usage {
             prompt_tokens: 3,
             completion_tokens: 3,
             ..Default::default()
@@ -810,8 +769,8 @@ mod tests {
                 delta(1, "", vec![lp("\u{e9}")]),
                 delta(1, "ab", vec![lp("ab")]),
                 delta(0, "", vec![lp("x")]),
-                finished(0, EngineFinish::Stop),
-                finished(1, EngineFinish::Length),
+                finished(0, FinishReason::Stop),
+                finished(1, FinishReason::Length),
                 Some(Event::Done(usage)),
             ],
             true,
@@ -853,7 +812,7 @@ mod tests {
             vec![
                 delta(0, "ab", vec![lp("ab")]),
                 delta(0, "cde", vec![lp("c"), lp("de")]),
-                finished(0, EngineFinish::Stop),
+                finished(0, FinishReason::Stop),
             ],
             false,
         )

@@ -21,7 +21,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
-use crate::protocol::{ChatCompletionRequest, CompletionRequest, Stop, StreamOptions};
+use crate::protocol::{ChatCompletionRequest, CompletionRequest, SamplingFields, Stop};
 
 /// Limits on what one request may ask for; exceeding one is a 400.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,25 +82,6 @@ pub struct GenerationOptions {
     pub include_usage: bool,
 }
 
-/// The sampling fields both request kinds share.
-struct Shared<'a> {
-    max_tokens: Option<u32>,
-    temperature: Option<f32>,
-    top_p: Option<f32>,
-    n: Option<u32>,
-    stop: Option<&'a Stop>,
-    seed: Option<i64>,
-    presence_penalty: Option<f32>,
-    frequency_penalty: Option<f32>,
-    logit_bias: Option<&'a Map<String, Value>>,
-    stream: Option<bool>,
-    stream_options: Option<&'a StreamOptions>,
-    top_k: Option<i32>,
-    min_p: Option<f32>,
-    repetition_penalty: Option<f32>,
-    ignore_eos: Option<bool>,
-}
-
 impl GenerationOptions {
     /// The options of a chat request.
     pub fn from_chat(
@@ -112,24 +93,8 @@ impl GenerationOptions {
         } else {
             "max_tokens"
         };
-        let shared = Shared {
-            max_tokens: req.max_completion_tokens.or(req.max_tokens),
-            temperature: req.temperature,
-            top_p: req.top_p,
-            n: req.n,
-            stop: req.stop.as_ref(),
-            seed: req.seed,
-            presence_penalty: req.presence_penalty,
-            frequency_penalty: req.frequency_penalty,
-            logit_bias: req.logit_bias.as_ref(),
-            stream: req.stream,
-            stream_options: req.stream_options.as_ref(),
-            top_k: req.top_k,
-            min_p: req.min_p,
-            repetition_penalty: req.repetition_penalty,
-            ignore_eos: req.ignore_eos,
-        };
-        let mut options = shared.resolve(limits, max_tokens_param)?;
+        let max_tokens = req.max_completion_tokens.or(req.sampling.max_tokens);
+        let mut options = resolve(&req.sampling, max_tokens, max_tokens_param, limits)?;
         let top = req.top_logprobs.unwrap_or(0);
         options.logprobs = match req.logprobs {
             Some(true) => Some(check_top_logprobs(top, limits, "top_logprobs")?),
@@ -162,31 +127,15 @@ impl GenerationOptions {
             );
         }
         if let Some(best_of) = req.best_of
-            && best_of != req.n.unwrap_or(1)
+            && best_of != req.sampling.n.unwrap_or(1)
         {
             return Err(ApiError::invalid_request(
                 "`best_of` is not supported by this server unless it equals `n`",
             )
             .param("best_of"));
         }
-        let shared = Shared {
-            max_tokens: req.max_tokens,
-            temperature: req.temperature,
-            top_p: req.top_p,
-            n: req.n,
-            stop: req.stop.as_ref(),
-            seed: req.seed,
-            presence_penalty: req.presence_penalty,
-            frequency_penalty: req.frequency_penalty,
-            logit_bias: req.logit_bias.as_ref(),
-            stream: req.stream,
-            stream_options: req.stream_options.as_ref(),
-            top_k: req.top_k,
-            min_p: req.min_p,
-            repetition_penalty: req.repetition_penalty,
-            ignore_eos: req.ignore_eos,
-        };
-        let mut options = shared.resolve(limits, "max_tokens")?;
+        let sampling = &req.sampling;
+        let mut options = resolve(sampling, sampling.max_tokens, "max_tokens", limits)?;
         options.logprobs = req
             .logprobs
             .map(|k| check_top_logprobs(k, limits, "logprobs"))
@@ -195,95 +144,97 @@ impl GenerationOptions {
     }
 }
 
-impl Shared<'_> {
-    fn resolve(
-        &self,
-        limits: &Limits,
-        max_tokens_param: &str,
-    ) -> Result<GenerationOptions, ApiError> {
-        if self.max_tokens == Some(0) {
-            return Err(ApiError::invalid_request(format!(
-                "`{max_tokens_param}` must be at least 1"
-            ))
-            .param(max_tokens_param));
-        }
-        let n = self.n.unwrap_or(1);
-        if n == 0 || n > limits.max_n {
-            return Err(ApiError::invalid_request(format!(
-                "`n` must be between 1 and {}",
-                limits.max_n
-            ))
-            .param("n"));
-        }
-        let stream = self.stream.unwrap_or(false);
-        if self.stream_options.is_some() && !stream {
-            return Err(ApiError::invalid_request(
-                "`stream_options` is only allowed when `stream` is true",
-            )
-            .param("stream_options"));
-        }
-        let stop = self.stop.map(Stop::to_vec).unwrap_or_default();
-        if stop.len() > limits.max_stop {
-            return Err(ApiError::invalid_request(format!(
-                "`stop` may hold at most {} strings",
-                limits.max_stop
-            ))
-            .param("stop"));
-        }
-        if stop.iter().any(String::is_empty) {
-            return Err(
-                ApiError::invalid_request("`stop` strings must not be empty").param("stop"),
-            );
-        }
-        let top_k = match self.top_k {
-            None | Some(-1 | 0) => None,
-            Some(k) => Some(u32::try_from(k).map_err(|_| {
-                ApiError::invalid_request(
-                    "`top_k` must be a positive integer, or 0 or -1 to disable it",
-                )
-                .param("top_k")
-            })?),
-        };
-        let repetition_penalty = self.repetition_penalty.unwrap_or(1.0);
-        if !(repetition_penalty.is_finite() && repetition_penalty > 0.0) {
-            return Err(
-                ApiError::invalid_request("`repetition_penalty` must be greater than 0")
-                    .param("repetition_penalty"),
-            );
-        }
-        Ok(GenerationOptions {
-            max_tokens: self.max_tokens,
-            temperature: in_range(self.temperature, 1.0, 0.0, 2.0, "temperature")?,
-            top_p: in_range(self.top_p, 1.0, 0.0, 1.0, "top_p")?,
-            top_k,
-            min_p: in_range(self.min_p, 0.0, 0.0, 1.0, "min_p")?,
-            n,
-            stop,
-            seed: self.seed.map(|s| u64::from_ne_bytes(s.to_ne_bytes())),
-            presence_penalty: in_range(self.presence_penalty, 0.0, -2.0, 2.0, "presence_penalty")?,
-            frequency_penalty: in_range(
-                self.frequency_penalty,
-                0.0,
-                -2.0,
-                2.0,
-                "frequency_penalty",
-            )?,
-            repetition_penalty,
-            logit_bias: self
-                .logit_bias
-                .map(logit_bias)
-                .transpose()?
-                .unwrap_or_default(),
-            logprobs: None,
-            ignore_eos: self.ignore_eos.unwrap_or(false),
-            stream,
-            include_usage: stream
-                && self
-                    .stream_options
-                    .and_then(|o| o.include_usage)
-                    .unwrap_or(false),
-        })
+/// The options of the fields both routes share; `max_tokens` is the route's (chat's
+/// `max_completion_tokens` wins over `max_tokens`), named `max_tokens_param` in errors.
+/// Log-probabilities are left to the route.
+fn resolve(
+    fields: &SamplingFields,
+    max_tokens: Option<u32>,
+    max_tokens_param: &str,
+    limits: &Limits,
+) -> Result<GenerationOptions, ApiError> {
+    if max_tokens == Some(0) {
+        return Err(
+            ApiError::invalid_request(format!("`{max_tokens_param}` must be at least 1"))
+                .param(max_tokens_param),
+        );
     }
+    let n = fields.n.unwrap_or(1);
+    if n == 0 || n > limits.max_n {
+        return Err(ApiError::invalid_request(format!(
+            "`n` must be between 1 and {}",
+            limits.max_n
+        ))
+        .param("n"));
+    }
+    let stream = fields.stream.unwrap_or(false);
+    if fields.stream_options.is_some() && !stream {
+        return Err(ApiError::invalid_request(
+            "`stream_options` is only allowed when `stream` is true",
+        )
+        .param("stream_options"));
+    }
+    let stop = fields.stop.as_ref().map(Stop::to_vec).unwrap_or_default();
+    if stop.len() > limits.max_stop {
+        return Err(ApiError::invalid_request(format!(
+            "`stop` may hold at most {} strings",
+            limits.max_stop
+        ))
+        .param("stop"));
+    }
+    if stop.iter().any(String::is_empty) {
+        return Err(ApiError::invalid_request("`stop` strings must not be empty").param("stop"));
+    }
+    let top_k = match fields.top_k {
+        None | Some(-1 | 0) => None,
+        Some(k) => Some(u32::try_from(k).map_err(|_| {
+            ApiError::invalid_request(
+                "`top_k` must be a positive integer, or 0 or -1 to disable it",
+            )
+            .param("top_k")
+        })?),
+    };
+    let repetition_penalty = fields.repetition_penalty.unwrap_or(1.0);
+    if !(repetition_penalty.is_finite() && repetition_penalty > 0.0) {
+        return Err(
+            ApiError::invalid_request("`repetition_penalty` must be greater than 0")
+                .param("repetition_penalty"),
+        );
+    }
+    Ok(GenerationOptions {
+        max_tokens,
+        temperature: in_range(fields.temperature, 1.0, 0.0, 2.0, "temperature")?,
+        top_p: in_range(fields.top_p, 1.0, 0.0, 1.0, "top_p")?,
+        top_k,
+        min_p: in_range(fields.min_p, 0.0, 0.0, 1.0, "min_p")?,
+        n,
+        stop,
+        seed: fields.seed.map(|s| u64::from_ne_bytes(s.to_ne_bytes())),
+        presence_penalty: in_range(fields.presence_penalty, 0.0, -2.0, 2.0, "presence_penalty")?,
+        frequency_penalty: in_range(
+            fields.frequency_penalty,
+            0.0,
+            -2.0,
+            2.0,
+            "frequency_penalty",
+        )?,
+        repetition_penalty,
+        logit_bias: fields
+            .logit_bias
+            .as_ref()
+            .map(logit_bias)
+            .transpose()?
+            .unwrap_or_default(),
+        logprobs: None,
+        ignore_eos: fields.ignore_eos.unwrap_or(false),
+        stream,
+        include_usage: stream
+            && fields
+                .stream_options
+                .as_ref()
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false),
+    })
 }
 
 fn in_range(

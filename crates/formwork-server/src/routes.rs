@@ -21,13 +21,15 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use formwork_engine::{EngineError, Prompt};
+use formwork_engine::Prompt;
+use formwork_template::{Message, Tool};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorKind, JsonBody};
-use crate::protocol::{ChatMessage, ModelCard, ModelList, ToolDefinition, validate_messages};
+use crate::protocol::{ModelCard, ModelList, validate_messages};
+use crate::tools::ToolPlan;
 
 /// `GET /v1/models`.
 pub(crate) async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
@@ -57,10 +59,10 @@ pub struct TokenizeRequest {
     pub prompt: Option<String>,
     /// A conversation, rendered through the chat template with the generation prompt.
     #[serde(default)]
-    pub messages: Option<Vec<ChatMessage>>,
+    pub messages: Option<Vec<Message>>,
     /// Tools for the chat template (with `messages`).
     #[serde(default)]
-    pub tools: Option<Vec<ToolDefinition>>,
+    pub tools: Option<Vec<Tool>>,
     /// With `prompt`: whether to add BOS when the model wants it. Default true.
     #[serde(default)]
     pub add_special_tokens: Option<bool>,
@@ -93,28 +95,14 @@ pub(crate) async fn tokenize(
         }
         (None, Some(messages)) => {
             validate_messages(&messages)?;
+            let plan = ToolPlan::new(req.tools.as_deref(), None, None)?;
             let prompt = Prompt::Chat {
-                messages: messages.iter().map(ChatMessage::to_template).collect(),
-                tools: req
-                    .tools
-                    .iter()
-                    .flatten()
-                    .map(ToolDefinition::to_template)
-                    .collect(),
+                messages,
+                tools: plan.template_tools().unwrap_or_default(),
             };
-            // The same template fallback as generation: `null` contents as empty strings
-            // for a template that cannot render them.
-            blocking(move || match engine.prompt_tokens(&prompt) {
-                Err(EngineError::Template(e)) => {
-                    match crate::generate::null_contents_as_empty(&prompt) {
-                        Some(retry) => engine.prompt_tokens(&retry),
-                        None => Err(EngineError::Template(e)),
-                    }
-                }
-                other => other,
-            })
-            .await?
-            .map_err(|e| ApiError::invalid_request(e.to_string()).param("messages"))?
+            blocking(move || engine.prompt_tokens(&prompt))
+                .await?
+                .map_err(|e| ApiError::invalid_request(e.to_string()).param("messages"))?
         }
         (Some(_), Some(_)) => {
             return Err(

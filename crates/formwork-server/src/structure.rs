@@ -33,10 +33,10 @@
 //! ```
 
 use formwork_engine::Constraint;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::protocol::{ChatCompletionRequest, CompletionRequest, ResponseFormat};
+use crate::protocol::{ChatCompletionRequest, CompletionRequest, ResponseFormat, StructureFields};
 use crate::tools::ToolPlan;
 
 /// Whether two constraints ask for the same output: equal schemas (object members
@@ -114,53 +114,10 @@ impl Resolved {
     }
 }
 
-/// The structure fields of a request, borrowed.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StructureFields<'a> {
-    /// `metadata`.
-    pub metadata: Option<&'a Map<String, Value>>,
-    /// `response_format`.
-    pub response_format: Option<&'a ResponseFormat>,
-    /// `guided_json`.
-    pub guided_json: Option<&'a Value>,
-    /// `guided_regex`.
-    pub guided_regex: Option<&'a str>,
-    /// `guided_choice`.
-    pub guided_choice: Option<&'a Value>,
-    /// `guided_grammar` (refused).
-    pub guided_grammar: Option<&'a Value>,
-}
-
-impl<'a> From<&'a ChatCompletionRequest> for StructureFields<'a> {
-    fn from(req: &'a ChatCompletionRequest) -> StructureFields<'a> {
-        StructureFields {
-            metadata: req.metadata.as_ref(),
-            response_format: req.response_format.as_ref(),
-            guided_json: req.guided_json.as_ref(),
-            guided_regex: req.guided_regex.as_deref(),
-            guided_choice: req.guided_choice.as_ref(),
-            guided_grammar: req.guided_grammar.as_ref(),
-        }
-    }
-}
-
-impl<'a> From<&'a CompletionRequest> for StructureFields<'a> {
-    fn from(req: &'a CompletionRequest) -> StructureFields<'a> {
-        StructureFields {
-            metadata: req.metadata.as_ref(),
-            response_format: req.response_format.as_ref(),
-            guided_json: req.guided_json.as_ref(),
-            guided_regex: req.guided_regex.as_deref(),
-            guided_choice: req.guided_choice.as_ref(),
-            guided_grammar: req.guided_grammar.as_ref(),
-        }
-    }
-}
-
 /// The structure of a chat request (all dialects, tools included) and its tool plan.
 pub fn resolve_chat(req: &ChatCompletionRequest) -> Result<(Option<Resolved>, ToolPlan), ApiError> {
     let plan = ToolPlan::from_chat(req)?;
-    let mut found = candidates(StructureFields::from(req))?;
+    let mut found = candidates(&req.structure)?;
     if let Some(constraint) = plan.constraint() {
         found.push(Resolved {
             constraint,
@@ -172,17 +129,17 @@ pub fn resolve_chat(req: &ChatCompletionRequest) -> Result<(Option<Resolved>, To
 
 /// The structure of a completions request.
 pub fn resolve_completion(req: &CompletionRequest) -> Result<Option<Resolved>, ApiError> {
-    resolve(StructureFields::from(req))
+    resolve(&req.structure)
 }
 
 /// The structure the fields ask for, if any.
-pub fn resolve(fields: StructureFields<'_>) -> Result<Option<Resolved>, ApiError> {
+pub fn resolve(fields: &StructureFields) -> Result<Option<Resolved>, ApiError> {
     agree(candidates(fields)?)
 }
 
 /// Every dialect's structure, each checked.
-fn candidates(fields: StructureFields<'_>) -> Result<Vec<Resolved>, ApiError> {
-    if fields.guided_grammar.is_some_and(|g| !g.is_null()) {
+fn candidates(fields: &StructureFields) -> Result<Vec<Resolved>, ApiError> {
+    if fields.guided_grammar.as_ref().is_some_and(|g| !g.is_null()) {
         return Err(ApiError::invalid_request(
             "`guided_grammar` is not supported; use guided_json, guided_regex or guided_choice",
         )
@@ -197,22 +154,22 @@ fn candidates(fields: StructureFields<'_>) -> Result<Vec<Resolved>, ApiError> {
             });
         }
     };
-    if let Some(value) = fields.metadata.and_then(|m| m.get("structure")) {
+    if let Some(value) = fields.metadata.as_ref().and_then(|m| m.get("structure")) {
         push(Dialect::Metadata, metadata_structure(value)?);
     }
-    if let Some(format) = fields.response_format {
+    if let Some(format) = &fields.response_format {
         push(Dialect::ResponseFormat, response_format(format)?);
     }
-    if let Some(value) = fields.guided_json {
+    if let Some(value) = &fields.guided_json {
         push(Dialect::GuidedJson, guided_json(value)?);
     }
-    if let Some(pattern) = fields.guided_regex {
+    if let Some(pattern) = &fields.guided_regex {
         push(
             Dialect::GuidedRegex,
-            Some(Constraint::Regex(pattern.to_owned())),
+            Some(Constraint::Regex(pattern.clone())),
         );
     }
-    if let Some(value) = fields.guided_choice.filter(|v| !v.is_null()) {
+    if let Some(value) = fields.guided_choice.as_ref().filter(|v| !v.is_null()) {
         push(
             Dialect::GuidedChoice,
             Some(choices(value, "guided_choice")?),

@@ -34,11 +34,12 @@
 //! until the end (it may turn out to be content).
 //!
 //! ```
-//! use formwork_server::protocol::{ToolChoice, ToolDefinition};
+//! use formwork_server::protocol::ToolChoice;
 //! use formwork_server::tools::ToolPlan;
+//! use formwork_template::Tool;
 //! use serde_json::json;
 //!
-//! let tools = [ToolDefinition::function("get_weather", Some(json!({
+//! let tools = [Tool::function("get_weather", None, Some(json!({
 //!     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})))];
 //! let plan = ToolPlan::new(Some(&tools), Some(&ToolChoice::Required), None).unwrap();
 //! assert_eq!(plan.schema().unwrap()["properties"]["name"], json!({"const": "get_weather"}));
@@ -57,8 +58,9 @@ use crate::error::ApiError;
 use crate::id::random_id;
 use crate::protocol::{
     ChatCompletionRequest, FinishReason, FunctionCall, FunctionCallDelta, ToolCall, ToolCallDelta,
-    ToolChoice, ToolDefinition, ToolType,
+    ToolChoice, ToolType,
 };
+use formwork_template::Tool;
 
 /// How a request uses its tools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,7 +76,7 @@ pub enum ToolMode {
 /// What a chat request does with its tools: see the [module docs](self).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolPlan {
-    tools: Vec<ToolDefinition>,
+    tools: Vec<Tool>,
     mode: ToolMode,
     /// Names of the functions a call may name (required mode: the allowed ones; auto
     /// mode: all declared ones).
@@ -94,17 +96,33 @@ impl ToolPlan {
     }
 
     /// The plan of `tools`, `tool_choice` and `parallel_tool_calls`. Refuses (400)
+    /// tools of a `type` other than `function`, a `strict` that is not a boolean,
     /// duplicate or empty tool names, parameters that are not a schema, a
     /// `tool_choice` other than `"none"` without tools, and a named function that is
     /// not among the tools.
     pub fn new(
-        tools: Option<&[ToolDefinition]>,
+        tools: Option<&[Tool]>,
         choice: Option<&ToolChoice>,
         parallel_tool_calls: Option<bool>,
     ) -> Result<ToolPlan, ApiError> {
         let tools = tools.unwrap_or_default().to_vec();
         let mut seen = HashSet::new();
         for (i, tool) in tools.iter().enumerate() {
+            if tool.kind != "function" {
+                return Err(ApiError::invalid_request(format!(
+                    "`tools[{i}].type` is `{}`; only `function` tools are supported",
+                    tool.kind
+                ))
+                .param(format!("tools[{i}].type")));
+            }
+            if let Some(strict) = tool.function.extra.get("strict")
+                && !(strict.is_boolean() || strict.is_null())
+            {
+                return Err(ApiError::invalid_request(format!(
+                    "`tools[{i}].function.strict` must be a boolean, got {strict}"
+                ))
+                .param(format!("tools[{i}].function.strict")));
+            }
             let name = &tool.function.name;
             if name.is_empty() {
                 return Err(ApiError::invalid_request("tool names must not be empty")
@@ -168,8 +186,7 @@ impl ToolPlan {
 
     /// The tools for the chat template, in every mode (`None` when there are none).
     pub fn template_tools(&self) -> Option<Vec<formwork_template::Tool>> {
-        (!self.tools.is_empty())
-            .then(|| self.tools.iter().map(ToolDefinition::to_template).collect())
+        (!self.tools.is_empty()).then(|| self.tools.clone())
     }
 
     /// The functions a required call may name (a tool declared without parameters takes
@@ -819,24 +836,21 @@ mod tests {
     use super::*;
     use crate::protocol::ToolChoice;
 
-    fn weather() -> ToolDefinition {
-        ToolDefinition::function(
+    fn weather() -> Tool {
+        Tool::function(
             "get_weather",
+            None,
             Some(
                 json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
             ),
         )
     }
 
-    fn time() -> ToolDefinition {
-        ToolDefinition::function("get_time", None)
+    fn time() -> Tool {
+        Tool::function("get_time", None, None)
     }
 
-    fn plan(
-        tools: &[ToolDefinition],
-        choice: Option<ToolChoice>,
-        parallel: Option<bool>,
-    ) -> ToolPlan {
+    fn plan(tools: &[Tool], choice: Option<ToolChoice>, parallel: Option<bool>) -> ToolPlan {
         ToolPlan::new(Some(tools), choice.as_ref(), parallel).unwrap()
     }
 
@@ -960,8 +974,9 @@ mod tests {
 
     #[test]
     fn refs_in_parameters_still_resolve() {
-        let tool = ToolDefinition::function(
+        let tool = Tool::function(
             "add_person",
+            None,
             Some(json!({
                 "$defs": {"Address": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
                 "type": "object",
@@ -1009,15 +1024,30 @@ mod tests {
         assert!(e.message().contains("`x`"), "{e}");
         let e = ToolPlan::new(Some(&[weather(), weather()]), None, None).unwrap_err();
         assert_eq!(e.param_name(), Some("tools[1].function.name"));
-        let e = ToolPlan::new(Some(&[ToolDefinition::function("", None)]), None, None).unwrap_err();
+        let e = ToolPlan::new(Some(&[Tool::function("", None, None)]), None, None).unwrap_err();
         assert_eq!(e.param_name(), Some("tools[0].function.name"));
         let e = ToolPlan::new(
-            Some(&[ToolDefinition::function("f", Some(json!("x")))]),
+            Some(&[Tool::function("f", None, Some(json!("x")))]),
             None,
             None,
         )
         .unwrap_err();
         assert_eq!(e.param_name(), Some("tools[0].function.parameters"));
+        let mut retrieval = weather();
+        retrieval.kind = "retrieval".into();
+        let e = ToolPlan::new(Some(&[retrieval]), None, None).unwrap_err();
+        assert_eq!(e.param_name(), Some("tools[0].type"));
+        let mut strict = weather();
+        strict.function.extra.insert("strict".into(), json!("yes"));
+        let e = ToolPlan::new(Some(&[strict.clone()]), None, None).unwrap_err();
+        assert_eq!(e.param_name(), Some("tools[0].function.strict"));
+        strict.function.extra.insert("strict".into(), json!(true));
+        // `strict` reaches the chat template as sent.
+        let plan = ToolPlan::new(Some(&[strict]), None, None).unwrap();
+        assert_eq!(
+            plan.template_tools().unwrap()[0].function.extra["strict"],
+            json!(true)
+        );
     }
 
     #[test]

@@ -134,7 +134,7 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
             with(json!({"messages": [{"role": "robot", "content": "x"}]})),
             400,
             Some("messages[0].role"),
-            "unknown variant `robot`",
+            "unknown role `robot`",
         ),
         (
             chat,

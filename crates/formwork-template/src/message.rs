@@ -8,6 +8,7 @@
 //! modelled here (`reasoning_content`, ...) are kept in `extra` and reach the
 //! template unchanged.
 
+use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value as Json};
 
@@ -75,7 +76,10 @@ impl<'de> Deserialize<'de> for Role {
 }
 
 /// A message's content: a string, or a list of typed parts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Anything else is an error that says what was expected ("a string or an array of
+/// content parts"), where serde's untagged enums only say that nothing matched.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Content {
     /// Plain text.
@@ -96,6 +100,32 @@ impl Content {
                 .collect::<Vec<_>>()
                 .join("\n"),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Content, D::Error> {
+        struct ContentVisitor;
+        impl<'de> Visitor<'de> for ContentVisitor {
+            type Value = Content;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Content, E> {
+                Ok(Content::Text(s.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Content, E> {
+                Ok(Content::Text(s))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Content, A::Error> {
+                let mut parts = Vec::new();
+                while let Some(part) = seq.next_element()? {
+                    parts.push(part);
+                }
+                Ok(Content::Parts(parts))
+            }
+        }
+        d.deserialize_any(ContentVisitor)
     }
 }
 
@@ -308,5 +338,19 @@ mod tests {
         assert_eq!(msgs[2].extra["reasoning"], "r");
         assert_eq!(msgs[3].role, Role::Other("ipython".into()));
         assert_eq!(serde_json::to_value(&msgs).unwrap(), json);
+    }
+
+    #[test]
+    fn wrong_content_says_what_was_expected() {
+        for content in [serde_json::json!(5), serde_json::json!({"text": "x"})] {
+            let e = serde_json::from_value::<Content>(content).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("expected a string or an array of content parts"),
+                "{e}"
+            );
+        }
+        let e = serde_json::from_value::<Content>(serde_json::json!([{"text": "x"}])).unwrap_err();
+        assert!(e.to_string().contains("missing field `type`"), "{e}");
     }
 }

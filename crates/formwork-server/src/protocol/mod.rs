@@ -1,0 +1,49 @@
+//! OpenAI's HTTP API as clients send and receive it: serde types for requests and responses.
+//!
+//! - [`request`]: [`ChatCompletionRequest`] (`POST /v1/chat/completions`) and
+//!   [`CompletionRequest`] (`POST /v1/completions`), the [`SamplingFields`] and
+//!   [`StructureFields`] they share, and the checks of a conversation the types leave
+//!   open ([`validate_messages`]). Messages and tools are
+//!   [`formwork_template`]'s types, the ones the chat template renders.
+//! - [`response`]: [`ChatCompletion`], [`Completion`], their choices, [`FinishReason`],
+//!   [`Usage`] and log-probabilities, and [`ModelList`].
+//! - [`stream`]: [`ChatCompletionChunk`]s and [`CompletionChunk`]s, and the factories
+//!   that stamp a stream's shared id, `created` time and model on them.
+//!
+//! Every type is re-exported here: `protocol::FinishReason` is OpenAI's finish reason, next
+//! to the engine's [`formwork_engine::FinishReason`]; code that uses both names the
+//! OpenAI one through `protocol::`.
+//!
+//! ```
+//! use formwork_server::error::parse_json;
+//! use formwork_server::protocol::ChatCompletionRequest;
+//! use formwork_template::Content;
+//!
+//! let req: ChatCompletionRequest = parse_json(br#"{
+//!     "model": "smollm2",
+//!     "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+//!     "stop": "\n"
+//! }"#).unwrap();
+//! req.validate().unwrap();
+//! assert_eq!(req.messages[0].content.as_ref().map(Content::text).as_deref(), Some("Hi"));
+//! assert_eq!(req.sampling.stop.unwrap().to_vec(), ["\n"]);
+//! ```
+
+pub mod request;
+pub mod response;
+pub mod stream;
+
+pub use request::{
+    ChatCompletionRequest, CompletionRequest, JsonSchemaFormat, Prompt, ResponseFormat,
+    SamplingFields, Stop, StreamOptions, StructureFields, ToolChoice, validate_content,
+    validate_message, validate_messages,
+};
+pub use response::{
+    AssistantMessage, ChatChoice, ChatCompletion, ChatLogprobs, Completion, CompletionChoice,
+    CompletionLogprobs, FinishReason, FunctionCall, MIN_LOGPROB, ModelCard, ModelList,
+    TokenLogprob, ToolCall, ToolType, TopLogprob, TopLogprobMap, Usage, finite_logprob,
+};
+pub use stream::{
+    ChatChunkChoice, ChatChunkFactory, ChatCompletionChunk, ChatDelta, CompletionChunk,
+    CompletionChunkFactory, FunctionCallDelta, ToolCallDelta,
+};
