@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong loading or running a model.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ModelError {
     /// A model file or folder does not exist or cannot be read.
     #[error("cannot read {path}: {source}")]
