@@ -35,8 +35,17 @@ impl Default for DfaConfig {
     }
 }
 
-/// The error of a `regex-automata` build: a limit hit, or a regex that does not parse.
-pub(crate) fn build_error(message: String) -> IndexError {
+/// The error of a `regex-automata` build of `regex`: a regex that does not parse (with
+/// regex-syntax's reason and where in the regex), or a limit hit.
+pub(crate) fn build_error(regex: &str, error: &(dyn std::error::Error + 'static)) -> IndexError {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(syntax) = e.downcast_ref::<regex_syntax::Error>() {
+            return IndexError::Regex(syntax_message(regex, syntax));
+        }
+        cause = e.source();
+    }
+    let message = error.to_string();
     if message.contains("limit") || message.contains("exceeded") {
         IndexError::TooLarge {
             limit: "memory",
@@ -45,6 +54,24 @@ pub(crate) fn build_error(message: String) -> IndexError {
     } else {
         IndexError::Regex(message)
     }
+}
+
+/// One line saying why regex-syntax refuses `regex` and at which bytes, with those bytes (at
+/// most 40 characters of them).
+fn syntax_message(regex: &str, error: &regex_syntax::Error) -> String {
+    let (reason, span) = match error {
+        regex_syntax::Error::Parse(e) => (e.kind().to_string(), e.span()),
+        regex_syntax::Error::Translate(e) => (e.kind().to_string(), e.span()),
+        other => return other.to_string().replace('\n', " "),
+    };
+    let (start, end) = (span.start.offset, span.end.offset);
+    let snippet: String = regex
+        .get(start..end)
+        .unwrap_or("")
+        .chars()
+        .take(40)
+        .collect();
+    format!("{reason} at bytes {start}..{end} (`{snippet}`)")
 }
 
 /// The class of each byte, and one byte of each class (classes are numbered in byte order).
@@ -99,7 +126,7 @@ impl ByteDfa {
                     .nfa_size_limit(Some(config.max_memory)),
             )
             .build(regex)
-            .map_err(|e| build_error(e.to_string()))?;
+            .map_err(|e| build_error(regex, &e))?;
         let start = dfa
             .start_state(&start::Config::new().anchored(Anchored::Yes))
             .map_err(|e| IndexError::Regex(e.to_string()))?;
@@ -392,5 +419,26 @@ mod tests {
             ByteDfa::new("(unclosed"),
             Err(IndexError::Regex(_))
         ));
+    }
+
+    #[test]
+    fn a_regex_that_does_not_parse_says_where_and_why() {
+        for (regex, why, at) in [
+            ("ab(cd", "unclosed group", "bytes 2..3"),
+            ("a{3,1}", "invalid repetition count range", "bytes 1..6"),
+        ] {
+            let message = match ByteDfa::new(regex) {
+                Err(IndexError::Regex(m)) => m,
+                other => panic!("{regex}: {other:?}"),
+            };
+            assert!(message.contains(why), "{regex}: {message}");
+            assert!(message.contains(at), "{regex}: {message}");
+            assert!(!message.contains('\n'), "one line: {message}");
+            let lazy = match crate::lazy::LazyDfa::build(regex, DfaConfig::default()) {
+                Err(IndexError::Regex(m)) => m,
+                other => panic!("{regex}: {:?}", other.map(|_| ())),
+            };
+            assert_eq!(lazy, message);
+        }
     }
 }

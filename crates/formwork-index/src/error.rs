@@ -4,7 +4,9 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum IndexError {
-    /// The regex does not parse.
+    /// The regex does not parse: regex-syntax's reason and the bytes of the regex it points at,
+    /// as in ``unclosed group at bytes 2..3 (`(`)``; a regex nesting deeper than the parser's
+    /// limit of 250 levels is one.
     #[error("invalid regex: {0}")]
     Regex(String),
     /// Building the automaton would exceed a configured limit.

@@ -82,7 +82,7 @@ impl LazyDfa {
                     .nfa_size_limit(Some(config.max_memory)),
             )
             .build(regex)
-            .map_err(|e| crate::automaton::build_error(e.to_string()))?;
+            .map_err(|e| crate::automaton::build_error(regex, &e))?;
         let anchors = LookSet::empty().insert(Look::Start).insert(Look::End);
         if !nfa.look_set_any().subtract(anchors).is_empty() {
             return Ok(None);

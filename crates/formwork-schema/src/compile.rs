@@ -20,9 +20,12 @@ use crate::format::format_regex;
 use crate::merge::{json_eq, merge, normalize};
 use crate::numeric::{ANY_NUMBER, Bound, Decimal, integer_regex, number_regex};
 use crate::pattern::{
-    encode_json, full_match_language, full_matcher, pattern_language, restrict_length,
+    check_generated, encode_json, full_match_language, full_matcher, pattern_language,
+    restrict_length,
 };
-use crate::text::{ANY_STRING, STRING_CHAR, string_excluding, string_literal, value_literal};
+use crate::text::{
+    ANY_STRING, STRING_CHAR, literal_alternation, string_excluding, string_literal, value_literal,
+};
 use crate::{Compiled, Compiler, Whitespace};
 
 type Frag = Option<String>;
@@ -71,6 +74,9 @@ pub(crate) struct Ctx<'a> {
     /// they were compiled in (the same state gives the same fragment).
     ref_cache: HashMap<String, Frag>,
     depth: usize,
+    /// Whether to parse every fragment as it is built ([`Ctx::checked`]), to find the
+    /// subschema whose regex regex-syntax refuses.
+    check_fragments: bool,
 }
 
 fn child(ptr: &str, seg: &str) -> String {
@@ -106,6 +112,16 @@ fn alternation(alts: Vec<String>) -> Frag {
         1 => alts.into_iter().next(),
         _ => Some(format!("(?:{})", alts.join("|"))),
     }
+}
+
+/// The first of `keywords` the schema has, else `"type"`: the keyword to blame for a
+/// fragment.
+fn first_keyword<'k>(m: &Map<String, Value>, keywords: &[&'k str]) -> &'k str {
+    keywords
+        .iter()
+        .find(|k| m.contains_key(**k))
+        .copied()
+        .unwrap_or("type")
 }
 
 fn non_negative(m: &Map<String, Value>, key: &str, ptr: &str) -> Result<Option<usize>> {
@@ -165,6 +181,7 @@ impl<'a> Ctx<'a> {
             any_cache: Vec::new(),
             ref_cache: HashMap::new(),
             depth: 0,
+            check_fragments: false,
         };
         ctx.index(root, 0);
         ctx
@@ -213,6 +230,47 @@ impl<'a> Ctx<'a> {
             regex,
             unenforced: self.unenforced,
         })
+    }
+
+    /// Compiles the schema, then checks that regex-syntax parses the regex as `formwork-index`
+    /// will. When it does not (nesting past the parser's limit), compiles again parsing every
+    /// fragment as it is built, so the error names the deepest subschema and keyword whose
+    /// regex is refused.
+    pub(crate) fn finish_checked(self) -> Result<Compiled> {
+        let (cfg, root) = (self.cfg, self.root);
+        let compiled = self.finish()?;
+        let Err(reason) = check_generated(&compiled.regex) else {
+            return Ok(compiled);
+        };
+        let mut ctx = Ctx::new(cfg, root);
+        ctx.check_fragments = true;
+        Err(match ctx.finish() {
+            Err(e) => e,
+            Ok(_) => SchemaError::Regex {
+                pointer: "#".into(),
+                keyword: "type".into(),
+                reason,
+            },
+        })
+    }
+
+    /// In checking mode, refuses a fragment regex-syntax would not parse, naming `keyword` at
+    /// `ptr` as its origin.
+    fn checked(&self, frag: Frag, keyword: &str, ptr: &str) -> Result<Frag> {
+        if let (true, Some(f)) = (self.check_fragments, &frag)
+            && let Err(reason) = check_generated(f)
+        {
+            return Err(SchemaError::Regex {
+                pointer: if ptr.is_empty() {
+                    "#".into()
+                } else {
+                    ptr.into()
+                },
+                keyword: keyword.into(),
+                reason,
+            });
+        }
+        Ok(frag)
     }
 
     /// Checks a fragment against the size limit.
@@ -310,9 +368,15 @@ impl<'a> Ctx<'a> {
         let result = match flat {
             Ok(branches) => {
                 let mut alts = Vec::new();
+                // The values of every `enum` branch, written as one trie.
+                let mut literals = Vec::new();
                 let mut first_err = None;
                 let n = branches.len();
                 for b in branches {
+                    if let Some(Value::Array(values)) = b.get("enum") {
+                        self.enum_literals(&b, values, &mut literals);
+                        continue;
+                    }
                     match self.branch(&b, ptr) {
                         Ok(Some(r)) => {
                             if !alts.contains(&r) {
@@ -331,9 +395,14 @@ impl<'a> Ctx<'a> {
                         }
                     }
                 }
+                alts.extend(literal_alternation(literals, &self.ws));
                 match (alts.is_empty(), first_err) {
                     (true, Some(e)) => Err(e),
-                    _ => Ok(alternation(alts)),
+                    _ => {
+                        let keyword =
+                            first_keyword(m, &["anyOf", "oneOf", "allOf", "$ref", "enum"]);
+                        self.checked(alternation(alts), keyword, ptr)
+                    }
                 }
             }
             Err(e) => Err(e),
@@ -802,7 +871,9 @@ impl<'a> Ctx<'a> {
             let values = values
                 .as_array()
                 .ok_or_else(|| invalid(ptr, "`enum` must be an array"))?;
-            return Ok(self.enumeration(m, values));
+            let mut literals = Vec::new();
+            self.enum_literals(m, values, &mut literals);
+            return self.checked(literal_alternation(literals, &self.ws), "enum", ptr);
         }
         let mut ex = Exclusions::default();
         if let Some(n) = m.get("not") {
@@ -828,10 +899,24 @@ impl<'a> Ctx<'a> {
                         .collect();
                     alternation(bools)
                 }
-                "integer" | "number" => self.number(m, t == "integer", ptr)?,
-                "string" => self.string(m, &ex, ptr)?,
-                "array" => self.array(m, ptr)?,
-                "object" => self.object(m, &ex, ptr)?,
+                "integer" | "number" => {
+                    let frag = self.number(m, t == "integer", ptr)?;
+                    self.checked(frag, first_keyword(m, &["multipleOf"]), ptr)?
+                }
+                "string" => {
+                    let frag = self.string(m, &ex, ptr)?;
+                    self.checked(frag, first_keyword(m, &["pattern", "format"]), ptr)?
+                }
+                "array" => {
+                    let frag = self.array(m, ptr)?;
+                    let keywords = ["prefixItems", "items", "contains"];
+                    self.checked(frag, first_keyword(m, &keywords), ptr)?
+                }
+                "object" => {
+                    let frag = self.object(m, &ex, ptr)?;
+                    let keywords = ["properties", "patternProperties", "additionalProperties"];
+                    self.checked(frag, first_keyword(m, &keywords), ptr)?
+                }
                 other => {
                     return Err(invalid(ptr, format!("unknown type {other:?}")));
                 }
@@ -857,26 +942,22 @@ impl<'a> Ctx<'a> {
         if ex.values.contains(&Value::Null) {
             alts.retain(|a| a != "null");
         }
-        Ok(alternation(alts))
+        self.checked(alternation(alts), "type", ptr)
     }
 
-    /// The values of an `enum` that the rest of the schema accepts (checked exactly by
-    /// [`Ctx::verdict`]; a value it cannot decide is left out).
-    fn enumeration(&mut self, m: &Map<String, Value>, values: &[Value]) -> Frag {
+    /// The literals of the values of an `enum` that the rest of the schema accepts (checked
+    /// exactly by [`Ctx::verdict`]; a value it cannot decide is left out), for
+    /// [`literal_alternation`].
+    fn enum_literals(&self, m: &Map<String, Value>, values: &[Value], out: &mut Vec<String>) {
         let mut rest = m.clone();
         rest.remove("enum");
         let rest = Value::Object(rest);
-        let mut alts = Vec::new();
-        for v in values {
-            if self.verdict(&rest, v, 0) != crate::verdict::Verdict::Valid {
-                continue;
-            }
-            let lit = value_literal(v, &self.ws);
-            if !alts.contains(&lit) {
-                alts.push(lit);
-            }
-        }
-        alternation(alts)
+        out.extend(
+            values
+                .iter()
+                .filter(|v| self.verdict(&rest, v, 0) == crate::verdict::Verdict::Valid)
+                .map(|v| value_literal(v, &self.ws)),
+        );
     }
 
     // ----- numbers -----------------------------------------------------------------------
@@ -996,7 +1077,7 @@ impl<'a> Ctx<'a> {
                 let alts: Vec<String> = (0..=(b - first) / step)
                     .map(|i| (first + i * step).to_string())
                     .collect();
-                return Ok(alternation(alts));
+                return Ok(literal_alternation(alts, ""));
             }
         }
         if lo.is_none() && hi.is_none() {
@@ -1529,11 +1610,8 @@ impl<'a> Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// [`Ctx::assemble`] without count bounds, in size linear in the members.
-    ///
-    /// Before the first required member, "a non-empty ordered subset of p1..pj" is
-    /// `H(j) = (?:H(j-1)(?:,pj)?|pj)`: each member is written twice, never once per later
-    /// member as the naive "which member comes first" alternation would.
+    /// [`Ctx::assemble`] without count bounds: the optional members before the first required
+    /// one as [`ordered_subsets`], the members after it each optional in turn.
     fn assemble_linear(
         &mut self,
         pieces: &[(String, bool)],
@@ -1543,14 +1621,16 @@ impl Ctx<'_> {
         let first_required = pieces.iter().position(|p| p.1);
         let lead_end = first_required.unwrap_or(pieces.len());
         // Non-empty ordered subsets of the optional members before the first required one.
-        let mut head: Option<String> = None;
-        for (piece, _) in &pieces[..lead_end] {
-            head = Some(match head {
-                None => piece.clone(),
-                Some(h) => format!("(?:{h}(?:{sep}{piece})?|{piece})"),
+        let lead: Vec<&str> = pieces[..lead_end].iter().map(|p| p.0.as_str()).collect();
+        let lead_size: usize = lead.iter().map(|p| p.len()).sum();
+        if lead_size > self.cfg.max_size {
+            return Err(SchemaError::TooLarge {
+                size: lead_size,
+                limit: self.cfg.max_size,
             });
-            self.grow(&head)?;
         }
+        let head = (!lead.is_empty()).then(|| ordered_subsets(&lead, sep));
+        self.grow(&head)?;
         let mut tail = String::new();
         if let Some(r) = first_required {
             for (piece, required) in &pieces[r + 1..] {
@@ -1577,6 +1657,42 @@ impl Ctx<'_> {
             (Some(h), Some(x)) => format!("(?:{h}(?:{sep}{x})*|{x}(?:{sep}{x})*)?"),
         })
     }
+}
+
+/// Members per level of [`ordered_subsets`]: each level nests the regex about three times this
+/// deep (regex-syntax counts a group, its alternation and a concatenation).
+const SUBSET_FAN_OUT: usize = 8;
+
+/// A regex for the non-empty ordered subsets of `pieces`, joined by `sep`.
+///
+/// For members p1..pn, `H(j) = (?:H(j-1)(?:,pj)?|pj)` writes each member twice, never once per
+/// later member as the naive "which member comes first" alternation would, but nests once per
+/// member, and regex-syntax refuses more than 250 levels (about 80 members). So the members
+/// are cut into at most [`SUBSET_FAN_OUT`] consecutive blocks, themselves cut the same way:
+/// over blocks, `H(B1..Bb) = (?:H(B1..Bb-1)(?:,p)?..(?:,p)?|H(Bb))` with one optional
+/// `(?:,p)?` per member of `Bb`. A member is written once per level plus once more (four times
+/// for up to 512 members), and the regex nests about `3 * SUBSET_FAN_OUT` levels per level of
+/// blocks (a logarithmic depth). Up to `SUBSET_FAN_OUT` members this is exactly `H(n)`.
+fn ordered_subsets(pieces: &[&str], sep: &str) -> String {
+    if let [one] = pieces {
+        return (*one).to_string();
+    }
+    let mut block = 1;
+    while pieces.len().div_ceil(block) > SUBSET_FAN_OUT {
+        block *= SUBSET_FAN_OUT;
+    }
+    let mut head: Option<String> = None;
+    for members in pieces.chunks(block) {
+        let sub = ordered_subsets(members, sep);
+        head = Some(match head {
+            None => sub,
+            Some(h) => {
+                let tail: String = members.iter().map(|p| format!("(?:{sep}{p})?")).collect();
+                format!("(?:{h}{tail}|{sub})")
+            }
+        });
+    }
+    head.unwrap_or_default()
 }
 
 /// `(?:sep item){lo,hi}` with `hi = None` unbounded.

@@ -42,6 +42,19 @@ pub enum SchemaError {
         /// Why it cannot be translated.
         reason: String,
     },
+    /// A regex the compiler generated that regex-syntax's parser (as regex-automata and
+    /// `formwork-index` configure it) would refuse, in practice nesting deeper than its limit of
+    /// 250 groups, repetitions and alternations. Names the deepest subschema whose regex is
+    /// refused and the keyword that built it.
+    #[error("the regex for `{keyword}` at {pointer} cannot be parsed: {reason}")]
+    Regex {
+        /// JSON pointer of the subschema whose regex is refused.
+        pointer: String,
+        /// The keyword that produced it (`properties`, `items`, `enum`, `anyOf`...).
+        keyword: String,
+        /// regex-syntax's reason.
+        reason: String,
+    },
     /// A `$ref` that does not resolve inside the document.
     #[error("unresolved $ref {reference:?} at {pointer}")]
     UnresolvedRef {
@@ -79,7 +92,9 @@ impl SchemaError {
     pub fn keyword(&self) -> &str {
         match self {
             SchemaError::Invalid { .. } => "invalid",
-            SchemaError::Unsupported { keyword, .. } => keyword,
+            SchemaError::Unsupported { keyword, .. } | SchemaError::Regex { keyword, .. } => {
+                keyword
+            }
             SchemaError::Pattern { .. } => "pattern",
             SchemaError::UnresolvedRef { .. } => "$ref",
             SchemaError::Unsatisfiable { .. } => "unsatisfiable",
@@ -94,6 +109,7 @@ impl SchemaError {
             SchemaError::Invalid { pointer, .. }
             | SchemaError::Unsupported { pointer, .. }
             | SchemaError::Pattern { pointer, .. }
+            | SchemaError::Regex { pointer, .. }
             | SchemaError::UnresolvedRef { pointer, .. }
             | SchemaError::Unsatisfiable { pointer }
             | SchemaError::TooDeep { pointer, .. } => Some(pointer),

@@ -65,6 +65,14 @@
 //! Compilation never panics on any input and never allocates without bound: a regex larger than
 //! [`Compiler::max_size`] is a [`SchemaError::TooLarge`], and a schema nesting deeper than
 //! [`Compiler::max_depth`] a [`SchemaError::TooDeep`].
+//!
+//! Every regex returned parses under regex-syntax's default limits, which regex-automata and
+//! `formwork-index` build with (groups, repetitions and alternations nested at most 250 deep).
+//! The shapes that grow with the schema stay shallow: an `enum` is a trie (common prefixes
+//! written once, so 100,000 values compile in well under a second), and optional properties
+//! nest logarithmically in their number. A schema whose regex would still nest deeper (a
+//! hundred levels of optional objects, say) is a [`SchemaError::Regex`] naming the deepest
+//! subschema and keyword at fault.
 
 mod compile;
 mod error;
@@ -193,15 +201,18 @@ impl Compiler {
 
     /// Compiles a schema to a regex and the list of keywords it does not enforce.
     ///
-    /// When the regex would exceed [`Compiler::max_size`], the compiler retries with recursion
-    /// unrolled less deeply and unconstrained values nested less deeply (each retry accepts a
-    /// subset of what the previous one would have); only when the shallowest attempt is still
-    /// too large does it return [`SchemaError::TooLarge`].
+    /// When the regex would exceed [`Compiler::max_size`] or nest deeper than regex-syntax's
+    /// parser allows, the compiler retries with recursion unrolled less deeply and
+    /// unconstrained values nested less deeply (each retry accepts a subset of what the
+    /// previous one would have); only when the shallowest attempt still fails does it return
+    /// [`SchemaError::TooLarge`] or [`SchemaError::Regex`].
     pub fn compile_detailed(&self, schema: &Value) -> Result<Compiled, SchemaError> {
         let mut cfg = self.clone();
         loop {
-            match compile::Ctx::new(&cfg, schema).finish() {
-                Err(SchemaError::TooLarge { .. }) if cfg.max_recursion > 1 || cfg.any_depth > 1 => {
+            match compile::Ctx::new(&cfg, schema).finish_checked() {
+                Err(SchemaError::TooLarge { .. } | SchemaError::Regex { .. })
+                    if cfg.max_recursion > 1 || cfg.any_depth > 1 =>
+                {
                     cfg.max_recursion = cfg.max_recursion.saturating_sub(1).max(1);
                     cfg.any_depth = cfg.any_depth.saturating_sub(1).max(1);
                 }

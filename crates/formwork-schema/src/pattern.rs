@@ -15,14 +15,40 @@ use crate::text::canonical_char;
 const ECMA_SPACE: &str =
     r"\t\n\x0B\x0C\r \xA0\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}\x{FEFF}";
 
-/// Translates an ECMA-262 pattern into `regex-syntax` syntax with the same meaning.
-fn translate(pattern: &str) -> Result<String, String> {
+/// An ECMA-262 pattern in `regex-syntax` syntax, and for each byte of it the range of the
+/// pattern's characters it was translated from (to point errors at what the user wrote).
+struct Translation {
+    regex: String,
+    origin: Vec<(usize, usize)>,
+}
+
+/// Translates an ECMA-262 pattern into `regex-syntax` syntax with the same meaning; an error
+/// names the character where the offending construct starts.
+fn translate(pattern: &str) -> Result<Translation, String> {
+    let mut origin = Vec::with_capacity(pattern.len() + 16);
+    let mut at = 0;
+    translate_items(pattern, &mut origin, &mut at)
+        .map(|regex| Translation { regex, origin })
+        .map_err(|e| format!("{e}, at character {at}"))
+}
+
+/// The translation loop: one item (a character, an escape, a group opening, a quantifier...) per
+/// turn, `at` the first character of the current one.
+fn translate_items(
+    pattern: &str,
+    origin: &mut Vec<(usize, usize)>,
+    at: &mut usize,
+) -> Result<String, String> {
     let chars: Vec<char> = pattern.chars().collect();
     let mut out = String::with_capacity(pattern.len() + 16);
     let mut i = 0;
     let mut in_class = false;
     let mut class_last_dash = false;
+    let mut class_start = 0;
     while i < chars.len() {
+        // What the previous item wrote came from `at..i`.
+        origin.resize(out.len(), (*at, i));
+        *at = i;
         let c = chars[i];
         if in_class {
             match c {
@@ -142,13 +168,16 @@ fn translate(pattern: &str) -> Result<String, String> {
                 }
                 in_class = true;
                 class_last_dash = false;
+                class_start = *at;
             }
             ' ' | '#' => out.push_str(&regex_syntax::escape(&c.to_string())),
             c => out.push(c),
         }
         i += 1;
     }
+    origin.resize(out.len(), (*at, i));
     if in_class {
+        *at = class_start;
         return Err("unterminated character class".into());
     }
     Ok(out)
@@ -227,21 +256,81 @@ fn push_char_escape(c: char, out: &mut String) {
     out.push_str(&format!("\\x{{{:X}}}", c as u32));
 }
 
-fn parse(regex: &str) -> Result<Hir, String> {
+/// Parses a translated pattern; the error is regex-syntax's reason and the byte range of the
+/// regex it points at.
+fn parse(regex: &str) -> Result<Hir, (String, usize, usize)> {
     regex_syntax::ParserBuilder::new()
         .utf8(true)
         .unicode(true)
         .nest_limit(100)
         .build()
         .parse(regex)
-        .map_err(|e| {
-            e.to_string()
-                .lines()
-                .last()
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        })
+        .map_err(|e| syntax_error(&e))
+}
+
+/// regex-syntax's reason for refusing a regex, and the byte range of the regex it points at.
+fn syntax_error(e: &regex_syntax::Error) -> (String, usize, usize) {
+    let (kind, span) = match e {
+        regex_syntax::Error::Parse(e) => (e.kind().to_string(), e.span()),
+        regex_syntax::Error::Translate(e) => (e.kind().to_string(), e.span()),
+        other => return (other.to_string(), 0, 0),
+    };
+    (kind, span.start.offset, span.end.offset)
+}
+
+/// How deep regex-syntax's parser lets groups, alternations, concatenations, repetitions and
+/// classes nest by default: regex-automata (and so `formwork-index`, which builds the compiler's
+/// regexes with regex-automata's defaults) parses with this limit.
+pub(crate) const PARSER_NEST_LIMIT: u32 = 250;
+
+/// Checks that a regex the compiler generated parses the way regex-automata parses a pattern by
+/// default, and so the way `formwork-index` builds it. The error is regex-syntax's reason.
+///
+/// Parsing a large regex takes a while (about 0.3 s per megabyte), so a regex that
+/// [`nesting_bound`] shows to be shallow enough is not parsed: the compiler writes its regexes
+/// from valid pieces, and nesting is the one limit their composition can break.
+pub(crate) fn check_generated(regex: &str) -> Result<(), String> {
+    if nesting_bound(regex) <= PARSER_NEST_LIMIT as usize {
+        return Ok(());
+    }
+    regex_syntax::ParserBuilder::new()
+        .nest_limit(PARSER_NEST_LIMIT)
+        .build()
+        .parse(regex)
+        .map(drop)
+        .map_err(|e| syntax_error(&e).0)
+}
+
+/// An upper bound, from one pass over the bytes, on the nesting regex-syntax's parser counts
+/// against its limit. Inside one group there are at most four levels (an alternation, a
+/// concatenation, a repetition and the next group), inside a class at most two (the class and
+/// a union); the top level adds an alternation, a concatenation and a repetition.
+fn nesting_bound(regex: &str) -> usize {
+    let bytes = regex.as_bytes();
+    let (mut groups, mut classes, mut deepest) = (0usize, 0usize, 0usize);
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'\\' => i += 1,
+            b'[' => {
+                classes += 1;
+                // A `]` right after `[` or `[^` is a literal.
+                if bytes.get(i + 1) == Some(&b'^') {
+                    i += 1;
+                }
+                if bytes.get(i + 1) == Some(&b']') {
+                    i += 1;
+                }
+            }
+            b']' if classes > 0 => classes -= 1,
+            b'(' if classes == 0 => groups += 1,
+            b')' if classes == 0 => groups = groups.saturating_sub(1),
+            _ => {}
+        }
+        deepest = deepest.max(4 * groups + 2 * classes);
+        i += 1;
+    }
+    deepest + 3
 }
 
 /// Any single Unicode scalar value.
@@ -263,14 +352,31 @@ fn any_chars() -> Hir {
 
 /// The decoded-string language of an ECMA-262 `pattern` (search semantics), as a full-match
 /// HIR without anchors.
+///
+/// A pattern regex-syntax refuses is reported with its reason and the characters of the
+/// pattern it points at.
 pub(crate) fn pattern_language(pattern: &str) -> Result<Hir, String> {
-    let hir = parse(&translate(pattern)?)?;
+    let t = translate(pattern)?;
+    let hir = parse(&t.regex).map_err(|(reason, start, end)| {
+        let chars = pattern.chars().count();
+        let from = t.origin.get(start).map_or(chars, |o| o.0);
+        let to = match end.checked_sub(1) {
+            Some(last) if end > start => t.origin.get(last).map_or(chars, |o| o.1),
+            _ => from,
+        };
+        let snippet: String = pattern
+            .chars()
+            .skip(from)
+            .take(to.saturating_sub(from).min(40))
+            .collect();
+        format!("{reason}, at characters {from}..{to} (`{snippet}`)")
+    })?;
     anchor(hir)
 }
 
 /// The decoded-string language of a regex that is already meant as a full match (formats).
 pub(crate) fn full_match_language(regex: &str) -> Result<Hir, String> {
-    parse(regex)
+    parse(regex).map_err(|e| e.0)
 }
 
 /// Branches of a HIR as flat sequences, with alternations containing anchors expanded so that
@@ -643,6 +749,38 @@ mod tests {
         for p in [r"(?=a)b", r"(a)\1", r"\bword", "a^b", "[abc"] {
             assert!(pattern_language(p).is_err(), "{p}");
         }
+    }
+
+    #[test]
+    fn the_nesting_bound_never_underestimates_the_parser() {
+        let nested =
+            |open: &str, n: usize, close: &str| format!("{}x{}", open.repeat(n), close.repeat(n));
+        for regex in [
+            nested("(?:a|", 30, ")"),
+            nested("(?:a(?:b|c)?", 20, ")*"),
+            nested("(?:(?:", 25, ")?)+"),
+            format!("{}{}", nested("(?:[^a[b-c]]", 10, ")"), r"[]\]]"),
+            r#"(?:"a"|[^"\\\x00-\x1F]{2})*|(?:\[[ \t]*\])?"#.to_string(),
+        ] {
+            let bound = nesting_bound(&regex) as u32;
+            let parsed = regex_syntax::ParserBuilder::new()
+                .nest_limit(bound)
+                .build()
+                .parse(&regex);
+            assert!(parsed.is_ok(), "{regex}: bound {bound}: {parsed:?}");
+        }
+    }
+
+    #[test]
+    fn generated_regexes_are_checked_against_regex_automata_limits() {
+        // The check agrees with regex-automata's default parser around the limit.
+        for n in [60, 82, 83, 124, 125, 126, 200] {
+            let regex = format!("{}x{}", "(?:a|".repeat(n), ")".repeat(n));
+            let automata = regex_automata::meta::Regex::new(&regex).is_ok();
+            assert_eq!(check_generated(&regex).is_ok(), automata, "{n}");
+        }
+        let err = check_generated(&format!("{}x{}", "(?:a|".repeat(200), ")".repeat(200)));
+        assert!(err.unwrap_err().contains("nested"));
     }
 
     #[test]

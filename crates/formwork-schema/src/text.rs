@@ -88,6 +88,106 @@ pub(crate) fn string_literal(s: &str) -> String {
     regex_syntax::escape(&json)
 }
 
+/// Branching points a [`literal_alternation`] nests before writing the rest of a subtree as a
+/// flat alternation. Each one costs the regex parser up to four levels of its nest limit (250
+/// in regex-syntax, as regex-automata and formwork-index use it), so this keeps an enum at most
+/// about 40 levels deep whatever its values.
+const MAX_TRIE_NESTING: usize = 10;
+
+/// A regex matching exactly the given literals (each a regex from [`value_literal`],
+/// [`string_literal`] or plain digits), written as a trie: common prefixes once, `"ab(?:c|d)"`
+/// rather than `"abc"|"abd"`. Duplicates are fine; `None` when there are no literals.
+///
+/// `ws` is the whitespace regex the literals were written with: it counts as one atom.
+pub(crate) fn literal_alternation(mut literals: Vec<String>, ws: &str) -> Option<String> {
+    literals.sort_unstable();
+    literals.dedup();
+    let refs: Vec<&str> = literals.iter().map(String::as_str).collect();
+    match refs.len() {
+        0 => None,
+        1 => literals.pop(),
+        _ => {
+            let mut out = String::new();
+            write_trie(&refs, 0, ws, MAX_TRIE_NESTING, &mut out);
+            Some(out)
+        }
+    }
+}
+
+/// The length of the regex atom at the start of `rest`: the whitespace regex, an escaped
+/// character, or one character. The atoms of a literal form a prefix-free code (a literal `[`
+/// is always escaped), so sorted literals that share an atom are adjacent.
+fn atom_len(rest: &str, ws: &str) -> usize {
+    if !ws.is_empty() && rest.starts_with(ws) {
+        return ws.len();
+    }
+    let mut chars = rest.chars();
+    match chars.next() {
+        Some('\\') => 1 + chars.next().map_or(0, char::len_utf8),
+        Some(c) => c.len_utf8(),
+        None => 0,
+    }
+}
+
+/// Writes the alternation of the sorted, distinct `literals`, which all share their first
+/// `at` bytes (a whole number of atoms), minus that prefix.
+fn write_trie(literals: &[&str], mut at: usize, ws: &str, nesting: usize, out: &mut String) {
+    // A chain of one shared atom after another is a plain concatenation.
+    loop {
+        let (Some(first), Some(last)) = (literals.first(), literals.last()) else {
+            return;
+        };
+        let len = atom_len(&first[at..], ws);
+        if len == 0 || !last[at..].starts_with(&first[at..at + len]) {
+            break;
+        }
+        out.push_str(&first[at..at + len]);
+        at += len;
+    }
+    // Sorted, so a literal that ends here comes first.
+    let (terminal, rest) = match literals.split_first() {
+        Some((first, rest)) if first.len() == at => (true, rest),
+        _ => (false, literals),
+    };
+    let mut groups: Vec<&[&str]> = Vec::new();
+    let mut start = 0;
+    while let Some(first) = rest.get(start) {
+        let atom = &first[at..at + atom_len(&first[at..], ws)];
+        let end = start
+            + rest[start..]
+                .iter()
+                .position(|l| !l[at..].starts_with(atom))
+                .unwrap_or(rest.len() - start);
+        groups.push(&rest[start..end]);
+        start = end;
+    }
+    if groups.is_empty() {
+        return;
+    }
+    out.push_str("(?:");
+    for (i, group) in groups.iter().enumerate() {
+        if i > 0 {
+            out.push('|');
+        }
+        if nesting == 0 {
+            // Past the nesting budget: the suffixes side by side (never longer than the
+            // literals themselves).
+            for (j, l) in group.iter().enumerate() {
+                if j > 0 {
+                    out.push('|');
+                }
+                out.push_str(&l[at..]);
+            }
+        } else {
+            write_trie(group, at, ws, nesting - 1, out);
+        }
+    }
+    out.push(')');
+    if terminal {
+        out.push('?');
+    }
+}
+
 #[derive(Default)]
 struct Trie {
     terminal: bool,
@@ -178,6 +278,26 @@ mod tests {
         let r = full(&value_literal(&v, ""));
         assert!(r.is_match(&serde_json::to_string(&v).unwrap()));
         assert!(!r.is_match(r#"{"a":[1,"x\"y\n",null],"b":{"c":false}}"#));
+    }
+
+    #[test]
+    fn literal_alternations_factor_whole_atoms() {
+        let lits = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            literal_alternation(lits(&[r#""abd""#, r#""abc""#, r#""abc""#]), ""),
+            Some(r#""ab(?:c"|d")"#.to_string())
+        );
+        // An escape is one atom: `a\.` and `a\[` share `a`, not the backslash.
+        assert_eq!(
+            literal_alternation(lits(&[r"a\.", r"a\[", "a"]), ""),
+            Some(r"a(?:\.|\[)?".to_string())
+        );
+        let ws = r"[ \t\n\r]{0,2}";
+        let a = value_literal(&serde_json::json!([1, 2]), ws);
+        let b = value_literal(&serde_json::json!([1]), ws);
+        let r = full(&literal_alternation(vec![a, b], ws).unwrap());
+        assert!(r.is_match("[1, 2]") && r.is_match("[ 1 ]") && !r.is_match("[1,]"));
+        assert_eq!(literal_alternation(Vec::new(), ""), None);
     }
 
     #[test]
