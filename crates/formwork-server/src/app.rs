@@ -244,8 +244,7 @@ fn authorize(state: &AppState, request: &Request, route: &str) -> Result<(), Api
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_token);
     match given {
         Some(given) if constant_time_eq(given.as_bytes(), key.as_bytes()) => Ok(()),
         Some(_) => Err(ApiError::authentication("Incorrect API key provided.")),
@@ -253,6 +252,15 @@ fn authorize(state: &AppState, request: &Request, route: &str) -> Result<(), Api
             "Missing API key: send it as `Authorization: Bearer <key>`.",
         )),
     }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` value. The scheme is case-insensitive
+/// (RFC 9110, section 11.1: `bearer` and `BEARER` are `Bearer`); other schemes are `None`.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
 }
 
 /// Compares two keys in time independent of where they differ.
@@ -273,6 +281,16 @@ mod tests {
         assert_eq!(route_label("/v1/models/foo"), "/v1/models/{id}");
         assert_eq!(route_label("/../etc/passwd"), "unmatched");
         assert_eq!(route_label("/v1/chat/completions/"), "unmatched");
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer k", "bearer k", "BEARER k", "bEaReR   k ", " Bearer k"] {
+            assert_eq!(bearer_token(value), Some("k"), "{value:?}");
+        }
+        for value in ["k", "Basic k", "Bearerk", "Bearer", "Token Bearer k"] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
     }
 
     #[test]
