@@ -219,8 +219,8 @@ impl IntoResponse for ApiError {
 /// Unlike `axum::Json` it does not insist on a `content-type: application/json`
 /// header (curl users often forget it). Malformed JSON is a 400 with the line and
 /// column; a field of the wrong type, or a missing one, is a 400 whose `param` is
-/// the field's path (`messages[1].content`, `temperature`). A body over the
-/// router's limit is a 413.
+/// the field's path (`messages[1].content`, `temperature`); JSON nested deeper than
+/// [`MAX_JSON_DEPTH`] is a 400 that says so. A body over the router's limit is a 413.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JsonBody<T>(pub T);
 
@@ -254,14 +254,26 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// The most levels arrays and objects may nest in a request body (the body's own object
+/// is the first): serde_json's recursion limit of 128 refuses the 128th, as a syntax error
+/// (`recursion limit exceeded`).
+pub const MAX_JSON_DEPTH: usize = 127;
+
 /// Turns a deserialization error into a 400 naming the field at fault.
 fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let inner = e.inner();
+    let message = inner.to_string();
+    // serde_json has no error code for this in its public API, only the message.
+    if let Some(position) = message.strip_prefix("recursion limit exceeded") {
+        return ApiError::invalid_request(format!(
+            "The request body is nested too deeply: arrays and objects may nest at most \
+             {MAX_JSON_DEPTH} levels{position}"
+        ));
+    }
     if inner.is_syntax() || inner.is_eof() || inner.is_io() {
         return ApiError::invalid_request(format!("The request body is not valid JSON: {inner}"));
     }
     let path = e.path().to_string();
-    let message = inner.to_string();
     // A missing field is reported at its parent; name the field itself.
     let missing = message
         .strip_prefix("missing field `")
@@ -390,6 +402,38 @@ mod tests {
         assert!(e.message().contains("not valid JSON"), "{e}");
         let e = extract(r#"{"model": "m"} trailing"#).await.unwrap_err();
         assert!(e.message().contains("not valid JSON"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn too_deep_json_is_not_called_invalid() {
+        // Free-form fields (`metadata`, a JSON schema) are where deep nesting can hide.
+        let deep = |depth: usize| {
+            format!(
+                r#"{{"model": "m", "metadata": {}{}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        let extract = |body: String| async move {
+            let req = Request::builder().body(Body::from(body)).unwrap();
+            JsonBody::<serde_json::Value>::from_request(req, &())
+                .await
+                .map(|b| b.0)
+        };
+        // The outer object is the first level.
+        for depth in [MAX_JSON_DEPTH, 10 * MAX_JSON_DEPTH] {
+            let e = extract(deep(depth)).await.unwrap_err();
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+            assert!(
+                e.message().starts_with(
+                    "The request body is nested too deeply: arrays and objects may nest at \
+                     most 127 levels at line 1 column"
+                ),
+                "{e}"
+            );
+        }
+        // With the outer object, MAX_JSON_DEPTH - 1 arrays are the most allowed.
+        extract(deep(MAX_JSON_DEPTH - 1)).await.unwrap();
     }
 
     #[tokio::test]
