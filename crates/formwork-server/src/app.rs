@@ -17,8 +17,11 @@
 //! Every route but `/health` needs `Authorization: Bearer KEY` when the server has an
 //! API key. Every response, errors included, is counted in `formwork_requests_total` by
 //! route and status and logged with its latency. Bodies over
-//! [`ServerConfig::max_body_bytes`] are a 413 in OpenAI's error shape; unknown routes a
-//! 404 and wrong methods a 405 in the same shape.
+//! [`ServerConfig::max_body_bytes`] are a 413 in OpenAI's error shape, bodies still
+//! arriving [`ServerConfig::body_timeout`] after their request began a 408; unknown routes
+//! a 404 and wrong methods a 405 in the same shape. The connection limits of
+//! [`ServerConfig`] (header and idle timeouts, most connections) are
+//! [`serve`](crate::serve::serve)'s to enforce: the router never sees a connection.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -35,24 +38,49 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use formwork_engine::Engine;
+use http_body::{Frame, SizeHint};
+use tokio::time::Sleep;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, BodyTimedOut};
 use crate::options::Limits;
 use crate::{generate, routes};
 
 /// The default most bytes of a request body: 8 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// The default time a client gets to send a request's headers: 10 s. A client sends them
+/// in one packet or a few; ten seconds covers a slow mobile link and still closes a
+/// connection that trickles its headers (slowloris) or says nothing.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default time a client gets to send a request's whole body: 30 s. Request bodies
+/// are JSON prompts of a few kilobytes; even the 8 MiB limit needs only about 280 KB/s.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default time a kept-alive connection may wait for its next request: 60 s. Longer
+/// than the idle expiry of the usual clients' pools (httpx 5 s, Node 4 s, aiohttp 15 s),
+/// so the server rarely closes a connection a client is about to reuse.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The default most open connections: 512. Half the usual soft limit of open files (1024),
+/// leaving the rest to the model files and the runtime; still more than the requests the
+/// engine can take (16 running and 256 waiting by default) plus idle pooled connections
+/// and health probes.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
 /// The server's settings beyond the engine's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +94,21 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// The most bytes of a request body; a larger one is a 413.
     pub max_body_bytes: usize,
+    /// How long a request's body may take to arrive, from when its headers did; a body
+    /// still arriving then is a 408 and the connection is closed. The router enforces it.
+    pub body_timeout: Duration,
+    /// How long a client may take to send a request's headers, from its first byte (from
+    /// connecting, for a connection's first request); then the connection is closed
+    /// unanswered. [`serve`](crate::serve::serve) enforces it.
+    pub header_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request before it is closed.
+    /// Responses being written, streams included, are never cut by any of these timeouts.
+    /// [`serve`](crate::serve::serve) enforces it.
+    pub idle_timeout: Duration,
+    /// The most connections open at once (at least 1). Past it the server stops accepting:
+    /// new connections wait in the kernel's listen backlog until one closes.
+    /// [`serve`](crate::serve::serve) enforces it.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +118,10 @@ impl Default for ServerConfig {
             api_key: None,
             limits: Limits::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -212,9 +259,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Authenticates, then counts and logs every response.
+/// Puts the body deadline on the request, authenticates, then counts and logs every
+/// response.
 async fn front_door(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let start = Instant::now();
+    let timeout = state.config.body_timeout;
+    let request = request.map(|body| Body::new(DeadlineBody::new(body, timeout)));
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let route = route_label(&path);
@@ -244,14 +294,76 @@ fn authorize(state: &AppState, request: &Request, route: &str) -> Result<(), Api
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_token);
     match given {
         Some(given) if constant_time_eq(given.as_bytes(), key.as_bytes()) => Ok(()),
         Some(_) => Err(ApiError::authentication("Incorrect API key provided.")),
         None => Err(ApiError::authentication(
             "Missing API key: send it as `Authorization: Bearer <key>`.",
         )),
+    }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` value. The scheme is case-insensitive
+/// (RFC 9110, section 11.1: `bearer` and `BEARER` are `Bearer`); other schemes are `None`.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// A request body that must arrive whole within a time limit; past it, reading fails with
+/// [`BodyTimedOut`], which [`JsonBody`](crate::error::JsonBody) answers with a 408.
+struct DeadlineBody {
+    body: Body,
+    timeout: Duration,
+    /// Created on the first read, so that bodies nobody reads cost no timer.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// When the request began: the deadline counts from here, not from the first read.
+    start: Instant,
+}
+
+impl DeadlineBody {
+    fn new(body: Body, timeout: Duration) -> DeadlineBody {
+        DeadlineBody {
+            body,
+            timeout,
+            deadline: None,
+            start: Instant::now(),
+        }
+    }
+}
+
+impl HttpBody for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        let (start, timeout) = (this.start, this.timeout);
+        let deadline = this.deadline.get_or_insert_with(|| {
+            // `sleep` takes any duration: one past the clock's end never fires.
+            Box::pin(tokio::time::sleep(timeout.saturating_sub(start.elapsed())))
+        });
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                Poll::Ready(Some(Err(axum::Error::new(BodyTimedOut { after: timeout }))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -273,6 +385,40 @@ mod tests {
         assert_eq!(route_label("/v1/models/foo"), "/v1/models/{id}");
         assert_eq!(route_label("/../etc/passwd"), "unmatched");
         assert_eq!(route_label("/v1/chat/completions/"), "unmatched");
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in [
+            "Bearer k",
+            "bearer k",
+            "BEARER k",
+            "bEaReR   k ",
+            " Bearer k",
+        ] {
+            assert_eq!(bearer_token(value), Some("k"), "{value:?}");
+        }
+        for value in ["k", "Basic k", "Bearerk", "Bearer", "Token Bearer k"] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bodies_must_arrive_before_their_deadline() {
+        let timeout = Duration::from_millis(50);
+        let never_ends =
+            Body::from_stream(futures_util::stream::pending::<Result<Bytes, std::io::Error>>());
+        let e = axum::body::to_bytes(Body::new(DeadlineBody::new(never_ends, timeout)), 1024)
+            .await
+            .unwrap_err();
+        let cause = std::iter::successors(std::error::Error::source(&e), |c| c.source())
+            .find_map(|c| c.downcast_ref::<BodyTimedOut>());
+        assert_eq!(cause, Some(&BodyTimedOut { after: timeout }), "{e:?}");
+        // A body that is all there is read whole, however long ago its request began.
+        let body = DeadlineBody::new(Body::from("{}"), timeout);
+        tokio::time::sleep(2 * timeout).await;
+        let bytes = axum::body::to_bytes(Body::new(body), 1024).await.unwrap();
+        assert_eq!(&bytes[..], b"{}");
     }
 
     #[test]

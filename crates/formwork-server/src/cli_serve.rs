@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use formwork_engine::{DEFAULT_CONSTRAINT_BYTES, DEFAULT_INDEX_CACHE_BYTES, Engine, EngineConfig};
-use formwork_server::app::{AppState, DEFAULT_MAX_BODY_BYTES, ServerConfig};
+use formwork_server::app::{
+    AppState, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, ServerConfig,
+};
 use formwork_server::options::Limits;
 use formwork_server::serve::{Shutdown, serve, shutdown_signal};
 
@@ -67,6 +70,21 @@ pub(crate) struct ServeArgs {
     /// Largest request body in bytes; larger ones are answered 413.
     #[arg(long, env = "FORMWORK_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// Seconds a client gets to send a request's headers (from their first byte, or from
+    /// connecting); then the connection is closed.
+    #[arg(long, env = "FORMWORK_HEADER_TIMEOUT", default_value_t = DEFAULT_HEADER_TIMEOUT.as_secs())]
+    header_timeout: u64,
+    /// Seconds a client gets to send a request's body, from the end of its headers; a
+    /// slower body is answered 408.
+    #[arg(long, env = "FORMWORK_BODY_TIMEOUT", default_value_t = DEFAULT_BODY_TIMEOUT.as_secs())]
+    body_timeout: u64,
+    /// Seconds a kept-alive connection may wait for its next request before it is closed.
+    #[arg(long, env = "FORMWORK_IDLE_TIMEOUT", default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs())]
+    idle_timeout: u64,
+    /// Most connections open at once; more wait in the listen backlog until one closes.
+    /// Keep it under the open-files limit (`ulimit -n`).
+    #[arg(long, env = "FORMWORK_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
     /// Seconds in-flight requests get to finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "FORMWORK_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     shutdown_timeout: u64,
@@ -125,11 +143,55 @@ fn default_served_name(path: &Path) -> Option<String> {
     Some(name.strip_suffix(".gguf").unwrap_or(name).to_owned())
 }
 
+/// Descriptors the process needs besides its connections: the standard streams, the
+/// listener, the model file, the runtime's own, a few for the tokenizer and logging.
+const SPARE_FILES: u64 = 64;
+
+/// Warns when `--max-connections` could run the process out of file descriptors, which
+/// would stop it accepting (`/health` included) before the cap does.
+fn warn_if_over_open_files(max_connections: usize) {
+    let Some(limit) = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| open_files_limit(&limits))
+    else {
+        return;
+    };
+    if (max_connections as u64).saturating_add(SPARE_FILES) > limit {
+        tracing::warn!(
+            max_connections,
+            open_files_limit = limit,
+            "--max-connections is close to the open-files limit: raise `ulimit -n` or lower \
+             --max-connections to at most {}",
+            limit.saturating_sub(SPARE_FILES)
+        );
+    }
+}
+
+/// The soft limit of open files in the text of `/proc/self/limits` (`None`: unlimited or
+/// not found).
+fn open_files_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.strip_prefix("Max open files")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
     init_logging(args.log_format);
-    if args.max_sequences == 0 {
-        return Err(CliError::Input("--max-sequences must be at least 1".into()));
+    for (flag, value) in [
+        ("--max-sequences", args.max_sequences as u64),
+        ("--max-connections", args.max_connections as u64),
+        ("--header-timeout", args.header_timeout),
+        ("--body-timeout", args.body_timeout),
+        ("--idle-timeout", args.idle_timeout),
+    ] {
+        if value == 0 {
+            return Err(CliError::Input(format!("{flag} must be at least 1")));
+        }
     }
+    warn_if_over_open_files(args.max_connections);
     let path = model_path(&args.model)?;
     let device =
         formwork_model::device(&args.device).map_err(|e| CliError::Input(e.to_string()))?;
@@ -165,6 +227,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         limits: Limits::default(),
         max_body_bytes: args.max_body_bytes,
+        body_timeout: Duration::from_secs(args.body_timeout),
+        header_timeout: Duration::from_secs(args.header_timeout),
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        max_connections: args.max_connections,
     };
     let state = Arc::new(AppState::new(Arc::new(engine), server_config));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -181,6 +247,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
             %addr,
             model = state.served_model_name(),
             auth = state.config().api_key.is_some(),
+            max_connections = state.config().max_connections,
             "listening on http://{addr}"
         );
         serve(listener, state, shutdown_signal(), deadline)
@@ -209,6 +276,18 @@ mod tests {
             default_served_name(Path::new("/m/Qwen3-0.6B")).as_deref(),
             Some("Qwen3-0.6B")
         );
+    }
+
+    #[test]
+    fn open_files_limit_is_read_from_proc() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max cpu time              unlimited            unlimited            seconds   \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(open_files_limit(limits), Some(1024));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(open_files_limit(unlimited), None);
+        assert_eq!(open_files_limit(""), None);
     }
 
     #[test]

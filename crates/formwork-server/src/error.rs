@@ -43,6 +43,8 @@ pub enum ErrorKind {
     NotFound,
     /// 405: a known route asked with the wrong HTTP method.
     MethodNotAllowed,
+    /// 408: the request body did not arrive in time.
+    RequestTimeout,
     /// 413: the request body is larger than the server accepts.
     PayloadTooLarge,
     /// 429: too many requests are waiting; retry later.
@@ -61,6 +63,7 @@ impl ErrorKind {
             ErrorKind::Authentication => StatusCode::UNAUTHORIZED,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::RateLimit => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -73,7 +76,8 @@ impl ErrorKind {
         match self {
             ErrorKind::InvalidRequest
             | ErrorKind::PayloadTooLarge
-            | ErrorKind::MethodNotAllowed => "invalid_request_error",
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::RequestTimeout => "invalid_request_error",
             ErrorKind::Authentication => "authentication_error",
             ErrorKind::NotFound => "not_found_error",
             ErrorKind::RateLimit => "rate_limit_error",
@@ -214,13 +218,24 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A request body still arriving when its time ran out
+/// ([`ServerConfig::body_timeout`](crate::app::ServerConfig::body_timeout)): the error
+/// the router's body deadline raises, which [`JsonBody`] answers with a 408.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the request body did not arrive within {} s", after.as_secs_f64())]
+pub struct BodyTimedOut {
+    /// The time the body had.
+    pub after: std::time::Duration,
+}
+
 /// A request body read as JSON into `T`; failures are [`ApiError`]s in OpenAI's shape.
 ///
 /// Unlike `axum::Json` it does not insist on a `content-type: application/json`
 /// header (curl users often forget it). Malformed JSON is a 400 with the line and
 /// column; a field of the wrong type, or a missing one, is a 400 whose `param` is
-/// the field's path (`messages[1].content`, `temperature`). A body over the
-/// router's limit is a 413.
+/// the field's path (`messages[1].content`, `temperature`); JSON nested deeper than
+/// [`MAX_JSON_DEPTH`] a 400 that says so. A body over the router's limit is a 413, one
+/// that did not arrive in time ([`BodyTimedOut`]) a 408.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JsonBody<T>(pub T);
 
@@ -233,6 +248,16 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            let mut causes =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                });
+            if let Some(timeout) = causes.find_map(|e| e.downcast_ref::<BodyTimedOut>()) {
+                return ApiError::new(
+                    ErrorKind::RequestTimeout,
+                    format!("Request timeout: {timeout}."),
+                );
+            }
             let kind = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ErrorKind::PayloadTooLarge
             } else {
@@ -254,14 +279,26 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// The most levels arrays and objects may nest in a request body (the body's own object
+/// is the first): serde_json's recursion limit of 128 refuses the 128th, as a syntax error
+/// (`recursion limit exceeded`).
+pub const MAX_JSON_DEPTH: usize = 127;
+
 /// Turns a deserialization error into a 400 naming the field at fault.
 fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let inner = e.inner();
+    let message = inner.to_string();
+    // serde_json has no error code for this in its public API, only the message.
+    if let Some(position) = message.strip_prefix("recursion limit exceeded") {
+        return ApiError::invalid_request(format!(
+            "The request body is nested too deeply: arrays and objects may nest at most \
+             {MAX_JSON_DEPTH} levels{position}"
+        ));
+    }
     if inner.is_syntax() || inner.is_eof() || inner.is_io() {
         return ApiError::invalid_request(format!("The request body is not valid JSON: {inner}"));
     }
     let path = e.path().to_string();
-    let message = inner.to_string();
     // A missing field is reported at its parent; name the field itself.
     let missing = message
         .strip_prefix("missing field `")
@@ -353,6 +390,7 @@ mod tests {
             (ErrorKind::Authentication, 401, "authentication_error"),
             (ErrorKind::NotFound, 404, "not_found_error"),
             (ErrorKind::MethodNotAllowed, 405, "invalid_request_error"),
+            (ErrorKind::RequestTimeout, 408, "invalid_request_error"),
             (ErrorKind::PayloadTooLarge, 413, "invalid_request_error"),
             (ErrorKind::RateLimit, 429, "rate_limit_error"),
             (ErrorKind::Overloaded, 503, "overloaded_error"),
@@ -393,6 +431,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn too_deep_json_is_not_called_invalid() {
+        // Free-form fields (`metadata`, a JSON schema) are where deep nesting can hide.
+        let deep = |depth: usize| {
+            format!(
+                r#"{{"model": "m", "metadata": {}{}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        let extract = |body: String| async move {
+            let req = Request::builder().body(Body::from(body)).unwrap();
+            JsonBody::<serde_json::Value>::from_request(req, &())
+                .await
+                .map(|b| b.0)
+        };
+        // The outer object is the first level.
+        for depth in [MAX_JSON_DEPTH, 10 * MAX_JSON_DEPTH] {
+            let e = extract(deep(depth)).await.unwrap_err();
+            assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+            assert!(
+                e.message().starts_with(
+                    "The request body is nested too deeply: arrays and objects may nest at \
+                     most 127 levels at line 1 column"
+                ),
+                "{e}"
+            );
+        }
+        // With the outer object, MAX_JSON_DEPTH - 1 arrays are the most allowed.
+        extract(deep(MAX_JSON_DEPTH - 1)).await.unwrap();
+    }
+
+    #[tokio::test]
     async fn wrong_types_name_the_field() {
         let e = extract(r#"{"model": "m", "temperature": "hot"}"#)
             .await
@@ -419,6 +489,46 @@ mod tests {
             assert_eq!(e.param_name(), None);
             assert!(e.message().starts_with("Invalid request body"), "{e}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_timed_out_is_a_408() {
+        use axum::extract::DefaultBodyLimit;
+        use axum::routing::post;
+        // Through a router with a body limit, which wraps the body and its errors once more.
+        let app = axum::Router::new()
+            .route(
+                "/",
+                post(|JsonBody(v): JsonBody<serde_json::Value>| async move { Json(v) }),
+            )
+            .layer(DefaultBodyLimit::max(1024));
+        let after = std::time::Duration::from_millis(1500);
+        let chunks = [
+            Ok(Bytes::from_static(b"{\"model\"")),
+            Err(BodyTimedOut { after }),
+        ];
+        let req = Request::builder()
+            .method("POST")
+            .uri("/")
+            .body(Body::from_stream(futures_util::stream::iter(chunks)))
+            .unwrap();
+        let response = tower::ServiceExt::oneshot(app, req).await.unwrap();
+        let (status, body) = response_json(response).await;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(
+            body["error"]["message"],
+            "Request timeout: the request body did not arrive within 1.5 s."
+        );
+        // Other body errors stay 400s.
+        let chunks = [Err::<Bytes, _>(std::io::Error::other("reset"))];
+        let req = Request::builder()
+            .body(Body::from_stream(futures_util::stream::iter(chunks)))
+            .unwrap();
+        let e = JsonBody::<serde_json::Value>::from_request(req, &())
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
     }
 
     #[tokio::test]

@@ -23,7 +23,8 @@
 //!   stream; its behaviour is documented on [`app`] and in `docs/api.md`.
 //! - [`routes`]: models, tokenizer, metrics and health routes.
 //! - [`prometheus`]: the `/metrics` text exposition.
-//! - [`serve`](mod@serve): serving on a socket with graceful shutdown.
+//! - [`serve`](mod@serve): serving on a socket: connection timeouts and cap, graceful
+//!   shutdown.
 //!
 //! ```
 //! use formwork_engine::Constraint;

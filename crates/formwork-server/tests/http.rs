@@ -344,6 +344,10 @@ fn api_key_is_required_except_for_health() {
     post(&[("Authorization", "Bearer wrong")]).error(401);
     post(&[("Authorization", "sesame")]).error(401);
     assert_eq!(post(&[("Authorization", "Bearer sesame")]).status, 200);
+    // The auth scheme is case-insensitive (RFC 9110); the key is not.
+    assert_eq!(post(&[("Authorization", "bearer sesame")]).status, 200);
+    assert_eq!(post(&[("Authorization", "BEARER sesame")]).status, 200);
+    post(&[("Authorization", "bearer SESAME")]).error(401);
     assert_eq!(s.get("/health").status, 200);
     s.get("/v1/models").error(401);
     s.get("/metrics").error(401);
