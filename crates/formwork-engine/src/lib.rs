@@ -478,7 +478,9 @@ mod tests {
         for b in 0..=255u8 {
             tokens.push((format!("<0x{b:02X}>"), 6));
         }
-        for piece in ["▁", "▁the", "▁a", "he", "llo", "▁hello", "ab", "日本", "▁{\"", "\":"] {
+        for piece in [
+            "▁", "▁the", "▁a", "he", "llo", "▁hello", "ab", "日本", "▁{\"", "\":",
+        ] {
             tokens.push((piece.into(), 1));
         }
         tokens.push(("<tool>".into(), 4));

@@ -11,7 +11,7 @@
 //!   offset) and finds where the data starts (`general.alignment`), checking that every
 //!   tensor of a known type lies within the file. [`GgufFile::tensor_data`] then reads one
 //!   tensor's raw bytes.
-//! - [`write`] writes a GGUF v3 file, for tests and tools.
+//! - [`write()`] writes a GGUF v3 file, for tests and tools.
 //!
 //! Every length in a file is checked against the bytes that remain before anything is
 //! allocated for it, so a corrupt or hostile file yields a [`GgufError`], never a panic or a

@@ -561,7 +561,10 @@ mod tests {
         }
         // Two rows of one Q8_0 block each (34 bytes a block), and 3 f32s.
         let q8: Vec<u8> = (0..68).map(|i| i as u8).collect();
-        let f32s: Vec<u8> = [1f32, 2.0, 3.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let f32s: Vec<u8> = [1f32, 2.0, 3.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         let tensors = [
             TensorData {
                 name: "token_embd.weight",

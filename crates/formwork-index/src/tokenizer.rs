@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde_json::Value;
 use formwork_gguf::END_TOKEN_NAMES;
+use serde_json::Value;
 use tokenizers::Tokenizer;
 use tokenizers::models::ModelWrapper;
 
@@ -61,9 +61,10 @@ impl Vocabulary {
     /// [`IndexError::Vocabulary`].
     ///
     /// Added tokens are taken literally; those marked `special`, the model's unknown token
-    /// and tokens named in [`END_TOKEN_NAMES`](formwork_gguf::END_TOKEN_NAMES) are special (never allowed inside constrained
-    /// text). Every token named in [`END_TOKEN_NAMES`](formwork_gguf::END_TOKEN_NAMES) is an EOS token; when there is none this is
-    /// an error: give the ids with [`Vocabulary::from_tokenizer_with_eos`].
+    /// and tokens named in [`END_TOKEN_NAMES`] (the end-of-text and end-of-turn names
+    /// `formwork-gguf` lists) are special (never allowed inside constrained text). Every
+    /// token named in [`END_TOKEN_NAMES`] is an EOS token; when there is none this is an
+    /// error: give the ids with [`Vocabulary::from_tokenizer_with_eos`].
     ///
     /// ```no_run
     /// use formwork_index::Vocabulary;

@@ -89,7 +89,12 @@ fn spm_gguf() -> Vec<u8> {
         ("tokenizer.ggml.model", Value::String("llama".into())),
         (
             "tokenizer.ggml.tokens",
-            Value::Array(tokens.iter().map(|(t, _)| Value::String(t.clone())).collect()),
+            Value::Array(
+                tokens
+                    .iter()
+                    .map(|(t, _)| Value::String(t.clone()))
+                    .collect(),
+            ),
         ),
         (
             "tokenizer.ggml.token_type",

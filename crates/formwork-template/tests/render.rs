@@ -150,7 +150,10 @@ fn smollm2_from_jinja_file_and_from_gguf_render_the_same() {
                     string("<|im_end|>"),
                 ]),
             ),
-            ("tokenizer.ggml.scores", Value::Array(vec![Value::F32(0.0); 3])),
+            (
+                "tokenizer.ggml.scores",
+                Value::Array(vec![Value::F32(0.0); 3]),
+            ),
             ("tokenizer.ggml.bos_token_id", Value::U32(1)),
             ("tokenizer.ggml.eos_token_id", Value::U32(2)),
             ("tokenizer.chat_template", string(&jinja)),

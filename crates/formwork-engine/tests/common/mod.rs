@@ -14,7 +14,11 @@ pub fn assert_vocabulary_matches_the_gguf(built: &Vocabulary, info: &ModelInfo) 
         assert_eq!(built.token(id), file.token(id), "token {id}");
         // The metadata's own EOS is special in `file`; the model's EOS ids are in `built`.
         let eos = info.eos_token_ids.contains(&id);
-        assert_eq!(built.is_special(id), file.is_special(id) || eos, "token {id}");
+        assert_eq!(
+            built.is_special(id),
+            file.is_special(id) || eos,
+            "token {id}"
+        );
     }
     let mut eos = info.eos_token_ids.clone();
     eos.sort_unstable();

@@ -127,7 +127,11 @@ impl<R: Read + Seek> Reader<'_, R> {
         {
             return Err(self.err(
                 name,
-                format!("{} bytes are not {elems} {} elements", data.len(), ty.name()),
+                format!(
+                    "{} bytes are not {elems} {} elements",
+                    data.len(),
+                    ty.name()
+                ),
             ));
         }
         Ok((ty, info.shape.clone(), data))
