@@ -185,29 +185,26 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// The token bytes and end-of-sequence ids a constraint is compiled against.
+/// The token bytes and end-of-sequence ids a constraint is compiled against, built once from
+/// the loaded model's own tokenizer, without reading the model file again: each token is the
+/// bytes the tokenizer's decoder makes of it ([`Vocabulary::from_tokenizer_with_eos`]: byte
+/// level or SentencePiece, read from the tokenizer's pipeline), its special tokens (control
+/// tokens, the unknown token) are special, and every end-of-generation id of the model
+/// (`<|endoftext|>` as well as `<|im_end|>`) is EOS.
 pub fn vocabulary_for(model: &LoadedModel) -> Result<Vocabulary, EngineError> {
-    let path = &model.info.path;
-    let base = if path.is_dir() {
-        Vocabulary::from_tokenizer_file(path.join("tokenizer.json"))?
-    } else {
-        Vocabulary::from_gguf(path)?
-    };
-    // The model knows every end-of-generation token (`<|endoftext|>` as well as `<|im_end|>`).
-    let tokens: Vec<Vec<u8>> = (0..base.len() as u32)
-        .map(|i| base.token(i).unwrap_or_default().to_vec())
-        .collect();
-    let special: Vec<u32> = (0..base.len() as u32)
-        .filter(|&i| base.is_special(i))
-        .collect();
-    let eos: Vec<u32> = model
-        .info
-        .eos_token_ids
+    vocabulary_of(&model.tokenizer, &model.info.eos_token_ids)
+}
+
+/// The constraint vocabulary of `tokenizer` with EOS ids `eos` (those the tokenizer does not
+/// know are left out).
+fn vocabulary_of(tokenizer: &Tokenizer, eos: &[u32]) -> Result<Vocabulary, EngineError> {
+    let inner = tokenizer.inner();
+    let eos = eos
         .iter()
         .copied()
-        .filter(|&i| (i as usize) < tokens.len())
+        .filter(|&id| inner.id_to_token(id).is_some())
         .collect();
-    Ok(Vocabulary::new(tokens, eos, special)?)
+    Ok(Vocabulary::from_tokenizer_with_eos(inner, eos)?)
 }
 
 impl Engine {
@@ -643,5 +640,74 @@ impl Completion {
             Event::Done(usage) => self.usage = usage,
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use formwork_index::gguf::{self, Value};
+    use formwork_model::GgufVocab;
+
+    use super::*;
+
+    /// Each token's bytes and special flag, and the EOS ids.
+    fn table(v: &Vocabulary) -> (Vec<(Vec<u8>, bool)>, Vec<u32>) {
+        let tokens = (0..v.len() as u32)
+            .map(|id| (v.token(id).unwrap_or_default().to_vec(), v.is_special(id)))
+            .collect();
+        (tokens, v.eos().to_vec())
+    }
+
+    /// A SentencePiece vocabulary (Llama 2, Mistral) rebuilt into the model's tokenizer gives
+    /// the constraint vocabulary its GGUF metadata gives: `▁` is a space, `<0xNN>` one raw
+    /// byte, control and unknown tokens special, user-defined ones literal.
+    #[test]
+    fn a_sentencepiece_tokenizer_gives_the_vocabulary_of_its_gguf_metadata() {
+        let mut tokens: Vec<(String, u32)> =
+            vec![("<unk>".into(), 2), ("<s>".into(), 3), ("</s>".into(), 3)];
+        for b in 0..=255u8 {
+            tokens.push((format!("<0x{b:02X}>"), 6));
+        }
+        for piece in [
+            "▁", "▁the", "▁a", "he", "llo", "▁hello", "ab", "日本", "▁{\"", "\":",
+        ] {
+            tokens.push((piece.into(), 1));
+        }
+        tokens.push(("<tool>".into(), 4));
+        let strings: Vec<String> = tokens.iter().map(|t| t.0.clone()).collect();
+        let types: Vec<u32> = tokens.iter().map(|t| t.1).collect();
+        let vocab = GgufVocab {
+            model: "llama".into(),
+            tokens: strings.clone(),
+            token_types: types.clone(),
+            scores: (0..tokens.len()).map(|i| -(i as f64)).collect(),
+            unk_id: Some(0),
+            ..GgufVocab::default()
+        };
+        let tokenizer = Tokenizer::from_gguf_vocab(&vocab, Some(1), true).unwrap();
+        let built = vocabulary_of(&tokenizer, &[2]).unwrap();
+
+        let mut file = Vec::new();
+        let metadata = [
+            ("tokenizer.ggml.model", Value::String("llama".into())),
+            (
+                "tokenizer.ggml.tokens",
+                Value::Array(strings.into_iter().map(Value::String).collect()),
+            ),
+            (
+                "tokenizer.ggml.token_type",
+                Value::Array(types.iter().map(|&t| Value::I32(t as i32)).collect()),
+            ),
+            ("tokenizer.ggml.eos_token_id", Value::U32(2)),
+        ];
+        gguf::write(&mut file, &metadata, &[]).unwrap();
+        let meta = gguf::Metadata::from_reader(&file[..], file.len() as u64).unwrap();
+        let from_file = Vocabulary::from_gguf_metadata(&meta).unwrap();
+        assert_eq!(table(&built), table(&from_file));
+        // The cases that matter, spelled out.
+        assert_eq!(built.token(3 + 0x0A), Some(&b"\n"[..]));
+        assert_eq!(built.token(3 + 256 + 5), Some(&b" hello"[..]));
+        assert!(built.is_special(0) && built.is_special(1) && !built.is_special(3 + 256 + 10));
+        assert_eq!(built.eos(), &[2]);
     }
 }

@@ -4,6 +4,8 @@
 //! Needs `models/SmolLM2-135M-Instruct.Q4_1.gguf` and fails (never skips) without it: run
 //! `cargo xtask fetch-model`.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -33,6 +35,16 @@ fn chat(system: &str, user: &str) -> Prompt {
         messages: vec![Message::system(system), Message::user(user)],
         tools: vec![],
     }
+}
+
+/// The engine's constraint vocabulary, built from the loaded tokenizer, is the one the default
+/// model's GGUF metadata gives (49152 tokens, byte-level BPE, 17 control tokens).
+#[test]
+fn default_model_vocabulary_from_the_tokenizer_equals_the_gguf_one() {
+    let engine = engine();
+    common::assert_vocabulary_matches_the_gguf(engine.vocabulary(), engine.info());
+    assert_eq!(engine.vocabulary().len(), 49152);
+    assert_eq!(engine.vocabulary().eos(), &[0, 2]);
 }
 
 #[test]

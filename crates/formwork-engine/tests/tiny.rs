@@ -2,6 +2,8 @@
 //! valid whatever the weights, stop strings never leak, cancellation frees sequences, a full
 //! queue is a typed error, deltas add up, seeds repeat.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -87,6 +89,15 @@ fn jsonschemabench_sample(count: usize) -> Vec<Value> {
         }
     }
     schemas
+}
+
+/// The engine's constraint vocabulary, built from the loaded tokenizer, is the one the tiny
+/// model's GGUF metadata gives.
+#[test]
+fn vocabulary_from_the_tokenizer_equals_the_gguf_one() {
+    let engine = shared_engine();
+    common::assert_vocabulary_matches_the_gguf(engine.vocabulary(), engine.info());
+    assert_eq!(engine.vocabulary().eos(), &[0, 2]);
 }
 
 #[test]

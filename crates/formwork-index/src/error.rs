@@ -25,7 +25,7 @@ pub enum IndexError {
     Unspellable,
     /// A GGUF file's metadata could not be read.
     #[error(transparent)]
-    Gguf(#[from] crate::GgufError),
+    Gguf(#[from] formwork_gguf::GgufError),
     /// A `tokenizer.json` file could not be read or is not supported.
     #[error("tokenizer {}: {reason}", path.display())]
     Tokenizer {

@@ -8,7 +8,7 @@
 //!   [`ByteDfa::sample`] to draw random matches from it (what `formwork schema sample` prints).
 //! - [`Vocabulary`]: what bytes each token of a model adds to the text, which tokens are EOS
 //!   and which are special, and the byte [`Trie`] of its tokens. Read from a GGUF file's
-//!   metadata ([`GgufMetadata`]), from a Hugging Face `tokenizer.json`
+//!   metadata (through [`gguf`], the `formwork-gguf` reader), from a Hugging Face `tokenizer.json`
 //!   (`Vocabulary::from_tokenizer_file`, cargo feature `tokenizers`, on by default), or given
 //!   explicitly.
 //! - [`Index`]: for each DFA state reachable by tokens, the allowed tokens and where each
@@ -46,7 +46,6 @@
 
 mod automaton;
 mod error;
-mod gguf;
 mod guide;
 mod index;
 mod lazy;
@@ -56,9 +55,10 @@ mod vocabulary;
 
 pub use automaton::{ByteDfa, DfaConfig, StateId};
 pub use error::IndexError;
-pub use gguf::{GgufError, GgufMetadata, GgufValue};
+/// The GGUF reader vocabularies are read with ([`Vocabulary::from_gguf_metadata`] takes its
+/// [`gguf::Metadata`]).
+pub use formwork_gguf as gguf;
+pub use formwork_gguf::GgufError;
 pub use guide::Guide;
 pub use index::{Index, IndexConfig};
-#[cfg(feature = "tokenizers")]
-pub use tokenizer::EOS_NAMES;
 pub use vocabulary::{TokenEncoding, Trie, Vocabulary};

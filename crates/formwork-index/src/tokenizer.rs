@@ -8,25 +8,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use formwork_gguf::END_TOKEN_NAMES;
 use serde_json::Value;
 use tokenizers::Tokenizer;
 use tokenizers::models::ModelWrapper;
 
 use crate::vocabulary::{TokenEncoding, decode, parse_byte_token};
 use crate::{IndexError, Vocabulary};
-
-/// Token names taken as end of sequence when the caller gives no EOS ids: the end-of-text and
-/// end-of-turn tokens of common model families.
-pub const EOS_NAMES: &[&str] = &[
-    "</s>",
-    "<|endoftext|>",
-    "<|im_end|>",
-    "<|eot_id|>",
-    "<|end_of_text|>",
-    "<|end|>",
-    "<end_of_turn>",
-    "<eos>",
-];
 
 /// How the token strings of a tokenizer encode bytes, read from its pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,9 +61,10 @@ impl Vocabulary {
     /// [`IndexError::Vocabulary`].
     ///
     /// Added tokens are taken literally; those marked `special`, the model's unknown token
-    /// and tokens named in [`EOS_NAMES`] are special (never allowed inside constrained
-    /// text). Every token named in [`EOS_NAMES`] is an EOS token; when there is none this is
-    /// an error: give the ids with [`Vocabulary::from_tokenizer_with_eos`].
+    /// and tokens named in [`END_TOKEN_NAMES`] (the end-of-text and end-of-turn names
+    /// `formwork-gguf` lists) are special (never allowed inside constrained text). Every
+    /// token named in [`END_TOKEN_NAMES`] is an EOS token; when there is none this is an
+    /// error: give the ids with [`Vocabulary::from_tokenizer_with_eos`].
     ///
     /// ```no_run
     /// use formwork_index::Vocabulary;
@@ -87,7 +76,7 @@ impl Vocabulary {
     /// ```
     pub fn from_tokenizer(tokenizer: &Tokenizer) -> Result<Self, IndexError> {
         let (tokens, special, names) = decode_tokenizer(tokenizer)?;
-        let eos: Vec<u32> = EOS_NAMES
+        let eos: Vec<u32> = END_TOKEN_NAMES
             .iter()
             .filter_map(|name| names.get(*name).copied())
             .collect();
@@ -95,7 +84,7 @@ impl Vocabulary {
             return Err(IndexError::Vocabulary(format!(
                 "no end-of-sequence token found (looked for {}); give the ids with \
                  Vocabulary::from_tokenizer_with_eos",
-                EOS_NAMES.join(", ")
+                END_TOKEN_NAMES.join(", ")
             )));
         }
         Self::new(tokens, eos, special)
@@ -147,7 +136,7 @@ fn decode_tokenizer(tokenizer: &Tokenizer) -> Result<Decoded, IndexError> {
             if t.special {
                 special.push(id);
             }
-            if EOS_NAMES.contains(&t.content.as_str()) {
+            if END_TOKEN_NAMES.contains(&t.content.as_str()) {
                 names.insert(t.content.clone(), id);
             }
             tokens.push(t.content.as_bytes().to_vec());
@@ -161,7 +150,7 @@ fn decode_tokenizer(tokenizer: &Tokenizer) -> Result<Decoded, IndexError> {
         if unk.as_deref() == Some(*s) {
             special.push(id);
         }
-        if EOS_NAMES.contains(s) {
+        if END_TOKEN_NAMES.contains(s) {
             // Model tokens named like EOS are control tokens even when not marked added.
             special.push(id);
             names.entry(s.to_string()).or_insert(id);

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use crate::IndexError;
-use crate::gguf::{GgufMetadata, GgufValue};
+use formwork_gguf::{Metadata, Value};
 
 /// A token vocabulary. Cloning is cheap: clones share the token table and the trie.
 #[derive(Debug, Clone)]
@@ -102,7 +102,7 @@ impl Vocabulary {
 
     /// Reads the vocabulary of the GGUF model at `path` (metadata only).
     pub fn from_gguf(path: impl AsRef<Path>) -> Result<Self, IndexError> {
-        let meta = GgufMetadata::read(path)?;
+        let meta = Metadata::read(path)?;
         Self::from_gguf_metadata(&meta)
     }
 
@@ -111,12 +111,12 @@ impl Vocabulary {
     ///
     /// Token types: 1 normal (decoded per the model), 2 unknown, 3 control and 5 unused are
     /// special; 4 user-defined is taken literally; 6 byte is `<0xNN>`, one raw byte.
-    pub fn from_gguf_metadata(meta: &GgufMetadata) -> Result<Self, IndexError> {
+    pub fn from_gguf_metadata(meta: &Metadata) -> Result<Self, IndexError> {
         let missing =
             |key: &str| IndexError::Vocabulary(format!("GGUF metadata has no valid {key}"));
         let model = meta
             .get("tokenizer.ggml.model")
-            .and_then(GgufValue::as_str)
+            .and_then(Value::as_str)
             .ok_or_else(|| missing("tokenizer.ggml.model"))?;
         let encoding = match model {
             "gpt2" => TokenEncoding::ByteLevel,
@@ -129,7 +129,7 @@ impl Vocabulary {
         };
         let strings = meta
             .get("tokenizer.ggml.tokens")
-            .and_then(GgufValue::as_array)
+            .and_then(Value::as_array)
             .ok_or_else(|| missing("tokenizer.ggml.tokens"))?;
         let types = match meta.get("tokenizer.ggml.token_type") {
             None => None,

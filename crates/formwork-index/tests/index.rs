@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use formwork_index::{
-    ByteDfa, DfaConfig, GgufMetadata, Guide, Index, IndexConfig, IndexError, StateId, Vocabulary,
+    ByteDfa, DfaConfig, Guide, Index, IndexConfig, IndexError, StateId, Vocabulary, gguf,
 };
 use formwork_schema::Compiler;
 use proptest::prelude::*;
@@ -49,14 +49,11 @@ fn byte_vocab() -> Vocabulary {
     Vocabulary::new(tokens, vec![eos], [control]).unwrap()
 }
 
-fn gguf_string(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-    out.extend_from_slice(s);
-}
-
 /// A SentencePiece vocabulary as a GGUF file holds it: `<unk>`, `<s>`, `</s>`, 256 byte
 /// tokens `<0xNN>`, and pieces with `▁` for spaces.
 fn spm_gguf() -> Vec<u8> {
+    use gguf::Value;
+
     let mut tokens: Vec<(String, i32)> =
         vec![("<unk>".into(), 2), ("<s>".into(), 3), ("</s>".into(), 3)];
     for b in 0..=255u8 {
@@ -88,36 +85,31 @@ fn spm_gguf() -> Vec<u8> {
         tokens.push((piece.into(), 1));
     }
     tokens.push(("<tool>".into(), 4));
-    let mut f = b"GGUF".to_vec();
-    f.extend_from_slice(&3u32.to_le_bytes());
-    f.extend_from_slice(&0u64.to_le_bytes());
-    f.extend_from_slice(&4u64.to_le_bytes());
-    gguf_string(&mut f, b"tokenizer.ggml.model");
-    f.extend_from_slice(&8u32.to_le_bytes());
-    gguf_string(&mut f, b"llama");
-    gguf_string(&mut f, b"tokenizer.ggml.tokens");
-    f.extend_from_slice(&9u32.to_le_bytes());
-    f.extend_from_slice(&8u32.to_le_bytes());
-    f.extend_from_slice(&(tokens.len() as u64).to_le_bytes());
-    for (t, _) in &tokens {
-        gguf_string(&mut f, t.as_bytes());
-    }
-    gguf_string(&mut f, b"tokenizer.ggml.token_type");
-    f.extend_from_slice(&9u32.to_le_bytes());
-    f.extend_from_slice(&5u32.to_le_bytes());
-    f.extend_from_slice(&(tokens.len() as u64).to_le_bytes());
-    for (_, ty) in &tokens {
-        f.extend_from_slice(&ty.to_le_bytes());
-    }
-    gguf_string(&mut f, b"tokenizer.ggml.eos_token_id");
-    f.extend_from_slice(&4u32.to_le_bytes());
-    f.extend_from_slice(&2u32.to_le_bytes());
+    let kv = [
+        ("tokenizer.ggml.model", Value::String("llama".into())),
+        (
+            "tokenizer.ggml.tokens",
+            Value::Array(
+                tokens
+                    .iter()
+                    .map(|(t, _)| Value::String(t.clone()))
+                    .collect(),
+            ),
+        ),
+        (
+            "tokenizer.ggml.token_type",
+            Value::Array(tokens.iter().map(|&(_, ty)| Value::I32(ty)).collect()),
+        ),
+        ("tokenizer.ggml.eos_token_id", Value::U32(2)),
+    ];
+    let mut f = Vec::new();
+    gguf::write(&mut f, &kv, &[]).unwrap();
     f
 }
 
 fn spm_vocab() -> Vocabulary {
     let f = spm_gguf();
-    let meta = GgufMetadata::from_reader(&f[..], f.len() as u64).unwrap();
+    let meta = gguf::Metadata::from_reader(&f[..], f.len() as u64).unwrap();
     Vocabulary::from_gguf_metadata(&meta).unwrap()
 }
 

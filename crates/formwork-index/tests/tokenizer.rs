@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use formwork_index::{GgufMetadata, GgufValue, IndexError, Vocabulary};
+use formwork_index::{IndexError, Vocabulary, gguf};
 use serde_json::{Value, json};
 use tokenizers::Tokenizer;
 
@@ -234,11 +234,11 @@ fn default_model_tokenizer_json_matches_gguf() {
         "the default model is missing at {}: run `cargo xtask fetch-model`",
         path.display()
     );
-    let meta = GgufMetadata::read(&path).unwrap();
+    let meta = gguf::Metadata::read(&path).unwrap();
     let gguf = Vocabulary::from_gguf_metadata(&meta).unwrap();
     let array = |key: &str| {
         meta.get(key)
-            .and_then(GgufValue::as_array)
+            .and_then(gguf::Value::as_array)
             .unwrap_or_else(|| panic!("{key}"))
     };
     let tokens: Vec<&str> = array("tokenizer.ggml.tokens")

@@ -1,14 +1,14 @@
-//! Loading a transformer, its tokenizer and its metadata from one GGUF file.
+//! Loading a transformer, its tokenizer and its metadata from one GGUF file, read by
+//! `formwork-gguf`.
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::Device;
-use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use formwork_gguf::{GgmlType, GgufError, GgufFile, TensorInfo, Value};
 
 use crate::candle::{Embedding, Layer, Linear, RmsNorm};
 use crate::config::{Architecture, RopeStyle, TransformerConfig};
@@ -20,7 +20,7 @@ use crate::{LoadOptions, LoadedModel, ModelError};
 /// Typed access to a GGUF file's metadata, with errors naming the file and the key.
 pub(crate) struct Metadata<'a> {
     path: &'a Path,
-    map: &'a HashMap<String, Value>,
+    meta: &'a formwork_gguf::Metadata,
 }
 
 impl<'a> Metadata<'a> {
@@ -33,7 +33,7 @@ impl<'a> Metadata<'a> {
     }
 
     fn get(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key)
+        self.meta.get(key)
     }
 
     fn usize(&self, key: &str) -> Result<usize, ModelError> {
@@ -53,37 +53,35 @@ impl<'a> Metadata<'a> {
     fn opt_f64(&self, key: &str) -> Result<Option<f64>, ModelError> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::F32(x)) => Ok(Some(*x as f64)),
-            Some(Value::F64(x)) => Ok(Some(*x)),
-            Some(v) => integer(v)
-                .map(|x| Some(x as f64))
+            Some(v) => v
+                .as_f64()
+                .map(Some)
                 .ok_or_else(|| self.err(key, "not a number")),
         }
     }
 
+    /// A string value; trailing NULs, which some writers leave, are dropped.
     fn opt_str(&self, key: &str) -> Option<&'a str> {
-        match self.get(key) {
-            Some(Value::String(s)) => Some(s),
-            _ => None,
-        }
+        self.get(key)
+            .and_then(Value::as_str)
+            .map(|s| s.trim_end_matches('\0'))
     }
 
     fn opt_bool(&self, key: &str) -> Option<bool> {
-        match self.get(key) {
-            Some(Value::Bool(b)) => Some(*b),
-            Some(v) => integer(v).map(|x| x != 0),
-            None => None,
-        }
+        let v = self.get(key)?;
+        v.as_bool().or_else(|| integer(v).map(|x| x != 0))
     }
 
+    /// An array of strings; strings that are not UTF-8 are decoded lossily.
     fn strings(&self, key: &str) -> Result<Option<Vec<String>>, ModelError> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|v| match v {
-                    Value::String(s) => Ok(s.clone()),
-                    _ => Err(self.err(key, "an element is not a string")),
+                .map(|v| {
+                    v.as_bytes()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .ok_or_else(|| self.err(key, "an element is not a string"))
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
@@ -96,12 +94,9 @@ impl<'a> Metadata<'a> {
             None => Ok(None),
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|v| match v {
-                    Value::F32(x) => Ok(*x as f64),
-                    Value::F64(x) => Ok(*x),
-                    v => integer(v)
-                        .map(|x| x as f64)
-                        .ok_or_else(|| self.err(key, "an element is not a number")),
+                .map(|v| {
+                    v.as_f64()
+                        .ok_or_else(|| self.err(key, "an element is not a number"))
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
@@ -111,31 +106,85 @@ impl<'a> Metadata<'a> {
 }
 
 fn integer(v: &Value) -> Option<usize> {
-    match *v {
-        Value::U8(x) => Some(x as usize),
-        Value::U16(x) => Some(x as usize),
-        Value::U32(x) => Some(x as usize),
-        Value::U64(x) => usize::try_from(x).ok(),
-        Value::I8(x) => usize::try_from(x).ok(),
-        Value::I16(x) => usize::try_from(x).ok(),
-        Value::I32(x) => usize::try_from(x).ok(),
-        Value::I64(x) => usize::try_from(x).ok(),
-        _ => None,
+    v.as_u64().and_then(|x| usize::try_from(x).ok())
+}
+
+/// The GGUF file at `path`: its metadata and tensor infos, and the open file for the data.
+pub(crate) fn open(path: &Path) -> Result<(GgufFile, BufReader<File>), ModelError> {
+    let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
+    let len = file.metadata().map_err(|e| ModelError::io(path, e))?.len();
+    let mut reader = BufReader::new(file);
+    let gguf = GgufFile::from_reader(&mut reader, len).map_err(|e| gguf_error(path, e))?;
+    Ok((gguf, reader))
+}
+
+/// A reader error as a model error: a tensor's as [`ModelError::Weight`], the rest as
+/// [`ModelError::Gguf`].
+pub(crate) fn gguf_error(path: &Path, e: GgufError) -> ModelError {
+    match e {
+        GgufError::InvalidTensor { name, reason } => ModelError::Weight {
+            path: path.to_path_buf(),
+            name,
+            message: reason,
+        },
+        other => ModelError::Gguf {
+            path: path.to_path_buf(),
+            message: other.to_string(),
+        },
     }
+}
+
+/// candle's name for a GGML type, if candle computes with it.
+fn candle_dtype(ty: GgmlType) -> Option<GgmlDType> {
+    Some(match ty {
+        GgmlType::F32 => GgmlDType::F32,
+        GgmlType::F16 => GgmlDType::F16,
+        GgmlType::BF16 => GgmlDType::BF16,
+        GgmlType::Q4_0 => GgmlDType::Q4_0,
+        GgmlType::Q4_1 => GgmlDType::Q4_1,
+        GgmlType::Q5_0 => GgmlDType::Q5_0,
+        GgmlType::Q5_1 => GgmlDType::Q5_1,
+        GgmlType::Q8_0 => GgmlDType::Q8_0,
+        GgmlType::Q8_1 => GgmlDType::Q8_1,
+        GgmlType::Q2K => GgmlDType::Q2K,
+        GgmlType::Q3K => GgmlDType::Q3K,
+        GgmlType::Q4K => GgmlDType::Q4K,
+        GgmlType::Q5K => GgmlDType::Q5K,
+        GgmlType::Q6K => GgmlDType::Q6K,
+        GgmlType::Q8K => GgmlDType::Q8K,
+        _ => return None,
+    })
+}
+
+/// Reads one tensor of `gguf` as a candle [`QTensor`] on `device`.
+pub(crate) fn qtensor<R: Read + Seek>(
+    path: &Path,
+    gguf: &GgufFile,
+    reader: &mut R,
+    info: &TensorInfo,
+    device: &Device,
+) -> Result<QTensor, ModelError> {
+    let err = |message: String| ModelError::Weight {
+        path: path.to_path_buf(),
+        name: info.name.clone(),
+        message,
+    };
+    let dtype = candle_dtype(info.ggml_type)
+        .ok_or_else(|| err(format!("format {} is not supported", info.ggml_type)))?;
+    let data = gguf
+        .tensor_data(reader, info)
+        .map_err(|e| gguf_error(path, e))?;
+    candle_core::quantized::ggml_file::qtensor_from_ggml(dtype, &data, info.shape.clone(), device)
+        .map_err(|e| err(e.to_string()))
 }
 
 /// Reads the weights, tokenizer and metadata of a GGUF model.
 pub(crate) fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, ModelError> {
     let device = &options.device;
-    let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
-    let mut reader = BufReader::new(file);
-    let content = Content::read(&mut reader).map_err(|e| ModelError::Gguf {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let (gguf, mut reader) = open(path)?;
     let md = Metadata {
         path,
-        map: &content.metadata,
+        meta: &gguf.metadata,
     };
     let arch_name = md
         .opt_str("general.architecture")
@@ -159,17 +208,23 @@ pub(crate) fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, Mo
     };
     let mut tensors = Tensors {
         path,
-        content: &content,
+        gguf: &gguf,
         reader: &mut reader,
         device,
     };
-    let (vocab_size, embed_width) = content
-        .tensor_infos
-        .get("token_embd.weight")
+    let (vocab_size, embed_width) = match gguf
+        .tensor("token_embd.weight")
         .ok_or_else(|| tensors.err("token_embd.weight", "missing"))?
-        .shape
-        .dims2()
-        .map_err(|e| tensors.err("token_embd.weight", e.to_string()))?;
+        .shape[..]
+    {
+        [rows, cols] => (rows, cols),
+        ref shape => {
+            return Err(tensors.err(
+                "token_embd.weight",
+                format!("shape {shape:?}, expected a matrix"),
+            ));
+        }
+    };
     if embed_width != hidden_size {
         return Err(tensors.err(
             "token_embd.weight",
@@ -201,7 +256,7 @@ pub(crate) fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, Mo
     let eps = config.rms_norm_eps as f32;
 
     let native = if device.is_cpu() && native_enabled() {
-        crate::cpu::load_gguf(path, &content, tensors.reader, &config)?
+        crate::cpu::load_gguf(path, &gguf, tensors.reader, &config)?
     } else {
         None
     };
@@ -287,14 +342,14 @@ pub(crate) fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, Mo
 }
 
 /// The candle transformer of a GGUF file (GPU devices, and formats the CPU backend lacks).
-fn candle_transformer<R: std::io::Read + std::io::Seek>(
+fn candle_transformer<R: Read + Seek>(
     tensors: &mut Tensors<'_, R>,
     config: &TransformerConfig,
     eps: f32,
     device: &Device,
 ) -> Result<Transformer, ModelError> {
     let embedding = Arc::new(tensors.get("token_embd.weight")?);
-    let lm_head = if tensors.content.tensor_infos.contains_key("output.weight") {
+    let lm_head = if tensors.gguf.tensor("output.weight").is_some() {
         tensors.linear("output.weight", None)?
     } else {
         Linear::new(QMatMul::from_arc(embedding.clone())?, None)
@@ -377,12 +432,12 @@ pub(crate) fn file_stem(path: &Path) -> String {
 
 struct Tensors<'a, R> {
     path: &'a Path,
-    content: &'a Content,
+    gguf: &'a GgufFile,
     reader: &'a mut R,
     device: &'a Device,
 }
 
-impl<R: std::io::Read + std::io::Seek> Tensors<'_, R> {
+impl<R: Read + Seek> Tensors<'_, R> {
     fn err(&self, name: &str, message: impl Into<String>) -> ModelError {
         ModelError::Weight {
             path: PathBuf::from(self.path),
@@ -392,12 +447,11 @@ impl<R: std::io::Read + std::io::Seek> Tensors<'_, R> {
     }
 
     fn get(&mut self, name: &str) -> Result<QTensor, ModelError> {
-        if !self.content.tensor_infos.contains_key(name) {
-            return Err(self.err(name, "missing"));
-        }
-        self.content
-            .tensor(self.reader, name, self.device)
-            .map_err(|e| self.err(name, e.to_string()))
+        let info = self
+            .gguf
+            .tensor(name)
+            .ok_or_else(|| self.err(name, "missing"))?;
+        qtensor(self.path, self.gguf, self.reader, info, self.device)
     }
 
     fn linear(&mut self, name: &str, bias: Option<&str>) -> Result<Linear, ModelError> {

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use formwork_gguf::END_TOKEN_NAMES;
+
 use crate::config::Architecture;
 
 /// Model metadata for the engine and the server.
@@ -30,19 +32,6 @@ pub struct ModelInfo {
     /// The file or folder the model was loaded from.
     pub path: PathBuf,
 }
-
-/// Token texts that end a turn or a document in the common chat formats.
-pub const END_TOKEN_NAMES: &[&str] = &[
-    "</s>",
-    "<|endoftext|>",
-    "<|im_end|>",
-    "<|eot_id|>",
-    "<|eom_id|>",
-    "<|end|>",
-    "<end_of_turn>",
-    "<|end_of_text|>",
-    "<|return|>",
-];
 
 /// The ids of the special tokens whose text is one of [`END_TOKEN_NAMES`].
 pub(crate) fn eos_ids_by_name<'a>(specials: impl Iterator<Item = (u32, &'a str)>) -> Vec<u32> {

@@ -49,7 +49,8 @@ pub use cache::KvCache;
 pub use candle_core::Device;
 pub use config::{Architecture, RopeStyle, TransformerConfig};
 pub use error::ModelError;
-pub use info::{END_TOKEN_NAMES, ModelInfo};
+pub use formwork_gguf::END_TOKEN_NAMES;
+pub use info::ModelInfo;
 pub use tokenizer::{GgufVocab, Tokenizer};
 pub use transformer::Transformer;
 

@@ -291,8 +291,7 @@ pub fn write_tiny_hf_folder(dir: &Path, spec: &TinySpec) -> Result<(), ModelErro
     let gguf = dir.join("tiny.gguf.tmp");
     write_tiny_gguf(&gguf, spec)?;
     let loaded = crate::load(&gguf, &Device::Cpu)?;
-    let mut file = std::fs::File::open(&gguf).map_err(|e| ModelError::io(&gguf, e))?;
-    let content = candle_core::quantized::gguf_file::Content::read(&mut file)?;
+    let (file, mut reader) = crate::gguf::open(&gguf)?;
     let mut tensors = std::collections::HashMap::new();
     let rename = |name: &str| -> String {
         let map = [
@@ -324,11 +323,10 @@ pub fn write_tiny_hf_folder(dir: &Path, spec: &TinySpec) -> Result<(), ModelErro
         };
         format!("model.layers.{layer}.{hf}")
     };
-    for name in content.tensor_infos.keys() {
-        let t = content
-            .tensor(&mut file, name, &Device::Cpu)?
+    for info in file.tensors() {
+        let t = crate::gguf::qtensor(&gguf, &file, &mut reader, info, &Device::Cpu)?
             .dequantize(&Device::Cpu)?;
-        tensors.insert(rename(name), t);
+        tensors.insert(rename(&info.name), t);
     }
     candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
     std::fs::remove_file(&gguf).map_err(|e| ModelError::io(&gguf, e))?;

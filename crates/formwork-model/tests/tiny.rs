@@ -135,6 +135,18 @@ fn bad_files_are_typed_errors_naming_the_file() {
         matches!(err, ModelError::Gguf { .. }) && err.to_string().contains("corrupt.gguf"),
         "{err}"
     );
+    // A file cut inside the weights names the tensor that runs past its end.
+    let cut = d.join("cut.gguf");
+    write_tiny_gguf(&cut, &TinySpec::default()).unwrap();
+    let bytes = std::fs::read(&cut).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    let err = load(&cut, &Device::Cpu).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::Weight { name, .. } if name == "blk.1.ffn_down.weight")
+            && err.to_string().contains("cut.gguf")
+            && err.to_string().contains("past the end of the file"),
+        "{err}"
+    );
     let text = d.join("notes.txt");
     std::fs::write(&text, "hello").unwrap();
     assert!(matches!(

@@ -5,7 +5,7 @@
 //!
 //! - loads templates and special tokens from where models carry them — GGUF
 //!   metadata, `tokenizer_config.json`, `chat_template.jinja` — with
-//!   [`TemplateSource`] (and a small GGUF metadata reader, [`gguf`]);
+//!   [`TemplateSource`] (GGUF files through [`gguf`], the `formwork-gguf` reader);
 //! - compiles a template once into a [`ChatTemplate`] (`Send + Sync`) with
 //!   transformers' settings: `trim_blocks`, `lstrip_blocks`, loop controls,
 //!   `raise_exception`, `strftime_now`, `tojson` as Python's `json.dumps`,
@@ -46,13 +46,15 @@
 
 mod compat;
 mod error;
-pub mod gguf;
 mod message;
 mod pyjson;
 mod source;
 mod template;
 
 pub use error::Error;
+/// The GGUF reader templates are read with ([`TemplateSource::from_gguf`] takes its
+/// [`gguf::Metadata`]).
+pub use formwork_gguf as gguf;
 pub use message::{
     Content, ContentPart, FunctionCall, FunctionDefinition, Message, Role, Tool, ToolCall,
 };

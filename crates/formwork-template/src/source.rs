@@ -14,10 +14,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use formwork_gguf::Metadata;
 use serde_json::Value as Json;
 
 use crate::error::Error;
-use crate::gguf::GgufMetadata;
 use crate::template::{ChatTemplate, TemplateOptions};
 
 /// The name under which a source's unnamed template is listed.
@@ -115,11 +115,14 @@ impl TemplateSource {
     }
 
     /// Reads templates and special tokens from parsed GGUF metadata.
-    pub fn from_gguf(meta: &GgufMetadata) -> TemplateSource {
+    pub fn from_gguf(meta: &Metadata) -> TemplateSource {
+        let bos = token_by_id_key(meta, "tokenizer.ggml.bos_token_id");
+        let eos = token_by_id_key(meta, "tokenizer.ggml.eos_token_id");
         let mut source = TemplateSource::from_gguf_metadata(
-            meta.string_pairs(),
-            meta.token_by_id_key("tokenizer.ggml.bos_token_id"),
-            meta.token_by_id_key("tokenizer.ggml.eos_token_id"),
+            meta.entries()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k, s))),
+            bos.as_deref(),
+            eos.as_deref(),
         );
         for (key, var) in [
             ("tokenizer.ggml.unknown_token_id", "unk_token"),
@@ -129,8 +132,8 @@ impl TemplateSource {
             ("tokenizer.ggml.cls_token_id", "cls_token"),
             ("tokenizer.ggml.mask_token_id", "mask_token"),
         ] {
-            if let Some(tok) = meta.token_by_id_key(key) {
-                source.special_tokens.set(var, tok);
+            if let Some(tok) = token_by_id_key(meta, key) {
+                source.special_tokens.set(var, &tok);
             }
         }
         source
@@ -138,7 +141,8 @@ impl TemplateSource {
 
     /// Reads the metadata of the GGUF file at `path`.
     pub fn from_gguf_file(path: &Path) -> Result<TemplateSource, Error> {
-        let meta = GgufMetadata::from_path(path)?;
+        let meta =
+            Metadata::read(path).map_err(|e| Error::bad_source(Some(path), e.to_string()))?;
         let mut source = TemplateSource::from_gguf(&meta);
         source.origin = path.display().to_string();
         Ok(source)
@@ -375,6 +379,15 @@ fn read_text(path: &Path) -> Result<String, Error> {
     let bytes = std::fs::read(path)
         .map_err(|e| Error::bad_source(Some(path), format!("cannot read: {e}")))?;
     String::from_utf8(bytes).map_err(|_| Error::bad_source(Some(path), "not valid UTF-8"))
+}
+
+/// The text of the token whose id is stored under `key` (`tokenizer.ggml.bos_token_id`),
+/// looked up in `tokenizer.ggml.tokens` (invalid UTF-8 replaced).
+fn token_by_id_key(meta: &Metadata, key: &str) -> Option<String> {
+    let id = usize::try_from(meta.get(key)?.as_u64()?).ok()?;
+    let tokens = meta.get("tokenizer.ggml.tokens")?.as_array()?;
+    let bytes = tokens.get(id)?.as_bytes()?;
+    Some(String::from_utf8_lossy(bytes).into_owned())
 }
 
 #[cfg(test)]

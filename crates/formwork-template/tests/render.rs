@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use formwork_template::gguf::{GgufValue, write_metadata};
+use formwork_template::gguf::{self, Value};
 use formwork_template::{
     ArgumentsFormat, ChatTemplate, Clock, Content, ContentFormat, ContentPart, Error, Message,
     RenderArgs, Role, SpecialTokens, TemplateOptions, TemplateSource, Tool, ToolCall,
@@ -135,32 +135,36 @@ fn smollm2_from_jinja_file_and_from_gguf_render_the_same() {
     );
 
     // A GGUF file carrying the template and a vocabulary.
-    let gguf = write_metadata(&[
-        ("general.architecture", GgufValue::String("llama".into())),
-        ("tokenizer.ggml.model", GgufValue::String("gpt2".into())),
-        (
-            "tokenizer.ggml.tokens",
-            GgufValue::StringArray(vec![
-                "<|endoftext|>".into(),
-                "<|im_start|>".into(),
-                "<|im_end|>".into(),
-            ]),
-        ),
-        (
-            "tokenizer.ggml.scores",
-            GgufValue::SkippedArray {
-                element_type: 6,
-                len: 3,
-            },
-        ),
-        ("tokenizer.ggml.bos_token_id", GgufValue::UInt(1)),
-        ("tokenizer.ggml.eos_token_id", GgufValue::UInt(2)),
-        ("tokenizer.chat_template", GgufValue::String(jinja.clone())),
-        (
-            "tokenizer.chat_template.plain",
-            GgufValue::String("{{ messages[0].content }}".into()),
-        ),
-    ]);
+    let mut gguf = Vec::new();
+    let string = |s: &str| Value::String(s.into());
+    gguf::write(
+        &mut gguf,
+        &[
+            ("general.architecture", string("llama")),
+            ("tokenizer.ggml.model", string("gpt2")),
+            (
+                "tokenizer.ggml.tokens",
+                Value::Array(vec![
+                    string("<|endoftext|>"),
+                    string("<|im_start|>"),
+                    string("<|im_end|>"),
+                ]),
+            ),
+            (
+                "tokenizer.ggml.scores",
+                Value::Array(vec![Value::F32(0.0); 3]),
+            ),
+            ("tokenizer.ggml.bos_token_id", Value::U32(1)),
+            ("tokenizer.ggml.eos_token_id", Value::U32(2)),
+            ("tokenizer.chat_template", string(&jinja)),
+            (
+                "tokenizer.chat_template.plain",
+                string("{{ messages[0].content }}"),
+            ),
+        ],
+        &[],
+    )
+    .unwrap();
     let path = temp_file("smollm2.gguf", &gguf);
     let source = TemplateSource::from_path(&path).unwrap();
     assert_eq!(source.special_tokens.bos_token(), Some("<|im_start|>"));

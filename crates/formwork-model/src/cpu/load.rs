@@ -1,10 +1,10 @@
-//! Reading a GGUF file's tensors as raw GGML bytes for the CPU backend.
+//! Reading a GGUF file's tensors as raw GGML bytes for the CPU backend, through the
+//! `formwork-gguf` reader.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek};
 use std::path::Path;
 
-use candle_core::quantized::GgmlDType;
-use candle_core::quantized::gguf_file::Content;
+use formwork_gguf::{GgmlType, GgufFile};
 
 use super::matmul::QMatrix;
 use super::quant::WeightType;
@@ -12,16 +12,16 @@ use super::{NativeLayer, NativeModel};
 use crate::ModelError;
 use crate::config::{Architecture, TransformerConfig};
 
-fn weight_type(dtype: GgmlDType) -> Option<WeightType> {
-    Some(match dtype {
-        GgmlDType::F32 => WeightType::F32,
-        GgmlDType::F16 => WeightType::F16,
-        GgmlDType::BF16 => WeightType::BF16,
-        GgmlDType::Q4_0 => WeightType::Q4_0,
-        GgmlDType::Q4_1 => WeightType::Q4_1,
-        GgmlDType::Q8_0 => WeightType::Q8_0,
-        GgmlDType::Q4K => WeightType::Q4K,
-        GgmlDType::Q6K => WeightType::Q6K,
+fn weight_type(ty: GgmlType) -> Option<WeightType> {
+    Some(match ty {
+        GgmlType::F32 => WeightType::F32,
+        GgmlType::F16 => WeightType::F16,
+        GgmlType::BF16 => WeightType::BF16,
+        GgmlType::Q4_0 => WeightType::Q4_0,
+        GgmlType::Q4_1 => WeightType::Q4_1,
+        GgmlType::Q8_0 => WeightType::Q8_0,
+        GgmlType::Q4K => WeightType::Q4K,
+        GgmlType::Q6K => WeightType::Q6K,
         _ => return None,
     })
 }
@@ -30,29 +30,25 @@ fn weight_type(dtype: GgmlDType) -> Option<WeightType> {
 /// compute with (the caller then loads the file on candle).
 pub(crate) fn load_gguf<R: Read + Seek>(
     path: &Path,
-    content: &Content,
+    gguf: &GgufFile,
     reader: &mut R,
     config: &TransformerConfig,
 ) -> Result<Option<NativeModel>, ModelError> {
-    if content
-        .tensor_infos
-        .values()
-        .any(|t| weight_type(t.ggml_dtype).is_none())
+    if gguf
+        .tensors()
+        .iter()
+        .any(|t| weight_type(t.ggml_type).is_none())
     {
         return Ok(None);
     }
-    let mut r = Reader {
-        path,
-        content,
-        reader,
-    };
+    let mut r = Reader { path, gguf, reader };
     let (hidden, ffn) = (config.hidden_size, config.intermediate_size);
     let (q_width, kv_width) = (
         config.heads * config.head_dim,
         config.kv_heads * config.head_dim,
     );
     let embedding = r.matrix("token_embd.weight", config.vocab_size, hidden)?;
-    let lm_head = if content.tensor_infos.contains_key("output.weight") {
+    let lm_head = if gguf.tensor("output.weight").is_some() {
         Some(r.matrix("output.weight", config.vocab_size, hidden)?)
     } else {
         None
@@ -99,7 +95,7 @@ pub(crate) fn load_gguf<R: Read + Seek>(
 
 struct Reader<'a, R> {
     path: &'a Path,
-    content: &'a Content,
+    gguf: &'a GgufFile,
     reader: &'a mut R,
 }
 
@@ -115,29 +111,30 @@ impl<R: Read + Seek> Reader<'_, R> {
     /// The tensor's format, its dimensions (outermost first) and its bytes.
     fn raw(&mut self, name: &str) -> Result<(WeightType, Vec<usize>, Vec<u8>), ModelError> {
         let info = self
-            .content
-            .tensor_infos
-            .get(name)
+            .gguf
+            .tensor(name)
             .ok_or_else(|| self.err(name, "missing"))?;
-        let ty = weight_type(info.ggml_dtype)
-            .ok_or_else(|| self.err(name, format!("format {:?}", info.ggml_dtype)))?;
-        let dims = info.shape.dims().to_vec();
-        let elems: usize = dims.iter().product();
-        let inner = *dims.last().unwrap_or(&1);
-        if !inner.is_multiple_of(ty.block_len()) {
+        let ty = weight_type(info.ggml_type)
+            .ok_or_else(|| self.err(name, format!("format {}", info.ggml_type)))?;
+        let data = self
+            .gguf
+            .tensor_data(self.reader, info)
+            .map_err(|e| crate::gguf::gguf_error(self.path, e))?;
+        // The reader sized the data by ggml's block layout; the kernels' must agree.
+        let elems = info.elements();
+        if !elems.is_multiple_of(ty.block_len())
+            || data.len() != elems / ty.block_len() * ty.block_bytes()
+        {
             return Err(self.err(
                 name,
-                format!("rows of {inner} are not whole {} blocks", ty.name()),
+                format!(
+                    "{} bytes are not {elems} {} elements",
+                    data.len(),
+                    ty.name()
+                ),
             ));
         }
-        let size = elems / ty.block_len() * ty.block_bytes();
-        let start = self.content.tensor_data_offset + info.offset;
-        let mut data = vec![0u8; size];
-        self.reader
-            .seek(SeekFrom::Start(start))
-            .and_then(|_| self.reader.read_exact(&mut data))
-            .map_err(|e| self.err(name, format!("cannot read {size} bytes: {e}")))?;
-        Ok((ty, dims, data))
+        Ok((ty, info.shape.clone(), data))
     }
 
     fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<QMatrix, ModelError> {
