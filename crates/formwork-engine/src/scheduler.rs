@@ -194,6 +194,11 @@ impl Scheduler {
                 self.panics_in_a_row
             ));
         }
+        // The state is fresh before the requests hear of it, so what they see and the
+        // metrics agree.
+        self.active.clear();
+        self.reserved = 0;
+        metrics.active.store(0, Ordering::Relaxed);
         let error = format!("internal error in the engine: {message}");
         let mut failed = 0;
         for (_, group) in self.groups.drain() {
@@ -205,10 +210,7 @@ impl Scheduler {
             }
             failed += 1;
         }
-        self.active.clear();
-        self.reserved = 0;
-        metrics.active.store(0, Ordering::Relaxed);
-        eprintln!("formwork-engine: a step panicked ({message}); failed {failed} request(s)");
+        tracing::error!(panic = %message, failed, "an engine step panicked; its requests failed");
     }
 
     fn drop_cancelled(&mut self) {
