@@ -2,7 +2,7 @@
 //!
 //! Clients ask for structured output in several dialects; [`resolve_chat`] and
 //! [`resolve_completion`] read them all and return one engine
-//! [`Constraint`](formwork_engine::Constraint):
+//! [`formwork_engine::Constraint`]:
 //!
 //! | dialect | example |
 //! |---|---|
