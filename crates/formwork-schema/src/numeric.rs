@@ -5,6 +5,10 @@
 //! precisely those integers, written without leading zeros). Bounded numbers are written without
 //! an exponent; every value in range is reachable with a plain decimal, so dropping exponents
 //! only removes other spellings of the same values.
+//!
+//! Validators compare numbers as IEEE doubles, though, so an exclusive bound is kept two doubles
+//! clear of the bound's double ([`Bound::for_doubles`]): a value just inside it in exact
+//! decimals may be the bound's own double.
 
 use std::cmp::Ordering;
 
@@ -59,8 +63,16 @@ impl Decimal {
         if exp.abs() > 400 {
             return None;
         }
-        let digits: String = format!("{ip}{fp}");
-        let point = ip.len() as i64 + exp;
+        Some(Decimal::from_digits(
+            neg,
+            &format!("{ip}{fp}"),
+            ip.len() as i64 + exp,
+        ))
+    }
+
+    /// The number `digits` with the decimal point `point` digits from their left (negative:
+    /// zeros before them; past their end: zeros after them), normalized.
+    fn from_digits(neg: bool, digits: &str, point: i64) -> Decimal {
         let (int, frac) = if point <= 0 {
             (
                 String::new(),
@@ -81,11 +93,11 @@ impl Decimal {
         let frac = frac.trim_end_matches('0');
         let int = if int.is_empty() { "0" } else { int };
         let neg = neg && !(int == "0" && frac.is_empty());
-        Some(Decimal {
+        Decimal {
             neg,
             int: int.to_string(),
             frac: frac.to_string(),
-        })
+        }
     }
 
     /// The decimal value of a JSON number.
@@ -153,6 +165,85 @@ impl Decimal {
             signed(true, inc(&self.int))
         } else {
             signed(false, dec(&self.int))
+        }
+    }
+
+    /// The double nearest to this value (correctly rounded; infinite past the largest double).
+    fn to_f64(&self) -> f64 {
+        let sign = if self.neg { "-" } else { "" };
+        format!("{sign}{}.{}0", self.int, self.frac)
+            .parse()
+            .unwrap_or(f64::NAN)
+    }
+
+    /// This value rounded to at most `places` fraction digits, toward +∞ when `up`, else toward
+    /// −∞.
+    fn round_to(&self, places: usize, up: bool) -> Decimal {
+        let Some(kept) = self.frac.get(..places).filter(|_| self.frac.len() > places) else {
+            return self.clone();
+        };
+        let digits = format!("{}{kept}", self.int);
+        // Dropping digits moves toward zero; rounding away from zero adds one unit in the last
+        // place kept.
+        let digits = if up != self.neg { inc(&digits) } else { digits };
+        let point = digits.len() as i64 - places as i64;
+        Decimal::from_digits(self.neg, &digits, point)
+    }
+}
+
+impl Bound {
+    /// This bound as validators that read numbers as IEEE doubles apply it, with a margin for
+    /// parsers that round a long number to a neighbour of the nearest double (serde_json's
+    /// default parser does).
+    ///
+    /// Validators compare the document's double with the bound's double `b`, so a value on the
+    /// right side of an exclusive bound in exact decimals can still round onto `b` and fail
+    /// (`-1.0999999999999999096…` against `exclusiveMaximum: -1.0999999999999999`). An
+    /// exclusive bound therefore becomes the inclusive bound two doubles inside `b`, written
+    /// as the shortest decimal that rounds to that double: rounding is monotonic, so every value
+    /// on its side rounds at most to it, and a parser one double off still stays strictly
+    /// inside `b`. Its fraction is capped at 17 digits more than the bound's own (rounded
+    /// inward, so still sound); the cap only bites next to zero, where `exclusiveMinimum: 0`
+    /// would otherwise need a 323-digit fraction (it becomes `minimum: 1e-17`).
+    ///
+    /// Inclusive bounds stay as they are: a value on the inside rounds at most onto `b`, which
+    /// satisfies the bound, and a margin would exclude the bound itself (`maximum: 100` could
+    /// not produce `100`). Only a parser that is off by a double for a value rounding exactly
+    /// onto `b` could reject it.
+    ///
+    /// `lower` says whether this is a minimum. A bound beyond the doubles' range (never the
+    /// case for serde_json's numbers) is returned unchanged where stepping inside it leaves no
+    /// finite double.
+    pub(crate) fn for_doubles(&self, lower: bool) -> Bound {
+        if !self.exclusive {
+            return self.clone();
+        }
+        let b = self.value.to_f64();
+        let inside = if lower {
+            b.next_up().next_up()
+        } else {
+            b.next_down().next_down()
+        };
+        let Some(value) = inside
+            .is_finite()
+            .then(|| Decimal::parse(&format!("{inside:e}")))
+            .flatten()
+        else {
+            return self.clone();
+        };
+        let value = value.round_to(self.value.frac.len() + 17, lower);
+        let tighter = if lower {
+            value > self.value
+        } else {
+            value < self.value
+        };
+        if tighter {
+            Bound {
+                value,
+                exclusive: false,
+            }
+        } else {
+            self.clone()
         }
     }
 }
@@ -331,6 +422,24 @@ pub(crate) fn integer_regex(lo: Option<&Bound>, hi: Option<&Bound>) -> Option<St
     if lo.is_none() && hi.is_none() {
         return Some(ANY_INTEGER.into());
     }
+    // Integers up to 2^53 are doubles, so a validator compares them with the bound exactly;
+    // past it a document's integer may be read as a rounded double (serde_json reads those
+    // past 64 bits so), and the margin `Bound::for_doubles` explains applies.
+    let exact = |b: &Bound| b.value.abs().to_f64() < 9007199254740992.0;
+    let lo = lo.map(|b| {
+        if exact(b) {
+            b.clone()
+        } else {
+            b.for_doubles(true)
+        }
+    });
+    let hi = hi.map(|b| {
+        if exact(b) {
+            b.clone()
+        } else {
+            b.for_doubles(false)
+        }
+    });
     let lo = lo.map(|b| {
         if b.value.is_integer() && b.exclusive {
             b.value.succ()
@@ -387,6 +496,9 @@ pub(crate) fn number_regex(
     if lo.is_none() && hi.is_none() && max_frac.is_none() {
         return Some(ANY_NUMBER.into());
     }
+    let lo = lo.map(|b| b.for_doubles(true));
+    let hi = hi.map(|b| b.for_doubles(false));
+    let (lo, hi) = (lo.as_ref(), hi.as_ref());
     if let (Some(l), Some(h)) = (lo, hi) {
         match l.value.cmp(&h.value) {
             Ordering::Greater => return None,
@@ -670,6 +782,85 @@ mod tests {
             }
         }
         assert!(matched > 0);
+    }
+
+    /// The shortest decimal of the double `steps` doubles up (positive) or down from `x`.
+    fn stepped(x: f64, steps: i32) -> String {
+        let mut y = x;
+        for _ in 0..steps.abs() {
+            y = if steps > 0 {
+                y.next_up()
+            } else {
+                y.next_down()
+            };
+        }
+        format!("{y}")
+    }
+
+    #[test]
+    fn exclusive_bounds_keep_two_doubles_clear_of_the_bound() {
+        // Found by `samples_of_random_schemas_validate`: below the bound in exact decimals, but
+        // the same double as the bound, so `exclusiveMaximum` fails.
+        let hi = -1.0999999999999999f64;
+        let re = number_regex(
+            Some(&bound("-1.7", true)),
+            Some(&bound(&format!("{hi:e}"), true)),
+            None,
+        )
+        .expect("non-empty");
+        let r = full(&re);
+        assert!(!r.is_match("-1.09999999999999990960081055001789997980371817020"));
+        assert!(!r.is_match(&stepped(hi, 0)) && !r.is_match(&stepped(hi, -1)));
+        assert!(r.is_match(&stepped(hi, -2)) && r.is_match("-1.5"));
+        assert!(!r.is_match(&stepped(-1.7, 1)) && r.is_match(&stepped(-1.7, 2)));
+        // An exclusive 10: 9.9999999999999999 is the double 10.
+        let r = full(&number_regex(None, Some(&bound("10", true)), None).unwrap());
+        assert!(!r.is_match("9.9999999999999999") && !r.is_match(&stepped(10.0, -1)));
+        assert!(r.is_match(&stepped(10.0, -2)) && r.is_match("9.99"));
+    }
+
+    #[test]
+    fn double_margins_round_inward_next_to_zero() {
+        // Two doubles above 0 is 1e-323: the fraction is capped at 17 digits, rounded up.
+        let b = bound("0", true).for_doubles(true);
+        assert_eq!(b, bound("1e-17", false));
+        let b = bound("0", true).for_doubles(false);
+        assert_eq!(b, bound("-1e-17", false));
+        let r = full(&number_regex(Some(&bound("0", true)), None, None).unwrap());
+        assert!(r.is_match("0.00000000000000001") && !r.is_match("0.000000000000000009"));
+        // Elsewhere the margin is the shortest decimal of the double two steps inside.
+        assert_eq!(
+            bound("0.1", true).for_doubles(true),
+            bound("0.10000000000000003", false)
+        );
+        assert_eq!(
+            bound("-2.5", true).for_doubles(false),
+            bound("-2.500000000000001", false)
+        );
+        // Inclusive bounds are kept.
+        assert_eq!(bound("0.1", false).for_doubles(true), bound("0.1", false));
+    }
+
+    #[test]
+    fn rounding_to_places_goes_the_asked_way() {
+        let d = Decimal::parse("-1.23456").unwrap();
+        assert_eq!(d.round_to(2, true), Decimal::parse("-1.23").unwrap());
+        assert_eq!(d.round_to(2, false), Decimal::parse("-1.24").unwrap());
+        let d = Decimal::parse("9.999").unwrap();
+        assert_eq!(d.round_to(1, true), Decimal::parse("10").unwrap());
+        assert_eq!(d.round_to(1, false), Decimal::parse("9.9").unwrap());
+        assert_eq!(d.round_to(3, true), d);
+    }
+
+    #[test]
+    fn integer_bounds_past_two_to_the_53_keep_clear_of_rounding() {
+        // serde_json reads integers past 64 bits as doubles: 99999999999999999999 is 1e20.
+        let r = full(&integer_regex(None, Some(&bound("1e20", true))).unwrap());
+        assert!(!r.is_match("99999999999999999999") && !r.is_match("99999999999999990000"));
+        assert!(r.is_match("99999999999999960000") && r.is_match("5"));
+        // Below 2^53 every integer is a double: bounds are exact as before.
+        let r = full(&integer_regex(None, Some(&bound("4503599627370497", true))).unwrap());
+        assert!(r.is_match("4503599627370496"));
     }
 
     #[test]
