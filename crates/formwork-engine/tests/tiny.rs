@@ -513,6 +513,18 @@ fn faulty_engine(config: EngineConfig) -> (Engine, std::sync::Arc<FaultyModel>) 
     (engine, faulty)
 }
 
+/// An engine that runs one request at a time with `max_queue` waiting, whose model's
+/// gate is closed: the first request admitted waits in its step until the test opens it.
+fn gated_engine(max_queue: usize) -> (Engine, std::sync::Arc<FaultyModel>) {
+    let (engine, faulty) = faulty_engine(EngineConfig {
+        max_active: 1,
+        max_queue,
+        ..EngineConfig::default()
+    });
+    faulty.close_gate();
+    (engine, faulty)
+}
+
 fn short(seed: u64) -> Request {
     let mut r = Request::new(chat("hi"));
     r.sampling = sampling(seed);
@@ -554,12 +566,7 @@ fn panics_that_recur_on_fresh_state_make_the_engine_unhealthy() {
 
 #[test]
 fn the_queue_never_overfills_under_concurrent_submissions() {
-    let (engine, faulty) = faulty_engine(EngineConfig {
-        max_active: 1,
-        max_queue: 3,
-        ..EngineConfig::default()
-    });
-    faulty.close_gate();
+    let (engine, faulty) = gated_engine(3);
     // The first request is admitted, then its step waits at the closed gate.
     let running = engine.submit(short(1)).unwrap();
     wait_for(&engine, "the first request to start", |m| m.active == 1);
@@ -590,12 +597,7 @@ fn the_queue_never_overfills_under_concurrent_submissions() {
 
 #[test]
 fn a_full_queue_refuses_before_compiling_the_constraint() {
-    let (engine, faulty) = faulty_engine(EngineConfig {
-        max_active: 1,
-        max_queue: 0,
-        ..EngineConfig::default()
-    });
-    faulty.close_gate();
+    let (engine, faulty) = gated_engine(0);
     let mut r = short(1);
     r.constraint = Some(Constraint::Regex("[a-z]{0,50000}".into()));
     assert!(matches!(

@@ -10,7 +10,7 @@ use candle_core::Device;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use formwork_gguf::{GgmlType, GgufError, GgufFile, TensorInfo, Value};
 
-use crate::candle::{Embedding, Layer, Linear, RmsNorm};
+use crate::candle::{CandleModel, Embedding, Layer, Linear, RmsNorm};
 use crate::config::{Architecture, RopeStyle, TransformerConfig};
 use crate::info::{ModelInfo, eos_ids_by_name};
 use crate::tokenizer::{GgufVocab, Tokenizer};
@@ -392,14 +392,14 @@ fn candle_transformer<R: Read + Seek>(
         layers.push(layer);
     }
     let norm = tensors.norm("output_norm.weight", eps)?;
-    let mut transformer = Transformer::candle(
+    let mut transformer = Transformer::candle(CandleModel::new(
         config.clone(),
         Embedding::Quantized(embedding),
         layers,
         norm,
         lm_head,
         device,
-    )?;
+    )?);
 
     transformer.densify(dense_limit())?;
     Ok(transformer)

@@ -9,7 +9,7 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
-use crate::candle::{Embedding, Layer, Linear, RmsNorm};
+use crate::candle::{CandleModel, Embedding, Layer, Linear, RmsNorm};
 use crate::config::{Architecture, RopeStyle, TransformerConfig};
 use crate::info::{ModelInfo, eos_ids_by_name};
 use crate::tokenizer::Tokenizer;
@@ -187,14 +187,14 @@ pub(crate) fn load(dir: &Path, device: &Device) -> Result<LoadedModel, ModelErro
         });
     }
     let final_norm = norm("model.norm.weight")?;
-    let transformer = Transformer::candle(
+    let transformer = Transformer::candle(CandleModel::new(
         cfg.clone(),
         Embedding::Dense(embed),
         layers,
         final_norm,
         lm_head,
         device,
-    )?;
+    )?);
 
     let tok_config = read_optional_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
     let generation =

@@ -1,20 +1,21 @@
 //! Tiny random-weight models written at test time, so tests of the layers above run in
 //! milliseconds without the real model file.
 //!
-//! [`write_tiny_gguf`] writes a complete GGUF file: a small byte-level BPE vocabulary (the 256
-//! bytes, a few dozen merges, `<|endoftext|>`, `<|im_start|>`, `<|im_end|>`), a chatml
-//! template, and random weights (Q8_0 projections, f32 norms) for a llama, qwen2 or qwen3
-//! block layout. Same spec, same file.
+//! [`write_tiny_gguf`] writes a complete GGUF file with [`formwork_gguf::write`]: a small
+//! byte-level BPE vocabulary (the 256 bytes, a few dozen merges, `<|endoftext|>`,
+//! `<|im_start|>`, `<|im_end|>`), a chatml template, and random weights (Q8_0 projections,
+//! f32 norms) for a llama, qwen2 or qwen3 block layout. Same spec, same file.
 //!
 //! [`FaultyModel`] wraps any model and injects faults on request (a panicking forward pass,
 //! caches that cannot be cloned, a forward pass held at a gate), for tests of how the layers
 //! above contain them.
 
+use std::io::Write;
 use std::path::Path;
 
-use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
+use formwork_gguf::{GgmlType, TensorData, Value};
 
 use crate::{Architecture, ModelError};
 
@@ -192,9 +193,10 @@ pub fn write_tiny_gguf(path: &Path, spec: &TinySpec) -> Result<(), ModelError> {
         let data: Vec<f32> = (0..rows * cols).map(|_| rng.normal() * std).collect();
         Ok(Tensor::from_vec(data, (rows, cols), &dev)?)
     };
-    let mut tensors: Vec<(String, QTensor)> = Vec::new();
-    let q8 = |t: Tensor| QTensor::quantize(&t, GgmlDType::Q8_0);
-    let f32t = |t: Tensor| QTensor::quantize(&t, GgmlDType::F32);
+    // Each tensor with its type as GGUF names it.
+    let mut tensors: Vec<(String, (GgmlType, QTensor))> = Vec::new();
+    let q8 = |t: Tensor| QTensor::quantize(&t, GgmlDType::Q8_0).map(|q| (GgmlType::Q8_0, q));
+    let f32t = |t: Tensor| QTensor::quantize(&t, GgmlDType::F32).map(|q| (GgmlType::F32, q));
     let ones = |n: usize| Tensor::ones(n, candle_core::DType::F32, &Device::Cpu);
     tensors.push(("token_embd.weight".into(), q8(random(vocab, h, 1.0)?)?));
     tensors.push(("output_norm.weight".into(), f32t(ones(h)?)?));
@@ -276,11 +278,28 @@ pub fn write_tiny_gguf(path: &Path, spec: &TinySpec) -> Result<(), ModelError> {
             Value::String(CHATML_TEMPLATE.into()),
         ),
     ];
-    let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let mut file = std::fs::File::create(path).map_err(|e| ModelError::io(path, e))?;
-    candle_core::quantized::gguf_file::write(&mut file, &md, &ts)?;
-    Ok(())
+    let metadata: Vec<(&str, Value)> = metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let bytes = tensors
+        .iter()
+        .map(|(_, (_, t))| t.data())
+        .collect::<Result<Vec<_>, _>>()?;
+    let tensors: Vec<TensorData<'_>> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, (ggml_type, t)), data)| TensorData {
+            name,
+            shape: t.shape().dims(),
+            ggml_type: *ggml_type,
+            data,
+        })
+        .collect();
+    let io = |e| ModelError::io(path, e);
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    formwork_gguf::write(&mut file, &metadata, &tensors).map_err(io)?;
+    file.flush().map_err(io)
 }
 
 /// Writes the tiny model of `spec` as a Hugging Face folder in `dir`: `config.json`,

@@ -8,7 +8,7 @@
 use candle_core::Device;
 
 use crate::cache::KvCache;
-use crate::candle::{CandleModel, Embedding, Layer, Linear, RmsNorm};
+use crate::candle::CandleModel;
 use crate::config::{Architecture, TransformerConfig};
 use crate::cpu::NativeModel;
 use crate::{BatchItem, Model, ModelError};
@@ -28,20 +28,11 @@ enum Backend {
 }
 
 impl Transformer {
-    /// A transformer run by candle on `device`, from its parts (the rotary tables are
-    /// precomputed here).
-    pub(crate) fn candle(
-        config: TransformerConfig,
-        embedding: Embedding,
-        layers: Vec<Layer>,
-        norm: RmsNorm,
-        lm_head: Linear,
-        device: &Device,
-    ) -> Result<Transformer, ModelError> {
-        let model = CandleModel::new(config, embedding, layers, norm, lm_head, device)?;
-        Ok(Transformer {
+    /// A transformer run by candle.
+    pub(crate) fn candle(model: CandleModel) -> Transformer {
+        Transformer {
             backend: Backend::Candle(model),
-        })
+        }
     }
 
     /// A transformer run by Formwork's own CPU kernels, on `threads` threads (else the

@@ -5,13 +5,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
-use common::{Server, read_head, request, send, sse_events, tiny_engine};
+use common::{
+    Server, long_tiny_engine, open_long_stream, open_stream, read_head, request, send, sse_events,
+    tiny_engine,
+};
 use formwork_engine::{Engine, EngineConfig};
 use formwork_server::app::{AppState, ServerConfig, router};
 use formwork_server::serve::Shutdown;
@@ -832,48 +835,14 @@ fn wait_for_metric(s: &Server, sample: &str, ok: impl Fn(f64) -> bool, timeout: 
 }
 
 /// An engine on the 32k-context tiny model, for streams long enough to act on mid-way.
-fn long_engine(config: EngineConfig) -> Arc<Engine> {
-    common::engine_on(common::long_tiny_model_path(), config)
-}
-
-/// Opens a stream of 30,000 tokens (tens of seconds, far longer than the steps of a test)
-/// and reads until its first content chunk; returns the connection.
-fn open_long_stream(s: &Server) -> BufReader<std::net::TcpStream> {
-    let body = json!({"messages": user("Go on forever"), "max_tokens": 30_000, "ignore_eos": true,
-                      "stream": true, "temperature": 1.0});
-    let stream = send(
-        s.addr,
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        body.to_string().as_bytes(),
-    );
-    let mut reader = BufReader::new(stream);
-    let (status, _) = read_head(&mut reader);
-    assert_eq!(status, 200);
-    let mut line = String::new();
-    let mut data_lines = 0;
-    while data_lines < 2 {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "the stream ended early"
-        );
-        if line.contains("data: ") {
-            data_lines += 1;
-        }
-    }
-    reader
-}
-
 #[test]
 fn a_client_that_disconnects_frees_its_sequence() {
     // Its own engine: the gauges must not see other tests' requests.
     let s = Server::start(
-        long_engine(EngineConfig::default()),
+        long_tiny_engine(EngineConfig::default()),
         ServerConfig::default(),
     );
-    let reader = open_long_stream(&s);
+    let reader = open_long_stream(s.addr);
     wait_for_metric(
         &s,
         "formwork_active_sequences",
@@ -902,13 +871,13 @@ fn a_client_that_disconnects_frees_its_sequence() {
 
 #[test]
 fn a_full_queue_is_a_429_and_clears() {
-    let engine = long_engine(EngineConfig {
+    let engine = long_tiny_engine(EngineConfig {
         max_active: 1,
         max_queue: 1,
         ..EngineConfig::default()
     });
     let s = Server::start(engine, ServerConfig::default());
-    let running = open_long_stream(&s);
+    let running = open_long_stream(s.addr);
     // The second waits in the queue...
     let body = json!({"messages": user("wait"), "max_tokens": 2, "stream": true});
     let queued = send(
@@ -991,7 +960,7 @@ fn metrics_are_prometheus_text() {
 #[test]
 fn graceful_shutdown_lets_streams_finish() {
     let s = Server::start_with_deadline(
-        long_engine(EngineConfig::default()),
+        long_tiny_engine(EngineConfig::default()),
         ServerConfig::default(),
         Duration::from_secs(120),
     );
@@ -999,23 +968,7 @@ fn graceful_shutdown_lets_streams_finish() {
     // About a second of generation on an idle machine: still running at the signal.
     let body = json!({"messages": user("one more"), "max_tokens": 1500, "ignore_eos": true,
                       "stream": true, "stream_options": {"include_usage": true}});
-    let mut reader = BufReader::new(send(
-        addr,
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        body.to_string().as_bytes(),
-    ));
-    let (status, _) = read_head(&mut reader);
-    assert_eq!(status, 200);
-    let mut line = String::new();
-    while !line.contains("\"role\":\"assistant\"") {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "the stream ended early"
-        );
-    }
+    let mut reader = open_stream(addr, &body, |line| line.contains("\"role\":\"assistant\""));
     let state = s.state.clone();
     let stopper = std::thread::spawn(move || s.shutdown());
     // The server stops taking requests...

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Server, read_head, tiny_engine};
-use formwork_engine::{Engine, EngineConfig};
+use common::{Server, long_tiny_engine, open_long_stream, read_head, read_sized_body, tiny_engine};
+use formwork_engine::EngineConfig;
 use formwork_server::app::ServerConfig;
 use formwork_server::serve::Shutdown;
 use serde_json::{Value, json};
@@ -51,11 +51,6 @@ fn start(config: ServerConfig) -> Server {
     Server::start(tiny_engine(EngineConfig::default()), config)
 }
 
-/// An engine on the 32k-context tiny model, for streams that run for many seconds.
-fn long_engine() -> Arc<Engine> {
-    common::engine_on(common::long_tiny_model_path(), EngineConfig::default())
-}
-
 fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).expect("connecting to the test server");
     stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
@@ -69,13 +64,7 @@ fn health(conn: &mut BufReader<TcpStream>) -> u16 {
         .write_all(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
         .expect("sending GET /health");
     let (status, headers) = read_head(conn);
-    let length: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .expect("a content-length");
-    let mut body = vec![0; length];
-    conn.read_exact(&mut body).expect("reading the body");
+    read_sized_body(conn, &headers);
     status
 }
 
@@ -169,13 +158,7 @@ fn a_trickled_body_is_a_408_and_the_connection_closes() {
     let mut reader = BufReader::new(&conn);
     let (status, headers) = read_head(&mut reader);
     assert_eq!(status, 408);
-    let length: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .expect("a content-length");
-    let mut error = vec![0; length];
-    reader.read_exact(&mut error).unwrap();
+    let error = read_sized_body(&mut reader, &headers);
     let error: Value = serde_json::from_slice(&error).unwrap();
     assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
     assert_eq!(
@@ -210,31 +193,13 @@ fn at_the_connection_cap_health_is_answered_once_an_idle_connection_times_out() 
     }
 }
 
-/// Sends a long streamed chat request and reads until its first content chunk.
-fn open_long_stream(addr: SocketAddr) -> BufReader<TcpStream> {
-    let body = json!({"messages": [{"role": "user", "content": "Go on"}], "max_tokens": 30_000,
-                      "ignore_eos": true, "stream": true, "temperature": 1.0});
-    let mut reader = BufReader::new(common::send(
-        addr,
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        body.to_string().as_bytes(),
-    ));
-    let (status, _) = read_head(&mut reader);
-    assert_eq!(status, 200);
-    let mut line = String::new();
-    while !line.contains("\"content\"") {
-        line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended");
-    }
-    reader
-}
-
 #[test]
 fn streams_and_slow_answers_outlive_every_timeout() {
     let timeout = ms(100);
-    let s = Server::start(long_engine(), limits(timeout, timeout, timeout, 16));
+    let s = Server::start(
+        long_tiny_engine(EngineConfig::default()),
+        limits(timeout, timeout, timeout, 16),
+    );
     let mut stream = open_long_stream(s.addr);
     let start = Instant::now();
     let mut line = String::new();
@@ -281,7 +246,11 @@ fn shutdown_closes_idle_connections_and_drops_streams_at_the_deadline() {
     wait_closed(&mut &silent);
 
     // A stream still running at the deadline is cut, which cancels it in the engine.
-    let s = Server::start_with_deadline(long_engine(), ServerConfig::default(), ms(300));
+    let s = Server::start_with_deadline(
+        long_tiny_engine(EngineConfig::default()),
+        ServerConfig::default(),
+        ms(300),
+    );
     let mut stream = open_long_stream(s.addr);
     let engine = s.state.engine().clone();
     assert_eq!(s.shutdown(), Shutdown::DeadlinePassed);

@@ -5,10 +5,11 @@
 //!   [`StructureFields`] they share, and the checks of a conversation the types leave
 //!   open ([`validate_messages`]). Messages and tools are
 //!   [`formwork_template`]'s types, the ones the chat template renders.
-//! - [`response`]: [`ChatCompletion`], [`Completion`], their choices, [`FinishReason`],
-//!   [`Usage`] and log-probabilities, and [`ModelList`].
-//! - [`stream`]: [`ChatCompletionChunk`]s and [`CompletionChunk`]s, and the factories
-//!   that stamp a stream's shared id, `created` time and model on them.
+//! - [`response`]: [`ChatCompletion`] and [`Completion`] (each a [`CompletionObject`], the
+//!   envelope they share with the chunks), their choices, [`FinishReason`], [`Usage`] and
+//!   log-probabilities, and [`ModelList`].
+//! - [`stream`]: [`ChatCompletionChunk`]s and [`CompletionChunk`]s, and the
+//!   [`ChunkFactory`]s that stamp a stream's shared id, `created` time and model on them.
 //!
 //! Every type is re-exported here: `protocol::FinishReason` is OpenAI's finish reason, next
 //! to the engine's [`formwork_engine::FinishReason`]; code that uses both names the
@@ -40,10 +41,11 @@ pub use request::{
 };
 pub use response::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatLogprobs, Completion, CompletionChoice,
-    CompletionLogprobs, FinishReason, FunctionCall, MIN_LOGPROB, ModelCard, ModelList,
-    TokenLogprob, ToolCall, ToolType, TopLogprob, TopLogprobMap, Usage, finite_logprob,
+    CompletionLogprobs, CompletionObject, FinishReason, FunctionCall, MIN_LOGPROB, ModelCard,
+    ModelList, TokenLogprob, ToolCall, ToolType, TopLogprob, TopLogprobMap, Usage, UsageField,
+    finite_logprob,
 };
 pub use stream::{
-    ChatChunkChoice, ChatChunkFactory, ChatCompletionChunk, ChatDelta, CompletionChunk,
-    CompletionChunkFactory, FunctionCallDelta, ToolCallDelta,
+    ChatChunkChoice, ChatChunkFactory, ChatCompletionChunk, ChatDelta, ChunkFactory,
+    CompletionChunk, CompletionChunkFactory, FunctionCallDelta, ToolCallDelta,
 };

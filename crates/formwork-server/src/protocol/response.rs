@@ -80,38 +80,84 @@ impl Usage {
     }
 }
 
-/// The response of a non-streamed chat completion (`object: "chat.completion"`).
+/// The envelope of every completion object OpenAI sends, whole or streamed: an id, the
+/// `object` kind, the time, the model, the choices (`C`) and the usage (`U`: always there
+/// in a [`ChatCompletion`], an `Option` skipped when `None` elsewhere).
+///
+/// Its instances are [`ChatCompletion`], [`Completion`] (and
+/// [`CompletionChunk`](super::CompletionChunk), the same type) and
+/// [`ChatCompletionChunk`](super::ChatCompletionChunk).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatCompletion {
-    /// `chatcmpl-...`.
+#[serde(bound(
+    serialize = "C: Serialize, U: Serialize + UsageField",
+    deserialize = "C: Deserialize<'de>, U: Deserialize<'de>"
+))]
+pub struct CompletionObject<C, U> {
+    /// `chatcmpl-...` or `cmpl-...`; the same for every chunk of a stream.
     pub id: String,
-    /// Always `chat.completion`.
+    /// `chat.completion`, `chat.completion.chunk` or `text_completion`.
     pub object: String,
-    /// Unix time in seconds.
+    /// Unix time in seconds; the same for every chunk of a stream.
     pub created: u64,
     /// The model that answered.
     pub model: String,
     /// A fingerprint of the backend configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_fingerprint: Option<String>,
-    /// The choices, `n` of them.
-    pub choices: Vec<ChatChoice>,
-    /// Token counts.
-    pub usage: Usage,
+    /// The choices: `n` of them, or in a chunk those it advances (none in the usage chunk).
+    pub choices: Vec<C>,
+    /// Token counts (in a stream, only in the usage chunk).
+    #[serde(skip_serializing_if = "UsageField::is_absent")]
+    pub usage: U,
 }
 
-impl ChatCompletion {
-    /// A completion with a fresh id and the current time.
-    pub fn new(model: impl Into<String>, choices: Vec<ChatChoice>, usage: Usage) -> ChatCompletion {
-        ChatCompletion {
-            id: crate::id::random_id("chatcmpl-"),
-            object: "chat.completion".to_owned(),
+impl<C, U> CompletionObject<C, U> {
+    /// An object with a fresh id (`id_prefix` and random characters) and the current time.
+    pub fn fresh(
+        id_prefix: &str,
+        object: &str,
+        model: impl Into<String>,
+        choices: Vec<C>,
+        usage: U,
+    ) -> CompletionObject<C, U> {
+        CompletionObject {
+            id: crate::id::random_id(id_prefix),
+            object: object.to_owned(),
             created: crate::id::unix_time(),
             model: model.into(),
             system_fingerprint: None,
             choices,
             usage,
         }
+    }
+}
+
+/// The type of [`CompletionObject::usage`]: [`Usage`], always sent, or `Option<Usage>`,
+/// left out when `None`.
+pub trait UsageField {
+    /// Whether the field is left out of the JSON.
+    fn is_absent(&self) -> bool;
+}
+
+impl UsageField for Usage {
+    fn is_absent(&self) -> bool {
+        false
+    }
+}
+
+impl UsageField for Option<Usage> {
+    fn is_absent(&self) -> bool {
+        self.is_none()
+    }
+}
+
+/// The response of a non-streamed chat completion (`object: "chat.completion"`).
+pub type ChatCompletion = CompletionObject<ChatChoice, Usage>;
+
+impl ChatCompletion {
+    /// A completion with a fresh id and the current time.
+    pub fn new(model: impl Into<String>, choices: Vec<ChatChoice>, usage: Usage) -> ChatCompletion {
+        CompletionObject::fresh("chatcmpl-", "chat.completion", model, choices, usage)
     }
 }
 
@@ -291,26 +337,9 @@ impl<'de> Deserialize<'de> for TopLogprobMap {
     }
 }
 
-/// The response of a non-streamed completion (`object: "text_completion"`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Completion {
-    /// `cmpl-...`.
-    pub id: String,
-    /// Always `text_completion`.
-    pub object: String,
-    /// Unix time in seconds.
-    pub created: u64,
-    /// The model that answered.
-    pub model: String,
-    /// A fingerprint of the backend configuration.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub system_fingerprint: Option<String>,
-    /// The choices, `n` of them.
-    pub choices: Vec<CompletionChoice>,
-    /// Token counts; only in the usage chunk of a stream.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
-}
+/// The response of a non-streamed completion (`object: "text_completion"`), and a chunk of
+/// a streamed one; its usage is only in the usage chunk of a stream.
+pub type Completion = CompletionObject<CompletionChoice, Option<Usage>>;
 
 impl Completion {
     /// A completion with a fresh id and the current time.
@@ -319,15 +348,7 @@ impl Completion {
         choices: Vec<CompletionChoice>,
         usage: Usage,
     ) -> Completion {
-        Completion {
-            id: crate::id::random_id("cmpl-"),
-            object: "text_completion".to_owned(),
-            created: crate::id::unix_time(),
-            model: model.into(),
-            system_fingerprint: None,
-            choices,
-            usage: Some(usage),
-        }
+        CompletionObject::fresh("cmpl-", "text_completion", model, choices, Some(usage))
     }
 }
 
@@ -497,5 +518,38 @@ mod tests {
             json!({"object": "list", "data": [
                 {"id": "smollm2", "object": "model", "created": 1_700_000_000, "owned_by": "formwork"}]})
         );
+    }
+
+    #[test]
+    fn envelopes_serialize_fields_in_openai_order_and_usage_as_typed() {
+        let chat = ChatCompletion {
+            id: "chatcmpl-1".into(),
+            created: 7,
+            ..ChatCompletion::new("m", Vec::new(), Usage::new(1, 2))
+        };
+        assert_eq!(
+            serde_json::to_string(&chat).unwrap(),
+            r#"{"id":"chatcmpl-1","object":"chat.completion","created":7,"model":"m","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#
+        );
+        let text = Completion {
+            id: "cmpl-1".into(),
+            created: 7,
+            system_fingerprint: Some("fp".into()),
+            usage: None,
+            ..Completion::new("m", Vec::new(), Usage::default())
+        };
+        assert_eq!(
+            serde_json::to_string(&text).unwrap(),
+            r#"{"id":"cmpl-1","object":"text_completion","created":7,"model":"m","system_fingerprint":"fp","choices":[]}"#
+        );
+        // A missing usage reads back as `None` where it is optional, and is an error where
+        // it is not.
+        let back: Completion =
+            serde_json::from_str(&serde_json::to_string(&text).unwrap()).unwrap();
+        assert_eq!(back, text);
+        let no_usage =
+            r#"{"id":"c","object":"chat.completion","created":7,"model":"m","choices":[]}"#;
+        let e = serde_json::from_str::<ChatCompletion>(no_usage).unwrap_err();
+        assert!(e.to_string().contains("missing field `usage`"), "{e}");
     }
 }

@@ -10,7 +10,8 @@ use formwork_template::Role;
 use serde::{Deserialize, Serialize};
 
 use super::response::{
-    ChatLogprobs, Completion, CompletionChoice, CompletionLogprobs, FinishReason, ToolType, Usage,
+    ChatLogprobs, Completion, CompletionChoice, CompletionLogprobs, CompletionObject, FinishReason,
+    ToolType, Usage,
 };
 
 /// A streamed piece of a chat completion (`object: "chat.completion.chunk"`).
@@ -18,25 +19,7 @@ use super::response::{
 /// A stream sends, per choice, a first chunk whose delta carries the role, then
 /// content or tool-call deltas, then a chunk with `finish_reason`; with
 /// `stream_options.include_usage`, a last chunk with empty `choices` and the usage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatCompletionChunk {
-    /// The same `chatcmpl-...` id for every chunk of a stream.
-    pub id: String,
-    /// Always `chat.completion.chunk`.
-    pub object: String,
-    /// Unix time in seconds, the same for every chunk.
-    pub created: u64,
-    /// The model that answers.
-    pub model: String,
-    /// A fingerprint of the backend configuration.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub system_fingerprint: Option<String>,
-    /// The choices this chunk advances (empty in the usage chunk).
-    pub choices: Vec<ChatChunkChoice>,
-    /// Token counts; only in the usage chunk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
-}
+pub type ChatCompletionChunk = CompletionObject<ChatChunkChoice, Option<Usage>>;
 
 /// One choice of a [`ChatCompletionChunk`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,28 +77,48 @@ pub struct FunctionCallDelta {
     pub arguments: Option<String>,
 }
 
-/// Makes the chunks of one chat stream: they share an id, a `created` time and a model.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChatChunkFactory {
-    /// `chatcmpl-...`.
-    pub id: String,
-    /// Unix time in seconds.
-    pub created: u64,
-    /// The model that answers.
-    pub model: String,
-    /// A fingerprint of the backend configuration.
-    pub system_fingerprint: Option<String>,
+/// Makes the chunks of one stream: they share an id, a `created` time and a model.
+///
+/// A [`ChatChunkFactory`] makes a chat stream's chunks, a [`CompletionChunkFactory`] a
+/// completions stream's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkFactory<C> {
+    /// What every chunk of the stream shares: a chunk with no choices and no usage.
+    head: CompletionObject<C, Option<Usage>>,
 }
+
+impl<C: Clone> ChunkFactory<C> {
+    /// A factory with a fresh id (`id_prefix` and random characters), the current time,
+    /// and the `object` every chunk names.
+    fn fresh(id_prefix: &str, object: &str, model: impl Into<String>) -> ChunkFactory<C> {
+        ChunkFactory {
+            head: CompletionObject::fresh(id_prefix, object, model, Vec::new(), None),
+        }
+    }
+
+    /// The usage chunk: no choices.
+    pub fn usage(&self, usage: Usage) -> CompletionObject<C, Option<Usage>> {
+        CompletionObject {
+            usage: Some(usage),
+            ..self.head.clone()
+        }
+    }
+
+    fn with_choices(&self, choices: Vec<C>) -> CompletionObject<C, Option<Usage>> {
+        CompletionObject {
+            choices,
+            ..self.head.clone()
+        }
+    }
+}
+
+/// Makes the chunks of one chat stream.
+pub type ChatChunkFactory = ChunkFactory<ChatChunkChoice>;
 
 impl ChatChunkFactory {
     /// A factory with a fresh id and the current time.
     pub fn new(model: impl Into<String>) -> ChatChunkFactory {
-        ChatChunkFactory {
-            id: crate::id::random_id("chatcmpl-"),
-            created: crate::id::unix_time(),
-            model: model.into(),
-            system_fingerprint: None,
-        }
+        ChunkFactory::fresh("chatcmpl-", "chat.completion.chunk", model)
     }
 
     /// A chunk advancing one choice.
@@ -182,55 +185,19 @@ impl ChatChunkFactory {
     pub fn finish(&self, index: u32, reason: FinishReason) -> ChatCompletionChunk {
         self.chunk(index, ChatDelta::default(), None, Some(reason))
     }
-
-    /// The usage chunk: no choices.
-    pub fn usage(&self, usage: Usage) -> ChatCompletionChunk {
-        ChatCompletionChunk {
-            usage: Some(usage),
-            ..self.with_choices(Vec::new())
-        }
-    }
-
-    fn with_choices(&self, choices: Vec<ChatChunkChoice>) -> ChatCompletionChunk {
-        ChatCompletionChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".to_owned(),
-            created: self.created,
-            model: self.model.clone(),
-            system_fingerprint: self.system_fingerprint.clone(),
-            choices,
-            usage: None,
-        }
-    }
 }
 
 /// A streamed piece of a completion: the same shape as a [`Completion`], OpenAI
 /// sends `object: "text_completion"` for both.
 pub type CompletionChunk = Completion;
 
-/// Makes the chunks of one completions stream: they share an id, a `created` time
-/// and a model.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CompletionChunkFactory {
-    /// `cmpl-...`.
-    pub id: String,
-    /// Unix time in seconds.
-    pub created: u64,
-    /// The model that answers.
-    pub model: String,
-    /// A fingerprint of the backend configuration.
-    pub system_fingerprint: Option<String>,
-}
+/// Makes the chunks of one completions stream.
+pub type CompletionChunkFactory = ChunkFactory<CompletionChoice>;
 
 impl CompletionChunkFactory {
     /// A factory with a fresh id and the current time.
     pub fn new(model: impl Into<String>) -> CompletionChunkFactory {
-        CompletionChunkFactory {
-            id: crate::id::random_id("cmpl-"),
-            created: crate::id::unix_time(),
-            model: model.into(),
-            system_fingerprint: None,
-        }
+        ChunkFactory::fresh("cmpl-", "text_completion", model)
     }
 
     /// A chunk of text (`finish_reason` set on the choice's last one).
@@ -247,26 +214,6 @@ impl CompletionChunkFactory {
             logprobs,
             finish_reason,
         }])
-    }
-
-    /// The usage chunk: no choices.
-    pub fn usage(&self, usage: Usage) -> CompletionChunk {
-        CompletionChunk {
-            usage: Some(usage),
-            ..self.with_choices(Vec::new())
-        }
-    }
-
-    fn with_choices(&self, choices: Vec<CompletionChoice>) -> CompletionChunk {
-        CompletionChunk {
-            id: self.id.clone(),
-            object: "text_completion".to_owned(),
-            created: self.created,
-            model: self.model.clone(),
-            system_fingerprint: self.system_fingerprint.clone(),
-            choices,
-            usage: None,
-        }
     }
 }
 

@@ -69,6 +69,11 @@ pub fn tiny_engine(config: EngineConfig) -> Arc<Engine> {
     engine_on(tiny_model_path(), config)
 }
 
+/// An engine on the 32k-context tiny model, for streams that run for many seconds.
+pub fn long_tiny_engine(config: EngineConfig) -> Arc<Engine> {
+    engine_on(long_tiny_model_path(), config)
+}
+
 /// A server on a random local port, running on its own runtime thread; it shuts down
 /// (gracefully, with a short deadline) when dropped.
 pub struct Server {
@@ -292,6 +297,64 @@ pub fn read_head(reader: &mut impl BufRead) -> (u16, Vec<(String, String)>) {
         }
     }
     (status, headers)
+}
+
+/// Reads a response body of the length its `Content-Length` header gives, leaving the
+/// connection open after it.
+pub fn read_sized_body(reader: &mut impl Read, headers: &[(String, String)]) -> Vec<u8> {
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("a content-length");
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).expect("reading the body");
+    body
+}
+
+/// Sends a streamed chat request, checks that it is answered 200, and reads the stream's
+/// lines until one meets `until`; returns the connection with the rest unread.
+pub fn open_stream(
+    addr: SocketAddr,
+    body: &Value,
+    mut until: impl FnMut(&str) -> bool,
+) -> BufReader<TcpStream> {
+    let stream = send(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        body.to_string().as_bytes(),
+    );
+    let mut reader = BufReader::new(stream);
+    let (status, _) = read_head(&mut reader);
+    assert_eq!(status, 200);
+    let mut line = String::new();
+    while !until(&line) {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).expect("reading the stream") > 0,
+            "the stream ended early"
+        );
+    }
+    reader
+}
+
+/// Opens a stream of 30,000 tokens (tens of seconds on the 32k tiny model, far longer
+/// than the steps of a test) and reads until its first generated token; returns the
+/// connection.
+pub fn open_long_stream(addr: SocketAddr) -> BufReader<TcpStream> {
+    let body = serde_json::json!({"messages": [{"role": "user", "content": "Go on forever"}],
+                                  "max_tokens": 30_000, "ignore_eos": true, "stream": true,
+                                  "temperature": 1.0});
+    // The role chunk, then the first token's.
+    let mut data_lines = 0;
+    open_stream(addr, &body, |line| {
+        if line.starts_with("data: ") {
+            data_lines += 1;
+        }
+        data_lines == 2
+    })
 }
 
 fn parse_response(raw: &[u8]) -> Reply {
