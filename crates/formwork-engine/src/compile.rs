@@ -90,14 +90,13 @@ pub(crate) struct IndexCache {
     entries: Mutex<Entries>,
     /// One unit per compile running.
     compiles: Budget,
-    max_compiles: usize,
 }
 
 impl std::fmt::Debug for IndexCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IndexCache")
             .field("budget", &self.budget)
-            .field("max_compiles", &self.max_compiles)
+            .field("compiles", &self.compiles)
             .finish_non_exhaustive()
     }
 }
@@ -112,7 +111,7 @@ pub(crate) fn constraint_key(constraint: &Constraint) -> String {
         Constraint::JsonSchema(schema) => format!("schema:{schema}"),
         Constraint::Regex(regex) => format!("regex:{regex}"),
         Constraint::Choice(choices) => {
-            format!("choice:{}", serde_json::Value::from(choices.clone()))
+            format!("choice:{}", serde_json::json!(choices))
         }
         Constraint::JsonObject => "json_object".to_owned(),
         Constraint::ToolCall {
@@ -149,7 +148,6 @@ impl IndexCache {
             budget,
             entries: Mutex::default(),
             compiles: Budget::new(max_compiles.max(1)),
-            max_compiles: max_compiles.max(1),
         }
     }
 
