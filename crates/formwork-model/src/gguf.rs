@@ -256,12 +256,12 @@ pub(crate) fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, Mo
     let eps = config.rms_norm_eps as f32;
 
     let native = if device.is_cpu() && native_enabled() {
-        crate::cpu::load_gguf(path, &gguf, tensors.reader, &config)?
+        crate::cpu::load_gguf(path, &gguf, tensors.reader, &config, options.threads)?
     } else {
         None
     };
     let transformer = match native {
-        Some(model) => Transformer::native(model, options.threads)?,
+        Some(model) => Transformer::native(model),
         None => candle_transformer(&mut tensors, &config, eps, device)?,
     };
 

@@ -35,18 +35,11 @@ impl Transformer {
         }
     }
 
-    /// A transformer run by Formwork's own CPU kernels, on `threads` threads (else the
-    /// default count, see [`crate::LoadOptions::threads`]).
-    pub(crate) fn native(
-        mut model: NativeModel,
-        threads: Option<usize>,
-    ) -> Result<Transformer, ModelError> {
-        if let Some(n) = threads {
-            model.set_threads(n)?;
-        }
-        Ok(Transformer {
+    /// A transformer run by Formwork's own CPU kernels.
+    pub(crate) fn native(model: NativeModel) -> Transformer {
+        Transformer {
             backend: Backend::Native(model),
-        })
+        }
     }
 
     /// The backend, as the engine sees it.
@@ -116,6 +109,10 @@ impl Transformer {
     /// Runs every item's new tokens through the model against its own cache and returns, for
     /// each item, the logits of its last token (`vocab_size` floats).
     pub fn forward(&self, batch: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        check_batch(self.config(), batch)?;
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         self.model().forward(batch)
     }
 

@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Module, Tensor};
 
 use crate::cache::KvCache;
 use crate::config::{RopeStyle, TransformerConfig};
-use crate::transformer::{check_batch, stack};
+use crate::transformer::stack;
 use crate::{BatchItem, Model, ModelError};
 pub(crate) use cache::CandleCache;
 
@@ -217,11 +217,8 @@ impl Model for CandleModel {
         KvCache::new(&self.config, CandleCache::new(self.config.layers))
     }
 
+    /// The batch was checked by [`crate::Transformer::forward`].
     fn forward(&self, batch: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
-        check_batch(&self.config, batch)?;
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
         let cfg = &self.config;
         let (ids, spans) = stack(batch);
         let mut caches = batch

@@ -33,6 +33,7 @@ pub(crate) fn load_gguf<R: Read + Seek>(
     gguf: &GgufFile,
     reader: &mut R,
     config: &TransformerConfig,
+    threads: Option<usize>,
 ) -> Result<Option<NativeModel>, ModelError> {
     if gguf
         .tensors()
@@ -90,7 +91,7 @@ pub(crate) fn load_gguf<R: Read + Seek>(
         });
     }
     let norm = r.vector("output_norm.weight", hidden)?;
-    NativeModel::new(config.clone(), embedding, lm_head, layers, norm).map(Some)
+    NativeModel::new(config.clone(), embedding, lm_head, layers, norm, threads).map(Some)
 }
 
 struct Reader<'a, R> {

@@ -34,7 +34,7 @@ use std::sync::Mutex;
 
 use crate::cache::KvCache;
 use crate::config::{RopeStyle, TransformerConfig};
-use crate::transformer::{Span, check_batch, stack};
+use crate::transformer::{Span, stack};
 use crate::{BatchItem, Model, ModelError};
 use cache::NativeCache;
 pub(crate) use load::load_gguf;
@@ -96,6 +96,7 @@ impl NativeModel {
         lm_head: Option<QMatrix>,
         layers: Vec<NativeLayer>,
         norm: Vec<f32>,
+        threads: Option<usize>,
     ) -> Result<NativeModel, ModelError> {
         Ok(NativeModel {
             config,
@@ -103,14 +104,8 @@ impl NativeModel {
             lm_head,
             layers,
             norm,
-            pool: pool(default_threads())?,
+            pool: pool(threads.unwrap_or_else(default_threads))?,
         })
-    }
-
-    /// Runs every forward pass on `threads` threads from now on.
-    pub(crate) fn set_threads(&mut self, threads: usize) -> Result<(), ModelError> {
-        self.pool = pool(threads)?;
-        Ok(())
     }
 
     /// Threads a forward pass uses.
@@ -144,11 +139,8 @@ impl Model for NativeModel {
         )
     }
 
+    /// The batch was checked by [`crate::Transformer::forward`].
     fn forward(&self, batch: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
-        check_batch(&self.config, batch)?;
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
         let cfg = &self.config;
         let hidden = cfg.hidden_size;
         let (heads, kv_heads, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
