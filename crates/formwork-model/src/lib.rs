@@ -159,7 +159,7 @@ pub fn load_with(path: &Path, options: &LoadOptions) -> Result<LoadedModel, Mode
     {
         use std::io::Read;
         let mut f = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
-        if f.read_exact(&mut magic).is_err() || &magic != b"GGUF" {
+        if f.read_exact(&mut magic).is_err() || magic != formwork_gguf::MAGIC {
             return Err(if path.extension().is_some_and(|e| e == "gguf") {
                 ModelError::Gguf {
                     path: path.to_path_buf(),

@@ -284,7 +284,7 @@ impl TemplateSource {
         let is_gguf = std::fs::File::open(path)
             .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
             .is_ok()
-            && &magic == b"GGUF";
+            && magic == formwork_gguf::MAGIC;
         if is_gguf
             || path
                 .extension()
