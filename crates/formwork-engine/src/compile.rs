@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use formwork_index::{Index, IndexConfig, Vocabulary};
@@ -42,29 +42,8 @@ pub(crate) struct Compiled {
 /// A compile's result as its waiters see it.
 type Outcome = Result<Arc<Index>, String>;
 
-/// One constraint being compiled; its waiters block on `done`.
-#[derive(Default)]
-struct Flight {
-    outcome: Mutex<Option<Outcome>>,
-    done: Condvar,
-}
-
-impl Flight {
-    fn wait(&self) -> Outcome {
-        let mut outcome = lock(&self.outcome);
-        loop {
-            if let Some(o) = outcome.as_ref() {
-                return o.clone();
-            }
-            outcome = self.done.wait(outcome).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-
-    fn finish(&self, outcome: Outcome) {
-        *lock(&self.outcome) = Some(outcome);
-        self.done.notify_all();
-    }
-}
+/// One constraint being compiled: its waiters block on the cell until the compile sets it.
+type Flight = OnceLock<Outcome>;
 
 enum Slot {
     Ready {
@@ -200,6 +179,7 @@ impl IndexCache {
                     drop(entries);
                     return flight
                         .wait()
+                        .clone()
                         .map(|index| Compiled {
                             index,
                             hit: true,
@@ -244,12 +224,12 @@ impl IndexCache {
                 );
                 self.evict(&mut entries);
                 drop(entries);
-                flight.finish(Ok(index.clone()));
+                let _ = flight.set(Ok(index.clone()));
             }
             Err(e) => {
                 entries.map.remove(&key);
                 drop(entries);
-                flight.finish(Err(e.to_string()));
+                let _ = flight.set(Err(e.to_string()));
             }
         }
         result.map(|(index, _)| Compiled {

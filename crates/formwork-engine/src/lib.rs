@@ -47,7 +47,7 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use formwork_index::{DfaConfig, Guide, IndexConfig, Vocabulary};
+use formwork_index::{Guide, IndexConfig, Vocabulary};
 use formwork_model::{LoadedModel, Model, ModelInfo, Tokenizer};
 use formwork_sampler::Sampler;
 use formwork_template::{ChatTemplate, RenderArgs, SpecialTokens};
@@ -90,6 +90,9 @@ pub struct EngineConfig {
 /// The default most bytes of the index cache: 256 MiB.
 pub const DEFAULT_INDEX_CACHE_BYTES: usize = 256 << 20;
 
+/// The default most constraints compiled at once.
+pub const DEFAULT_MAX_COMPILES: usize = 2;
+
 /// The default most bytes of one constraint's automaton: 64 MiB.
 pub const DEFAULT_CONSTRAINT_BYTES: usize = 64 << 20;
 
@@ -114,17 +117,13 @@ impl Default for EngineConfig {
             prefill_chunk: 512,
             kv_cache_tokens: 65_536,
             index_cache_bytes: DEFAULT_INDEX_CACHE_BYTES,
-            max_compiles: 2,
+            max_compiles: DEFAULT_MAX_COMPILES,
             index: IndexConfig {
-                dfa: DfaConfig {
-                    max_states: 1 << 20,
-                    max_memory: DEFAULT_CONSTRAINT_BYTES,
-                },
-                max_memory: DEFAULT_CONSTRAINT_BYTES,
                 lazy: true,
                 ..IndexConfig::default()
             },
         }
+        .constraint_limit(DEFAULT_CONSTRAINT_BYTES)
     }
 }
 
@@ -140,7 +139,7 @@ pub(crate) struct Shared {
     /// The longest token in bytes: a prompt of `b` bytes has at least `b / longest` tokens.
     pub(crate) longest_token: usize,
     /// Set when the engine's state is no longer sound, with the reason.
-    pub(crate) failure: std::sync::Mutex<Option<String>>,
+    pub(crate) failure: std::sync::OnceLock<String>,
     /// Bytes of text being tokenized at once: the tokenizer takes tens of bytes of memory
     /// per byte of text, so concurrent large prompts take turns.
     pub(crate) tokenizing: Budget,
@@ -152,8 +151,7 @@ const TOKENIZING_BYTES: usize = 4 << 20;
 impl Shared {
     /// Marks the engine unhealthy.
     pub(crate) fn fail(&self, reason: String) {
-        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        failure.get_or_insert(reason);
+        let _ = self.failure.set(reason);
     }
 }
 
@@ -263,7 +261,7 @@ impl Engine {
             config,
             metrics: Metrics::new(),
             longest_token,
-            failure: std::sync::Mutex::new(None),
+            failure: std::sync::OnceLock::new(),
             tokenizing: Budget::new(TOKENIZING_BYTES),
         });
         let (commands, receiver) = mpsc::channel();
@@ -314,14 +312,8 @@ impl Engine {
     /// could not contain), or a fault left its state unsound. A panic in one step that the
     /// engine contained (failing that step's requests) leaves it healthy.
     pub fn health(&self) -> Result<(), String> {
-        if let Some(reason) = self
-            .shared
-            .failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
-            return Err(reason);
+        if let Some(reason) = self.shared.failure.get() {
+            return Err(reason.clone());
         }
         if self.thread.as_ref().is_none_or(JoinHandle::is_finished) {
             return Err("the engine's thread has stopped".into());

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use formwork_engine::{DEFAULT_CONSTRAINT_BYTES, DEFAULT_INDEX_CACHE_BYTES, Engine, EngineConfig};
+use formwork_engine::{
+    DEFAULT_CONSTRAINT_BYTES, DEFAULT_INDEX_CACHE_BYTES, DEFAULT_MAX_COMPILES, Engine, EngineConfig,
+};
 use formwork_server::app::{
     AppState, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, ServerConfig,
@@ -58,7 +60,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "FORMWORK_MAX_CONSTRAINT_MB", default_value_t = DEFAULT_CONSTRAINT_BYTES >> 20)]
     max_constraint_mb: usize,
     /// Most new constraints compiled at once; others wait their turn.
-    #[arg(long, env = "FORMWORK_MAX_COMPILES", default_value_t = 2)]
+    #[arg(long, env = "FORMWORK_MAX_COMPILES", default_value_t = DEFAULT_MAX_COMPILES)]
     max_compiles: usize,
     /// The model name clients send and /v1/models lists (default: the model file's name
     /// without `.gguf`). The model's own name is accepted too.
@@ -204,7 +206,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         max_queue: args.max_queue,
         kv_cache_tokens: args.kv_cache_tokens,
         index_cache_bytes: args.index_cache_mb.saturating_mul(1 << 20),
-        max_compiles: args.max_compiles.max(1),
+        max_compiles: args.max_compiles,
         ..EngineConfig::default()
     }
     .constraint_limit(args.max_constraint_mb.saturating_mul(1 << 20));

@@ -240,7 +240,7 @@ fn engine_error(e: EngineError, blame: &Blame) -> ApiError {
             }
         }
         EngineError::ShutDown => ApiError::overloaded(message),
-        EngineError::Model(_) | EngineError::Generation(_) => ApiError::server(message),
+        // The model failing, generation failing, and whatever the engine adds later.
         _ => ApiError::server(message),
     }
 }
