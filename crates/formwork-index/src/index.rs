@@ -567,16 +567,15 @@ impl Index {
     /// The entry of a state first visited after a lazy index reached its memory limit: no
     /// token, but EOS where the state accepts, so what it allows still matches the regex.
     fn capped_entry(&self, state: StateId) -> Entry {
-        let mut tokens: Vec<u32> = if self.dfa.is_accepting(state) {
-            self.vocab.eos().to_vec()
+        // `Vocabulary::eos` is sorted and free of duplicates, as a sparse list must be.
+        let tokens: Box<[u32]> = if self.dfa.is_accepting(state) {
+            self.vocab.eos().into()
         } else {
-            Vec::new()
+            Box::default()
         };
-        tokens.sort_unstable();
-        tokens.dedup();
         Entry {
             allowed: Allowed::Sparse {
-                tokens: tokens.into_boxed_slice(),
+                tokens,
                 mask: OnceLock::new(),
             },
             successors: Box::default(),
