@@ -54,6 +54,9 @@ pub struct IndexConfig {
     pub lazy: bool,
     /// Threads for an eager build (0: as many as the machine has cores).
     pub threads: usize,
+    /// Record each state's accept points ([`Index::accept_points`]): what a grammar parser
+    /// needs to find the tokens that end this regex's match and go on past it.
+    pub accept_points: bool,
 }
 
 impl Default for IndexConfig {
@@ -64,6 +67,7 @@ impl Default for IndexConfig {
             max_memory: 1 << 30,
             lazy: false,
             threads: 0,
+            accept_points: false,
         }
     }
 }
@@ -95,6 +99,9 @@ struct Entry {
     successors: Box<[StateId]>,
     /// Where each allowed token leads, built on first request ([`Index::next_states`]).
     next: OnceLock<Box<[StateId]>>,
+    /// Trie nodes with children whose path from this state ends in an accepting state
+    /// (recorded only with [`IndexConfig::accept_points`]).
+    accept_points: Box<[u32]>,
 }
 
 impl Entry {
@@ -103,7 +110,10 @@ impl Entry {
             Allowed::Sparse { tokens, .. } => tokens.len() * 4,
             Allowed::Dense { mask, .. } => mask.len() * 8,
         };
-        std::mem::size_of::<Entry>() + list + self.successors.len() * 4
+        std::mem::size_of::<Entry>()
+            + list
+            + self.successors.len() * 4
+            + self.accept_points.len() * 4
     }
 
     fn count(&self) -> usize {
@@ -580,7 +590,29 @@ impl Index {
             },
             successors: Box::default(),
             next: OnceLock::new(),
+            accept_points: Box::default(),
         }
+    }
+
+    /// The state `byte` leads to from `state`, [`ByteDfa::DEAD`] when no match is possible
+    /// any more (or `state` is not a state of this index).
+    pub fn next_byte(&self, state: StateId, byte: u8) -> StateId {
+        match &self.dfa {
+            Automaton::Full(dfa) if (state as usize) < dfa.state_count() => dfa.next(state, byte),
+            Automaton::Full(_) => ByteDfa::DEAD,
+            Automaton::Lazy(dfa) if (state as usize) < dfa.state_count() => {
+                dfa.next(&mut dfa.lock(), state, byte)
+            }
+            Automaton::Lazy(_) => ByteDfa::DEAD,
+        }
+    }
+
+    /// The trie nodes ([`crate::Trie`]) that have children and whose path, read from
+    /// `state`, keeps a match possible and ends in an accepting state: the places where a
+    /// token may end this regex's match and go on with something else. Empty unless the
+    /// index was built with [`IndexConfig::accept_points`]; a lazy index computes `state` now.
+    pub fn accept_points(&self, state: StateId) -> &[u32] {
+        self.entry(state).map_or(&[], |e| &e.accept_points)
     }
 
     /// Walks the trie against the DFA from `state`.
@@ -588,18 +620,25 @@ impl Index {
         match &self.dfa {
             Automaton::Full(dfa) => {
                 let (classes, table, stride) = dfa.raw();
-                self.walk(state, dfa.is_accepting(state), dfa.state_count(), |p, b| {
-                    table[p as usize * stride + classes[b as usize] as usize]
-                })
+                let step = FullStep {
+                    dfa,
+                    classes,
+                    table,
+                    stride,
+                };
+                self.walk(state, dfa.is_accepting(state), dfa.state_count(), step)
             }
             Automaton::Lazy(dfa) => {
                 // One lock for the whole walk; transitions not seen yet are computed in it.
                 let mut table = dfa.lock();
                 let classes = dfa.classes();
                 let accepting = table.is_accepting(state);
-                self.walk(state, accepting, 0, |p, b| {
-                    dfa.next_class(&mut table, p, classes[b as usize] as usize)
-                })
+                let step = LazyStep {
+                    dfa,
+                    classes,
+                    table: &mut table,
+                };
+                self.walk(state, accepting, 0, step)
             }
         }
     }
@@ -607,13 +646,8 @@ impl Index {
     /// The walk of [`Index::compute`], over the transitions `next(state, byte)`. `states`:
     /// the automaton's size, for an eager build's successor marks.
     #[inline]
-    fn walk(
-        &self,
-        state: StateId,
-        accepting: bool,
-        states: usize,
-        mut next_state: impl FnMut(StateId, u8) -> StateId,
-    ) -> Entry {
+    fn walk(&self, state: StateId, accepting: bool, states: usize, mut step: impl Step) -> Entry {
+        let mut accept_points = Vec::new();
         let trie = self.vocab.trie();
         SCRATCH.with(|cell| {
             let mut guard = cell.borrow_mut();
@@ -641,7 +675,7 @@ impl Index {
             let mut i = 1;
             while i < n {
                 let d = a.depth[i] as usize;
-                let t = next_state(path[d - 1], a.label[i]);
+                let t = step.next(path[d - 1], a.label[i]);
                 let alive = t != ByteDfa::DEAD;
                 path[d] = t;
                 let slot = if alive { a.first[i] as usize } else { dummy };
@@ -653,6 +687,13 @@ impl Index {
                         bits[tok as usize / 64] |= 1 << (tok % 64);
                         next[tok as usize] = t;
                     }
+                }
+                if alive
+                    && self.config.accept_points
+                    && a.end[i] as usize > i + 1
+                    && step.accepting(t)
+                {
+                    accept_points.push(i as u32);
                 }
                 i = if alive { i + 1 } else { a.end[i] as usize };
             }
@@ -713,10 +754,59 @@ impl Index {
                 allowed,
                 successors: successors.into_boxed_slice(),
                 next: OnceLock::new(),
+                accept_points: accept_points.into_boxed_slice(),
             }
         })
     }
+}
 
+/// The transitions a trie walk follows.
+trait Step {
+    /// The state after `byte` from `state`.
+    fn next(&mut self, state: StateId, byte: u8) -> StateId;
+    /// Whether `state` accepts.
+    fn accepting(&mut self, state: StateId) -> bool;
+}
+
+/// The transitions of a full DFA's table.
+struct FullStep<'a> {
+    dfa: &'a ByteDfa,
+    classes: &'a [u8; 256],
+    table: &'a [StateId],
+    stride: usize,
+}
+
+impl Step for FullStep<'_> {
+    #[inline]
+    fn next(&mut self, state: StateId, byte: u8) -> StateId {
+        self.table[state as usize * self.stride + self.classes[byte as usize] as usize]
+    }
+
+    fn accepting(&mut self, state: StateId) -> bool {
+        self.dfa.is_accepting(state)
+    }
+}
+
+/// The transitions of an on-demand DFA, computed under its lock as the walk needs them.
+struct LazyStep<'a, 'b> {
+    dfa: &'a LazyDfa,
+    classes: &'a [u8; 256],
+    table: &'a mut std::sync::MutexGuard<'b, crate::lazy::Table>,
+}
+
+impl Step for LazyStep<'_, '_> {
+    #[inline]
+    fn next(&mut self, state: StateId, byte: u8) -> StateId {
+        self.dfa
+            .next_class(self.table, state, self.classes[byte as usize] as usize)
+    }
+
+    fn accepting(&mut self, state: StateId) -> bool {
+        self.table.is_accepting(state)
+    }
+}
+
+impl Index {
     /// Drops the tokens that lead to states from which no token sequence reaches an accepting
     /// state. Such states exist only when the vocabulary cannot spell some bytes the regex
     /// needs (SmolLM2, say, has no token holding the byte 0x04).
@@ -784,6 +874,7 @@ impl Index {
                     },
                     successors,
                     next: OnceLock::new(),
+                    accept_points: e.accept_points.clone(),
                 };
                 if let Some(slot) = self.slots.slot_mut(s) {
                     *slot = OnceLock::from(entry);

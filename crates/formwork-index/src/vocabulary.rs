@@ -449,15 +449,28 @@ impl Trie {
         self.max_depth
     }
 
-    /// One past the last node of the subtree of node `i`.
+    /// One past the last node of the subtree of node `i` (nodes are in preorder: the
+    /// subtree of `i` is `i..end(i)`, its first child, if any, `i + 1`).
     #[inline]
-    pub(crate) fn end(&self, i: usize) -> usize {
+    pub fn end(&self, i: usize) -> usize {
         self.end[i] as usize
+    }
+
+    /// The byte on the edge into node `i` (0 for the root).
+    #[inline]
+    pub fn label(&self, i: usize) -> u8 {
+        self.label[i]
+    }
+
+    /// The depth of node `i`: the length of its path from the root.
+    #[inline]
+    pub fn depth(&self, i: usize) -> usize {
+        usize::from(self.depth[i])
     }
 
     /// The tokens whose bytes spell the path to node `i`.
     #[inline]
-    pub(crate) fn tokens_at(&self, i: usize) -> &[u32] {
+    pub fn tokens_at(&self, i: usize) -> &[u32] {
         &self.tokens[self.tok_start[i] as usize..self.tok_start[i + 1] as usize]
     }
 

@@ -1,0 +1,666 @@
+//! The compiled form: a context-free grammar over lexemes (small regexes), and the lowering
+//! from a [`RuleSet`] to it.
+//!
+//! Lowering decides the lexemes. A part of a rule body that is regular (no reference, or only
+//! references to rules that are themselves regular and not recursive) and small
+//! ([`GrammarConfig::lexeme_size`]) becomes one lexeme, matched by one lazily built DFA:
+//! inside it, masks come from `formwork-index` at the cost of a table lookup. Larger or
+//! recursive parts become productions: an alternation is a nonterminal with one production
+//! per branch, a concatenation a sequence (runs of small regular parts merged into one
+//! lexeme), `e*` the left-recursive `S → ε | S e` (constant Earley work per repetition) and
+//! `e{m,n}` the `m` copies followed by a chain of `n − m` optional ones.
+//!
+//! The parser reads lexemes byte by byte and lets one end wherever its regex matches (the
+//! language of the grammar is exactly the language of the rules: no greedy lexing), so how
+//! lowering cuts a body into lexemes changes the cost, never the language.
+
+use std::collections::HashMap;
+
+use regex_syntax::hir::{Hir, HirKind};
+
+use crate::GrammarError;
+use crate::expr::{Expr, RuleId, RuleSet};
+
+/// A symbol of a production.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Symbol {
+    /// A nonterminal ([`Grammar::rule_name`]).
+    Rule(u32),
+    /// A lexeme ([`Grammar::lexeme`]).
+    Lexeme(u32),
+}
+
+/// One production: `lhs → rhs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Production {
+    /// The nonterminal it defines.
+    pub lhs: u32,
+    /// What it derives (empty: the empty string).
+    pub rhs: Box<[Symbol]>,
+}
+
+/// Limits and choices of [`RuleSet::compile`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrammarConfig {
+    /// Largest regular part (in [`hir_size`] units, about NFA states) merged into one lexeme.
+    pub lexeme_size: usize,
+    /// Largest bounded repetition of a regular part kept inside one lexeme, in the same
+    /// units; a larger one becomes a chain of productions.
+    pub repeat_size: usize,
+    /// Most productions the compiled grammar may have.
+    pub max_productions: usize,
+    /// Most symbols, over all productions.
+    pub max_symbols: usize,
+    /// Most lexemes.
+    pub max_lexemes: usize,
+}
+
+impl Default for GrammarConfig {
+    fn default() -> Self {
+        GrammarConfig {
+            lexeme_size: 4096,
+            repeat_size: 1 << 17,
+            max_productions: 1 << 18,
+            max_symbols: 1 << 20,
+            max_lexemes: 1 << 16,
+        }
+    }
+}
+
+/// A compiled grammar: nonterminals, productions over nonterminals and lexemes, and each
+/// lexeme's regex. Immutable; the parser and guides read it.
+#[derive(Debug, Clone)]
+pub struct Grammar {
+    names: Vec<String>,
+    /// Productions of nonterminal `n` are `productions[first[n]..first[n + 1]]`.
+    first: Vec<u32>,
+    productions: Vec<Production>,
+    lexemes: Vec<Lexeme>,
+    nullable: Vec<bool>,
+    start: u32,
+}
+
+/// A lexeme: a regex matched in full over bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lexeme {
+    /// The regex, in regex-syntax's syntax.
+    pub regex: String,
+    /// Whether it matches the empty string.
+    pub nullable: bool,
+}
+
+impl Grammar {
+    /// The start nonterminal.
+    pub fn start(&self) -> u32 {
+        self.start
+    }
+
+    /// Number of nonterminals.
+    pub fn rule_count(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The name of nonterminal `n` (made-up ones hold `#`).
+    pub fn rule_name(&self, n: u32) -> &str {
+        &self.names[n as usize]
+    }
+
+    /// The productions of nonterminal `n`.
+    pub fn productions_of(&self, n: u32) -> &[Production] {
+        &self.productions[self.first[n as usize] as usize..self.first[n as usize + 1] as usize]
+    }
+
+    /// The index range of the productions of `n` in [`Grammar::productions`].
+    pub fn production_range(&self, n: u32) -> std::ops::Range<usize> {
+        self.first[n as usize] as usize..self.first[n as usize + 1] as usize
+    }
+
+    /// Every production, grouped by nonterminal.
+    pub fn productions(&self) -> &[Production] {
+        &self.productions
+    }
+
+    /// Every lexeme.
+    pub fn lexemes(&self) -> &[Lexeme] {
+        &self.lexemes
+    }
+
+    /// Lexeme `l`.
+    pub fn lexeme(&self, l: u32) -> &Lexeme {
+        &self.lexemes[l as usize]
+    }
+
+    /// Whether nonterminal `n` derives the empty string.
+    pub fn is_nullable(&self, n: u32) -> bool {
+        self.nullable[n as usize]
+    }
+
+    /// Whether `symbol` derives the empty string.
+    pub fn symbol_nullable(&self, symbol: Symbol) -> bool {
+        match symbol {
+            Symbol::Rule(n) => self.nullable[n as usize],
+            Symbol::Lexeme(l) => self.lexemes[l as usize].nullable,
+        }
+    }
+
+    /// Approximate heap bytes held.
+    pub fn memory_usage(&self) -> usize {
+        self.names.iter().map(|n| n.len() + 24).sum::<usize>()
+            + self.first.len() * 4
+            + self
+                .productions
+                .iter()
+                .map(|p| 24 + p.rhs.len() * 8)
+                .sum::<usize>()
+            + self
+                .lexemes
+                .iter()
+                .map(|l| l.regex.len() + 32)
+                .sum::<usize>()
+            + self.nullable.len()
+    }
+}
+
+impl std::fmt::Display for Grammar {
+    /// One line per production, `name ::= symbols`, lexemes as `/regex/`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for p in &self.productions {
+            write!(f, "{} ::=", self.names[p.lhs as usize])?;
+            if p.rhs.is_empty() {
+                write!(f, " ε")?;
+            }
+            for s in p.rhs.iter() {
+                match *s {
+                    Symbol::Rule(n) => write!(f, " {}", self.names[n as usize])?,
+                    Symbol::Lexeme(l) => write!(f, " /{}/", self.lexemes[l as usize].regex)?,
+                }
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// The size of `hir` in rough NFA states: literal bytes, class ranges (Unicode ones count
+/// for their UTF-8 sequences), times the repetition counts. Saturates.
+pub fn hir_size(hir: &Hir) -> usize {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => 1,
+        HirKind::Literal(l) => l.0.len(),
+        HirKind::Class(regex_syntax::hir::Class::Bytes(c)) => c.ranges().len(),
+        HirKind::Class(regex_syntax::hir::Class::Unicode(c)) => c.ranges().len().saturating_mul(4),
+        HirKind::Repetition(r) => {
+            let count = r.max.unwrap_or(r.min.saturating_add(1)).max(1) as usize;
+            hir_size(&r.sub).saturating_mul(count)
+        }
+        HirKind::Capture(c) => hir_size(&c.sub),
+        HirKind::Concat(parts) | HirKind::Alternation(parts) => parts
+            .iter()
+            .fold(1usize, |acc, p| acc.saturating_add(hir_size(p))),
+    }
+}
+
+impl RuleSet {
+    /// Lowers the rules reachable from `start` to a [`Grammar`]: checks every reference is
+    /// defined and the language is not empty, then cuts the bodies into lexemes and
+    /// productions (see the module docs).
+    pub fn compile(&self, start: RuleId, config: &GrammarConfig) -> Result<Grammar, GrammarError> {
+        Lowering::new(self, config).run(start)
+    }
+}
+
+/// What lowering knows of a rule's body once inlined.
+#[derive(Debug, Clone)]
+enum Shape {
+    /// Not looked at yet.
+    Unknown,
+    /// Being looked at (a reference back here is recursion).
+    Visiting,
+    /// Regular: the whole body as one HIR, and its size.
+    Regular(Hir, usize),
+    /// Recursive, or too large to inline.
+    Irregular,
+}
+
+struct Lowering<'a> {
+    set: &'a RuleSet,
+    config: &'a GrammarConfig,
+    shapes: Vec<Shape>,
+    /// The nonterminal of each rule of the set that got one.
+    nonterminal: HashMap<RuleId, u32>,
+    names: Vec<String>,
+    /// Productions per nonterminal, in creation order.
+    bodies: Vec<Vec<Vec<Symbol>>>,
+    lexemes: Vec<Lexeme>,
+    lexeme_ids: HashMap<String, u32>,
+    /// Rules whose nonterminal still needs its productions.
+    pending: Vec<RuleId>,
+    productions: usize,
+    symbols: usize,
+}
+
+impl<'a> Lowering<'a> {
+    fn new(set: &'a RuleSet, config: &'a GrammarConfig) -> Self {
+        Lowering {
+            set,
+            config,
+            shapes: vec![Shape::Unknown; set.len()],
+            nonterminal: HashMap::new(),
+            names: Vec::new(),
+            bodies: Vec::new(),
+            lexemes: Vec::new(),
+            lexeme_ids: HashMap::new(),
+            pending: Vec::new(),
+            productions: 0,
+            symbols: 0,
+        }
+    }
+
+    fn run(mut self, start: RuleId) -> Result<Grammar, GrammarError> {
+        self.check_defined(start)?;
+        let start_nt = self.nonterminal_of(start);
+        while let Some(rule) = self.pending.pop() {
+            let nt = self.nonterminal[&rule];
+            let body = self
+                .set
+                .body(rule)
+                .ok_or_else(|| GrammarError::Undefined(self.set.name(rule).to_owned()))?;
+            self.define(nt, body)?;
+        }
+        self.finish(start_nt)
+    }
+
+    /// Every rule reachable from `start` has a body.
+    fn check_defined(&self, start: RuleId) -> Result<(), GrammarError> {
+        let mut seen = vec![false; self.set.len()];
+        let mut stack = vec![start];
+        seen[start.index()] = true;
+        let mut refs = Vec::new();
+        while let Some(r) = stack.pop() {
+            let body = self
+                .set
+                .body(r)
+                .ok_or_else(|| GrammarError::Undefined(self.set.name(r).to_owned()))?;
+            refs.clear();
+            references(body, &mut refs);
+            for &x in &refs {
+                if !seen[x.index()] {
+                    seen[x.index()] = true;
+                    stack.push(x);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn new_nonterminal(&mut self, name: String) -> u32 {
+        self.names.push(name);
+        self.bodies.push(Vec::new());
+        (self.names.len() - 1) as u32
+    }
+
+    fn nonterminal_of(&mut self, rule: RuleId) -> u32 {
+        if let Some(&n) = self.nonterminal.get(&rule) {
+            return n;
+        }
+        let n = self.new_nonterminal(self.set.name(rule).to_owned());
+        self.nonterminal.insert(rule, n);
+        self.pending.push(rule);
+        n
+    }
+
+    fn fresh(&mut self, parent: u32, what: &str) -> u32 {
+        let name = format!(
+            "{}#{}{}",
+            self.names[parent as usize],
+            what,
+            self.names.len()
+        );
+        self.new_nonterminal(name)
+    }
+
+    fn add(&mut self, nt: u32, rhs: Vec<Symbol>) -> Result<(), GrammarError> {
+        self.productions += 1;
+        self.symbols += rhs.len();
+        if self.productions > self.config.max_productions {
+            return Err(GrammarError::TooLarge {
+                limit: "productions",
+                max: self.config.max_productions,
+            });
+        }
+        if self.symbols > self.config.max_symbols {
+            return Err(GrammarError::TooLarge {
+                limit: "symbols",
+                max: self.config.max_symbols,
+            });
+        }
+        self.bodies[nt as usize].push(rhs);
+        Ok(())
+    }
+
+    /// The productions of `nt` for `body`: one per top-level alternative.
+    fn define(&mut self, nt: u32, body: &Expr) -> Result<(), GrammarError> {
+        if let Some((hir, _)) = self.regular(body)? {
+            let seq = self.lexeme_seq(hir)?;
+            return self.add(nt, seq);
+        }
+        match body {
+            Expr::Alt(alts) => {
+                for a in alts {
+                    let seq = self.sequence(nt, a)?;
+                    self.add(nt, seq)?;
+                }
+                Ok(())
+            }
+            other => {
+                let seq = self.sequence(nt, other)?;
+                self.add(nt, seq)
+            }
+        }
+    }
+
+    /// The symbols deriving `e` in a production of `parent`.
+    fn sequence(&mut self, parent: u32, e: &Expr) -> Result<Vec<Symbol>, GrammarError> {
+        if let Some((hir, _)) = self.regular(e)? {
+            return self.lexeme_seq(hir);
+        }
+        match e {
+            Expr::Regular(_) => Err(GrammarError::TooLarge {
+                // `regular` takes every regex within `repeat_size`.
+                limit: "lexeme size",
+                max: self.config.repeat_size,
+            }),
+            Expr::Rule(r) => Ok(vec![Symbol::Rule(self.nonterminal_of(*r))]),
+            Expr::Concat(parts) => {
+                let mut out = Vec::new();
+                // Runs of small regular parts become one lexeme.
+                let mut run: Vec<Hir> = Vec::new();
+                let mut run_size = 0usize;
+                for p in parts {
+                    match self.regular(p)? {
+                        Some((hir, size)) if size <= self.config.lexeme_size => {
+                            if run_size.saturating_add(size) > self.config.lexeme_size {
+                                let seq = self.lexeme_seq(Hir::concat(std::mem::take(&mut run)))?;
+                                out.extend(seq);
+                                run_size = 0;
+                            }
+                            run.push(hir);
+                            run_size = run_size.saturating_add(size);
+                        }
+                        _ => {
+                            if !run.is_empty() {
+                                let seq = self.lexeme_seq(Hir::concat(std::mem::take(&mut run)))?;
+                                out.extend(seq);
+                                run_size = 0;
+                            }
+                            out.extend(self.sequence(parent, p)?);
+                        }
+                    }
+                }
+                if !run.is_empty() {
+                    out.extend(self.lexeme_seq(Hir::concat(run))?);
+                }
+                Ok(out)
+            }
+            Expr::Alt(alts) => {
+                let n = self.fresh(parent, "alt");
+                for a in alts {
+                    let seq = self.sequence(n, a)?;
+                    self.add(n, seq)?;
+                }
+                Ok(vec![Symbol::Rule(n)])
+            }
+            Expr::Repeat { expr, min, max } => self.repeat(parent, expr, *min, *max),
+        }
+    }
+
+    /// `e{min,max}`: `min` copies, then `S → ε | S e` when unbounded, else a chain of
+    /// `max − min` optional copies (`O_k → ε | e O_{k−1}`).
+    fn repeat(
+        &mut self,
+        parent: u32,
+        e: &Expr,
+        min: u32,
+        max: Option<u32>,
+    ) -> Result<Vec<Symbol>, GrammarError> {
+        if max.is_some_and(|m| m < min) {
+            // `e{3,2}` matches nothing.
+            let n = self.fresh(parent, "never");
+            return Ok(vec![Symbol::Rule(n)]);
+        }
+        // The item as one symbol (a nonterminal when it takes several).
+        let item = {
+            let seq = self.sequence(parent, e)?;
+            if seq.len() == 1 {
+                seq[0]
+            } else {
+                let n = self.fresh(parent, "item");
+                self.add(n, seq)?;
+                Symbol::Rule(n)
+            }
+        };
+        let copies = min as usize + max.map_or(0, |m| (m - min) as usize);
+        if copies > self.config.max_symbols {
+            return Err(GrammarError::TooLarge {
+                limit: "symbols",
+                max: self.config.max_symbols,
+            });
+        }
+        let mut out = vec![item; min as usize];
+        match max {
+            None => {
+                let s = self.fresh(parent, "star");
+                self.add(s, vec![])?;
+                self.add(s, vec![Symbol::Rule(s), item])?;
+                out.push(Symbol::Rule(s));
+            }
+            Some(m) if m > min => {
+                let mut tail: Option<u32> = None;
+                for _ in 0..(m - min) {
+                    let o = self.fresh(parent, "opt");
+                    self.add(o, vec![])?;
+                    let mut rhs = vec![item];
+                    rhs.extend(tail.map(Symbol::Rule));
+                    self.add(o, rhs)?;
+                    tail = Some(o);
+                }
+                out.extend(tail.map(Symbol::Rule));
+            }
+            Some(_) => {}
+        }
+        Ok(out)
+    }
+
+    /// The lexeme for a regular part (nothing for one that only matches the empty string).
+    fn lexeme_seq(&mut self, hir: Hir) -> Result<Vec<Symbol>, GrammarError> {
+        let props = hir.properties();
+        if props.maximum_len() == Some(0) && props.minimum_len() == Some(0) {
+            return Ok(Vec::new());
+        }
+        let regex = hir.to_string();
+        if let Some(&l) = self.lexeme_ids.get(&regex) {
+            return Ok(vec![Symbol::Lexeme(l)]);
+        }
+        if self.lexemes.len() >= self.config.max_lexemes {
+            return Err(GrammarError::TooLarge {
+                limit: "lexemes",
+                max: self.config.max_lexemes,
+            });
+        }
+        let l = self.lexemes.len() as u32;
+        self.lexemes.push(Lexeme {
+            nullable: props.minimum_len() == Some(0),
+            regex: regex.clone(),
+        });
+        self.lexeme_ids.insert(regex, l);
+        Ok(vec![Symbol::Lexeme(l)])
+    }
+
+    /// `e` as one HIR and its size, if it is regular and small enough to inline: no
+    /// recursion, and within [`GrammarConfig::lexeme_size`] (bounded repetitions of a small
+    /// part within [`GrammarConfig::repeat_size`]).
+    fn regular(&mut self, e: &Expr) -> Result<Option<(Hir, usize)>, GrammarError> {
+        let limit = self.config.lexeme_size;
+        Ok(match e {
+            Expr::Regular(h) => {
+                let size = hir_size(h);
+                (size <= self.config.repeat_size).then(|| (h.clone(), size))
+            }
+            Expr::Rule(r) => self.rule_shape(*r)?,
+            Expr::Concat(parts) | Expr::Alt(parts) => {
+                let mut hirs = Vec::with_capacity(parts.len());
+                let mut size = 1usize;
+                for p in parts {
+                    let Some((h, s)) = self.regular(p)? else {
+                        return Ok(None);
+                    };
+                    size = size.saturating_add(s);
+                    if size > limit {
+                        return Ok(None);
+                    }
+                    hirs.push(h);
+                }
+                let hir = if matches!(e, Expr::Concat(_)) {
+                    Hir::concat(hirs)
+                } else {
+                    Hir::alternation(hirs)
+                };
+                Some((hir, size))
+            }
+            Expr::Repeat { expr, min, max } => {
+                let Some((h, s)) = self.regular(expr)? else {
+                    return Ok(None);
+                };
+                if s > limit {
+                    return Ok(None);
+                }
+                let count = max.unwrap_or(min.saturating_add(1)).max(1) as usize;
+                let size = s.saturating_mul(count);
+                if size > self.config.repeat_size {
+                    return Ok(None);
+                }
+                let hir = Hir::repetition(regex_syntax::hir::Repetition {
+                    min: *min,
+                    max: *max,
+                    greedy: true,
+                    sub: Box::new(h),
+                });
+                Some((hir, size))
+            }
+        })
+    }
+
+    /// The regular shape of a rule, computed once (recursion makes it irregular).
+    fn rule_shape(&mut self, r: RuleId) -> Result<Option<(Hir, usize)>, GrammarError> {
+        match &self.shapes[r.index()] {
+            Shape::Regular(h, s) => return Ok(Some((h.clone(), *s))),
+            Shape::Irregular | Shape::Visiting => {
+                self.shapes[r.index()] = Shape::Irregular;
+                return Ok(None);
+            }
+            Shape::Unknown => {}
+        }
+        self.shapes[r.index()] = Shape::Visiting;
+        let body = self
+            .set
+            .body(r)
+            .ok_or_else(|| GrammarError::Undefined(self.set.name(r).to_owned()))?;
+        let shape = self.regular(body)?;
+        // A reference back to `r` inside made it irregular.
+        if matches!(self.shapes[r.index()], Shape::Irregular) {
+            return Ok(None);
+        }
+        self.shapes[r.index()] = match &shape {
+            Some((h, s)) if *s <= self.config.lexeme_size => Shape::Regular(h.clone(), *s),
+            _ => Shape::Irregular,
+        };
+        Ok(match &self.shapes[r.index()] {
+            Shape::Regular(h, s) => Some((h.clone(), *s)),
+            _ => None,
+        })
+    }
+
+    /// Drops what derives no string, computes nullability, and lays the productions out.
+    fn finish(self, start: u32) -> Result<Grammar, GrammarError> {
+        let n = self.names.len();
+        let lexeme_ok: Vec<bool> = self
+            .lexemes
+            .iter()
+            .map(|l| {
+                Expr::regex(&l.regex, "")
+                    .ok()
+                    .and_then(|e| match e {
+                        Expr::Regular(h) => h.properties().minimum_len(),
+                        _ => None,
+                    })
+                    .is_some()
+            })
+            .collect();
+        // Productive nonterminals: a fixpoint.
+        let mut productive = vec![false; n];
+        let mut nullable = vec![false; n];
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for (nt, prods) in self.bodies.iter().enumerate() {
+                for rhs in prods {
+                    let ok = rhs.iter().all(|s| match *s {
+                        Symbol::Rule(m) => productive[m as usize],
+                        Symbol::Lexeme(l) => lexeme_ok[l as usize],
+                    });
+                    if ok && !productive[nt] {
+                        productive[nt] = true;
+                        changed = true;
+                    }
+                    let null = rhs.iter().all(|s| match *s {
+                        Symbol::Rule(m) => nullable[m as usize],
+                        Symbol::Lexeme(l) => self.lexemes[l as usize].nullable,
+                    });
+                    if null && !nullable[nt] {
+                        nullable[nt] = true;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if !productive[start as usize] {
+            return Err(GrammarError::Empty(self.names[start as usize].clone()));
+        }
+        let mut first = Vec::with_capacity(n + 1);
+        let mut productions = Vec::with_capacity(self.productions);
+        for (nt, prods) in self.bodies.into_iter().enumerate() {
+            first.push(productions.len() as u32);
+            for rhs in prods {
+                let ok = rhs.iter().all(|s| match *s {
+                    Symbol::Rule(m) => productive[m as usize],
+                    Symbol::Lexeme(l) => lexeme_ok[l as usize],
+                });
+                if ok {
+                    productions.push(Production {
+                        lhs: nt as u32,
+                        rhs: rhs.into_boxed_slice(),
+                    });
+                }
+            }
+        }
+        first.push(productions.len() as u32);
+        Ok(Grammar {
+            names: self.names,
+            first,
+            productions,
+            lexemes: self.lexemes,
+            nullable,
+            start,
+        })
+    }
+}
+
+/// The rules `e` refers to.
+fn references(e: &Expr, out: &mut Vec<RuleId>) {
+    match e {
+        Expr::Regular(_) => {}
+        Expr::Rule(r) => out.push(*r),
+        Expr::Concat(parts) | Expr::Alt(parts) => parts.iter().for_each(|p| references(p, out)),
+        Expr::Repeat { expr, .. } => references(expr, out),
+    }
+}
