@@ -17,8 +17,13 @@
 
 mod error;
 mod expr;
+mod gbnf;
 mod grammar;
+mod lark;
+mod sample;
 
 pub use error::GrammarError;
 pub use expr::{Expr, RuleId, RuleSet};
+pub use gbnf::gbnf;
 pub use grammar::{Grammar, GrammarConfig, Lexeme, Production, Symbol, hir_size};
+pub use lark::{COMMON, lark};
