@@ -588,6 +588,17 @@ mod tests {
     }
 
     #[test]
+    fn dot_and_negated_classes_match_any_character() {
+        let g = compiles("root ::= . [^a] \"!\"");
+        for ok in ["\n\n!", "é😀!", "ab!"] {
+            assert!(g.matches(ok.as_bytes()).unwrap(), "{ok:?}");
+        }
+        for bad in ["xa!", "x!", "\u{e9}"] {
+            assert!(!g.matches(bad.as_bytes()).unwrap(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn classes_are_unicode_sets() {
         let (set, root) = gbnf(r#"root ::= [^"\\] [a-] [ぁ-ゟ]"#).unwrap();
         let Some(Expr::Concat(items)) = set.body(root) else {

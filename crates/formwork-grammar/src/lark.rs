@@ -924,6 +924,27 @@ mod tests {
     }
 
     #[test]
+    fn ignored_text_goes_between_terminals_never_inside() {
+        let g = compiles("start: \"a\" b* T\nb: \"x\" \"y\"\nT: \"t\" \"u\"\n%ignore \" \"");
+        for ok in ["atu", " a x y x  y tu ", "a xyxy tu", "axytu  "] {
+            assert!(g.matches(ok.as_bytes()).unwrap(), "{ok:?}");
+        }
+        for bad in ["a t u", "ax y tu x", "a  x"] {
+            assert!(!g.matches(bad.as_bytes()).unwrap(), "{bad:?}");
+        }
+        // Without `%ignore`, nothing is ignored.
+        let g = compiles("start: \"a\" \"b\"");
+        assert!(!g.matches(b"a b").unwrap());
+    }
+
+    #[test]
+    fn flags_and_case_insensitive_strings() {
+        let g = compiles("start: \"ab\"i /c.d/s /e f # comment\n/x");
+        assert!(g.matches(b"aBc\ndef").unwrap());
+        assert!(!g.matches(b"abc\nde f").unwrap());
+    }
+
+    #[test]
     fn imports_common_terminals() {
         let (set, _) = lark(
             "start: INT WS N\n%import common.INT\n%import common.WS_INLINE -> WS\n%import common (NUMBER, ESCAPED_STRING)\nN: NUMBER | ESCAPED_STRING",
