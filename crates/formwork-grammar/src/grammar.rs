@@ -581,8 +581,8 @@ impl<'a> Lowering<'a> {
         let size = size?;
         // A reference back to `r` inside made it irregular; cut short by the depth limit, it
         // stays a nonterminal too (sound, and each rule is looked into once).
-        let regular = !matches!(self.shapes[r.index()], Shape::Irregular)
-            && !(self.cuts != cuts && size.is_none());
+        let regular = !(matches!(self.shapes[r.index()], Shape::Irregular)
+            || (self.cuts != cuts && size.is_none()));
         self.shapes[r.index()] = match size {
             Some(s) if regular && s <= self.config.lexeme_size => Shape::Regular(s),
             _ => Shape::Irregular,
