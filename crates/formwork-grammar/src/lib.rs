@@ -18,7 +18,9 @@
 mod error;
 mod expr;
 mod grammar;
+mod json;
 
 pub use error::GrammarError;
 pub use expr::{Expr, RuleId, RuleSet};
 pub use grammar::{Grammar, GrammarConfig, Lexeme, Production, Symbol, hir_size};
+pub use json::{JsonGrammar, json_schema};
