@@ -23,10 +23,10 @@ use crate::pattern::{
     check_generated, encode_json, full_match_language, full_matcher, pattern_language,
     restrict_length,
 };
+use crate::rules::{CompiledRules, Rule, number_references, placeholder};
 use crate::text::{
     ANY_STRING, STRING_CHAR, literal_alternation, string_excluding, string_literal, value_literal,
 };
-use crate::rules::{CompiledRules, Rule, number_references, placeholder};
 use crate::{Compiled, Compiler, Whitespace};
 
 type Frag = Option<String>;
@@ -511,6 +511,10 @@ impl<'a> Ctx<'a> {
                     first_err.get_or_insert(e);
                 }
             }
+        }
+        if key == "oneOf" && first_err.is_some() {
+            // A dropped branch may accept what the others accept: exclusivity is not proven.
+            self.warn("oneOf", &p);
         }
         match (alts.is_empty(), first_err) {
             (true, Some(e)) => Err(e),

@@ -52,7 +52,9 @@
 //! - **Long bounds are capped.** `maxLength` and `maxItems` above [`Compiler::max_count`]
 //!   (default 256) are lowered to it (never below the minimum).
 //! - **Recursion.** A `$ref` is expanded at most [`Compiler::max_recursion`] times along any
-//!   path (default 3); deeper, the recursive position is left out where it is optional.
+//!   path (default 3); deeper, the recursive position is left out where it is optional. (In
+//!   rules mode, [`Compiler::compile_rules`], a reference is a rule of a grammar instead, with
+//!   no depth limit.)
 //! - **Not enforced**, and reported as [`Unenforced`] in [`Compiled::unenforced`]:
 //!   `uniqueItems` (with more than one item allowed), formats the specification does not
 //!   define, and `oneOf` exclusivity as above.

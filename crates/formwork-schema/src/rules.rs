@@ -114,10 +114,7 @@ mod tests {
     fn references_are_numbered_apart_and_decode_to_their_rule() {
         let r = format!("a{}b{}{}", placeholder(3), placeholder(3), placeholder(12));
         let numbered = number_references(&r);
-        assert_eq!(
-            numbered,
-            "a(?P<fwref_3_0>)b(?P<fwref_3_1>)(?P<fwref_12_2>)"
-        );
+        assert_eq!(numbered, "a(?P<fwref_3_0>)b(?P<fwref_3_1>)(?P<fwref_12_2>)");
         let hir = regex_syntax::parse(&numbered).unwrap();
         assert_eq!(hir.properties().explicit_captures_len(), 3);
         assert_eq!(CompiledRules::reference("fwref_12_2"), Some(12));
