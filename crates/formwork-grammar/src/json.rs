@@ -247,7 +247,9 @@ mod tests {
         let Expr::Concat(parts) = reader.split(&hir) else {
             panic!("not split")
         };
-        assert!(matches!(&parts[0], Expr::Alt(alts) if matches!(&alts[0], Expr::Concat(p) if p.len() == 4)));
+        assert!(
+            matches!(&parts[0], Expr::Alt(alts) if matches!(&alts[0], Expr::Concat(p) if p.len() == 4))
+        );
     }
 
     #[test]

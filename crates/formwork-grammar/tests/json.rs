@@ -125,14 +125,19 @@ fn an_expression_tree_of_any_of_references() {
         e = json!({"kind": op, "left": {"kind": "num", "value": i}, "right": e});
     }
     let text = serde_json::to_string(&e).unwrap();
-    let bad = |from: &str, to: &str| -> Value { serde_json::from_str(&text.replacen(from, to, 1)).unwrap() };
+    let bad = |from: &str, to: &str| -> Value {
+        serde_json::from_str(&text.replacen(from, to, 1)).unwrap()
+    };
     check(
         schema.clone(),
         &[e.clone()],
         &[
             bad(r#""value":1.5"#, r#""value":"1.5""#),
             bad(r#""kind":"num","value":1.5"#, r#""kind":"sub","value":1.5"#),
-            bad(r#"{"kind":"num","value":1.5}"#, r#"{"kind":"add","left":{"kind":"num","value":1}}"#),
+            bad(
+                r#"{"kind":"num","value":1.5}"#,
+                r#"{"kind":"add","left":{"kind":"num","value":1}}"#,
+            ),
         ],
     );
     let g = grammar(&schema);
@@ -153,11 +158,16 @@ fn mutual_recursion_through_defs() {
         doc = json!({"b": {"a": doc, "n": false}});
     }
     let text = serde_json::to_string(&doc).unwrap();
-    let bad = |from: &str, to: &str| -> Value { serde_json::from_str(&text.replacen(from, to, 1)).unwrap() };
+    let bad = |from: &str, to: &str| -> Value {
+        serde_json::from_str(&text.replacen(from, to, 1)).unwrap()
+    };
     check(
         schema,
         &[doc.clone()],
-        &[bad(r#"{"n":true}"#, r#"{"n":1}"#), bad(r#"{"n":true}"#, "{}")],
+        &[
+            bad(r#"{"n":true}"#, r#"{"n":1}"#),
+            bad(r#"{"n":true}"#, "{}"),
+        ],
     );
 }
 
@@ -189,7 +199,9 @@ fn a_pydantic_style_self_reference() {
         });
     }
     let text = serde_json::to_string(&doc).unwrap();
-    let bad = |from: &str, to: &str| -> Value { serde_json::from_str(&text.replacen(from, to, 1)).unwrap() };
+    let bad = |from: &str, to: &str| -> Value {
+        serde_json::from_str(&text.replacen(from, to, 1)).unwrap()
+    };
     check(
         schema.clone(),
         &[doc.clone()],
@@ -206,7 +218,11 @@ fn a_pydantic_style_self_reference() {
 fn free_form_values_nest_without_bound() {
     let mut inner = json!({"k": [1, "two", null, {"x": true}]});
     for i in 0..12 {
-        inner = if i % 2 == 0 { json!([inner, 3]) } else { json!({"a": inner, "b": {}}) };
+        inner = if i % 2 == 0 {
+            json!([inner, 3])
+        } else {
+            json!({"a": inner, "b": {}})
+        };
     }
     check(
         json!({"type": "object"}),
@@ -254,7 +270,10 @@ fn a_large_schema_is_many_small_lexemes() {
         let hir = regex_syntax::parse(&l.regex).unwrap();
         assert!(formwork_grammar::hir_size(&hir) <= config.repeat_size);
     }
-    assert!(g.matches(br#"{"field_3":"value 3 4","field_150":"value 150 19"}"#).unwrap());
+    assert!(
+        g.matches(br#"{"field_3":"value 3 4","field_150":"value 150 19"}"#)
+            .unwrap()
+    );
     assert!(!g.matches(br#"{"field_3":"value 4 4"}"#).unwrap());
 }
 
@@ -277,7 +296,9 @@ const SAMPLE_ONE_IN: u64 = 3;
 
 fn sampled(i: usize) -> bool {
     // splitmix64 of the position, seed 14.
-    let mut z = (i as u64).wrapping_add(14).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut z = (i as u64)
+        .wrapping_add(14)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     (z ^ (z >> 31)).is_multiple_of(SAMPLE_ONE_IN)
@@ -338,6 +359,9 @@ fn jsonschemabench_grammars_are_sound() {
         unsound.len(),
         unsound.join("\n")
     );
-    assert!(compiled * 100 > schemas * 95, "only {compiled} of {schemas} compiled");
+    assert!(
+        compiled * 100 > schemas * 95,
+        "only {compiled} of {schemas} compiled"
+    );
     assert!(share >= 0.85, "completeness fell to {:.1}%", share * 100.0);
 }
