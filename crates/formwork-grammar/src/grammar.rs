@@ -200,6 +200,31 @@ pub fn hir_size(hir: &Hir) -> usize {
     }
 }
 
+/// [`hir_size`] of `hir` if it is at most `budget`, else `None`, found without looking at
+/// more than about `budget` units of it (a caller that asks at every level of a large HIR
+/// stays linear).
+pub fn hir_size_within(hir: &Hir, budget: usize) -> Option<usize> {
+    let size = match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => 1,
+        HirKind::Literal(l) => l.0.len(),
+        HirKind::Class(regex_syntax::hir::Class::Bytes(c)) => c.ranges().len(),
+        HirKind::Class(regex_syntax::hir::Class::Unicode(c)) => c.ranges().len().saturating_mul(4),
+        HirKind::Repetition(r) => {
+            let count = r.max.unwrap_or(r.min.saturating_add(1)).max(1) as usize;
+            hir_size_within(&r.sub, budget / count)?.saturating_mul(count)
+        }
+        HirKind::Capture(c) => hir_size_within(&c.sub, budget)?,
+        HirKind::Concat(parts) | HirKind::Alternation(parts) => {
+            let mut total = 1usize;
+            for p in parts {
+                total = total.saturating_add(hir_size_within(p, budget.checked_sub(total)?)?);
+            }
+            total
+        }
+    };
+    (size <= budget).then_some(size)
+}
+
 impl RuleSet {
     /// Lowers the rules reachable from `start` to a [`Grammar`]: checks every reference is
     /// defined and the language is not empty, then cuts the bodies into lexemes and

@@ -32,7 +32,7 @@ use formwork_schema::{CompiledRules, Compiler, Unenforced};
 use regex_syntax::hir::{Hir, HirKind};
 use serde_json::Value;
 
-use crate::grammar::hir_size;
+use crate::grammar::hir_size_within;
 use crate::{Expr, Grammar, GrammarConfig, GrammarError, RuleId, RuleSet};
 
 /// The name of the start rule (rule names from references hold `#`, the any-value rule is
@@ -159,7 +159,7 @@ impl Reader<'_> {
     /// else its structure as expressions, so that lowering cuts it into several lexemes.
     fn split(&self, hir: &Hir) -> Expr {
         let (small, repeatable) = (self.config.lexeme_size, self.config.repeat_size);
-        if hir_size(hir) <= small {
+        if hir_size_within(hir, small).is_some() {
             return Expr::Regular(hir.clone());
         }
         match hir.kind() {
@@ -168,7 +168,10 @@ impl Reader<'_> {
             HirKind::Alternation(subs) => Expr::Alt(subs.iter().map(|h| self.split(h)).collect()),
             // A bounded repetition of a small part stays one lexeme up to `repeat_size`, as
             // lowering would keep it.
-            HirKind::Repetition(r) if hir_size(&r.sub) <= small && hir_size(hir) <= repeatable => {
+            HirKind::Repetition(r)
+                if hir_size_within(&r.sub, small).is_some()
+                    && hir_size_within(hir, repeatable).is_some() =>
+            {
                 Expr::Regular(hir.clone())
             }
             HirKind::Repetition(r) => Expr::Repeat {
