@@ -1,13 +1,41 @@
-//! Constraints to regexes, and the JSON Schema of a tool call.
+//! Constraints lowered to what their index is built from (a regex or a grammar), and the
+//! JSON Schema of a tool call.
 
+use formwork_grammar::GrammarConfig;
 use serde_json::{Map, Value, json};
 
 use crate::{Constraint, EngineError};
 
-/// The regex a constraint compiles to.
+/// What a constraint's index is built from.
+pub(crate) enum Lowered {
+    /// A regex, for a token index.
+    Regex(String),
+}
+
+/// Lowers a constraint: the one place that decides which constraints are regular (a token
+/// index of a regex) and which go through a grammar.
+pub(crate) fn lower(
+    constraint: &Constraint,
+    _grammar: &GrammarConfig,
+) -> Result<Lowered, EngineError> {
+    match constraint {
+        Constraint::Grammar { syntax, .. } => Err(EngineError::Constraint(format!(
+            "{syntax} grammars are not supported yet"
+        ))),
+        // JSON Schema, json_object and tool calls stay regexes until the grammar crate's
+        // JSON Schema compiler lands.
+        _ => constraint_regex(constraint).map(Lowered::Regex),
+    }
+}
+
+/// The regex a constraint compiles to; a grammar has none (it is not a regular language in
+/// general), so it is an error.
 pub fn constraint_regex(constraint: &Constraint) -> Result<String, EngineError> {
     let compiler = formwork_schema::Compiler::new();
     match constraint {
+        Constraint::Grammar { syntax, .. } => Err(EngineError::Constraint(format!(
+            "a {syntax} grammar compiles to a grammar, not a regex"
+        ))),
         Constraint::Regex(r) => Ok(r.clone()),
         Constraint::Choice(choices) => {
             if choices.is_empty() {

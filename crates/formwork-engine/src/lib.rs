@@ -37,6 +37,7 @@ mod budget;
 mod compile;
 mod constraint;
 mod error;
+mod guide;
 mod metrics;
 mod request;
 mod scheduler;
@@ -47,7 +48,8 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use formwork_index::{Guide, IndexConfig, Vocabulary};
+use formwork_grammar::GrammarConfig;
+use formwork_index::{IndexConfig, Vocabulary};
 use formwork_model::{LoadedModel, Model, ModelInfo, Tokenizer};
 use formwork_sampler::Sampler;
 use formwork_template::{ChatTemplate, RenderArgs, SpecialTokens};
@@ -57,7 +59,8 @@ pub use constraint::{constraint_regex, tool_call_schema};
 pub use error::EngineError;
 pub use metrics::{Histogram, HistogramData, LATENCY_BUCKETS, Metrics, MetricsSnapshot};
 pub use request::{
-    Constraint, Event, FinishReason, Prompt, Request, TokenLogprob, ToolFunction, Usage,
+    Constraint, Event, FinishReason, GrammarSyntax, Prompt, Request, TokenLogprob, ToolFunction,
+    Usage,
 };
 
 use budget::Budget;
@@ -85,6 +88,8 @@ pub struct EngineConfig {
     /// index, `dfa.max_memory` its NFA and determinized states (see
     /// [`EngineConfig::constraint_limit`]).
     pub index: IndexConfig,
+    /// Limits on one grammar constraint's compiled grammar (productions, symbols, lexemes).
+    pub grammar: GrammarConfig,
 }
 
 /// The default most bytes of the index cache: 256 MiB.
@@ -122,6 +127,7 @@ impl Default for EngineConfig {
                 lazy: true,
                 ..IndexConfig::default()
             },
+            grammar: GrammarConfig::default(),
         }
         .constraint_limit(DEFAULT_CONSTRAINT_BYTES)
     }
@@ -255,6 +261,7 @@ impl Engine {
             indexes: IndexCache::new(
                 vocabulary,
                 config.index,
+                config.grammar,
                 config.index_cache_bytes,
                 config.max_compiles,
             ),
@@ -459,7 +466,7 @@ impl Engine {
                         .fetch_add(1, Ordering::Relaxed);
                     shared.metrics.index_compile.observe(compiled.compile_time);
                 }
-                Some(Guide::new(compiled.index))
+                Some(compiled.index.guide())
             }
         };
         let sampler = Sampler::new(request.sampling.clone(), shared.info.vocab_size, &prompt)?;

@@ -50,6 +50,47 @@ pub enum Constraint {
         /// Whether several calls may be made at once.
         parallel: bool,
     },
+    /// Text the context-free grammar derives, its start rule matched in full.
+    Grammar {
+        /// The grammar's notation.
+        syntax: GrammarSyntax,
+        /// The grammar's source text.
+        text: String,
+    },
+}
+
+/// The notation of a [`Constraint::Grammar`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GrammarSyntax {
+    /// llama.cpp's GBNF: `root ::= ...`, character-level (no implicit whitespace).
+    Gbnf,
+    /// A subset of Lark's EBNF: `start: ...`, terminals in capitals, `%ignore` and `%import`
+    /// of Lark's common terminals.
+    Lark,
+}
+
+impl GrammarSyntax {
+    /// Its name in requests and on the command line: `gbnf`, `lark`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrammarSyntax::Gbnf => "gbnf",
+            GrammarSyntax::Lark => "lark",
+        }
+    }
+
+    /// The syntax called `name` (`gbnf`, `lark`; ASCII case ignored).
+    pub fn from_name(name: &str) -> Option<GrammarSyntax> {
+        [GrammarSyntax::Gbnf, GrammarSyntax::Lark]
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(name))
+    }
+}
+
+impl std::fmt::Display for GrammarSyntax {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A generation request.

@@ -1,0 +1,129 @@
+//! One request's cursor over its compiled constraint, whichever kind of constraint it is.
+//!
+//! A constraint compiles to a [`ConstraintIndex`], shared by every request asking for it: a
+//! token [`Index`] for regular constraints (regexes, choices). Each choice of a request walks
+//! it with its own [`ConstraintGuide`]. The scheduler talks to the guide through its methods
+//! alone (the mask of allowed tokens, `advance`, `is_finished`), so another kind of
+//! constraint is another variant of these two types and nothing else.
+
+use std::sync::Arc;
+
+use formwork_index::{Guide, Index, IndexError};
+
+/// A compiled constraint, shared by every request with that constraint (cheap to clone).
+#[derive(Debug, Clone)]
+pub(crate) enum ConstraintIndex {
+    /// A regular constraint's token index.
+    Regular(Arc<Index>),
+}
+
+impl ConstraintIndex {
+    /// Bytes it holds now (a lazy index grows as requests visit its states).
+    pub(crate) fn memory_usage(&self) -> usize {
+        match self {
+            ConstraintIndex::Regular(index) => index.memory_usage(),
+        }
+    }
+
+    /// A cursor at its start, for one choice of one request.
+    pub(crate) fn guide(&self) -> ConstraintGuide {
+        match self {
+            ConstraintIndex::Regular(index) => ConstraintGuide::Regular(Guide::new(index.clone())),
+        }
+    }
+}
+
+/// Where one choice stands in its [`ConstraintIndex`].
+#[derive(Debug, Clone)]
+pub(crate) enum ConstraintGuide {
+    /// In a token index.
+    Regular(Guide),
+}
+
+/// Why a guide cannot go on: the choice ends with this error.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GuideError {
+    /// A lazy index stopped growing at its memory limit and has no token here.
+    #[error("the constraint's automaton outgrew its size limits: no token can continue here")]
+    Truncated,
+    /// No token of the vocabulary continues the text.
+    #[error("the constraint allows no token here: the vocabulary cannot spell what it needs next")]
+    DeadEnd,
+    /// The token index refused a step.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+impl ConstraintGuide {
+    /// The tokens allowed now as a bitset over the vocabulary (bit `t % 64` of word
+    /// `t / 64`), EOS included where the text may end; an error when no token is allowed.
+    pub(crate) fn mask(&mut self) -> Result<&[u64], GuideError> {
+        match self {
+            ConstraintGuide::Regular(guide) => {
+                let index = guide.index();
+                if index.allowed_count(guide.state()) == 0 {
+                    return Err(if index.is_truncated() {
+                        GuideError::Truncated
+                    } else {
+                        GuideError::DeadEnd
+                    });
+                }
+                Ok(guide.mask())
+            }
+        }
+    }
+
+    /// Consumes `token`; a token not allowed here is an error.
+    pub(crate) fn advance(&mut self, token: u32) -> Result<(), GuideError> {
+        match self {
+            ConstraintGuide::Regular(guide) => Ok(guide.advance(token)?),
+        }
+    }
+
+    /// Whether generation is over: EOS was consumed, or the text is complete and no token
+    /// but EOS can extend it.
+    pub(crate) fn is_finished(&self) -> bool {
+        match self {
+            ConstraintGuide::Regular(guide) => guide.is_finished(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use formwork_index::{IndexConfig, Vocabulary};
+
+    use super::*;
+
+    fn vocab() -> Vocabulary {
+        let tokens = vec![b"a".to_vec(), b"b".to_vec(), b"<eos>".to_vec()];
+        Vocabulary::new(tokens, vec![2], [2]).unwrap()
+    }
+
+    #[test]
+    fn a_regular_guide_masks_advances_and_finishes() {
+        let index = Index::with_config("ab", &vocab(), IndexConfig::default()).unwrap();
+        let compiled = ConstraintIndex::Regular(Arc::new(index));
+        let mut guide = compiled.guide();
+        assert_eq!(guide.mask().unwrap()[0], 0b001);
+        assert!(guide.advance(1).is_err());
+        guide.advance(0).unwrap();
+        assert!(!guide.is_finished());
+        assert_eq!(guide.mask().unwrap()[0], 0b010);
+        guide.advance(1).unwrap();
+        assert!(guide.is_finished());
+    }
+
+    #[test]
+    fn a_guide_with_no_token_is_a_dead_end_not_an_empty_mask() {
+        // `c` cannot be spelled by this vocabulary; a lazy index finds out on arrival.
+        let config = IndexConfig {
+            lazy: true,
+            ..IndexConfig::default()
+        };
+        let index = Index::with_config("ac", &vocab(), config).unwrap();
+        let mut guide = ConstraintIndex::Regular(Arc::new(index)).guide();
+        guide.advance(0).unwrap();
+        assert!(matches!(guide.mask(), Err(GuideError::DeadEnd)));
+    }
+}
