@@ -18,7 +18,10 @@
 mod error;
 mod expr;
 mod grammar;
+mod guide;
+mod parser;
 
 pub use error::GrammarError;
 pub use expr::{Expr, RuleId, RuleSet};
 pub use grammar::{Grammar, GrammarConfig, Lexeme, Production, Symbol, hir_size};
+pub use guide::{DEFAULT_MAX_ITEMS, GrammarGuide, GrammarIndex};

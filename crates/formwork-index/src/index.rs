@@ -607,6 +607,23 @@ impl Index {
         }
     }
 
+    /// Whether some byte leads from `state` to a live state (the match can go on). Every
+    /// live state that is not accepting can; an accepting one may be the end.
+    pub fn can_continue(&self, state: StateId) -> bool {
+        match &self.dfa {
+            Automaton::Full(dfa) if (state as usize) < dfa.state_count() => {
+                (0..=255u8).any(|b| dfa.next(state, b) != ByteDfa::DEAD)
+            }
+            Automaton::Lazy(dfa) if (state as usize) < dfa.state_count() => {
+                let mut table = dfa.lock();
+                let classes = dfa.classes();
+                let count = classes.iter().copied().max().map_or(0, |c| c as usize + 1);
+                (0..count).any(|c| dfa.next_class(&mut table, state, c) != ByteDfa::DEAD)
+            }
+            _ => false,
+        }
+    }
+
     /// The trie nodes ([`crate::Trie`]) that have children and whose path, read from
     /// `state`, keeps a match possible and ends in an accepting state: the places where a
     /// token may end this regex's match and go on with something else. Empty unless the

@@ -1,0 +1,392 @@
+//! Token masks for a grammar: a [`GrammarIndex`] (a grammar over a vocabulary, shared) and
+//! the per-request [`GrammarGuide`].
+//!
+//! The mask where the parser stands is the union, over the lexemes in progress, of two parts:
+//!
+//! - the tokens that keep the lexeme going: its `formwork_index::Index` mask in the lexeme's
+//!   DFA state, computed once per state by a trie walk and shared by every request (the
+//!   context-independent tokens: inside a JSON string, nearly the whole vocabulary);
+//! - the tokens that end the lexeme inside themselves and go on with what the grammar allows
+//!   next: the index records, per state, the trie nodes where the lexeme's match can end and
+//!   the token continue (its accept points: after a string's closing quote, say), and only
+//!   those subtrees are walked with the parser, a set pushed per byte and popped on the way
+//!   back.
+//!
+//! EOS is allowed exactly where the start symbol is complete.
+
+use std::sync::{Arc, OnceLock};
+
+use formwork_index::{Index, IndexConfig, StateId, Vocabulary};
+
+use crate::parser::{Chart, Lexemes, Tables};
+use crate::{Grammar, GrammarError};
+
+/// Most items one parser set may hold before the grammar is called too ambiguous.
+pub const DEFAULT_MAX_ITEMS: usize = 1 << 16;
+
+/// A grammar over a vocabulary: the parser's tables and one lazily built token index per
+/// lexeme. Immutable once built (lexeme indexes fill behind `&self`); share it with `Arc`.
+#[derive(Debug)]
+pub struct GrammarIndex {
+    grammar: Grammar,
+    tables: Tables,
+    vocab: Vocabulary,
+    config: IndexConfig,
+    lexemes: Box<[OnceLock<Result<Index, GrammarError>>]>,
+    max_items: usize,
+}
+
+impl GrammarIndex {
+    /// An index of `grammar` over `vocab` with default limits. Nothing is built per lexeme
+    /// yet: each lexeme's automaton comes on first use.
+    pub fn new(grammar: Grammar, vocab: &Vocabulary) -> Result<GrammarIndex, GrammarError> {
+        Self::with_config(grammar, vocab, IndexConfig::default())
+    }
+
+    /// An index whose lexeme automata are built with `config` (its limits apply to each
+    /// lexeme; `lazy` and `accept_points` are always on).
+    pub fn with_config(
+        grammar: Grammar,
+        vocab: &Vocabulary,
+        config: IndexConfig,
+    ) -> Result<GrammarIndex, GrammarError> {
+        let tables = Tables::new(&grammar);
+        let lexemes = (0..grammar.lexemes().len())
+            .map(|_| OnceLock::new())
+            .collect();
+        Ok(GrammarIndex {
+            tables,
+            vocab: vocab.clone(),
+            config: IndexConfig {
+                lazy: true,
+                accept_points: true,
+                ..config
+            },
+            lexemes,
+            grammar,
+            max_items: DEFAULT_MAX_ITEMS,
+        })
+    }
+
+    /// The grammar.
+    pub fn grammar(&self) -> &Grammar {
+        &self.grammar
+    }
+
+    /// The vocabulary.
+    pub fn vocabulary(&self) -> &Vocabulary {
+        &self.vocab
+    }
+
+    /// Approximate heap bytes held: the grammar, the tables and every lexeme index built.
+    pub fn memory_usage(&self) -> usize {
+        self.grammar.memory_usage()
+            + self.tables.memory_usage()
+            + self
+                .lexemes
+                .iter()
+                .map(|l| match l.get() {
+                    Some(Ok(index)) => index.memory_usage(),
+                    _ => 16,
+                })
+                .sum::<usize>()
+    }
+
+    /// Lexeme `l`'s token index, built on first use.
+    fn lexeme(&self, l: u32) -> Result<&Index, GrammarError> {
+        let slot = &self.lexemes[l as usize];
+        slot.get_or_init(|| {
+            let regex = &self.grammar.lexeme(l).regex;
+            Index::with_config(regex, &self.vocab, self.config).map_err(|source| {
+                GrammarError::Index {
+                    lexeme: regex.chars().take(80).collect(),
+                    source,
+                }
+            })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+    }
+}
+
+impl Lexemes for GrammarIndex {
+    #[inline]
+    fn start(&self, l: u32) -> Result<StateId, GrammarError> {
+        Ok(self.lexeme(l)?.start())
+    }
+
+    #[inline]
+    fn next(&self, l: u32, state: StateId, byte: u8) -> Result<StateId, GrammarError> {
+        Ok(self.lexeme(l)?.next_byte(state, byte))
+    }
+
+    #[inline]
+    fn accepting(&self, l: u32, state: StateId) -> Result<bool, GrammarError> {
+        Ok(self.lexeme(l)?.is_accepting(state))
+    }
+
+    fn can_continue(&self, l: u32, state: StateId) -> Result<bool, GrammarError> {
+        Ok(self.lexeme(l)?.can_continue(state))
+    }
+}
+
+impl Grammar {
+    /// Whether `text` is in the grammar's language (a recognizer: no vocabulary involved).
+    pub fn matches(&self, text: &[u8]) -> Result<bool, GrammarError> {
+        let vocab =
+            Vocabulary::new(Vec::new(), Vec::new(), []).map_err(|source| GrammarError::Index {
+                lexeme: String::new(),
+                source,
+            })?;
+        let index = GrammarIndex::new(self.clone(), &vocab)?;
+        let mut chart = Chart::new(&index.tables, &index, index.max_items)?;
+        for &b in text {
+            chart.step(&index.tables, &index, b)?;
+            if !chart.is_viable() {
+                return Ok(false);
+            }
+        }
+        Ok(chart.accepts())
+    }
+}
+
+/// One token consumed: where the chart stood before it.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    mark: crate::parser::Mark,
+    finished: bool,
+}
+
+/// Where one generation stands in a [`GrammarIndex`]: the Earley chart of the text so far,
+/// and the mask for the next token (computed on first request after each move).
+#[derive(Debug, Clone)]
+pub struct GrammarGuide {
+    index: Arc<GrammarIndex>,
+    chart: Chart,
+    history: Vec<Step>,
+    finished: bool,
+    mask: Vec<u64>,
+    mask_valid: bool,
+}
+
+impl GrammarGuide {
+    /// A guide at the start of the grammar.
+    pub fn new(index: Arc<GrammarIndex>) -> Result<GrammarGuide, GrammarError> {
+        let chart = Chart::new(&index.tables, &*index, index.max_items)?;
+        let words = index.vocab.mask_words();
+        Ok(GrammarGuide {
+            index,
+            chart,
+            history: Vec::new(),
+            finished: false,
+            mask: vec![0; words],
+            mask_valid: false,
+        })
+    }
+
+    /// The index this guide walks.
+    pub fn index(&self) -> &Arc<GrammarIndex> {
+        &self.index
+    }
+
+    /// The allowed tokens as a bitset over the vocabulary (bit `t % 64` of word `t / 64`),
+    /// EOS included where the text is complete.
+    pub fn mask(&mut self) -> Result<&[u64], GrammarError> {
+        if !self.mask_valid {
+            self.compute_mask()?;
+            self.mask_valid = true;
+        }
+        Ok(&self.mask)
+    }
+
+    /// The allowed tokens, sorted by id.
+    pub fn allowed_tokens(&mut self) -> Result<Vec<u32>, GrammarError> {
+        let mask = self.mask()?;
+        let mut out = Vec::new();
+        for (w, &word) in mask.iter().enumerate() {
+            let mut x = word;
+            while x != 0 {
+                out.push((w * 64 + x.trailing_zeros() as usize) as u32);
+                x &= x - 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether `token` is allowed now.
+    pub fn is_allowed(&mut self, token: u32) -> Result<bool, GrammarError> {
+        let mask = self.mask()?;
+        Ok(mask
+            .get(token as usize / 64)
+            .is_some_and(|w| w & (1 << (token % 64)) != 0))
+    }
+
+    /// Whether EOS is allowed now (the text so far is in the language).
+    pub fn accepts_eos(&self) -> bool {
+        !self.finished && self.chart.accepts() && !self.index.vocab.eos().is_empty()
+    }
+
+    /// Whether generation is over: EOS was consumed, or the text is complete and no byte
+    /// can extend it.
+    pub fn is_finished(&self) -> bool {
+        self.finished || (self.chart.accepts() && !self.chart.is_open())
+    }
+
+    /// Number of tokens consumed (and not rolled back).
+    pub fn len(&self) -> usize {
+        self.history.len()
+    }
+
+    /// Whether no token was consumed.
+    pub fn is_empty(&self) -> bool {
+        self.history.is_empty()
+    }
+
+    /// Consumes `token`. A token not allowed here is an error and leaves the guide unchanged.
+    pub fn advance(&mut self, token: u32) -> Result<(), GrammarError> {
+        let vocab = &self.index.vocab;
+        let step = Step {
+            mark: self.chart.mark(),
+            finished: self.finished,
+        };
+        if self.finished {
+            return Err(GrammarError::TokenNotAllowed(token));
+        }
+        if vocab.is_eos(token) {
+            if !self.chart.accepts() {
+                return Err(GrammarError::TokenNotAllowed(token));
+            }
+            self.finished = true;
+        } else {
+            let bytes = match vocab.token(token) {
+                Some(b) if !b.is_empty() && !vocab.is_special(token) => b,
+                _ => return Err(GrammarError::TokenNotAllowed(token)),
+            };
+            let index = &*self.index;
+            for &b in bytes {
+                let r = self.chart.step(&index.tables, index, b);
+                if r.is_err() || !self.chart.is_viable() {
+                    self.chart.truncate(step.mark);
+                    r?;
+                    return Err(GrammarError::TokenNotAllowed(token));
+                }
+            }
+        }
+        self.history.push(step);
+        self.mask_valid = false;
+        Ok(())
+    }
+
+    /// Undoes the last `n` tokens. Asking for more than were consumed is an error and leaves
+    /// the guide unchanged.
+    pub fn rollback(&mut self, n: usize) -> Result<(), GrammarError> {
+        let available = self.history.len();
+        if n > available {
+            return Err(GrammarError::Rollback {
+                requested: n,
+                available,
+            });
+        }
+        if n > 0 {
+            let step = self.history[available - n];
+            self.chart.truncate(step.mark);
+            self.finished = step.finished;
+            self.history.truncate(available - n);
+            self.mask_valid = false;
+        }
+        Ok(())
+    }
+
+    /// Back to the start, history cleared.
+    pub fn reset(&mut self) {
+        if let Some(first) = self.history.first() {
+            self.chart.truncate(first.mark);
+        }
+        self.history.clear();
+        self.finished = false;
+        self.mask_valid = false;
+    }
+
+    /// Approximate heap bytes this guide holds (its chart and mask).
+    pub fn memory_usage(&self) -> usize {
+        self.chart.memory_usage() + self.mask.len() * 8 + self.history.len() * 24
+    }
+
+    fn compute_mask(&mut self) -> Result<(), GrammarError> {
+        self.mask.fill(0);
+        if self.finished {
+            return Ok(());
+        }
+        let index = &*self.index;
+        let tables = &index.tables;
+        let trie = index.vocab.trie();
+        let open: Vec<(u32, StateId, u32)> = self.chart.open_lexemes().collect();
+        for (l, state, origin) in open {
+            let lexeme = index.lexeme(l)?;
+            for (m, &w) in self.mask.iter_mut().zip(lexeme.mask(state)) {
+                *m |= w;
+            }
+            for &node in lexeme.accept_points(state) {
+                let node = node as usize;
+                let base = self.chart.mark();
+                self.chart.complete_lexeme(tables, index, l, origin)?;
+                if self.chart.is_open() {
+                    walk_subtree(&mut self.chart, index, trie, node, &mut self.mask)?;
+                }
+                self.chart.truncate(base);
+            }
+        }
+        // EOS comes from the parser, not from the lexemes' own accepting states.
+        for &e in index.vocab.eos() {
+            let (w, bit) = (e as usize / 64, 1u64 << (e % 64));
+            if self.chart.accepts() {
+                self.mask[w] |= bit;
+            } else {
+                self.mask[w] &= !bit;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Marks the tokens below trie node `node` that the parser accepts from the chart's last
+/// set (the set after the path to `node`), depth first, a set pushed per byte.
+fn walk_subtree(
+    chart: &mut Chart,
+    index: &GrammarIndex,
+    trie: &formwork_index::Trie,
+    node: usize,
+    mask: &mut [u64],
+) -> Result<(), GrammarError> {
+    let base_depth = trie.depth(node);
+    // marks[d]: the chart before the set of the node at relative depth d + 1.
+    let mut marks: Vec<crate::parser::Mark> = Vec::new();
+    let end = trie.end(node);
+    let mut i = node + 1;
+    while i < end {
+        let d = trie.depth(i) - base_depth;
+        while marks.len() >= d {
+            if let Some(m) = marks.pop() {
+                chart.truncate(m);
+            }
+        }
+        let mark = chart.mark();
+        chart.step(&index.tables, index, trie.label(i))?;
+        if chart.is_viable() {
+            for &t in trie.tokens_at(i) {
+                mask[t as usize / 64] |= 1 << (t % 64);
+            }
+            if chart.is_open() {
+                marks.push(mark);
+                i += 1;
+                continue;
+            }
+        }
+        chart.truncate(mark);
+        i = trie.end(i);
+    }
+    while let Some(m) = marks.pop() {
+        chart.truncate(m);
+    }
+    Ok(())
+}
