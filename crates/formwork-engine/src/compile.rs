@@ -24,7 +24,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use formwork_grammar::GrammarConfig;
+use formwork_grammar::{GrammarConfig, GrammarIndex};
 use formwork_index::{Index, IndexConfig, Vocabulary};
 
 use crate::budget::Budget;
@@ -254,6 +254,11 @@ impl IndexCache {
                 let index = Index::with_config(&regex, &self.vocabulary, self.config)?;
                 Ok((ConstraintIndex::Regular(Arc::new(index)), regex.len()))
             }
+            Lowered::Grammar(grammar) => {
+                let index = GrammarIndex::with_config(grammar, &self.vocabulary, self.config)
+                    .map_err(|e| EngineError::Constraint(e.to_string()))?;
+                Ok((ConstraintIndex::Grammar(Arc::new(index)), 0))
+            }
         }
     }
 
@@ -413,6 +418,7 @@ mod tests {
         assert_eq!(results.iter().filter(|r| !r.hit).count(), 1);
         let index = |c: &Compiled| match &c.index {
             ConstraintIndex::Regular(index) => index.clone(),
+            ConstraintIndex::Grammar(_) => unreachable!("a regex has a token index"),
         };
         for r in &results[1..] {
             assert!(Arc::ptr_eq(&index(r), &index(&results[0])));

@@ -1,7 +1,7 @@
 //! Constraints lowered to what their index is built from (a regex or a grammar), and the
 //! JSON Schema of a tool call.
 
-use formwork_grammar::GrammarConfig;
+use formwork_grammar::{Grammar, GrammarConfig};
 use serde_json::{Map, Value, json};
 
 use crate::{Constraint, EngineError};
@@ -10,6 +10,8 @@ use crate::{Constraint, EngineError};
 pub(crate) enum Lowered {
     /// A regex, for a token index.
     Regex(String),
+    /// A grammar, for a grammar index.
+    Grammar(Grammar),
 }
 
 /// Lowers a constraint: the one place that decides which constraints are regular (a token

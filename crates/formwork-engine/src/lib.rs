@@ -466,7 +466,7 @@ impl Engine {
                         .fetch_add(1, Ordering::Relaxed);
                     shared.metrics.index_compile.observe(compiled.compile_time);
                 }
-                Some(compiled.index.guide())
+                Some(compiled.index.guide()?)
             }
         };
         let sampler = Sampler::new(request.sampling.clone(), shared.info.vocab_size, &prompt)?;
