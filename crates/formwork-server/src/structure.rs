@@ -36,7 +36,7 @@
 //! ```
 
 use formwork_engine::{Constraint, GrammarSyntax};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::protocol::{
@@ -263,21 +263,7 @@ fn metadata_structure(value: &Value) -> Result<Option<Constraint>, ApiError> {
         "json_schema" => {
             Constraint::JsonSchema(schema(obj.get("schema"), "metadata.structure.schema")?)
         }
-        "regex" => match obj.get("pattern") {
-            Some(Value::String(p)) => Constraint::Regex(p.clone()),
-            Some(_) => {
-                return Err(ApiError::invalid_request(
-                    "`metadata.structure.pattern` must be a string",
-                )
-                .param("metadata.structure.pattern"));
-            }
-            None => {
-                return Err(ApiError::invalid_request(
-                    "`metadata.structure` of type regex needs a `pattern`",
-                )
-                .param("metadata.structure.pattern"));
-            }
-        },
+        "regex" => Constraint::Regex(required_string(obj, kind, "pattern")?.to_owned()),
         "choice" => match obj.get("choices") {
             Some(v) => choices(v, "metadata.structure.choices")?,
             None => {
@@ -326,42 +312,46 @@ const METADATA_TYPES: &str = "json_schema, regex, choice, json_object, grammar";
 
 /// `metadata.structure` of type grammar: `grammar` (the text) and `syntax` (`gbnf` or
 /// `lark`; guessed from the text when absent).
-fn metadata_grammar(obj: &serde_json::Map<String, Value>) -> Result<Constraint, ApiError> {
-    const GRAMMAR: &str = "metadata.structure.grammar";
-    const SYNTAX: &str = "metadata.structure.syntax";
-    let text = match obj.get("grammar") {
-        Some(Value::String(text)) => text,
-        Some(other) => {
-            return Err(ApiError::invalid_request(format!(
-                "`{GRAMMAR}` must be a string, got {other}"
-            ))
-            .param(GRAMMAR));
-        }
-        None => {
-            return Err(ApiError::invalid_request(
-                "`metadata.structure` of type grammar needs a `grammar`",
-            )
-            .param(GRAMMAR));
-        }
-    };
-    let syntax = match obj.get("syntax") {
-        None | Some(Value::Null) => guess_syntax(text),
-        Some(Value::String(name)) => GrammarSyntax::from_name(name).ok_or_else(|| {
+fn metadata_grammar(obj: &Map<String, Value>) -> Result<Constraint, ApiError> {
+    let text = required_string(obj, "grammar", "grammar")?;
+    let syntax = match string_member(obj, "syntax")? {
+        None => guess_syntax(text),
+        Some(name) => GrammarSyntax::from_name(name).ok_or_else(|| {
             ApiError::invalid_request(format!(
-                "unknown `{SYNTAX}` `{name}`; expected gbnf or lark"
+                "unknown `metadata.structure.syntax` `{name}`; expected gbnf or lark"
             ))
-            .param(SYNTAX)
+            .param("metadata.structure.syntax")
         })?,
-        Some(other) => {
-            return Err(ApiError::invalid_request(format!(
-                "`{SYNTAX}` must be a string (gbnf or lark), got {other}"
-            ))
-            .param(SYNTAX));
-        }
     };
     Ok(Constraint::Grammar {
         syntax,
-        text: text.clone(),
+        text: text.to_owned(),
+    })
+}
+
+/// Member `key` of `metadata.structure`: a string, or absent (`null` too).
+fn string_member<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(ApiError::invalid_request(format!(
+            "`metadata.structure.{key}` must be a string, got {other}"
+        ))
+        .param(format!("metadata.structure.{key}"))),
+    }
+}
+
+/// Member `key` of a `metadata.structure` of type `kind`, which needs it.
+fn required_string<'a>(
+    obj: &'a Map<String, Value>,
+    kind: &str,
+    key: &str,
+) -> Result<&'a str, ApiError> {
+    string_member(obj, key)?.ok_or_else(|| {
+        ApiError::invalid_request(format!(
+            "`metadata.structure` of type {kind} needs a `{key}`"
+        ))
+        .param(format!("metadata.structure.{key}"))
     })
 }
 
