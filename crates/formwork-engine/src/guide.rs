@@ -200,6 +200,52 @@ mod tests {
     }
 
     #[test]
+    fn a_grammar_too_ambiguous_to_follow_is_a_guide_error() {
+        // After `x` the parser predicts 25 000 recursive alternatives at once, past its bound
+        // on items per position: the mask or the step says so, as an error.
+        let mut rules = RuleSet::new();
+        let root = rules.rule("root");
+        let many = rules.rule("many");
+        let alternatives = (0..25_000)
+            .map(|i| {
+                let r = rules.rule(&format!("r{i}"));
+                let nested =
+                    Expr::Concat(vec![Expr::literal("a"), Expr::Rule(r), Expr::literal("b")]);
+                rules
+                    .define(r, Expr::Alt(vec![nested, Expr::literal("a")]))
+                    .unwrap();
+                Expr::Rule(r)
+            })
+            .collect();
+        rules.define(many, Expr::Alt(alternatives)).unwrap();
+        rules
+            .define(
+                root,
+                Expr::Concat(vec![Expr::literal("x"), Expr::Rule(many)]),
+            )
+            .unwrap();
+        let grammar = rules.compile(root, &GrammarConfig::default()).unwrap();
+        let tokens = vec![
+            b"x".to_vec(),
+            b"a".to_vec(),
+            b"b".to_vec(),
+            b"<eos>".to_vec(),
+        ];
+        let vocab = Vocabulary::new(tokens, vec![3], [3]).unwrap();
+        let index = GrammarIndex::new(grammar, &vocab).unwrap();
+        let mut guide = ConstraintIndex::Grammar(Arc::new(index)).guide().unwrap();
+        let walked = guide
+            .mask()
+            .map(|_| ())
+            .and_then(|()| guide.advance(0))
+            .and_then(|()| guide.mask().map(|_| ()));
+        assert!(
+            matches!(walked, Err(GuideError::Grammar(GrammarError::Ambiguous(_)))),
+            "{walked:?}"
+        );
+    }
+
+    #[test]
     fn a_grammar_guide_with_no_token_is_a_dead_end() {
         // `ab` then `c`, which this vocabulary cannot spell.
         let mut rules = RuleSet::new();
