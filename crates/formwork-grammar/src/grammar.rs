@@ -237,7 +237,15 @@ struct Lowering<'a> {
     pending: Vec<RuleId>,
     productions: usize,
     symbols: usize,
+    /// Rules being inlined, one inside the other ([`MAX_INLINE_DEPTH`] at most).
+    inlining: usize,
+    /// Times the depth limit stopped a look inside a rule.
+    cuts: usize,
 }
+
+/// How deep references are followed to inline a regular rule: a chain longer than this keeps
+/// its rules as nonterminals (lowering never recurses once per reference without bound).
+const MAX_INLINE_DEPTH: usize = 32;
 
 impl<'a> Lowering<'a> {
     fn new(set: &'a RuleSet, config: &'a GrammarConfig) -> Self {
@@ -253,6 +261,8 @@ impl<'a> Lowering<'a> {
             pending: Vec::new(),
             productions: 0,
             symbols: 0,
+            inlining: 0,
+            cuts: 0,
         }
     }
 
@@ -560,12 +570,26 @@ impl<'a> Lowering<'a> {
             }
             Shape::Unknown => {}
         }
+        if self.inlining >= MAX_INLINE_DEPTH {
+            // Too deep to look into: a nonterminal (always a sound choice).
+            self.cuts += 1;
+            return Ok(None);
+        }
+        let cuts = self.cuts;
         self.shapes[r.index()] = Shape::Visiting;
         let body = self
             .set
             .body(r)
             .ok_or_else(|| GrammarError::Undefined(self.set.name(r).to_owned()))?;
-        let shape = self.regular(body)?;
+        self.inlining += 1;
+        let shape = self.regular(body);
+        self.inlining -= 1;
+        let shape = shape?;
+        // Cut short by the depth limit inside: not known, looked at again from elsewhere.
+        if self.cuts != cuts && shape.is_none() && matches!(self.shapes[r.index()], Shape::Visiting) {
+            self.shapes[r.index()] = Shape::Unknown;
+            return Ok(None);
+        }
         // A reference back to `r` inside made it irregular.
         if matches!(self.shapes[r.index()], Shape::Irregular) {
             return Ok(None);

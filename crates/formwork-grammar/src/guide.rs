@@ -16,7 +16,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use formwork_index::{Index, IndexConfig, StateId, Vocabulary};
+use formwork_index::{Index, IndexConfig, StateId, Stepper, Vocabulary};
 
 use crate::parser::{Chart, Lexemes, Tables};
 use crate::{Grammar, GrammarError};
@@ -318,23 +318,28 @@ impl GrammarGuide {
             return Ok(());
         }
         let index = &*self.index;
-        let tables = &index.tables;
         let trie = index.vocab.trie();
         let open: Vec<(u32, StateId, u32)> = self.chart.open_lexemes().collect();
-        for (l, state, origin) in open {
+        let mut walk = Walk::default();
+        for &(l, state, origin) in &open {
             let lexeme = index.lexeme(l)?;
             for (m, &w) in self.mask.iter_mut().zip(lexeme.mask(state)) {
                 *m |= w;
             }
-            for &node in lexeme.accept_points(state) {
-                let node = node as usize;
-                let base = self.chart.mark();
-                self.chart.complete_lexeme(tables, index, l, origin)?;
-                if self.chart.is_open() {
-                    walk_subtree(&mut self.chart, index, trie, node, &mut self.mask)?;
-                }
-                self.chart.truncate(base);
+            let points = lexeme.accept_points(state);
+            if points.is_empty() {
+                continue;
             }
+            // What follows the lexeme's end is the same at every accept point: one set.
+            let base = self.chart.mark();
+            self.chart
+                .complete_all(&index.tables, index, &[(l, origin)])?;
+            if self.chart.is_open() {
+                for &node in points {
+                    walk.subtree(&mut self.chart, index, trie, node as usize, &mut self.mask)?;
+                }
+            }
+            self.chart.truncate(base);
         }
         // EOS comes from the parser, not from the lexemes' own accepting states.
         for &e in index.vocab.eos() {
@@ -349,44 +354,165 @@ impl GrammarGuide {
     }
 }
 
-/// Marks the tokens below trie node `node` that the parser accepts from the chart's last
-/// set (the set after the path to `node`), depth first, a set pushed per byte.
-fn walk_subtree(
-    chart: &mut Chart,
-    index: &GrammarIndex,
-    trie: &formwork_index::Trie,
-    node: usize,
-    mask: &mut [u64],
-) -> Result<(), GrammarError> {
-    let base_depth = trie.depth(node);
-    // marks[d]: the chart before the set of the node at relative depth d + 1.
-    let mut marks: Vec<crate::parser::Mark> = Vec::new();
-    let end = trie.end(node);
-    let mut i = node + 1;
-    while i < end {
-        let d = trie.depth(i) - base_depth;
-        while marks.len() >= d {
-            if let Some(m) = marks.pop() {
-                chart.truncate(m);
+/// The lexeme automata a walk steps, each locked once for the whole walk rather than once
+/// per byte. A lock another thread holds is not waited for while this walk holds others
+/// (no two walks can wait on each other): the walk lets go of all it holds and takes that
+/// one step the slow way.
+struct Steppers<'a> {
+    index: &'a GrammarIndex,
+    held: Vec<(u32, Stepper<'a>)>,
+}
+
+impl<'a> Steppers<'a> {
+    fn get(&mut self, l: u32) -> Result<Option<&mut Stepper<'a>>, GrammarError> {
+        if let Some(k) = self.held.iter().position(|(x, _)| *x == l) {
+            return Ok(Some(&mut self.held[k].1));
+        }
+        match self.index.lexeme(l)?.try_stepper() {
+            Some(stepper) => {
+                self.held.push((l, stepper));
+                Ok(self.held.last_mut().map(|(_, s)| s))
+            }
+            None => {
+                self.held.clear();
+                Ok(None)
             }
         }
-        let mark = chart.mark();
-        chart.step(&index.tables, index, trie.label(i))?;
-        if chart.is_viable() {
-            for &t in trie.tokens_at(i) {
-                mask[t as usize / 64] |= 1 << (t % 64);
+    }
+
+    #[inline]
+    fn next(&mut self, l: u32, state: StateId, byte: u8) -> Result<StateId, GrammarError> {
+        match self.get(l)? {
+            Some(s) => Ok(s.next(state, byte)),
+            None => self.index.next(l, state, byte),
+        }
+    }
+
+    #[inline]
+    fn accepting(&mut self, l: u32, state: StateId) -> Result<bool, GrammarError> {
+        match self.get(l)? {
+            Some(s) => Ok(s.is_accepting(state)),
+            None => self.index.accepting(l, state),
+        }
+    }
+
+    fn can_continue(&mut self, l: u32, state: StateId) -> Result<bool, GrammarError> {
+        match self.get(l)? {
+            Some(s) => Ok(s.can_continue(state)),
+            None => self.index.can_continue(l, state),
+        }
+    }
+}
+
+/// Scratch of the walk below an accept point.
+#[derive(Debug, Default)]
+struct Walk {
+    /// Lexemes ending at the node being looked at: (lexeme, origin set).
+    ends: Vec<(u32, u32)>,
+    /// The lexeme items alive at each depth of the current path, one frame per depth:
+    /// frame `d` is `items[frames[d]..frames[d + 1]]` (the last runs to the end).
+    items: Vec<(u32, StateId, u32)>,
+    frames: Vec<usize>,
+    /// The chart before the set pushed at each depth, if one was.
+    marks: Vec<Option<crate::parser::Mark>>,
+}
+
+impl Walk {
+    /// Marks the tokens below trie node `node` that the grammar allows, given that the
+    /// chart's last set is the parser's state after the path to `node`. Bytes are read by the lexemes' DFAs;
+    /// the parser is only asked where a lexeme ends (a set pushed on the chart, popped on
+    /// the way back).
+    fn subtree(
+        &mut self,
+        chart: &mut Chart,
+        index: &GrammarIndex,
+        trie: &formwork_index::Trie,
+        node: usize,
+        mask: &mut [u64],
+    ) -> Result<(), GrammarError> {
+        self.items.clear();
+        self.frames.clear();
+        self.marks.clear();
+        let mut dfa = Steppers {
+            index,
+            held: Vec::new(),
+        };
+        // Frame 0: the lexemes the chart's last set (after the lexeme ending at `node`) opens.
+        self.frames.push(0);
+        self.items.extend(chart.open_lexemes());
+        self.marks.push(None);
+        let base_depth = trie.depth(node);
+        let end = trie.end(node);
+        let mut i = node + 1;
+        while i < end {
+            let d = trie.depth(i) - base_depth;
+            // Back up to the parent's frame (depth d - 1).
+            while self.frames.len() > d {
+                self.pop(chart);
             }
-            if chart.is_open() {
-                marks.push(mark);
+            let parent = self.frames[d - 1];
+            let parent_end = self.items.len();
+            let byte = trie.label(i);
+            self.frames.push(parent_end);
+            self.marks.push(None);
+            self.ends.clear();
+            for k in parent..parent_end {
+                let (l, s, origin) = self.items[k];
+                let next = dfa.next(l, s, byte)?;
+                if next == formwork_index::ByteDfa::DEAD {
+                    continue;
+                }
+                if dfa.accepting(l, next)? {
+                    self.ends.push((l, origin));
+                    if !dfa.can_continue(l, next)? {
+                        continue;
+                    }
+                }
+                self.items.push((l, next, origin));
+            }
+            let mut viable = self.items.len() > parent_end;
+            if !self.ends.is_empty() && trie.end(i) > i + 1 {
+                // Some lexeme ends here and the path goes on: what follows comes from the
+                // parser.
+                let mark = chart.mark();
+                chart.complete_all(&index.tables, index, &self.ends)?;
+                viable |= chart.is_viable();
+                self.items.extend(chart.open_lexemes());
+                if let Some(m) = self.marks.last_mut() {
+                    *m = Some(mark);
+                }
+            } else if !self.ends.is_empty() && !viable {
+                // A token ending here is allowed if the parser can finish or go on.
+                let mark = chart.mark();
+                chart.complete_all(&index.tables, index, &self.ends)?;
+                viable = chart.is_viable();
+                chart.truncate(mark);
+            }
+            if viable {
+                for &t in trie.tokens_at(i) {
+                    mask[t as usize / 64] |= 1 << (t % 64);
+                }
+            }
+            if self.items.len() > parent_end {
                 i += 1;
-                continue;
+            } else {
+                self.pop(chart);
+                i = trie.end(i);
             }
         }
-        chart.truncate(mark);
-        i = trie.end(i);
+        while !self.frames.is_empty() {
+            self.pop(chart);
+        }
+        Ok(())
     }
-    while let Some(m) = marks.pop() {
-        chart.truncate(m);
+
+    /// Drops the deepest frame and the set it pushed.
+    fn pop(&mut self, chart: &mut Chart) {
+        if let Some(start) = self.frames.pop() {
+            self.items.truncate(start);
+        }
+        if let Some(Some(m)) = self.marks.pop() {
+            chart.truncate(m);
+        }
     }
-    Ok(())
 }

@@ -17,11 +17,16 @@
 
 mod error;
 mod expr;
+mod gbnf;
 mod grammar;
 mod guide;
+mod lark;
 mod parser;
+mod sample;
 
 pub use error::GrammarError;
 pub use expr::{Expr, RuleId, RuleSet};
+pub use gbnf::{MAX_NESTING, MAX_REPETITION, gbnf};
 pub use grammar::{Grammar, GrammarConfig, Lexeme, Production, Symbol, hir_size};
 pub use guide::{DEFAULT_MAX_ITEMS, GrammarGuide, GrammarIndex};
+pub use lark::{COMMON, MAX_LARK_REPETITION, lark};

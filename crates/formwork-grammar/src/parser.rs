@@ -18,6 +18,9 @@ use formwork_index::{ByteDfa, StateId};
 
 use crate::{Grammar, GrammarError, Symbol};
 
+/// Sets up to this size are searched for duplicates rather than hashed.
+const SMALL_SET: usize = 32;
+
 /// Marks a lexeme item in [`Item::what`].
 const LEXEME: u32 = 1 << 31;
 
@@ -251,15 +254,27 @@ impl Chart {
             accepts: false,
             open: false,
         });
-        self.seen.clear();
+        if !self.seen.is_empty() {
+            self.seen.clear();
+        }
     }
 
     #[inline]
     fn add(&mut self, item: Item) -> Result<(), GrammarError> {
-        if self.seen.insert(item) {
+        let start = self.sets[self.sets.len() - 1].start as usize;
+        let size = self.items.len() - start;
+        // Small sets (most of them) are searched; larger ones hashed.
+        let new = if size < SMALL_SET {
+            !self.items[start..].contains(&item)
+        } else {
+            if size == SMALL_SET && self.seen.is_empty() {
+                self.seen.extend(self.items[start..].iter().copied());
+            }
+            self.seen.insert(item)
+        };
+        if new {
             self.items.push(item);
-            let k = self.sets.len() - 1;
-            if self.items.len() - self.sets[k].start as usize > self.max_items {
+            if size + 1 > self.max_items {
                 return Err(GrammarError::Ambiguous(self.max_items));
             }
         }
@@ -364,17 +379,19 @@ impl Chart {
         self.close(t, lex)
     }
 
-    /// Starts a set where lexeme `l`, begun at set `origin`, has just ended (what follows
-    /// a token's bytes up to one of the lexeme's accept points), closed.
-    pub(crate) fn complete_lexeme(
+    /// Starts a set where the lexemes `ends` (lexeme, origin set) have just ended, closed:
+    /// what the parser allows after a token's bytes up to one of their accept points. The
+    /// lexemes themselves are not carried on (their DFAs say where they go).
+    pub(crate) fn complete_all(
         &mut self,
         t: &Tables,
         lex: &impl Lexemes,
-        l: u32,
-        origin: u32,
+        ends: &[(u32, u32)],
     ) -> Result<(), GrammarError> {
         self.begin();
-        self.advance_waiting(t, origin, Symbol::Lexeme(l))?;
+        for &(l, origin) in ends {
+            self.advance_waiting(t, origin, Symbol::Lexeme(l))?;
+        }
         self.close(t, lex)
     }
 

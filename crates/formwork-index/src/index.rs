@@ -600,11 +600,26 @@ impl Index {
         match &self.dfa {
             Automaton::Full(dfa) if (state as usize) < dfa.state_count() => dfa.next(state, byte),
             Automaton::Full(_) => ByteDfa::DEAD,
-            Automaton::Lazy(dfa) if (state as usize) < dfa.state_count() => {
-                dfa.next(&mut dfa.lock(), state, byte)
+            Automaton::Lazy(dfa) => {
+                let mut table = dfa.lock();
+                if (state as usize) < dfa.state_count_locked(&table) {
+                    dfa.next(&mut table, state, byte)
+                } else {
+                    ByteDfa::DEAD
+                }
             }
-            Automaton::Lazy(_) => ByteDfa::DEAD,
         }
+    }
+
+    /// A cursor over the byte automaton that holds its lock (a lazy one's) until dropped, for
+    /// walkers that take many steps: `None` when another thread holds the lock now. While a
+    /// stepper lives, this thread must not call other methods of this index that read the
+    /// automaton (they would wait for the lock it holds).
+    pub fn try_stepper(&self) -> Option<Stepper<'_>> {
+        Some(match &self.dfa {
+            Automaton::Full(dfa) => Stepper(Stepper_::Full(dfa)),
+            Automaton::Lazy(dfa) => Stepper(Stepper_::Lazy(dfa, dfa.try_lock()?)),
+        })
     }
 
     /// Whether some byte leads from `state` to a live state (the match can go on). Every
@@ -614,12 +629,7 @@ impl Index {
             Automaton::Full(dfa) if (state as usize) < dfa.state_count() => {
                 (0..=255u8).any(|b| dfa.next(state, b) != ByteDfa::DEAD)
             }
-            Automaton::Lazy(dfa) if (state as usize) < dfa.state_count() => {
-                let mut table = dfa.lock();
-                let classes = dfa.classes();
-                let count = classes.iter().copied().max().map_or(0, |c| c as usize + 1);
-                (0..count).any(|c| dfa.next_class(&mut table, state, c) != ByteDfa::DEAD)
-            }
+            Automaton::Lazy(dfa) => Stepper(Stepper_::Lazy(dfa, dfa.lock())).can_continue(state),
             _ => false,
         }
     }
@@ -774,6 +784,62 @@ impl Index {
                 accept_points: accept_points.into_boxed_slice(),
             }
         })
+    }
+}
+
+/// A cursor over an index's byte automaton ([`Index::try_stepper`]).
+#[derive(Debug)]
+pub struct Stepper<'a>(StepperInner<'a>);
+
+#[derive(Debug)]
+enum StepperInner<'a> {
+    /// A full DFA: plain table reads.
+    Full(&'a ByteDfa),
+    /// An on-demand DFA, its table locked.
+    Lazy(&'a LazyDfa, std::sync::MutexGuard<'a, crate::lazy::Table>),
+}
+
+use StepperInner as Stepper_;
+
+impl Stepper<'_> {
+    /// The state after `byte` from `state` ([`ByteDfa::DEAD`] when no match is possible).
+    #[inline]
+    pub fn next(&mut self, state: StateId, byte: u8) -> StateId {
+        match &mut self.0 {
+            Stepper_::Full(dfa) if (state as usize) < dfa.state_count() => dfa.next(state, byte),
+            Stepper_::Lazy(dfa, table) if (state as usize) < dfa.state_count_locked(table) => {
+                dfa.next(table, state, byte)
+            }
+            _ => ByteDfa::DEAD,
+        }
+    }
+
+    /// Whether `state` accepts.
+    #[inline]
+    pub fn is_accepting(&self, state: StateId) -> bool {
+        match &self.0 {
+            Stepper_::Full(dfa) => (state as usize) < dfa.state_count() && dfa.is_accepting(state),
+            Stepper_::Lazy(_, table) => table.is_accepting(state),
+        }
+    }
+
+    /// Whether some byte leads from `state` to a live state ([`Index::can_continue`]).
+    pub fn can_continue(&mut self, state: StateId) -> bool {
+        match &mut self.0 {
+            Stepper_::Full(dfa) if (state as usize) < dfa.state_count() => {
+                (0..=255u8).any(|b| dfa.next(state, b) != ByteDfa::DEAD)
+            }
+            Stepper_::Lazy(dfa, table) if (state as usize) < dfa.state_count_locked(table) => {
+                let count = dfa
+                    .classes()
+                    .iter()
+                    .copied()
+                    .max()
+                    .map_or(0, |c| c as usize + 1);
+                (0..count).any(|c| dfa.next_class(table, state, c) != ByteDfa::DEAD)
+            }
+            _ => false,
+        }
     }
 }
 

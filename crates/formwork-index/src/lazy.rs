@@ -131,6 +131,15 @@ impl LazyDfa {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The table, locked, unless another thread holds it now.
+    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, Table>> {
+        match self.table.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// The class map, for walkers that hold the lock.
     pub(crate) fn classes(&self) -> &[u8; 256] {
         &self.classes
@@ -174,6 +183,11 @@ impl LazyDfa {
     /// States determinized so far.
     pub(crate) fn state_count(&self) -> usize {
         self.lock().accepting.len()
+    }
+
+    /// Number of states determinized so far, read under a lock the caller holds.
+    pub(crate) fn state_count_locked(&self, table: &Table) -> usize {
+        table.accepting.len()
     }
 
     /// The most states the table may grow to (the index sizes its slots by it).

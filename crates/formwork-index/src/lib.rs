@@ -60,5 +60,5 @@ pub use error::IndexError;
 pub use formwork_gguf as gguf;
 pub use formwork_gguf::GgufError;
 pub use guide::Guide;
-pub use index::{Index, IndexConfig};
+pub use index::{Index, IndexConfig, Stepper};
 pub use vocabulary::{TokenEncoding, Trie, Vocabulary};
