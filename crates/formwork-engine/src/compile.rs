@@ -401,6 +401,79 @@ mod tests {
         assert_eq!(again.compile_time, Duration::ZERO);
     }
 
+    fn gbnf(text: &str) -> Constraint {
+        Constraint::Grammar {
+            syntax: GrammarSyntax::Gbnf,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn grammars_compile_to_cached_grammar_indexes() {
+        let cache = IndexCache::new(
+            vocab(),
+            IndexConfig::default(),
+            GrammarConfig::default(),
+            1 << 30,
+            2,
+        );
+        let g = gbnf(r#"root ::= "(" root ")" | "x""#);
+        let c = cache.get(&g).unwrap();
+        assert!(!c.hit);
+        assert!(matches!(c.index, ConstraintIndex::Grammar(_)));
+        assert!(cache.get(&g).unwrap().hit);
+        assert_eq!(cache.len(), 1);
+        assert!(cache.memory_usage() > 0);
+        // Lark's spelling of the same language is another constraint.
+        let lark = Constraint::Grammar {
+            syntax: GrammarSyntax::Lark,
+            text: r#"start: "(" start ")" | "x""#.into(),
+        };
+        assert!(!cache.get(&lark).unwrap().hit);
+    }
+
+    #[test]
+    fn bad_grammars_are_constraint_errors_naming_the_cause() {
+        let cache = IndexCache::new(
+            vocab(),
+            IndexConfig::default(),
+            GrammarConfig::default(),
+            1 << 30,
+            2,
+        );
+        for (grammar, cause) in [
+            (gbnf(r#"root ::= "a"#), "gbnf grammar, line 1, column"),
+            (
+                gbnf(r#"root ::= "a" b"#),
+                "rule `b` is used but never defined",
+            ),
+            (gbnf(r#"root ::= "a" root"#), "language is empty"),
+            (
+                Constraint::Grammar {
+                    syntax: GrammarSyntax::Lark,
+                    text: "start: \"a\"\n  | )".into(),
+                },
+                "lark grammar, line 2",
+            ),
+        ] {
+            match cache.get(&grammar) {
+                Err(EngineError::Constraint(m)) => assert!(m.contains(cause), "{m}"),
+                Err(other) => panic!("{other:?}"),
+                Ok(_) => panic!("{grammar:?} compiled"),
+            }
+        }
+        assert_eq!(cache.len(), 0);
+        let small = GrammarConfig {
+            max_productions: 2,
+            ..GrammarConfig::default()
+        };
+        let cache = IndexCache::new(vocab(), IndexConfig::default(), small, 1 << 30, 2);
+        match cache.get(&gbnf(r#"root ::= "(" root ")" | "[" root "]" | "x""#)) {
+            Err(EngineError::Constraint(m)) => assert!(m.contains("limit"), "{m}"),
+            other => panic!("{:?}", other.map(|c| c.hit)),
+        }
+    }
+
     #[test]
     fn concurrent_requests_for_one_constraint_compile_it_once() {
         let cache = Arc::new(IndexCache::new(

@@ -18,12 +18,13 @@ pub(crate) enum Lowered {
 /// index of a regex) and which go through a grammar.
 pub(crate) fn lower(
     constraint: &Constraint,
-    _grammar: &GrammarConfig,
+    config: &GrammarConfig,
 ) -> Result<Lowered, EngineError> {
     match constraint {
-        Constraint::Grammar { syntax, .. } => Err(EngineError::Constraint(format!(
-            "{syntax} grammars are not supported yet"
-        ))),
+        Constraint::Grammar { syntax, text } => syntax
+            .compile(text, config)
+            .map(Lowered::Grammar)
+            .map_err(|e| EngineError::Constraint(e.to_string())),
         // JSON Schema, json_object and tool calls stay regexes until the grammar crate's
         // JSON Schema compiler lands.
         _ => constraint_regex(constraint).map(Lowered::Regex),

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use formwork_grammar::{Grammar, GrammarConfig, GrammarError};
 use formwork_sampler::SamplingParams;
 use formwork_template::{Message, Tool};
 use serde_json::Value;
@@ -84,6 +85,18 @@ impl GrammarSyntax {
         [GrammarSyntax::Gbnf, GrammarSyntax::Lark]
             .into_iter()
             .find(|s| s.as_str().eq_ignore_ascii_case(name))
+    }
+
+    /// Reads `text` in this syntax ([`formwork_grammar::gbnf`], [`formwork_grammar::lark`])
+    /// and lowers it within `config`'s limits: what a [`Constraint::Grammar`] is compiled
+    /// to. Errors name the cause (line and column for syntax errors, the undefined rule, the
+    /// empty language, the limit exceeded).
+    pub fn compile(self, text: &str, config: &GrammarConfig) -> Result<Grammar, GrammarError> {
+        let (rules, start) = match self {
+            GrammarSyntax::Gbnf => formwork_grammar::gbnf(text)?,
+            GrammarSyntax::Lark => formwork_grammar::lark(text)?,
+        };
+        rules.compile(start, config)
     }
 }
 
