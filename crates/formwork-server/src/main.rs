@@ -11,12 +11,13 @@ use clap::{Parser, Subcommand};
 
 mod cli_bench;
 mod cli_generate;
+mod cli_grammar;
 mod cli_index;
 mod cli_schema;
 mod cli_serve;
 mod cli_template;
 
-/// Structured generation: JSON Schema, regex and choice constraints for language models.
+/// Structured generation: JSON Schema, regex, choice and grammar constraints for language models.
 #[derive(Parser)]
 #[command(name = "formwork", version, about)]
 struct Cli {
@@ -28,6 +29,8 @@ struct Cli {
 enum Command {
     /// Compile JSON Schemas to regexes and sample documents from them.
     Schema(cli_schema::SchemaArgs),
+    /// Compile GBNF and Lark grammars and sample strings from them.
+    Grammar(cli_grammar::GrammarArgs),
     /// Render conversations through a model's chat template.
     Template(cli_template::TemplateArgs),
     /// Build the token-level index of a schema or regex over a model's vocabulary.
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Schema(args) => cli_schema::run(args),
+        Command::Grammar(args) => cli_grammar::run(args),
         Command::Index(args) => cli_index::run(args),
         Command::Generate(args) => cli_generate::run(args),
         Command::Bench(args) => cli_bench::run(args),
