@@ -536,6 +536,39 @@ fn an_automaton_past_its_limits_ends_the_request_with_a_clear_error() {
     assert_eq!(run(&engine, r).usage.completion_tokens, 3);
 }
 
+#[test]
+fn a_grammar_too_ambiguous_to_follow_ends_the_request_with_an_error() {
+    // After `x` the parser would predict 25 000 recursive alternatives at once, past its
+    // bound on items per position: the choice ends with an error naming it, not a panic.
+    let mut gbnf = String::from("root ::= \"x\" many\nmany ::= r0");
+    for i in 1..25_000 {
+        gbnf.push_str(&format!(" | r{i}"));
+    }
+    gbnf.push('\n');
+    for i in 0..25_000 {
+        gbnf.push_str(&format!("r{i} ::= \"a\" r{i} \"b\" | \"a\"\n"));
+    }
+    let engine = shared_engine();
+    let mut r = Request::new(chat("x"));
+    r.sampling = sampling(1);
+    r.max_tokens = Some(20);
+    r.constraint = Some(Constraint::Grammar {
+        syntax: GrammarSyntax::Gbnf,
+        text: gbnf,
+    });
+    match engine.submit(r).unwrap().blocking_collect() {
+        Err(EngineError::Generation(message)) => {
+            assert!(message.contains("too ambiguous"), "{message}")
+        }
+        other => panic!("expected a generation error, got {other:?}"),
+    }
+    // The engine still serves.
+    let mut r = Request::new(chat("ok"));
+    r.max_tokens = Some(3);
+    r.ignore_eos = true;
+    assert_eq!(run(engine, r).usage.completion_tokens, 3);
+}
+
 fn faulty_engine(config: EngineConfig) -> (Engine, std::sync::Arc<FaultyModel>) {
     let loaded = tiny_model();
     let vocabulary = formwork_engine::vocabulary_for(&loaded).unwrap();
