@@ -1,7 +1,7 @@
 //! `formwork grammar`: compile a GBNF or Lark grammar and show what it lowers to, or sample
 //! strings from it.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -77,16 +77,7 @@ impl GrammarInput {
     /// Reads and compiles the grammar, as the engine does for a grammar constraint.
     fn compile(&self) -> Result<Grammar, CliError> {
         let syntax = self.syntax()?;
-        let text = if self.file.as_os_str() == "-" {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("reading the grammar from standard input")?;
-            s
-        } else {
-            std::fs::read_to_string(&self.file)
-                .with_context(|| format!("reading {}", self.file.display()))?
-        };
+        let text = crate::read_input(&self.file, "grammar")?;
         syntax
             .compile(&text, &GrammarConfig::default())
             .map_err(|e| CliError::Input(e.to_string()))

@@ -5,8 +5,11 @@
 //! one line on stderr with exit code 2 for bad input (an invalid schema, say) and 1 for
 //! anything else.
 
+use std::io::Read;
+use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod cli_bench;
@@ -49,6 +52,20 @@ pub(crate) enum CliError {
     Input(String),
     /// Something else went wrong.
     Other(anyhow::Error),
+}
+
+/// The text of `file`, or of standard input when it is `-`; `what` (`schema`, `grammar`)
+/// names it in errors.
+pub(crate) fn read_input(file: &Path, what: &str) -> anyhow::Result<String> {
+    if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .with_context(|| format!("reading the {what} from standard input"))?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+    }
 }
 
 impl From<anyhow::Error> for CliError {
