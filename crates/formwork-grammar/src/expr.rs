@@ -97,6 +97,8 @@ pub struct RuleSet {
     names: Vec<String>,
     bodies: Vec<Option<Expr>>,
     by_name: HashMap<String, RuleId>,
+    /// Rules lowering keeps as nonterminals ([`RuleSet::keep`]).
+    kept: Vec<bool>,
 }
 
 impl RuleSet {
@@ -113,6 +115,7 @@ impl RuleSet {
         let id = RuleId(self.names.len() as u32);
         self.names.push(name.to_owned());
         self.bodies.push(None);
+        self.kept.push(false);
         self.by_name.insert(name.to_owned(), id);
         id
     }
@@ -144,6 +147,18 @@ impl RuleSet {
         }
         *slot = Some(body);
         Ok(())
+    }
+
+    /// Makes lowering keep `rule` as its own nonterminal, never inlined into the lexemes
+    /// around it, even when its language is regular (Lark's `%ignore`: merged into every
+    /// lexeme beside it, a comment pattern would multiply their automata).
+    pub fn keep(&mut self, rule: RuleId) {
+        self.kept[rule.index()] = true;
+    }
+
+    /// Whether `rule` is kept as a nonterminal ([`RuleSet::keep`]).
+    pub fn is_kept(&self, rule: RuleId) -> bool {
+        self.kept[rule.index()]
     }
 
     /// The name of `rule`.

@@ -570,6 +570,10 @@ impl<'a> Lowering<'a> {
             }
             Shape::Unknown => {}
         }
+        if self.set.is_kept(r) {
+            self.shapes[r.index()] = Shape::Irregular;
+            return Ok(None);
+        }
         if self.inlining >= MAX_INLINE_DEPTH {
             // Too deep to look into: a nonterminal (always a sound choice).
             self.cuts += 1;
@@ -585,9 +589,10 @@ impl<'a> Lowering<'a> {
         let shape = self.regular(body);
         self.inlining -= 1;
         let shape = shape?;
-        // Cut short by the depth limit inside: not known, looked at again from elsewhere.
-        if self.cuts != cuts && shape.is_none() && matches!(self.shapes[r.index()], Shape::Visiting) {
-            self.shapes[r.index()] = Shape::Unknown;
+        // Cut short by the depth limit inside: kept a nonterminal (sound, and each rule is
+        // looked into once, so lowering stays linear).
+        if self.cuts != cuts && shape.is_none() {
+            self.shapes[r.index()] = Shape::Irregular;
             return Ok(None);
         }
         // A reference back to `r` inside made it irregular.
@@ -620,33 +625,16 @@ impl<'a> Lowering<'a> {
                     .is_some()
             })
             .collect();
-        // Productive nonterminals: a fixpoint.
-        let mut productive = vec![false; n];
-        let mut nullable = vec![false; n];
-        let mut changed = true;
-        while changed {
-            changed = false;
-            for (nt, prods) in self.bodies.iter().enumerate() {
-                for rhs in prods {
-                    let ok = rhs.iter().all(|s| match *s {
-                        Symbol::Rule(m) => productive[m as usize],
-                        Symbol::Lexeme(l) => lexeme_ok[l as usize],
-                    });
-                    if ok && !productive[nt] {
-                        productive[nt] = true;
-                        changed = true;
-                    }
-                    let null = rhs.iter().all(|s| match *s {
-                        Symbol::Rule(m) => nullable[m as usize],
-                        Symbol::Lexeme(l) => self.lexemes[l as usize].nullable,
-                    });
-                    if null && !nullable[nt] {
-                        nullable[nt] = true;
-                        changed = true;
-                    }
-                }
-            }
-        }
+        // Productive and nullable nonterminals, each by a worklist over the productions
+        // (linear: a production is looked at again only when one of its symbols changes).
+        let productive = closure(&self.bodies, n, |s| match s {
+            Symbol::Lexeme(l) => lexeme_ok[l as usize],
+            Symbol::Rule(_) => false,
+        });
+        let nullable = closure(&self.bodies, n, |s| match s {
+            Symbol::Lexeme(l) => self.lexemes[l as usize].nullable,
+            Symbol::Rule(_) => false,
+        });
         if !productive[start as usize] {
             return Err(GrammarError::Empty(self.names[start as usize].clone()));
         }
@@ -677,6 +665,54 @@ impl<'a> Lowering<'a> {
             start,
         })
     }
+}
+
+/// The least set of nonterminals with a production whose symbols all have the property:
+/// lexemes by `lexeme`, nonterminals by membership (productive: `lexeme` is "matches
+/// something"; nullable: "matches the empty string").
+fn closure(bodies: &[Vec<Vec<Symbol>>], n: usize, lexeme: impl Fn(Symbol) -> bool) -> Vec<bool> {
+    let mut yes = vec![false; n];
+    // For each production, how many of its nonterminal symbols are not known to have it;
+    // for each nonterminal, the productions using it.
+    let mut pending: Vec<(usize, usize)> = Vec::new(); // (lhs, missing)
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut work = Vec::new();
+    for (nt, prods) in bodies.iter().enumerate() {
+        for rhs in prods {
+            let id = pending.len();
+            let mut missing = 0;
+            let mut dead = false;
+            for &s in rhs {
+                match s {
+                    Symbol::Rule(m) => {
+                        missing += 1;
+                        users[m as usize].push(id);
+                    }
+                    Symbol::Lexeme(_) => dead |= !lexeme(s),
+                }
+            }
+            // A production with a lexeme lacking the property never counts.
+            pending.push((nt, if dead { usize::MAX } else { missing }));
+            if !dead && missing == 0 && !yes[nt] {
+                yes[nt] = true;
+                work.push(nt);
+            }
+        }
+    }
+    while let Some(m) = work.pop() {
+        for &id in &users[m] {
+            let (lhs, missing) = &mut pending[id];
+            if *missing == usize::MAX || *missing == 0 {
+                continue;
+            }
+            *missing -= 1;
+            if *missing == 0 && !yes[*lhs] {
+                yes[*lhs] = true;
+                work.push(*lhs);
+            }
+        }
+    }
+    yes
 }
 
 /// The rules `e` refers to.

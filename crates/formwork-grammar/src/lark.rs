@@ -14,10 +14,10 @@
 //! any two terminals and at both ends of the text: lowering has no lexer to drop it, so the
 //! reader inserts `X*` between consecutive items of every rule body, between the
 //! repetitions of every repeated item and around the start rule's body (never inside
-//! terminals). `X*` is a nonterminal (`%ignore#n → ε | %ignore#n X`), not a regex: merged
-//! into the lexemes around it, an ignore with comments (`/* ... */`) makes their DFAs
-//! explode (each copy of it may be inside a comment at once), while as a nonterminal the
-//! lexemes stay the terminals themselves, as with Lark's own lexer. `%import common.NAME [-> ALIAS]` and `%import common (A, B)` bring in the
+//! terminals). `X*` is a kept nonterminal (`%ignore#n → ε | X+`, [`RuleSet::keep`]), `X+`
+//! one lexeme: merged into the lexemes around it, an ignore with comments (`/* ... */`)
+//! would make their DFAs explode (each copy of it may be inside a comment at once), while
+//! as a nonterminal the lexemes stay the terminals themselves, as with Lark's own lexer. `%import common.NAME [-> ALIAS]` and `%import common (A, B)` bring in the
 //! terminals of Lark's `common.lark` ([`COMMON`]).
 //!
 //! The start rule is `start`. The parser behind the grammar lets a terminal end wherever its
@@ -711,10 +711,12 @@ impl Parser<'_> {
             _ => Some(Expr::Alt(std::mem::take(&mut self.ignores))),
         }
         .map(|x| {
-            // `I → ε | I x`: a nonterminal, so that lowering never merges the ignored text
-            // with the terminals around it into one lexeme.
+            // `I → ε | x+`: a kept nonterminal, so that lowering never merges the ignored
+            // text with the terminals around it, and one lexeme for a whole run of it (as
+            // `I → I x`, a run of blanks could be cut in every way, each cut a parse).
             let rule = self.set.fresh("%ignore");
-            let body = Expr::Alt(vec![Expr::empty(), Expr::Concat(vec![Expr::Rule(rule), x])]);
+            self.set.keep(rule);
+            let body = Expr::Alt(vec![Expr::empty(), x.repeat(1, None)]);
             self.set.define(rule, body).map(|()| Expr::Rule(rule))
         })
         .transpose()?;

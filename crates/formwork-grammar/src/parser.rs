@@ -176,7 +176,18 @@ pub(crate) struct Chart {
     /// Scratch: the items of the set being built.
     seen: FxSet<Item>,
     max_items: usize,
+    /// For large closed sets, the positions of the items waiting on each symbol, built
+    /// the first time a completion looks into the set (one entry per set, `None` until then).
+    waiting: Vec<Option<std::sync::Arc<Waiting>>>,
+    /// Scratch for completions.
+    advanced: Vec<Item>,
 }
+
+/// The items of one set waiting on each symbol (the symbol after their dot).
+type Waiting = std::collections::HashMap<Symbol, Vec<u32>, BuildHasherDefault<FxHasher>>;
+
+/// Sets larger than this get a [`Waiting`] index once a completion looks into them.
+const INDEXED_SET: usize = 48;
 
 /// A place in the chart to come back to ([`Chart::truncate`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +208,8 @@ impl Chart {
             sets: Vec::new(),
             seen: FxSet::default(),
             max_items,
+            waiting: Vec::new(),
+            advanced: Vec::new(),
         };
         chart.begin();
         for p in t.prods[t.start as usize].clone() {
@@ -216,6 +229,7 @@ impl Chart {
     pub(crate) fn truncate(&mut self, mark: Mark) {
         self.sets.truncate(mark.sets);
         self.items.truncate(mark.items);
+        self.waiting.truncate(mark.sets);
     }
 
     fn last(&self) -> Set {
@@ -257,6 +271,7 @@ impl Chart {
         if !self.seen.is_empty() {
             self.seen.clear();
         }
+        self.waiting.push(None);
     }
 
     #[inline]
@@ -289,19 +304,55 @@ impl Chart {
         symbol: Symbol,
     ) -> Result<(), GrammarError> {
         let set = self.sets[origin as usize];
+        let building = origin as usize == self.sets.len() - 1;
         // The set being built may be `origin` itself: read up to where it is now.
-        let end = if origin as usize == self.sets.len() - 1 {
+        let end = if building {
             self.items.len()
         } else {
             set.end as usize
         };
-        for i in set.start as usize..end {
-            let it = self.items[i];
+        if !building && end - set.start as usize > INDEXED_SET {
+            let index = match &self.waiting[origin as usize] {
+                Some(w) => w.clone(),
+                None => {
+                    let mut w = Waiting::default();
+                    for i in set.start as usize..end {
+                        let it = self.items[i];
+                        if it.what & LEXEME == 0
+                            && let Some(s) = t.next_symbol(it.what, it.pos)
+                        {
+                            w.entry(s).or_default().push(i as u32);
+                        }
+                    }
+                    let w = std::sync::Arc::new(w);
+                    self.waiting[origin as usize] = Some(w.clone());
+                    w
+                }
+            };
+            if let Some(positions) = index.get(&symbol) {
+                for &i in positions {
+                    let it = self.items[i as usize];
+                    self.add(Item::rule(it.what, it.pos + 1, it.origin))?;
+                }
+            }
+            return Ok(());
+        }
+        let mut advanced = std::mem::take(&mut self.advanced);
+        advanced.clear();
+        for it in &self.items[set.start as usize..end] {
             if it.what & LEXEME == 0 && t.next_symbol(it.what, it.pos) == Some(symbol) {
-                self.add(Item::rule(it.what, it.pos + 1, it.origin))?;
+                advanced.push(Item::rule(it.what, it.pos + 1, it.origin));
             }
         }
-        Ok(())
+        let mut result = Ok(());
+        for &it in &advanced {
+            result = self.add(it);
+            if result.is_err() {
+                break;
+            }
+        }
+        self.advanced = advanced;
+        result
     }
 
     /// Predictions and completions over the set being built, until nothing is new.

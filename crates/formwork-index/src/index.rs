@@ -830,13 +830,18 @@ impl Stepper<'_> {
                 (0..=255u8).any(|b| dfa.next(state, b) != ByteDfa::DEAD)
             }
             Stepper_::Lazy(dfa, table) if (state as usize) < dfa.state_count_locked(table) => {
+                if let Some(known) = table.continues(state) {
+                    return known;
+                }
                 let count = dfa
                     .classes()
                     .iter()
                     .copied()
                     .max()
                     .map_or(0, |c| c as usize + 1);
-                (0..count).any(|c| dfa.next_class(table, state, c) != ByteDfa::DEAD)
+                let yes = (0..count).any(|c| dfa.next_class(table, state, c) != ByteDfa::DEAD);
+                table.set_continues(state, yes);
+                yes
             }
             _ => false,
         }

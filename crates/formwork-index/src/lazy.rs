@@ -56,6 +56,8 @@ pub(crate) struct Table {
     /// Row-major transitions; [`UNKNOWN`] where not computed yet.
     trans: Vec<StateId>,
     accepting: Vec<bool>,
+    /// Whether some byte leads on from each state: 0 not known yet, 1 yes, 2 no.
+    continues: Vec<u8>,
     /// Each state's NFA states (those that read a byte), sorted, then [`ACCEPT`] if accepting.
     sets: Vec<Box<[u32]>>,
     ids: HashMap<Box<[u32]>, StateId>,
@@ -313,6 +315,7 @@ impl LazyDfa {
         let id = table.accepting.len() as StateId;
         let key: Box<[u32]> = table.set.as_slice().into();
         table.accepting.push(key.last() == Some(&ACCEPT));
+        table.continues.push(0);
         table.sets.push(key.clone());
         table.ids.insert(key, id);
         let stride = table.stride;
@@ -383,6 +386,23 @@ fn co_reachable(nfa: &NFA) -> Vec<bool> {
 }
 
 impl Table {
+    /// Whether some byte leads from `state` to a live state, as far as known (`None`: not
+    /// computed yet).
+    pub(crate) fn continues(&self, state: StateId) -> Option<bool> {
+        match self.continues.get(state as usize) {
+            Some(1) => Some(true),
+            Some(2) => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Records whether some byte leads on from `state`.
+    pub(crate) fn set_continues(&mut self, state: StateId, yes: bool) {
+        if let Some(c) = self.continues.get_mut(state as usize) {
+            *c = if yes { 1 } else { 2 };
+        }
+    }
+
     /// Whether `state` is accepting (`false` for ids that are not states).
     pub(crate) fn is_accepting(&self, state: StateId) -> bool {
         self.accepting.get(state as usize).copied().unwrap_or(false)
