@@ -8,8 +8,9 @@
 //! - `serve`: fetch the model if missing, then start the server on it.
 //! - `bench engine`: time to first token and decode tokens/s of the engine on the default
 //!   model; `bench all`: every crate's criterion benches.
-//! - `schema-report [--out FILE]`: the JSON-Schema coverage, soundness, completeness and
-//!   sampling report over `../shared/data/jsonschemabench`.
+//! - `schema-report [--out FILE] [--grammar]`: the JSON-Schema coverage, soundness,
+//!   completeness and sampling report over `../shared/data/jsonschemabench`; with `--grammar`,
+//!   also coverage, lexeme automata, soundness and completeness of the grammar mode.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -148,7 +149,7 @@ fn main() -> Result<()> {
                  tasks:\n  fetch-model    download and verify the default model into models/\n  \
                  test           fetch the model if missing, then run every test\n  \
                  serve          fetch the model if missing, then start the server\n  \
-                 schema-report  JSON Schema coverage/soundness report [--out FILE] [--files A,B] [--samples N] [--open-objects] [--misses]\n  \
+                 schema-report  JSON Schema coverage/soundness report [--out FILE] [--files A,B] [--samples N] [--open-objects] [--misses] [--grammar]\n  \
                  bench [engine|model|compare|all]  engine: TTFT and tokens/s on the default model [--max-tokens N] [--sequences 1,8]; model: prefill/decode tok/s against llama.cpp in one run [--threads N] [--rounds N]; compare: formwork-index vs outlines-core and llguidance; all: every criterion bench"
             );
             if task != "help" {

@@ -9,6 +9,11 @@
 //! - **sampling**: documents drawn by a random walk over the compiled DFA, validated by the
 //!   `jsonschema` crate with format validation on.
 //! - compile time: median and p99 per file.
+//!
+//! And the same schemas in grammar mode (`formwork_grammar::json_schema`, with `--grammar`):
+//! coverage, refusals by reason beside the regex mode's, lexemes whose DFA cannot be built
+//! (the regex mode's counterpart: schemas whose whole regex cannot be determinized), soundness
+//! and completeness with the grammar's recognizer.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -18,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use formwork_grammar::{GrammarConfig, GrammarError, Symbol, json_schema};
 use formwork_index::{ByteDfa, DfaConfig};
 use formwork_schema::Compiler;
 use serde_json::Value;
@@ -44,6 +50,143 @@ struct FileStats {
     dfa_skipped: usize,
     oracle_skipped: usize,
     times: Vec<Duration>,
+    grammar: GrammarStats,
+}
+
+/// Grammar mode's figures for one file.
+#[derive(Default)]
+struct GrammarStats {
+    compiled: usize,
+    refusals: BTreeMap<String, usize>,
+    panics: usize,
+    /// Compiled schemas with a lexeme whose DFA cannot be built.
+    automaton_failures: usize,
+    automaton_examples: Vec<String>,
+    lexemes: usize,
+    largest_lexeme: usize,
+    invalid_total: usize,
+    unsound_enforced: usize,
+    unsound_unenforced: usize,
+    unsound_examples: Vec<String>,
+    valid_total: usize,
+    valid_matched: usize,
+    times: Vec<Duration>,
+}
+
+impl GrammarStats {
+    fn merge(&mut self, b: GrammarStats) {
+        self.compiled += b.compiled;
+        for (k, v) in b.refusals {
+            *self.refusals.entry(k).or_default() += v;
+        }
+        self.panics += b.panics;
+        self.automaton_failures += b.automaton_failures;
+        self.automaton_examples.extend(b.automaton_examples);
+        self.lexemes += b.lexemes;
+        self.largest_lexeme = self.largest_lexeme.max(b.largest_lexeme);
+        self.invalid_total += b.invalid_total;
+        self.unsound_enforced += b.unsound_enforced;
+        self.unsound_unenforced += b.unsound_unenforced;
+        self.unsound_examples.extend(b.unsound_examples);
+        self.valid_total += b.valid_total;
+        self.valid_matched += b.valid_matched;
+        self.times.extend(b.times);
+    }
+}
+
+/// The reason a grammar-mode refusal is counted under.
+fn grammar_refusal(e: &GrammarError) -> String {
+    match e {
+        GrammarError::Schema(e) => e.keyword().to_string(),
+        GrammarError::Empty(_) => "unsatisfiable".into(),
+        GrammarError::TooLarge { limit, .. } => format!("grammar {limit}"),
+        other => format!("grammar: {other}"),
+    }
+}
+
+/// Compiles `item`'s schema in grammar mode, builds every lexeme's DFA, and matches its
+/// instances with the grammar's recognizer.
+fn check_grammar(item: &Item, compiler: &Compiler, stats: &mut GrammarStats) {
+    let Some(schema) = item.line.get("schema") else {
+        return;
+    };
+    let id = item.line.get("id").and_then(Value::as_str).unwrap_or("?");
+    let t0 = Instant::now();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        json_schema(schema, compiler, &GrammarConfig::default())
+    }));
+    let elapsed = t0.elapsed();
+    let compiled = match result {
+        Err(_) => {
+            stats.panics += 1;
+            return;
+        }
+        Ok(Err(e)) => {
+            *stats.refusals.entry(grammar_refusal(&e)).or_default() += 1;
+            return;
+        }
+        Ok(Ok(c)) => c,
+    };
+    stats.compiled += 1;
+    stats.times.push(elapsed);
+    let config = DfaConfig {
+        max_states: 200_000,
+        max_memory: 256 << 20,
+    };
+    // The lexemes a production uses (lowering leaves those of parts that match nothing out
+    // of every production: no guide ever builds them).
+    let g = &compiled.grammar;
+    let mut used: Vec<u32> = g
+        .productions()
+        .iter()
+        .flat_map(|p| p.rhs.iter())
+        .filter_map(|s| match *s {
+            Symbol::Lexeme(l) => Some(l),
+            Symbol::Rule(_) => None,
+        })
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    stats.lexemes += g.lexemes().len();
+    for l in g.lexemes() {
+        stats.largest_lexeme = stats.largest_lexeme.max(l.regex.len());
+    }
+    let failed = used.iter().map(|&l| g.lexeme(l)).find_map(|l| {
+        ByteDfa::with_config(&l.regex, config)
+            .err()
+            .map(|e| format!("{id}: {e}: {}", truncate(&l.regex, 120)))
+    });
+    if let Some(failure) = failed {
+        stats.automaton_failures += 1;
+        if stats.automaton_examples.len() < 5 {
+            stats.automaton_examples.push(failure);
+        }
+    }
+    let tests = item.line.get("tests").and_then(Value::as_array);
+    for t in tests.into_iter().flatten() {
+        let (Some(valid), Some(data)) = (t.get("valid").and_then(Value::as_bool), t.get("data"))
+        else {
+            continue;
+        };
+        let text = serde_json::to_string(data).unwrap_or_default();
+        let m = compiled.grammar.matches(text.as_bytes()).unwrap_or(false);
+        if valid {
+            stats.valid_total += 1;
+            stats.valid_matched += m as usize;
+        } else {
+            stats.invalid_total += 1;
+            if m && compiled.unenforced.is_empty() {
+                stats.unsound_enforced += 1;
+                if stats.unsound_examples.len() < 5 {
+                    stats
+                        .unsound_examples
+                        .push(format!("{id}: {}", truncate(&text, 160)));
+                }
+            } else if m {
+                stats.unsound_unenforced += 1;
+            }
+        }
+    }
 }
 
 struct Item {
@@ -240,12 +383,14 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut compiler = Compiler::new();
     let mut only: Option<Vec<String>> = None;
     let mut samples = 5usize;
+    let mut grammar = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--out" => out_file = it.next().cloned(),
             "--files" => only = it.next().map(|s| s.split(',').map(String::from).collect()),
             "--misses" => misses = true,
+            "--grammar" => grammar = true,
             "--open-objects" => compiler = compiler.open_objects(true),
             "--samples" => samples = it.next().and_then(|s| s.parse().ok()).unwrap_or(5),
             other => anyhow::bail!("unknown option {other}"),
@@ -294,6 +439,9 @@ pub fn run(args: &[String]) -> Result<()> {
                     let Some(item) = items.get(i) else { break };
                     let mut local = FileStats::default();
                     check(item, samples, &compiler, &mut local);
+                    if grammar {
+                        check_grammar(item, &compiler, &mut local.grammar);
+                    }
                     merge_into(
                         stats
                             .lock()
@@ -322,7 +470,8 @@ pub fn run(args: &[String]) -> Result<()> {
             }
         }
     }
-    let report = render(&mut stats, samples);
+    let mut report = render_grammar(&mut stats, grammar);
+    report.insert_str(0, &render(&mut stats, samples));
     print!("{report}");
     if let Some(path) = out_file {
         std::fs::write(&path, &report).with_context(|| format!("writing {path}"))?;
@@ -353,6 +502,92 @@ fn merge_into(a: &mut FileStats, b: FileStats) {
     a.dfa_skipped += b.dfa_skipped;
     a.oracle_skipped += b.oracle_skipped;
     a.times.extend(b.times);
+    a.grammar.merge(b.grammar);
+}
+
+/// The grammar mode's tables (nothing without `--grammar`); call before [`render`], which
+/// empties the stats.
+fn render_grammar(stats: &mut BTreeMap<String, FileStats>, grammar: bool) -> String {
+    let mut r = String::new();
+    if !grammar {
+        return r;
+    }
+    let _ = writeln!(
+        r,
+        "\n## Grammar mode\n\n| file | schemas | regex: compiled | regex: no automaton | grammar: compiled | grammar: lexeme automaton failures | lexemes | invalid matched (enforced) | invalid matched (not enforced) | valid matched | completeness | grammar compile median ms | p99 ms |"
+    );
+    let _ = writeln!(
+        r,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let mut total = FileStats::default();
+    for (name, s) in stats.iter_mut() {
+        r.push_str(&grammar_row(name, s));
+        total.schemas += s.schemas;
+        total.compiled += s.compiled;
+        total.dfa_skipped += s.dfa_skipped;
+        for (k, v) in &s.refusals {
+            *total.refusals.entry(k.clone()).or_default() += v;
+        }
+        total.grammar.merge(std::mem::take(&mut s.grammar));
+    }
+    r.push_str(&grammar_row("**total**", &mut total));
+    let g = &total.grammar;
+    let _ = writeln!(
+        r,
+        "\n{} lexemes in all, the longest {} bytes of regex. Panics: {}.",
+        g.lexemes, g.largest_lexeme, g.panics
+    );
+    let _ = writeln!(
+        r,
+        "\n### Refusals by reason, regex mode and grammar mode\n\n| reason | regex mode | grammar mode |\n|---|---:|---:|"
+    );
+    let mut reasons: Vec<&String> = total
+        .refusals
+        .keys()
+        .chain(g.refusals.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let count = |m: &BTreeMap<String, usize>, k: &str| m.get(k).copied().unwrap_or(0);
+    reasons.sort_by_key(|k| std::cmp::Reverse(count(&total.refusals, k) + count(&g.refusals, k)));
+    for k in reasons {
+        let _ = writeln!(
+            r,
+            "| `{k}` | {} | {} |",
+            count(&total.refusals, k),
+            count(&g.refusals, k)
+        );
+    }
+    for e in g.automaton_examples.iter().take(10) {
+        let _ = writeln!(r, "- lexeme automaton failed: `{e}`");
+    }
+    for e in g.unsound_examples.iter().take(10) {
+        let _ = writeln!(r, "- invalid matched by the grammar: `{e}`");
+    }
+    r
+}
+
+/// One line of the grammar-mode table.
+fn grammar_row(name: &str, s: &mut FileStats) -> String {
+    let g = &mut s.grammar;
+    format!(
+        "| {name} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} / {} | {} | {:.2} | {:.2} |\n",
+        s.schemas,
+        s.compiled,
+        s.dfa_skipped,
+        g.compiled,
+        g.automaton_failures,
+        g.lexemes,
+        g.unsound_enforced,
+        g.invalid_total,
+        g.unsound_unenforced,
+        g.valid_matched,
+        g.valid_total,
+        pct(g.valid_matched, g.valid_total),
+        percentile(&mut g.times, 0.5),
+        percentile(&mut g.times, 0.99)
+    )
 }
 
 fn render(stats: &mut BTreeMap<String, FileStats>, samples: usize) -> String {

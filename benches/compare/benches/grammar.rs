@@ -377,6 +377,8 @@ fn main() {
     let mut first: Vec<(String, Option<f64>, Option<f64>, Option<f64>)> = Vec::new();
     let mut ours_errors: Vec<(String, String)> = Vec::new();
     let mut steps = Steps::default();
+    // Per schema: (name, ours revisit mean, llguidance mean), for the slowest list.
+    let mut per_schema: Vec<(String, f64, f64)> = Vec::new();
     for (k, e) in entries.iter().enumerate() {
         let text = e.schema.to_string();
         if k % 50 == 0 {
@@ -404,9 +406,18 @@ fn main() {
                 .collect();
             let ours_guide = || ours_first_mask(&vocab, &text);
             let ll = || ll_schema(&text, true).and_then(|g| ll_first_mask(&factory, g));
-            if let Err(err) = time_steps(&vocab, &factory, &ours_guide, &ll, &docs, &mut steps) {
+            let mut mine = Steps::default();
+            if let Err(err) = time_steps(&vocab, &factory, &ours_guide, &ll, &docs, &mut mine) {
                 eprintln!("{}: steps failed: {err}", e.name);
             }
+            if !mine.warm.is_empty() {
+                per_schema.push((e.name.clone(), mean(&mine.warm), mean(&mine.ll)));
+            }
+            steps.ll.extend(mine.ll);
+            steps.cold.extend(mine.cold);
+            steps.warm.extend(mine.warm);
+            steps.docs += mine.docs;
+            steps.refused += mine.refused;
         }
     }
 
@@ -464,6 +475,17 @@ fn main() {
     for (name, v) in [("llguidance (lenient)", &steps.ll), ("ours, first visit", &steps.cold), ("ours, revisit", &steps.warm)] {
         println!("| {name} | {} | {} |", fmt_ns(mean(v)), fmt_ns(quantile(v, 0.99)));
     }
+
+    per_schema.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!(
+        "\nSlowest five per step (ours revisit mean vs llguidance): {}",
+        per_schema
+            .iter()
+            .take(5)
+            .map(|(n, o, l)| format!("{n} {} vs {}", fmt_ns(*o), fmt_ns(*l)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
 
     println!("\n### Grammars and recursive schemas\n");
     println!("| grammar | ours first mask | llguidance first mask | ours step mean (first / revisit) | p99 (first / revisit) | llguidance step mean | p99 | docs |");

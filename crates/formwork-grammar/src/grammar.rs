@@ -216,8 +216,8 @@ enum Shape {
     Unknown,
     /// Being looked at (a reference back here is recursion).
     Visiting,
-    /// Regular: the whole body as one HIR, and its size.
-    Regular(Hir, usize),
+    /// Regular, of this size.
+    Regular(usize),
     /// Recursive, or too large to inline.
     Irregular,
 }
@@ -235,6 +235,8 @@ struct Lowering<'a> {
     lexeme_ids: HashMap<String, u32>,
     /// Rules whose nonterminal still needs its productions.
     pending: Vec<RuleId>,
+    /// [`Lowering::size`] of each expression node looked at, by address.
+    sizes: HashMap<usize, Option<usize>>,
     productions: usize,
     symbols: usize,
     /// Rules being inlined, one inside the other ([`MAX_INLINE_DEPTH`] at most).
@@ -259,6 +261,7 @@ impl<'a> Lowering<'a> {
             lexemes: Vec::new(),
             lexeme_ids: HashMap::new(),
             pending: Vec::new(),
+            sizes: HashMap::new(),
             productions: 0,
             symbols: 0,
             inlining: 0,
@@ -350,8 +353,8 @@ impl<'a> Lowering<'a> {
 
     /// The productions of `nt` for `body`: one per top-level alternative.
     fn define(&mut self, nt: u32, body: &Expr) -> Result<(), GrammarError> {
-        if let Some((hir, _)) = self.regular(body)? {
-            let seq = self.lexeme_seq(hir)?;
+        if self.size(body)?.is_some() {
+            let seq = self.lexeme_seq(self.hir(body))?;
             return self.add(nt, seq);
         }
         match body {
@@ -371,8 +374,8 @@ impl<'a> Lowering<'a> {
 
     /// The symbols deriving `e` in a production of `parent`.
     fn sequence(&mut self, parent: u32, e: &Expr) -> Result<Vec<Symbol>, GrammarError> {
-        if let Some((hir, _)) = self.regular(e)? {
-            return self.lexeme_seq(hir);
+        if self.size(e)?.is_some() {
+            return self.lexeme_seq(self.hir(e));
         }
         match e {
             Expr::Regular(_) => Err(GrammarError::TooLarge {
@@ -384,23 +387,25 @@ impl<'a> Lowering<'a> {
             Expr::Concat(parts) => {
                 let mut out = Vec::new();
                 // Runs of small regular parts become one lexeme.
-                let mut run: Vec<Hir> = Vec::new();
+                let mut run: Vec<&Expr> = Vec::new();
                 let mut run_size = 0usize;
                 for p in parts {
-                    match self.regular(p)? {
-                        Some((hir, size)) if size <= self.config.lexeme_size => {
+                    match self.size(p)? {
+                        Some(size) if size <= self.config.lexeme_size => {
                             if run_size.saturating_add(size) > self.config.lexeme_size {
-                                let seq = self.lexeme_seq(Hir::concat(std::mem::take(&mut run)))?;
-                                out.extend(seq);
+                                let hir = self.hir_concat(&run);
+                                out.extend(self.lexeme_seq(hir)?);
+                                run.clear();
                                 run_size = 0;
                             }
-                            run.push(hir);
+                            run.push(p);
                             run_size = run_size.saturating_add(size);
                         }
                         _ => {
                             if !run.is_empty() {
-                                let seq = self.lexeme_seq(Hir::concat(std::mem::take(&mut run)))?;
-                                out.extend(seq);
+                                let hir = self.hir_concat(&run);
+                                out.extend(self.lexeme_seq(hir)?);
+                                run.clear();
                                 run_size = 0;
                             }
                             out.extend(self.sequence(parent, p)?);
@@ -408,7 +413,8 @@ impl<'a> Lowering<'a> {
                     }
                 }
                 if !run.is_empty() {
-                    out.extend(self.lexeme_seq(Hir::concat(run))?);
+                    let hir = self.hir_concat(&run);
+                    out.extend(self.lexeme_seq(hir)?);
                 }
                 Ok(out)
             }
@@ -506,64 +512,48 @@ impl<'a> Lowering<'a> {
         Ok(vec![Symbol::Lexeme(l)])
     }
 
-    /// `e` as one HIR and its size, if it is regular and small enough to inline: no
+    /// The size of `e` ([`hir_size`] units) if it is regular and small enough to inline: no
     /// recursion, and within [`GrammarConfig::lexeme_size`] (bounded repetitions of a small
-    /// part within [`GrammarConfig::repeat_size`]).
-    fn regular(&mut self, e: &Expr) -> Result<Option<(Hir, usize)>, GrammarError> {
+    /// part within [`GrammarConfig::repeat_size`]). Computed once per node (by address:
+    /// the bodies do not move while lowering runs), so lowering stays linear.
+    fn size(&mut self, e: &Expr) -> Result<Option<usize>, GrammarError> {
+        let key = e as *const Expr as usize;
+        if let Some(&known) = self.sizes.get(&key) {
+            return Ok(known);
+        }
         let limit = self.config.lexeme_size;
-        Ok(match e {
-            Expr::Regular(h) => {
-                let size = hir_size(h);
-                (size <= self.config.repeat_size).then(|| (h.clone(), size))
-            }
-            Expr::Rule(r) => self.rule_shape(*r)?,
+        let size = match e {
+            Expr::Regular(h) => Some(hir_size(h)).filter(|&s| s <= self.config.repeat_size),
+            Expr::Rule(r) => self.rule_size(*r)?,
             Expr::Concat(parts) | Expr::Alt(parts) => {
-                let mut hirs = Vec::with_capacity(parts.len());
-                let mut size = 1usize;
+                let mut total = Some(1usize);
                 for p in parts {
-                    let Some((h, s)) = self.regular(p)? else {
-                        return Ok(None);
+                    total = match (total, self.size(p)?) {
+                        (Some(t), Some(s)) if t.saturating_add(s) <= limit => Some(t + s),
+                        _ => None,
                     };
-                    size = size.saturating_add(s);
-                    if size > limit {
-                        return Ok(None);
+                    if total.is_none() {
+                        break;
                     }
-                    hirs.push(h);
                 }
-                let hir = if matches!(e, Expr::Concat(_)) {
-                    Hir::concat(hirs)
-                } else {
-                    Hir::alternation(hirs)
-                };
-                Some((hir, size))
+                total
             }
-            Expr::Repeat { expr, min, max } => {
-                let Some((h, s)) = self.regular(expr)? else {
-                    return Ok(None);
-                };
-                if s > limit {
-                    return Ok(None);
+            Expr::Repeat { expr, min, max } => match self.size(expr)? {
+                Some(s) if s <= limit => {
+                    let count = max.unwrap_or(min.saturating_add(1)).max(1) as usize;
+                    Some(s.saturating_mul(count)).filter(|&t| t <= self.config.repeat_size)
                 }
-                let count = max.unwrap_or(min.saturating_add(1)).max(1) as usize;
-                let size = s.saturating_mul(count);
-                if size > self.config.repeat_size {
-                    return Ok(None);
-                }
-                let hir = Hir::repetition(regex_syntax::hir::Repetition {
-                    min: *min,
-                    max: *max,
-                    greedy: true,
-                    sub: Box::new(h),
-                });
-                Some((hir, size))
-            }
-        })
+                _ => None,
+            },
+        };
+        self.sizes.insert(key, size);
+        Ok(size)
     }
 
-    /// The regular shape of a rule, computed once (recursion makes it irregular).
-    fn rule_shape(&mut self, r: RuleId) -> Result<Option<(Hir, usize)>, GrammarError> {
+    /// The regular size of a rule, computed once (recursion makes it irregular).
+    fn rule_size(&mut self, r: RuleId) -> Result<Option<usize>, GrammarError> {
         match &self.shapes[r.index()] {
-            Shape::Regular(h, s) => return Ok(Some((h.clone(), *s))),
+            Shape::Regular(s) => return Ok(Some(*s)),
             Shape::Irregular | Shape::Visiting => {
                 self.shapes[r.index()] = Shape::Irregular;
                 return Ok(None);
@@ -581,32 +571,46 @@ impl<'a> Lowering<'a> {
         }
         let cuts = self.cuts;
         self.shapes[r.index()] = Shape::Visiting;
-        let body = self
-            .set
+        let set = self.set;
+        let body = set
             .body(r)
-            .ok_or_else(|| GrammarError::Undefined(self.set.name(r).to_owned()))?;
+            .ok_or_else(|| GrammarError::Undefined(set.name(r).to_owned()))?;
         self.inlining += 1;
-        let shape = self.regular(body);
+        let size = self.size(body);
         self.inlining -= 1;
-        let shape = shape?;
-        // Cut short by the depth limit inside: kept a nonterminal (sound, and each rule is
-        // looked into once, so lowering stays linear).
-        if self.cuts != cuts && shape.is_none() {
-            self.shapes[r.index()] = Shape::Irregular;
-            return Ok(None);
-        }
-        // A reference back to `r` inside made it irregular.
-        if matches!(self.shapes[r.index()], Shape::Irregular) {
-            return Ok(None);
-        }
-        self.shapes[r.index()] = match &shape {
-            Some((h, s)) if *s <= self.config.lexeme_size => Shape::Regular(h.clone(), *s),
+        let size = size?;
+        // A reference back to `r` inside made it irregular; cut short by the depth limit, it
+        // stays a nonterminal too (sound, and each rule is looked into once).
+        let regular = !(matches!(self.shapes[r.index()], Shape::Irregular)
+            || (self.cuts != cuts && size.is_none()));
+        self.shapes[r.index()] = match size {
+            Some(s) if regular && s <= self.config.lexeme_size => Shape::Regular(s),
             _ => Shape::Irregular,
         };
-        Ok(match &self.shapes[r.index()] {
-            Shape::Regular(h, s) => Some((h.clone(), *s)),
+        Ok(match self.shapes[r.index()] {
+            Shape::Regular(s) => Some(s),
             _ => None,
         })
+    }
+
+    /// `e` as one HIR, rules inlined; only for parts [`Lowering::size`] found regular.
+    fn hir(&self, e: &Expr) -> Hir {
+        match e {
+            Expr::Regular(h) => h.clone(),
+            Expr::Rule(r) => self.set.body(*r).map_or_else(Hir::fail, |b| self.hir(b)),
+            Expr::Concat(parts) => Hir::concat(parts.iter().map(|p| self.hir(p)).collect()),
+            Expr::Alt(parts) => Hir::alternation(parts.iter().map(|p| self.hir(p)).collect()),
+            Expr::Repeat { expr, min, max } => Hir::repetition(regex_syntax::hir::Repetition {
+                min: *min,
+                max: *max,
+                greedy: true,
+                sub: Box::new(self.hir(expr)),
+            }),
+        }
+    }
+
+    fn hir_concat(&self, parts: &[&Expr]) -> Hir {
+        Hir::concat(parts.iter().map(|p| self.hir(p)).collect())
     }
 
     /// Drops what derives no string, computes nullability, and lays the productions out.

@@ -12,9 +12,9 @@
 //!
 //! `%ignore X` (a terminal, literal or regex; several accumulate) lets `X` appear between
 //! any two terminals and at both ends of the text: lowering has no lexer to drop it, so the
-//! reader inserts `X*` between consecutive items of every rule body, between the
-//! repetitions of every repeated item and around the start rule's body (never inside
-//! terminals). `X*` is a kept nonterminal (`%ignore#n → ε | X+`, [`RuleSet::keep`]), `X+`
+//! reader puts `X*` before every terminal of every rule body and at the end of the start
+//! rule's (never inside terminals): one place between two terminals, so a run of ignored
+//! text has one parse. `X*` is a kept nonterminal (`%ignore#n → ε | X+`, [`RuleSet::keep`]), `X+`
 //! one lexeme: merged into the lexemes around it, an ignore with comments (`/* ... */`)
 //! would make their DFAs explode (each copy of it may be inside a comment at once), while
 //! as a nonterminal the lexemes stay the terminals themselves, as with Lark's own lexer. `%import common.NAME [-> ALIAS]` and `%import common (A, B)` bring in the
@@ -724,9 +724,9 @@ impl Parser<'_> {
             let body = match &ignore {
                 None => body,
                 Some(ign) => {
-                    let body = interleave(body, ign);
+                    let body = before_terminals(body, ign, &self.set);
                     if id == start {
-                        Expr::Concat(vec![ign.clone(), body, ign.clone()])
+                        Expr::Concat(vec![body, ign.clone()])
                     } else {
                         body
                     }
@@ -806,32 +806,29 @@ fn rule_refs(e: &Expr, out: &mut Vec<RuleId>) {
     }
 }
 
-/// `e` with `ign` between any two consecutive items, repetitions included.
-fn interleave(e: Expr, ign: &Expr) -> Expr {
+/// `e` with `ign` (optional ignored text) before every terminal: between two terminals
+/// there is then exactly one place for ignored text, so a run of it is one lexeme, never
+/// cut between two optional ones in every possible way.
+fn before_terminals(e: Expr, ign: &Expr, set: &RuleSet) -> Expr {
     match e {
-        Expr::Concat(items) => {
-            let mut out = Vec::with_capacity(items.len() * 2);
-            for (i, item) in items.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(ign.clone());
-                }
-                out.push(interleave(item, ign));
-            }
-            Expr::Concat(out)
-        }
-        Expr::Alt(alts) => Expr::Alt(alts.into_iter().map(|a| interleave(a, ign)).collect()),
-        Expr::Repeat { expr, min, max } => {
-            if max == Some(0) || max.is_some_and(|m| m < min) {
-                return Expr::Repeat { expr, min, max };
-            }
-            let item = interleave(*expr, ign);
-            // x{min,max} = x (ign x){min-1,max-1}, optional when min is 0.
-            let more = Expr::Concat(vec![ign.clone(), item.clone()])
-                .repeat(min.saturating_sub(1), max.map(|m| m - 1));
-            let body = Expr::Concat(vec![item, more]);
-            if min == 0 { body.optional() } else { body }
-        }
-        leaf => leaf,
+        Expr::Concat(items) => Expr::Concat(
+            items
+                .into_iter()
+                .map(|i| before_terminals(i, ign, set))
+                .collect(),
+        ),
+        Expr::Alt(alts) => Expr::Alt(
+            alts.into_iter()
+                .map(|a| before_terminals(a, ign, set))
+                .collect(),
+        ),
+        Expr::Repeat { expr, min, max } => Expr::Repeat {
+            expr: Box::new(before_terminals(*expr, ign, set)),
+            min,
+            max,
+        },
+        Expr::Rule(r) if !is_terminal(set.name(r)) => Expr::Rule(r),
+        terminal => Expr::Concat(vec![ign.clone(), terminal]),
     }
 }
 
@@ -911,17 +908,20 @@ mod tests {
     }
 
     #[test]
-    fn ignore_goes_between_items_and_around_start() {
+    fn ignore_goes_before_terminals_and_at_the_end() {
         let (set, start) = lark("start: \"a\" b*\nb: \"x\" \"y\"\n%ignore \" \"").unwrap();
         let Some(Expr::Concat(outer)) = set.body(start) else {
             panic!()
         };
-        assert_eq!(outer.len(), 3, "ignore, body, ignore");
+        assert_eq!(outer.len(), 2, "body, ignore");
         let b = set.get("b").unwrap();
         let Some(Expr::Concat(items)) = set.body(b) else {
             panic!()
         };
-        assert_eq!(items.len(), 3, "x ignore y");
+        assert_eq!(items.len(), 2, "(ignore x) (ignore y)");
+        assert!(
+            matches!(&items[0], Expr::Concat(pair) if pair.len() == 2 && matches!(pair[0], Expr::Rule(_)))
+        );
         compiles("start: \"a\" b*\nb: \"x\" \"y\"\n%ignore \" \"\n%ignore /#[^\\n]*/");
     }
 

@@ -23,6 +23,7 @@ use crate::pattern::{
     check_generated, encode_json, full_match_language, full_matcher, pattern_language,
     restrict_length,
 };
+use crate::rules::{CompiledRules, Rule, number_references, placeholder};
 use crate::text::{
     ANY_STRING, STRING_CHAR, literal_alternation, string_excluding, string_literal, value_literal,
 };
@@ -77,6 +78,30 @@ pub(crate) struct Ctx<'a> {
     /// Whether to parse every fragment as it is built ([`Ctx::checked`]), to find the
     /// subschema whose regex regex-syntax refuses.
     check_fragments: bool,
+    /// In rules mode ([`Ctx::new_rules`]), the rules made so far.
+    rules: Option<RuleTable<'a>>,
+}
+
+/// The rules of rules mode: one per resolved `$ref` target met as a reference-only schema,
+/// and one for any value.
+#[derive(Default)]
+struct RuleTable<'a> {
+    names: Vec<String>,
+    bodies: Vec<Frag>,
+    by_name: HashMap<String, usize>,
+    /// Rules still to compile: index, target schema, pointer of the first reference.
+    pending: Vec<(usize, &'a Value, String)>,
+    any: Option<usize>,
+}
+
+impl RuleTable<'_> {
+    fn add(&mut self, name: String) -> usize {
+        let i = self.names.len();
+        self.by_name.insert(name.clone(), i);
+        self.names.push(name);
+        self.bodies.push(None);
+        i
+    }
 }
 
 fn child(ptr: &str, seg: &str) -> String {
@@ -182,8 +207,17 @@ impl<'a> Ctx<'a> {
             ref_cache: HashMap::new(),
             depth: 0,
             check_fragments: false,
+            rules: None,
         };
         ctx.index(root, 0);
+        ctx
+    }
+
+    /// A context in rules mode: reference-only schemas and unconstrained values compile to
+    /// references to rules (see [`crate::rules`]).
+    pub(crate) fn new_rules(cfg: &'a Compiler, root: &'a Value) -> Self {
+        let mut ctx = Ctx::new(cfg, root);
+        ctx.rules = Some(RuleTable::default());
         ctx
     }
 
@@ -232,19 +266,81 @@ impl<'a> Ctx<'a> {
         })
     }
 
+    /// Rules mode's [`Ctx::finish`]: the start regex, then every rule a reference leads to,
+    /// each compiled once, outside any recursion counted so far.
+    pub(crate) fn finish_rules(mut self) -> Result<CompiledRules> {
+        let root = self.root;
+        let start = self
+            .schema(root, "")?
+            .ok_or_else(|| SchemaError::Unsatisfiable {
+                pointer: "#".into(),
+            })?;
+        while let Some((i, target, ptr)) = self.rules.as_mut().and_then(|r| r.pending.pop()) {
+            let outer = std::mem::take(&mut self.active_refs);
+            let body = self.schema(target, &ptr);
+            self.active_refs = outer;
+            let body = body?;
+            if let Some(r) = self.rules.as_mut()
+                && let Some(slot) = r.bodies.get_mut(i)
+            {
+                *slot = body;
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        self.unenforced.retain(|u| seen.insert(u.clone()));
+        let table = self.rules.take().unwrap_or_default();
+        Ok(CompiledRules {
+            start: number_references(&start),
+            rules: table
+                .names
+                .into_iter()
+                .zip(table.bodies)
+                .map(|(name, body)| Rule {
+                    name,
+                    regex: body.map(|b| number_references(&b)),
+                })
+                .collect(),
+            unenforced: self.unenforced,
+        })
+    }
+
     /// Compiles the schema, then checks that regex-syntax parses the regex as `formwork-index`
     /// will. When it does not (nesting past the parser's limit), compiles again parsing every
     /// fragment as it is built, so the error names the deepest subschema and keyword whose
     /// regex is refused.
     pub(crate) fn finish_checked(self) -> Result<Compiled> {
-        let (cfg, root) = (self.cfg, self.root);
-        let compiled = self.finish()?;
-        let Err(reason) = check_generated(&compiled.regex) else {
+        self.run_checked(Ctx::finish, |c| vec![c.regex.as_str()])
+    }
+
+    /// [`Ctx::finish_checked`] in rules mode: every rule's regex is checked.
+    pub(crate) fn finish_rules_checked(self) -> Result<CompiledRules> {
+        self.run_checked(Ctx::finish_rules, |c| {
+            std::iter::once(c.start.as_str())
+                .chain(c.rules.iter().filter_map(|r| r.regex.as_deref()))
+                .collect()
+        })
+    }
+
+    fn run_checked<T>(
+        self,
+        finish: fn(Ctx<'a>) -> Result<T>,
+        regexes: impl Fn(&T) -> Vec<&str>,
+    ) -> Result<T> {
+        let (cfg, root, rules) = (self.cfg, self.root, self.rules.is_some());
+        let compiled = finish(self)?;
+        let Some(reason) = regexes(&compiled)
+            .into_iter()
+            .find_map(|r| check_generated(r).err())
+        else {
             return Ok(compiled);
         };
-        let mut ctx = Ctx::new(cfg, root);
+        let mut ctx = if rules {
+            Ctx::new_rules(cfg, root)
+        } else {
+            Ctx::new(cfg, root)
+        };
         ctx.check_fragments = true;
-        Err(match ctx.finish() {
+        Err(match finish(ctx) {
             Err(e) => e,
             Ok(_) => SchemaError::Regex {
                 pointer: "#".into(),
@@ -258,7 +354,7 @@ impl<'a> Ctx<'a> {
     /// `ptr` as its origin.
     fn checked(&self, frag: Frag, keyword: &str, ptr: &str) -> Result<Frag> {
         if let (true, Some(f)) = (self.check_fragments, &frag)
-            && let Err(reason) = check_generated(f)
+            && let Err(reason) = self.check_text(f)
         {
             return Err(SchemaError::Regex {
                 pointer: if ptr.is_empty() {
@@ -271,6 +367,15 @@ impl<'a> Ctx<'a> {
             });
         }
         Ok(frag)
+    }
+
+    /// [`check_generated`] of a fragment, its references numbered first in rules mode.
+    fn check_text(&self, frag: &str) -> std::result::Result<(), String> {
+        if self.rules.is_some() {
+            check_generated(&number_references(frag))
+        } else {
+            check_generated(frag)
+        }
     }
 
     /// Checks a fragment against the size limit.
@@ -295,16 +400,22 @@ impl<'a> Ctx<'a> {
         });
     }
 
-    /// Any JSON value nested at most `depth` containers deep.
+    /// Any JSON value nested at most `depth` containers deep; in rules mode, a reference to
+    /// the rule of any value, nested without bound.
     fn any_value(&mut self, depth: usize) -> String {
+        if let Some(rules) = &mut self.rules {
+            if let Some(i) = rules.any {
+                return placeholder(i);
+            }
+            let i = rules.add("any".into());
+            rules.any = Some(i);
+            rules.bodies[i] = Some(any_containing(&self.ws, &placeholder(i)));
+            return placeholder(i);
+        }
         while self.any_cache.len() <= depth {
-            let ws = &self.ws;
-            let scalars = format!("null|true|false|{ANY_NUMBER}|{ANY_STRING}");
             let next = match self.any_cache.last() {
-                None => format!("(?:{scalars})"),
-                Some(inner) => format!(
-                    r"(?:{scalars}|\[{ws}(?:{inner}(?:{ws},{ws}{inner})*)?{ws}\]|\{{{ws}(?:{ANY_STRING}{ws}:{ws}{inner}(?:{ws},{ws}{ANY_STRING}{ws}:{ws}{inner})*)?{ws}\}})"
-                ),
+                None => format!("(?:null|true|false|{ANY_NUMBER}|{ANY_STRING})"),
+                Some(inner) => any_containing(&self.ws, inner),
             };
             self.any_cache.push(next);
         }
@@ -322,6 +433,13 @@ impl<'a> Ctx<'a> {
                 limit: self.cfg.max_depth,
             });
         }
+        if self.rules.is_some()
+            && let Some(reference) = reference_only(s)
+        {
+            let out = self.rule_reference(reference, ptr);
+            self.depth -= 1;
+            return out.map(Some);
+        }
         let key = self.ref_cache_key(s);
         if let Some(hit) = key.as_ref().and_then(|k| self.ref_cache.get(k)) {
             self.depth -= 1;
@@ -337,15 +455,85 @@ impl<'a> Ctx<'a> {
         Ok(out)
     }
 
+    /// Rules mode: the reference to the rule of `reference`'s target, declared (and queued
+    /// for compiling) the first time the target is met.
+    fn rule_reference(&mut self, reference: &str, ptr: &str) -> Result<String> {
+        let (name, target) = self.resolve(reference, ptr)?;
+        let Some(rules) = self.rules.as_mut() else {
+            return Err(invalid(ptr, "a rule reference outside rules mode"));
+        };
+        if let Some(&i) = rules.by_name.get(&name) {
+            return Ok(placeholder(i));
+        }
+        let i = rules.add(name);
+        rules.pending.push((i, target, child(ptr, "$ref")));
+        Ok(placeholder(i))
+    }
+
+    /// Rules mode: a schema that is only `anyOf`/`oneOf` with a reference-only branch, or
+    /// `allOf` of one reference-only schema (plus annotations), compiled branch by branch, so
+    /// that those branches stay references (flattening would expand them in place, unrolled
+    /// to [`Compiler::max_recursion`]). `None` for any other schema.
+    fn composition_of_references(
+        &mut self,
+        m: &Map<String, Value>,
+        ptr: &str,
+    ) -> Result<Option<Frag>> {
+        let mut keys = m.keys().filter(|k| !ANNOTATIONS.contains(&k.as_str()));
+        let (Some(key), None) = (keys.next(), keys.next()) else {
+            return Ok(None);
+        };
+        let Some(Value::Array(items)) = m.get(key) else {
+            return Ok(None);
+        };
+        let refers = |s: &Value| reference_only(s).is_some();
+        let applies = match key.as_str() {
+            "anyOf" | "oneOf" => items.iter().any(refers),
+            "allOf" => items.len() == 1 && items.iter().all(refers),
+            _ => false,
+        };
+        if !applies {
+            return Ok(None);
+        }
+        let p = child(ptr, key);
+        if key == "oneOf" {
+            let mut expanded = Vec::new();
+            self.flatten_branches(items, &p, true, &mut expanded);
+            self.release(expanded);
+        }
+        let mut alts = Vec::new();
+        let mut first_err = None;
+        for (i, s) in items.iter().enumerate() {
+            match self.schema(s, &child(&p, &i.to_string())) {
+                Ok(Some(f)) if !alts.contains(&f) => alts.push(f),
+                Ok(_) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if key == "oneOf" && first_err.is_some() {
+            // A dropped branch may accept what the others accept: exclusivity is not proven.
+            self.warn("oneOf", &p);
+        }
+        match (alts.is_empty(), first_err) {
+            (true, Some(e)) => Err(e),
+            _ => self.checked(alternation(alts), key, ptr).map(Some),
+        }
+    }
+
+    /// Ends the expansions of `expanded` (see [`Ctx::flatten`]).
+    fn release(&mut self, expanded: Vec<String>) {
+        for r in expanded {
+            if let Some(c) = self.active_refs.get_mut(&r) {
+                *c -= 1;
+            }
+        }
+    }
+
     /// The cache key of a schema that is only a reference (plus annotations), else `None`.
     fn ref_cache_key(&self, s: &Value) -> Option<String> {
-        let m = s.as_object()?;
-        let r = m.get("$ref")?.as_str()?;
-        if m.keys()
-            .any(|k| k != "$ref" && !ANNOTATIONS.contains(&k.as_str()))
-        {
-            return None;
-        }
+        let r = reference_only(s)?;
         let mut active: Vec<(&String, &usize)> =
             self.active_refs.iter().filter(|(_, c)| **c > 0).collect();
         active.sort();
@@ -363,6 +551,11 @@ impl<'a> Ctx<'a> {
             Value::Object(m) => m,
             _ => return Err(invalid(ptr, "a schema must be an object or a boolean")),
         };
+        if self.rules.is_some()
+            && let Some(frag) = self.composition_of_references(m, ptr)?
+        {
+            return Ok(frag);
+        }
         let mut expanded = Vec::new();
         let flat = self.flatten(m, ptr, &mut expanded);
         let result = match flat {
@@ -407,11 +600,7 @@ impl<'a> Ctx<'a> {
             }
             Err(e) => Err(e),
         };
-        for r in expanded {
-            if let Some(c) = self.active_refs.get_mut(&r) {
-                *c -= 1;
-            }
-        }
+        self.release(expanded);
         result
     }
 
@@ -511,28 +700,7 @@ impl<'a> Ctx<'a> {
         }
         for (items, p, exclusive) in disj {
             let mut options = Vec::new();
-            let mut first_err = None;
-            let mut flat_items = Vec::new();
-            for (i, s) in items.iter().enumerate() {
-                let ip = child(&p, &i.to_string());
-                match self.flatten_value(s, &ip, expanded) {
-                    Ok(parts) => flat_items.push(parts),
-                    Err(e) => {
-                        first_err.get_or_insert(e);
-                        flat_items.push(Vec::new());
-                    }
-                }
-            }
-            // A branch that flattened to nothing may still accept documents (what it dropped was
-            // a subset), so exclusivity is only proven when every branch is accounted for.
-            let literally_false = |v: &Value| v == &Value::Bool(false);
-            let all_present = items
-                .iter()
-                .zip(&flat_items)
-                .all(|(s, f)| !f.is_empty() || literally_false(s));
-            if exclusive && (!all_present || !self.disjoint(&flat_items)) {
-                self.warn("oneOf", &p);
-            }
+            let (flat_items, first_err) = self.flatten_branches(&items, &p, exclusive, expanded);
             for parts in flat_items {
                 options.extend(parts);
             }
@@ -547,6 +715,41 @@ impl<'a> Ctx<'a> {
             }
         }
         Ok(alts)
+    }
+
+    /// The branches of an `anyOf` (or a `oneOf`, when `exclusive`) at `p`, each flattened (a
+    /// branch that fails is empty; the first failure is returned beside). A `oneOf` whose
+    /// branches are not proven disjoint is reported as not enforced.
+    fn flatten_branches(
+        &mut self,
+        items: &[Value],
+        p: &str,
+        exclusive: bool,
+        expanded: &mut Vec<String>,
+    ) -> (Vec<Vec<Map<String, Value>>>, Option<SchemaError>) {
+        let mut first_err = None;
+        let mut flat_items = Vec::new();
+        for (i, s) in items.iter().enumerate() {
+            let ip = child(p, &i.to_string());
+            match self.flatten_value(s, &ip, expanded) {
+                Ok(parts) => flat_items.push(parts),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                    flat_items.push(Vec::new());
+                }
+            }
+        }
+        // A branch that flattened to nothing may still accept documents (what it dropped was
+        // a subset), so exclusivity is only proven when every branch is accounted for.
+        let literally_false = |v: &Value| v == &Value::Bool(false);
+        let all_present = items
+            .iter()
+            .zip(&flat_items)
+            .all(|(s, f)| !f.is_empty() || literally_false(s));
+        if exclusive && (!all_present || !self.disjoint(&flat_items)) {
+            self.warn("oneOf", p);
+        }
+        (flat_items, first_err)
     }
 
     fn flatten_value(
@@ -1693,6 +1896,22 @@ fn ordered_subsets(pieces: &[&str], sep: &str) -> String {
         });
     }
     head.unwrap_or_default()
+}
+
+/// The reference of a schema that is only a `$ref` (plus annotations), else `None`.
+fn reference_only(s: &Value) -> Option<&str> {
+    let m = s.as_object()?;
+    let r = m.get("$ref")?.as_str()?;
+    m.keys()
+        .all(|k| k == "$ref" || ANNOTATIONS.contains(&k.as_str()))
+        .then_some(r)
+}
+
+/// Any JSON value whose array items and object member values are `inner`.
+fn any_containing(ws: &str, inner: &str) -> String {
+    format!(
+        r"(?:null|true|false|{ANY_NUMBER}|{ANY_STRING}|\[{ws}(?:{inner}(?:{ws},{ws}{inner})*)?{ws}\]|\{{{ws}(?:{ANY_STRING}{ws}:{ws}{inner}(?:{ws},{ws}{ANY_STRING}{ws}:{ws}{inner})*)?{ws}\}})"
+    )
 }
 
 /// `(?:sep item){lo,hi}` with `hi = None` unbounded.

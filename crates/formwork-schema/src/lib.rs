@@ -52,7 +52,9 @@
 //! - **Long bounds are capped.** `maxLength` and `maxItems` above [`Compiler::max_count`]
 //!   (default 256) are lowered to it (never below the minimum).
 //! - **Recursion.** A `$ref` is expanded at most [`Compiler::max_recursion`] times along any
-//!   path (default 3); deeper, the recursive position is left out where it is optional.
+//!   path (default 3); deeper, the recursive position is left out where it is optional. (In
+//!   rules mode, [`Compiler::compile_rules`], a reference is a rule of a grammar instead, with
+//!   no depth limit.)
 //! - **Not enforced**, and reported as [`Unenforced`] in [`Compiled::unenforced`]:
 //!   `uniqueItems` (with more than one item allowed), formats the specification does not
 //!   define, and `oneOf` exclusivity as above.
@@ -80,10 +82,12 @@ mod format;
 mod merge;
 mod numeric;
 mod pattern;
+mod rules;
 mod text;
 mod verdict;
 
 pub use error::{SchemaError, Unenforced};
+pub use rules::{CompiledRules, Rule};
 
 use serde_json::Value;
 
@@ -207,9 +211,59 @@ impl Compiler {
     /// previous one would have); only when the shallowest attempt still fails does it return
     /// [`SchemaError::TooLarge`] or [`SchemaError::Regex`].
     pub fn compile_detailed(&self, schema: &Value) -> Result<Compiled, SchemaError> {
+        self.retrying(|cfg| compile::Ctx::new(cfg, schema).finish_checked())
+    }
+
+    /// Compiles a schema to rules: regexes that refer to each other, for a grammar (see
+    /// [`CompiledRules`]; `formwork_grammar::json_schema` builds the grammar).
+    ///
+    /// Every keyword is compiled as by [`Compiler::compile_detailed`], with two differences
+    /// that make the language larger, never unsound:
+    ///
+    /// - a schema that is only a `$ref` (plus annotations), and an `anyOf`/`oneOf` branch or
+    ///   a lone `allOf` item that is one, is a reference to the rule of the resolved target,
+    ///   compiled once: recursion through it has no depth limit ([`Compiler::max_recursion`]
+    ///   still bounds a `$ref` merged with sibling keywords, which is expanded in place);
+    /// - an unconstrained value (`true`, `{}`, the members of an object that says nothing of
+    ///   them, the items of an array that says nothing of them) refers to one recursive rule
+    ///   for any JSON value: [`Compiler::any_depth`] does not apply.
+    ///
+    /// [`Compiler::max_size`] applies to each regex alone. When one is too large or nests
+    /// too deeply, the compiler retries with merged references unrolled less deeply, as
+    /// [`Compiler::compile_detailed`] does.
+    ///
+    /// ```
+    /// use formwork_schema::Compiler;
+    /// use serde_json::json;
+    ///
+    /// let tree = json!({
+    ///     "type": "object",
+    ///     "properties": {
+    ///         "name": {"type": "string"},
+    ///         "children": {"type": "array", "items": {"$ref": "#"}}
+    ///     },
+    ///     "required": ["name", "children"]
+    /// });
+    /// let rules = Compiler::new().compile_rules(&tree)?;
+    /// // One rule, for `#`: the start regex and the rule's body both refer to it.
+    /// assert_eq!(rules.rules.len(), 1);
+    /// assert_eq!(rules.rules[0].name, "#");
+    /// assert!(rules.rules[0].regex.as_deref().unwrap().contains("(?P<fwref_0_0>)"));
+    /// # Ok::<(), formwork_schema::SchemaError>(())
+    /// ```
+    pub fn compile_rules(&self, schema: &Value) -> Result<CompiledRules, SchemaError> {
+        self.retrying(|cfg| compile::Ctx::new_rules(cfg, schema).finish_rules_checked())
+    }
+
+    /// Runs `compile` with this configuration, then, while it fails on size or nesting, with
+    /// recursion and unconstrained values nested one level less (down to 1).
+    fn retrying<T>(
+        &self,
+        compile: impl Fn(&Compiler) -> Result<T, SchemaError>,
+    ) -> Result<T, SchemaError> {
         let mut cfg = self.clone();
         loop {
-            match compile::Ctx::new(&cfg, schema).finish_checked() {
+            match compile(&cfg) {
                 Err(SchemaError::TooLarge { .. } | SchemaError::Regex { .. })
                     if cfg.max_recursion > 1 || cfg.any_depth > 1 =>
                 {

@@ -1,0 +1,264 @@
+//! JSON Schema as a grammar: `formwork-schema`'s rules mode read into a [`RuleSet`].
+//!
+//! [`formwork_schema::Compiler::compile_rules`] compiles a schema to regexes that refer to each
+//! other: a `$ref` is a reference to the rule of its target (so recursion has no depth limit)
+//! and an unconstrained value a reference to one recursive rule for any JSON value. Here each
+//! regex is parsed, its references become [`Expr::Rule`]s, and the parts around them stay
+//! regular; lowering then merges what is small and not recursive back into lexemes, so a small
+//! schema without recursion is one lexeme, as with the regex compiler, while a large one is
+//! many small lexemes instead of one large automaton.
+//!
+//! ```
+//! use formwork_grammar::{GrammarConfig, json_schema};
+//! use formwork_schema::Compiler;
+//! use serde_json::json;
+//!
+//! let list = json!({
+//!     "type": "object",
+//!     "properties": {
+//!         "value": {"type": "integer"},
+//!         "next": {"anyOf": [{"$ref": "#"}, {"type": "null"}]}
+//!     },
+//!     "required": ["value", "next"]
+//! });
+//! let json = json_schema(&list, &Compiler::new(), &GrammarConfig::default())?;
+//! // The list refers to itself: a nonterminal for `#`.
+//! let g = &json.grammar;
+//! assert!((0..g.rule_count() as u32).any(|n| g.rule_name(n) == "#"));
+//! # Ok::<(), formwork_grammar::GrammarError>(())
+//! ```
+
+use formwork_schema::{CompiledRules, Compiler, Unenforced};
+use regex_syntax::hir::{Hir, HirKind};
+use serde_json::Value;
+
+use crate::grammar::hir_size;
+use crate::{Expr, Grammar, GrammarConfig, GrammarError, RuleId, RuleSet};
+
+/// The name of the start rule (rule names from references hold `#`, the any-value rule is
+/// `any`, so it cannot clash).
+const START: &str = "document";
+
+/// A JSON Schema compiled to a grammar.
+#[derive(Debug, Clone)]
+pub struct JsonGrammar {
+    /// The grammar: its language is the schema's documents as the compiler lays them out.
+    pub grammar: Grammar,
+    /// Keywords present in the schema that the grammar does not enforce, with their pointers.
+    pub unenforced: Vec<Unenforced>,
+}
+
+/// Compiles `schema` with `compiler` in rules mode ([`Compiler::compile_rules`]) and lowers
+/// the rules to a [`Grammar`] with `config`.
+///
+/// Errors: the compiler's refusals as [`GrammarError::Schema`]; a grammar over a limit of
+/// `config` as [`GrammarError::TooLarge`]; a schema no document satisfies as
+/// [`GrammarError::Empty`].
+pub fn json_schema(
+    schema: &Value,
+    compiler: &Compiler,
+    config: &GrammarConfig,
+) -> Result<JsonGrammar, GrammarError> {
+    let compiled = compiler.compile_rules(schema)?;
+    let (set, start) = rule_set(&compiled, config)?;
+    let grammar = set.compile(start, config)?;
+    Ok(JsonGrammar {
+        grammar,
+        unenforced: compiled.unenforced,
+    })
+}
+
+/// The rules of `compiled` as a [`RuleSet`], and its start rule.
+fn rule_set(
+    compiled: &CompiledRules,
+    config: &GrammarConfig,
+) -> Result<(RuleSet, RuleId), GrammarError> {
+    let mut set = RuleSet::new();
+    let ids: Vec<RuleId> = compiled.rules.iter().map(|r| set.rule(&r.name)).collect();
+    let start = set.rule(START);
+    let reader = Reader { ids: &ids, config };
+    for (rule, &id) in compiled.rules.iter().zip(&ids) {
+        let body = match &rule.regex {
+            Some(regex) => reader.read(regex, &rule.name)?,
+            // No document: the empty alternation.
+            None => Expr::Alt(Vec::new()),
+        };
+        set.define(id, body)?;
+    }
+    set.define(start, reader.read(&compiled.start, START)?)?;
+    Ok((set, start))
+}
+
+/// Turns the rules' regexes into [`Expr`]s.
+struct Reader<'a> {
+    /// The rule of each index of [`CompiledRules::rules`].
+    ids: &'a [RuleId],
+    config: &'a GrammarConfig,
+}
+
+impl Reader<'_> {
+    /// Parses `regex` (rule `rule`) the way `formwork-index` parses the regexes it builds
+    /// automata from (regex-syntax's defaults: Unicode, UTF-8) and reads it.
+    fn read(&self, regex: &str, rule: &str) -> Result<Expr, GrammarError> {
+        let hir = regex_syntax::ParserBuilder::new()
+            .build()
+            .parse(regex)
+            .map_err(|e| GrammarError::Regex {
+                rule: rule.to_owned(),
+                reason: e.to_string().replace('\n', " "),
+            })?;
+        Ok(match self.expr(&hir, rule)? {
+            Some(e) => e,
+            None => self.split(&hir),
+        })
+    }
+
+    /// `hir` as an expression, or `None` when it holds no reference (the caller keeps it
+    /// regular, or splits it if it is large).
+    fn expr(&self, hir: &Hir, rule: &str) -> Result<Option<Expr>, GrammarError> {
+        Ok(match hir.kind() {
+            HirKind::Capture(c) => match c.name.as_deref().and_then(CompiledRules::reference) {
+                Some(i) => {
+                    let id = self.ids.get(i).ok_or_else(|| GrammarError::Regex {
+                        rule: rule.to_owned(),
+                        reason: format!("a reference to rule {i}, which does not exist"),
+                    })?;
+                    Some(Expr::Rule(*id))
+                }
+                None => self.expr(&c.sub, rule)?,
+            },
+            HirKind::Concat(subs) | HirKind::Alternation(subs) => {
+                let parts = subs
+                    .iter()
+                    .map(|h| self.expr(h, rule))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if parts.iter().all(Option::is_none) {
+                    return Ok(None);
+                }
+                let parts = parts
+                    .into_iter()
+                    .zip(subs)
+                    .map(|(p, h)| p.unwrap_or_else(|| self.split(h)))
+                    .collect();
+                Some(if matches!(hir.kind(), HirKind::Concat(_)) {
+                    Expr::Concat(parts)
+                } else {
+                    Expr::Alt(parts)
+                })
+            }
+            HirKind::Repetition(r) => self.expr(&r.sub, rule)?.map(|sub| Expr::Repeat {
+                expr: Box::new(sub),
+                min: r.min,
+                max: r.max,
+            }),
+            HirKind::Empty | HirKind::Literal(_) | HirKind::Class(_) | HirKind::Look(_) => None,
+        })
+    }
+
+    /// A part without references: one regular leaf when it is small enough for a lexeme,
+    /// else its structure as expressions, so that lowering cuts it into several lexemes.
+    fn split(&self, hir: &Hir) -> Expr {
+        let (small, repeatable) = (self.config.lexeme_size, self.config.repeat_size);
+        if hir_size(hir) <= small {
+            return Expr::Regular(hir.clone());
+        }
+        match hir.kind() {
+            HirKind::Capture(c) => self.split(&c.sub),
+            HirKind::Concat(subs) => Expr::Concat(subs.iter().map(|h| self.split(h)).collect()),
+            HirKind::Alternation(subs) => Expr::Alt(subs.iter().map(|h| self.split(h)).collect()),
+            // A bounded repetition of a small part stays one lexeme up to `repeat_size`, as
+            // lowering would keep it.
+            HirKind::Repetition(r) if hir_size(&r.sub) <= small && hir_size(hir) <= repeatable => {
+                Expr::Regular(hir.clone())
+            }
+            HirKind::Repetition(r) => Expr::Repeat {
+                expr: Box::new(self.split(&r.sub)),
+                min: r.min,
+                max: r.max,
+            },
+            HirKind::Literal(l) => split_literal(&l.0, small),
+            HirKind::Empty | HirKind::Class(_) | HirKind::Look(_) => Expr::Regular(hir.clone()),
+        }
+    }
+}
+
+/// A long literal as a concatenation of pieces of at most `max` bytes, cut between
+/// characters.
+fn split_literal(bytes: &[u8], max: usize) -> Expr {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Expr::bytes(bytes);
+    };
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        if i + c.len_utf8() - start > max.max(4) {
+            pieces.push(Expr::literal(&text[start..i]));
+            start = i;
+        }
+    }
+    pieces.push(Expr::literal(&text[start..]));
+    Expr::Concat(pieces)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(schema: Value) -> CompiledRules {
+        Compiler::new().compile_rules(&schema).unwrap()
+    }
+
+    #[test]
+    fn references_become_rules_and_the_rest_stays_regular() {
+        let compiled = rules(serde_json::json!({
+            "type": "object",
+            "properties": {"next": {"$ref": "#"}, "v": {"type": "integer"}},
+            "required": ["v"]
+        }));
+        let (set, start) = rule_set(&compiled, &GrammarConfig::default()).unwrap();
+        let root = set.get("#").unwrap();
+        // Somewhere in the start rule's body is a reference to `#`.
+        fn refers(e: &Expr, to: RuleId) -> bool {
+            match e {
+                Expr::Rule(r) => *r == to,
+                Expr::Concat(v) | Expr::Alt(v) => v.iter().any(|e| refers(e, to)),
+                Expr::Repeat { expr, .. } => refers(expr, to),
+                Expr::Regular(h) => {
+                    assert_eq!(h.properties().explicit_captures_len(), 0);
+                    false
+                }
+            }
+        }
+        assert!(refers(set.body(start).unwrap(), root));
+        assert!(refers(set.body(root).unwrap(), root));
+    }
+
+    #[test]
+    fn a_large_part_without_references_is_split() {
+        let config = GrammarConfig {
+            lexeme_size: 64,
+            ..GrammarConfig::default()
+        };
+        let reader = Reader {
+            ids: &[],
+            config: &config,
+        };
+        let hir = regex_syntax::parse(&format!("(?:{}|b)c", "a".repeat(200))).unwrap();
+        let Expr::Concat(parts) = reader.split(&hir) else {
+            panic!("not split")
+        };
+        assert!(
+            matches!(&parts[0], Expr::Alt(alts) if matches!(&alts[0], Expr::Concat(p) if p.len() == 4))
+        );
+    }
+
+    #[test]
+    fn a_reference_to_a_missing_rule_is_an_error() {
+        let reader = Reader {
+            ids: &[],
+            config: &GrammarConfig::default(),
+        };
+        let err = reader.read("a(?P<fwref_3_0>)", "r").unwrap_err();
+        assert!(matches!(err, GrammarError::Regex { ref rule, .. } if rule == "r"));
+    }
+}
