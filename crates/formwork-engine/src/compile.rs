@@ -433,6 +433,44 @@ mod tests {
     }
 
     #[test]
+    fn schemas_json_objects_and_tool_calls_go_through_grammars_regexes_do_not() {
+        let cache = IndexCache::new(
+            vocab(),
+            IndexConfig::default(),
+            GrammarConfig::default(),
+            1 << 30,
+            2,
+        );
+        // Recursion no regex can hold: a tree of any depth.
+        let tree = serde_json::json!({
+            "$defs": {"node": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+            "$ref": "#/$defs/node"
+        });
+        let tool = crate::ToolFunction {
+            name: "f".into(),
+            parameters: serde_json::json!({"type": "object"}),
+        };
+        for c in [
+            Constraint::JsonSchema(tree),
+            Constraint::JsonObject,
+            Constraint::ToolCall {
+                functions: vec![tool],
+                parallel: true,
+            },
+        ] {
+            let index = cache.get(&c).unwrap().index;
+            assert!(matches!(index, ConstraintIndex::Grammar(_)), "{c:?}");
+        }
+        for c in [regex("a+"), Constraint::Choice(vec!["a".into()])] {
+            let index = cache.get(&c).unwrap().index;
+            assert!(matches!(index, ConstraintIndex::Regular(_)), "{c:?}");
+        }
+        // A schema the compiler refuses is still a schema error (keyword and pointer).
+        let bad = Constraint::JsonSchema(serde_json::json!({"minProperties": "x"}));
+        assert!(matches!(cache.get(&bad), Err(EngineError::Schema(_))));
+    }
+
+    #[test]
     fn bad_grammars_are_constraint_errors_naming_the_cause() {
         let cache = IndexCache::new(
             vocab(),

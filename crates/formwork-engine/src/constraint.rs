@@ -1,7 +1,7 @@
 //! Constraints lowered to what their index is built from (a regex or a grammar), and the
 //! JSON Schema of a tool call.
 
-use formwork_grammar::{Grammar, GrammarConfig};
+use formwork_grammar::{Grammar, GrammarConfig, GrammarError};
 use serde_json::{Map, Value, json};
 
 use crate::{Constraint, EngineError};
@@ -20,14 +20,34 @@ pub(crate) fn lower(
     constraint: &Constraint,
     config: &GrammarConfig,
 ) -> Result<Lowered, EngineError> {
+    let json = |schema: &Value| {
+        formwork_grammar::json_schema(schema, &formwork_schema::Compiler::new(), config)
+            .map(|compiled| Lowered::Grammar(compiled.grammar))
+            .map_err(grammar_error)
+    };
     match constraint {
+        Constraint::Regex(_) | Constraint::Choice(_) => {
+            constraint_regex(constraint).map(Lowered::Regex)
+        }
         Constraint::Grammar { syntax, text } => syntax
             .compile(text, config)
             .map(Lowered::Grammar)
-            .map_err(|e| EngineError::Constraint(e.to_string())),
-        // JSON Schema, json_object and tool calls stay regexes until the grammar crate's
-        // JSON Schema compiler lands.
-        _ => constraint_regex(constraint).map(Lowered::Regex),
+            .map_err(grammar_error),
+        Constraint::JsonSchema(schema) => json(schema),
+        Constraint::JsonObject => json(&json!({"type": "object"})),
+        Constraint::ToolCall {
+            functions,
+            parallel,
+        } => json(&tool_call_schema(functions, *parallel)?),
+    }
+}
+
+/// A grammar's error as the engine reports it: a schema's as [`EngineError::Schema`] (the
+/// keyword and its pointer), any other as [`EngineError::Constraint`] with its message.
+fn grammar_error(e: GrammarError) -> EngineError {
+    match e {
+        GrammarError::Schema(e) => EngineError::Schema(e),
+        e => EngineError::Constraint(e.to_string()),
     }
 }
 
