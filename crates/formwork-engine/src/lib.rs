@@ -2,9 +2,10 @@
 //! copy of a model's weights, usable from any Rust program without HTTP.
 //!
 //! [`Engine::submit`] prepares a [`Request`] on the caller's thread (chat template,
-//! tokenization, constraint compilation to a regex and its NFA through an LRU cache of lazy
-//! token indexes, so a big schema never stalls the decoding thread; DFA states and their
-//! tokens are computed on first visit, one at a time, as sequences reach them) and queues it;
+//! tokenization, constraint compilation through an LRU cache: regexes and choices to lazy
+//! token indexes, JSON Schemas, tool calls and GBNF or Lark grammars to grammar indexes, so a
+//! big schema never stalls the decoding thread; DFA states and their tokens are computed on
+//! first visit, one at a time, as sequences reach them) and queues it;
 //! the engine's thread runs continuous batching: every step advances every active sequence in
 //! one batched forward pass, admitting new requests between steps. The returned
 //! [`RequestHandle`] yields [`Event`]s (text deltas, finish reasons, usage); dropping it
