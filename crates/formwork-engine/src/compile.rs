@@ -1,13 +1,14 @@
 //! Constraints compiled once: a cache of token indexes by constraint, bounded in bytes, where
 //! a constraint is compiled by one request at a time and at most a few compile at once.
 //!
-//! A [`Constraint`] goes to a regex (the JSON-Schema compiler, for schemas and tool calls) and
-//! the regex to a lazy [`Index`]. Both steps are keyed by the constraint itself, so a request
-//! whose schema was seen before skips the schema compiler as well as the automaton build.
+//! A [`Constraint`] is lowered ([`lower`]) to a regex (the JSON-Schema compiler, for schemas
+//! and tool calls) and the regex to a lazy [`Index`], or to a grammar and the grammar to a
+//! [`GrammarIndex`]. Both steps are keyed by the constraint itself, so a request whose
+//! schema or grammar was seen before skips its compiler as well as the index build.
 //!
 //! - **Bounded by memory.** Every entry is charged what its index really holds
-//!   ([`Index::memory_usage`], which grows as requests visit a lazy index's states) plus its
-//!   key and regex. After each insertion the least recently used entries are dropped until
+//!   ([`Index::memory_usage`], which grows as requests visit a lazy index's states, or
+//!   [`GrammarIndex::memory_usage`]) plus its key and regex. After each insertion the least recently used entries are dropped until
 //!   the total is within the budget again; an index bigger than the whole budget is used by
 //!   its request and not kept. An evicted index lives on while requests still walk it.
 //! - **Single flight.** The first request with a new constraint compiles it; others with the
@@ -23,16 +24,18 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use formwork_grammar::{GrammarConfig, GrammarIndex};
 use formwork_index::{Index, IndexConfig, Vocabulary};
 
 use crate::budget::Budget;
-use crate::constraint::constraint_regex;
+use crate::constraint::{Lowered, lower};
+use crate::guide::ConstraintIndex;
 use crate::{Constraint, EngineError};
 
 /// What a cache lookup gave.
 pub(crate) struct Compiled {
     /// The constraint's index.
-    pub(crate) index: Arc<Index>,
+    pub(crate) index: ConstraintIndex,
     /// Whether it was cached (or compiled by a request this one waited for).
     pub(crate) hit: bool,
     /// How long compiling took, when this request compiled it.
@@ -40,14 +43,14 @@ pub(crate) struct Compiled {
 }
 
 /// A compile's result as its waiters see it.
-type Outcome = Result<Arc<Index>, String>;
+type Outcome = Result<ConstraintIndex, String>;
 
 /// One constraint being compiled: its waiters block on the cell until the compile sets it.
 type Flight = OnceLock<Outcome>;
 
 enum Slot {
     Ready {
-        index: Arc<Index>,
+        index: ConstraintIndex,
         /// Bytes of the key and the regex, charged with the index.
         extra: usize,
         last_used: u64,
@@ -65,6 +68,7 @@ struct Entries {
 pub(crate) struct IndexCache {
     vocabulary: Vocabulary,
     config: IndexConfig,
+    grammar: GrammarConfig,
     budget: usize,
     entries: Mutex<Entries>,
     /// One unit per compile running.
@@ -93,6 +97,7 @@ pub(crate) fn constraint_key(constraint: &Constraint) -> String {
             format!("choice:{}", serde_json::json!(choices))
         }
         Constraint::JsonObject => "json_object".to_owned(),
+        Constraint::Grammar { syntax, text } => format!("grammar:{syntax}:{text}"),
         Constraint::ToolCall {
             functions,
             parallel,
@@ -108,10 +113,11 @@ pub(crate) fn constraint_key(constraint: &Constraint) -> String {
 
 impl IndexCache {
     /// A cache over `vocabulary` holding at most `budget` bytes of indexes, each built with
-    /// `config` (made lazy), at most `max_compiles` at once.
+    /// `config` (made lazy) or, for grammars, `grammar`, at most `max_compiles` at once.
     pub(crate) fn new(
         vocabulary: Vocabulary,
         config: IndexConfig,
+        grammar: GrammarConfig,
         budget: usize,
         max_compiles: usize,
     ) -> IndexCache {
@@ -124,6 +130,7 @@ impl IndexCache {
                 lazy: true,
                 ..config
             },
+            grammar,
             budget,
             entries: Mutex::default(),
             compiles: Budget::new(max_compiles.max(1)),
@@ -210,9 +217,9 @@ impl IndexCache {
         let compile_time = start.elapsed();
         let mut entries = lock(&self.entries);
         match &result {
-            Ok((index, regex)) => {
+            Ok((index, lowered)) => {
                 entries.clock += 1;
-                let extra = key.len() + regex.len();
+                let extra = key.len() + lowered;
                 let last_used = entries.clock;
                 entries.map.insert(
                     key.clone(),
@@ -239,11 +246,20 @@ impl IndexCache {
         })
     }
 
-    /// Compiles a constraint to its regex and the regex to a lazy index.
-    fn compile(&self, constraint: &Constraint) -> Result<(Arc<Index>, String), EngineError> {
-        let regex = constraint_regex(constraint)?;
-        let index = Index::with_config(&regex, &self.vocabulary, self.config)?;
-        Ok((Arc::new(index), regex))
+    /// Compiles a constraint to its index: a lazy token index of its regex, or the index of
+    /// its grammar. Also says how many bytes the regex holds (charged with the index).
+    fn compile(&self, constraint: &Constraint) -> Result<(ConstraintIndex, usize), EngineError> {
+        match lower(constraint, &self.grammar)? {
+            Lowered::Regex(regex) => {
+                let index = Index::with_config(&regex, &self.vocabulary, self.config)?;
+                Ok((ConstraintIndex::Regular(Arc::new(index)), regex.len()))
+            }
+            Lowered::Grammar(grammar) => {
+                let index = GrammarIndex::with_config(grammar, &self.vocabulary, self.config)
+                    .map_err(|e| EngineError::Constraint(e.to_string()))?;
+                Ok((ConstraintIndex::Grammar(Arc::new(index)), 0))
+            }
+        }
     }
 
     /// Drops least recently used indexes until the rest fit the budget.
@@ -282,6 +298,7 @@ impl IndexCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::GrammarSyntax;
 
     fn vocab() -> Vocabulary {
         let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
@@ -303,16 +320,40 @@ mod tests {
             constraint_key(&Constraint::Choice(vec!["a|b".into()])),
             constraint_key(&Constraint::Choice(vec!["a".into(), "b".into()]))
         );
+        let grammar = |syntax, text: &str| Constraint::Grammar {
+            syntax,
+            text: text.into(),
+        };
+        assert_ne!(
+            constraint_key(&grammar(GrammarSyntax::Gbnf, "a")),
+            constraint_key(&grammar(GrammarSyntax::Lark, "a"))
+        );
+        assert_ne!(
+            constraint_key(&grammar(GrammarSyntax::Gbnf, "a")),
+            constraint_key(&regex("a"))
+        );
     }
 
     #[test]
     fn the_cache_stays_within_its_byte_budget() {
-        let cache = IndexCache::new(vocab(), IndexConfig::default(), 1 << 30, 2);
+        let cache = IndexCache::new(
+            vocab(),
+            IndexConfig::default(),
+            GrammarConfig::default(),
+            1 << 30,
+            2,
+        );
         let one = cache.get(&regex("[a-z]{0,200}")).unwrap().index;
         let size = one.memory_usage() + 64;
         drop(one);
         // Room for about three such indexes.
-        let cache = IndexCache::new(vocab(), IndexConfig::default(), 3 * size, 2);
+        let cache = IndexCache::new(
+            vocab(),
+            IndexConfig::default(),
+            GrammarConfig::default(),
+            3 * size,
+            2,
+        );
         for i in 0..20 {
             let c = cache.get(&regex(&format!("[a-z]{{0,200}}{i}"))).unwrap();
             assert!(!c.hit);
@@ -331,7 +372,13 @@ mod tests {
 
     #[test]
     fn an_index_bigger_than_the_budget_is_served_but_not_kept() {
-        let cache = IndexCache::new(vocab(), IndexConfig::default(), 1, 2);
+        let cache = IndexCache::new(
+            vocab(),
+            IndexConfig::default(),
+            GrammarConfig::default(),
+            1,
+            2,
+        );
         let c = cache.get(&regex("abc")).unwrap();
         assert!(!c.hit);
         assert_eq!(cache.len(), 0);
@@ -340,7 +387,13 @@ mod tests {
 
     #[test]
     fn a_schema_seen_before_skips_the_schema_compiler() {
-        let cache = IndexCache::new(vocab(), IndexConfig::default(), 1 << 30, 2);
+        let cache = IndexCache::new(
+            vocab(),
+            IndexConfig::default(),
+            GrammarConfig::default(),
+            1 << 30,
+            2,
+        );
         let schema = Constraint::JsonSchema(serde_json::json!({"type": "integer"}));
         assert!(!cache.get(&schema).unwrap().hit);
         let again = cache.get(&schema).unwrap();
@@ -348,23 +401,150 @@ mod tests {
         assert_eq!(again.compile_time, Duration::ZERO);
     }
 
+    fn gbnf(text: &str) -> Constraint {
+        Constraint::Grammar {
+            syntax: GrammarSyntax::Gbnf,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn grammars_compile_to_cached_grammar_indexes() {
+        let cache = IndexCache::new(
+            vocab(),
+            IndexConfig::default(),
+            GrammarConfig::default(),
+            1 << 30,
+            2,
+        );
+        let g = gbnf(r#"root ::= "(" root ")" | "x""#);
+        let c = cache.get(&g).unwrap();
+        assert!(!c.hit);
+        assert!(matches!(c.index, ConstraintIndex::Grammar(_)));
+        assert!(cache.get(&g).unwrap().hit);
+        assert_eq!(cache.len(), 1);
+        assert!(cache.memory_usage() > 0);
+        // Lark's spelling of the same language is another constraint.
+        let lark = Constraint::Grammar {
+            syntax: GrammarSyntax::Lark,
+            text: r#"start: "(" start ")" | "x""#.into(),
+        };
+        assert!(!cache.get(&lark).unwrap().hit);
+    }
+
+    #[test]
+    fn schemas_json_objects_and_tool_calls_go_through_grammars_regexes_do_not() {
+        let cache = IndexCache::new(
+            vocab(),
+            IndexConfig::default(),
+            GrammarConfig::default(),
+            1 << 30,
+            2,
+        );
+        // Recursion no regex can hold: a tree of any depth.
+        let tree = serde_json::json!({
+            "$defs": {"node": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+            "$ref": "#/$defs/node"
+        });
+        let tool = crate::ToolFunction {
+            name: "f".into(),
+            parameters: serde_json::json!({"type": "object"}),
+        };
+        for c in [
+            Constraint::JsonSchema(tree),
+            Constraint::JsonObject,
+            Constraint::ToolCall {
+                functions: vec![tool],
+                parallel: true,
+            },
+        ] {
+            let index = cache.get(&c).unwrap().index;
+            assert!(matches!(index, ConstraintIndex::Grammar(_)), "{c:?}");
+        }
+        for c in [regex("a+"), Constraint::Choice(vec!["a".into()])] {
+            let index = cache.get(&c).unwrap().index;
+            assert!(matches!(index, ConstraintIndex::Regular(_)), "{c:?}");
+        }
+        // A schema the compiler refuses is still a schema error (keyword and pointer).
+        let bad = Constraint::JsonSchema(serde_json::json!({"minProperties": "x"}));
+        assert!(matches!(cache.get(&bad), Err(EngineError::Schema(_))));
+    }
+
+    #[test]
+    fn bad_grammars_are_constraint_errors_naming_the_cause() {
+        let cache = IndexCache::new(
+            vocab(),
+            IndexConfig::default(),
+            GrammarConfig::default(),
+            1 << 30,
+            2,
+        );
+        for (grammar, cause) in [
+            (gbnf(r#"root ::= "a"#), "gbnf grammar, line 1, column"),
+            (
+                gbnf(r#"root ::= "a" b"#),
+                "rule `b` is used but never defined",
+            ),
+            (gbnf(r#"root ::= "a" root"#), "language is empty"),
+            (
+                Constraint::Grammar {
+                    syntax: GrammarSyntax::Lark,
+                    text: "start: \"a\"\n  | )".into(),
+                },
+                "lark grammar, line 2",
+            ),
+        ] {
+            match cache.get(&grammar) {
+                Err(EngineError::Constraint(m)) => assert!(m.contains(cause), "{m}"),
+                Err(other) => panic!("{other:?}"),
+                Ok(_) => panic!("{grammar:?} compiled"),
+            }
+        }
+        assert_eq!(cache.len(), 0);
+        let small = GrammarConfig {
+            max_productions: 2,
+            ..GrammarConfig::default()
+        };
+        let cache = IndexCache::new(vocab(), IndexConfig::default(), small, 1 << 30, 2);
+        match cache.get(&gbnf(r#"root ::= "(" root ")" | "[" root "]" | "x""#)) {
+            Err(EngineError::Constraint(m)) => assert!(m.contains("limit"), "{m}"),
+            other => panic!("{:?}", other.map(|c| c.hit)),
+        }
+    }
+
     #[test]
     fn concurrent_requests_for_one_constraint_compile_it_once() {
-        let cache = Arc::new(IndexCache::new(vocab(), IndexConfig::default(), 1 << 30, 4));
+        let cache = Arc::new(IndexCache::new(
+            vocab(),
+            IndexConfig::default(),
+            GrammarConfig::default(),
+            1 << 30,
+            4,
+        ));
         let c = regex("[a-z]{0,3000}x");
         let results: Vec<Compiled> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..4).map(|_| s.spawn(|| cache.get(&c).unwrap())).collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert_eq!(results.iter().filter(|r| !r.hit).count(), 1);
+        let index = |c: &Compiled| match &c.index {
+            ConstraintIndex::Regular(index) => index.clone(),
+            ConstraintIndex::Grammar(_) => unreachable!("a regex has a token index"),
+        };
         for r in &results[1..] {
-            assert!(Arc::ptr_eq(&r.index, &results[0].index));
+            assert!(Arc::ptr_eq(&index(r), &index(&results[0])));
         }
     }
 
     #[test]
     fn errors_reach_every_waiter_and_are_not_cached() {
-        let cache = IndexCache::new(vocab(), IndexConfig::default(), 1 << 30, 2);
+        let cache = IndexCache::new(
+            vocab(),
+            IndexConfig::default(),
+            GrammarConfig::default(),
+            1 << 30,
+            2,
+        );
         let bad = regex("a(");
         assert!(cache.get(&bad).is_err());
         assert!(cache.get(&bad).is_err());
@@ -373,7 +553,13 @@ mod tests {
 
     #[test]
     fn compiles_beyond_the_limit_wait_their_turn() {
-        let cache = IndexCache::new(vocab(), IndexConfig::default(), 1 << 30, 1);
+        let cache = IndexCache::new(
+            vocab(),
+            IndexConfig::default(),
+            GrammarConfig::default(),
+            1 << 30,
+            1,
+        );
         let first = cache.compiles.take(1);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::scope(|s| {

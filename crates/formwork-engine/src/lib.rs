@@ -2,9 +2,10 @@
 //! copy of a model's weights, usable from any Rust program without HTTP.
 //!
 //! [`Engine::submit`] prepares a [`Request`] on the caller's thread (chat template,
-//! tokenization, constraint compilation to a regex and its NFA through an LRU cache of lazy
-//! token indexes, so a big schema never stalls the decoding thread; DFA states and their
-//! tokens are computed on first visit, one at a time, as sequences reach them) and queues it;
+//! tokenization, constraint compilation through an LRU cache: regexes and choices to lazy
+//! token indexes, JSON Schemas, tool calls and GBNF or Lark grammars to grammar indexes, so a
+//! big schema never stalls the decoding thread; DFA states and their tokens are computed on
+//! first visit, one at a time, as sequences reach them) and queues it;
 //! the engine's thread runs continuous batching: every step advances every active sequence in
 //! one batched forward pass, admitting new requests between steps. The returned
 //! [`RequestHandle`] yields [`Event`]s (text deltas, finish reasons, usage); dropping it
@@ -37,6 +38,7 @@ mod budget;
 mod compile;
 mod constraint;
 mod error;
+mod guide;
 mod metrics;
 mod request;
 mod scheduler;
@@ -47,7 +49,8 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use formwork_index::{Guide, IndexConfig, Vocabulary};
+use formwork_grammar::GrammarConfig;
+use formwork_index::{IndexConfig, Vocabulary};
 use formwork_model::{LoadedModel, Model, ModelInfo, Tokenizer};
 use formwork_sampler::Sampler;
 use formwork_template::{ChatTemplate, RenderArgs, SpecialTokens};
@@ -57,7 +60,8 @@ pub use constraint::{constraint_regex, tool_call_schema};
 pub use error::EngineError;
 pub use metrics::{Histogram, HistogramData, LATENCY_BUCKETS, Metrics, MetricsSnapshot};
 pub use request::{
-    Constraint, Event, FinishReason, Prompt, Request, TokenLogprob, ToolFunction, Usage,
+    Constraint, Event, FinishReason, GrammarSyntax, Prompt, Request, TokenLogprob, ToolFunction,
+    Usage,
 };
 
 use budget::Budget;
@@ -85,6 +89,8 @@ pub struct EngineConfig {
     /// index, `dfa.max_memory` its NFA and determinized states (see
     /// [`EngineConfig::constraint_limit`]).
     pub index: IndexConfig,
+    /// Limits on one grammar constraint's compiled grammar (productions, symbols, lexemes).
+    pub grammar: GrammarConfig,
 }
 
 /// The default most bytes of the index cache: 256 MiB.
@@ -122,6 +128,7 @@ impl Default for EngineConfig {
                 lazy: true,
                 ..IndexConfig::default()
             },
+            grammar: GrammarConfig::default(),
         }
         .constraint_limit(DEFAULT_CONSTRAINT_BYTES)
     }
@@ -255,6 +262,7 @@ impl Engine {
             indexes: IndexCache::new(
                 vocabulary,
                 config.index,
+                config.grammar,
                 config.index_cache_bytes,
                 config.max_compiles,
             ),
@@ -459,7 +467,7 @@ impl Engine {
                         .fetch_add(1, Ordering::Relaxed);
                     shared.metrics.index_compile.observe(compiled.compile_time);
                 }
-                Some(Guide::new(compiled.index))
+                Some(compiled.index.guide()?)
             }
         };
         let sampler = Sampler::new(request.sampling.clone(), shared.info.vocab_size, &prompt)?;

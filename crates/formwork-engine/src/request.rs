@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use formwork_grammar::{Grammar, GrammarConfig, GrammarError};
 use formwork_sampler::SamplingParams;
 use formwork_template::{Message, Tool};
 use serde_json::Value;
@@ -50,6 +51,59 @@ pub enum Constraint {
         /// Whether several calls may be made at once.
         parallel: bool,
     },
+    /// Text the context-free grammar derives, its start rule matched in full.
+    Grammar {
+        /// The grammar's notation.
+        syntax: GrammarSyntax,
+        /// The grammar's source text.
+        text: String,
+    },
+}
+
+/// The notation of a [`Constraint::Grammar`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GrammarSyntax {
+    /// llama.cpp's GBNF: `root ::= ...`, character-level (no implicit whitespace).
+    Gbnf,
+    /// A subset of Lark's EBNF: `start: ...`, terminals in capitals, `%ignore` and `%import`
+    /// of Lark's common terminals.
+    Lark,
+}
+
+impl GrammarSyntax {
+    /// Its name in requests and on the command line: `gbnf`, `lark`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrammarSyntax::Gbnf => "gbnf",
+            GrammarSyntax::Lark => "lark",
+        }
+    }
+
+    /// The syntax called `name` (`gbnf`, `lark`; ASCII case ignored).
+    pub fn from_name(name: &str) -> Option<GrammarSyntax> {
+        [GrammarSyntax::Gbnf, GrammarSyntax::Lark]
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(name))
+    }
+
+    /// Reads `text` in this syntax ([`formwork_grammar::gbnf`], [`formwork_grammar::lark`])
+    /// and lowers it within `config`'s limits: what a [`Constraint::Grammar`] is compiled
+    /// to. Errors name the cause (line and column for syntax errors, the undefined rule, the
+    /// empty language, the limit exceeded).
+    pub fn compile(self, text: &str, config: &GrammarConfig) -> Result<Grammar, GrammarError> {
+        let (rules, start) = match self {
+            GrammarSyntax::Gbnf => formwork_grammar::gbnf(text)?,
+            GrammarSyntax::Lark => formwork_grammar::lark(text)?,
+        };
+        rules.compile(start, config)
+    }
+}
+
+impl std::fmt::Display for GrammarSyntax {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A generation request.

@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
-use formwork_index::Guide;
 use formwork_model::{BatchItem, KvCache};
 use formwork_sampler::Sampler;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::guide::ConstraintGuide;
 use crate::text::{Pushed, TextStream};
 use crate::{Event, FinishReason, Shared, TokenLogprob, Usage, panic_message};
 
@@ -35,7 +35,7 @@ pub(crate) struct Pending {
     pub(crate) ignore_eos: bool,
     pub(crate) top_logprobs: Option<usize>,
     pub(crate) sampler: Sampler,
-    pub(crate) guide: Option<Guide>,
+    pub(crate) guide: Option<ConstraintGuide>,
     pub(crate) events: UnboundedSender<Event>,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) submitted: Instant,
@@ -81,7 +81,7 @@ struct Seq {
     generated: usize,
     max_tokens: usize,
     sampler: Sampler,
-    guide: Option<Guide>,
+    guide: Option<ConstraintGuide>,
     text: TextStream,
     stop: Arc<Vec<String>>,
     ignore_eos: bool,
@@ -444,24 +444,21 @@ impl Scheduler {
         if group.cancelled() {
             return Some(FinishReason::Cancelled);
         }
-        if s.guide.as_ref().is_some_and(Guide::is_finished) {
+        if s.guide.as_ref().is_some_and(ConstraintGuide::is_finished) {
             return Some(FinishReason::Stop);
         }
-        if let Some(g) = &s.guide
-            && g.index().allowed_count(g.state()) == 0
-        {
-            let message = if g.index().is_truncated() {
-                "the constraint's automaton outgrew its size limits: no token can continue here"
-            } else {
-                "the constraint allows no token here: the vocabulary cannot spell what it needs next"
-            };
-            let _ = group.events.send(Event::Error {
-                message: message.into(),
-            });
-            return Some(FinishReason::Error);
-        }
-        let mask = s.guide.as_ref().map(|g| {
-            let m = g.mask();
+        // A guide that cannot go on (no token allowed, a grammar too ambiguous to follow)
+        // ends this choice with its reason.
+        let mask = match s.guide.as_mut().map(ConstraintGuide::mask).transpose() {
+            Ok(mask) => mask,
+            Err(e) => {
+                let _ = group.events.send(Event::Error {
+                    message: e.to_string(),
+                });
+                return Some(FinishReason::Error);
+            }
+        };
+        let mask = mask.map(|m| {
             if m.len() == self.mask.len() {
                 m
             } else {
@@ -548,7 +545,7 @@ impl Scheduler {
         if s.generated >= s.max_tokens {
             return Some(FinishReason::Length);
         }
-        if s.guide.as_ref().is_some_and(Guide::is_finished) {
+        if s.guide.as_ref().is_some_and(ConstraintGuide::is_finished) {
             return Some(FinishReason::Stop);
         }
         s.input = [token];

@@ -9,7 +9,9 @@ mod common;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use formwork_engine::{Constraint, Engine, EngineConfig, FinishReason, Prompt, Request};
+use formwork_engine::{
+    Constraint, Engine, EngineConfig, FinishReason, GrammarSyntax, Prompt, Request,
+};
 use formwork_index::ByteDfa;
 use formwork_model::{Device, load};
 use formwork_sampler::SamplingParams;
@@ -128,4 +130,43 @@ fn structured_outputs_at_temperature_0_8_are_valid() {
             assert!(choices.contains(text), "{name}: {text}");
         }
     }
+}
+
+/// A recursive GBNF grammar at temperature 0.8: every finished output is in the language (as
+/// a hand-built copy of the grammar decides) and nests at least four deep.
+#[test]
+fn grammar_outputs_at_temperature_0_8_are_in_the_language() {
+    let (gbnf, grammar) = common::nested_lists();
+    let mut handles = Vec::new();
+    for seed in 0..4u64 {
+        let mut r = Request::new(chat(
+            "You answer with nested lists of numbers.",
+            "Write a list of lists of small numbers.",
+        ));
+        r.sampling = SamplingParams {
+            temperature: 0.8,
+            seed: Some(seed),
+            ..SamplingParams::default()
+        };
+        r.max_tokens = Some(150);
+        r.constraint = Some(Constraint::Grammar {
+            syntax: GrammarSyntax::Gbnf,
+            text: gbnf.into(),
+        });
+        handles.push(engine().submit(r).unwrap());
+    }
+    let mut stopped = 0;
+    for handle in handles {
+        let c = handle.blocking_collect().unwrap();
+        let text = &c.texts[0];
+        match c.finish_reasons[0] {
+            Some(FinishReason::Stop) => {
+                stopped += 1;
+                assert!(grammar.matches(text.as_bytes()).unwrap(), "{text}");
+                assert!(common::bracket_depth(text) >= 4, "{text}");
+            }
+            reason => assert_eq!(reason, Some(FinishReason::Length), "{text}"),
+        }
+    }
+    assert!(stopped > 0, "no output finished within 150 tokens");
 }

@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use formwork_engine::{
-    Completion, Constraint, Engine, EngineConfig, EngineError, Event, FinishReason, Prompt,
-    Request, ToolFunction,
+    Completion, Constraint, Engine, EngineConfig, EngineError, Event, FinishReason, GrammarSyntax,
+    Prompt, Request, ToolFunction,
 };
 use formwork_index::ByteDfa;
 use formwork_model::testing::{FaultyModel, TinySpec, write_tiny_gguf};
@@ -164,6 +164,35 @@ fn regex_and_choice_outputs_match_in_full() {
         assert_eq!(c.finish_reasons[0], Some(FinishReason::Stop));
         assert!(choices.contains(&c.texts[0]), "{:?}", c.texts[0]);
     }
+}
+
+#[test]
+fn grammar_outputs_of_a_random_model_are_in_the_language() {
+    let engine = shared_engine();
+    let (gbnf, grammar) = common::nested_lists();
+    let mut stopped = 0;
+    for seed in 0..8 {
+        let mut r = Request::new(chat("lists"));
+        r.sampling = sampling(seed);
+        r.max_tokens = Some(200);
+        r.n = 2;
+        r.constraint = Some(Constraint::Grammar {
+            syntax: GrammarSyntax::Gbnf,
+            text: gbnf.into(),
+        });
+        let c = run(engine, r);
+        for (text, reason) in c.texts.iter().zip(&c.finish_reasons) {
+            match reason {
+                Some(FinishReason::Stop) => {
+                    stopped += 1;
+                    assert!(grammar.matches(text.as_bytes()).unwrap(), "{text}");
+                    assert!(common::bracket_depth(text) >= 4, "{text}");
+                }
+                reason => assert_eq!(*reason, Some(FinishReason::Length), "{text}"),
+            }
+        }
+    }
+    assert!(stopped > 0, "no output finished within 200 tokens");
 }
 
 #[test]
@@ -389,6 +418,15 @@ fn bad_requests_are_typed_errors_before_generation() {
         submit(&|r| r.constraint = Some(Constraint::Choice(vec![]))),
         Err(EngineError::Constraint(_))
     ));
+    match submit(&|r| {
+        r.constraint = Some(Constraint::Grammar {
+            syntax: GrammarSyntax::Gbnf,
+            text: "root ::= (\"a\"".into(),
+        })
+    }) {
+        Err(EngineError::Constraint(m)) => assert!(m.contains("gbnf grammar, line 1"), "{m}"),
+        other => panic!("{other:?}"),
+    }
     assert!(matches!(
         submit(&|r| r.sampling.temperature = -1.0),
         Err(EngineError::Sampling(_))
@@ -496,6 +534,39 @@ fn an_automaton_past_its_limits_ends_the_request_with_a_clear_error() {
     r.max_tokens = Some(3);
     r.ignore_eos = true;
     assert_eq!(run(&engine, r).usage.completion_tokens, 3);
+}
+
+#[test]
+fn a_grammar_too_ambiguous_to_follow_ends_the_request_with_an_error() {
+    // After `x` the parser would predict 25 000 recursive alternatives at once, past its
+    // bound on items per position: the choice ends with an error naming it, not a panic.
+    let mut gbnf = String::from("root ::= \"x\" many\nmany ::= r0");
+    for i in 1..25_000 {
+        gbnf.push_str(&format!(" | r{i}"));
+    }
+    gbnf.push('\n');
+    for i in 0..25_000 {
+        gbnf.push_str(&format!("r{i} ::= \"a\" r{i} \"b\" | \"a\"\n"));
+    }
+    let engine = shared_engine();
+    let mut r = Request::new(chat("x"));
+    r.sampling = sampling(1);
+    r.max_tokens = Some(20);
+    r.constraint = Some(Constraint::Grammar {
+        syntax: GrammarSyntax::Gbnf,
+        text: gbnf,
+    });
+    match engine.submit(r).unwrap().blocking_collect() {
+        Err(EngineError::Generation(message)) => {
+            assert!(message.contains("too ambiguous"), "{message}")
+        }
+        other => panic!("expected a generation error, got {other:?}"),
+    }
+    // The engine still serves.
+    let mut r = Request::new(chat("ok"));
+    r.max_tokens = Some(3);
+    r.ignore_eos = true;
+    assert_eq!(run(engine, r).usage.completion_tokens, 3);
 }
 
 fn faulty_engine(config: EngineConfig) -> (Engine, std::sync::Arc<FaultyModel>) {

@@ -1,6 +1,6 @@
 //! `formwork schema`: compile a JSON Schema to a regex, or sample documents from it.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -60,16 +60,7 @@ struct SchemaInput {
 
 impl SchemaInput {
     fn compile(&self) -> Result<formwork_schema::Compiled, CliError> {
-        let text = if self.file.as_os_str() == "-" {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("reading the schema from standard input")?;
-            s
-        } else {
-            std::fs::read_to_string(&self.file)
-                .with_context(|| format!("reading {}", self.file.display()))?
-        };
+        let text = crate::read_input(&self.file, "schema")?;
         let whitespace = match self.whitespace {
             Some(max) => Whitespace::Flexible { max },
             None => Whitespace::Compact,

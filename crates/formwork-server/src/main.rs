@@ -5,18 +5,22 @@
 //! one line on stderr with exit code 2 for bad input (an invalid schema, say) and 1 for
 //! anything else.
 
+use std::io::Read;
+use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod cli_bench;
 mod cli_generate;
+mod cli_grammar;
 mod cli_index;
 mod cli_schema;
 mod cli_serve;
 mod cli_template;
 
-/// Structured generation: JSON Schema, regex and choice constraints for language models.
+/// Structured generation: JSON Schema, regex, choice and grammar constraints for language models.
 #[derive(Parser)]
 #[command(name = "formwork", version, about)]
 struct Cli {
@@ -28,6 +32,8 @@ struct Cli {
 enum Command {
     /// Compile JSON Schemas to regexes and sample documents from them.
     Schema(cli_schema::SchemaArgs),
+    /// Compile GBNF and Lark grammars and sample strings from them.
+    Grammar(cli_grammar::GrammarArgs),
     /// Render conversations through a model's chat template.
     Template(cli_template::TemplateArgs),
     /// Build the token-level index of a schema or regex over a model's vocabulary.
@@ -48,6 +54,20 @@ pub(crate) enum CliError {
     Other(anyhow::Error),
 }
 
+/// The text of `file`, or of standard input when it is `-`; `what` (`schema`, `grammar`)
+/// names it in errors.
+pub(crate) fn read_input(file: &Path, what: &str) -> anyhow::Result<String> {
+    if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .with_context(|| format!("reading the {what} from standard input"))?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+    }
+}
+
 impl From<anyhow::Error> for CliError {
     fn from(e: anyhow::Error) -> Self {
         CliError::Other(e)
@@ -58,6 +78,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Schema(args) => cli_schema::run(args),
+        Command::Grammar(args) => cli_grammar::run(args),
         Command::Index(args) => cli_index::run(args),
         Command::Generate(args) => cli_generate::run(args),
         Command::Bench(args) => cli_bench::run(args),

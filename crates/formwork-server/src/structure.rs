@@ -6,17 +6,20 @@
 //!
 //! | dialect | example |
 //! |---|---|
-//! | `metadata.structure` (Formwork's own; an object, or a string of JSON since OpenAI's metadata values are strings) | `{"type": "json_schema", "schema": {...}}`, `{"type": "regex", "pattern": "..."}`, `{"type": "choice", "choices": [...]}`, `{"type": "json_object"}` |
+//! | `metadata.structure` (Formwork's own; an object, or a string of JSON since OpenAI's metadata values are strings) | `{"type": "json_schema", "schema": {...}}`, `{"type": "regex", "pattern": "..."}`, `{"type": "choice", "choices": [...]}`, `{"type": "json_object"}`, `{"type": "grammar", "syntax": "gbnf", "grammar": "..."}` |
 //! | `response_format` (OpenAI) | `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`, `{"type": "json_object"}`; `{"type": "text"}` asks for nothing |
-//! | `guided_json`, `guided_regex`, `guided_choice` (vLLM) | a schema (object or string of JSON), a regex, a list of strings |
+//! | `guided_json`, `guided_regex`, `guided_choice`, `guided_grammar` (vLLM) | a schema (object or string of JSON), a regex, a list of strings, a grammar |
+//! | `structured_outputs` (vLLM's newer spelling) | one of `json`, `regex`, `choice`, `grammar`, `json_object: true` |
+//! | `grammar` (llama.cpp) | a GBNF grammar |
 //! | `tools` with `tool_choice` `"required"` or a named function (chat only) | the schema of a tool call, see [`tools`](crate::tools) |
 //!
 //! Two dialects in one request are a 400 naming both, unless they ask for the same
 //! thing (the same schema, regex, or set of choices). Every malformed structure is a
 //! 400 whose `param` points at the field (`metadata.structure.type`,
-//! `response_format.json_schema.schema`, `guided_choice[2]`). Whether a schema or regex
-//! compiles is the engine's question: its error is also a 400, with `param` the
-//! dialect's field ([`Resolved::param`]).
+//! `response_format.json_schema.schema`, `guided_choice[2]`). Whether a schema, regex or
+//! grammar compiles is the engine's question: its error is also a 400, with `param` the
+//! dialect's field ([`Resolved::param`]). A grammar without a named syntax (vLLM's
+//! fields) is GBNF when it holds `::=` and Lark otherwise ([`guess_syntax`]).
 //!
 //! ```
 //! use formwork_engine::Constraint;
@@ -32,11 +35,13 @@
 //! assert_eq!(resolved.unwrap().constraint, Constraint::Choice(vec!["yes".into(), "no".into()]));
 //! ```
 
-use formwork_engine::Constraint;
-use serde_json::Value;
+use formwork_engine::{Constraint, GrammarSyntax};
+use serde_json::{Map, Value};
 
 use crate::error::ApiError;
-use crate::protocol::{ChatCompletionRequest, CompletionRequest, ResponseFormat, StructureFields};
+use crate::protocol::{
+    ChatCompletionRequest, CompletionRequest, ResponseFormat, StructureFields, StructuredOutputs,
+};
 use crate::tools::ToolPlan;
 
 /// Whether two constraints ask for the same output: equal schemas (object members
@@ -70,6 +75,12 @@ pub enum Dialect {
     GuidedRegex,
     /// `guided_choice`.
     GuidedChoice,
+    /// `guided_grammar`.
+    GuidedGrammar,
+    /// `structured_outputs` (vLLM).
+    StructuredOutputs,
+    /// `grammar` (llama.cpp's GBNF).
+    Grammar,
     /// `tools` with `tool_choice` `"required"` or a named function.
     ToolChoice,
 }
@@ -83,6 +94,9 @@ impl Dialect {
             Dialect::GuidedJson => "guided_json",
             Dialect::GuidedRegex => "guided_regex",
             Dialect::GuidedChoice => "guided_choice",
+            Dialect::GuidedGrammar => "guided_grammar",
+            Dialect::StructuredOutputs => "structured_outputs",
+            Dialect::Grammar => "grammar",
             Dialect::ToolChoice => "tool_choice",
         }
     }
@@ -105,6 +119,15 @@ impl Resolved {
             (Dialect::Metadata, Constraint::JsonSchema(_)) => "metadata.structure.schema",
             (Dialect::Metadata, Constraint::Regex(_)) => "metadata.structure.pattern",
             (Dialect::Metadata, Constraint::Choice(_)) => "metadata.structure.choices",
+            (Dialect::Metadata, Constraint::Grammar { .. }) => "metadata.structure.grammar",
+            (Dialect::StructuredOutputs, c) => match c {
+                Constraint::JsonSchema(_) => "structured_outputs.json",
+                Constraint::Regex(_) => "structured_outputs.regex",
+                Constraint::Choice(_) => "structured_outputs.choice",
+                Constraint::Grammar { .. } => "structured_outputs.grammar",
+                Constraint::JsonObject => "structured_outputs.json_object",
+                _ => "structured_outputs",
+            },
             (Dialect::ResponseFormat, Constraint::JsonSchema(_)) => {
                 "response_format.json_schema.schema"
             }
@@ -139,12 +162,6 @@ pub fn resolve(fields: &StructureFields) -> Result<Option<Resolved>, ApiError> {
 
 /// Every dialect's structure, each checked.
 fn candidates(fields: &StructureFields) -> Result<Vec<Resolved>, ApiError> {
-    if fields.guided_grammar.as_ref().is_some_and(|g| !g.is_null()) {
-        return Err(ApiError::invalid_request(
-            "`guided_grammar` is not supported; use guided_json, guided_regex or guided_choice",
-        )
-        .param("guided_grammar"));
-    }
     let mut found = Vec::new();
     let mut push = |dialect, constraint: Option<Constraint>| {
         if let Some(constraint) = constraint {
@@ -161,7 +178,7 @@ fn candidates(fields: &StructureFields) -> Result<Vec<Resolved>, ApiError> {
         push(Dialect::ResponseFormat, response_format(format)?);
     }
     if let Some(value) = &fields.guided_json {
-        push(Dialect::GuidedJson, guided_json(value)?);
+        push(Dialect::GuidedJson, schema_value(value, "guided_json")?);
     }
     if let Some(pattern) = &fields.guided_regex {
         push(
@@ -173,6 +190,21 @@ fn candidates(fields: &StructureFields) -> Result<Vec<Resolved>, ApiError> {
         push(
             Dialect::GuidedChoice,
             Some(choices(value, "guided_choice")?),
+        );
+    }
+    if let Some(text) = &fields.guided_grammar {
+        push(Dialect::GuidedGrammar, Some(guessed_grammar(text)));
+    }
+    if let Some(outputs) = &fields.structured_outputs {
+        push(Dialect::StructuredOutputs, structured_outputs(outputs)?);
+    }
+    if let Some(text) = &fields.grammar {
+        push(
+            Dialect::Grammar,
+            Some(Constraint::Grammar {
+                syntax: GrammarSyntax::Gbnf,
+                text: text.clone(),
+            }),
         );
     }
     Ok(found)
@@ -222,7 +254,7 @@ fn metadata_structure(value: &Value) -> Result<Option<Constraint>, ApiError> {
         }
         None => {
             return Err(ApiError::invalid_request(format!(
-                "`{PARAM}` has no `type`; expected one of json_schema, regex, choice, json_object"
+                "`{PARAM}` has no `type`; expected one of {METADATA_TYPES}"
             ))
             .param("metadata.structure.type"));
         }
@@ -231,21 +263,7 @@ fn metadata_structure(value: &Value) -> Result<Option<Constraint>, ApiError> {
         "json_schema" => {
             Constraint::JsonSchema(schema(obj.get("schema"), "metadata.structure.schema")?)
         }
-        "regex" => match obj.get("pattern") {
-            Some(Value::String(p)) => Constraint::Regex(p.clone()),
-            Some(_) => {
-                return Err(ApiError::invalid_request(
-                    "`metadata.structure.pattern` must be a string",
-                )
-                .param("metadata.structure.pattern"));
-            }
-            None => {
-                return Err(ApiError::invalid_request(
-                    "`metadata.structure` of type regex needs a `pattern`",
-                )
-                .param("metadata.structure.pattern"));
-            }
-        },
+        "regex" => Constraint::Regex(required_string(obj, kind, "pattern")?.to_owned()),
         "choice" => match obj.get("choices") {
             Some(v) => choices(v, "metadata.structure.choices")?,
             None => {
@@ -256,9 +274,10 @@ fn metadata_structure(value: &Value) -> Result<Option<Constraint>, ApiError> {
             }
         },
         "json_object" => Constraint::JsonObject,
+        "grammar" => metadata_grammar(obj)?,
         other => {
             return Err(ApiError::invalid_request(format!(
-                "unknown `{PARAM}.type` `{other}`; expected one of json_schema, regex, choice, json_object"
+                "unknown `{PARAM}.type` `{other}`; expected one of {METADATA_TYPES}"
             ))
             .param("metadata.structure.type"));
         }
@@ -288,19 +307,126 @@ fn response_format(format: &ResponseFormat) -> Result<Option<Constraint>, ApiErr
     }
 }
 
-/// `guided_json`: a schema, or a string holding one.
-fn guided_json(value: &Value) -> Result<Option<Constraint>, ApiError> {
-    const PARAM: &str = "guided_json";
+/// The `type`s `metadata.structure` knows.
+const METADATA_TYPES: &str = "json_schema, regex, choice, json_object, grammar";
+
+/// `metadata.structure` of type grammar: `grammar` (the text) and `syntax` (`gbnf` or
+/// `lark`; guessed from the text when absent).
+fn metadata_grammar(obj: &Map<String, Value>) -> Result<Constraint, ApiError> {
+    let text = required_string(obj, "grammar", "grammar")?;
+    let syntax = match string_member(obj, "syntax")? {
+        None => guess_syntax(text),
+        Some(name) => GrammarSyntax::from_name(name).ok_or_else(|| {
+            ApiError::invalid_request(format!(
+                "unknown `metadata.structure.syntax` `{name}`; expected gbnf or lark"
+            ))
+            .param("metadata.structure.syntax")
+        })?,
+    };
+    Ok(Constraint::Grammar {
+        syntax,
+        text: text.to_owned(),
+    })
+}
+
+/// Member `key` of `metadata.structure`: a string, or absent (`null` too).
+fn string_member<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(ApiError::invalid_request(format!(
+            "`metadata.structure.{key}` must be a string, got {other}"
+        ))
+        .param(format!("metadata.structure.{key}"))),
+    }
+}
+
+/// Member `key` of a `metadata.structure` of type `kind`, which needs it.
+fn required_string<'a>(
+    obj: &'a Map<String, Value>,
+    kind: &str,
+    key: &str,
+) -> Result<&'a str, ApiError> {
+    string_member(obj, key)?.ok_or_else(|| {
+        ApiError::invalid_request(format!(
+            "`metadata.structure` of type {kind} needs a `{key}`"
+        ))
+        .param(format!("metadata.structure.{key}"))
+    })
+}
+
+/// The syntax of a grammar sent without one (vLLM's fields): GBNF when it holds `::=`
+/// (GBNF's rule operator, which Lark has no use for), else Lark.
+pub fn guess_syntax(text: &str) -> GrammarSyntax {
+    if text.contains("::=") {
+        GrammarSyntax::Gbnf
+    } else {
+        GrammarSyntax::Lark
+    }
+}
+
+/// A grammar whose syntax is guessed ([`guess_syntax`]).
+fn guessed_grammar(text: &str) -> Constraint {
+    Constraint::Grammar {
+        syntax: guess_syntax(text),
+        text: text.to_owned(),
+    }
+}
+
+/// `structured_outputs`: at most one of its members (an empty object asks for nothing).
+fn structured_outputs(outputs: &StructuredOutputs) -> Result<Option<Constraint>, ApiError> {
+    if outputs
+        .structural_tag
+        .as_ref()
+        .is_some_and(|t| !t.is_null())
+    {
+        return Err(ApiError::invalid_request(
+            "`structured_outputs.structural_tag` is not supported; use json, regex, choice, grammar or json_object",
+        )
+        .param("structured_outputs.structural_tag"));
+    }
+    let mut found: Vec<(&str, Constraint)> = Vec::new();
+    if let Some(value) = &outputs.json
+        && let Some(c) = schema_value(value, "structured_outputs.json")?
+    {
+        found.push(("json", c));
+    }
+    if let Some(pattern) = &outputs.regex {
+        found.push(("regex", Constraint::Regex(pattern.clone())));
+    }
+    if let Some(value) = outputs.choice.as_ref().filter(|v| !v.is_null()) {
+        found.push(("choice", choices(value, "structured_outputs.choice")?));
+    }
+    if let Some(text) = &outputs.grammar {
+        found.push(("grammar", guessed_grammar(text)));
+    }
+    if outputs.json_object == Some(true) {
+        found.push(("json_object", Constraint::JsonObject));
+    }
+    let mut found = found.into_iter();
+    let first = found.next();
+    if let (Some((a, _)), Some((b, _))) = (&first, found.next()) {
+        return Err(ApiError::invalid_request(format!(
+            "`structured_outputs` sets both `{a}` and `{b}`; set only one of them"
+        ))
+        .param(format!("structured_outputs.{b}")));
+    }
+    Ok(first.map(|(_, c)| c))
+}
+
+/// A JSON Schema member (`guided_json`, `structured_outputs.json`): a schema, or a string
+/// holding one; `null` asks for nothing.
+fn schema_value(value: &Value, param: &str) -> Result<Option<Constraint>, ApiError> {
     let schema = match value {
         Value::Null => return Ok(None),
         Value::String(text) => serde_json::from_str::<Value>(text).map_err(|e| {
-            ApiError::invalid_request(format!("`{PARAM}` is not valid JSON: {e}")).param(PARAM)
+            ApiError::invalid_request(format!("`{param}` is not valid JSON: {e}")).param(param)
         })?,
         other => other.clone(),
     };
     Ok(Some(Constraint::JsonSchema(self::schema(
         Some(&schema),
-        PARAM,
+        param,
     )?)))
 }
 
@@ -437,7 +563,20 @@ mod tests {
         for (s, param) in [
             (json!({}), "metadata.structure.type"),
             (json!({"type": 1}), "metadata.structure.type"),
-            (json!({"type": "grammar"}), "metadata.structure.type"),
+            (json!({"type": "grammar"}), "metadata.structure.grammar"),
+            (
+                json!({"type": "grammar", "grammar": 1}),
+                "metadata.structure.grammar",
+            ),
+            (
+                json!({"type": "grammar", "grammar": "a", "syntax": "ebnf"}),
+                "metadata.structure.syntax",
+            ),
+            (
+                json!({"type": "grammar", "grammar": "a", "syntax": 2}),
+                "metadata.structure.syntax",
+            ),
+            (json!({"type": "cfg"}), "metadata.structure.type"),
             (json!({"type": "json_schema"}), "metadata.structure.schema"),
             (
                 json!({"type": "json_schema", "schema": "x"}),
@@ -471,10 +610,11 @@ mod tests {
                 "{s}"
             );
         }
-        let e = chat(json!({"metadata": {"structure": {"type": "grammar"}}})).unwrap_err();
+        let e = chat(json!({"metadata": {"structure": {"type": "cfg"}}})).unwrap_err();
         assert!(
-            e.message()
-                .contains("unknown `metadata.structure.type` `grammar`"),
+            e.message().contains(
+                "unknown `metadata.structure.type` `cfg`; expected one of json_schema, regex, choice, json_object, grammar"
+            ),
             "{e}"
         );
         let e = chat(json!({"metadata": {"structure": {"type": "choice", "choices": []}}}))
@@ -545,9 +685,135 @@ mod tests {
             error_param(json!({"guided_choice": [1]})),
             "guided_choice[0]"
         );
+    }
+
+    fn grammar(syntax: GrammarSyntax, text: &str) -> Constraint {
+        Constraint::Grammar {
+            syntax,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn grammar_dialects() {
+        let gbnf = r#"root ::= "a" root | "b""#;
+        let lark = r#"start: "a" start | "b""#;
+        // vLLM's fields guess the syntax from `::=`.
+        let r = chat(json!({"guided_grammar": gbnf})).unwrap().unwrap();
+        assert_eq!(r.constraint, grammar(GrammarSyntax::Gbnf, gbnf));
+        assert_eq!(r.param(), "guided_grammar");
         assert_eq!(
-            error_param(json!({"guided_grammar": "root ::= \"a\""})),
+            structure(json!({"guided_grammar": lark})),
+            grammar(GrammarSyntax::Lark, lark)
+        );
+        let r = chat(json!({"structured_outputs": {"grammar": lark}}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.constraint, grammar(GrammarSyntax::Lark, lark));
+        assert_eq!(r.param(), "structured_outputs.grammar");
+        // llama.cpp's field is always GBNF, even without `::=` (an error then).
+        let r = chat(json!({"grammar": lark})).unwrap().unwrap();
+        assert_eq!(r.constraint, grammar(GrammarSyntax::Gbnf, lark));
+        assert_eq!(r.param(), "grammar");
+        // Formwork's own names the syntax, or has it guessed.
+        let r = chat(json!({"metadata": {"structure": {"type": "grammar", "syntax": "LARK", "grammar": gbnf}}}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.constraint, grammar(GrammarSyntax::Lark, gbnf));
+        assert_eq!(r.param(), "metadata.structure.grammar");
+        assert_eq!(
+            structure(json!({"metadata": {"structure": {"type": "grammar", "grammar": gbnf}}})),
+            grammar(GrammarSyntax::Gbnf, gbnf)
+        );
+        // The same grammar twice agrees; different ones conflict.
+        assert!(chat(json!({"grammar": gbnf, "guided_grammar": gbnf})).is_ok());
+        let e = chat(json!({"grammar": gbnf, "guided_grammar": lark})).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "`guided_grammar` and `grammar` ask for different structures; send only one of them"
+        );
+        let e = chat(json!({"grammar": gbnf, "guided_regex": "a"})).unwrap_err();
+        assert_eq!(e.param_name(), Some("grammar"));
+        assert_eq!(error_param(json!({"grammar": 1})), "grammar");
+        assert_eq!(
+            error_param(json!({"guided_grammar": ["x"]})),
             "guided_grammar"
+        );
+    }
+
+    #[test]
+    fn structured_outputs_dialect() {
+        let schema = json!({"type": "object"});
+        for (outputs, constraint, param) in [
+            (
+                json!({"json": schema}),
+                Constraint::JsonSchema(schema.clone()),
+                "structured_outputs.json",
+            ),
+            (
+                json!({"json": schema.to_string()}),
+                Constraint::JsonSchema(schema.clone()),
+                "structured_outputs.json",
+            ),
+            (
+                json!({"regex": "[0-9]+"}),
+                Constraint::Regex("[0-9]+".into()),
+                "structured_outputs.regex",
+            ),
+            (
+                json!({"choice": ["a", "b"]}),
+                Constraint::Choice(vec!["a".into(), "b".into()]),
+                "structured_outputs.choice",
+            ),
+            (
+                json!({"json_object": true, "regex": null}),
+                Constraint::JsonObject,
+                "structured_outputs.json_object",
+            ),
+        ] {
+            let r = chat(json!({ "structured_outputs": outputs }))
+                .unwrap()
+                .unwrap();
+            assert_eq!(r.constraint, constraint, "{outputs}");
+            assert_eq!(r.dialect, Dialect::StructuredOutputs);
+            assert_eq!(r.param(), param);
+        }
+        assert_eq!(chat(json!({"structured_outputs": {}})).unwrap(), None);
+        assert_eq!(
+            chat(json!({"structured_outputs": {"json_object": false}})).unwrap(),
+            None
+        );
+        let e = chat(json!({"structured_outputs": {"regex": "a", "grammar": "start: \"a\""}}))
+            .unwrap_err();
+        assert_eq!(
+            e.message(),
+            "`structured_outputs` sets both `regex` and `grammar`; set only one of them"
+        );
+        assert_eq!(e.param_name(), Some("structured_outputs.grammar"));
+        for (outputs, param) in [
+            (json!({"json": "{"}), "structured_outputs.json"),
+            (json!({"choice": []}), "structured_outputs.choice"),
+            (json!({"choice": ["a", 1]}), "structured_outputs.choice[1]"),
+            (json!({"regex": 1}), "structured_outputs.regex"),
+            (json!({"grammar": {}}), "structured_outputs.grammar"),
+            (
+                json!({"structural_tag": "{}"}),
+                "structured_outputs.structural_tag",
+            ),
+            (json!("json"), "structured_outputs"),
+        ] {
+            assert_eq!(
+                error_param(json!({ "structured_outputs": outputs })),
+                param,
+                "{outputs}"
+            );
+        }
+        let e =
+            chat(json!({"structured_outputs": {"regex": "a"}, "guided_regex": "b"})).unwrap_err();
+        assert!(
+            e.message()
+                .contains("`guided_regex` and `structured_outputs`"),
+            "{e}"
         );
     }
 

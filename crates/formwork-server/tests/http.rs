@@ -194,10 +194,10 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
         ),
         (
             chat,
-            with(json!({"guided_grammar": "root ::= \"a\""})),
+            with(json!({"guided_grammar": "root ::= \"a"})),
             400,
             Some("guided_grammar"),
-            "not supported",
+            "gbnf grammar, line 1, column",
         ),
         (
             chat,

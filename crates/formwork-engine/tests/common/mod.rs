@@ -25,3 +25,59 @@ pub fn assert_vocabulary_matches_the_gguf(built: &Vocabulary, info: &ModelInfo) 
     eos.dedup();
     assert_eq!(built.eos(), eos);
 }
+
+/// Lists of lists of numbers inside three more brackets, so every text nests at least four
+/// deep: the GBNF the engine is given, and the same language built by hand with a
+/// [`formwork_grammar::RuleSet`] (no front end involved) to check outputs with.
+#[allow(dead_code)] // Each test binary uses what it needs.
+pub fn nested_lists() -> (&'static str, formwork_grammar::Grammar) {
+    use formwork_grammar::{Expr, GrammarConfig, RuleSet};
+    const GBNF: &str = r#"
+root ::= "[[[" list "]]]"
+list ::= "[" (item (", " item)*)? "]"
+item ::= list | [0-9] | [1-9] [0-9] | [1-9] [0-9] [0-9]
+"#;
+    let mut rules = RuleSet::new();
+    let root = rules.rule("root");
+    let list = rules.rule("list");
+    let item = rules.rule("item");
+    let body = Expr::Concat(vec![
+        Expr::literal("[[["),
+        Expr::Rule(list),
+        Expr::literal("]]]"),
+    ]);
+    rules.define(root, body).unwrap();
+    let items = Expr::Concat(vec![
+        Expr::Rule(item),
+        Expr::Concat(vec![Expr::literal(", "), Expr::Rule(item)]).repeat(0, None),
+    ]);
+    let body = Expr::Concat(vec![
+        Expr::literal("["),
+        items.optional(),
+        Expr::literal("]"),
+    ]);
+    rules.define(list, body).unwrap();
+    let number = Expr::regex("0|[1-9][0-9]{0,2}", "item").unwrap();
+    rules
+        .define(item, Expr::Alt(vec![Expr::Rule(list), number]))
+        .unwrap();
+    let grammar = rules.compile(root, &GrammarConfig::default()).unwrap();
+    (GBNF, grammar)
+}
+
+/// How deep the brackets of `text` nest.
+#[allow(dead_code)]
+pub fn bracket_depth(text: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0);
+    for c in text.chars() {
+        match c {
+            '[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            ']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}

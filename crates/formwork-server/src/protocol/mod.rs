@@ -36,8 +36,8 @@ pub mod stream;
 
 pub use request::{
     ChatCompletionRequest, CompletionRequest, JsonSchemaFormat, Prompt, ResponseFormat,
-    SamplingFields, Stop, StreamOptions, StructureFields, ToolChoice, validate_content,
-    validate_message, validate_messages,
+    SamplingFields, Stop, StreamOptions, StructureFields, StructuredOutputs, ToolChoice,
+    validate_content, validate_message, validate_messages,
 };
 pub use response::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatLogprobs, Completion, CompletionChoice,

@@ -4,7 +4,8 @@
 //! embed the fields both routes share, declared once: [`SamplingFields`] (OpenAI's
 //! sampling and streaming fields and the extras vLLM popularized: `top_k`, `min_p`,
 //! `repetition_penalty`, `ignore_eos`) and [`StructureFields`] (`response_format`,
-//! `metadata` and vLLM's `guided_json`, `guided_regex`, `guided_choice`).
+//! `metadata`, vLLM's `guided_json`, `guided_regex`, `guided_choice`, `guided_grammar` and
+//! `structured_outputs`, llama.cpp's `grammar`).
 //! [`options`](crate::options) and [`structure`](crate::structure) read those two
 //! structs, whichever route the request came from.
 //!
@@ -248,8 +249,34 @@ request_object! {
             guided_regex: String,
             /// vLLM: the output is one of these strings.
             guided_choice: Value,
-            /// vLLM: a context-free grammar; not supported, and refused rather than ignored.
-            guided_grammar: Value,
+            /// vLLM: the output follows this grammar (GBNF when it holds `::=`, else Lark).
+            guided_grammar: String,
+            /// vLLM's newer spelling of the `guided_*` fields.
+            structured_outputs: StructuredOutputs,
+            /// llama.cpp: the output follows this GBNF grammar.
+            grammar: String,
+        }
+        groups {}
+    }
+}
+
+request_object! {
+    /// vLLM's `structured_outputs`: one of its members asks for a structure.
+    pub struct StructuredOutputs {
+        required {}
+        optional {
+            /// The output follows this JSON Schema (an object, or a string of JSON).
+            json: Value,
+            /// The output matches this regex.
+            regex: String,
+            /// The output is one of these strings.
+            choice: Value,
+            /// The output follows this grammar (GBNF when it holds `::=`, else Lark).
+            grammar: String,
+            /// The output is any JSON object.
+            json_object: bool,
+            /// vLLM's structural tags: not supported, and refused rather than ignored.
+            structural_tag: Value,
         }
         groups {}
     }

@@ -274,6 +274,70 @@ def test_guided_choice_streamed(client, model):
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) in choices
 
 
+# ---- grammars --------------------------------------------------------------------------
+
+# Nested lists of digits, in both syntaxes: a language no regex can describe.
+LISTS_GBNF = 'root ::= "[" (item ("," item)*)? "]"\nitem ::= root | [0-9]\n'
+LISTS_LARK = 'start: "[" [item ("," item)*] "]"\nitem: start | /[0-9]/\n'
+
+
+def is_nested_list(text):
+    """Whether `text` is a list of digits and lists, by folding innermost lists to a digit."""
+    while True:
+        folded = re.sub(r"\[(?:[0-9](?:,[0-9])*)?\]", "0", text)
+        if folded == text:
+            return text == "0"
+        text = folded
+
+
+def check_nested_list(choice, text):
+    assert choice.finish_reason in ("stop", "length")
+    if choice.finish_reason == "stop":
+        assert is_nested_list(text), text
+
+
+@pytest.mark.parametrize(
+    "extra_body",
+    [
+        {"grammar": LISTS_GBNF},
+        {"guided_grammar": LISTS_GBNF},
+        {"guided_grammar": LISTS_LARK},
+        {"structured_outputs": {"grammar": LISTS_LARK}},
+        {"metadata": {"structure": {"type": "grammar", "syntax": "lark", "grammar": LISTS_LARK}}},
+    ],
+)
+def test_grammar_fields(client, model, extra_body):
+    messages = [{"role": "user", "content": "Write a nested list of digits."}]
+    completion = chat(client, model, messages=messages, max_tokens=60, extra_body=extra_body)
+    choice = completion.choices[0]
+    check_nested_list(choice, choice.message.content)
+    stream = chat(client, model, messages=messages, max_tokens=60, stream=True, extra_body=extra_body)
+    chunks = [c for c in stream if c.choices]
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert streamed == choice.message.content
+
+
+def test_grammar_through_sdk_metadata(client, model):
+    structure = {"type": "grammar", "syntax": "gbnf", "grammar": LISTS_GBNF}
+    messages = [{"role": "user", "content": "Write a nested list of digits."}]
+    completion = chat(client, model, messages=messages, max_tokens=60, metadata={"structure": json.dumps(structure)})
+    check_nested_list(completion.choices[0], completion.choices[0].message.content)
+    # Completions take llama.cpp's field through `extra_body`.
+    completion = client.completions.create(
+        model=model, prompt="A nested list:", max_tokens=60, temperature=0, extra_body={"grammar": LISTS_GBNF}
+    )
+    check_nested_list(completion.choices[0], completion.choices[0].text)
+
+
+def test_bad_grammar_names_the_cause(client, model):
+    error = bad_request(lambda: chat(client, model, extra_body={"grammar": 'root ::= "a'}))
+    assert error.param == "grammar"
+    assert "gbnf grammar, line 1, column" in error.message
+    error = bad_request(lambda: chat(client, model, extra_body={"structured_outputs": {"grammar": "start: item"}}))
+    assert error.param == "structured_outputs.grammar"
+    assert "`item`" in error.message
+
+
 # ---- tool calls ------------------------------------------------------------------------
 
 
@@ -452,7 +516,8 @@ def test_two_structures_conflict(client, model):
 
 def test_bad_structures(client, model):
     for structure, param in [
-        ({"type": "grammar"}, "metadata.structure.type"),
+        ({"type": "grammar"}, "metadata.structure.grammar"),
+        ({"type": "cfg"}, "metadata.structure.type"),
         ({"type": "choice", "choices": []}, "metadata.structure.choices"),
         ({"type": "json_schema"}, "metadata.structure.schema"),
         ({"type": "choice", "choices": ["a", 1]}, "metadata.structure.choices[1]"),
