@@ -319,9 +319,21 @@ impl GrammarGuide {
         }
         let index = &*self.index;
         let trie = index.vocab.trie();
-        let open: Vec<(u32, StateId, u32)> = self.chart.open_lexemes().collect();
+        // Items of one lexeme in one state (begun at different places: an ambiguous
+        // grammar) share their tokens and accept points: one mask and one walk per pair,
+        // the parser completing them from all their origins at once.
+        let mut open: Vec<(u32, StateId, u32)> = self.chart.open_lexemes().collect();
+        open.sort_unstable();
         let mut walk = Walk::default();
-        for &(l, state, origin) in &open {
+        let mut ends: Vec<(u32, u32)> = Vec::new();
+        let mut k = 0;
+        while k < open.len() {
+            let (l, state, _) = open[k];
+            ends.clear();
+            while k < open.len() && open[k].0 == l && open[k].1 == state {
+                ends.push((l, open[k].2));
+                k += 1;
+            }
             let lexeme = index.lexeme(l)?;
             for (m, &w) in self.mask.iter_mut().zip(lexeme.mask(state)) {
                 *m |= w;
@@ -332,8 +344,7 @@ impl GrammarGuide {
             }
             // What follows the lexeme's end is the same at every accept point: one set.
             let base = self.chart.mark();
-            self.chart
-                .complete_all(&index.tables, index, &[(l, origin)])?;
+            self.chart.complete_all(&index.tables, index, &ends)?;
             if self.chart.is_open() {
                 for &node in points {
                     walk.subtree(&mut self.chart, index, trie, node as usize, &mut self.mask)?;
