@@ -509,7 +509,7 @@ fn main() {
             Ok(())
         });
         let ll_first = median3(|| ll_first_mask(&factory, llg.clone()).map(|_| ()));
-        let docs: Vec<Vec<u32>> = (1..=8u64)
+        let docs: Vec<Vec<u32>> = (1..=40u64)
             .filter_map(|seed| g.sample(seed, 300).ok())
             .filter_map(|d| vocab.tokenize_greedy(&d))
             .filter(|t| t.len() <= MAX_DOC_TOKENS)

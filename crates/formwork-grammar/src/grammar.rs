@@ -58,7 +58,7 @@ pub struct GrammarConfig {
 impl Default for GrammarConfig {
     fn default() -> Self {
         GrammarConfig {
-            lexeme_size: 4096,
+            lexeme_size: 16384,
             repeat_size: 1 << 17,
             max_productions: 1 << 18,
             max_symbols: 1 << 20,

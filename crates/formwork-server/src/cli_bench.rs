@@ -1,5 +1,5 @@
 //! `formwork bench`: time to first token and decode speed of the engine on a model, for
-//! unconstrained, JSON-Schema (new, then cached) and regex requests, with 1 and with N
+//! unconstrained, JSON-Schema (new, then cached), regex and grammar requests, with 1 and with N
 //! concurrent sequences, each case run `--repetitions` times in turn with the others (a new
 //! schema every time for the "new" case), plus an unconstrained run as long as the JSON
 //! documents (decode speed falls as the context grows, so that is the JSON rows' baseline).
@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use formwork_engine::{Constraint, Engine, EngineConfig, Prompt, Request, Usage};
+use formwork_engine::{Constraint, Engine, EngineConfig, GrammarSyntax, Prompt, Request, Usage};
 use formwork_sampler::SamplingParams;
 use formwork_template::Message;
 use serde_json::json;
@@ -69,6 +69,15 @@ fn schema(salt: u64) -> serde_json::Value {
         "required": ["name", "status", "created", "email", "age", "score", "tags", "active", "city", "id"]
     })
 }
+
+/// The recursive grammar of the bench: lists of numbers, strings and lists, nested freely.
+const NESTED_LISTS: &str = r#"
+start: list
+list: "[" [item ("," item)*] "]"
+?item: list | NUMBER | ESCAPED_STRING
+%import common.NUMBER
+%import common.ESCAPED_STRING
+"#;
 
 struct Row {
     case: String,
@@ -292,7 +301,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
         .unwrap_or(1);
     let repetitions = args.repetitions.max(1);
     for &n in &args.sequences {
-        let mut runs: [Vec<Row>; 5] = Default::default();
+        let mut runs: [Vec<Row>; 6] = Default::default();
         let constrained = args.max_tokens * 4;
         for _ in 0..repetitions {
             // Runs case `i` and keeps its row; returns the mean completion length.
@@ -324,6 +333,15 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
                 "regex",
                 constrained,
                 Some(Constraint::Regex(regex.into())),
+            )?;
+            case(
+                5,
+                "grammar (Lark, nested lists)",
+                constrained,
+                Some(Constraint::Grammar {
+                    syntax: GrammarSyntax::Lark,
+                    text: NESTED_LISTS.into(),
+                }),
             )?;
         }
         rows.extend(runs.into_iter().map(median_row));
