@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use formwork_index::{ByteDfa, Guide, Index, IndexConfig, Vocabulary};
 use formwork_schema::Compiler;
 use llguidance::api::TopLevelGrammar;
-use llguidance::toktrie::{TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
+use formwork_compare::llguidance_env;
 use llguidance::{Matcher, ParserFactory};
 use serde_json::Value;
 
@@ -145,44 +145,6 @@ fn median<T, E: std::fmt::Display>(
     }
     times.sort();
     Ok(times[runs / 2])
-}
-
-struct Env {
-    trie: TokTrie,
-}
-
-impl TokenizerEnv for Env {
-    fn tok_trie(&self) -> &TokTrie {
-        &self.trie
-    }
-
-    fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
-        self.trie.greedy_tokenize(s)
-    }
-
-    fn tokenize_is_canonical(&self) -> bool {
-        false
-    }
-}
-
-/// llguidance's token environment over our vocabulary: the same bytes per id, special tokens
-/// marked with toktrie's 0xFF prefix, the same EOS ids.
-fn llguidance_env(vocab: &Vocabulary) -> TokEnv {
-    let words: Vec<Vec<u8>> = (0..vocab.len() as u32)
-        .map(|id| {
-            let bytes = vocab.token(id).unwrap_or_default();
-            if vocab.is_special(id) {
-                let mut w = vec![TokTrie::SPECIAL_TOKEN_MARKER];
-                w.extend_from_slice(bytes);
-                w
-            } else {
-                bytes.to_vec()
-            }
-        })
-        .collect();
-    let info = TokRxInfo::new(words.len() as u32, vocab.eos()[0]);
-    let trie = TokTrie::from(&info, &words).with_eos_tokens(vocab.eos());
-    Arc::new(Env { trie })
 }
 
 /// outlines-core's vocabulary over ours: every text token (special ones left out) and the

@@ -25,7 +25,7 @@ use formwork_grammar::{Grammar, GrammarConfig, GrammarGuide, GrammarIndex, json_
 use formwork_index::Vocabulary;
 use formwork_schema::Compiler;
 use llguidance::api::TopLevelGrammar;
-use llguidance::toktrie::{TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
+use formwork_compare::llguidance_env;
 use llguidance::{Matcher, ParserFactory};
 use serde_json::{Value, json};
 
@@ -35,42 +35,6 @@ const SEED: u64 = 2026;
 /// Instances timed per schema, and the longest kept (tokens).
 const DOCS_PER_SCHEMA: usize = 2;
 const MAX_DOC_TOKENS: usize = 400;
-
-struct Env {
-    trie: TokTrie,
-}
-
-impl TokenizerEnv for Env {
-    fn tok_trie(&self) -> &TokTrie {
-        &self.trie
-    }
-
-    fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
-        self.trie.greedy_tokenize(s)
-    }
-
-    fn tokenize_is_canonical(&self) -> bool {
-        false
-    }
-}
-
-fn llguidance_env(vocab: &Vocabulary) -> TokEnv {
-    let words: Vec<Vec<u8>> = (0..vocab.len() as u32)
-        .map(|id| {
-            let bytes = vocab.token(id).unwrap_or_default();
-            if vocab.is_special(id) {
-                let mut w = vec![TokTrie::SPECIAL_TOKEN_MARKER];
-                w.extend_from_slice(bytes);
-                w
-            } else {
-                bytes.to_vec()
-            }
-        })
-        .collect();
-    let info = TokRxInfo::new(words.len() as u32, vocab.eos()[0]);
-    let trie = TokTrie::from(&info, &words).with_eos_tokens(vocab.eos());
-    Arc::new(Env { trie })
-}
 
 /// SplitMix64, for the sample.
 struct Rng(u64);

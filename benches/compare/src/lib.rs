@@ -1,1 +1,45 @@
-//! Benchmarks only: see `benches/compare.rs`.
+//! Shared pieces of the side-by-side benchmarks: llguidance's token environment over our
+//! vocabulary.
+
+use std::sync::Arc;
+
+use formwork_index::Vocabulary;
+use llguidance::toktrie::{TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
+
+struct Env {
+    trie: TokTrie,
+}
+
+impl TokenizerEnv for Env {
+    fn tok_trie(&self) -> &TokTrie {
+        &self.trie
+    }
+
+    fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
+        self.trie.greedy_tokenize(s)
+    }
+
+    fn tokenize_is_canonical(&self) -> bool {
+        false
+    }
+}
+
+/// llguidance's token environment over our vocabulary: the same bytes per id, special tokens
+/// marked with toktrie's 0xFF prefix, the same EOS ids.
+pub fn llguidance_env(vocab: &Vocabulary) -> TokEnv {
+    let words: Vec<Vec<u8>> = (0..vocab.len() as u32)
+        .map(|id| {
+            let bytes = vocab.token(id).unwrap_or_default();
+            if vocab.is_special(id) {
+                let mut w = vec![TokTrie::SPECIAL_TOKEN_MARKER];
+                w.extend_from_slice(bytes);
+                w
+            } else {
+                bytes.to_vec()
+            }
+        })
+        .collect();
+    let info = TokRxInfo::new(words.len() as u32, vocab.eos()[0]);
+    let trie = TokTrie::from(&info, &words).with_eos_tokens(vocab.eos());
+    Arc::new(Env { trie })
+}

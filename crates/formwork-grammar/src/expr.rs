@@ -76,6 +76,16 @@ impl Expr {
             })
     }
 
+    /// The alternation of `alts` read by a front end, with its nesting depth: the one
+    /// alternative itself when there is one (at `depth`), else an [`Expr::Alt`] one deeper.
+    pub(crate) fn alternation(mut alts: Vec<Expr>, depth: usize) -> (Expr, usize) {
+        if alts.len() == 1 {
+            (alts.pop().unwrap_or_else(Expr::empty), depth)
+        } else {
+            (Expr::Alt(alts), depth + 1)
+        }
+    }
+
     /// `self` or nothing.
     pub fn optional(self) -> Expr {
         self.repeat(0, Some(1))

@@ -254,11 +254,7 @@ impl Parser<'_> {
             depth = depth.max(d);
             alts.push(seq);
         }
-        Ok(if alts.len() == 1 {
-            (alts.pop().unwrap_or_else(Expr::empty), depth)
-        } else {
-            (Expr::Alt(alts), depth + 1)
-        })
+        Ok(Expr::alternation(alts, depth))
     }
 
     /// Items one after the other, each with its postfix operators.

@@ -366,11 +366,7 @@ impl Parser<'_> {
             depth = depth.max(d);
             alts.push(e);
         }
-        Ok(if alts.len() == 1 {
-            (alts.pop().unwrap_or_else(Expr::empty), depth)
-        } else {
-            (Expr::Alt(alts), depth + 1)
-        })
+        Ok(Expr::alternation(alts, depth))
     }
 
     /// Items one after the other (and an alias, ignored).

@@ -263,11 +263,9 @@ fn eos_only_where_the_text_is_complete_and_rollback_restores() {
     assert!(guide.is_empty());
 }
 
-#[test]
-fn long_reference_chains_lower_without_deep_recursion() {
-    // a0 ::= "x" a1, a1 ::= "x" a2, ..., the last ::= "y": inlining stops at a fixed depth.
+/// `a0 ::= "x" a1, a1 ::= "x" a2, ..., a{n} ::= "y"`, lowered, and its one string.
+fn chain(n: usize) -> (Grammar, String) {
     let mut set = RuleSet::new();
-    let n = 100_000;
     let ids: Vec<_> = (0..=n).map(|i| set.rule(&format!("a{i}"))).collect();
     for i in 0..n {
         set.define(
@@ -278,29 +276,22 @@ fn long_reference_chains_lower_without_deep_recursion() {
     }
     set.define(ids[n], Expr::literal("y")).unwrap();
     let g = set.compile(ids[0], &GrammarConfig::default()).unwrap();
+    (g, format!("{}y", "x".repeat(n)))
+}
+
+#[test]
+fn long_reference_chains_lower_without_deep_recursion() {
+    // Inlining stops at a fixed depth, so 100,000 rules lower without deep recursion.
+    let n = 100_000;
+    let (g, text) = chain(n);
     assert!(g.rule_count() > n - 64, "{}", g.rule_count());
     // The last byte completes every rule of the chain in one set: past the parser's bound.
-    let mut text = "x".repeat(n);
-    text.push('y');
     assert!(matches!(
         g.matches(text.as_bytes()),
         Err(GrammarError::Ambiguous(_))
     ));
     // A chain within the bound is followed to its end.
-    let mut set = RuleSet::new();
-    let n = 1000;
-    let ids: Vec<_> = (0..=n).map(|i| set.rule(&format!("a{i}"))).collect();
-    for i in 0..n {
-        set.define(
-            ids[i],
-            Expr::Concat(vec![Expr::literal("x"), Expr::Rule(ids[i + 1])]),
-        )
-        .unwrap();
-    }
-    set.define(ids[n], Expr::literal("y")).unwrap();
-    let g = set.compile(ids[0], &GrammarConfig::default()).unwrap();
-    let mut text = "x".repeat(n);
-    text.push('y');
+    let (g, text) = chain(1000);
     assert!(g.matches(text.as_bytes()).unwrap());
     assert!(!g.matches(&text.as_bytes()[1..]).unwrap());
 }

@@ -70,11 +70,12 @@ fn schema(salt: u64) -> serde_json::Value {
     })
 }
 
-/// The recursive grammar of the bench: lists of numbers, strings and lists, nested freely.
+/// The recursive grammar of the bench: a list of 16 to 60 items, each a number, a string or
+/// a list nested freely (at least 16 items, so a reply is long enough to time decoding).
 const NESTED_LISTS: &str = r#"
-start: list
-list: "[" [item ("," item)*] "]"
+start: "[" item ("," item) ~ 15..59 "]"
 ?item: list | NUMBER | ESCAPED_STRING
+list: "[" [item ("," item)*] "]"
 %import common.NUMBER
 %import common.ESCAPED_STRING
 "#;
@@ -336,7 +337,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
             )?;
             case(
                 5,
-                "grammar (Lark, nested lists)",
+                "grammar (Lark, nested lists of 16+ items)",
                 constrained,
                 Some(Constraint::Grammar {
                     syntax: GrammarSyntax::Lark,

@@ -10,6 +10,7 @@ use formwork_engine::GrammarSyntax;
 use formwork_grammar::{Grammar, GrammarConfig};
 
 use crate::CliError;
+use crate::cli_schema::SampleArgs;
 
 /// Arguments of `formwork grammar`.
 #[derive(Args)]
@@ -30,15 +31,8 @@ enum GrammarCommand {
     Sample {
         #[command(flatten)]
         input: GrammarInput,
-        /// How many strings to print.
-        #[arg(long, default_value_t = 10)]
-        count: u64,
-        /// Seed of the random derivations; equal seeds give equal strings.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Length (bytes) after which a derivation heads for the nearest end.
-        #[arg(long, default_value_t = 256)]
-        soft_limit: usize,
+        #[command(flatten)]
+        sample: SampleArgs,
     },
 }
 
@@ -101,9 +95,12 @@ pub(crate) fn run(args: GrammarArgs) -> Result<(), CliError> {
         }
         GrammarCommand::Sample {
             input,
-            count,
-            seed,
-            soft_limit,
+            sample:
+                SampleArgs {
+                    count,
+                    seed,
+                    soft_limit,
+                },
         } => {
             let grammar = input.compile()?;
             for i in 0..count {

@@ -31,16 +31,23 @@ enum SchemaCommand {
     Sample {
         #[command(flatten)]
         input: SchemaInput,
-        /// How many documents to print.
-        #[arg(long, default_value_t = 10)]
-        count: u64,
-        /// Seed of the random walk; equal seeds give equal documents.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Length (bytes) after which the walk heads for the nearest end.
-        #[arg(long, default_value_t = 256)]
-        soft_limit: usize,
+        #[command(flatten)]
+        sample: SampleArgs,
     },
+}
+
+/// How many random documents or strings to print, and how (`schema sample`, `grammar sample`).
+#[derive(Args)]
+pub(crate) struct SampleArgs {
+    /// How many to print.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) count: u64,
+    /// Seed of the random walk; equal seeds give equal output.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    /// Length (bytes) after which the walk heads for the nearest end.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) soft_limit: usize,
 }
 
 #[derive(Args)]
@@ -88,9 +95,12 @@ pub(crate) fn run(args: SchemaArgs) -> Result<(), CliError> {
         }
         SchemaCommand::Sample {
             input,
-            count,
-            seed,
-            soft_limit,
+            sample:
+                SampleArgs {
+                    count,
+                    seed,
+                    soft_limit,
+                },
         } => {
             let compiled = input.compile()?;
             let dfa = ByteDfa::with_config(&compiled.regex, DfaConfig::default())
