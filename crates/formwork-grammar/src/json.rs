@@ -84,6 +84,11 @@ fn rule_set(
             None => Expr::Alt(Vec::new()),
         };
         set.define(id, body)?;
+        if rule.shared {
+            // Written once, referred to from every alternative that repeats it: inlined, it
+            // would be copied into each again.
+            set.keep(id);
+        }
     }
     set.define(start, reader.read(&compiled.start, START)?)?;
     Ok((set, start))

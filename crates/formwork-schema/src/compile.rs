@@ -92,6 +92,8 @@ struct RuleTable<'a> {
     /// Rules still to compile: index, target schema, pointer of the first reference.
     pending: Vec<(usize, &'a Value, String)>,
     any: Option<usize>,
+    /// Whether each rule is a shared value ([`Ctx::share`]).
+    shared: Vec<bool>,
 }
 
 impl RuleTable<'_> {
@@ -100,9 +102,14 @@ impl RuleTable<'_> {
         self.by_name.insert(name.clone(), i);
         self.names.push(name);
         self.bodies.push(None);
+        self.shared.push(false);
         i
     }
 }
+
+/// In rules mode, property values and array items whose regex is longer than this are
+/// written once as a rule and referred to ([`Ctx::share`]).
+const SHARED_BYTES: usize = 512;
 
 fn child(ptr: &str, seg: &str) -> String {
     format!("{ptr}/{}", seg.replace('~', "~0").replace('/', "~1"))
@@ -295,9 +302,11 @@ impl<'a> Ctx<'a> {
                 .names
                 .into_iter()
                 .zip(table.bodies)
-                .map(|(name, body)| Rule {
+                .zip(table.shared)
+                .map(|((name, body), shared)| Rule {
                     name,
                     regex: body.map(|b| number_references(&b)),
+                    shared,
                 })
                 .collect(),
             unenforced: self.unenforced,
@@ -398,6 +407,26 @@ impl<'a> Ctx<'a> {
                 ptr.into()
             },
         });
+    }
+
+    /// In rules mode, a long fragment (a property value, an array item) as a reference to a
+    /// rule holding it: an object's encoding repeats each optional property in several
+    /// alternatives, so nested objects would otherwise copy their values' regexes again at
+    /// every level. Elsewhere, and for short fragments, the fragment itself.
+    fn share(&mut self, frag: Frag, ptr: &str) -> Frag {
+        match (&mut self.rules, frag) {
+            (Some(rules), Some(text)) if text.len() > SHARED_BYTES => {
+                let i = rules.add(format!(
+                    "{}@{}",
+                    if ptr.is_empty() { "#" } else { ptr },
+                    rules.names.len()
+                ));
+                rules.bodies[i] = Some(text);
+                rules.shared[i] = true;
+                Some(placeholder(i))
+            }
+            (_, frag) => frag,
+        }
     }
 
     /// Any JSON value nested at most `depth` containers deep; in rules mode, a reference to
@@ -1439,6 +1468,7 @@ impl<'a> Ctx<'a> {
             }
             let item_schema = rest.clone().unwrap_or(Value::Bool(true));
             let item = self.schema(&item_schema, &child(ptr, "items"))?;
+            let item = self.share(item, &child(ptr, "items"));
             let both = serde_json::json!({ "allOf": [item_schema, contains] });
             let special = self.schema(&both, &child(ptr, "contains"))?;
             let Some(special) = special else {
@@ -1480,7 +1510,10 @@ impl<'a> Ctx<'a> {
         let rest_frag = match (&rest, tuple_complete) {
             _ if any_items => Some(self.any_value(self.cfg.any_depth.saturating_sub(1))),
             (_, false) => None,
-            (Some(r), true) => self.schema(r, &child(ptr, "items"))?,
+            (Some(r), true) => {
+                let item = self.schema(r, &child(ptr, "items"))?;
+                self.share(item, &child(ptr, "items"))
+            }
             // Items after a tuple are allowed by default; produced only when minItems needs them.
             (None, true) if min > prefix.len() => Some(self.any_value(self.cfg.any_depth)),
             (None, true) => None,
@@ -1642,7 +1675,8 @@ impl<'a> Ctx<'a> {
                 all.extend(matching);
                 serde_json::json!({ "allOf": all })
             };
-            match self.schema(&schema, &pp)? {
+            let value = self.schema(&schema, &pp)?;
+            match self.share(value, &pp) {
                 Some(v) => {
                     pieces.push((format!("{}{ws}:{ws}{v}", string_literal(name)), is_required))
                 }

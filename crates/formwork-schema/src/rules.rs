@@ -21,12 +21,18 @@ const PREFIX: &str = "fwref_";
 /// One rule of [`CompiledRules`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
-    /// A name for people: the resolved reference (`#/$defs/Node`), or `any` for the
-    /// unconstrained value. Unique among the rules.
+    /// A name for people: the resolved reference (`#/$defs/Node`), `any` for the
+    /// unconstrained value, or the JSON pointer of a shared value (below). Unique among the
+    /// rules.
     pub name: String,
     /// The rule's language as a regex with references (see [`CompiledRules`]); `None` when it
     /// accepts no document (its schema is unsatisfiable as compiled).
     pub regex: Option<String>,
+    /// A large property value or array item written once and referred to wherever the
+    /// object's or array's encoding repeats it (an object's optional properties appear in
+    /// several alternatives): a grammar should keep it a rule of its own rather than copy it
+    /// back into every place.
+    pub shared: bool,
 }
 
 /// The result of [`Compiler::compile_rules`](crate::Compiler::compile_rules): a start regex and

@@ -106,8 +106,10 @@ fn unconstrained_values_refer_to_one_recursive_rule() {
     let rules = Compiler::new()
         .compile_rules(&json!({"type": "object", "properties": {"a": true, "b": {}}}))
         .unwrap();
-    assert_eq!(rules.rules.len(), 1);
-    assert_eq!(rules.rules[0].name, "any");
+    // Besides `any`, only shared values (a long fragment written once as a rule).
+    let own: Vec<_> = rules.rules.iter().filter(|r| !r.shared).collect();
+    assert_eq!(own.len(), 1);
+    assert_eq!(own[0].name, "any");
     assert!(rule(&rules, "any").contains("(?P<fwref_0_"));
     let re = matcher(&expand(&rules, &rules.start, 3));
     assert!(re.is_match(r#"{"a":[[1]],"b":{"x":[null]}}"#));
@@ -151,11 +153,39 @@ fn the_size_limit_applies_to_each_rule() {
             .iter()
             .all(|r| r.regex.as_ref().unwrap().len() <= 2500)
     );
+    // The enum's rule alone is over 400 bytes.
     assert!(
         Compiler::new()
-            .max_size(1000)
+            .max_size(400)
             .compile_rules(&schema)
             .is_err()
+    );
+}
+
+#[test]
+fn long_values_are_shared_rules_not_copies() {
+    // A real schema of nested objects and arrays of optional properties (JSONSchemaBench,
+    // Github_hard line 987): regex mode copies each value's regex into every alternative of
+    // its parent's encoding, level after level (2.6 MB); shared, each is written once.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/data/jsonschemabench/Github_hard.jsonl"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let line = text.lines().nth(986).unwrap();
+    let schema = serde_json::from_str::<serde_json::Value>(line).unwrap()["schema"].clone();
+    let rules = Compiler::new().compile_rules(&schema).unwrap();
+    let total: usize = rules.start.len()
+        + rules
+            .rules
+            .iter()
+            .map(|r| r.regex.as_ref().map_or(0, String::len))
+            .sum::<usize>();
+    assert!(rules.rules.iter().any(|r| r.shared));
+    let copied = Compiler::new().compile(&schema).unwrap().len();
+    assert!(
+        total * 100 < copied,
+        "{total} bytes of rules, {copied} bytes in regex mode"
     );
 }
 
