@@ -346,6 +346,14 @@ impl GrammarGuide {
             let base = self.chart.mark();
             self.chart.complete_all(&index.tables, index, &ends)?;
             if self.chart.is_open() {
+                // With many accept points, the bytes some next lexeme can start with are
+                // found once, and every child of an accept point whose byte is not one of
+                // them is skipped without stepping each lexeme over it.
+                walk.first = if points.len() > FIRST_BYTES_FROM {
+                    Some(first_bytes(index, &self.chart)?)
+                } else {
+                    None
+                };
                 for &node in points {
                     walk.subtree(&mut self.chart, index, trie, node as usize, &mut self.mask)?;
                 }
@@ -415,9 +423,32 @@ impl<'a> Steppers<'a> {
     }
 }
 
+/// Accept points of one lexeme state past which [`first_bytes`] is worth computing.
+const FIRST_BYTES_FROM: usize = 8;
+
+/// The bytes with which some lexeme open in the chart's last set can go on.
+fn first_bytes(index: &GrammarIndex, chart: &Chart) -> Result<[bool; 256], GrammarError> {
+    let mut dfa = Steppers {
+        index,
+        held: Vec::new(),
+    };
+    let mut first = [false; 256];
+    for (l, s, _) in chart.open_lexemes() {
+        for b in 0..=255u8 {
+            if !first[b as usize] && dfa.next(l, s, b)? != formwork_index::ByteDfa::DEAD {
+                first[b as usize] = true;
+            }
+        }
+    }
+    Ok(first)
+}
+
 /// Scratch of the walk below an accept point.
 #[derive(Debug, Default)]
 struct Walk {
+    /// The bytes the lexemes after the accept point can start with, when computed
+    /// ([`first_bytes`]): children of the accept point with another byte are dead.
+    first: Option<[bool; 256]>,
     /// Lexemes ending at the node being looked at: (lexeme, origin set).
     ends: Vec<(u32, u32)>,
     /// The lexeme items alive at each depth of the current path, one frame per depth:
@@ -457,6 +488,14 @@ impl Walk {
         let mut i = node + 1;
         while i < end {
             let d = trie.depth(i) - base_depth;
+            if d == 1
+                && let Some(first) = &self.first
+                && !first[trie.label(i) as usize]
+            {
+                // No lexeme after the accept point starts with this byte.
+                i = trie.end(i);
+                continue;
+            }
             // Back up to the parent's frame (depth d - 1).
             while self.frames.len() > d {
                 self.pop(chart);
