@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use formwork_index::{ByteDfa, Guide, Index, IndexConfig, Vocabulary};
 use formwork_schema::Compiler;
 use llguidance::api::TopLevelGrammar;
-use formwork_compare::llguidance_env;
+use formwork_compare::{default_vocabulary, llguidance_env};
 use llguidance::{Matcher, ParserFactory};
 use serde_json::Value;
 
@@ -334,15 +334,7 @@ fn jsonschemabench_sample(vocab: &Vocabulary) -> Vec<Case> {
 
 fn main() {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.exists(),
-        "the default model is missing at {}: run `cargo xtask fetch-model`",
-        path.display()
-    );
-    let vocab = Vocabulary::from_gguf(&path).expect("reading the vocabulary");
-    vocab.trie();
+    let vocab = default_vocabulary();
     let ovocab = outlines_vocabulary(&vocab);
     let env = llguidance_env(&vocab);
     let mut factory = ParserFactory::new_simple(&env).expect("llguidance factory");

@@ -25,7 +25,7 @@ use formwork_grammar::{Grammar, GrammarConfig, GrammarGuide, GrammarIndex, json_
 use formwork_index::Vocabulary;
 use formwork_schema::Compiler;
 use llguidance::api::TopLevelGrammar;
-use formwork_compare::llguidance_env;
+use formwork_compare::{default_vocabulary, llguidance_env};
 use llguidance::{Matcher, ParserFactory};
 use serde_json::{Value, json};
 
@@ -314,15 +314,7 @@ fn recursive_schemas() -> Vec<(&'static str, Value)> {
 }
 
 fn main() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.exists(),
-        "the default model is missing at {}: run `cargo xtask fetch-model`",
-        path.display()
-    );
-    let vocab = Vocabulary::from_gguf(&path).expect("reading the vocabulary");
-    vocab.trie();
+    let vocab = default_vocabulary();
     let env = llguidance_env(&vocab);
     let mut factory = ParserFactory::new_simple(&env).expect("llguidance factory");
     factory.quiet();

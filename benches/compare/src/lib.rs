@@ -1,10 +1,24 @@
-//! Shared pieces of the side-by-side benchmarks: llguidance's token environment over our
-//! vocabulary.
+//! Shared pieces of the side-by-side benchmarks: the default model's vocabulary, and
+//! llguidance's token environment over it.
 
 use std::sync::Arc;
 
 use formwork_index::Vocabulary;
 use llguidance::toktrie::{TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
+
+/// The default model's vocabulary (SmolLM2-135M), its trie built.
+pub fn default_vocabulary() -> Vocabulary {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.exists(),
+        "the default model is missing at {}: run `cargo xtask fetch-model`",
+        path.display()
+    );
+    let vocab = Vocabulary::from_gguf(&path).expect("reading the vocabulary");
+    vocab.trie();
+    vocab
+}
 
 struct Env {
     trie: TokTrie,

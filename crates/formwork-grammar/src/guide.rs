@@ -167,6 +167,18 @@ pub struct GrammarGuide {
     finished: bool,
     mask: Vec<u64>,
     mask_valid: bool,
+    /// Boxed: it is large, and only mask computations touch it.
+    scratch: Box<Scratch>,
+}
+
+/// The buffers of one mask computation, kept by the guide for the next.
+#[derive(Debug, Clone, Default)]
+struct Scratch {
+    /// The lexeme items open where the guide stands, sorted.
+    open: Vec<(u32, StateId, u32)>,
+    /// The items of one (lexeme, state) pair: (lexeme, origin).
+    ends: Vec<(u32, u32)>,
+    walk: Walk,
 }
 
 impl GrammarGuide {
@@ -181,6 +193,7 @@ impl GrammarGuide {
             finished: false,
             mask: vec![0; words],
             mask_valid: false,
+            scratch: Box::default(),
         })
     }
 
@@ -322,10 +335,11 @@ impl GrammarGuide {
         // Items of one lexeme in one state (begun at different places: an ambiguous
         // grammar) share their tokens and accept points: one mask and one walk per pair,
         // the parser completing them from all their origins at once.
-        let mut open: Vec<(u32, StateId, u32)> = self.chart.open_lexemes().collect();
+        // Buffers kept across tokens (no allocation per mask once they have grown).
+        let Scratch { open, ends, walk } = &mut *self.scratch;
+        open.clear();
+        open.extend(self.chart.open_lexemes());
         open.sort_unstable();
-        let mut walk = Walk::default();
-        let mut ends: Vec<(u32, u32)> = Vec::new();
         let mut k = 0;
         while k < open.len() {
             let (l, state, _) = open[k];
@@ -344,7 +358,7 @@ impl GrammarGuide {
             }
             // What follows the lexeme's end is the same at every accept point: one set.
             let base = self.chart.mark();
-            self.chart.complete_all(&index.tables, index, &ends)?;
+            self.chart.complete_all(&index.tables, index, &ends[..])?;
             if self.chart.is_open() {
                 // With many accept points, the bytes some next lexeme can start with are
                 // found once, and every child of an accept point whose byte is not one of
@@ -444,7 +458,7 @@ fn first_bytes(index: &GrammarIndex, chart: &Chart) -> Result<[bool; 256], Gramm
 }
 
 /// Scratch of the walk below an accept point.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct Walk {
     /// The bytes the lexemes after the accept point can start with, when computed
     /// ([`first_bytes`]): children of the accept point with another byte are dead.

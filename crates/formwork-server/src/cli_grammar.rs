@@ -93,22 +93,11 @@ pub(crate) fn run(args: GrammarArgs) -> Result<(), CliError> {
             .and_then(|()| write!(out, "{grammar}"))
             .context("writing the grammar")?;
         }
-        GrammarCommand::Sample {
-            input,
-            sample:
-                SampleArgs {
-                    count,
-                    seed,
-                    soft_limit,
-                },
-        } => {
+        GrammarCommand::Sample { input, sample } => {
             let grammar = input.compile()?;
-            for i in 0..count {
+            for i in 0..sample.count {
                 let text = grammar
-                    .sample(
-                        seed.wrapping_mul(0x100_0000_01B3).wrapping_add(i),
-                        soft_limit,
-                    )
+                    .sample(sample.seed_of(i), sample.soft_limit)
                     .map_err(|e| CliError::Input(e.to_string()))?;
                 let line = serde_json::to_string(&String::from_utf8_lossy(&text))
                     .context("encoding a sample")?;

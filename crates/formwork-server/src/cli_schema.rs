@@ -50,6 +50,13 @@ pub(crate) struct SampleArgs {
     pub(crate) soft_limit: usize,
 }
 
+impl SampleArgs {
+    /// The seed of the `i`-th output: spread apart from `seed`'s other outputs.
+    pub(crate) fn seed_of(&self, i: u64) -> u64 {
+        self.seed.wrapping_mul(0x100_0000_01B3).wrapping_add(i)
+    }
+}
+
 #[derive(Args)]
 struct SchemaInput {
     /// The schema file, or `-` for standard input.
@@ -93,23 +100,12 @@ pub(crate) fn run(args: SchemaArgs) -> Result<(), CliError> {
                 }
             }
         }
-        SchemaCommand::Sample {
-            input,
-            sample:
-                SampleArgs {
-                    count,
-                    seed,
-                    soft_limit,
-                },
-        } => {
+        SchemaCommand::Sample { input, sample } => {
             let compiled = input.compile()?;
             let dfa = ByteDfa::with_config(&compiled.regex, DfaConfig::default())
                 .map_err(|e| CliError::Input(format!("building the automaton: {e}")))?;
-            for i in 0..count {
-                let doc = dfa.sample(
-                    seed.wrapping_mul(0x100_0000_01B3).wrapping_add(i),
-                    soft_limit,
-                );
+            for i in 0..sample.count {
+                let doc = dfa.sample(sample.seed_of(i), sample.soft_limit);
                 out.write_all(&doc).context("writing a sample")?;
                 out.write_all(b"\n").context("writing a sample")?;
             }
