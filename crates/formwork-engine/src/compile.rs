@@ -98,6 +98,7 @@ pub(crate) fn constraint_key(constraint: &Constraint) -> String {
         }
         Constraint::JsonObject => "json_object".to_owned(),
         Constraint::Grammar { syntax, text } => format!("grammar:{syntax}:{text}"),
+        Constraint::Segments(segments) => format!("segments:{segments:?}"),
         Constraint::ToolCall {
             functions,
             parallel,
@@ -258,6 +259,15 @@ impl IndexCache {
                 let index = GrammarIndex::with_config(grammar, &self.vocabulary, self.config)
                     .map_err(|e| EngineError::Constraint(e.to_string()))?;
                 Ok((ConstraintIndex::Grammar(Arc::new(index)), 0))
+            }
+            Lowered::Segments(segments) => {
+                let index = crate::segments::compile(
+                    &segments,
+                    &self.vocabulary,
+                    self.config,
+                    &self.grammar,
+                )?;
+                Ok((ConstraintIndex::Segments(Arc::new(index)), 0))
             }
         }
     }
@@ -529,7 +539,7 @@ mod tests {
         assert_eq!(results.iter().filter(|r| !r.hit).count(), 1);
         let index = |c: &Compiled| match &c.index {
             ConstraintIndex::Regular(index) => index.clone(),
-            ConstraintIndex::Grammar(_) => unreachable!("a regex has a token index"),
+            _ => unreachable!("a regex has a token index"),
         };
         for r in &results[1..] {
             assert!(Arc::ptr_eq(&index(r), &index(&results[0])));

@@ -12,6 +12,8 @@ pub(crate) enum Lowered {
     Regex(String),
     /// A grammar, for a grammar index.
     Grammar(Grammar),
+    /// Segments composed with free text, indexed by [`crate::segments::compile`].
+    Segments(crate::Segments),
 }
 
 /// Lowers a constraint: the one place that decides which constraints are regular (a token
@@ -39,12 +41,13 @@ pub(crate) fn lower(
             functions,
             parallel,
         } => json(&tool_call_schema(functions, *parallel)?),
+        Constraint::Segments(segments) => Ok(Lowered::Segments(segments.clone())),
     }
 }
 
 /// A grammar's error as the engine reports it: a schema's as [`EngineError::Schema`] (the
 /// keyword and its pointer), any other as [`EngineError::Constraint`] with its message.
-fn grammar_error(e: GrammarError) -> EngineError {
+pub(crate) fn grammar_error(e: GrammarError) -> EngineError {
     match e {
         GrammarError::Schema(e) => EngineError::Schema(e),
         e => EngineError::Constraint(e.to_string()),
@@ -59,6 +62,9 @@ pub fn constraint_regex(constraint: &Constraint) -> Result<String, EngineError> 
         Constraint::Grammar { syntax, .. } => Err(EngineError::Constraint(format!(
             "a {syntax} grammar compiles to a grammar, not a regex"
         ))),
+        Constraint::Segments(_) => Err(EngineError::Constraint(
+            "segments compose free text with constraints; they have no regex".into(),
+        )),
         Constraint::Regex(r) => Ok(r.clone()),
         Constraint::Choice(choices) => {
             if choices.is_empty() {

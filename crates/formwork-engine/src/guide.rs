@@ -13,6 +13,7 @@ use formwork_grammar::{GrammarError, GrammarGuide, GrammarIndex};
 use formwork_index::{Guide, Index, IndexError};
 
 use crate::EngineError;
+use crate::segments::{SegmentsGuide, SegmentsIndex};
 
 /// A compiled constraint, shared by every request with that constraint (cheap to clone).
 #[derive(Debug, Clone)]
@@ -21,6 +22,8 @@ pub(crate) enum ConstraintIndex {
     Regular(Arc<Index>),
     /// A grammar's index.
     Grammar(Arc<GrammarIndex>),
+    /// Segments composed with free text.
+    Segments(Arc<SegmentsIndex>),
 }
 
 impl ConstraintIndex {
@@ -29,18 +32,25 @@ impl ConstraintIndex {
         match self {
             ConstraintIndex::Regular(index) => index.memory_usage(),
             ConstraintIndex::Grammar(index) => index.memory_usage(),
+            ConstraintIndex::Segments(index) => index.memory_usage(),
         }
     }
 
     /// A cursor at its start, for one choice of one request (a grammar's start may already
     /// be more ambiguous than the parser's bound).
     pub(crate) fn guide(&self) -> Result<ConstraintGuide, EngineError> {
+        self.start()
+            .map_err(|e| EngineError::Constraint(e.to_string()))
+    }
+
+    /// [`ConstraintIndex::guide`] with the guide's own error.
+    pub(crate) fn start(&self) -> Result<ConstraintGuide, GuideError> {
         Ok(match self {
             ConstraintIndex::Regular(index) => ConstraintGuide::Regular(Guide::new(index.clone())),
-            ConstraintIndex::Grammar(index) => ConstraintGuide::Grammar(
-                GrammarGuide::new(index.clone())
-                    .map_err(|e| EngineError::Constraint(e.to_string()))?,
-            ),
+            ConstraintIndex::Grammar(index) => {
+                ConstraintGuide::Grammar(GrammarGuide::new(index.clone())?)
+            }
+            ConstraintIndex::Segments(index) => ConstraintGuide::Segments(Box::new(index.guide()?)),
         })
     }
 }
@@ -52,6 +62,8 @@ pub(crate) enum ConstraintGuide {
     Regular(Guide),
     /// In a grammar.
     Grammar(GrammarGuide),
+    /// In segments composed with free text.
+    Segments(Box<SegmentsGuide>),
 }
 
 /// Why a guide cannot go on: the choice ends with this error.
@@ -73,8 +85,9 @@ pub(crate) enum GuideError {
 
 impl ConstraintGuide {
     /// The tokens allowed now as a bitset over the vocabulary (bit `t % 64` of word
-    /// `t / 64`), EOS included where the text may end; an error when no token is allowed.
-    pub(crate) fn mask(&mut self) -> Result<&[u64], GuideError> {
+    /// `t / 64`), EOS included where the text may end, or `None` when every token is (free
+    /// text); an error when no token is allowed.
+    pub(crate) fn mask(&mut self) -> Result<Option<&[u64]>, GuideError> {
         match self {
             ConstraintGuide::Regular(guide) => {
                 let index = guide.index();
@@ -85,11 +98,18 @@ impl ConstraintGuide {
                         GuideError::DeadEnd
                     });
                 }
-                Ok(guide.mask())
+                Ok(Some(guide.mask()))
             }
             ConstraintGuide::Grammar(guide) => {
                 let mask = guide.mask()?;
                 if mask.iter().all(|&w| w == 0) {
+                    return Err(GuideError::DeadEnd);
+                }
+                Ok(Some(mask))
+            }
+            ConstraintGuide::Segments(guide) => {
+                let mask = guide.mask()?;
+                if mask.is_some_and(|m| m.iter().all(|&w| w == 0)) {
                     return Err(GuideError::DeadEnd);
                 }
                 Ok(mask)
@@ -102,6 +122,7 @@ impl ConstraintGuide {
         match self {
             ConstraintGuide::Regular(guide) => Ok(guide.advance(token)?),
             ConstraintGuide::Grammar(guide) => Ok(guide.advance(token)?),
+            ConstraintGuide::Segments(guide) => guide.advance(token),
         }
     }
 
@@ -111,6 +132,16 @@ impl ConstraintGuide {
         match self {
             ConstraintGuide::Regular(guide) => guide.is_finished(),
             ConstraintGuide::Grammar(guide) => guide.is_finished(),
+            ConstraintGuide::Segments(guide) => guide.is_finished(),
+        }
+    }
+
+    /// Whether the token consumed last, a special token, spelled part of the text (a tag or
+    /// trigger of segments): its content is then the reply's, not left out as specials are.
+    pub(crate) fn special_text(&self) -> bool {
+        match self {
+            ConstraintGuide::Segments(guide) => guide.special_text(),
+            _ => false,
         }
     }
 }
@@ -132,11 +163,11 @@ mod tests {
         let index = Index::with_config("ab", &vocab(), IndexConfig::default()).unwrap();
         let compiled = ConstraintIndex::Regular(Arc::new(index));
         let mut guide = compiled.guide().unwrap();
-        assert_eq!(guide.mask().unwrap()[0], 0b001);
+        assert_eq!(guide.mask().unwrap().unwrap()[0], 0b001);
         assert!(guide.advance(1).is_err());
         guide.advance(0).unwrap();
         assert!(!guide.is_finished());
-        assert_eq!(guide.mask().unwrap()[0], 0b010);
+        assert_eq!(guide.mask().unwrap().unwrap()[0], 0b010);
         guide.advance(1).unwrap();
         assert!(guide.is_finished());
     }
@@ -172,18 +203,18 @@ mod tests {
         let compiled = balanced();
         let mut guide = compiled.guide().unwrap();
         // Empty text is complete: `a` or EOS.
-        assert_eq!(guide.mask().unwrap()[0], 0b101);
+        assert_eq!(guide.mask().unwrap().unwrap()[0], 0b101);
         for _ in 0..5 {
             guide.advance(0).unwrap();
         }
         // Five open: `a` or `b`, not EOS.
-        assert_eq!(guide.mask().unwrap()[0], 0b011);
+        assert_eq!(guide.mask().unwrap().unwrap()[0], 0b011);
         for _ in 0..5 {
             assert!(!guide.is_finished());
             guide.advance(1).unwrap();
         }
         // Balanced: the whole text is one `s`, so only EOS, and nothing can extend it.
-        assert_eq!(guide.mask().unwrap()[0], 0b100);
+        assert_eq!(guide.mask().unwrap().unwrap()[0], 0b100);
         assert!(guide.is_finished());
         assert!(matches!(
             guide.advance(1),
@@ -196,7 +227,7 @@ mod tests {
         let copy = fork.clone();
         fork.advance(0).unwrap();
         let mut copy = copy;
-        assert_eq!(copy.mask().unwrap()[0], 0b101);
+        assert_eq!(copy.mask().unwrap().unwrap()[0], 0b101);
     }
 
     #[test]

@@ -42,6 +42,7 @@ mod guide;
 mod metrics;
 mod request;
 mod scheduler;
+mod segments;
 mod text;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,8 +61,8 @@ pub use constraint::{constraint_regex, tool_call_schema};
 pub use error::EngineError;
 pub use metrics::{Histogram, HistogramData, LATENCY_BUCKETS, Metrics, MetricsSnapshot};
 pub use request::{
-    Constraint, Event, FinishReason, GrammarSyntax, Prompt, Request, TokenLogprob, ToolFunction,
-    Usage,
+    Constraint, Event, FinishReason, GrammarSyntax, Outside, Prelude, Prompt, Request, Segment,
+    Segments, TokenLogprob, ToolFunction, Usage,
 };
 
 use budget::Budget;

@@ -58,6 +58,71 @@ pub enum Constraint {
         /// The grammar's source text.
         text: String,
     },
+    /// Constraints composed with free text: an optional free prelude (reasoning), then free
+    /// text (or another constraint) in which trigger strings open constrained segments.
+    Segments(Segments),
+}
+
+/// A constraint made of segments (see the `segments` module of the engine for how it is
+/// followed token by token).
+///
+/// The reply is: the [`Prelude`] if any (free text up to its end tag), then what
+/// [`Outside`] says, in which each occurrence of a trigger opens a segment: the rest of the
+/// begin string of a segment starting with that trigger, a text its body allows, and its end
+/// string. While the text is free, no mask is computed; from the trigger on, the segment's
+/// grammar takes over, even inside the token that completed the trigger. EOS is allowed only
+/// where the whole reply may end: never in the prelude or inside a segment before its body
+/// and end are complete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segments {
+    /// Free text before the rest, up to an end tag (a reasoning model's thinking).
+    pub prelude: Option<Prelude>,
+    /// The segments.
+    pub segments: Vec<Segment>,
+    /// Strings that open a segment where they occur; each must be a prefix of the begin of
+    /// at least one segment. Empty: each segment's whole begin string is its trigger.
+    pub triggers: Vec<String>,
+    /// What the reply is outside segments.
+    pub outside: Outside,
+    /// Most segments in one reply; `None`: no limit. Past it, triggers open nothing.
+    pub max_segments: Option<usize>,
+}
+
+/// One kind of segment of [`Segments`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    /// The text that opens the segment (it belongs to the reply).
+    pub begin: String,
+    /// What follows the begin string: a JSON Schema, a regex, choices, a tool call or a
+    /// grammar.
+    pub body: Constraint,
+    /// The text that closes the segment (may be empty when the body ends by itself).
+    pub end: String,
+}
+
+/// What a [`Segments`] reply is outside its segments.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outside {
+    /// Free text; the reply may end anywhere outside a segment.
+    Free,
+    /// Either segments (separated by whitespace) or, when the reply does not start with a
+    /// trigger, one text this constraint allows (`response_format` with tools in `auto`
+    /// mode: a call or a document, never neither). Whitespace may lead either.
+    Either(Box<Constraint>),
+    /// Segments only, separated by whitespace (at least one).
+    Nothing,
+}
+
+/// Free text at the start of a reply, up to an end tag: a reasoning model's thinking.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prelude {
+    /// The tag that opens it, when the reply itself must write it first (`<think>`); empty
+    /// when the prompt already opened it (the reply starts inside).
+    pub start: String,
+    /// The tag that closes it (`</think>`).
+    pub end: String,
+    /// Most tokens before the end tag is forced.
+    pub max_tokens: Option<usize>,
 }
 
 /// The notation of a [`Constraint::Grammar`].

@@ -450,7 +450,7 @@ impl Scheduler {
         // A guide that cannot go on (no token allowed, a grammar too ambiguous to follow)
         // ends this choice with its reason.
         let mask = match s.guide.as_mut().map(ConstraintGuide::mask).transpose() {
-            Ok(mask) => mask,
+            Ok(mask) => mask.flatten(),
             Err(e) => {
                 let _ = group.events.send(Event::Error {
                     message: e.to_string(),
@@ -509,7 +509,8 @@ impl Scheduler {
             return Some(FinishReason::Error);
         }
         let vocab = shared.indexes.vocabulary();
-        let bytes: &[u8] = if vocab.is_special(token) {
+        let spelled = s.guide.as_ref().is_some_and(ConstraintGuide::special_text);
+        let bytes: &[u8] = if vocab.is_special(token) && !spelled {
             &[]
         } else {
             vocab.token(token).unwrap_or(&[])

@@ -150,6 +150,25 @@ impl Grammar {
     }
 }
 
+/// Feeds `bytes` to `chart`; on a byte the grammar refuses, truncates back to `mark` and
+/// returns `false` (or the parser's error).
+fn step_bytes(
+    chart: &mut Chart,
+    index: &GrammarIndex,
+    bytes: &[u8],
+    mark: crate::parser::Mark,
+) -> Result<bool, GrammarError> {
+    for &b in bytes {
+        let r = chart.step(&index.tables, index, b);
+        if r.is_err() || !chart.is_viable() {
+            chart.truncate(mark);
+            r?;
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// One token consumed: where the chart stood before it.
 #[derive(Debug, Clone, Copy)]
 struct Step {
@@ -275,19 +294,34 @@ impl GrammarGuide {
                 Some(b) if !b.is_empty() && !vocab.is_special(token) => b,
                 _ => return Err(GrammarError::TokenNotAllowed(token)),
             };
-            let index = &*self.index;
-            for &b in bytes {
-                let r = self.chart.step(&index.tables, index, b);
-                if r.is_err() || !self.chart.is_viable() {
-                    self.chart.truncate(step.mark);
-                    r?;
-                    return Err(GrammarError::TokenNotAllowed(token));
-                }
+            if !step_bytes(&mut self.chart, &self.index, bytes, step.mark)? {
+                return Err(GrammarError::TokenNotAllowed(token));
             }
         }
         self.history.push(step);
         self.mask_valid = false;
         Ok(())
+    }
+
+    /// Consumes `bytes` as one step (one [`GrammarGuide::rollback`] undoes it), for text that
+    /// is not one token of the vocabulary: the rest of a token whose first bytes belonged to
+    /// something else (a trigger that opened this grammar). Returns whether the grammar
+    /// allows them; when not, the guide is unchanged. Empty `bytes` are a step that changes
+    /// nothing.
+    pub fn advance_bytes(&mut self, bytes: &[u8]) -> Result<bool, GrammarError> {
+        if self.finished && !bytes.is_empty() {
+            return Ok(false);
+        }
+        let step = Step {
+            mark: self.chart.mark(),
+            finished: self.finished,
+        };
+        if !step_bytes(&mut self.chart, &self.index, bytes, step.mark)? {
+            return Ok(false);
+        }
+        self.history.push(step);
+        self.mask_valid = false;
+        Ok(true)
     }
 
     /// Undoes the last `n` tokens. Asking for more than were consumed is an error and leaves

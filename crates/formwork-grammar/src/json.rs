@@ -59,23 +59,45 @@ pub fn json_schema(
     compiler: &Compiler,
     config: &GrammarConfig,
 ) -> Result<JsonGrammar, GrammarError> {
-    let compiled = compiler.compile_rules(schema)?;
-    let (set, start) = rule_set(&compiled, config)?;
+    let mut set = RuleSet::new();
+    let (start, unenforced) = json_rules(&mut set, schema, compiler, config)?;
     let grammar = set.compile(start, config)?;
     Ok(JsonGrammar {
         grammar,
-        unenforced: compiled.unenforced,
+        unenforced,
     })
 }
 
-/// The rules of `compiled` as a [`RuleSet`], and its start rule.
-fn rule_set(
+/// Compiles `schema` as [`json_schema`] does, into rules added to `set` (names already in
+/// it are not reused), so one grammar can hold several schemas or a schema inside other
+/// rules. Returns the rule of the schema's documents and the keywords it does not enforce.
+pub fn json_rules(
+    set: &mut RuleSet,
+    schema: &Value,
+    compiler: &Compiler,
+    config: &GrammarConfig,
+) -> Result<(RuleId, Vec<Unenforced>), GrammarError> {
+    let compiled = compiler.compile_rules(schema)?;
+    let start = add_rules(set, &compiled, config)?;
+    Ok((start, compiled.unenforced))
+}
+
+/// Adds the rules of `compiled` to `set` under names not used yet; returns its start rule.
+fn add_rules(
+    set: &mut RuleSet,
     compiled: &CompiledRules,
     config: &GrammarConfig,
-) -> Result<(RuleSet, RuleId), GrammarError> {
-    let mut set = RuleSet::new();
-    let ids: Vec<RuleId> = compiled.rules.iter().map(|r| set.rule(&r.name)).collect();
-    let start = set.rule(START);
+) -> Result<RuleId, GrammarError> {
+    let new_rule = |set: &mut RuleSet, name: &str| match set.get(name) {
+        Some(_) => set.fresh(name),
+        None => set.rule(name),
+    };
+    let ids: Vec<RuleId> = compiled
+        .rules
+        .iter()
+        .map(|r| new_rule(set, &r.name))
+        .collect();
+    let start = new_rule(set, START);
     let reader = Reader { ids: &ids, config };
     for (rule, &id) in compiled.rules.iter().zip(&ids) {
         let body = match &rule.regex {
@@ -91,7 +113,7 @@ fn rule_set(
         }
     }
     set.define(start, reader.read(&compiled.start, START)?)?;
-    Ok((set, start))
+    Ok(start)
 }
 
 /// Turns the rules' regexes into [`Expr`]s.
@@ -217,13 +239,31 @@ mod tests {
     }
 
     #[test]
+    fn two_schemas_share_one_rule_set_without_clashing() {
+        let config = GrammarConfig::default();
+        let compiler = Compiler::new();
+        let list = |item: &str| serde_json::json!({"type": "array", "items": {"anyOf": [{"type": item}, {"$ref": "#"}]}});
+        let mut set = RuleSet::new();
+        let (a, _) = json_rules(&mut set, &list("integer"), &compiler, &config).unwrap();
+        let (b, _) = json_rules(&mut set, &list("boolean"), &compiler, &config).unwrap();
+        let both = set.fresh("both");
+        set.define(both, Expr::Concat(vec![Expr::Rule(a), Expr::Rule(b)]))
+            .unwrap();
+        let g = set.compile(both, &config).unwrap();
+        // Each `#` is its own schema's root.
+        assert!(g.matches(b"[1,[2]][true,[[false]]]").unwrap());
+        assert!(!g.matches(b"[true][1]").unwrap());
+    }
+
+    #[test]
     fn references_become_rules_and_the_rest_stays_regular() {
         let compiled = rules(serde_json::json!({
             "type": "object",
             "properties": {"next": {"$ref": "#"}, "v": {"type": "integer"}},
             "required": ["v"]
         }));
-        let (set, start) = rule_set(&compiled, &GrammarConfig::default()).unwrap();
+        let mut set = RuleSet::new();
+        let start = add_rules(&mut set, &compiled, &GrammarConfig::default()).unwrap();
         let root = set.get("#").unwrap();
         // Somewhere in the start rule's body is a reference to `#`.
         fn refers(e: &Expr, to: RuleId) -> bool {

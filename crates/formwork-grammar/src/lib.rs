@@ -30,5 +30,5 @@ pub use expr::{Expr, RuleId, RuleSet};
 pub use gbnf::{MAX_NESTING, MAX_REPETITION, gbnf};
 pub use grammar::{Grammar, GrammarConfig, Lexeme, Production, Symbol, hir_size, hir_size_within};
 pub use guide::{DEFAULT_MAX_ITEMS, GrammarGuide, GrammarIndex};
-pub use json::{JsonGrammar, json_schema};
+pub use json::{JsonGrammar, json_rules, json_schema};
 pub use lark::{COMMON, MAX_LARK_REPETITION, lark};
