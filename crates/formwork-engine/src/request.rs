@@ -254,6 +254,10 @@ pub struct Usage {
     pub time_to_first_token: Duration,
     /// From the first generated token to the end.
     pub decode_time: Duration,
+    /// Tokens, over all choices, sampled under a constraint's mask. Free text (no
+    /// constraint, or the free parts of [`Constraint::Segments`]) costs no mask work and is
+    /// not counted.
+    pub masked_tokens: usize,
 }
 
 impl Usage {

@@ -61,6 +61,7 @@ struct Group {
     submitted: Instant,
     first_token: Option<Instant>,
     reserved: usize,
+    masked_tokens: usize,
 }
 
 impl Group {
@@ -265,6 +266,7 @@ impl Scheduler {
                     submitted: p.submitted,
                     first_token: None,
                     reserved,
+                    masked_tokens: 0,
                 },
             );
             // The prompt is prefilled in chunks that depend on what else is running; telling
@@ -468,6 +470,9 @@ impl Scheduler {
                 &self.mask[..]
             }
         });
+        if mask.is_some() {
+            group.masked_tokens += 1;
+        }
         let sampled = match s.sampler.sample(&mut logits, mask) {
             Ok(x) => x,
             Err(e) => {
@@ -590,6 +595,7 @@ impl Scheduler {
                 completion_tokens: group.completion_tokens,
                 time_to_first_token: first - group.submitted,
                 decode_time: end - first,
+                masked_tokens: group.masked_tokens,
             }));
             self.reserved = self.reserved.saturating_sub(group.reserved);
             self.groups.remove(&s.group);

@@ -645,8 +645,11 @@ impl SegmentsGuide {
                         .iter_mut()
                         .zip(index.whitespace_mask())
                         .for_each(|(a, b)| *a |= b);
-                    for &e in index.vocab.eos() {
-                        set_bit(&mut self.mask, e);
+                    // Segments only: at least one.
+                    if self.segments > 0 {
+                        for &e in index.vocab.eos() {
+                            set_bit(&mut self.mask, e);
+                        }
                     }
                 }
                 Ok(Some(&self.mask))
@@ -1003,6 +1006,7 @@ mod tests {
         )))));
         feed(&mut g, &id, &["<", "a>", "y", "e", "s", "</a>"]);
         // After a segment: whitespace, another segment, or the end; not the number.
+        assert_eq!(g.segments, 1);
         assert!(allowed(&mut g, id("\n")) && allowed(&mut g, id("<eos>")));
         assert!(allowed(&mut g, id("<a>")) && !allowed(&mut g, id("4")));
         feed(&mut g, &id, &["\n", "<a>", "y", "z", "</a>"]);
@@ -1045,6 +1049,14 @@ mod tests {
         assert!(g.special_text());
         feed(&mut g, &id, &["x", "</a>", "<", "/", "t", "h", ">", "<a>"]);
         assert!(!g.special_text());
+    }
+
+    #[test]
+    fn segments_only_need_one_before_the_end() {
+        let (mut g, id) = guide(answer(Outside::Nothing));
+        assert!(allowed(&mut g, id("\n")) && !allowed(&mut g, id("<eos>")));
+        feed(&mut g, &id, &["\n", "<a>", "y", "e", "s", "</a>"]);
+        assert!(allowed(&mut g, id("<eos>")));
     }
 
     #[test]

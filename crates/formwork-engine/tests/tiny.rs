@@ -778,3 +778,143 @@ fn a_fork_that_fails_ends_its_choice_and_frees_the_request() {
     let m = engine.metrics();
     assert_eq!(m.finished[3], ("error", 2));
 }
+
+/// The id of the one token that spells `text` in the tiny model's tokenizer.
+fn token_of(engine: &Engine, text: &str) -> u32 {
+    let ids = engine.tokenizer().encode(text, false).unwrap();
+    assert_eq!(ids.len(), 1, "{text:?} is one token");
+    ids[0]
+}
+
+fn answer_segments(outside: formwork_engine::Outside, schema: &Value) -> Constraint {
+    Constraint::Segments(formwork_engine::Segments {
+        prelude: None,
+        segments: vec![formwork_engine::Segment {
+            begin: "<a>".into(),
+            body: Constraint::JsonSchema(schema.clone()),
+            end: "</a>".into(),
+        }],
+        triggers: vec![],
+        outside,
+        max_segments: None,
+    })
+}
+
+/// Each `<a>` of `text` opens a segment whose body is valid and whose `</a>` follows; the
+/// last may be cut when the reply was.
+fn check_segments(text: &str, schema: &Value, cut: bool) -> usize {
+    let mut rest = text;
+    let mut count = 0;
+    while let Some(at) = rest.find("<a>") {
+        let after = &rest[at + 3..];
+        let Some(end) = after.find("</a>") else {
+            assert!(cut, "an unclosed segment in a complete reply: {text:?}");
+            return count + 1;
+        };
+        let body: Value = serde_json::from_str(&after[..end])
+            .unwrap_or_else(|e| panic!("{e}: {:?} in {text:?}", &after[..end]));
+        assert!(jsonschema::is_valid(schema, &body), "{body} in {text:?}");
+        count += 1;
+        rest = &after[end + 4..];
+    }
+    count
+}
+
+#[test]
+fn triggered_segments_follow_their_bodies_and_free_text_costs_no_mask() {
+    let engine = shared_engine();
+    let schema = json!({"type":"object","properties":{"n":{"type":"integer"}},"required":["n"],"additionalProperties":false});
+    let (lt, a, gt) = (
+        token_of(engine, "<"),
+        token_of(engine, "a"),
+        token_of(engine, ">"),
+    );
+    let mut segments = 0;
+    for seed in 0..8 {
+        // Pushed toward `<`, `a`, `>`: the trigger comes often, split over three tokens.
+        let mut r = Request::new(chat("answer"));
+        r.sampling = sampling(seed);
+        r.sampling.logit_bias = vec![(lt, 6.0), (a, 4.0), (gt, 4.0)];
+        r.max_tokens = Some(120);
+        r.constraint = Some(answer_segments(formwork_engine::Outside::Free, &schema));
+        let c = run(engine, r);
+        let cut = c.finish_reasons[0] == Some(FinishReason::Length);
+        let n = check_segments(&c.texts[0], &schema, cut);
+        if n > 0 {
+            assert!(c.usage.masked_tokens > 0);
+        }
+        segments += n;
+
+        // With `<` never sampled, no trigger can start: not one token is masked.
+        let mut r = Request::new(chat("answer"));
+        r.sampling = sampling(seed);
+        r.sampling.logit_bias = vec![(lt, -100.0)];
+        r.max_tokens = Some(40);
+        r.constraint = Some(answer_segments(formwork_engine::Outside::Free, &schema));
+        let c = run(engine, r);
+        assert!(!c.texts[0].contains('<'));
+        assert_eq!(c.usage.masked_tokens, 0, "{:?}", c.texts[0]);
+    }
+    assert!(segments > 0, "no seed triggered a segment");
+}
+
+#[test]
+fn segments_only_replies_end_only_between_segments() {
+    let engine = shared_engine();
+    let schema = json!({"type":"object","properties":{"ok":{"type":"boolean"}},"required":["ok"],"additionalProperties":false});
+    let mut stopped = 0;
+    for seed in 0..6 {
+        let mut r = Request::new(chat("answer"));
+        r.sampling = sampling(seed);
+        r.max_tokens = Some(200);
+        r.constraint = Some(answer_segments(formwork_engine::Outside::Nothing, &schema));
+        let c = run(engine, r);
+        let text = &c.texts[0];
+        assert!(text.trim_start().starts_with("<a>"), "{text:?}");
+        let cut = c.finish_reasons[0] == Some(FinishReason::Length);
+        let n = check_segments(text, &schema, cut);
+        assert!(n >= 1);
+        if !cut {
+            stopped += 1;
+            // Only whitespace outside the segments.
+            let outside = text
+                .split("<a>")
+                .skip(1)
+                .map(|s| s.split("</a>").nth(1).unwrap_or(""));
+            assert!(outside.collect::<String>().trim().is_empty(), "{text:?}");
+        }
+    }
+    assert!(stopped > 0);
+}
+
+#[test]
+fn a_prelude_is_free_and_its_end_tag_is_forced_after_its_budget() {
+    let engine = shared_engine();
+    for seed in 0..6 {
+        let mut r = Request::new(chat("think"));
+        r.sampling = sampling(seed);
+        r.max_tokens = Some(60);
+        r.constraint = Some(Constraint::Segments(formwork_engine::Segments {
+            prelude: Some(formwork_engine::Prelude {
+                start: String::new(),
+                end: "</think>".into(),
+                max_tokens: Some(8),
+            }),
+            segments: vec![],
+            triggers: vec![],
+            outside: formwork_engine::Outside::Either(Box::new(Constraint::Choice(vec![
+                "yes".into(),
+                "no".into(),
+            ]))),
+            max_segments: None,
+        }));
+        let c = run(engine, r);
+        let text = &c.texts[0];
+        let (thinking, answer) = text.split_once("</think>").expect("the end tag is forced");
+        assert!(!thinking.contains("</think>"));
+        assert!(["yes", "no"].contains(&answer), "{text:?}");
+        assert_eq!(c.finish_reasons[0], Some(FinishReason::Stop));
+        // At most 8 free tokens, then the tag (its own tokens) and the answer.
+        assert!(c.usage.completion_tokens <= 8 + 8 + 3, "{text:?}");
+    }
+}
