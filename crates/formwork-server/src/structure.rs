@@ -44,6 +44,8 @@ use crate::protocol::{
 };
 use crate::tools::ToolPlan;
 
+mod structural_tag;
+
 /// Whether two constraints ask for the same output: equal schemas (object members
 /// in any order), equal regexes, the same set of choices.
 pub fn same_constraint(a: &Constraint, b: &Constraint) -> bool {
@@ -275,6 +277,7 @@ fn metadata_structure(value: &Value) -> Result<Option<Constraint>, ApiError> {
         },
         "json_object" => Constraint::JsonObject,
         "grammar" => metadata_grammar(obj)?,
+        "structural_tag" => structural_tag::structural_tag(obj, PARAM)?,
         other => {
             return Err(ApiError::invalid_request(format!(
                 "unknown `{PARAM}.type` `{other}`; expected one of {METADATA_TYPES}"
@@ -300,15 +303,24 @@ fn response_format(format: &ResponseFormat) -> Result<Option<Constraint>, ApiErr
             let schema = schema(spec.schema.as_ref(), "response_format.json_schema.schema")?;
             Ok(Some(Constraint::JsonSchema(schema)))
         }
+        "structural_tag" => {
+            let mut obj = Map::new();
+            for (key, value) in [("structures", &format.structures), ("triggers", &format.triggers)] {
+                if let Some(v) = value {
+                    obj.insert(key.to_owned(), v.clone());
+                }
+            }
+            structural_tag::structural_tag(&obj, "response_format").map(Some)
+        }
         other => Err(ApiError::invalid_request(format!(
-            "unknown `response_format.type` `{other}`; expected one of text, json_object, json_schema"
+            "unknown `response_format.type` `{other}`; expected one of text, json_object, json_schema, structural_tag"
         ))
         .param("response_format.type")),
     }
 }
 
 /// The `type`s `metadata.structure` knows.
-const METADATA_TYPES: &str = "json_schema, regex, choice, json_object, grammar";
+const METADATA_TYPES: &str = "json_schema, regex, choice, json_object, grammar, structural_tag";
 
 /// `metadata.structure` of type grammar: `grammar` (the text) and `syntax` (`gbnf` or
 /// `lark`; guessed from the text when absent).
@@ -375,17 +387,13 @@ fn guessed_grammar(text: &str) -> Constraint {
 
 /// `structured_outputs`: at most one of its members (an empty object asks for nothing).
 fn structured_outputs(outputs: &StructuredOutputs) -> Result<Option<Constraint>, ApiError> {
-    if outputs
-        .structural_tag
-        .as_ref()
-        .is_some_and(|t| !t.is_null())
-    {
-        return Err(ApiError::invalid_request(
-            "`structured_outputs.structural_tag` is not supported; use json, regex, choice, grammar or json_object",
-        )
-        .param("structured_outputs.structural_tag"));
-    }
     let mut found: Vec<(&str, Constraint)> = Vec::new();
+    if let Some(value) = &outputs.structural_tag
+        && let Some(c) =
+            structural_tag::structural_tag_value(value, "structured_outputs.structural_tag")?
+    {
+        found.push(("structural_tag", c));
+    }
     if let Some(value) = &outputs.json
         && let Some(c) = schema_value(value, "structured_outputs.json")?
     {
@@ -647,7 +655,11 @@ mod tests {
                 json!({"type": "json_schema", "json_schema": {"schema": [1]}}),
                 "response_format.json_schema.schema",
             ),
-            (json!({"type": "structural_tag"}), "response_format.type"),
+            (
+                json!({"type": "structural_tag"}),
+                "response_format.structures",
+            ),
+            (json!({"type": "bogus"}), "response_format.type"),
         ] {
             assert_eq!(error_param(json!({"response_format": rf})), param, "{rf}");
         }
@@ -798,6 +810,10 @@ mod tests {
             (json!({"grammar": {}}), "structured_outputs.grammar"),
             (
                 json!({"structural_tag": "{}"}),
+                "structured_outputs.structural_tag.structures",
+            ),
+            (
+                json!({"structural_tag": "[1]"}),
                 "structured_outputs.structural_tag",
             ),
             (json!("json"), "structured_outputs"),
@@ -815,6 +831,28 @@ mod tests {
                 .contains("`guided_regex` and `structured_outputs`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn structural_tags_in_every_dialect() {
+        let tag = json!({
+            "structures": [{"begin": "<answer>", "schema": {"type": "integer"}, "end": "</answer>"}],
+            "triggers": ["<answer>"]
+        });
+        let mut rf = tag.clone();
+        rf["type"] = json!("structural_tag");
+        let from_rf = structure(json!({ "response_format": rf }));
+        let mut md = tag.clone();
+        md["type"] = json!("structural_tag");
+        let from_metadata = structure(json!({"metadata": {"structure": md.to_string()}}));
+        let from_vllm =
+            structure(json!({"structured_outputs": {"structural_tag": tag.to_string()}}));
+        assert_eq!(from_rf, from_metadata);
+        assert_eq!(from_rf, from_vllm);
+        let Constraint::Segments(s) = from_rf else {
+            panic!("{from_rf:?}")
+        };
+        assert_eq!(s.segments[0].end, "</answer>");
     }
 
     #[test]

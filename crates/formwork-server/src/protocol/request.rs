@@ -412,6 +412,12 @@ pub struct ResponseFormat {
     /// With `json_schema`: the schema and its name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub json_schema: Option<JsonSchemaFormat>,
+    /// With `structural_tag`: the tagged structures (`begin`, `schema`, `end`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structures: Option<Value>,
+    /// With `structural_tag`: the strings that open a structure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggers: Option<Value>,
 }
 
 /// The `json_schema` member of a `response_format`.
