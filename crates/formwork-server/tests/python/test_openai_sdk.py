@@ -566,3 +566,81 @@ def test_raw_sse_framing(base_url, model):
     for event in events[:-1]:
         assert event.startswith("data: ")
         json.loads(event[len("data: ") :])
+
+
+# ---- composed constraints: structural tags ---------------------------------------------
+
+CITY = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 20}, "population": {"type": "integer"}},
+    "required": ["city", "population"],
+    "additionalProperties": False,
+}
+
+# Two worked examples teach even the default model to write the tag now and then.
+TAGGED = [
+    {"role": "user", "content": "Biggest city in Italy?"},
+    {"role": "assistant", "content": 'Let me answer. <answer>{"city": "Rome", "population": 2800000}</answer>'},
+    {"role": "user", "content": "Biggest city in Spain?"},
+    {"role": "assistant", "content": 'Sure. <answer>{"city": "Madrid", "population": 3300000}</answer>'},
+    {"role": "user", "content": "Biggest city in France?"},
+]
+
+STRUCTURAL_TAG = {
+    "type": "structural_tag",
+    "structures": [{"begin": "<answer>", "schema": CITY, "end": "</answer>"}],
+    "triggers": ["<answer>"],
+}
+
+
+def tagged_segments(text):
+    """The bodies between `<answer>` and `</answer>`; a complete reply closes every one."""
+    bodies = []
+    rest = text
+    while "<answer>" in rest:
+        rest = rest.split("<answer>", 1)[1]
+        assert "</answer>" in rest, f"an unclosed segment: {text!r}"
+        body, rest = rest.split("</answer>", 1)
+        bodies.append(body)
+    return bodies
+
+
+def test_structural_tag_segments_validate_over_ten_seeds(client, model):
+    tagged = 0
+    for seed in range(10):
+        completion = chat(
+            client, model, messages=TAGGED, seed=seed, temperature=0.8, max_tokens=80,
+            response_format=STRUCTURAL_TAG,
+        )
+        choice = completion.choices[0]
+        if choice.finish_reason != "stop":
+            continue
+        for body in tagged_segments(choice.message.content):
+            jsonschema.validate(json.loads(body), CITY)
+            tagged += 1
+    assert tagged >= 3, "the model wrote too few tags for the check to mean anything"
+
+
+@pytest.mark.parametrize(
+    "extra_body",
+    [
+        {"structured_outputs": {"structural_tag": json.dumps({k: v for k, v in STRUCTURAL_TAG.items() if k != "type"})}},
+        {"metadata": {"structure": json.dumps(STRUCTURAL_TAG)}},
+    ],
+)
+def test_structural_tag_dialects_stream_what_they_return(client, model, extra_body):
+    whole = chat(client, model, messages=TAGGED, seed=1, temperature=0.8, max_tokens=80, extra_body=extra_body)
+    chunks = list(
+        chat(client, model, messages=TAGGED, seed=1, temperature=0.8, max_tokens=80, extra_body=extra_body, stream=True)
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == whole.choices[0].message.content
+    for body in tagged_segments(streamed):
+        jsonschema.validate(json.loads(body), CITY)
+
+
+def test_structural_tag_errors_name_the_field(client, model):
+    bad = dict(STRUCTURAL_TAG, triggers=["<nope>"])
+    with pytest.raises(openai.BadRequestError) as error:
+        chat(client, model, messages=TAGGED, response_format=bad)
+    assert error.value.body["param"] == "response_format.triggers[0]"
