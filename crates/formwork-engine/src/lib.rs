@@ -479,7 +479,11 @@ impl Engine {
             n: request.n,
             max_tokens,
             stop: request.stop,
-            ignore_eos: request.ignore_eos && request.constraint.is_none(),
+            ignore_eos: request.ignore_eos
+                && request
+                    .constraint
+                    .as_ref()
+                    .is_none_or(Constraint::may_ignore_eos),
             top_logprobs: request.sampling.top_logprobs,
             sampler,
             guide,

@@ -125,6 +125,15 @@ pub struct Prelude {
     pub max_tokens: Option<usize>,
 }
 
+impl Constraint {
+    /// Whether a request with this constraint may go on past EOS ([`Request::ignore_eos`]):
+    /// only [`Constraint::Segments`] over free text, where EOS is allowed only between
+    /// segments and changes nothing there. Every other constraint ends at its EOS.
+    pub fn may_ignore_eos(&self) -> bool {
+        matches!(self, Constraint::Segments(s) if s.outside == Outside::Free)
+    }
+}
+
 /// The notation of a [`Constraint::Grammar`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -186,7 +195,8 @@ pub struct Request {
     pub n: usize,
     /// The structure the output must have.
     pub constraint: Option<Constraint>,
-    /// Keep generating after an end-of-sequence token (unconstrained requests only).
+    /// Keep generating after an end-of-sequence token (unconstrained requests, and segments
+    /// over free text: see [`Constraint::may_ignore_eos`]).
     pub ignore_eos: bool,
 }
 

@@ -233,10 +233,15 @@ pub(crate) fn compile(
     };
     triggers.sort();
     triggers.dedup();
-    if segments.segments.is_empty() && !matches!(segments.outside, Outside::Either(_)) {
-        if !matches!(segments.outside, Outside::Free) || segments.prelude.is_none() {
-            return invalid("a segmented constraint needs at least one segment".into());
-        }
+    // Without segments, only a prelude before free text or before another constraint
+    // means anything.
+    let pointless = match segments.outside {
+        Outside::Either(_) => false,
+        Outside::Free => segments.prelude.is_none(),
+        Outside::Nothing => true,
+    };
+    if segments.segments.is_empty() && pointless {
+        return invalid("a segmented constraint needs at least one segment".into());
     }
     if triggers.iter().any(String::is_empty) {
         return invalid("a segment's trigger (or begin string) must not be empty".into());

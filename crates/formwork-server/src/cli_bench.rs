@@ -2,7 +2,9 @@
 //! unconstrained, JSON-Schema (new, then cached), regex and grammar requests, with 1 and with N
 //! concurrent sequences, each case run `--repetitions` times in turn with the others (a new
 //! schema every time for the "new" case), plus an unconstrained run as long as the JSON
-//! documents (decode speed falls as the context grows, so that is the JSON rows' baseline).
+//! documents (decode speed falls as the context grows, so that is the JSON rows' baseline),
+//! and free text under segments whose trigger never comes (its ratio to the unconstrained
+//! decode speed is printed under the table).
 //! Prints a markdown table of the medians (the one in docs/performance.md).
 //!
 //! With `--prompt-tokens`/`--gen-tokens` it measures the forward pass alone instead, as
@@ -14,7 +16,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use formwork_engine::{Constraint, Engine, EngineConfig, GrammarSyntax, Prompt, Request, Usage};
+use formwork_engine::{
+    Constraint, Engine, EngineConfig, GrammarSyntax, Outside, Prompt, Request, Segment, Segments,
+    Usage,
+};
 use formwork_sampler::SamplingParams;
 use formwork_template::Message;
 use serde_json::json;
@@ -112,7 +117,7 @@ fn run_case(
         };
         r.max_tokens = Some(max_tokens);
         r.constraint = constraint(i);
-        r.ignore_eos = r.constraint.is_none();
+        r.ignore_eos = true;
         handles.push(
             engine
                 .submit(r)
@@ -301,8 +306,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
     let repetitions = args.repetitions.max(1);
+    let mut ratios = Vec::new();
     for &n in &args.sequences {
-        let mut runs: [Vec<Row>; 6] = Default::default();
+        let mut runs: [Vec<Row>; 7] = Default::default();
         let constrained = args.max_tokens * 4;
         for _ in 0..repetitions {
             // Runs case `i` and keeps its row; returns the mean completion length.
@@ -344,8 +350,16 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
                     text: NESTED_LISTS.into(),
                 }),
             )?;
+            case(
+                6,
+                "segments, never triggered (free text)",
+                args.max_tokens,
+                Some(untriggered()),
+            )?;
         }
-        rows.extend(runs.into_iter().map(median_row));
+        let medians: Vec<Row> = runs.into_iter().map(median_row).collect();
+        ratios.push((n, medians[6].per_seq_tok_s / medians[0].per_seq_tok_s));
+        rows.extend(medians);
     }
     println!("Medians of {repetitions} runs per case.\n");
     println!(
@@ -363,5 +377,28 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
             r.tokens
         );
     }
+    println!();
+    for (n, ratio) in ratios {
+        println!(
+            "Free text under segments that never trigger, {n} sequence(s): {:.1}% of the unconstrained decode tok/s per sequence.",
+            ratio * 100.0
+        );
+    }
     Ok(())
+}
+
+/// Segments whose trigger the bench's replies never write: a structural tag over free text,
+/// so the case measures what composing costs while nothing is constrained.
+fn untriggered() -> Constraint {
+    Constraint::Segments(Segments {
+        prelude: None,
+        segments: vec![Segment {
+            begin: "<answer>".into(),
+            body: Constraint::JsonSchema(json!({"type": "integer"})),
+            end: "</answer>".into(),
+        }],
+        triggers: vec![],
+        outside: Outside::Free,
+        max_segments: None,
+    })
 }
