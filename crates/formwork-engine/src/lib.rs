@@ -39,10 +39,12 @@ mod compile;
 mod constraint;
 mod error;
 mod guide;
+pub mod id;
 mod metrics;
 mod request;
 mod scheduler;
 mod text;
+pub mod tools;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -56,13 +58,14 @@ use formwork_sampler::Sampler;
 use formwork_template::{ChatTemplate, RenderArgs, SpecialTokens};
 use tokio::sync::mpsc as tokio_mpsc;
 
-pub use constraint::{constraint_regex, tool_call_schema};
+pub use constraint::constraint_regex;
 pub use error::EngineError;
 pub use metrics::{Histogram, HistogramData, LATENCY_BUCKETS, Metrics, MetricsSnapshot};
 pub use request::{
     Constraint, Event, FinishReason, GrammarSyntax, Prompt, Request, TokenLogprob, ToolFunction,
     Usage,
 };
+pub use tools::tool_call_schema;
 
 use budget::Budget;
 use compile::IndexCache;
@@ -290,6 +293,17 @@ impl Engine {
     /// The model's metadata.
     pub fn info(&self) -> &ModelInfo {
         &self.shared.info
+    }
+
+    /// How the model's chat template writes tool calls ([`tools::ToolFormat::detect`] on
+    /// its source; [`tools::ToolFormat::Generic`] without a template).
+    pub fn tool_format(&self) -> tools::ToolFormat {
+        self.shared
+            .template
+            .as_ref()
+            .map_or(tools::ToolFormat::Generic, |t| {
+                tools::ToolFormat::detect(t.source())
+            })
     }
 
     /// The engine's limits.
