@@ -580,6 +580,84 @@ fn forced_tool_calls_are_returned_and_streamed() {
     );
 }
 
+/// The `tool_calls` of a streamed chat reply: (name, arguments) per call.
+fn streamed_calls(s: &Server, body: &Value) -> (Vec<(String, String)>, Value) {
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let events = s.post("/v1/chat/completions", &streamed).events();
+    let mut calls: Vec<(String, String)> = Vec::new();
+    let mut finish = Value::Null;
+    for event in &events[..events.len() - 1] {
+        let chunk: Value = serde_json::from_str(event).unwrap();
+        let choice = &chunk["choices"][0];
+        assert_eq!(choice["delta"].get("content"), None, "{chunk}");
+        if !choice["finish_reason"].is_null() {
+            finish = choice["finish_reason"].clone();
+        }
+        for d in choice["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let index = d["index"].as_u64().unwrap() as usize;
+            if let Some(name) = d["function"]["name"].as_str() {
+                calls.push((name.to_owned(), String::new()));
+            }
+            calls[index].1 += d["function"]["arguments"].as_str().unwrap_or("");
+        }
+    }
+    (calls, finish)
+}
+
+/// Issue 15, item 8: a forced call cut by `max_tokens` is a `tool_calls` entry with
+/// truncated arguments and finish reason `length`, streamed or not (it was content
+/// holding `{"name":..,"argu` non-streamed); and `parameters: {}` makes the arguments an
+/// object (they came out as a string, returned as content).
+#[test]
+fn cut_forced_calls_and_empty_parameters_are_calls() {
+    let s = server();
+    let tools = json!([{"type": "function", "function": {"name": "echo", "parameters": {}}}]);
+    let mut cut = 0;
+    for (seed, max_tokens) in (0..6).zip([12, 16, 20, 24, 60, 80]) {
+        let body = json!({"messages": user("echo?"), "tools": tools,
+                          "tool_choice": {"type": "function", "function": {"name": "echo"}},
+                          "seed": seed, "max_tokens": max_tokens});
+        let r = s.post("/v1/chat/completions", &body).json();
+        let choice = &r["choices"][0];
+        assert_eq!(choice["message"]["content"], Value::Null, "{r}");
+        let calls: Vec<(String, String)> = choice["message"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let f = &c["function"];
+                (
+                    f["name"].as_str().unwrap().to_owned(),
+                    f["arguments"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let (streamed, finish) = streamed_calls(&s, &body);
+        assert_eq!(streamed, calls, "seed {seed}");
+        assert_eq!(finish, choice["finish_reason"]);
+        if choice["finish_reason"] == "length" {
+            cut += usize::from(!calls.is_empty());
+            for (name, arguments) in &calls {
+                assert_eq!(name, "echo");
+                assert!(
+                    arguments.is_empty() || arguments.starts_with('{'),
+                    "{arguments}"
+                );
+            }
+        } else {
+            assert_eq!(choice["finish_reason"], "tool_calls", "{r}");
+            let args: Value = serde_json::from_str(&calls[0].1).unwrap();
+            assert!(args.is_object(), "{args}");
+        }
+    }
+    assert!(cut > 0, "no forced call was cut short with its name read");
+}
+
 #[test]
 fn tool_results_after_a_null_content_call_render() {
     // The tiny model's chatml template concatenates `content`, so it cannot render the
