@@ -262,6 +262,22 @@ pub fn no_arguments() -> Value {
     json!({"type": "object", "properties": {}, "additionalProperties": false})
 }
 
+impl ToolFunction {
+    /// The function a chat tool declares (its `parameters` as given; none at all:
+    /// [`no_arguments`]). Its arguments schema is checked when a call schema is built
+    /// ([`arguments_schema`]).
+    pub fn from_tool(tool: &formwork_template::Tool) -> ToolFunction {
+        ToolFunction {
+            name: tool.function.name.clone(),
+            parameters: tool
+                .function
+                .parameters
+                .clone()
+                .unwrap_or_else(no_arguments),
+        }
+    }
+}
+
 /// A fresh call id: `call_` and 24 random alphanumeric characters.
 pub fn new_call_id() -> String {
     crate::id::random_id("call_")

@@ -220,14 +220,7 @@ impl ToolPlan {
         self.allowed
             .iter()
             .filter_map(|name| self.tools.iter().find(|t| &t.function.name == name))
-            .map(|t| ToolFunction {
-                name: t.function.name.clone(),
-                parameters: t
-                    .function
-                    .parameters
-                    .clone()
-                    .unwrap_or_else(tools::no_arguments),
-            })
+            .map(ToolFunction::from_tool)
             .collect()
     }
 
