@@ -11,6 +11,10 @@
 //! [`RequestHandle`] yields [`Event`]s (text deltas, finish reasons, usage); dropping it
 //! cancels the request.
 //!
+//! Tool calls are [`tools`]'s: the call formats of the chat-template families (opener, closer,
+//! the JSON Schema between them, detected from a template), the forced call's schema, and the
+//! reader of a reply into content and calls, whole or streamed.
+//!
 //! ```no_run
 //! use formwork_engine::{Constraint, Engine, EngineConfig, Event, Prompt, Request};
 //! use formwork_template::Message;
