@@ -19,15 +19,15 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use formwork_engine::tools::{ReplyDelta, ReplyMode, ReplyReader};
-use formwork_engine::{
-    Constraint, Engine, EngineConfig, EngineError, Event, Prompt, Request, ToolFunction,
-};
+use formwork_engine::tools::{ReplyDelta, ReplyReader};
+use formwork_engine::{Constraint, Engine, EngineConfig, EngineError, Event, Prompt, Request};
 use formwork_sampler::SamplingParams;
 use formwork_template::{Message, Tool};
 use serde_json::json;
 
 use crate::CliError;
+use formwork_server::protocol::ToolChoice;
+use formwork_server::tools::{ToolMode, ToolPlan};
 
 /// Arguments of `formwork generate`.
 #[derive(Args)]
@@ -114,19 +114,14 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
     } else {
         None
     };
-    let tools = match &args.tools {
-        Some(path) => read_tools(path)?,
-        None => Vec::new(),
+    let plan = match &args.tools {
+        Some(path) => tool_plan(path, &args.tool_choice)?,
+        None => ToolPlan::new(None, None, None).map_err(|e| CliError::Input(e.to_string()))?,
     };
-    let (mode, allowed) = tool_choice(&tools, args.tools.is_some(), &args.tool_choice)?;
-    let constraint = match mode {
-        ReplyMode::Forced => Some(Constraint::ToolCall {
-            parallel: allowed.len() > 1,
-            functions: allowed
-                .iter()
-                .filter_map(|name| tools.iter().find(|t| &t.function.name == name))
-                .map(ToolFunction::from_tool)
-                .collect(),
+    let constraint = match plan.mode() {
+        ToolMode::Required => Some(Constraint::ToolCall {
+            functions: plan.functions(),
+            parallel: plan.parallel(),
         }),
         _ => constraint,
     };
@@ -136,7 +131,10 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
         messages.push(Message::system(system.as_str()));
     }
     messages.push(Message::user(args.prompt.as_str()));
-    let mut request = Request::new(Prompt::Chat { messages, tools });
+    let mut request = Request::new(Prompt::Chat {
+        messages,
+        tools: plan.template_tools().unwrap_or_default(),
+    });
     request.sampling = SamplingParams {
         temperature: args.temperature,
         top_p: args.top_p,
@@ -151,7 +149,7 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
     let mut reader = args
         .tools
         .is_some()
-        .then(|| ReplyReader::new(mode, &allowed));
+        .then(|| ReplyReader::new(plan.reply_mode(), plan.allowed()));
     let mut text = String::new();
     let mut finish = None;
     let mut usage = None;
@@ -181,7 +179,7 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
     match reader.as_mut() {
         Some(reader) if args.stream => write_deltas(&mut out, reader.finish())?,
         Some(_) => {
-            let reply = ReplyReader::read(mode, &allowed, &text);
+            let reply = ReplyReader::read(plan.reply_mode(), plan.allowed(), &text);
             let mut lines: Vec<serde_json::Value> = reply
                 .content
                 .into_iter()
@@ -215,9 +213,10 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The tools of a `--tools` file: a JSON array of OpenAI tool objects, each a `function`
-/// whose parameters describe an object.
-fn read_tools(path: &std::path::Path) -> Result<Vec<Tool>, CliError> {
+/// The plan of a `--tools` file (a JSON array of OpenAI tool objects) and a
+/// `--tool-choice` (`auto`, `required`, `none` or a function's name), checked as
+/// `/v1/chat/completions` checks them ([`ToolPlan::new`]).
+fn tool_plan(path: &std::path::Path, choice: &str) -> Result<ToolPlan, CliError> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading {}", path.display()))
         .map_err(|e| CliError::Input(format!("{e:#}")))?;
@@ -227,48 +226,14 @@ fn read_tools(path: &std::path::Path) -> Result<Vec<Tool>, CliError> {
             path.display()
         ))
     })?;
-    for (i, tool) in tools.iter().enumerate() {
-        if tool.kind != "function" {
-            return Err(CliError::Input(format!(
-                "{}: tool {i} is of type `{}`; only `function` tools are supported",
-                path.display(),
-                tool.kind
-            )));
-        }
-        if let Some(p) = &tool.function.parameters {
-            formwork_engine::tools::arguments_schema(&tool.function.name, p)
-                .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
-        }
-    }
-    Ok(tools)
-}
-
-/// How the reply is read and which functions it may call, from `--tool-choice`.
-fn tool_choice(
-    tools: &[Tool],
-    given: bool,
-    choice: &str,
-) -> Result<(ReplyMode, Vec<String>), CliError> {
-    let names = || tools.iter().map(|t| t.function.name.clone()).collect();
-    Ok(match choice {
-        _ if !given => (ReplyMode::Plain, Vec::new()),
-        "none" => (ReplyMode::Plain, Vec::new()),
-        "auto" => (ReplyMode::Auto, names()),
-        _ if tools.is_empty() => {
-            return Err(CliError::Input(format!(
-                "--tool-choice {choice} needs at least one tool"
-            )));
-        }
-        "required" => (ReplyMode::Forced, names()),
-        name if tools.iter().any(|t| t.function.name == name) => {
-            (ReplyMode::Forced, vec![name.to_owned()])
-        }
-        name => {
-            return Err(CliError::Input(format!(
-                "--tool-choice names `{name}`, which is not among the tools"
-            )));
-        }
-    })
+    let choice = match choice {
+        "auto" => ToolChoice::Auto,
+        "none" => ToolChoice::None,
+        "required" => ToolChoice::Required,
+        name => ToolChoice::Function(name.to_owned()),
+    };
+    ToolPlan::new(Some(&tools), Some(&choice), None)
+        .map_err(|e| CliError::Input(format!("{}: {}", path.display(), e.message())))
 }
 
 /// Streamed tool-reader deltas as JSON lines.
