@@ -1197,6 +1197,16 @@ mod tests {
             )
         );
         assert!(!validator.is_valid(&json!({"name": "add_person", "arguments": {"address": {}}})));
+        // Parameters that are a root `$ref` (no `type`: one is added beside it).
+        let by_ref = ToolFunction {
+            name: "by_ref".into(),
+            parameters: json!({"$defs": {"Args": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}},
+                               "$ref": "#/$defs/Args"}),
+        };
+        let schema = tool_call_schema(&[by_ref], false).unwrap();
+        let dfa = compiles_to(&schema);
+        assert!(dfa.matches(br#"{"name":"by_ref","arguments":{"n":3}}"#));
+        assert!(!dfa.matches(br#"{"name":"by_ref","arguments":{}}"#));
         // A family's body keeps the refs resolvable too (Mistral: under a list).
         let body = ToolFormat::Mistral.call_schema(&[person], true).unwrap();
         let dfa = compiles_to(&body);

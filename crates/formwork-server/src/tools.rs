@@ -81,6 +81,8 @@ pub struct ToolPlan {
     allowed: Vec<String>,
     /// Whether a required reply is an array of calls.
     parallel: bool,
+    /// The request's `parallel_tool_calls` (default true).
+    parallel_tool_calls: bool,
 }
 
 impl ToolPlan {
@@ -189,6 +191,7 @@ impl ToolPlan {
             mode,
             allowed,
             parallel,
+            parallel_tool_calls: parallel_tool_calls.unwrap_or(true),
         })
     }
 
@@ -202,6 +205,13 @@ impl ToolPlan {
     /// array of calls, else one call object.
     pub fn parallel(&self) -> bool {
         self.parallel
+    }
+
+    /// The request's `parallel_tool_calls` (true unless it says `false`): whether a reply
+    /// may hold several calls, of the same function too (what an `auto`-mode reply
+    /// follows; a required reply follows [`ToolPlan::parallel`]).
+    pub fn parallel_tool_calls(&self) -> bool {
+        self.parallel_tool_calls
     }
 
     /// The names of the functions a call may name (empty in [`ToolMode::None`]).
@@ -451,6 +461,8 @@ mod tests {
             Some(false),
         );
         assert!(!p.parallel());
+        assert!(!p.parallel_tool_calls());
+        assert!(plan(&[weather()], None, None).parallel_tool_calls());
         assert!(p.schema().unwrap()["anyOf"].is_array());
         // A named function: one object, whatever parallel_tool_calls says.
         let p = plan(
