@@ -11,6 +11,10 @@
 //! [`RequestHandle`] yields [`Event`]s (text deltas, finish reasons, usage); dropping it
 //! cancels the request.
 //!
+//! Tool calls are [`tools`]'s: the call formats of the chat-template families (opener, closer,
+//! the JSON Schema between them, detected from a template), the forced call's schema, and the
+//! reader of a reply into content and calls, whole or streamed.
+//!
 //! ```no_run
 //! use formwork_engine::{Constraint, Engine, EngineConfig, Event, Prompt, Request};
 //! use formwork_template::Message;
@@ -39,11 +43,13 @@ mod compile;
 mod constraint;
 mod error;
 mod guide;
+pub mod id;
 mod metrics;
 mod request;
 mod scheduler;
 mod segments;
 mod text;
+pub mod tools;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -57,13 +63,14 @@ use formwork_sampler::Sampler;
 use formwork_template::{ChatTemplate, RenderArgs, SpecialTokens};
 use tokio::sync::mpsc as tokio_mpsc;
 
-pub use constraint::{constraint_regex, tool_call_schema};
+pub use constraint::constraint_regex;
 pub use error::EngineError;
 pub use metrics::{Histogram, HistogramData, LATENCY_BUCKETS, Metrics, MetricsSnapshot};
 pub use request::{
     Constraint, Event, FinishReason, GrammarSyntax, Outside, Prelude, Prompt, Request, Segment,
     Segments, TokenLogprob, ToolFunction, Usage,
 };
+pub use tools::tool_call_schema;
 
 use budget::Budget;
 use compile::IndexCache;
@@ -291,6 +298,17 @@ impl Engine {
     /// The model's metadata.
     pub fn info(&self) -> &ModelInfo {
         &self.shared.info
+    }
+
+    /// How the model's chat template writes tool calls ([`tools::ToolFormat::detect`] on
+    /// its source; [`tools::ToolFormat::Generic`] without a template).
+    pub fn tool_format(&self) -> tools::ToolFormat {
+        self.shared
+            .template
+            .as_ref()
+            .map_or(tools::ToolFormat::Generic, |t| {
+                tools::ToolFormat::detect(t.source())
+            })
     }
 
     /// The engine's limits.

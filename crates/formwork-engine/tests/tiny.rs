@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use formwork_engine::tools::{ReplyMode, ReplyReader, ToolFormat};
 use formwork_engine::{
     Completion, Constraint, Engine, EngineConfig, EngineError, Event, FinishReason, GrammarSyntax,
     Prompt, Request, ToolFunction,
@@ -196,6 +197,17 @@ fn grammar_outputs_of_a_random_model_are_in_the_language() {
 }
 
 #[test]
+fn tool_format_comes_from_the_chat_template() {
+    assert_eq!(shared_engine().tool_format(), ToolFormat::Generic);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data/chat_templates/Qwen-Qwen2.5-7B-Instruct.jinja");
+    let mut model = tiny_model();
+    model.info.chat_template = Some(std::fs::read_to_string(&path).unwrap());
+    let engine = Engine::new(model, EngineConfig::default()).unwrap();
+    assert_eq!(engine.tool_format(), ToolFormat::Hermes);
+}
+
+#[test]
 fn tool_calls_follow_the_parameter_schemas() {
     let engine = shared_engine();
     let weather = json!({"type":"object","properties":{"city":{"type":"string","maxLength":12},"days":{"type":"integer","minimum":1,"maximum":7}},"required":["city","days"]});
@@ -209,6 +221,7 @@ fn tool_calls_follow_the_parameter_schemas() {
             parameters: json!({"type":"object","properties":{}}),
         },
     ];
+    let names: Vec<String> = functions.iter().map(|f| f.name.clone()).collect();
     for seed in 0..6 {
         let mut r = Request::new(chat("weather?"));
         r.sampling = sampling(seed);
@@ -218,6 +231,9 @@ fn tool_calls_follow_the_parameter_schemas() {
             parallel: seed % 2 == 0,
         });
         let c = run(engine, r);
+        // The engine's reader takes the reply back as calls, finished or cut short.
+        let reply = ReplyReader::read(ReplyMode::Forced, &names, &c.texts[0]);
+        assert_eq!(reply.content, None);
         if c.finish_reasons[0] != Some(FinishReason::Stop) {
             continue;
         }
@@ -228,6 +244,12 @@ fn tool_calls_follow_the_parameter_schemas() {
             vec![v]
         };
         assert!(!calls.is_empty());
+        assert_eq!(reply.calls.len(), calls.len());
+        for (read, call) in reply.calls.iter().zip(&calls) {
+            assert_eq!(read.name, call["name"].as_str().unwrap());
+            let arguments: Value = serde_json::from_str(&read.arguments).unwrap();
+            assert_eq!(arguments, call["arguments"]);
+        }
         for call in calls {
             match call["name"].as_str().unwrap() {
                 "get_weather" => {

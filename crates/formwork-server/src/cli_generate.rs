@@ -3,17 +3,31 @@
 //! The reply is rendered through the model's own chat template; the generated text alone goes
 //! to stdout (streamed with `--stream`), and one JSON line with the finish reason, token
 //! counts, time to first token and decode speed goes last to stderr.
+//!
+//! With `--tools FILE` (a JSON array of OpenAI tool objects) the tools are rendered into the
+//! prompt by the chat template, and the reply is read for calls by the engine
+//! ([`formwork_engine::tools::ReplyReader`]): `--tool-choice auto` (the default) lets the
+//! model answer or call, `required` or a function's name constrains the whole reply to a
+//! call ([`Constraint::ToolCall`]), `none` reads no calls. stdout then holds JSON lines:
+//! `{"content": TEXT}` for the text and `{"tool_call": {"id", "name", "arguments"}}` per
+//! call; with `--stream`, `{"content": PIECE}` and `{"tool_call_delta": {"index", "id",
+//! "name", "arguments"}}` lines as they come (a call's first delta has its id and name,
+//! later ones fragments of its arguments).
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use formwork_engine::tools::{ReplyDelta, ReplyReader};
 use formwork_engine::{Constraint, Engine, EngineConfig, EngineError, Event, Prompt, Request};
 use formwork_sampler::SamplingParams;
-use formwork_template::Message;
+use formwork_template::{Message, Tool};
+use serde_json::json;
 
 use crate::CliError;
+use formwork_server::protocol::ToolChoice;
+use formwork_server::tools::{ToolMode, ToolPlan};
 
 /// Arguments of `formwork generate`.
 #[derive(Args)]
@@ -51,6 +65,14 @@ pub(crate) struct GenerateArgs {
     /// Constrain the reply to any JSON object.
     #[arg(long, group = "constraint")]
     json: bool,
+    /// Tools offered to the model: a JSON file holding an array of OpenAI tool objects
+    /// (`{"type": "function", "function": {"name", "description", "parameters"}}`).
+    #[arg(long, group = "constraint")]
+    tools: Option<PathBuf>,
+    /// With `--tools`: `auto` (answer or call), `required` (one or more calls), `none`
+    /// (no calls), or a function's name (a call of it).
+    #[arg(long, requires = "tools", default_value = "auto")]
+    tool_choice: String,
     /// Stop before any of these strings.
     #[arg(long)]
     stop: Vec<String>,
@@ -92,6 +114,17 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
     } else {
         None
     };
+    let plan = match &args.tools {
+        Some(path) => tool_plan(path, &args.tool_choice)?,
+        None => ToolPlan::new(None, None, None).map_err(|e| CliError::Input(e.to_string()))?,
+    };
+    let constraint = match plan.mode() {
+        ToolMode::Required => Some(Constraint::ToolCall {
+            functions: plan.functions(),
+            parallel: plan.parallel(),
+        }),
+        _ => constraint,
+    };
     let engine = Engine::new(model, EngineConfig::default()).map_err(input)?;
     let mut messages = Vec::new();
     if let Some(system) = &args.system {
@@ -100,7 +133,7 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
     messages.push(Message::user(args.prompt.as_str()));
     let mut request = Request::new(Prompt::Chat {
         messages,
-        tools: vec![],
+        tools: plan.template_tools().unwrap_or_default(),
     });
     request.sampling = SamplingParams {
         temperature: args.temperature,
@@ -113,6 +146,10 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
     request.constraint = constraint;
     let mut handle = engine.submit(request).map_err(input)?;
     let mut out = std::io::stdout().lock();
+    let mut reader = args
+        .tools
+        .is_some()
+        .then(|| ReplyReader::new(plan.reply_mode(), plan.allowed()));
     let mut text = String::new();
     let mut finish = None;
     let mut usage = None;
@@ -120,8 +157,13 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
         match event {
             Event::Delta { text: t, .. } => {
                 if args.stream {
-                    out.write_all(t.as_bytes()).context("writing to stdout")?;
-                    out.flush().context("writing to stdout")?;
+                    match reader.as_mut() {
+                        Some(reader) => write_deltas(&mut out, reader.push(&t))?,
+                        None => {
+                            out.write_all(t.as_bytes()).context("writing to stdout")?;
+                            out.flush().context("writing to stdout")?;
+                        }
+                    }
                 }
                 text.push_str(&t);
             }
@@ -134,11 +176,30 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
             Event::Done(u) => usage = Some(u),
         }
     }
-    if !args.stream {
-        out.write_all(text.as_bytes())
-            .context("writing to stdout")?;
+    match reader.as_mut() {
+        Some(reader) if args.stream => write_deltas(&mut out, reader.finish())?,
+        Some(_) => {
+            let reply = ReplyReader::read(plan.reply_mode(), plan.allowed(), &text);
+            let mut lines: Vec<serde_json::Value> = reply
+                .content
+                .into_iter()
+                .map(|content| json!({"content": content}))
+                .collect();
+            lines.extend(reply.calls.into_iter().map(|call| {
+                json!({"tool_call": {"id": call.id, "name": call.name, "arguments": call.arguments}})
+            }));
+            for line in lines {
+                writeln!(out, "{line}").context("writing to stdout")?;
+            }
+        }
+        None => {
+            if !args.stream {
+                out.write_all(text.as_bytes())
+                    .context("writing to stdout")?;
+            }
+            writeln!(out).context("writing to stdout")?;
+        }
     }
-    writeln!(out).context("writing to stdout")?;
     out.flush().context("writing to stdout")?;
     let usage = usage.unwrap_or_default();
     let line = serde_json::json!({
@@ -149,5 +210,49 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
         "decode_tok_s": usage.decode_tokens_per_second(),
     });
     eprintln!("{line}");
+    Ok(())
+}
+
+/// The plan of a `--tools` file (a JSON array of OpenAI tool objects) and a
+/// `--tool-choice` (`auto`, `required`, `none` or a function's name), checked as
+/// `/v1/chat/completions` checks them ([`ToolPlan::new`]).
+fn tool_plan(path: &std::path::Path, choice: &str) -> Result<ToolPlan, CliError> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))
+        .map_err(|e| CliError::Input(format!("{e:#}")))?;
+    let tools: Vec<Tool> = serde_json::from_str(&text).map_err(|e| {
+        CliError::Input(format!(
+            "{}: not a JSON array of tool objects: {e}",
+            path.display()
+        ))
+    })?;
+    let choice = match choice {
+        "auto" => ToolChoice::Auto,
+        "none" => ToolChoice::None,
+        "required" => ToolChoice::Required,
+        name => ToolChoice::Function(name.to_owned()),
+    };
+    ToolPlan::new(Some(&tools), Some(&choice), None)
+        .map_err(|e| CliError::Input(format!("{}: {}", path.display(), e.message())))
+}
+
+/// Streamed tool-reader deltas as JSON lines.
+fn write_deltas(out: &mut impl Write, deltas: Vec<ReplyDelta>) -> Result<(), CliError> {
+    for delta in deltas {
+        let lines = match delta {
+            ReplyDelta::Content(text) => vec![json!({"content": text})],
+            ReplyDelta::ToolCalls(pieces) => pieces
+                .into_iter()
+                .map(|d| {
+                    json!({"tool_call_delta": {
+                        "index": d.index, "id": d.id, "name": d.name, "arguments": d.arguments}})
+                })
+                .collect(),
+        };
+        for line in lines {
+            writeln!(out, "{line}").context("writing to stdout")?;
+        }
+    }
+    out.flush().context("writing to stdout")?;
     Ok(())
 }

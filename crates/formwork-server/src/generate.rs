@@ -94,7 +94,8 @@ pub(crate) async fn chat_completions(
     for (index, choice) in collected.into_iter().enumerate() {
         let parsed = plan.parse(&choice.text);
         let finish_reason = parsed.finish_reason(choice.finish);
-        let message = if parsed.tool_calls.is_empty() {
+        // A forced call's reply is never content, even when cut before the call's name.
+        let message = if parsed.tool_calls.is_empty() && plan.mode() != ToolMode::Required {
             AssistantMessage::text(parsed.content.unwrap_or_default())
         } else {
             AssistantMessage::tool_calls(parsed.content, parsed.tool_calls)

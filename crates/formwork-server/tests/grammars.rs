@@ -6,10 +6,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
-use common::Server;
+use common::{Server, formwork};
 use formwork_engine::{Engine, EngineConfig, GrammarSyntax};
 use formwork_grammar::{Grammar, GrammarConfig};
 use formwork_server::app::ServerConfig;
@@ -218,27 +217,6 @@ fn bad_grammars_are_400s_naming_the_cause() {
         &json!({"prompt": "x", "max_tokens": 4, "grammar": GBNF}),
     );
     assert_eq!(reply.status, 200, "{}", reply.text());
-}
-
-fn formwork(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_formwork"))
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    // A command that fails before reading its input closes the pipe: not this test's error.
-    let _ = input.write_all(stdin.unwrap_or("").as_bytes());
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
 }
 
 #[test]

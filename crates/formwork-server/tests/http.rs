@@ -494,6 +494,54 @@ fn responses_have_openai_shapes() {
     );
 }
 
+/// The `tool_calls` of a chat choice: (name, arguments) per call.
+fn message_calls(choice: &Value) -> Vec<(String, String)> {
+    choice["message"]["tool_calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let f = &c["function"];
+            let text = |v: &Value| v.as_str().unwrap().to_owned();
+            (text(&f["name"]), text(&f["arguments"]))
+        })
+        .collect()
+}
+
+/// The `tool_calls` of a streamed chat reply: (name, arguments) per call.
+fn streamed_calls(s: &Server, body: &Value) -> (Vec<(String, String)>, Value) {
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let events = s.post("/v1/chat/completions", &streamed).events();
+    let mut calls: Vec<(String, String)> = Vec::new();
+    let mut finish = Value::Null;
+    for (i, event) in events[..events.len() - 1].iter().enumerate() {
+        let chunk: Value = serde_json::from_str(event).unwrap();
+        if i == 0 {
+            assert_eq!(chunk["choices"][0]["delta"], json!({"role": "assistant"}));
+        }
+        let choice = &chunk["choices"][0];
+        assert_eq!(choice["delta"].get("content"), None, "{chunk}");
+        if !choice["finish_reason"].is_null() {
+            finish = choice["finish_reason"].clone();
+        }
+        for d in choice["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let index = d["index"].as_u64().unwrap() as usize;
+            if let Some(name) = d["function"]["name"].as_str() {
+                assert_eq!(index, calls.len());
+                assert!(d["id"].as_str().unwrap().starts_with("call_"));
+                calls.push((name.to_owned(), String::new()));
+            }
+            calls[index].1 += d["function"]["arguments"].as_str().unwrap_or("");
+        }
+    }
+    (calls, finish)
+}
+
 #[test]
 fn forced_tool_calls_are_returned_and_streamed() {
     let s = server();
@@ -531,53 +579,53 @@ fn forced_tool_calls_are_returned_and_streamed() {
         }
 
         // The stream of the same seed carries the same calls as deltas.
-        let mut streamed = body.clone();
-        streamed["stream"] = json!(true);
-        let events = s.post("/v1/chat/completions", &streamed).events();
-        let chunks: Vec<Value> = events[..events.len() - 1]
-            .iter()
-            .map(|e| serde_json::from_str(e).unwrap())
-            .collect();
-        assert_eq!(
-            chunks[0]["choices"][0]["delta"],
-            json!({"role": "assistant"})
-        );
-        let mut rebuilt: Vec<(String, String)> = Vec::new();
-        for chunk in &chunks {
-            for d in chunk["choices"][0]["delta"]["tool_calls"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                let index = d["index"].as_u64().unwrap() as usize;
-                if let Some(name) = d["function"]["name"].as_str() {
-                    assert_eq!(index, rebuilt.len());
-                    assert!(d["id"].as_str().unwrap().starts_with("call_"));
-                    rebuilt.push((name.to_owned(), String::new()));
-                }
-                rebuilt[index].1 += d["function"]["arguments"].as_str().unwrap_or("");
-            }
-        }
-        let expected: Vec<(String, String)> = calls
-            .iter()
-            .map(|c| {
-                let f = &c["function"];
-                (
-                    f["name"].as_str().unwrap().to_owned(),
-                    f["arguments"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect();
+        let (rebuilt, finish) = streamed_calls(&s, &body);
+        let expected = message_calls(choice);
         assert_eq!(rebuilt, expected);
-        assert_eq!(
-            chunks.last().unwrap()["choices"][0]["finish_reason"],
-            "tool_calls"
-        );
+        assert_eq!(finish, "tool_calls");
     }
     assert!(
         made >= 3,
         "only {made} of 6 forced calls completed in 200 tokens"
     );
+}
+
+/// Issue 15, item 8: a forced call cut by `max_tokens` is a `tool_calls` entry with
+/// truncated arguments and finish reason `length`, streamed or not (it was content
+/// holding `{"name":..,"argu` non-streamed); and `parameters: {}` makes the arguments an
+/// object (they came out as a string, returned as content).
+#[test]
+fn cut_forced_calls_and_empty_parameters_are_calls() {
+    let s = server();
+    let tools = json!([{"type": "function", "function": {"name": "echo", "parameters": {}}}]);
+    let mut cut = 0;
+    for (seed, max_tokens) in (0..6).zip([12, 16, 20, 24, 60, 80]) {
+        let body = json!({"messages": user("echo?"), "tools": tools,
+                          "tool_choice": {"type": "function", "function": {"name": "echo"}},
+                          "seed": seed, "max_tokens": max_tokens});
+        let r = s.post("/v1/chat/completions", &body).json();
+        let choice = &r["choices"][0];
+        assert_eq!(choice["message"]["content"], Value::Null, "{r}");
+        let calls = message_calls(choice);
+        let (streamed, finish) = streamed_calls(&s, &body);
+        assert_eq!(streamed, calls, "seed {seed}");
+        assert_eq!(finish, choice["finish_reason"]);
+        if choice["finish_reason"] == "length" {
+            cut += usize::from(!calls.is_empty());
+            for (name, arguments) in &calls {
+                assert_eq!(name, "echo");
+                assert!(
+                    arguments.is_empty() || arguments.starts_with('{'),
+                    "{arguments}"
+                );
+            }
+        } else {
+            assert_eq!(choice["finish_reason"], "tool_calls", "{r}");
+            let args: Value = serde_json::from_str(&calls[0].1).unwrap();
+            assert!(args.is_object(), "{args}");
+        }
+    }
+    assert!(cut > 0, "no forced call was cut short with its name read");
 }
 
 #[test]

@@ -35,9 +35,9 @@ pub mod response;
 pub mod stream;
 
 pub use request::{
-    ChatCompletionRequest, CompletionRequest, JsonSchemaFormat, Prompt, ResponseFormat,
-    SamplingFields, Stop, StreamOptions, StructureFields, StructuredOutputs, ToolChoice,
-    validate_content, validate_message, validate_messages,
+    AllowedToolsMode, ChatCompletionRequest, CompletionRequest, JsonSchemaFormat, Prompt,
+    ResponseFormat, SamplingFields, Stop, StreamOptions, StructureFields, StructuredOutputs,
+    ToolChoice, validate_content, validate_message, validate_messages,
 };
 pub use response::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatLogprobs, Completion, CompletionChoice,

@@ -448,6 +448,34 @@ pub enum ToolChoice {
     Required,
     /// `{"type": "function", "function": {"name": ...}}`: the model calls this function.
     Function(String),
+    /// `{"type": "allowed_tools", "allowed_tools": {"mode": "auto" | "required", "tools":
+    /// [{"type": "function", "function": {"name": ...}}, ...]}}`: the model may (`auto`)
+    /// or must (`required`) call one of these tools; the others stay in the prompt.
+    AllowedTools {
+        /// `auto` or `required` (never `none`).
+        mode: AllowedToolsMode,
+        /// The names of the functions that may be called, in order.
+        tools: Vec<String>,
+    },
+}
+
+/// The `mode` of an `allowed_tools` [`ToolChoice`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AllowedToolsMode {
+    /// `auto`: the model may call one of the allowed tools or answer in text.
+    Auto,
+    /// `required`: the model calls one or more of the allowed tools.
+    Required,
+}
+
+impl AllowedToolsMode {
+    /// Its spelling in requests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AllowedToolsMode::Auto => "auto",
+            AllowedToolsMode::Required => "required",
+        }
+    }
 }
 
 impl Serialize for ToolChoice {
@@ -460,13 +488,23 @@ impl Serialize for ToolChoice {
                 "type": "function", "function": {"name": name}
             })
             .serialize(s),
+            ToolChoice::AllowedTools { mode, tools } => serde_json::json!({
+                "type": "allowed_tools",
+                "allowed_tools": {
+                    "mode": mode.as_str(),
+                    "tools": tools.iter().map(|name| serde_json::json!(
+                        {"type": "function", "function": {"name": name}}
+                    )).collect::<Vec<_>>(),
+                }
+            })
+            .serialize(s),
         }
     }
 }
 
 impl<'de> Deserialize<'de> for ToolChoice {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ToolChoice, D::Error> {
-        const EXPECTED: &str = r#"expected "none", "auto", "required" or {"type": "function", "function": {"name": "..."}}"#;
+        const EXPECTED: &str = r#"expected "none", "auto", "required", {"type": "function", "function": {"name": "..."}} or {"type": "allowed_tools", "allowed_tools": {"mode": "auto" | "required", "tools": [{"type": "function", "function": {"name": "..."}}, ...]}}"#;
         let value = Value::deserialize(d)?;
         match &value {
             Value::String(s) => match s.as_str() {
@@ -485,6 +523,10 @@ impl<'de> Deserialize<'de> for ToolChoice {
                     .and_then(Value::as_str);
                 match (kind, name) {
                     (Some("function"), Some(name)) => Ok(ToolChoice::Function(name.to_owned())),
+                    (Some("allowed_tools"), _) => allowed_tools(obj.get("allowed_tools"))
+                        .ok_or_else(|| {
+                            de::Error::custom(format!("invalid tool_choice {value}, {EXPECTED}"))
+                        }),
                     _ => Err(de::Error::custom(format!(
                         "invalid tool_choice {value}, {EXPECTED}"
                     ))),
@@ -495,6 +537,27 @@ impl<'de> Deserialize<'de> for ToolChoice {
             ))),
         }
     }
+}
+
+/// The body of an `allowed_tools` tool choice; `None` when it is not of that shape.
+fn allowed_tools(body: Option<&Value>) -> Option<ToolChoice> {
+    let body = body?.as_object()?;
+    let mode = match body.get("mode")?.as_str()? {
+        "auto" => AllowedToolsMode::Auto,
+        "required" => AllowedToolsMode::Required,
+        _ => return None,
+    };
+    let tools = body
+        .get("tools")?
+        .as_array()?
+        .iter()
+        .map(|tool| {
+            let kind = tool.get("type").and_then(Value::as_str);
+            let name = tool.get("function")?.get("name")?.as_str()?;
+            (kind == Some("function")).then(|| name.to_owned())
+        })
+        .collect::<Option<Vec<String>>>()?;
+    Some(ToolChoice::AllowedTools { mode, tools })
 }
 
 /// Validates a whole conversation: at least one message, each valid for its role (see
@@ -879,10 +942,34 @@ mod tests {
                 json!({"type": "function", "function": {"name": "f"}}),
                 ToolChoice::Function("f".into()),
             ),
+            (
+                json!({"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": [
+                    {"type": "function", "function": {"name": "f"}},
+                    {"type": "function", "function": {"name": "g"}}]}}),
+                ToolChoice::AllowedTools {
+                    mode: AllowedToolsMode::Required,
+                    tools: vec!["f".into(), "g".into()],
+                },
+            ),
+            (
+                json!({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}}),
+                ToolChoice::AllowedTools {
+                    mode: AllowedToolsMode::Auto,
+                    tools: vec![],
+                },
+            ),
         ] {
             let parsed: ToolChoice = serde_json::from_value(json.clone()).unwrap();
             assert_eq!(parsed, choice);
             assert_eq!(serde_json::to_value(&parsed).unwrap(), json);
+        }
+        for bad in [
+            json!({"type": "allowed_tools"}),
+            json!({"type": "allowed_tools", "allowed_tools": {"mode": "none", "tools": []}}),
+            json!({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [{"type": "file_search"}]}}),
+        ] {
+            let e = serde_json::from_value::<ToolChoice>(bad.clone()).unwrap_err();
+            assert!(e.to_string().contains("allowed_tools"), "{bad}: {e}");
         }
     }
 

@@ -486,3 +486,25 @@ pub fn health(addr: SocketAddr, timeout: Duration) -> Option<u16> {
     stream.read_to_string(&mut response).ok()?;
     response.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// Runs the `formwork` binary with `args` and `stdin`; returns its exit code, stdout and
+/// stderr.
+pub fn formwork(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_formwork"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // A command that fails before reading its input closes the pipe: not this test's error.
+    let _ = input.write_all(stdin.unwrap_or("").as_bytes());
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}

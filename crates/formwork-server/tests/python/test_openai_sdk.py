@@ -399,6 +399,63 @@ def test_tool_call_streamed(client, model):
     jsonschema.validate(json.loads(calls[0]["arguments"]), WEATHER_TOOL["function"]["parameters"])
 
 
+def streamed_tool_calls(chunks):
+    """The calls a stream's `tool_calls` deltas add up to, by index."""
+    calls = {}
+    for chunk in chunks:
+        for delta in chunk.choices[0].delta.tool_calls or []:
+            if delta.id is not None:
+                calls[delta.index] = {"name": delta.function.name, "arguments": ""}
+            calls[delta.index]["arguments"] += delta.function.arguments or ""
+    return [calls[i] for i in sorted(calls)]
+
+
+def test_cut_forced_call_is_a_tool_call(client, model):
+    # Cut by max_tokens: still a tool_calls entry (truncated arguments), never content, and
+    # the stream agrees (issue 15: it used to come back as content holding our JSON).
+    for max_tokens in (10, 14, 18):
+        kwargs = dict(tools=[WEATHER_TOOL], tool_choice="required", max_tokens=max_tokens)
+        choice = chat(client, model, **kwargs).choices[0]
+        assert choice.finish_reason == "length"
+        assert choice.message.content is None
+        calls = [{"name": c.function.name, "arguments": c.function.arguments} for c in choice.message.tool_calls or []]
+        assert all(c["name"] == "get_weather" for c in calls)
+        chunks = [c for c in chat(client, model, stream=True, **kwargs) if c.choices]
+        assert streamed_tool_calls(chunks) == calls
+        assert chunks[-1].choices[0].finish_reason == "length"
+    assert calls, "no cut call had its name read"
+
+
+def test_tool_choice_allowed_tools(client, model):
+    tools = [WEATHER_TOOL, TIME_TOOL]
+    allowed = {"type": "allowed_tools", "allowed_tools": {
+        "mode": "required", "tools": [{"type": "function", "function": {"name": "get_time"}}]}}
+    completion = chat(client, model, tools=tools, tool_choice=allowed, max_tokens=60)
+    calls = completion.choices[0].message.tool_calls
+    check_tool_calls(calls, tools)
+    assert {c.function.name for c in calls} == {"get_time"}
+    allowed["allowed_tools"]["mode"] = "auto"
+    completion = chat(client, model, tools=tools, tool_choice=allowed, max_tokens=30)
+    for call in completion.choices[0].message.tool_calls or []:
+        assert call.function.name == "get_time"
+    allowed["allowed_tools"]["tools"] = [{"type": "function", "function": {"name": "nope"}}]
+    error = bad_request(lambda: chat(client, model, tools=tools, tool_choice=allowed))
+    assert error.param == "tool_choice"
+
+
+def test_empty_parameters_are_an_object(client, model):
+    echo = {"type": "function", "function": {"name": "echo", "parameters": {}}}
+    completion = chat(client, model, tools=[echo], tool_choice="required", max_tokens=60)
+    choice = completion.choices[0]
+    assert choice.message.content is None
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "echo"
+    if choice.finish_reason == "tool_calls":
+        assert isinstance(json.loads(call.function.arguments), dict)
+    else:
+        assert call.function.arguments.startswith("{")
+
+
 def test_tool_result_conversation(client, model):
     messages = QUESTION + [
         {
