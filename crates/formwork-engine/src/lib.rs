@@ -67,8 +67,8 @@ pub use constraint::constraint_regex;
 pub use error::EngineError;
 pub use metrics::{Histogram, HistogramData, LATENCY_BUCKETS, Metrics, MetricsSnapshot};
 pub use request::{
-    Constraint, Event, FinishReason, GrammarSyntax, Outside, Prelude, Prompt, Request, Segment,
-    Segments, TokenLogprob, ToolFunction, Usage,
+    AutoTools, Constraint, Event, FinishReason, GrammarSyntax, Outside, Prelude, Prompt, Request,
+    Segment, Segments, TokenLogprob, ToolFunction, Usage,
 };
 pub use tools::tool_call_schema;
 
@@ -300,6 +300,27 @@ impl Engine {
         &self.shared.info
     }
 
+    /// The one constraint a request's reply follows: its own [`Request::constraint`], with
+    /// the calls of [`Request::auto_tools`] in the model's own format (a segment opened by
+    /// [`tools::ToolFormat::opener`]); see [`Segments`].
+    fn composed_constraint(&self, request: &Request) -> Result<Option<Constraint>, EngineError> {
+        let calls = match &request.auto_tools {
+            Some(auto) if !auto.functions.is_empty() => {
+                let format = self.tool_format();
+                let call = Segment {
+                    begin: format.opener().to_owned(),
+                    body: Constraint::JsonSchema(
+                        format.call_schema(&auto.functions, auto.parallel)?,
+                    ),
+                    end: format.closer().to_owned(),
+                };
+                Some((call, auto.parallel))
+            }
+            _ => None,
+        };
+        Ok(segments::compose(request.constraint.clone(), calls, None))
+    }
+
     /// How the model's chat template writes tool calls ([`tools::ToolFormat::detect`] on
     /// its source; [`tools::ToolFormat::Generic`] without a template).
     pub fn tool_format(&self) -> tools::ToolFormat {
@@ -470,7 +491,8 @@ impl Engine {
         }
         let room = context - prompt.len();
         let max_tokens = request.max_tokens.unwrap_or(room).min(room);
-        let guide = match &request.constraint {
+        let constraint = self.composed_constraint(&request)?;
+        let guide = match &constraint {
             None => None,
             Some(c) => {
                 let compiled = shared.indexes.get(c)?;
@@ -498,10 +520,7 @@ impl Engine {
             max_tokens,
             stop: request.stop,
             ignore_eos: request.ignore_eos
-                && request
-                    .constraint
-                    .as_ref()
-                    .is_none_or(Constraint::may_ignore_eos),
+                && constraint.as_ref().is_none_or(Constraint::may_ignore_eos),
             top_logprobs: request.sampling.top_logprobs,
             sampler,
             guide,

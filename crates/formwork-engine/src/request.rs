@@ -32,6 +32,15 @@ pub struct ToolFunction {
     pub parameters: Value,
 }
 
+/// Tools a reply may call in the middle of its text ([`Request::auto_tools`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoTools {
+    /// The functions a call may name.
+    pub functions: Vec<ToolFunction>,
+    /// Whether a reply may make several calls.
+    pub parallel: bool,
+}
+
 /// The structure the output must have.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Constraint {
@@ -195,6 +204,11 @@ pub struct Request {
     pub n: usize,
     /// The structure the output must have.
     pub constraint: Option<Constraint>,
+    /// Functions the model may call in the middle of its reply (tools in `auto` mode): each
+    /// call it opens, in its chat template's format, is constrained to a declared function
+    /// and its parameters' schema, around [`Request::constraint`] if any (then the reply is
+    /// calls or a document that constraint allows, never neither).
+    pub auto_tools: Option<AutoTools>,
     /// Keep generating after an end-of-sequence token (unconstrained requests, and segments
     /// over free text: see [`Constraint::may_ignore_eos`]).
     pub ignore_eos: bool,
@@ -210,6 +224,7 @@ impl Request {
             stop: Vec::new(),
             n: 1,
             constraint: None,
+            auto_tools: None,
             ignore_eos: false,
         }
     }

@@ -29,9 +29,10 @@ use formwork_grammar::{Expr, GrammarConfig, GrammarError, GrammarGuide, GrammarI
 use formwork_index::{IndexConfig, Vocabulary};
 use serde_json::{Value, json};
 
-use crate::constraint::{Lowered, grammar_error, lower, tool_call_schema};
+use crate::constraint::{Lowered, grammar_error, lower};
 use crate::guide::{ConstraintGuide, ConstraintIndex, GuideError};
-use crate::{Constraint, EngineError, Outside, Segments};
+use crate::tools::tool_call_schema;
+use crate::{Constraint, EngineError, Outside, Prelude, Segment, Segments};
 
 /// No transition.
 const NONE: u32 = u32::MAX;
@@ -390,6 +391,53 @@ fn body_expr(
             "a segment's body cannot be segments".into(),
         )),
     }
+}
+
+/// Composes what a request asks of its reply into one constraint: its own `constraint` (a
+/// `response_format`, say), the segment of a tool call the model may open in its own format
+/// (`calls`: tools in `auto` mode; `parallel`: several calls), and a reasoning `prelude`.
+///
+/// - Nothing but the constraint: the constraint, unchanged.
+/// - A prelude alone: free text after it, so its end tag can be forced past its budget; with
+///   no budget there is nothing to enforce, and no constraint (free text costs nothing).
+/// - With calls: free text in which the call's opener opens a call, or, with a constraint,
+///   either calls or a document the constraint allows, never neither; segments (structural
+///   tags) get the call as one more segment.
+/// - With a prelude: the rest only applies after it.
+pub(crate) fn compose(
+    constraint: Option<Constraint>,
+    calls: Option<(Segment, bool)>,
+    prelude: Option<Prelude>,
+) -> Option<Constraint> {
+    let (call, parallel) = match calls {
+        Some((call, parallel)) => (Some(call), parallel),
+        None => (None, true),
+    };
+    let mut segments = match (constraint, &call, &prelude) {
+        (c, None, None) => return c,
+        (None, None, Some(p)) if p.max_tokens.is_none() => return None,
+        (Some(Constraint::Segments(s)), _, _) => s,
+        (c, _, _) => Segments {
+            prelude: None,
+            segments: Vec::new(),
+            triggers: Vec::new(),
+            outside: c.map_or(Outside::Free, |c| Outside::Either(Box::new(c))),
+            max_segments: None,
+        },
+    };
+    if let Some(call) = call {
+        if !segments.triggers.is_empty() {
+            segments.triggers.push(call.begin.clone());
+        }
+        segments.segments.push(call);
+        if !parallel {
+            segments.max_segments = Some(1);
+        }
+    }
+    if prelude.is_some() {
+        segments.prelude = prelude;
+    }
+    Some(Constraint::Segments(segments))
 }
 
 impl SegmentsIndex {
@@ -857,7 +905,6 @@ fn prelude_free_mask(index: &SegmentsIndex, p: &PreludeIndex, state: u32) -> Mas
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Prelude, Segment};
 
     #[test]
     fn strings_find_split_and_overlapping_triggers() {
@@ -1062,6 +1109,53 @@ mod tests {
         assert!(allowed(&mut g, id("\n")) && !allowed(&mut g, id("<eos>")));
         feed(&mut g, &id, &["\n", "<a>", "y", "e", "s", "</a>"]);
         assert!(allowed(&mut g, id("<eos>")));
+    }
+
+    #[test]
+    fn compose_puts_calls_prelude_and_constraint_together() {
+        let number = || Constraint::Regex("[0-9]+".into());
+        let call = || Segment {
+            begin: "<call>".into(),
+            body: Constraint::JsonObject,
+            end: "</call>".into(),
+        };
+        let think = |max_tokens| Prelude {
+            start: String::new(),
+            end: "</th>".into(),
+            max_tokens,
+        };
+        assert_eq!(compose(Some(number()), None, None), Some(number()));
+        assert_eq!(compose(None, None, Some(think(None))), None);
+        let Some(Constraint::Segments(s)) = compose(None, None, Some(think(Some(4)))) else {
+            panic!("a budget needs a constraint")
+        };
+        assert_eq!((s.outside, s.segments.len()), (Outside::Free, 0));
+        let Some(Constraint::Segments(s)) = compose(Some(number()), Some((call(), false)), None)
+        else {
+            panic!("calls and a document compose")
+        };
+        assert_eq!(s.outside, Outside::Either(Box::new(number())));
+        assert_eq!((s.segments, s.max_segments), (vec![call()], Some(1)));
+        // A structural tag gets the call as one more segment, its opener a trigger.
+        let tag = Constraint::Segments(Segments {
+            prelude: None,
+            segments: vec![Segment {
+                begin: "<a>".into(),
+                body: number(),
+                end: "</a>".into(),
+            }],
+            triggers: vec!["<a".into()],
+            outside: Outside::Free,
+            max_segments: None,
+        });
+        let Some(Constraint::Segments(s)) =
+            compose(Some(tag), Some((call(), true)), Some(think(None)))
+        else {
+            panic!("segments compose")
+        };
+        assert_eq!(s.triggers, vec!["<a".to_owned(), "<call>".to_owned()]);
+        assert_eq!((s.segments.len(), s.max_segments), (2, None));
+        assert_eq!(s.prelude, Some(think(None)));
     }
 
     #[test]

@@ -940,3 +940,58 @@ fn a_prelude_is_free_and_its_end_tag_is_forced_after_its_budget() {
         assert!(c.usage.completion_tokens <= 8 + 8 + 3, "{text:?}");
     }
 }
+
+#[test]
+fn auto_tools_with_a_schema_give_calls_or_a_document_never_neither() {
+    use formwork_engine::tools::{ReplyMode, ReplyReader};
+    let engine = shared_engine();
+    let format = engine.tool_format();
+    let weather = json!({"type":"object","properties":{"city":{"type":"string","maxLength":8}},"required":["city"],"additionalProperties":false});
+    let document = json!({"type":"object","properties":{"ok":{"type":"boolean"}},"required":["ok"],"additionalProperties":false});
+    let functions = vec![ToolFunction::from_tool(&formwork_template::Tool::function(
+        "get_weather",
+        None,
+        Some(weather.clone()),
+    ))];
+    let opener = engine.tokenizer().encode(format.opener(), false).unwrap();
+    let (mut calls, mut documents) = (0, 0);
+    for seed in 0..10 {
+        let mut r = Request::new(chat("weather?"));
+        r.sampling = sampling(seed);
+        // Half the seeds pushed toward the opener's first token.
+        if seed % 2 == 0 {
+            r.sampling.logit_bias = vec![(opener[0], 8.0)];
+        }
+        r.max_tokens = Some(200);
+        r.constraint = Some(Constraint::JsonSchema(document.clone()));
+        r.auto_tools = Some(formwork_engine::AutoTools {
+            functions: functions.clone(),
+            parallel: true,
+        });
+        let c = run(engine, r);
+        if c.finish_reasons[0] != Some(FinishReason::Stop) {
+            continue;
+        }
+        let text = &c.texts[0];
+        let reply = ReplyReader::read(ReplyMode::Auto, &["get_weather".into()], text);
+        if reply.calls.is_empty() {
+            let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+            assert!(jsonschema::is_valid(&document, &v), "{text:?}");
+            documents += 1;
+        } else {
+            assert!(
+                reply.content.unwrap_or_default().trim().is_empty(),
+                "{text:?}"
+            );
+            for call in reply.calls {
+                let args: Value = serde_json::from_str(&call.arguments).unwrap();
+                assert!(jsonschema::is_valid(&weather, &args), "{text:?}");
+            }
+            calls += 1;
+        }
+    }
+    assert!(
+        calls > 0 && documents > 0,
+        "{calls} calls, {documents} documents"
+    );
+}

@@ -144,6 +144,7 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
     request.max_tokens = Some(args.max_tokens);
     request.stop = args.stop.clone();
     request.constraint = constraint;
+    request.auto_tools = plan.auto_tools();
     let mut handle = engine.submit(request).map_err(input)?;
     let mut out = std::io::stdout().lock();
     let mut reader = args

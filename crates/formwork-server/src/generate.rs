@@ -82,7 +82,8 @@ pub(crate) async fn chat_completions(
         messages: req.messages,
         tools: plan.template_tools().unwrap_or_default(),
     };
-    let request = engine_request(prompt, &options, resolved.map(|r| r.constraint));
+    let mut request = engine_request(prompt, &options, resolved.map(|r| r.constraint));
+    request.auto_tools = plan.auto_tools();
     let handle = submit(&state, request, &blame).await?;
     let model = state.served_model_name().to_owned();
     if options.stream {

@@ -250,6 +250,16 @@ impl ToolPlan {
         self.schema().map(formwork_engine::Constraint::JsonSchema)
     }
 
+    /// In `auto` mode, the functions the model may call mid-reply, for the engine to
+    /// constrain each call it opens ([`formwork_engine::Request::auto_tools`]); `None` in
+    /// the other modes.
+    pub fn auto_tools(&self) -> Option<formwork_engine::AutoTools> {
+        (self.mode == ToolMode::Auto).then(|| formwork_engine::AutoTools {
+            functions: self.functions(),
+            parallel: self.parallel_tool_calls,
+        })
+    }
+
     /// How the engine reads this plan's replies.
     pub fn reply_mode(&self) -> ReplyMode {
         match self.mode {

@@ -701,3 +701,88 @@ def test_structural_tag_errors_name_the_field(client, model):
     with pytest.raises(openai.BadRequestError) as error:
         chat(client, model, messages=TAGGED, response_format=bad)
     assert error.value.body["param"] == "response_format.triggers[0]"
+
+
+# ---- composed constraints: tools in auto mode ------------------------------------------
+
+# Worked examples in the default model's (generic) call syntax, and one plain answer.
+CALLING = [
+    {"role": "system", "content": 'To call a tool, write <tool_call>{"name": NAME, "arguments": {...}}</tool_call>.'},
+    {"role": "user", "content": "Weather in Rome?"},
+    {"role": "assistant", "content": '<tool_call>{"name": "get_weather", "arguments": {"city": "Rome", "unit": "celsius"}}</tool_call>'},
+    {"role": "user", "content": "What time is it in London?"},
+    {"role": "assistant", "content": '<tool_call>{"name": "get_time", "arguments": {"zone": "UTC"}}</tool_call>'},
+    {"role": "user", "content": "Say hello."},
+    {"role": "assistant", "content": '{"answer": "Hello!"}'},
+]
+
+ANSWER = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "maxLength": 60}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+
+
+def test_auto_tool_calls_have_valid_arguments_over_ten_seeds(client, model):
+    tools = [WEATHER_TOOL, TIME_TOOL]
+    calls = 0
+    for seed in range(10):
+        question = ["Weather in Paris?", "What time is it in Berlin?"][seed % 2]
+        completion = chat(
+            client, model, messages=CALLING[:5] + [{"role": "user", "content": question}],
+            tools=tools, tool_choice="auto", seed=seed, temperature=0.8, max_tokens=80,
+        )
+        choice = completion.choices[0]
+        if choice.message.tool_calls:
+            if choice.finish_reason == "tool_calls":
+                check_tool_calls(choice.message.tool_calls, tools)
+            calls += len(choice.message.tool_calls)
+    assert calls >= 3, "the model made too few calls for the check to mean anything"
+
+
+def test_auto_tool_calls_stream_what_they_return(client, model):
+    kwargs = dict(
+        messages=CALLING + [{"role": "user", "content": "Weather in Oslo?"}],
+        tools=[WEATHER_TOOL, TIME_TOOL], tool_choice="auto", seed=3, temperature=0.8, max_tokens=80,
+    )
+    whole = chat(client, model, **kwargs).choices[0]
+    calls = {}
+    content = ""
+    for chunk in chat(client, model, stream=True, **kwargs):
+        delta = chunk.choices[0].delta if chunk.choices else None
+        if delta is None:
+            continue
+        content += delta.content or ""
+        for d in delta.tool_calls or []:
+            if d.id is not None:
+                calls[d.index] = {"name": d.function.name, "arguments": ""}
+            calls[d.index]["arguments"] += d.function.arguments or ""
+    assert (content or None) == whole.message.content
+    assert [(c["name"], c["arguments"]) for c in calls.values()] == [
+        (c.function.name, c.function.arguments) for c in whole.message.tool_calls or []
+    ]
+
+
+def test_response_format_with_auto_tools_is_a_call_or_a_document(client, model):
+    tools = [WEATHER_TOOL, TIME_TOOL]
+    calls = documents = 0
+    for seed in range(10):
+        question = ["Weather in Paris?", "Say goodbye.", "Tell me a fact about cats."][seed % 3]
+        completion = chat(
+            client, model, messages=CALLING + [{"role": "user", "content": question}],
+            tools=tools, tool_choice="auto", seed=seed, temperature=0.8, max_tokens=80,
+            response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER}},
+        )
+        choice = completion.choices[0]
+        if choice.finish_reason == "length":
+            continue
+        if choice.message.tool_calls:
+            assert choice.finish_reason == "tool_calls"
+            assert not (choice.message.content or "").strip()
+            check_tool_calls(choice.message.tool_calls, tools)
+            calls += 1
+        else:
+            jsonschema.validate(json.loads(choice.message.content), ANSWER)
+            documents += 1
+    assert calls + documents >= 5
