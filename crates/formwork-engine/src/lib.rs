@@ -60,8 +60,8 @@ pub use constraint::{constraint_regex, tool_call_schema};
 pub use error::EngineError;
 pub use metrics::{Histogram, HistogramData, LATENCY_BUCKETS, Metrics, MetricsSnapshot};
 pub use request::{
-    Constraint, Event, FinishReason, GrammarSyntax, Prompt, Request, TokenLogprob, ToolFunction,
-    Usage,
+    Constraint, Event, FinishReason, GrammarSyntax, JsonSchema, Prompt, Request, TokenLogprob,
+    ToolFunction, Usage,
 };
 
 use budget::Budget;
@@ -451,10 +451,15 @@ impl Engine {
         }
         let room = context - prompt.len();
         let max_tokens = request.max_tokens.unwrap_or(room).min(room);
+        let mut warnings: Arc<[String]> = Arc::new([]);
         let guide = match &request.constraint {
             None => None,
             Some(c) => {
                 let compiled = shared.indexes.get(c)?;
+                for w in compiled.warnings.iter() {
+                    tracing::warn!(warning = %w, "lenient constraint");
+                }
+                warnings = compiled.warnings.clone();
                 if compiled.hit {
                     shared
                         .metrics
@@ -498,6 +503,7 @@ impl Engine {
         Ok(RequestHandle {
             events: receiver,
             cancel,
+            warnings,
         })
     }
 }
@@ -556,9 +562,18 @@ impl Drop for Engine {
 pub struct RequestHandle {
     events: tokio_mpsc::UnboundedReceiver<Event>,
     cancel: Arc<AtomicBool>,
+    warnings: Arc<[String]>,
 }
 
 impl RequestHandle {
+    /// What the constraint's compiler dropped from a lenient schema
+    /// ([`JsonSchema::strict`] `false`, a tool with `strict: false`): each keyword it does not
+    /// enforce, with its JSON pointer. Known at submission; empty for a strict constraint
+    /// (which is refused instead) or none.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
     /// The next event; `None` after [`Event::Done`].
     pub async fn next(&mut self) -> Option<Event> {
         self.events.recv().await
@@ -576,7 +591,10 @@ impl RequestHandle {
 
     /// Waits for the whole request: the text of each choice, each finish reason, and usage.
     pub fn blocking_collect(mut self) -> Result<Completion, EngineError> {
-        let mut completion = Completion::default();
+        let mut completion = Completion {
+            warnings: self.warnings.to_vec(),
+            ..Completion::default()
+        };
         while let Some(event) = self.blocking_next() {
             completion.absorb(event)?;
         }
@@ -585,7 +603,10 @@ impl RequestHandle {
 
     /// [`RequestHandle::blocking_collect`] for async callers.
     pub async fn collect(mut self) -> Result<Completion, EngineError> {
-        let mut completion = Completion::default();
+        let mut completion = Completion {
+            warnings: self.warnings.to_vec(),
+            ..Completion::default()
+        };
         while let Some(event) = self.next().await {
             completion.absorb(event)?;
         }
@@ -610,6 +631,8 @@ pub struct Completion {
     pub logprobs: Vec<Vec<TokenLogprob>>,
     /// Token counts and timings.
     pub usage: Usage,
+    /// The request's warnings ([`RequestHandle::warnings`]).
+    pub warnings: Vec<String>,
 }
 
 impl Completion {

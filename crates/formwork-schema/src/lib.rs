@@ -135,7 +135,9 @@ impl Whitespace {
             .parse(regex)
             .map_err(|e| bad(e.to_string()))?;
         if hir.properties().explicit_captures_len() > 0 {
-            return Err(bad("capture groups are not allowed (write `(?:...)`)".into()));
+            return Err(bad(
+                "capture groups are not allowed (write `(?:...)`)".into()
+            ));
         }
         if hir.properties().look_set().iter().next().is_some() {
             return Err(bad("anchors and word boundaries are not allowed".into()));

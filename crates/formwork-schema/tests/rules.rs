@@ -264,7 +264,10 @@ fn an_unresolved_reference_and_an_unsatisfiable_rule() {
 fn a_whitespace_pattern_applies_in_rules_mode() {
     let schema = json!({"type": "array", "items": {"$ref": "#"}});
     let ws = Whitespace::pattern("[ ]*").unwrap();
-    let rules = Compiler::new().whitespace(ws).compile_rules(&schema).unwrap();
+    let rules = Compiler::new()
+        .whitespace(ws)
+        .compile_rules(&schema)
+        .unwrap();
     let re = matcher(&expand(&rules, &rules.start, 3));
     assert!(re.is_match("[ [ ] , [] ]"));
     assert!(!re.is_match("[\n[]]"));

@@ -313,7 +313,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
             };
             case(0, "unconstrained", args.max_tokens, None)?;
             salt += 1;
-            let json = Some(Constraint::JsonSchema(schema(salt)));
+            let json = Some(Constraint::JsonSchema(formwork_engine::JsonSchema::new(
+                schema(salt),
+            )));
             let json_tokens = case(
                 1,
                 "json schema, new (10 properties)",

@@ -82,7 +82,9 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::Input(format!("{e:#}")))?;
         let schema = serde_json::from_str(&text)
             .map_err(|e| CliError::Input(format!("{}: not JSON: {e}", path.display())))?;
-        Some(Constraint::JsonSchema(schema))
+        Some(Constraint::JsonSchema(formwork_engine::JsonSchema::new(
+            schema,
+        )))
     } else if let Some(r) = &args.regex {
         Some(Constraint::Regex(r.clone()))
     } else if let Some(c) = &args.choice {

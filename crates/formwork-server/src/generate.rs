@@ -15,6 +15,10 @@
 //!    they come. Both paths read the same events, so a stream's deltas add up to the
 //!    non-streamed answer for the same seed.
 //!
+//! A request whose constraint was compiled leniently (`strict: false`) carries the
+//! keywords left unenforced in a top-level `warnings` list: in the response object, or in
+//! a stream's first chunk (empty `choices`, `warnings` only).
+//!
 //! A stream sends, for chat, each choice's role chunk first, then content or tool-call
 //! deltas, each choice's finish chunk, the usage chunk when
 //! `stream_options.include_usage` is set, and `data: [DONE]`. A failure after the stream
@@ -84,6 +88,7 @@ pub(crate) async fn chat_completions(
     };
     let request = engine_request(prompt, &options, resolved.map(|r| r.constraint));
     let handle = submit(&state, request, &blame).await?;
+    let warnings = handle.warnings().to_vec();
     let model = state.served_model_name().to_owned();
     if options.stream {
         let writer = ChatWriter::new(model, &options, &plan);
@@ -109,7 +114,7 @@ pub(crate) async fn chat_completions(
             finish_reason,
         });
     }
-    Ok(Json(ChatCompletion::new(model, choices, usage)).into_response())
+    Ok(Json(ChatCompletion::new(model, choices, usage).with_warnings(warnings)).into_response())
 }
 
 /// `POST /v1/completions`.
@@ -128,6 +133,7 @@ pub(crate) async fn completions(
     };
     let request = engine_request(Prompt::Text(text), &options, resolved.map(|r| r.constraint));
     let handle = submit(&state, request, &blame).await?;
+    let warnings = handle.warnings().to_vec();
     let model = state.served_model_name().to_owned();
     if options.stream {
         let writer = CompletionWriter::new(model, &options);
@@ -146,7 +152,10 @@ pub(crate) async fn completions(
             finish_reason: Some(choice.finish),
         });
     }
-    Ok(Json(protocol::Completion::new(model, choices, usage)).into_response())
+    Ok(
+        Json(protocol::Completion::new(model, choices, usage).with_warnings(warnings))
+            .into_response(),
+    )
 }
 
 /// The engine's request for checked options and a constraint.
@@ -226,6 +235,15 @@ fn engine_error(e: EngineError, blame: &Blame) -> ApiError {
             // The schema error names the keyword and the JSON pointer inside the schema.
             let e =
                 ApiError::invalid_request(format!("The JSON Schema cannot be enforced: {schema}"));
+            match blame.structure {
+                Some(param) => e.param(param),
+                None => e,
+            }
+        }
+        EngineError::Unenforced { .. } => {
+            // The message names the keyword, its JSON pointer and the way out (strict: false).
+            let e = ApiError::invalid_request(format!("The JSON Schema is refused: {message}"))
+                .code("unenforced_keyword");
             match blame.structure {
                 Some(param) => e.param(param),
                 None => e,
@@ -376,6 +394,8 @@ trait ChunkWriter: Send + 'static {
     );
     /// The usage chunk.
     fn usage(&self, usage: protocol::Usage) -> SseEvent;
+    /// The warnings chunk (no choices), sent first.
+    fn warnings(&self, warnings: Vec<String>) -> SseEvent;
 }
 
 /// The state of one streamed response.
@@ -443,6 +463,9 @@ fn event_stream<W: ChunkWriter>(
     include_usage: bool,
 ) -> Response {
     let mut queue = VecDeque::new();
+    if !handle.warnings().is_empty() {
+        queue.push_back(writer.warnings(handle.warnings().to_vec()));
+    }
     writer.start(&mut queue);
     let state = Streaming {
         handle: Some(handle),
@@ -571,6 +594,10 @@ impl ChunkWriter for ChatWriter {
     fn usage(&self, usage: protocol::Usage) -> SseEvent {
         sse::event(&self.factory.usage(usage))
     }
+
+    fn warnings(&self, warnings: Vec<String>) -> SseEvent {
+        sse::event(&self.factory.warnings(warnings))
+    }
 }
 
 /// Completions chunks: text pieces, then a finish chunk per choice.
@@ -630,6 +657,10 @@ impl ChunkWriter for CompletionWriter {
 
     fn usage(&self, usage: protocol::Usage) -> SseEvent {
         sse::event(&self.factory.usage(usage))
+    }
+
+    fn warnings(&self, warnings: Vec<String>) -> SseEvent {
+        sse::event(&self.factory.warnings(warnings))
     }
 }
 

@@ -198,14 +198,17 @@ impl ToolPlan {
         let functions = self
             .allowed
             .iter()
-            .map(|name| formwork_engine::ToolFunction {
-                name: name.clone(),
-                parameters: self
-                    .tools
-                    .iter()
-                    .find(|t| &t.function.name == name)
-                    .and_then(|t| t.function.parameters.clone())
-                    .unwrap_or_else(no_parameters),
+            .map(|name| {
+                let tool = self.tools.iter().find(|t| &t.function.name == name);
+                formwork_engine::ToolFunction {
+                    name: name.clone(),
+                    parameters: tool
+                        .and_then(|t| t.function.parameters.clone())
+                        .unwrap_or_else(no_parameters),
+                    // `strict: false` compiles the parameters leniently.
+                    strict: tool.and_then(|t| t.function.extra.get("strict"))
+                        != Some(&Value::Bool(false)),
+                }
             })
             .collect();
         Some(functions)
@@ -220,7 +223,12 @@ impl ToolPlan {
     /// [`ToolPlan::schema`] as the engine's constraint; `None` unless the mode is
     /// [`ToolMode::Required`].
     pub fn constraint(&self) -> Option<formwork_engine::Constraint> {
-        self.schema().map(formwork_engine::Constraint::JsonSchema)
+        let functions = self.functions()?;
+        let schema = formwork_engine::tool_call_schema(&functions, self.parallel).ok()?;
+        let strict = functions.iter().all(|f| f.strict);
+        Some(formwork_engine::Constraint::JsonSchema(
+            formwork_engine::JsonSchema::new(schema).strict(strict),
+        ))
     }
 
     /// Reads a finished output into content and tool calls.
