@@ -23,6 +23,7 @@
 //! let mut request = Request::new(Prompt::Chat {
 //!     messages: vec![Message::user("Give me a color.")],
 //!     tools: vec![],
+//!     template_kwargs: Default::default(),
 //! });
 //! request.constraint = Some(Constraint::Choice(vec!["red".into(), "green".into()]));
 //! let mut handle = engine.submit(request)?;
@@ -340,12 +341,34 @@ impl Engine {
         messages: &[formwork_template::Message],
         tools: &[formwork_template::Tool],
     ) -> Result<String, EngineError> {
+        self.render_chat_with(messages, tools, &serde_json::Map::new())
+    }
+
+    /// [`Engine::render_chat`] with extra top-level template variables (`kwargs`, a
+    /// request's `chat_template_kwargs`): a name the engine sets itself
+    /// ([`formwork_template::RESERVED_VARIABLES`]) is refused.
+    pub fn render_chat_with(
+        &self,
+        messages: &[formwork_template::Message],
+        tools: &[formwork_template::Tool],
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, EngineError> {
         let template =
             self.shared.template.as_ref().ok_or_else(|| {
                 EngineError::InvalidRequest("the model has no chat template".into())
             })?;
+        if let Some(name) = kwargs
+            .keys()
+            .find(|k| formwork_template::RESERVED_VARIABLES.contains(&k.as_str()))
+        {
+            return Err(EngineError::InvalidRequest(format!(
+                "chat_template_kwargs: `{name}` is set from the request itself and cannot be overridden"
+            )));
+        }
         let render = |messages: &[formwork_template::Message]| {
-            let mut args = RenderArgs::new(messages).add_generation_prompt(true);
+            let mut args = RenderArgs::new(messages)
+                .add_generation_prompt(true)
+                .kwargs(kwargs.clone());
             if !tools.is_empty() {
                 args = args.tools(tools);
             }
@@ -371,11 +394,15 @@ impl Engine {
     /// than the text itself.
     pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<u32>, EngineError> {
         let tokens = match prompt {
-            Prompt::Chat { messages, tools } => {
+            Prompt::Chat {
+                messages,
+                tools,
+                template_kwargs,
+            } => {
                 if messages.is_empty() {
                     return Err(EngineError::EmptyPrompt);
                 }
-                let text = self.render_chat(messages, tools)?;
+                let text = self.render_chat_with(messages, tools, template_kwargs)?;
                 self.check_prompt_size(&text)?;
                 let _turn = self.shared.tokenizing.take(text.len());
                 self.shared.tokenizer.encode(&text, false)?

@@ -5,7 +5,7 @@ use std::time::Duration;
 use formwork_grammar::{Grammar, GrammarConfig, GrammarError};
 use formwork_sampler::SamplingParams;
 use formwork_template::{Message, Tool};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// The text to continue.
 #[derive(Debug, Clone)]
@@ -16,6 +16,11 @@ pub enum Prompt {
         messages: Vec<Message>,
         /// Tools offered to the model (passed to the template).
         tools: Vec<Tool>,
+        /// Extra top-level variables for the template (a request's `chat_template_kwargs`,
+        /// e.g. `{"enable_thinking": false}`). The names the engine sets itself
+        /// ([`formwork_template::RESERVED_VARIABLES`]: `messages`, `tools`, `documents`,
+        /// `add_generation_prompt`) are refused ([`crate::EngineError::InvalidRequest`]).
+        template_kwargs: Map<String, Value>,
     },
     /// Raw text, tokenized as is (BOS added when the model wants it).
     Text(String),

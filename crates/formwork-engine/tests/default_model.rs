@@ -36,6 +36,7 @@ fn chat(system: &str, user: &str) -> Prompt {
     Prompt::Chat {
         messages: vec![Message::system(system), Message::user(user)],
         tools: vec![],
+        template_kwargs: Default::default(),
     }
 }
 

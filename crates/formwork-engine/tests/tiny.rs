@@ -53,6 +53,7 @@ fn chat(text: &str) -> Prompt {
     Prompt::Chat {
         messages: vec![Message::user(text)],
         tools: vec![],
+        template_kwargs: Default::default(),
     }
 }
 
@@ -481,6 +482,7 @@ fn a_null_content_renders_as_empty_for_a_template_that_concatenates_it() {
                 Message::tool("call_1", "sunny"),
             ],
             tools: vec![],
+            template_kwargs: Default::default(),
         }
     };
     let tokens = engine.prompt_tokens(&conversation(None)).unwrap();
@@ -785,4 +787,45 @@ fn a_fork_that_fails_ends_its_choice_and_frees_the_request() {
     assert!(c.finish_reasons[0].is_some());
     let m = engine.metrics();
     assert_eq!(m.finished[3], ("error", 2));
+}
+
+/// A chat prompt's `template_kwargs` reach the template as variables; the names the
+/// engine sets itself are refused.
+#[test]
+fn template_kwargs_reach_the_chat_template() {
+    let mut model = tiny_model();
+    model.info.chat_template = Some(
+        "{{ messages[0].content }}{% if enable_thinking is defined and not enable_thinking %} /no_think{% endif %}".into(),
+    );
+    let engine = Engine::new(model, EngineConfig::default()).unwrap();
+    let prompt = |kwargs: Value| Prompt::Chat {
+        messages: vec![Message::user("hi")],
+        tools: vec![],
+        template_kwargs: kwargs.as_object().unwrap().clone(),
+    };
+    let text = |kwargs: Value| {
+        let Prompt::Chat {
+            messages,
+            tools,
+            template_kwargs,
+        } = prompt(kwargs)
+        else {
+            unreachable!()
+        };
+        engine.render_chat_with(&messages, &tools, &template_kwargs)
+    };
+    assert_eq!(text(json!({})).unwrap(), "hi");
+    assert_eq!(
+        text(json!({"enable_thinking": false})).unwrap(),
+        "hi /no_think"
+    );
+    let with = engine
+        .prompt_tokens(&prompt(json!({"enable_thinking": false})))
+        .unwrap();
+    let without = engine.prompt_tokens(&prompt(json!({}))).unwrap();
+    assert!(with.len() > without.len());
+    match engine.submit(Request::new(prompt(json!({"messages": []})))) {
+        Err(EngineError::InvalidRequest(m)) => assert!(m.contains("`messages`"), "{m}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
 }

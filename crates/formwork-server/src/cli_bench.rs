@@ -104,6 +104,7 @@ fn run_case(
                 Message::user(format!("Describe person number {i} in detail.")),
             ],
             tools: vec![],
+            template_kwargs: Default::default(),
         });
         r.sampling = SamplingParams {
             temperature: 0.8,

@@ -103,6 +103,7 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
     let mut request = Request::new(Prompt::Chat {
         messages,
         tools: vec![],
+        template_kwargs: Default::default(),
     });
     request.sampling = SamplingParams {
         temperature: args.temperature,

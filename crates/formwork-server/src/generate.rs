@@ -82,9 +82,20 @@ pub(crate) async fn chat_completions(
         structure: resolved.as_ref().map(|r| r.param()),
         logprobs: "top_logprobs",
     };
+    let template_kwargs = req.chat_template_kwargs.unwrap_or_default();
+    if let Some(name) = template_kwargs
+        .keys()
+        .find(|k| formwork_template::RESERVED_VARIABLES.contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid_request(format!(
+            "`chat_template_kwargs.{name}` cannot be set: the request sets it"
+        ))
+        .param(format!("chat_template_kwargs.{name}")));
+    }
     let prompt = Prompt::Chat {
         messages: req.messages,
         tools: plan.template_tools().unwrap_or_default(),
+        template_kwargs,
     };
     let request = engine_request(prompt, &options, resolved.map(|r| r.constraint));
     let handle = submit(&state, request, &blame).await?;

@@ -1156,3 +1156,14 @@ fn whitespace_patterns_lay_out_json_and_bad_ones_are_refused() {
         .json();
     assert!(r["choices"][0]["text"].as_str().unwrap().starts_with("{\""));
 }
+
+#[test]
+fn chat_template_kwargs_cannot_replace_what_the_request_sets() {
+    let s = server();
+    let mut body = good_chat();
+    body["chat_template_kwargs"] = json!({"enable_thinking": false});
+    assert_eq!(s.post("/v1/chat/completions", &body).status, 200);
+    body["chat_template_kwargs"] = json!({"messages": []});
+    let e = s.post("/v1/chat/completions", &body).error(400);
+    assert_eq!(e["param"], "chat_template_kwargs.messages", "{e}");
+}

@@ -138,7 +138,9 @@ request_object! {
             parallel_tool_calls: bool,
             /// An end-user id, for logs.
             user: String,
-            /// vLLM: extra variables for the chat template (`{"enable_thinking": false}`).
+            /// vLLM: extra top-level variables for the chat template
+            /// (`{"enable_thinking": false}`); `messages`, `tools`, `documents` and
+            /// `add_generation_prompt` are refused.
             chat_template_kwargs: Map<String, Value>,
         }
         groups {
