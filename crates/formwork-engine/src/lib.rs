@@ -41,6 +41,7 @@ mod constraint;
 mod error;
 mod guide;
 mod metrics;
+pub mod reasoning;
 mod request;
 mod scheduler;
 mod text;
@@ -60,6 +61,7 @@ use tokio::sync::mpsc as tokio_mpsc;
 pub use constraint::{constraint_regex, tool_call_schema};
 pub use error::EngineError;
 pub use metrics::{Histogram, HistogramData, LATENCY_BUCKETS, Metrics, MetricsSnapshot};
+pub use reasoning::{Reasoning, ReasoningFormat, ReasoningSplitter};
 pub use request::{
     Constraint, Event, FinishReason, GrammarSyntax, JsonSchema, Prompt, Request, TokenLogprob,
     ToolFunction, Usage,
@@ -92,6 +94,9 @@ pub struct EngineConfig {
     pub index: IndexConfig,
     /// Limits on one grammar constraint's compiled grammar (productions, symbols, lexemes).
     pub grammar: GrammarConfig,
+    /// The reasoning format of the model's replies: detected from its chat template (the
+    /// default), none, or named. See [`reasoning`].
+    pub reasoning: Reasoning,
 }
 
 /// The default most bytes of the index cache: 256 MiB.
@@ -130,6 +135,7 @@ impl Default for EngineConfig {
                 ..IndexConfig::default()
             },
             grammar: GrammarConfig::default(),
+            reasoning: Reasoning::Detect,
         }
         .constraint_limit(DEFAULT_CONSTRAINT_BYTES)
     }
@@ -141,6 +147,8 @@ pub(crate) struct Shared {
     pub(crate) info: ModelInfo,
     pub(crate) tokenizer: Tokenizer,
     pub(crate) template: Option<ChatTemplate>,
+    /// The reasoning format of the model's replies, when it has one.
+    pub(crate) reasoning: Option<ReasoningFormat>,
     pub(crate) indexes: IndexCache,
     pub(crate) config: EngineConfig,
     pub(crate) metrics: Metrics,
@@ -250,6 +258,10 @@ impl Engine {
             Some(source) => Some(ChatTemplate::new("chat_template", source, specials)?),
             None => Some(ChatTemplate::chatml(specials)?),
         };
+        let reasoning = config.reasoning.resolve(info.chat_template.as_deref());
+        if let Some(format) = &reasoning {
+            tracing::info!(format = format.name, "replies carry reasoning");
+        }
         let longest_token = (0..vocabulary.len() as u32)
             .filter_map(|t| vocabulary.token(t).map(<[u8]>::len))
             .max()
@@ -260,6 +272,7 @@ impl Engine {
             info,
             tokenizer,
             template,
+            reasoning,
             indexes: IndexCache::new(
                 vocabulary,
                 config.index,
@@ -291,6 +304,12 @@ impl Engine {
     /// The model's metadata.
     pub fn info(&self) -> &ModelInfo {
         &self.shared.info
+    }
+
+    /// The reasoning format of the model's replies ([`EngineConfig::reasoning`] resolved
+    /// against its chat template), if any.
+    pub fn reasoning(&self) -> Option<&ReasoningFormat> {
+        self.shared.reasoning.as_ref()
     }
 
     /// The engine's limits.
@@ -393,6 +412,12 @@ impl Engine {
     /// vocabulary's longest) is refused before it is tokenized, so its size costs no more
     /// than the text itself.
     pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<u32>, EngineError> {
+        self.prepare_prompt(prompt).map(|(tokens, _)| tokens)
+    }
+
+    /// [`Engine::prompt_tokens`], and a chat prompt's rendered text.
+    fn prepare_prompt(&self, prompt: &Prompt) -> Result<(Vec<u32>, Option<String>), EngineError> {
+        let mut rendered = None;
         let tokens = match prompt {
             Prompt::Chat {
                 messages,
@@ -405,7 +430,9 @@ impl Engine {
                 let text = self.render_chat_with(messages, tools, template_kwargs)?;
                 self.check_prompt_size(&text)?;
                 let _turn = self.shared.tokenizing.take(text.len());
-                self.shared.tokenizer.encode(&text, false)?
+                let tokens = self.shared.tokenizer.encode(&text, false)?;
+                rendered = Some(text);
+                tokens
             }
             Prompt::Text(text) => {
                 self.check_prompt_size(text)?;
@@ -425,7 +452,7 @@ impl Engine {
         if tokens.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
-        Ok(tokens)
+        Ok((tokens, rendered))
     }
 
     /// Refuses a text that cannot fit the context however it is tokenized. Every token
@@ -468,7 +495,13 @@ impl Engine {
         }
         request.sampling.validate(shared.info.vocab_size)?;
         let slot = QueueSlot::take(shared)?;
-        let prompt = self.prompt_tokens(&request.prompt)?;
+        let (prompt, rendered) = self.prepare_prompt(&request.prompt)?;
+        // A chat reply of a reasoning model, unless a constraint shapes it from its first
+        // token (then it is all the constraint's).
+        let reasoning = match (&shared.reasoning, rendered, &request.constraint) {
+            (Some(format), Some(text), None) => Some((format.clone(), format.starts_inside(&text))),
+            _ => None,
+        };
         let context = shared.info.context_length;
         if prompt.len() >= context {
             return Err(EngineError::PromptTooLong {
@@ -531,6 +564,7 @@ impl Engine {
             events: receiver,
             cancel,
             warnings,
+            reasoning,
         })
     }
 }
@@ -590,9 +624,21 @@ pub struct RequestHandle {
     events: tokio_mpsc::UnboundedReceiver<Event>,
     cancel: Arc<AtomicBool>,
     warnings: Arc<[String]>,
+    /// The reply's reasoning format and whether the prompt opened its block.
+    reasoning: Option<(ReasoningFormat, bool)>,
 }
 
 impl RequestHandle {
+    /// A splitter of one choice's reply into reasoning and content, for a chat request to
+    /// a reasoning model ([`Engine::reasoning`]) whose reply no constraint shapes; `None`
+    /// otherwise (the reply is all content). It knows whether the rendered prompt left the
+    /// reply inside the reasoning block ([`ReasoningFormat::starts_inside`]).
+    pub fn reasoning_splitter(&self) -> Option<ReasoningSplitter> {
+        self.reasoning
+            .as_ref()
+            .map(|(format, inside)| ReasoningSplitter::new(format.clone(), *inside))
+    }
+
     /// What the constraint's compiler dropped from a lenient schema
     /// ([`JsonSchema::strict`] `false`, a tool with `strict: false`): each keyword it does not
     /// enforce, with its JSON pointer. Known at submission; empty for a strict constraint

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use formwork_engine::{
     Completion, Constraint, Engine, EngineConfig, EngineError, Event, FinishReason, GrammarSyntax,
-    JsonSchema, Prompt, Request, ToolFunction,
+    JsonSchema, Prompt, ReasoningFormat, Request, ToolFunction,
 };
 use formwork_index::ByteDfa;
 use formwork_model::testing::{FaultyModel, TinySpec, write_tiny_gguf};
@@ -828,4 +828,73 @@ fn template_kwargs_reach_the_chat_template() {
         Err(EngineError::InvalidRequest(m)) => assert!(m.contains("`messages`"), "{m}"),
         other => panic!("{:?}", other.map(|_| ())),
     }
+}
+
+/// A template that opens a `<think>` block makes the engine a reasoning model's (detected),
+/// each chat request's splitter starts inside it, and a reply split as it streams equals
+/// the whole reply split at once.
+#[test]
+fn reasoning_is_detected_from_the_template_and_split_alike_streamed_or_whole() {
+    let think = "{% for m in messages %}{{ m.content }}{% endfor %}{% if add_generation_prompt %}<think>\n{% endif %}";
+    let engine_with = |reasoning: formwork_engine::Reasoning| {
+        let mut model = tiny_model();
+        model.info.chat_template = Some(think.into());
+        Engine::new(
+            model,
+            EngineConfig {
+                reasoning,
+                ..EngineConfig::default()
+            },
+        )
+        .unwrap()
+    };
+    let engine = engine_with(formwork_engine::Reasoning::Detect);
+    assert_eq!(engine.reasoning(), Some(&ReasoningFormat::QWEN3));
+    assert_eq!(
+        engine_with(formwork_engine::Reasoning::Off).reasoning(),
+        None
+    );
+    assert_eq!(
+        shared_engine().reasoning(),
+        None,
+        "SmolLM-style templates have none"
+    );
+    let request = |seed| {
+        let mut r = Request::new(chat("hi"));
+        r.sampling = sampling(seed);
+        r.max_tokens = Some(40);
+        r
+    };
+    for seed in 0..4 {
+        let mut handle = engine.submit(request(seed)).unwrap();
+        let mut streamed = handle.reasoning_splitter().expect("a reasoning chat");
+        let (mut reasoning, mut content, mut whole) = (String::new(), String::new(), String::new());
+        while let Some(event) = handle.blocking_next() {
+            if let Event::Delta { text, .. } = event {
+                let (r, c) = streamed.push(&text);
+                reasoning += &r;
+                content += &c;
+                whole += &text;
+            }
+        }
+        let (r, c) = streamed.finish();
+        reasoning += &r;
+        content += &c;
+        // The prompt opened the block: without an end tag, it is all reasoning.
+        let fresh = engine.submit(request(seed)).unwrap();
+        let split = fresh.reasoning_splitter().unwrap();
+        let again = fresh.blocking_collect().unwrap();
+        assert_eq!(again.texts[0], whole);
+        assert_eq!(split.split(&whole), (reasoning.clone(), content.clone()));
+        if !whole.contains("</think>") {
+            assert!(content.is_empty() && reasoning.len() + 8 >= whole.len());
+        }
+    }
+    // A constrained reply is the constraint's, all of it.
+    let mut r = request(0);
+    r.constraint = Some(Constraint::Choice(vec!["a".into()]));
+    assert!(engine.submit(r).unwrap().reasoning_splitter().is_none());
+    // Text prompts are not chats.
+    let r = Request::new(Prompt::Text("hi".into()));
+    assert!(engine.submit(r).unwrap().reasoning_splitter().is_none());
 }
