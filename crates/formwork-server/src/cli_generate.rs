@@ -1,8 +1,11 @@
 //! `formwork generate`: one chat reply from a model, optionally constrained, on stdout.
 //!
-//! The reply is rendered through the model's own chat template; the generated text alone goes
-//! to stdout (streamed with `--stream`), and one JSON line with the finish reason, token
-//! counts, time to first token and decode speed goes last to stderr.
+//! The reply is rendered through the model's own chat template (or `--chat-template`); the
+//! generated text alone goes to stdout (streamed with `--stream`), and one JSON line with the
+//! finish reason, token counts, time to first token and decode speed goes last to stderr. A
+//! reasoning model's reasoning (`--reasoning-parser`, detected by default) goes to stderr:
+//! between `[reasoning]` and `[/reasoning]` lines before the answer, or streamed as it
+//! comes with `--stream`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -60,6 +63,8 @@ pub(crate) struct GenerateArgs {
     /// Device: cpu, cuda[:N] or metal[:N].
     #[arg(long, default_value = "cpu")]
     device: String,
+    #[command(flatten)]
+    chat: crate::cli_serve::ChatArgs,
 }
 
 fn input(e: EngineError) -> CliError {
@@ -69,6 +74,22 @@ fn input(e: EngineError) -> CliError {
         }
         other => CliError::Input(other.to_string()),
     }
+}
+
+/// Reasoning goes to stderr (streamed as it comes with `--stream`, else collected into
+/// `all` and printed once, marked, before the answer): stdout stays the answer alone.
+fn write_reasoning(text: &str, stream: bool, all: &mut String) -> Result<(), CliError> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    if stream {
+        let mut err = std::io::stderr().lock();
+        err.write_all(text.as_bytes())
+            .context("writing to stderr")?;
+        err.flush().context("writing to stderr")?;
+    }
+    all.push_str(text);
+    Ok(())
 }
 
 pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
@@ -94,7 +115,10 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
     } else {
         None
     };
-    let engine = Engine::new(model, EngineConfig::default()).map_err(input)?;
+    let mut model = model;
+    let mut config = EngineConfig::default();
+    args.chat.apply(&mut model, &mut config)?;
+    let engine = Engine::new(model, config).map_err(input)?;
     let mut messages = Vec::new();
     if let Some(system) = &args.system {
         messages.push(Message::system(system.as_str()));
@@ -115,13 +139,20 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
     request.stop = args.stop.clone();
     request.constraint = constraint;
     let mut handle = engine.submit(request).map_err(input)?;
+    let mut splitter = handle.reasoning_splitter();
     let mut out = std::io::stdout().lock();
     let mut text = String::new();
+    let mut reasoning = String::new();
     let mut finish = None;
     let mut usage = None;
     while let Some(event) = handle.blocking_next() {
         match event {
             Event::Delta { text: t, .. } => {
+                let (r, t) = match &mut splitter {
+                    Some(s) => s.push(&t),
+                    None => (String::new(), t),
+                };
+                write_reasoning(&r, args.stream, &mut reasoning)?;
                 if args.stream {
                     out.write_all(t.as_bytes()).context("writing to stdout")?;
                     out.flush().context("writing to stdout")?;
@@ -137,7 +168,19 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
             Event::Done(u) => usage = Some(u),
         }
     }
+    if let Some(s) = &mut splitter {
+        let (r, t) = s.finish();
+        write_reasoning(&r, args.stream, &mut reasoning)?;
+        if args.stream {
+            out.write_all(t.as_bytes()).context("writing to stdout")?;
+        }
+        text.push_str(&t);
+    }
     if !args.stream {
+        if !reasoning.is_empty() {
+            let mut err = std::io::stderr().lock();
+            writeln!(err, "[reasoning]\n{reasoning}\n[/reasoning]").context("writing to stderr")?;
+        }
         out.write_all(text.as_bytes())
             .context("writing to stdout")?;
     }

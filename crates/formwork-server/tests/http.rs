@@ -1167,3 +1167,64 @@ fn chat_template_kwargs_cannot_replace_what_the_request_sets() {
     let e = s.post("/v1/chat/completions", &body).error(400);
     assert_eq!(e["param"], "chat_template_kwargs.messages", "{e}");
 }
+
+/// `formwork serve --chat-template FILE --reasoning-parser deepseek_r1`: a template whose
+/// generation prompt opens `<think>` makes the reply reasoning until `</think>`, in
+/// `message.reasoning_content` and streamed as `delta.reasoning_content`, alike for a seed;
+/// `chat_template_kwargs` reach the template (`enable_thinking: false` leaves no block open).
+#[test]
+fn chat_template_and_reasoning_parser_flags_split_the_reply() {
+    let template = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/think.jinja");
+    let server = common::ServeProcess::start(
+        common::tiny_model_path(),
+        &[
+            "--chat-template",
+            template,
+            "--reasoning-parser",
+            "deepseek_r1",
+        ],
+    );
+    let chat = "/v1/chat/completions";
+    let post = |body: &Value| -> Value {
+        let reply = request(server.addr, "POST", chat, &[], body.to_string().as_bytes());
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json()
+    };
+    for seed in [1, 2, 3] {
+        let body =
+            json!({"messages": user("Hi"), "max_tokens": 24, "seed": seed, "temperature": 1.0});
+        let whole = post(&body);
+        let message = &whole["choices"][0]["message"];
+        let reasoning = message["reasoning_content"].as_str().unwrap_or_default();
+        let content = message["content"].as_str().unwrap();
+        assert!(!reasoning.is_empty(), "{whole}");
+        assert_eq!(message["refusal"], Value::Null);
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        let reply = request(
+            server.addr,
+            "POST",
+            chat,
+            &[],
+            streamed.to_string().as_bytes(),
+        );
+        assert_eq!(reply.status, 200);
+        let (mut r, mut c) = (String::new(), String::new());
+        for event in reply.events() {
+            let Ok(chunk) = serde_json::from_str::<Value>(&event) else {
+                continue;
+            };
+            for choice in chunk["choices"].as_array().unwrap() {
+                r += choice["delta"]["reasoning_content"].as_str().unwrap_or("");
+                c += choice["delta"]["content"].as_str().unwrap_or("");
+            }
+        }
+        assert_eq!((r.as_str(), c.as_str()), (reasoning, content));
+    }
+    // No block opened: all content, no reasoning.
+    let body = json!({"messages": user("Hi"), "max_tokens": 8, "seed": 1,
+                      "chat_template_kwargs": {"enable_thinking": false}});
+    let message = &post(&body)["choices"][0]["message"];
+    assert!(message.get("reasoning_content").is_none(), "{message}");
+    assert!(!message["content"].as_str().unwrap().is_empty());
+}
