@@ -978,7 +978,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(r.dialect, Dialect::ToolChoice);
-        assert!(matches!(r.constraint, Constraint::JsonSchema(_)));
+        assert!(matches!(r.constraint, Constraint::ToolCall { .. }));
         let r = chat(
             json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "f"}}}),
         )

@@ -223,12 +223,12 @@ impl ToolPlan {
     /// [`ToolPlan::schema`] as the engine's constraint; `None` unless the mode is
     /// [`ToolMode::Required`].
     pub fn constraint(&self) -> Option<formwork_engine::Constraint> {
-        let functions = self.functions()?;
-        let schema = formwork_engine::tool_call_schema(&functions, self.parallel).ok()?;
-        let strict = functions.iter().all(|f| f.strict);
-        Some(formwork_engine::Constraint::JsonSchema(
-            formwork_engine::JsonSchema::new(schema).strict(strict),
-        ))
+        // The engine's own tool-call constraint: the schema of [`ToolPlan::schema`], each
+        // function's parameters strict or lenient as its `strict` says.
+        Some(formwork_engine::Constraint::ToolCall {
+            functions: self.functions()?,
+            parallel: self.parallel,
+        })
     }
 
     /// Reads a finished output into content and tool calls.
