@@ -40,10 +40,13 @@ pub(crate) struct Compiled {
     pub(crate) hit: bool,
     /// How long compiling took, when this request compiled it.
     pub(crate) compile_time: Duration,
+    /// What a lenient constraint's compiler dropped (see [`lower`]), kept with the index so
+    /// every request for it hears them.
+    pub(crate) warnings: Arc<[String]>,
 }
 
 /// A compile's result as its waiters see it.
-type Outcome = Result<ConstraintIndex, String>;
+type Outcome = Result<(ConstraintIndex, Arc<[String]>), String>;
 
 /// One constraint being compiled: its waiters block on the cell until the compile sets it.
 type Flight = OnceLock<Outcome>;
@@ -51,6 +54,7 @@ type Flight = OnceLock<Outcome>;
 enum Slot {
     Ready {
         index: ConstraintIndex,
+        warnings: Arc<[String]>,
         /// Bytes of the key and the regex, charged with the index.
         extra: usize,
         last_used: u64,
@@ -91,7 +95,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The cache key of a constraint: its kind and its exact content.
 pub(crate) fn constraint_key(constraint: &Constraint) -> String {
     match constraint {
-        Constraint::JsonSchema(schema) => format!("schema:{schema}"),
+        Constraint::JsonSchema(schema) => format!(
+            "schema:{}:{}:{}",
+            schema.strict,
+            serde_json::json!(schema.whitespace),
+            schema.schema
+        ),
         Constraint::Regex(regex) => format!("regex:{regex}"),
         Constraint::Choice(choices) => {
             format!("choice:{}", serde_json::json!(choices))
@@ -105,7 +114,7 @@ pub(crate) fn constraint_key(constraint: &Constraint) -> String {
         } => {
             let functions: Vec<serde_json::Value> = functions
                 .iter()
-                .map(|f| serde_json::json!([f.name, f.parameters]))
+                .map(|f| serde_json::json!([f.name, f.parameters, f.strict]))
                 .collect();
             format!("tools:{parallel}:{}", serde_json::Value::Array(functions))
         }
@@ -173,13 +182,17 @@ impl IndexCache {
             let now = entries.clock;
             match entries.map.get_mut(&key) {
                 Some(Slot::Ready {
-                    index, last_used, ..
+                    index,
+                    warnings,
+                    last_used,
+                    ..
                 }) => {
                     *last_used = now;
                     return Ok(Compiled {
                         index: index.clone(),
                         hit: true,
                         compile_time: Duration::ZERO,
+                        warnings: warnings.clone(),
                     });
                 }
                 Some(Slot::Building(flight)) => {
@@ -188,10 +201,11 @@ impl IndexCache {
                     return flight
                         .wait()
                         .clone()
-                        .map(|index| Compiled {
+                        .map(|(index, warnings)| Compiled {
                             index,
                             hit: true,
                             compile_time: Duration::ZERO,
+                            warnings,
                         })
                         .map_err(EngineError::Constraint);
                 }
@@ -218,7 +232,7 @@ impl IndexCache {
         let compile_time = start.elapsed();
         let mut entries = lock(&self.entries);
         match &result {
-            Ok((index, lowered)) => {
+            Ok((index, lowered, warnings)) => {
                 entries.clock += 1;
                 let extra = key.len() + lowered;
                 let last_used = entries.clock;
@@ -226,13 +240,14 @@ impl IndexCache {
                     key.clone(),
                     Slot::Ready {
                         index: index.clone(),
+                        warnings: warnings.clone(),
                         extra,
                         last_used,
                     },
                 );
                 self.evict(&mut entries);
                 drop(entries);
-                let _ = flight.set(Ok(index.clone()));
+                let _ = flight.set(Ok((index.clone(), warnings.clone())));
             }
             Err(e) => {
                 entries.map.remove(&key);
@@ -240,25 +255,31 @@ impl IndexCache {
                 let _ = flight.set(Err(e.to_string()));
             }
         }
-        result.map(|(index, _)| Compiled {
+        result.map(|(index, _, warnings)| Compiled {
             index,
             hit: false,
             compile_time,
+            warnings,
         })
     }
 
     /// Compiles a constraint to its index: a lazy token index of its regex, or the index of
-    /// its grammar. Also says how many bytes the regex holds (charged with the index).
-    fn compile(&self, constraint: &Constraint) -> Result<(ConstraintIndex, usize), EngineError> {
-        match lower(constraint, &self.grammar)? {
+    /// its grammar. Also says how many bytes the regex holds (charged with the index), and
+    /// the warnings of a lenient schema.
+    fn compile(
+        &self,
+        constraint: &Constraint,
+    ) -> Result<(ConstraintIndex, usize, Arc<[String]>), EngineError> {
+        let mut warnings = Vec::new();
+        let (index, bytes) = match lower(constraint, &self.grammar, &mut warnings)? {
             Lowered::Regex(regex) => {
                 let index = Index::with_config(&regex, &self.vocabulary, self.config)?;
-                Ok((ConstraintIndex::Regular(Arc::new(index)), regex.len()))
+                (ConstraintIndex::Regular(Arc::new(index)), regex.len())
             }
             Lowered::Grammar(grammar) => {
                 let index = GrammarIndex::with_config(grammar, &self.vocabulary, self.config)
                     .map_err(|e| EngineError::Constraint(e.to_string()))?;
-                Ok((ConstraintIndex::Grammar(Arc::new(index)), 0))
+                (ConstraintIndex::Grammar(Arc::new(index)), 0)
             }
             Lowered::Segments(segments) => {
                 let index = crate::segments::compile(
@@ -266,10 +287,12 @@ impl IndexCache {
                     &self.vocabulary,
                     self.config,
                     &self.grammar,
+                    &mut warnings,
                 )?;
-                Ok((ConstraintIndex::Segments(Arc::new(index)), 0))
+                (ConstraintIndex::Segments(Arc::new(index)), 0)
             }
-        }
+        };
+        Ok((index, bytes, warnings.into()))
     }
 
     /// Drops least recently used indexes until the rest fit the budget.
@@ -282,6 +305,7 @@ impl IndexCache {
                     index,
                     extra,
                     last_used,
+                    ..
                 } => Some((*last_used, index.memory_usage() + extra, k)),
                 Slot::Building(_) => None,
             })
@@ -308,7 +332,7 @@ impl IndexCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::GrammarSyntax;
+    use crate::{GrammarSyntax, JsonSchema};
 
     fn vocab() -> Vocabulary {
         let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
@@ -404,7 +428,8 @@ mod tests {
             1 << 30,
             2,
         );
-        let schema = Constraint::JsonSchema(serde_json::json!({"type": "integer"}));
+        let schema =
+            Constraint::JsonSchema(JsonSchema::new(serde_json::json!({"type": "integer"})));
         assert!(!cache.get(&schema).unwrap().hit);
         let again = cache.get(&schema).unwrap();
         assert!(again.hit);
@@ -459,9 +484,10 @@ mod tests {
         let tool = crate::ToolFunction {
             name: "f".into(),
             parameters: serde_json::json!({"type": "object"}),
+            strict: true,
         };
         for c in [
-            Constraint::JsonSchema(tree),
+            Constraint::JsonSchema(JsonSchema::new(tree)),
             Constraint::JsonObject,
             Constraint::ToolCall {
                 functions: vec![tool],
@@ -476,7 +502,8 @@ mod tests {
             assert!(matches!(index, ConstraintIndex::Regular(_)), "{c:?}");
         }
         // A schema the compiler refuses is still a schema error (keyword and pointer).
-        let bad = Constraint::JsonSchema(serde_json::json!({"minProperties": "x"}));
+        let bad =
+            Constraint::JsonSchema(JsonSchema::new(serde_json::json!({"minProperties": "x"})));
         assert!(matches!(cache.get(&bad), Err(EngineError::Schema(_))));
     }
 
@@ -544,6 +571,139 @@ mod tests {
         for r in &results[1..] {
             assert!(Arc::ptr_eq(&index(r), &index(&results[0])));
         }
+    }
+
+    fn tool(name: &str, parameters: serde_json::Value, strict: bool) -> crate::ToolFunction {
+        crate::ToolFunction {
+            name: name.into(),
+            parameters,
+            strict,
+        }
+    }
+
+    #[test]
+    fn a_strict_schema_with_an_unenforced_keyword_is_refused_naming_it() {
+        let cache = IndexCache::new(
+            vocab(),
+            IndexConfig::default(),
+            GrammarConfig::default(),
+            1 << 30,
+            2,
+        );
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {"tags": {"type": "array", "uniqueItems": true}}
+        });
+        match cache.get(&Constraint::JsonSchema(JsonSchema::new(schema.clone()))) {
+            Err(EngineError::Unenforced {
+                keyword,
+                pointer,
+                function: None,
+            }) => assert_eq!((&*keyword, &*pointer), ("uniqueItems", "/properties/tags")),
+            other => panic!("{:?}", other.map(|c| c.warnings)),
+        }
+        // Lenient: compiled, the keyword reported, on a hit as well.
+        let lenient = Constraint::JsonSchema(JsonSchema::new(schema).strict(false));
+        for hit in [false, true] {
+            let c = cache.get(&lenient).unwrap();
+            assert_eq!(c.hit, hit);
+            assert_eq!(c.warnings.len(), 1);
+            assert!(c.warnings[0].contains("`uniqueItems` at /properties/tags"));
+        }
+    }
+
+    #[test]
+    fn a_tool_call_refuses_only_for_strict_functions_naming_the_function() {
+        let cache = IndexCache::new(
+            vocab(),
+            IndexConfig::default(),
+            GrammarConfig::default(),
+            1 << 30,
+            2,
+        );
+        let unique = serde_json::json!({
+            "type": "object",
+            "properties": {"ids": {"type": "array", "uniqueItems": true}}
+        });
+        let plain = serde_json::json!({"type": "object"});
+        for parallel in [false, true] {
+            let functions = vec![
+                tool("a", plain.clone(), true),
+                tool("b", unique.clone(), true),
+            ];
+            match cache.get(&Constraint::ToolCall {
+                functions,
+                parallel,
+            }) {
+                Err(EngineError::Unenforced {
+                    keyword,
+                    pointer,
+                    function,
+                }) => {
+                    assert_eq!(keyword, "uniqueItems");
+                    assert_eq!(pointer, "/properties/ids");
+                    assert_eq!(function.as_deref(), Some("b"));
+                }
+                other => panic!("{:?}", other.map(|c| c.warnings)),
+            }
+            let functions = vec![
+                tool("a", plain.clone(), true),
+                tool("b", unique.clone(), false),
+            ];
+            let c = cache
+                .get(&Constraint::ToolCall {
+                    functions,
+                    parallel,
+                })
+                .unwrap();
+            assert_eq!(
+                &*c.warnings,
+                ["function `b`: `uniqueItems` at /properties/ids is not enforced"]
+            );
+        }
+        // Parameters with `$ref`s are moved under `$defs`: still found.
+        let with_ref = serde_json::json!({
+            "$defs": {"ids": {"type": "array", "uniqueItems": true}},
+            "type": "object",
+            "properties": {"ids": {"$ref": "#/$defs/ids"}}
+        });
+        match cache.get(&Constraint::ToolCall {
+            functions: vec![tool("a", plain, true), tool("r", with_ref, true)],
+            parallel: false,
+        }) {
+            Err(EngineError::Unenforced { function, .. }) => {
+                assert_eq!(function.as_deref(), Some("r"));
+            }
+            other => panic!("{:?}", other.map(|c| c.warnings)),
+        }
+    }
+
+    #[test]
+    fn a_whitespace_pattern_is_part_of_the_key_and_checked() {
+        let schema = JsonSchema::new(serde_json::json!({"type": "array"}));
+        let spaced = schema.clone().whitespace(Some("[ ]?".into()));
+        assert_ne!(
+            constraint_key(&Constraint::JsonSchema(schema.clone())),
+            constraint_key(&Constraint::JsonSchema(spaced))
+        );
+        assert_ne!(
+            constraint_key(&Constraint::JsonSchema(schema.clone())),
+            constraint_key(&Constraint::JsonSchema(schema.strict(false)))
+        );
+        let cache = IndexCache::new(
+            vocab(),
+            IndexConfig::default(),
+            GrammarConfig::default(),
+            1 << 30,
+            2,
+        );
+        let bad = JsonSchema::new(serde_json::json!({})).whitespace(Some("[".into()));
+        assert!(matches!(
+            cache.get(&Constraint::JsonSchema(bad)),
+            Err(EngineError::Schema(
+                formwork_schema::SchemaError::Whitespace { .. }
+            ))
+        ));
     }
 
     #[test]

@@ -45,6 +45,21 @@ pub enum EngineError {
     /// The JSON Schema cannot be compiled.
     #[error("json schema: {0}")]
     Schema(#[from] formwork_schema::SchemaError),
+    /// A strict JSON Schema holds a keyword the compiler cannot enforce (documents could
+    /// violate it); send the schema with `strict: false` to drop it with a warning.
+    #[error(
+        "json schema: `{keyword}` at {pointer} cannot be enforced{}; send strict: false to generate without it",
+        function.as_ref().map(|f| format!(" (parameters of function `{f}`)")).unwrap_or_default()
+    )]
+    Unenforced {
+        /// The keyword, e.g. `uniqueItems`.
+        keyword: String,
+        /// JSON pointer of the subschema carrying it, inside the schema as sent (inside
+        /// the function's parameters for a tool call).
+        pointer: String,
+        /// The tool function whose parameters hold it, for a tool-call constraint.
+        function: Option<String>,
+    },
     /// The regex cannot be compiled into a token index, or is too large.
     #[error("constraint: {0}")]
     Index(#[from] formwork_index::IndexError),

@@ -27,6 +27,7 @@
 //! let mut request = Request::new(Prompt::Chat {
 //!     messages: vec![Message::user("Give me a color.")],
 //!     tools: vec![],
+//!     template_kwargs: Default::default(),
 //! });
 //! request.constraint = Some(Constraint::Choice(vec!["red".into(), "green".into()]));
 //! let mut handle = engine.submit(request)?;
@@ -45,6 +46,7 @@ mod error;
 mod guide;
 pub mod id;
 mod metrics;
+pub mod reasoning;
 mod request;
 mod scheduler;
 mod segments;
@@ -66,9 +68,10 @@ use tokio::sync::mpsc as tokio_mpsc;
 pub use constraint::constraint_regex;
 pub use error::EngineError;
 pub use metrics::{Histogram, HistogramData, LATENCY_BUCKETS, Metrics, MetricsSnapshot};
+pub use reasoning::{Reasoning, ReasoningFormat, ReasoningSplitter};
 pub use request::{
-    AutoTools, Constraint, Event, FinishReason, GrammarSyntax, Outside, Prelude, Prompt, Request,
-    Segment, Segments, TokenLogprob, ToolFunction, Usage,
+    AutoTools, Constraint, Event, FinishReason, GrammarSyntax, JsonSchema, Outside, Prelude,
+    Prompt, Request, Segment, Segments, TokenLogprob, ToolFunction, Usage,
 };
 pub use tools::tool_call_schema;
 
@@ -99,6 +102,9 @@ pub struct EngineConfig {
     pub index: IndexConfig,
     /// Limits on one grammar constraint's compiled grammar (productions, symbols, lexemes).
     pub grammar: GrammarConfig,
+    /// The reasoning format of the model's replies: detected from its chat template (the
+    /// default), none, or named. See [`reasoning`].
+    pub reasoning: Reasoning,
 }
 
 /// The default most bytes of the index cache: 256 MiB.
@@ -137,6 +143,7 @@ impl Default for EngineConfig {
                 ..IndexConfig::default()
             },
             grammar: GrammarConfig::default(),
+            reasoning: Reasoning::Detect,
         }
         .constraint_limit(DEFAULT_CONSTRAINT_BYTES)
     }
@@ -148,6 +155,8 @@ pub(crate) struct Shared {
     pub(crate) info: ModelInfo,
     pub(crate) tokenizer: Tokenizer,
     pub(crate) template: Option<ChatTemplate>,
+    /// The reasoning format of the model's replies, when it has one.
+    pub(crate) reasoning: Option<ReasoningFormat>,
     pub(crate) indexes: IndexCache,
     pub(crate) config: EngineConfig,
     pub(crate) metrics: Metrics,
@@ -257,6 +266,10 @@ impl Engine {
             Some(source) => Some(ChatTemplate::new("chat_template", source, specials)?),
             None => Some(ChatTemplate::chatml(specials)?),
         };
+        let reasoning = config.reasoning.resolve(info.chat_template.as_deref());
+        if let Some(format) = &reasoning {
+            tracing::info!(format = format.name, "replies carry reasoning");
+        }
         let longest_token = (0..vocabulary.len() as u32)
             .filter_map(|t| vocabulary.token(t).map(<[u8]>::len))
             .max()
@@ -267,6 +280,7 @@ impl Engine {
             info,
             tokenizer,
             template,
+            reasoning,
             indexes: IndexCache::new(
                 vocabulary,
                 config.index,
@@ -309,8 +323,11 @@ impl Engine {
                 let format = self.tool_format();
                 let call = Segment {
                     begin: format.opener().to_owned(),
+                    // One schema for every function's calls: lenient when one of them
+                    // asks for it (`strict: false`), so it never refuses that function.
                     body: Constraint::JsonSchema(
-                        format.call_schema(&auto.functions, auto.parallel)?,
+                        JsonSchema::new(format.call_schema(&auto.functions, auto.parallel)?)
+                            .strict(auto.functions.iter().all(|f| f.strict)),
                     ),
                     end: format.closer().to_owned(),
                 };
@@ -330,6 +347,12 @@ impl Engine {
             .map_or(tools::ToolFormat::Generic, |t| {
                 tools::ToolFormat::detect(t.source())
             })
+    }
+
+    /// The reasoning format of the model's replies ([`EngineConfig::reasoning`] resolved
+    /// against its chat template), if any.
+    pub fn reasoning(&self) -> Option<&ReasoningFormat> {
+        self.shared.reasoning.as_ref()
     }
 
     /// The engine's limits.
@@ -380,12 +403,34 @@ impl Engine {
         messages: &[formwork_template::Message],
         tools: &[formwork_template::Tool],
     ) -> Result<String, EngineError> {
+        self.render_chat_with(messages, tools, &serde_json::Map::new())
+    }
+
+    /// [`Engine::render_chat`] with extra top-level template variables (`kwargs`, a
+    /// request's `chat_template_kwargs`): a name the engine sets itself
+    /// ([`formwork_template::RESERVED_VARIABLES`]) is refused.
+    pub fn render_chat_with(
+        &self,
+        messages: &[formwork_template::Message],
+        tools: &[formwork_template::Tool],
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, EngineError> {
         let template =
             self.shared.template.as_ref().ok_or_else(|| {
                 EngineError::InvalidRequest("the model has no chat template".into())
             })?;
+        if let Some(name) = kwargs
+            .keys()
+            .find(|k| formwork_template::RESERVED_VARIABLES.contains(&k.as_str()))
+        {
+            return Err(EngineError::InvalidRequest(format!(
+                "chat_template_kwargs: `{name}` is set from the request itself and cannot be overridden"
+            )));
+        }
         let render = |messages: &[formwork_template::Message]| {
-            let mut args = RenderArgs::new(messages).add_generation_prompt(true);
+            let mut args = RenderArgs::new(messages)
+                .add_generation_prompt(true)
+                .kwargs(kwargs.clone());
             if !tools.is_empty() {
                 args = args.tools(tools);
             }
@@ -410,15 +455,27 @@ impl Engine {
     /// vocabulary's longest) is refused before it is tokenized, so its size costs no more
     /// than the text itself.
     pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<u32>, EngineError> {
+        self.prepare_prompt(prompt).map(|(tokens, _)| tokens)
+    }
+
+    /// [`Engine::prompt_tokens`], and a chat prompt's rendered text.
+    fn prepare_prompt(&self, prompt: &Prompt) -> Result<(Vec<u32>, Option<String>), EngineError> {
+        let mut rendered = None;
         let tokens = match prompt {
-            Prompt::Chat { messages, tools } => {
+            Prompt::Chat {
+                messages,
+                tools,
+                template_kwargs,
+            } => {
                 if messages.is_empty() {
                     return Err(EngineError::EmptyPrompt);
                 }
-                let text = self.render_chat(messages, tools)?;
+                let text = self.render_chat_with(messages, tools, template_kwargs)?;
                 self.check_prompt_size(&text)?;
                 let _turn = self.shared.tokenizing.take(text.len());
-                self.shared.tokenizer.encode(&text, false)?
+                let tokens = self.shared.tokenizer.encode(&text, false)?;
+                rendered = Some(text);
+                tokens
             }
             Prompt::Text(text) => {
                 self.check_prompt_size(text)?;
@@ -438,7 +495,7 @@ impl Engine {
         if tokens.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
-        Ok(tokens)
+        Ok((tokens, rendered))
     }
 
     /// Refuses a text that cannot fit the context however it is tokenized. Every token
@@ -481,7 +538,13 @@ impl Engine {
         }
         request.sampling.validate(shared.info.vocab_size)?;
         let slot = QueueSlot::take(shared)?;
-        let prompt = self.prompt_tokens(&request.prompt)?;
+        let (prompt, rendered) = self.prepare_prompt(&request.prompt)?;
+        // A chat reply of a reasoning model, unless a constraint shapes it from its first
+        // token (then it is all the constraint's).
+        let reasoning = match (&shared.reasoning, rendered, &request.constraint) {
+            (Some(format), Some(text), None) => Some((format.clone(), format.starts_inside(&text))),
+            _ => None,
+        };
         let context = shared.info.context_length;
         if prompt.len() >= context {
             return Err(EngineError::PromptTooLong {
@@ -491,11 +554,16 @@ impl Engine {
         }
         let room = context - prompt.len();
         let max_tokens = request.max_tokens.unwrap_or(room).min(room);
+        let mut warnings: Arc<[String]> = Arc::new([]);
         let constraint = self.composed_constraint(&request)?;
         let guide = match &constraint {
             None => None,
             Some(c) => {
                 let compiled = shared.indexes.get(c)?;
+                for w in compiled.warnings.iter() {
+                    tracing::warn!(warning = %w, "lenient constraint");
+                }
+                warnings = compiled.warnings.clone();
                 if compiled.hit {
                     shared
                         .metrics
@@ -540,6 +608,8 @@ impl Engine {
         Ok(RequestHandle {
             events: receiver,
             cancel,
+            warnings,
+            reasoning,
         })
     }
 }
@@ -598,9 +668,30 @@ impl Drop for Engine {
 pub struct RequestHandle {
     events: tokio_mpsc::UnboundedReceiver<Event>,
     cancel: Arc<AtomicBool>,
+    warnings: Arc<[String]>,
+    /// The reply's reasoning format and whether the prompt opened its block.
+    reasoning: Option<(ReasoningFormat, bool)>,
 }
 
 impl RequestHandle {
+    /// A splitter of one choice's reply into reasoning and content, for a chat request to
+    /// a reasoning model ([`Engine::reasoning`]) whose reply no constraint shapes; `None`
+    /// otherwise (the reply is all content). It knows whether the rendered prompt left the
+    /// reply inside the reasoning block ([`ReasoningFormat::starts_inside`]).
+    pub fn reasoning_splitter(&self) -> Option<ReasoningSplitter> {
+        self.reasoning
+            .as_ref()
+            .map(|(format, inside)| ReasoningSplitter::new(format.clone(), *inside))
+    }
+
+    /// What the constraint's compiler dropped from a lenient schema
+    /// ([`JsonSchema::strict`] `false`, a tool with `strict: false`): each keyword it does not
+    /// enforce, with its JSON pointer. Known at submission; empty for a strict constraint
+    /// (which is refused instead) or none.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
     /// The next event; `None` after [`Event::Done`].
     pub async fn next(&mut self) -> Option<Event> {
         self.events.recv().await
@@ -618,7 +709,10 @@ impl RequestHandle {
 
     /// Waits for the whole request: the text of each choice, each finish reason, and usage.
     pub fn blocking_collect(mut self) -> Result<Completion, EngineError> {
-        let mut completion = Completion::default();
+        let mut completion = Completion {
+            warnings: self.warnings.to_vec(),
+            ..Completion::default()
+        };
         while let Some(event) = self.blocking_next() {
             completion.absorb(event)?;
         }
@@ -627,7 +721,10 @@ impl RequestHandle {
 
     /// [`RequestHandle::blocking_collect`] for async callers.
     pub async fn collect(mut self) -> Result<Completion, EngineError> {
-        let mut completion = Completion::default();
+        let mut completion = Completion {
+            warnings: self.warnings.to_vec(),
+            ..Completion::default()
+        };
         while let Some(event) = self.next().await {
             completion.absorb(event)?;
         }
@@ -652,6 +749,8 @@ pub struct Completion {
     pub logprobs: Vec<Vec<TokenLogprob>>,
     /// Token counts and timings.
     pub usage: Usage,
+    /// The request's warnings ([`RequestHandle::warnings`]).
+    pub warnings: Vec<String>,
 }
 
 impl Completion {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use formwork_grammar::{Grammar, GrammarConfig, GrammarError};
 use formwork_sampler::SamplingParams;
 use formwork_template::{Message, Tool};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// The text to continue.
 #[derive(Debug, Clone)]
@@ -16,6 +16,11 @@ pub enum Prompt {
         messages: Vec<Message>,
         /// Tools offered to the model (passed to the template).
         tools: Vec<Tool>,
+        /// Extra top-level variables for the template (a request's `chat_template_kwargs`,
+        /// e.g. `{"enable_thinking": false}`). The names the engine sets itself
+        /// ([`formwork_template::RESERVED_VARIABLES`]: `messages`, `tools`, `documents`,
+        /// `add_generation_prompt`) are refused ([`crate::EngineError::InvalidRequest`]).
+        template_kwargs: Map<String, Value>,
     },
     /// Raw text, tokenized as is (BOS added when the model wants it).
     Text(String),
@@ -30,6 +35,51 @@ pub struct ToolFunction {
     pub name: String,
     /// JSON Schema of its arguments (`{"type":"object"}` when the tool gives none).
     pub parameters: Value,
+    /// Whether a keyword of `parameters` the compiler cannot enforce refuses the request
+    /// (`true`, OpenAI's `strict` and the default) or is dropped with a warning (`false`);
+    /// see [`JsonSchema::strict`].
+    pub strict: bool,
+}
+
+/// A JSON Schema constraint: the schema, how keywords the compiler cannot enforce are
+/// treated, and the whitespace allowed between JSON tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonSchema {
+    /// The schema.
+    pub schema: Value,
+    /// `true` (the default): a keyword the compiler cannot enforce (`uniqueItems`, an
+    /// unknown `format`, ... see `formwork_schema::Unenforced`) refuses the request with
+    /// [`crate::EngineError::Unenforced`], naming the keyword and its JSON pointer. `false`:
+    /// such keywords are dropped (the output may violate them) and reported as warnings
+    /// ([`crate::RequestHandle::warnings`]).
+    pub strict: bool,
+    /// A regex for the whitespace allowed between JSON tokens, wherever the compiler allows
+    /// any (vLLM's `whitespace_pattern`, e.g. `[ \n]*`); `None`: none at all (compact
+    /// documents). Checked by `formwork_schema::Whitespace::pattern`.
+    pub whitespace: Option<String>,
+}
+
+impl JsonSchema {
+    /// A strict constraint to `schema`, compact (no whitespace between tokens).
+    pub fn new(schema: Value) -> JsonSchema {
+        JsonSchema {
+            schema,
+            strict: true,
+            whitespace: None,
+        }
+    }
+
+    /// This constraint with [`JsonSchema::strict`] set.
+    pub fn strict(mut self, strict: bool) -> JsonSchema {
+        self.strict = strict;
+        self
+    }
+
+    /// This constraint with [`JsonSchema::whitespace`] set.
+    pub fn whitespace(mut self, pattern: Option<String>) -> JsonSchema {
+        self.whitespace = pattern;
+        self
+    }
 }
 
 /// Tools a reply may call in the middle of its text ([`Request::auto_tools`]).
@@ -45,7 +95,7 @@ pub struct AutoTools {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Constraint {
     /// A document valid under this JSON Schema.
-    JsonSchema(Value),
+    JsonSchema(JsonSchema),
     /// Text the regex matches in full.
     Regex(String),
     /// Exactly one of these strings.

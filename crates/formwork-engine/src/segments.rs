@@ -29,7 +29,9 @@ use formwork_grammar::{Expr, GrammarConfig, GrammarError, GrammarGuide, GrammarI
 use formwork_index::{IndexConfig, Vocabulary};
 use serde_json::{Value, json};
 
-use crate::constraint::{Lowered, grammar_error, lower};
+use crate::constraint::{
+    Lowered, check_schema, check_tool_call, grammar_error, lower, schema_compiler,
+};
 use crate::guide::{ConstraintGuide, ConstraintIndex, GuideError};
 use crate::tools::tool_call_schema;
 use crate::{Constraint, EngineError, Outside, Prelude, Segment, Segments};
@@ -225,6 +227,7 @@ pub(crate) fn compile(
     vocab: &Vocabulary,
     config: IndexConfig,
     grammar: &GrammarConfig,
+    warnings: &mut Vec<String>,
 ) -> Result<SegmentsIndex, EngineError> {
     let invalid = |m: String| Err(EngineError::Constraint(m));
     let mut triggers: Vec<String> = if segments.triggers.is_empty() {
@@ -259,7 +262,7 @@ pub(crate) fn compile(
                 "the trigger {trigger:?} begins no segment: each trigger must be a prefix of a segment's begin string"
             ));
         }
-        let g = target_grammar(trigger, &opened, grammar)?;
+        let g = target_grammar(trigger, &opened, grammar, warnings)?;
         let index = GrammarIndex::with_config(g, vocab, config)
             .map_err(|e| EngineError::Constraint(e.to_string()))?;
         targets.push(Arc::new(index));
@@ -267,7 +270,7 @@ pub(crate) fn compile(
     let outside = match &segments.outside {
         Outside::Free => OutsideIndex::Free,
         Outside::Nothing => OutsideIndex::Nothing,
-        Outside::Either(c) => OutsideIndex::Either(match lower(c, grammar)? {
+        Outside::Either(c) => OutsideIndex::Either(match lower(c, grammar, warnings)? {
             Lowered::Regex(regex) => ConstraintIndex::Regular(Arc::new(
                 formwork_index::Index::with_config(&regex, vocab, config)?,
             )),
@@ -319,6 +322,7 @@ fn target_grammar(
     trigger: &str,
     opened: &[&crate::Segment],
     config: &GrammarConfig,
+    warnings: &mut Vec<String>,
 ) -> Result<formwork_grammar::Grammar, EngineError> {
     let (mut set, outer) = match opened {
         [one] => match &one.body {
@@ -344,7 +348,7 @@ fn target_grammar(
                     opened.len()
                 )));
             }
-            (body, _) => body_expr(&mut set, body, config)?,
+            (body, _) => body_expr(&mut set, body, config, warnings)?,
         };
         let rest = segment.begin.get(trigger.len()..).unwrap_or_default();
         alternatives.push(Expr::Concat(vec![
@@ -359,25 +363,38 @@ fn target_grammar(
     set.compile(start, config).map_err(grammar_error)
 }
 
-/// A segment's body as an expression of `set`.
+/// A segment's body as an expression of `set`; a schema's keywords it cannot enforce are
+/// refused or reported as its strictness says ([`check_schema`]).
 fn body_expr(
     set: &mut RuleSet,
     body: &Constraint,
     config: &GrammarConfig,
+    warnings: &mut Vec<String>,
 ) -> Result<Expr, EngineError> {
-    let compiler = formwork_schema::Compiler::new();
-    let schema = |set: &mut RuleSet, schema: &Value| {
-        formwork_grammar::json_rules(set, schema, &compiler, config)
-            .map(|(r, _)| Expr::Rule(r))
-            .map_err(grammar_error)
+    let rules = |set: &mut RuleSet, schema: &Value, compiler: &formwork_schema::Compiler| {
+        formwork_grammar::json_rules(set, schema, compiler, config).map_err(grammar_error)
     };
     match body {
-        Constraint::JsonSchema(s) => schema(set, s),
-        Constraint::JsonObject => schema(set, &json!({"type": "object"})),
+        Constraint::JsonSchema(s) => {
+            let (rule, unenforced) = rules(set, &s.schema, &schema_compiler(s)?)?;
+            check_schema(s, unenforced, warnings)?;
+            Ok(Expr::Rule(rule))
+        }
+        Constraint::JsonObject => {
+            let object = json!({"type": "object"});
+            Ok(Expr::Rule(
+                rules(set, &object, &formwork_schema::Compiler::new())?.0,
+            ))
+        }
         Constraint::ToolCall {
             functions,
             parallel,
-        } => schema(set, &tool_call_schema(functions, *parallel)?),
+        } => {
+            let schema = tool_call_schema(functions, *parallel)?;
+            let (rule, unenforced) = rules(set, &schema, &formwork_schema::Compiler::new())?;
+            check_tool_call(functions, *parallel, unenforced, warnings)?;
+            Ok(Expr::Rule(rule))
+        }
         Constraint::Regex(r) => Expr::regex(r, "segment").map_err(grammar_error),
         Constraint::Choice(choices) => {
             if choices.is_empty() {
@@ -961,6 +978,7 @@ mod tests {
             &v,
             IndexConfig::default(),
             &GrammarConfig::default(),
+            &mut Vec::new(),
         )
         .unwrap();
         (Arc::new(index).guide().unwrap(), id)
@@ -1162,10 +1180,16 @@ mod tests {
     fn bad_segments_are_refused() {
         let (v, _) = vocab();
         let refused = |s: Segments| {
-            compile(&s, &v, IndexConfig::default(), &GrammarConfig::default())
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default()
+            compile(
+                &s,
+                &v,
+                IndexConfig::default(),
+                &GrammarConfig::default(),
+                &mut Vec::new(),
+            )
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
         };
         let mut s = answer(Outside::Free);
         s.triggers = vec!["<b".into()];

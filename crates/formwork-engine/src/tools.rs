@@ -29,6 +29,7 @@
 //! let functions = [ToolFunction {
 //!     name: "get_weather".into(),
 //!     parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+//!     strict: true,
 //! }];
 //! let format = ToolFormat::detect("{{- '<tool_call>' }}{{ tool_call | tojson }}");
 //! assert_eq!(format, ToolFormat::Hermes);
@@ -274,6 +275,8 @@ impl ToolFunction {
                 .parameters
                 .clone()
                 .unwrap_or_else(no_arguments),
+            // `strict: false` compiles the parameters leniently.
+            strict: tool.function.extra.get("strict") != Some(&Value::Bool(false)),
         }
     }
 }
@@ -1043,6 +1046,7 @@ mod tests {
         ToolFunction {
             name: "get_weather".into(),
             parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+            strict: true,
         }
     }
 
@@ -1050,6 +1054,7 @@ mod tests {
         ToolFunction {
             name: "get_time".into(),
             parameters: no_arguments(),
+            strict: true,
         }
     }
 
@@ -1176,6 +1181,7 @@ mod tests {
                 "properties": {"address": {"$ref": "#/$defs/Address"}, "const_ref": {"const": {"$ref": "#/x"}}},
                 "required": ["address"]
             }),
+            strict: true,
         };
         let schema = tool_call_schema(&[person.clone(), time()], false).unwrap();
         assert_eq!(
@@ -1202,6 +1208,7 @@ mod tests {
             name: "by_ref".into(),
             parameters: json!({"$defs": {"Args": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}},
                                "$ref": "#/$defs/Args"}),
+            strict: true,
         };
         let schema = tool_call_schema(&[by_ref], false).unwrap();
         let dfa = compiles_to(&schema);
@@ -1220,6 +1227,7 @@ mod tests {
         let any = ToolFunction {
             name: "echo".into(),
             parameters: json!({}),
+            strict: true,
         };
         let schema = tool_call_schema(&[any], false).unwrap();
         assert_eq!(schema["properties"]["arguments"], json!({"type": "object"}));

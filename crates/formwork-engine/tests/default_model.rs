@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use formwork_engine::{
-    Constraint, Engine, EngineConfig, FinishReason, GrammarSyntax, Prompt, Request,
+    Constraint, Engine, EngineConfig, FinishReason, GrammarSyntax, JsonSchema, Prompt, Request,
 };
 use formwork_index::ByteDfa;
 use formwork_model::{Device, load};
@@ -36,6 +36,7 @@ fn chat(system: &str, user: &str) -> Prompt {
     Prompt::Chat {
         messages: vec![Message::system(system), Message::user(user)],
         tools: vec![],
+        template_kwargs: Default::default(),
     }
 }
 
@@ -82,7 +83,7 @@ fn structured_outputs_at_temperature_0_8_are_valid() {
             let mut r = Request::new(chat("You answer in JSON.", "Describe a person or a city."));
             r.sampling = sampling.clone();
             r.max_tokens = Some(120);
-            r.constraint = Some(Constraint::JsonSchema(schema.clone()));
+            r.constraint = Some(Constraint::JsonSchema(JsonSchema::new(schema.clone())));
             handles.push((
                 format!("schema {i}"),
                 Some(schema.clone()),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use formwork_engine::tools::{ReplyMode, ReplyReader, ToolFormat};
 use formwork_engine::{
     Completion, Constraint, Engine, EngineConfig, EngineError, Event, FinishReason, GrammarSyntax,
-    Prompt, Request, ToolFunction,
+    JsonSchema, Prompt, ReasoningFormat, Request, ToolFunction,
 };
 use formwork_index::ByteDfa;
 use formwork_model::testing::{FaultyModel, TinySpec, write_tiny_gguf};
@@ -54,6 +54,7 @@ fn chat(text: &str) -> Prompt {
     Prompt::Chat {
         messages: vec![Message::user(text)],
         tools: vec![],
+        template_kwargs: Default::default(),
     }
 }
 
@@ -117,7 +118,11 @@ fn constrained_random_model_only_produces_valid_documents() {
             let mut r = Request::new(chat("json please"));
             r.sampling = sampling(seed * 1000 + i as u64);
             r.max_tokens = Some(400);
-            r.constraint = Some(Constraint::JsonSchema(schema.clone()));
+            // Lenient: the sample holds keywords the compiler does not enforce (the outputs
+            // are still checked against the whole schema).
+            r.constraint = Some(Constraint::JsonSchema(
+                JsonSchema::new(schema.clone()).strict(false),
+            ));
             let c = match engine.submit(r) {
                 Ok(h) => h.blocking_collect().unwrap(),
                 // Index limits (a schema too large for the token index) are typed refusals.
@@ -215,10 +220,12 @@ fn tool_calls_follow_the_parameter_schemas() {
         ToolFunction {
             name: "get_weather".into(),
             parameters: weather.clone(),
+            strict: true,
         },
         ToolFunction {
             name: "noop".into(),
             parameters: json!({"type":"object","properties":{}}),
+            strict: true,
         },
     ];
     let names: Vec<String> = functions.iter().map(|f| f.name.clone()).collect();
@@ -431,9 +438,11 @@ fn bad_requests_are_typed_errors_before_generation() {
         Err(EngineError::Index(_))
     ));
     assert!(matches!(
-        submit(&|r| r.constraint = Some(Constraint::JsonSchema(
-            json!({"type": "object", "minProperties": "x"})
-        ))),
+        submit(
+            &|r| r.constraint = Some(Constraint::JsonSchema(JsonSchema::new(
+                json!({"type": "object", "minProperties": "x"})
+            )))
+        ),
         Err(EngineError::Schema(_))
     ));
     assert!(matches!(
@@ -495,6 +504,7 @@ fn a_null_content_renders_as_empty_for_a_template_that_concatenates_it() {
                 Message::tool("call_1", "sunny"),
             ],
             tools: vec![],
+            template_kwargs: Default::default(),
         }
     };
     let tokens = engine.prompt_tokens(&conversation(None)).unwrap();
@@ -813,7 +823,7 @@ fn answer_segments(outside: formwork_engine::Outside, schema: &Value) -> Constra
         prelude: None,
         segments: vec![formwork_engine::Segment {
             begin: "<a>".into(),
-            body: Constraint::JsonSchema(schema.clone()),
+            body: Constraint::JsonSchema(formwork_engine::JsonSchema::new(schema.clone())),
             end: "</a>".into(),
         }],
         triggers: vec![],
@@ -963,7 +973,9 @@ fn auto_tools_with_a_schema_give_calls_or_a_document_never_neither() {
             r.sampling.logit_bias = vec![(opener[0], 8.0)];
         }
         r.max_tokens = Some(200);
-        r.constraint = Some(Constraint::JsonSchema(document.clone()));
+        r.constraint = Some(Constraint::JsonSchema(formwork_engine::JsonSchema::new(
+            document.clone(),
+        )));
         r.auto_tools = Some(formwork_engine::AutoTools {
             functions: functions.clone(),
             parallel: true,
@@ -994,4 +1006,114 @@ fn auto_tools_with_a_schema_give_calls_or_a_document_never_neither() {
         calls > 0 && documents > 0,
         "{calls} calls, {documents} documents"
     );
+}
+
+/// A chat prompt's `template_kwargs` reach the template as variables; the names the
+/// engine sets itself are refused.
+#[test]
+fn template_kwargs_reach_the_chat_template() {
+    let mut model = tiny_model();
+    model.info.chat_template = Some(
+        "{{ messages[0].content }}{% if enable_thinking is defined and not enable_thinking %} /no_think{% endif %}".into(),
+    );
+    let engine = Engine::new(model, EngineConfig::default()).unwrap();
+    let prompt = |kwargs: Value| Prompt::Chat {
+        messages: vec![Message::user("hi")],
+        tools: vec![],
+        template_kwargs: kwargs.as_object().unwrap().clone(),
+    };
+    let text = |kwargs: Value| {
+        let Prompt::Chat {
+            messages,
+            tools,
+            template_kwargs,
+        } = prompt(kwargs)
+        else {
+            unreachable!()
+        };
+        engine.render_chat_with(&messages, &tools, &template_kwargs)
+    };
+    assert_eq!(text(json!({})).unwrap(), "hi");
+    assert_eq!(
+        text(json!({"enable_thinking": false})).unwrap(),
+        "hi /no_think"
+    );
+    let with = engine
+        .prompt_tokens(&prompt(json!({"enable_thinking": false})))
+        .unwrap();
+    let without = engine.prompt_tokens(&prompt(json!({}))).unwrap();
+    assert!(with.len() > without.len());
+    match engine.submit(Request::new(prompt(json!({"messages": []})))) {
+        Err(EngineError::InvalidRequest(m)) => assert!(m.contains("`messages`"), "{m}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
+/// A template that opens a `<think>` block makes the engine a reasoning model's (detected),
+/// each chat request's splitter starts inside it, and a reply split as it streams equals
+/// the whole reply split at once.
+#[test]
+fn reasoning_is_detected_from_the_template_and_split_alike_streamed_or_whole() {
+    let think = "{% for m in messages %}{{ m.content }}{% endfor %}{% if add_generation_prompt %}<think>\n{% endif %}";
+    let engine_with = |reasoning: formwork_engine::Reasoning| {
+        let mut model = tiny_model();
+        model.info.chat_template = Some(think.into());
+        Engine::new(
+            model,
+            EngineConfig {
+                reasoning,
+                ..EngineConfig::default()
+            },
+        )
+        .unwrap()
+    };
+    let engine = engine_with(formwork_engine::Reasoning::Detect);
+    assert_eq!(engine.reasoning(), Some(&ReasoningFormat::QWEN3));
+    assert_eq!(
+        engine_with(formwork_engine::Reasoning::Off).reasoning(),
+        None
+    );
+    assert_eq!(
+        shared_engine().reasoning(),
+        None,
+        "SmolLM-style templates have none"
+    );
+    let request = |seed| {
+        let mut r = Request::new(chat("hi"));
+        r.sampling = sampling(seed);
+        r.max_tokens = Some(40);
+        r
+    };
+    for seed in 0..4 {
+        let mut handle = engine.submit(request(seed)).unwrap();
+        let mut streamed = handle.reasoning_splitter().expect("a reasoning chat");
+        let (mut reasoning, mut content, mut whole) = (String::new(), String::new(), String::new());
+        while let Some(event) = handle.blocking_next() {
+            if let Event::Delta { text, .. } = event {
+                let (r, c) = streamed.push(&text);
+                reasoning += &r;
+                content += &c;
+                whole += &text;
+            }
+        }
+        let (r, c) = streamed.finish();
+        reasoning += &r;
+        content += &c;
+        // The prompt opened the block: without an end tag, it is all reasoning.
+        let fresh = engine.submit(request(seed)).unwrap();
+        let split = fresh.reasoning_splitter().unwrap();
+        let again = fresh.blocking_collect().unwrap();
+        assert_eq!(again.texts[0], whole);
+        assert_eq!(split.split(&whole), (reasoning.clone(), content.clone()));
+        if !whole.contains("</think>") {
+            assert!(content.is_empty() && reasoning.len() + 8 >= whole.len());
+        }
+    }
+    // A constrained reply is the constraint's, all of it.
+    let mut r = request(0);
+    r.constraint = Some(Constraint::Choice(vec!["a".into()]));
+    assert!(engine.submit(r).unwrap().reasoning_splitter().is_none());
+    // Text prompts are not chats.
+    let r = Request::new(Prompt::Text("hi".into()));
+    assert!(engine.submit(r).unwrap().reasoning_splitter().is_none());
 }

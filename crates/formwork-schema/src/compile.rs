@@ -27,7 +27,7 @@ use crate::rules::{CompiledRules, Rule, number_references, placeholder};
 use crate::text::{
     ANY_STRING, STRING_CHAR, literal_alternation, string_excluding, string_literal, value_literal,
 };
-use crate::{Compiled, Compiler, Whitespace};
+use crate::{Compiled, Compiler};
 
 type Frag = Option<String>;
 type Result<T> = std::result::Result<T, SchemaError>;
@@ -198,10 +198,7 @@ struct Exclusions {
 
 impl<'a> Ctx<'a> {
     pub(crate) fn new(cfg: &'a Compiler, root: &'a Value) -> Self {
-        let ws = match cfg.whitespace {
-            Whitespace::Compact => String::new(),
-            Whitespace::Flexible { max } => format!(r"[ \t\n\r]{{0,{max}}}"),
-        };
+        let ws = cfg.whitespace.regex();
         let mut ctx = Ctx {
             cfg,
             root,

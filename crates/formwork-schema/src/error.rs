@@ -55,6 +55,14 @@ pub enum SchemaError {
         /// regex-syntax's reason.
         reason: String,
     },
+    /// A whitespace pattern ([`crate::Whitespace::pattern`]) that is not a usable regex.
+    #[error("invalid whitespace pattern {pattern:?}: {reason}")]
+    Whitespace {
+        /// The pattern as given.
+        pattern: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A `$ref` that does not resolve inside the document.
     #[error("unresolved $ref {reference:?} at {pointer}")]
     UnresolvedRef {
@@ -100,6 +108,7 @@ impl SchemaError {
             SchemaError::Unsatisfiable { .. } => "unsatisfiable",
             SchemaError::TooDeep { .. } => "depth",
             SchemaError::TooLarge { .. } => "size",
+            SchemaError::Whitespace { .. } => "whitespace_pattern",
         }
     }
 
@@ -113,7 +122,7 @@ impl SchemaError {
             | SchemaError::UnresolvedRef { pointer, .. }
             | SchemaError::Unsatisfiable { pointer }
             | SchemaError::TooDeep { pointer, .. } => Some(pointer),
-            SchemaError::TooLarge { .. } => None,
+            SchemaError::TooLarge { .. } | SchemaError::Whitespace { .. } => None,
         }
     }
 }

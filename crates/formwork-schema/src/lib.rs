@@ -92,7 +92,7 @@ pub use rules::{CompiledRules, Rule};
 use serde_json::Value;
 
 /// Whitespace the regex allows between JSON tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Whitespace {
     /// No whitespace at all: `{"a":1}`. What keeps small models from looping on spaces.
@@ -103,6 +103,56 @@ pub enum Whitespace {
         /// The most whitespace characters allowed at one place.
         max: usize,
     },
+    /// What this regex matches, at every place between two tokens (vLLM's
+    /// `whitespace_pattern`, e.g. `[ \n]*`). Build it with [`Whitespace::pattern`], which
+    /// checks it; it should match only JSON whitespace (space, tab, CR, LF), or documents
+    /// stop being JSON.
+    Pattern(String),
+}
+
+impl Whitespace {
+    /// The whitespace `regex` matches, checked: a regex `regex-syntax` parses, without capture
+    /// groups (the compiler's rules use capture groups as references) and without anchors or
+    /// look-around. [`SchemaError::Whitespace`] names what is wrong.
+    ///
+    /// ```
+    /// use formwork_schema::{Compiler, Whitespace};
+    /// use serde_json::json;
+    ///
+    /// let ws = Whitespace::pattern(r"[ ]?")?;
+    /// let regex = Compiler::new().whitespace(ws).compile(&json!({"type": "array"}))?;
+    /// let re = regex_automata::meta::Regex::new(&format!("^(?:{regex})$")).unwrap();
+    /// assert!(re.is_match("[ 1, 2 ]"));
+    /// assert!(!re.is_match("[1,\n2]"));
+    /// # Ok::<(), formwork_schema::SchemaError>(())
+    /// ```
+    pub fn pattern(regex: &str) -> Result<Whitespace, SchemaError> {
+        let bad = |reason: String| SchemaError::Whitespace {
+            pattern: regex.to_owned(),
+            reason,
+        };
+        let hir = regex_syntax::Parser::new()
+            .parse(regex)
+            .map_err(|e| bad(e.to_string()))?;
+        if hir.properties().explicit_captures_len() > 0 {
+            return Err(bad(
+                "capture groups are not allowed (write `(?:...)`)".into()
+            ));
+        }
+        if hir.properties().look_set().iter().next().is_some() {
+            return Err(bad("anchors and word boundaries are not allowed".into()));
+        }
+        Ok(Whitespace::Pattern(regex.to_owned()))
+    }
+
+    /// The regex placed between tokens (empty for compact documents).
+    pub(crate) fn regex(&self) -> String {
+        match self {
+            Whitespace::Compact => String::new(),
+            Whitespace::Flexible { max } => format!(r"[ \t\n\r]{{0,{max}}}"),
+            Whitespace::Pattern(p) => format!("(?:{p})"),
+        }
+    }
 }
 
 /// The result of a compilation: the regex and the keywords it does not enforce.

@@ -311,6 +311,29 @@ fn flexible_whitespace_is_bounded() {
 }
 
 #[test]
+fn a_whitespace_pattern_is_the_only_whitespace_between_tokens() {
+    let schema = json!({"type": "object", "properties": {"a": {"type": "array", "items": {"type": "integer"}}, "b": {"enum": [[1, 2]]}}, "required": ["a", "b"]});
+    let ws = Whitespace::pattern(r"\n? ?").unwrap();
+    let re = Compiler::new().whitespace(ws).compile(&schema).unwrap();
+    let re = Regex::new(&format!("^(?:{re})$")).unwrap();
+    assert!(re.is_match("{\n \"a\":[1, 2],\"b\": [ 1,2 ]\n}"));
+    assert!(re.is_match("{\"a\":[1,2],\"b\":[1,2]}"));
+    // A tab, or two spaces, is not what the pattern matches.
+    assert!(!re.is_match("{\t\"a\":[1,2],\"b\":[1,2]}"));
+    assert!(!re.is_match("{\"a\":[1,  2],\"b\":[1,2]}"));
+}
+
+#[test]
+fn a_bad_whitespace_pattern_is_refused() {
+    for bad in ["[ ", "(?P<x> )", "( )*", "^ *", r"\b"] {
+        match Whitespace::pattern(bad) {
+            Err(SchemaError::Whitespace { pattern, .. }) => assert_eq!(pattern, bad),
+            other => panic!("{bad:?} gave {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn errors_name_the_keyword_and_pointer() {
     let err = |s: Value| Compiler::new().compile(&s).unwrap_err();
     match err(

@@ -5,7 +5,7 @@
 //! the rules are checked by substituting them into their references to a fixed depth, which
 //! gives a plain regex.
 
-use formwork_schema::{CompiledRules, Compiler, SchemaError};
+use formwork_schema::{CompiledRules, Compiler, SchemaError, Whitespace};
 use regex_automata::meta::Regex;
 use serde_json::json;
 
@@ -258,4 +258,17 @@ fn an_unresolved_reference_and_an_unsatisfiable_rule() {
         }))
         .unwrap();
     assert_eq!(rules.rules[0].regex, None);
+}
+
+#[test]
+fn a_whitespace_pattern_applies_in_rules_mode() {
+    let schema = json!({"type": "array", "items": {"$ref": "#"}});
+    let ws = Whitespace::pattern("[ ]*").unwrap();
+    let rules = Compiler::new()
+        .whitespace(ws)
+        .compile_rules(&schema)
+        .unwrap();
+    let re = matcher(&expand(&rules, &rules.start, 3));
+    assert!(re.is_match("[ [ ] , [] ]"));
+    assert!(!re.is_match("[\n[]]"));
 }

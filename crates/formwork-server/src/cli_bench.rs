@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use formwork_engine::{
-    Constraint, Engine, EngineConfig, GrammarSyntax, Outside, Prompt, Request, Segment, Segments,
-    Usage,
+    Constraint, Engine, EngineConfig, GrammarSyntax, JsonSchema, Outside, Prompt, Request, Segment,
+    Segments, Usage,
 };
 use formwork_sampler::SamplingParams;
 use formwork_template::Message;
@@ -109,6 +109,7 @@ fn run_case(
                 Message::user(format!("Describe person number {i} in detail.")),
             ],
             tools: vec![],
+            template_kwargs: Default::default(),
         });
         r.sampling = SamplingParams {
             temperature: 0.8,
@@ -319,7 +320,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
             };
             case(0, "unconstrained", args.max_tokens, None)?;
             salt += 1;
-            let json = Some(Constraint::JsonSchema(schema(salt)));
+            let json = Some(Constraint::JsonSchema(formwork_engine::JsonSchema::new(
+                schema(salt),
+            )));
             let json_tokens = case(
                 1,
                 "json schema, new (10 properties)",
@@ -394,7 +397,7 @@ fn untriggered() -> Constraint {
         prelude: None,
         segments: vec![Segment {
             begin: "<answer>".into(),
-            body: Constraint::JsonSchema(json!({"type": "integer"})),
+            body: Constraint::JsonSchema(JsonSchema::new(json!({"type": "integer"}))),
             end: "</answer>".into(),
         }],
         triggers: vec![],

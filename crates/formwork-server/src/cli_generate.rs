@@ -1,18 +1,22 @@
 //! `formwork generate`: one chat reply from a model, optionally constrained, on stdout.
 //!
-//! The reply is rendered through the model's own chat template; the generated text alone goes
-//! to stdout (streamed with `--stream`), and one JSON line with the finish reason, token
-//! counts, time to first token and decode speed goes last to stderr.
+//! The reply is rendered through the model's own chat template (or `--chat-template`); the
+//! generated text alone goes to stdout (streamed with `--stream`), and one JSON line with the
+//! finish reason, token counts, time to first token and decode speed goes last to stderr. A
+//! reasoning model's reasoning (`--reasoning-parser`, detected by default) goes to stderr:
+//! between `[reasoning]` and `[/reasoning]` lines before the answer, or streamed as it
+//! comes with `--stream`.
 //!
 //! With `--tools FILE` (a JSON array of OpenAI tool objects) the tools are rendered into the
 //! prompt by the chat template, and the reply is read for calls by the engine
 //! ([`formwork_engine::tools::ReplyReader`]): `--tool-choice auto` (the default) lets the
-//! model answer or call, `required` or a function's name constrains the whole reply to a
-//! call ([`Constraint::ToolCall`]), `none` reads no calls. stdout then holds JSON lines:
-//! `{"content": TEXT}` for the text and `{"tool_call": {"id", "name", "arguments"}}` per
-//! call; with `--stream`, `{"content": PIECE}` and `{"tool_call_delta": {"index", "id",
-//! "name", "arguments"}}` lines as they come (a call's first delta has its id and name,
-//! later ones fragments of its arguments).
+//! model answer or call, each call it opens constrained to a declared function
+//! ([`formwork_engine::Request::auto_tools`]); `required` or a function's name constrains
+//! the whole reply to a call ([`Constraint::ToolCall`]), `none` reads no calls. stdout then
+//! holds JSON lines: `{"content": TEXT}` for the text and `{"tool_call": {"id", "name",
+//! "arguments"}}` per call; with `--stream`, `{"content": PIECE}` and `{"tool_call_delta":
+//! {"index", "id", "name", "arguments"}}` lines as they come (a call's first delta has its id
+//! and name, later ones fragments of its arguments).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -82,6 +86,8 @@ pub(crate) struct GenerateArgs {
     /// Device: cpu, cuda[:N] or metal[:N].
     #[arg(long, default_value = "cpu")]
     device: String,
+    #[command(flatten)]
+    chat: crate::cli_serve::ChatArgs,
 }
 
 fn input(e: EngineError) -> CliError {
@@ -91,6 +97,22 @@ fn input(e: EngineError) -> CliError {
         }
         other => CliError::Input(other.to_string()),
     }
+}
+
+/// Reasoning goes to stderr (streamed as it comes with `--stream`, else collected into
+/// `all` and printed once, marked, before the answer): stdout stays the answer alone.
+fn write_reasoning(text: &str, stream: bool, all: &mut String) -> Result<(), CliError> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    if stream {
+        let mut err = std::io::stderr().lock();
+        err.write_all(text.as_bytes())
+            .context("writing to stderr")?;
+        err.flush().context("writing to stderr")?;
+    }
+    all.push_str(text);
+    Ok(())
 }
 
 pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
@@ -104,7 +126,9 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::Input(format!("{e:#}")))?;
         let schema = serde_json::from_str(&text)
             .map_err(|e| CliError::Input(format!("{}: not JSON: {e}", path.display())))?;
-        Some(Constraint::JsonSchema(schema))
+        Some(Constraint::JsonSchema(formwork_engine::JsonSchema::new(
+            schema,
+        )))
     } else if let Some(r) = &args.regex {
         Some(Constraint::Regex(r.clone()))
     } else if let Some(c) = &args.choice {
@@ -125,7 +149,10 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
         }),
         _ => constraint,
     };
-    let engine = Engine::new(model, EngineConfig::default()).map_err(input)?;
+    let mut model = model;
+    let mut config = EngineConfig::default();
+    args.chat.apply(&mut model, &mut config)?;
+    let engine = Engine::new(model, config).map_err(input)?;
     let mut messages = Vec::new();
     if let Some(system) = &args.system {
         messages.push(Message::system(system.as_str()));
@@ -134,6 +161,7 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
     let mut request = Request::new(Prompt::Chat {
         messages,
         tools: plan.template_tools().unwrap_or_default(),
+        template_kwargs: Default::default(),
     });
     request.sampling = SamplingParams {
         temperature: args.temperature,
@@ -146,17 +174,24 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
     request.constraint = constraint;
     request.auto_tools = plan.auto_tools();
     let mut handle = engine.submit(request).map_err(input)?;
+    let mut splitter = handle.reasoning_splitter();
     let mut out = std::io::stdout().lock();
     let mut reader = args
         .tools
         .is_some()
         .then(|| ReplyReader::new(plan.reply_mode(), plan.allowed()));
     let mut text = String::new();
+    let mut reasoning = String::new();
     let mut finish = None;
     let mut usage = None;
     while let Some(event) = handle.blocking_next() {
         match event {
             Event::Delta { text: t, .. } => {
+                let (r, t) = match &mut splitter {
+                    Some(s) => s.push(&t),
+                    None => (String::new(), t),
+                };
+                write_reasoning(&r, args.stream, &mut reasoning)?;
                 if args.stream {
                     match reader.as_mut() {
                         Some(reader) => write_deltas(&mut out, reader.push(&t))?,
@@ -176,6 +211,21 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
             }
             Event::Done(u) => usage = Some(u),
         }
+    }
+    if let Some(s) = &mut splitter {
+        let (r, t) = s.finish();
+        write_reasoning(&r, args.stream, &mut reasoning)?;
+        if args.stream {
+            match reader.as_mut() {
+                Some(reader) => write_deltas(&mut out, reader.push(&t))?,
+                None => out.write_all(t.as_bytes()).context("writing to stdout")?,
+            }
+        }
+        text.push_str(&t);
+    }
+    if !args.stream && !reasoning.is_empty() {
+        let mut err = std::io::stderr().lock();
+        writeln!(err, "[reasoning]\n{reasoning}\n[/reasoning]").context("writing to stderr")?;
     }
     match reader.as_mut() {
         Some(reader) if args.stream => write_deltas(&mut out, reader.finish())?,

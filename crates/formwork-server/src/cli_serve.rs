@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use formwork_engine::{
-    DEFAULT_CONSTRAINT_BYTES, DEFAULT_INDEX_CACHE_BYTES, DEFAULT_MAX_COMPILES, Engine, EngineConfig,
+    DEFAULT_CONSTRAINT_BYTES, DEFAULT_INDEX_CACHE_BYTES, DEFAULT_MAX_COMPILES, Engine,
+    EngineConfig, Reasoning,
 };
 use formwork_server::app::{
     AppState, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
@@ -21,14 +22,60 @@ use formwork_server::app::{
 use formwork_server::options::Limits;
 use formwork_server::serve::{Shutdown, serve, shutdown_signal};
 
+use formwork_template::TemplateSource;
+
 use crate::CliError;
 
 /// Where `--model default` points, relative to the current directory.
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
+/// How the model's chat replies are rendered and read: `formwork serve` and `formwork
+/// generate` share these flags.
+#[derive(Args)]
+pub(crate) struct ChatArgs {
+    /// A chat template to use instead of the model's: a Jinja file, or a
+    /// tokenizer_config.json (its `chat_template`, the `default` one of a list).
+    #[arg(long, env = "FORMWORK_CHAT_TEMPLATE")]
+    chat_template: Option<PathBuf>,
+    /// The reasoning format of the model's replies (`<think>…</think>` split into
+    /// `reasoning_content`): qwen3, deepseek_r1, none, or detect (from the chat template).
+    #[arg(long, env = "FORMWORK_REASONING_PARSER", default_value = "detect", value_parser = reasoning_parser)]
+    reasoning_parser: Reasoning,
+}
+
+/// A `--reasoning-parser` value.
+fn reasoning_parser(name: &str) -> Result<Reasoning, String> {
+    Reasoning::from_name(name).ok_or_else(|| {
+        format!("unknown reasoning parser `{name}`; expected qwen3, deepseek_r1, none or detect")
+    })
+}
+
+impl ChatArgs {
+    /// Applies the flags: the template replaces the model's (read before the engine
+    /// starts, so its reasoning format is detected from it), the parser goes to `config`.
+    pub(crate) fn apply(
+        &self,
+        model: &mut formwork_model::LoadedModel,
+        config: &mut EngineConfig,
+    ) -> Result<(), CliError> {
+        if let Some(path) = &self.chat_template {
+            let source = TemplateSource::from_path(path)
+                .map_err(|e| CliError::Input(format!("--chat-template: {e}")))?;
+            let (_, text) = source
+                .get(None)
+                .map_err(|e| CliError::Input(format!("--chat-template: {e}")))?;
+            model.info.chat_template = Some(text.to_owned());
+        }
+        config.reasoning = self.reasoning_parser.clone();
+        Ok(())
+    }
+}
+
 /// Arguments of `formwork serve`.
 #[derive(Args)]
 pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    chat: ChatArgs,
     /// A GGUF file, a Hugging Face model folder, or `default`
     /// (models/SmolLM2-135M-Instruct.Q4_1.gguf in the current directory).
     #[arg(long, env = "FORMWORK_MODEL", default_value = "default")]
@@ -199,9 +246,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         formwork_model::device(&args.device).map_err(|e| CliError::Input(e.to_string()))?;
     let start = Instant::now();
     tracing::info!(model = %path.display(), device = args.device, "loading the model");
-    let model = formwork_model::load(&path, &device)
+    let mut model = formwork_model::load(&path, &device)
         .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
-    let config = EngineConfig {
+    let mut config = EngineConfig {
         max_active: args.max_sequences,
         max_queue: args.max_queue,
         kv_cache_tokens: args.kv_cache_tokens,
@@ -210,6 +257,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         ..EngineConfig::default()
     }
     .constraint_limit(args.max_constraint_mb.saturating_mul(1 << 20));
+    args.chat.apply(&mut model, &mut config)?;
     let engine = Engine::new(model, config)
         .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
     let info = engine.info();

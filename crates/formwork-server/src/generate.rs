@@ -15,8 +15,18 @@
 //!    they come. Both paths read the same events, so a stream's deltas add up to the
 //!    non-streamed answer for the same seed.
 //!
-//! A stream sends, for chat, each choice's role chunk first, then content or tool-call
-//! deltas, each choice's finish chunk, the usage chunk when
+//! A request whose constraint was compiled leniently (`strict: false`) carries the
+//! keywords left unenforced in a top-level `warnings` list: in the response object, or in
+//! a stream's first chunk (empty `choices`, `warnings` only).
+//!
+//! A reasoning model's chat reply ([`formwork_engine::reasoning`]) is split before the tool
+//! reader sees it: the reasoning goes to `message.reasoning_content` (left out when there
+//! is none) or `delta.reasoning_content` chunks, and only what follows it is content or
+//! tool calls. The splitter gives the same split in any chunking, so streamed and
+//! non-streamed replies agree.
+//!
+//! A stream sends, for chat, each choice's role chunk first, then reasoning, content or
+//! tool-call deltas, each choice's finish chunk, the usage chunk when
 //! `stream_options.include_usage` is set, and `data: [DONE]`. A failure after the stream
 //! started is sent as an error event, then `[DONE]`. Dropping the stream (the client
 //! went away) drops the engine's handle, which cancels the request and frees its
@@ -32,8 +42,8 @@ use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use formwork_engine::{
-    Constraint, EngineError, Event, FinishReason, Prompt, Request, RequestHandle, TokenLogprob,
-    Usage,
+    Constraint, EngineError, Event, FinishReason, Prompt, ReasoningSplitter, Request,
+    RequestHandle, TokenLogprob, Usage,
 };
 use formwork_sampler::{SamplerError, SamplingParams};
 use futures_util::Stream;
@@ -78,29 +88,48 @@ pub(crate) async fn chat_completions(
         structure: resolved.as_ref().map(|r| r.param()),
         logprobs: "top_logprobs",
     };
+    let template_kwargs = req.chat_template_kwargs.unwrap_or_default();
+    if let Some(name) = template_kwargs
+        .keys()
+        .find(|k| formwork_template::RESERVED_VARIABLES.contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid_request(format!(
+            "`chat_template_kwargs.{name}` cannot be set: the request sets it"
+        ))
+        .param(format!("chat_template_kwargs.{name}")));
+    }
     let prompt = Prompt::Chat {
         messages: req.messages,
         tools: plan.template_tools().unwrap_or_default(),
+        template_kwargs,
     };
     let mut request = engine_request(prompt, &options, resolved.map(|r| r.constraint));
     request.auto_tools = plan.auto_tools();
     let handle = submit(&state, request, &blame).await?;
+    let warnings = handle.warnings().to_vec();
+    let splitter = handle.reasoning_splitter();
     let model = state.served_model_name().to_owned();
     if options.stream {
-        let writer = ChatWriter::new(model, &options, &plan);
+        let writer = ChatWriter::new(model, &options, &plan, splitter);
         return Ok(event_stream(handle, writer, options.include_usage));
     }
     let (collected, usage) = collect(handle, options.n).await?;
     let mut choices = Vec::with_capacity(collected.len());
     for (index, choice) in collected.into_iter().enumerate() {
-        let parsed = plan.parse(&choice.text);
+        // Reasoning first; the tool reader and the content see what follows it.
+        let (reasoning, text) = match splitter.clone() {
+            Some(splitter) => splitter.split(&choice.text),
+            None => (String::new(), choice.text),
+        };
+        let parsed = plan.parse(&text);
         let finish_reason = parsed.finish_reason(choice.finish);
         // A forced call's reply is never content, even when cut before the call's name.
-        let message = if parsed.tool_calls.is_empty() && plan.mode() != ToolMode::Required {
+        let mut message = if parsed.tool_calls.is_empty() && plan.mode() != ToolMode::Required {
             AssistantMessage::text(parsed.content.unwrap_or_default())
         } else {
             AssistantMessage::tool_calls(parsed.content, parsed.tool_calls)
         };
+        message.reasoning_content = Some(reasoning).filter(|r| !r.is_empty());
         let logprobs = options.logprobs.map(|_| ChatLogprobs {
             content: Some(choice.logprobs.iter().map(chat_logprob).collect()),
         });
@@ -111,7 +140,7 @@ pub(crate) async fn chat_completions(
             finish_reason,
         });
     }
-    Ok(Json(ChatCompletion::new(model, choices, usage)).into_response())
+    Ok(Json(ChatCompletion::new(model, choices, usage).with_warnings(warnings)).into_response())
 }
 
 /// `POST /v1/completions`.
@@ -130,6 +159,7 @@ pub(crate) async fn completions(
     };
     let request = engine_request(Prompt::Text(text), &options, resolved.map(|r| r.constraint));
     let handle = submit(&state, request, &blame).await?;
+    let warnings = handle.warnings().to_vec();
     let model = state.served_model_name().to_owned();
     if options.stream {
         let writer = CompletionWriter::new(model, &options);
@@ -148,7 +178,10 @@ pub(crate) async fn completions(
             finish_reason: Some(choice.finish),
         });
     }
-    Ok(Json(protocol::Completion::new(model, choices, usage)).into_response())
+    Ok(
+        Json(protocol::Completion::new(model, choices, usage).with_warnings(warnings))
+            .into_response(),
+    )
 }
 
 /// The engine's request for checked options and a constraint.
@@ -228,6 +261,15 @@ fn engine_error(e: EngineError, blame: &Blame) -> ApiError {
             // The schema error names the keyword and the JSON pointer inside the schema.
             let e =
                 ApiError::invalid_request(format!("The JSON Schema cannot be enforced: {schema}"));
+            match blame.structure {
+                Some(param) => e.param(param),
+                None => e,
+            }
+        }
+        EngineError::Unenforced { .. } => {
+            // The message names the keyword, its JSON pointer and the way out (strict: false).
+            let e = ApiError::invalid_request(format!("The JSON Schema is refused: {message}"))
+                .code("unenforced_keyword");
             match blame.structure {
                 Some(param) => e.param(param),
                 None => e,
@@ -378,6 +420,8 @@ trait ChunkWriter: Send + 'static {
     );
     /// The usage chunk.
     fn usage(&self, usage: protocol::Usage) -> SseEvent;
+    /// The warnings chunk (no choices), sent first.
+    fn warnings(&self, warnings: Vec<String>) -> SseEvent;
 }
 
 /// The state of one streamed response.
@@ -445,6 +489,9 @@ fn event_stream<W: ChunkWriter>(
     include_usage: bool,
 ) -> Response {
     let mut queue = VecDeque::new();
+    if !handle.warnings().is_empty() {
+        queue.push_back(writer.warnings(handle.warnings().to_vec()));
+    }
     writer.start(&mut queue);
     let state = Streaming {
         handle: Some(handle),
@@ -473,9 +520,11 @@ fn events<W: ChunkWriter>(
     })
 }
 
-/// Chat chunks: role first, content or tool-call deltas, finish.
+/// Chat chunks: role first, reasoning, content or tool-call deltas, finish.
 struct ChatWriter {
     factory: ChatChunkFactory,
+    /// Per choice, the reasoning splitter in front of the tool reader (reasoning models).
+    splitters: Vec<Option<ReasoningSplitter>>,
     streams: Vec<ToolStream>,
     /// Log-probabilities not yet sent, per choice (text can be held back by the tool
     /// reader; its tokens' entries go with the next chunk that carries content).
@@ -485,10 +534,16 @@ struct ChatWriter {
 }
 
 impl ChatWriter {
-    fn new(model: String, options: &GenerationOptions, plan: &ToolPlan) -> ChatWriter {
+    fn new(
+        model: String,
+        options: &GenerationOptions,
+        plan: &ToolPlan,
+        splitter: Option<ReasoningSplitter>,
+    ) -> ChatWriter {
         let n = options.n as usize;
         ChatWriter {
             factory: ChatChunkFactory::new(model),
+            splitters: vec![splitter; n],
             streams: (0..n).map(|_| plan.stream()).collect(),
             pending: vec![Vec::new(); n],
             logprobs: options.logprobs.is_some(),
@@ -501,6 +556,16 @@ impl ChatWriter {
         (self.logprobs && !pending.is_empty()).then(|| ChatLogprobs {
             content: Some(std::mem::take(pending)),
         })
+    }
+
+    /// A reasoning chunk, when there is reasoning.
+    fn send_reasoning(&mut self, index: usize, reasoning: String, out: &mut VecDeque<SseEvent>) {
+        if reasoning.is_empty() {
+            return;
+        }
+        let i = u32::try_from(index).unwrap_or(u32::MAX);
+        let logprobs = self.take_logprobs(index);
+        out.push_back(sse::event(&self.factory.reasoning(i, reasoning, logprobs)));
     }
 
     fn send(&mut self, index: usize, deltas: Vec<StreamDelta>, out: &mut VecDeque<SseEvent>) {
@@ -538,15 +603,20 @@ impl ChunkWriter for ChatWriter {
         logprobs: Vec<TokenLogprob>,
         out: &mut VecDeque<SseEvent>,
     ) {
-        let Some(stream) = self.streams.get_mut(index) else {
-            return;
-        };
-        let deltas = stream.push(text);
         if self.logprobs
             && let Some(pending) = self.pending.get_mut(index)
         {
             pending.extend(logprobs.iter().map(chat_logprob));
         }
+        let (reasoning, content) = match self.splitters.get_mut(index) {
+            Some(Some(splitter)) => splitter.push(text),
+            _ => (String::new(), text.to_owned()),
+        };
+        self.send_reasoning(index, reasoning, out);
+        let Some(stream) = self.streams.get_mut(index) else {
+            return;
+        };
+        let deltas = stream.push(&content);
         self.send(index, deltas, out);
     }
 
@@ -556,10 +626,16 @@ impl ChunkWriter for ChatWriter {
         reason: protocol::FinishReason,
         out: &mut VecDeque<SseEvent>,
     ) {
+        let (reasoning, content) = match self.splitters.get_mut(index) {
+            Some(Some(splitter)) => splitter.finish(),
+            _ => (String::new(), String::new()),
+        };
+        self.send_reasoning(index, reasoning, out);
         let Some(stream) = self.streams.get_mut(index) else {
             return;
         };
-        let deltas = stream.finish();
+        let mut deltas = stream.push(&content);
+        deltas.extend(stream.finish());
         let reason = stream.finish_reason(reason);
         self.send(index, deltas, out);
         let i = u32::try_from(index).unwrap_or(u32::MAX);
@@ -572,6 +648,10 @@ impl ChunkWriter for ChatWriter {
 
     fn usage(&self, usage: protocol::Usage) -> SseEvent {
         sse::event(&self.factory.usage(usage))
+    }
+
+    fn warnings(&self, warnings: Vec<String>) -> SseEvent {
+        sse::event(&self.factory.warnings(warnings))
     }
 }
 
@@ -632,6 +712,10 @@ impl ChunkWriter for CompletionWriter {
 
     fn usage(&self, usage: protocol::Usage) -> SseEvent {
         sse::event(&self.factory.usage(usage))
+    }
+
+    fn warnings(&self, warnings: Vec<String>) -> SseEvent {
+        sse::event(&self.factory.warnings(warnings))
     }
 }
 
@@ -707,7 +791,7 @@ mod tests {
     #[tokio::test]
     async fn an_error_after_the_stream_started_is_an_event_then_done() {
         let plan = ToolPlan::new(None, None, None).unwrap();
-        let writer = ChatWriter::new("m".into(), &options(json!({})), &plan);
+        let writer = ChatWriter::new("m".into(), &options(json!({})), &plan, None);
         let out = feed(
             writer,
             vec![
@@ -758,6 +842,7 @@ mod tests {
             "m".into(),
             &options(json!({"logprobs": true, "top_logprobs": 1, "n": 2})),
             &ToolPlan::new(None, None, None).unwrap(),
+            None,
         );
         let usage = Usage {
             prompt_tokens: 3,

@@ -99,6 +99,7 @@ pub(crate) async fn tokenize(
             let prompt = Prompt::Chat {
                 messages,
                 tools: plan.template_tools().unwrap_or_default(),
+                template_kwargs: Default::default(),
             };
             blocking(move || engine.prompt_tokens(&prompt))
                 .await?

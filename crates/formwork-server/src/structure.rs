@@ -8,8 +8,8 @@
 //! |---|---|
 //! | `metadata.structure` (Formwork's own; an object, or a string of JSON since OpenAI's metadata values are strings) | `{"type": "json_schema", "schema": {...}}`, `{"type": "regex", "pattern": "..."}`, `{"type": "choice", "choices": [...]}`, `{"type": "json_object"}`, `{"type": "grammar", "syntax": "gbnf", "grammar": "..."}` |
 //! | `response_format` (OpenAI) | `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`, `{"type": "json_object"}`; `{"type": "text"}` asks for nothing |
-//! | `guided_json`, `guided_regex`, `guided_choice`, `guided_grammar` (vLLM) | a schema (object or string of JSON), a regex, a list of strings, a grammar |
-//! | `structured_outputs` (vLLM's newer spelling) | one of `json`, `regex`, `choice`, `grammar`, `json_object: true` |
+//! | `guided_json`, `guided_regex`, `guided_choice`, `guided_grammar` (vLLM) | a schema (object or string of JSON), a regex, a list of strings, a grammar; `guided_whitespace_pattern` |
+//! | `structured_outputs` (vLLM's newer spelling) | one of `json`, `regex`, `choice`, `grammar`, `json_object: true`; `whitespace_pattern`, `disable_any_whitespace`, `disable_additional_properties` |
 //! | `grammar` (llama.cpp) | a GBNF grammar |
 //! | `tools` with `tool_choice` `"required"` or a named function (chat only) | the schema of a tool call, see [`tools`](crate::tools) |
 //!
@@ -20,6 +20,13 @@
 //! grammar compiles is the engine's question: its error is also a 400, with `param` the
 //! dialect's field ([`Resolved::param`]). A grammar without a named syntax (vLLM's
 //! fields) is GBNF when it holds `::=` and Lark otherwise ([`guess_syntax`]).
+//!
+//! A JSON Schema is strict unless the request says `strict: false`
+//! (`response_format.json_schema.strict`, `metadata.structure.strict`, a tool's
+//! `function.strict`): a keyword the compiler cannot enforce is then dropped and reported
+//! in the response's `warnings` instead of refusing the request. A whitespace pattern
+//! (vLLM's `whitespace_pattern`, `guided_whitespace_pattern`) is checked here: a bad regex
+//! is a 400 naming the field.
 //!
 //! ```
 //! use formwork_engine::Constraint;
@@ -35,7 +42,7 @@
 //! assert_eq!(resolved.unwrap().constraint, Constraint::Choice(vec!["yes".into(), "no".into()]));
 //! ```
 
-use formwork_engine::{Constraint, GrammarSyntax};
+use formwork_engine::{Constraint, GrammarSyntax, JsonSchema};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -179,8 +186,16 @@ fn candidates(fields: &StructureFields) -> Result<Vec<Resolved>, ApiError> {
     if let Some(format) = &fields.response_format {
         push(Dialect::ResponseFormat, response_format(format)?);
     }
+    let legacy_whitespace = whitespace(
+        fields.guided_whitespace_pattern.as_deref(),
+        false,
+        "guided_whitespace_pattern",
+    )?;
     if let Some(value) = &fields.guided_json {
-        push(Dialect::GuidedJson, schema_value(value, "guided_json")?);
+        push(
+            Dialect::GuidedJson,
+            schema_value(value, "guided_json", legacy_whitespace.clone())?,
+        );
     }
     if let Some(pattern) = &fields.guided_regex {
         push(
@@ -198,7 +213,10 @@ fn candidates(fields: &StructureFields) -> Result<Vec<Resolved>, ApiError> {
         push(Dialect::GuidedGrammar, Some(guessed_grammar(text)));
     }
     if let Some(outputs) = &fields.structured_outputs {
-        push(Dialect::StructuredOutputs, structured_outputs(outputs)?);
+        push(
+            Dialect::StructuredOutputs,
+            structured_outputs(outputs, legacy_whitespace)?,
+        );
     }
     if let Some(text) = &fields.grammar {
         push(
@@ -263,7 +281,18 @@ fn metadata_structure(value: &Value) -> Result<Option<Constraint>, ApiError> {
     };
     let structure = match kind {
         "json_schema" => {
-            Constraint::JsonSchema(schema(obj.get("schema"), "metadata.structure.schema")?)
+            let strict = match obj.get("strict") {
+                None | Some(Value::Null) => true,
+                Some(Value::Bool(strict)) => *strict,
+                Some(other) => {
+                    return Err(ApiError::invalid_request(format!(
+                        "`{PARAM}.strict` must be a boolean, got {other}"
+                    ))
+                    .param("metadata.structure.strict"));
+                }
+            };
+            let schema = schema(obj.get("schema"), "metadata.structure.schema")?;
+            Constraint::JsonSchema(JsonSchema::new(schema).strict(strict))
         }
         "regex" => Constraint::Regex(required_string(obj, kind, "pattern")?.to_owned()),
         "choice" => match obj.get("choices") {
@@ -301,7 +330,9 @@ fn response_format(format: &ResponseFormat) -> Result<Option<Constraint>, ApiErr
                 .param("response_format.json_schema"));
             };
             let schema = schema(spec.schema.as_ref(), "response_format.json_schema.schema")?;
-            Ok(Some(Constraint::JsonSchema(schema)))
+            Ok(Some(Constraint::JsonSchema(
+                JsonSchema::new(schema).strict(spec.strict.unwrap_or(true)),
+            )))
         }
         "structural_tag" => {
             let mut obj = Map::new();
@@ -385,8 +416,18 @@ fn guessed_grammar(text: &str) -> Constraint {
     }
 }
 
-/// `structured_outputs`: at most one of its members (an empty object asks for nothing).
-fn structured_outputs(outputs: &StructuredOutputs) -> Result<Option<Constraint>, ApiError> {
+/// `structured_outputs`: at most one of its members (an empty object asks for nothing),
+/// JSON laid out with its `whitespace_pattern` (or `legacy`, `guided_whitespace_pattern`).
+fn structured_outputs(
+    outputs: &StructuredOutputs,
+    legacy: Option<String>,
+) -> Result<Option<Constraint>, ApiError> {
+    let pattern = whitespace(
+        outputs.whitespace_pattern.as_deref(),
+        outputs.disable_any_whitespace == Some(true),
+        "structured_outputs.whitespace_pattern",
+    )?
+    .or(legacy.filter(|_| outputs.disable_any_whitespace != Some(true)));
     let mut found: Vec<(&str, Constraint)> = Vec::new();
     if let Some(value) = &outputs.structural_tag
         && let Some(c) =
@@ -395,7 +436,7 @@ fn structured_outputs(outputs: &StructuredOutputs) -> Result<Option<Constraint>,
         found.push(("structural_tag", c));
     }
     if let Some(value) = &outputs.json
-        && let Some(c) = schema_value(value, "structured_outputs.json")?
+        && let Some(c) = schema_value(value, "structured_outputs.json", pattern.clone())?
     {
         found.push(("json", c));
     }
@@ -409,7 +450,14 @@ fn structured_outputs(outputs: &StructuredOutputs) -> Result<Option<Constraint>,
         found.push(("grammar", guessed_grammar(text)));
     }
     if outputs.json_object == Some(true) {
-        found.push(("json_object", Constraint::JsonObject));
+        // With a whitespace pattern, the schema of any object laid out with it.
+        let object = match pattern {
+            None => Constraint::JsonObject,
+            Some(p) => Constraint::JsonSchema(
+                JsonSchema::new(serde_json::json!({"type": "object"})).whitespace(Some(p)),
+            ),
+        };
+        found.push(("json_object", object));
     }
     let mut found = found.into_iter();
     let first = found.next();
@@ -422,9 +470,34 @@ fn structured_outputs(outputs: &StructuredOutputs) -> Result<Option<Constraint>,
     Ok(first.map(|(_, c)| c))
 }
 
+/// A whitespace pattern (`param`), checked; `disable` (vLLM's `disable_any_whitespace`)
+/// asks for none, and both at once are a 400.
+fn whitespace(
+    pattern: Option<&str>,
+    disable: bool,
+    param: &str,
+) -> Result<Option<String>, ApiError> {
+    let Some(pattern) = pattern else {
+        return Ok(None);
+    };
+    if disable {
+        return Err(ApiError::invalid_request(format!(
+            "`{param}` and `disable_any_whitespace` contradict each other; send one of them"
+        ))
+        .param(param));
+    }
+    formwork_schema::Whitespace::pattern(pattern)
+        .map_err(|e| ApiError::invalid_request(e.to_string()).param(param))?;
+    Ok(Some(pattern.to_owned()))
+}
+
 /// A JSON Schema member (`guided_json`, `structured_outputs.json`): a schema, or a string
-/// holding one; `null` asks for nothing.
-fn schema_value(value: &Value, param: &str) -> Result<Option<Constraint>, ApiError> {
+/// holding one, strict, with whitespace `pattern`; `null` asks for nothing.
+fn schema_value(
+    value: &Value,
+    param: &str,
+    pattern: Option<String>,
+) -> Result<Option<Constraint>, ApiError> {
     let schema = match value {
         Value::Null => return Ok(None),
         Value::String(text) => serde_json::from_str::<Value>(text).map_err(|e| {
@@ -432,10 +505,9 @@ fn schema_value(value: &Value, param: &str) -> Result<Option<Constraint>, ApiErr
         })?,
         other => other.clone(),
     };
-    Ok(Some(Constraint::JsonSchema(self::schema(
-        Some(&schema),
-        param,
-    )?)))
+    Ok(Some(Constraint::JsonSchema(
+        JsonSchema::new(self::schema(Some(&schema), param)?).whitespace(pattern),
+    )))
 }
 
 /// A JSON Schema: an object or a boolean.
@@ -540,11 +612,11 @@ mod tests {
         let s = json!({"type": "json_schema", "schema": schema});
         assert_eq!(
             structure(json!({"metadata": {"structure": s}})),
-            Constraint::JsonSchema(schema.clone())
+            Constraint::JsonSchema(JsonSchema::new(schema.clone()))
         );
         assert_eq!(
             structure(json!({"metadata": {"structure": s.to_string()}})),
-            Constraint::JsonSchema(schema)
+            Constraint::JsonSchema(JsonSchema::new(schema))
         );
         assert_eq!(
             structure(json!({"metadata": {"structure": {"type": "regex", "pattern": "[0-9]+"}}})),
@@ -636,7 +708,7 @@ mod tests {
         assert_eq!(
             structure(json!({"response_format": {"type": "json_schema",
                 "json_schema": {"name": "x", "schema": schema, "strict": true}}})),
-            Constraint::JsonSchema(schema)
+            Constraint::JsonSchema(JsonSchema::new(schema))
         );
         assert_eq!(
             structure(json!({"response_format": {"type": "json_object"}})),
@@ -672,15 +744,56 @@ mod tests {
     }
 
     #[test]
+    fn strictness_and_whitespace_are_read() {
+        let schema = json!({"type": "object"});
+        assert_eq!(
+            structure(json!({"response_format": {"type": "json_schema",
+                "json_schema": {"name": "x", "schema": schema, "strict": false}}})),
+            Constraint::JsonSchema(JsonSchema::new(schema.clone()).strict(false))
+        );
+        assert_eq!(
+            structure(json!({"metadata": {"structure":
+                {"type": "json_schema", "schema": schema, "strict": false}}})),
+            Constraint::JsonSchema(JsonSchema::new(schema.clone()).strict(false))
+        );
+        assert_eq!(
+            error_param(json!({"metadata": {"structure":
+                {"type": "json_schema", "schema": schema, "strict": "no"}}})),
+            "metadata.structure.strict"
+        );
+        let spaced = JsonSchema::new(schema.clone()).whitespace(Some("[ ]?".into()));
+        assert_eq!(
+            structure(
+                json!({"structured_outputs": {"json": schema, "whitespace_pattern": "[ ]?"}})
+            ),
+            Constraint::JsonSchema(spaced.clone())
+        );
+        assert_eq!(
+            structure(json!({"guided_json": schema, "guided_whitespace_pattern": "[ ]?"})),
+            Constraint::JsonSchema(spaced.clone())
+        );
+        assert_eq!(
+            structure(
+                json!({"structured_outputs": {"json_object": true, "whitespace_pattern": "[ ]?"}})
+            ),
+            Constraint::JsonSchema(spaced)
+        );
+        assert_eq!(
+            error_param(json!({"guided_json": schema, "guided_whitespace_pattern": "("})),
+            "guided_whitespace_pattern"
+        );
+    }
+
+    #[test]
     fn vllm_dialects() {
         let schema = json!({"type": "array"});
         assert_eq!(
             structure(json!({"guided_json": schema})),
-            Constraint::JsonSchema(schema.clone())
+            Constraint::JsonSchema(JsonSchema::new(schema.clone()))
         );
         assert_eq!(
             structure(json!({"guided_json": schema.to_string()})),
-            Constraint::JsonSchema(schema)
+            Constraint::JsonSchema(JsonSchema::new(schema))
         );
         assert_eq!(
             structure(json!({"guided_regex": "a|b"})),
@@ -759,12 +872,12 @@ mod tests {
         for (outputs, constraint, param) in [
             (
                 json!({"json": schema}),
-                Constraint::JsonSchema(schema.clone()),
+                Constraint::JsonSchema(JsonSchema::new(schema.clone())),
                 "structured_outputs.json",
             ),
             (
                 json!({"json": schema.to_string()}),
-                Constraint::JsonSchema(schema.clone()),
+                Constraint::JsonSchema(JsonSchema::new(schema.clone())),
                 "structured_outputs.json",
             ),
             (
@@ -903,7 +1016,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(r.dialect, Dialect::ToolChoice);
-        assert!(matches!(r.constraint, Constraint::JsonSchema(_)));
+        assert!(matches!(r.constraint, Constraint::ToolCall { .. }));
         let r = chat(
             json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "f"}}}),
         )

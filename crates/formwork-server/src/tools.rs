@@ -247,7 +247,12 @@ impl ToolPlan {
     /// [`ToolPlan::schema`] as the engine's constraint; `None` unless the mode is
     /// [`ToolMode::Required`].
     pub fn constraint(&self) -> Option<formwork_engine::Constraint> {
-        self.schema().map(formwork_engine::Constraint::JsonSchema)
+        // The engine's own tool-call constraint: the schema of [`ToolPlan::schema`], each
+        // function's parameters strict or lenient as its `strict` says.
+        (self.mode == ToolMode::Required).then(|| formwork_engine::Constraint::ToolCall {
+            functions: self.functions(),
+            parallel: self.parallel,
+        })
     }
 
     /// In `auto` mode, the functions the model may call mid-reply, for the engine to

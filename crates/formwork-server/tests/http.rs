@@ -1087,3 +1087,192 @@ async fn the_router_answers_in_process_without_a_port() {
     let response = app.oneshot(call(r#"{"prompt": 3}"#)).await.unwrap();
     assert_eq!(response.status(), 400);
 }
+
+/// A schema with a keyword the compiler does not enforce: refused when strict (the
+/// default), with a 400 naming the keyword and its pointer; compiled with a warning when
+/// `strict: false`, in the response and in a stream's first chunk.
+#[test]
+fn strict_schemas_refuse_unenforced_keywords_and_lenient_ones_warn() {
+    let s = server();
+    let schema = json!({"type": "object", "properties": {
+        "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "uniqueItems": true}
+    }, "required": ["tags"]});
+    let body = |strict: Option<bool>| {
+        let mut spec = json!({"name": "t", "schema": schema});
+        if let Some(strict) = strict {
+            spec["strict"] = json!(strict);
+        }
+        json!({"messages": user("tags"), "max_tokens": 20, "seed": 1,
+               "response_format": {"type": "json_schema", "json_schema": spec}})
+    };
+    for strict in [None, Some(true)] {
+        let e = s.post("/v1/chat/completions", &body(strict)).error(400);
+        assert_eq!(e["param"], "response_format.json_schema.schema", "{e}");
+        let message = e["message"].as_str().unwrap();
+        assert!(
+            message.contains("`uniqueItems`") && message.contains("/properties/tags"),
+            "{message}"
+        );
+    }
+    let r = s.post("/v1/chat/completions", &body(Some(false))).json();
+    let warnings = r["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{r}");
+    assert!(
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .contains("`uniqueItems` at /properties/tags")
+    );
+    let mut streamed = body(Some(false));
+    streamed["stream"] = json!(true);
+    let events = s.post("/v1/chat/completions", &streamed).events();
+    let first: Value = serde_json::from_str(&events[0]).unwrap();
+    assert_eq!(first["warnings"], r["warnings"]);
+    assert_eq!(first["choices"], json!([]));
+    // No warnings, no field.
+    let r = s.post("/v1/chat/completions", &good_chat()).json();
+    assert!(r.get("warnings").is_none(), "{r}");
+    // Completions too, through vLLM's field (strict, the default).
+    let e = s
+        .post(
+            "/v1/completions",
+            &json!({"prompt": "x", "structured_outputs": {"json": schema}}),
+        )
+        .error(400);
+    assert_eq!(e["param"], "structured_outputs.json");
+}
+
+#[test]
+fn chat_messages_carry_a_null_refusal() {
+    let s = server();
+    let r = s.post("/v1/chat/completions", &good_chat()).json();
+    let message = r["choices"][0]["message"].as_object().unwrap();
+    assert_eq!(message.get("refusal"), Some(&Value::Null), "{r}");
+}
+
+/// vLLM's `whitespace_pattern`: the only whitespace between JSON tokens; a bad regex is a
+/// 400 naming the field.
+#[test]
+fn whitespace_patterns_lay_out_json_and_bad_ones_are_refused() {
+    let s = server();
+    let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]});
+    for (field, outputs) in [
+        (
+            "structured_outputs",
+            json!({"json": schema, "whitespace_pattern": " "}),
+        ),
+        ("guided_json", schema.clone()),
+    ] {
+        let mut body = json!({"prompt": "x", "max_tokens": 60, "seed": 2});
+        body[field] = outputs;
+        body["guided_whitespace_pattern"] = json!(" ");
+        let r = s.post("/v1/completions", &body).json();
+        let text = r["choices"][0]["text"].as_str().unwrap();
+        if r["choices"][0]["finish_reason"] == "stop" {
+            // Exactly one space at every place between tokens, as the pattern says.
+            let v: Value = serde_json::from_str(text).unwrap();
+            let laid_out = format!(r#"{{ "a" : {} , "b" : {} }}"#, v["a"], v["b"]);
+            assert_eq!(text, laid_out, "{field}");
+        }
+        assert!(text.starts_with("{ "), "{field}: {text:?}");
+    }
+    for (outputs, param) in [
+        (
+            json!({"json": schema, "whitespace_pattern": "[ "}),
+            "structured_outputs.whitespace_pattern",
+        ),
+        (
+            json!({"json": schema, "whitespace_pattern": " ", "disable_any_whitespace": true}),
+            "structured_outputs.whitespace_pattern",
+        ),
+    ] {
+        let e = s
+            .post(
+                "/v1/completions",
+                &json!({"prompt": "x", "structured_outputs": outputs}),
+            )
+            .error(400);
+        assert_eq!(e["param"], param, "{e}");
+    }
+    // disable_any_whitespace and disable_additional_properties are read: compact JSON.
+    let r = s
+        .post(
+            "/v1/completions",
+            &json!({"prompt": "x", "max_tokens": 60, "seed": 2, "structured_outputs":
+                {"json": schema, "disable_any_whitespace": true, "disable_additional_properties": true}}),
+        )
+        .json();
+    assert!(r["choices"][0]["text"].as_str().unwrap().starts_with("{\""));
+}
+
+#[test]
+fn chat_template_kwargs_cannot_replace_what_the_request_sets() {
+    let s = server();
+    let mut body = good_chat();
+    body["chat_template_kwargs"] = json!({"enable_thinking": false});
+    assert_eq!(s.post("/v1/chat/completions", &body).status, 200);
+    body["chat_template_kwargs"] = json!({"messages": []});
+    let e = s.post("/v1/chat/completions", &body).error(400);
+    assert_eq!(e["param"], "chat_template_kwargs.messages", "{e}");
+}
+
+/// `formwork serve --chat-template FILE --reasoning-parser deepseek_r1`: a template whose
+/// generation prompt opens `<think>` makes the reply reasoning until `</think>`, in
+/// `message.reasoning_content` and streamed as `delta.reasoning_content`, alike for a seed;
+/// `chat_template_kwargs` reach the template (`enable_thinking: false` leaves no block open).
+#[test]
+fn chat_template_and_reasoning_parser_flags_split_the_reply() {
+    let template = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/think.jinja");
+    let server = common::ServeProcess::start(
+        common::tiny_model_path(),
+        &[
+            "--chat-template",
+            template,
+            "--reasoning-parser",
+            "deepseek_r1",
+        ],
+    );
+    let chat = "/v1/chat/completions";
+    let post = |body: &Value| -> Value {
+        let reply = request(server.addr, "POST", chat, &[], body.to_string().as_bytes());
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json()
+    };
+    for seed in [1, 2, 3] {
+        let body =
+            json!({"messages": user("Hi"), "max_tokens": 24, "seed": seed, "temperature": 1.0});
+        let whole = post(&body);
+        let message = &whole["choices"][0]["message"];
+        let reasoning = message["reasoning_content"].as_str().unwrap_or_default();
+        let content = message["content"].as_str().unwrap();
+        assert!(!reasoning.is_empty(), "{whole}");
+        assert_eq!(message["refusal"], Value::Null);
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        let reply = request(
+            server.addr,
+            "POST",
+            chat,
+            &[],
+            streamed.to_string().as_bytes(),
+        );
+        assert_eq!(reply.status, 200);
+        let (mut r, mut c) = (String::new(), String::new());
+        for event in reply.events() {
+            let Ok(chunk) = serde_json::from_str::<Value>(&event) else {
+                continue;
+            };
+            for choice in chunk["choices"].as_array().unwrap() {
+                r += choice["delta"]["reasoning_content"].as_str().unwrap_or("");
+                c += choice["delta"]["content"].as_str().unwrap_or("");
+            }
+        }
+        assert_eq!((r.as_str(), c.as_str()), (reasoning, content));
+    }
+    // No block opened: all content, no reasoning.
+    let body = json!({"messages": user("Hi"), "max_tokens": 8, "seed": 1,
+                      "chat_template_kwargs": {"enable_thinking": false}});
+    let message = &post(&body)["choices"][0]["message"];
+    assert!(message.get("reasoning_content").is_none(), "{message}");
+    assert!(!message["content"].as_str().unwrap().is_empty());
+}

@@ -4,7 +4,8 @@
 //! jsonschema` from PyPI, starts `formwork serve` on
 //! `models/SmolLM2-135M-Instruct.Q4_1.gguf` at a free local port, waits for `/health`,
 //! runs `tests/python/test_openai_sdk.py` with `FORMWORK_BASE_URL` pointing at it, and
-//! stops the server. Needs `python3` with `venv`, network access to PyPI on the first
+//! stops the server; then the same with `test_openai_sdk_reasoning.py` against a server
+//! whose chat template opens a reasoning block. Needs `python3` with `venv`, network access to PyPI on the first
 //! run, and the model (`cargo xtask fetch-model`).
 
 mod common;
@@ -46,12 +47,15 @@ fn run(cmd: &mut Command) {
     assert!(status.success(), "{cmd:?} failed: {status}");
 }
 
-#[test]
-fn openai_python_sdk_against_default_model() {
+/// Runs one file of `tests/python` against `formwork serve` on the default model with
+/// extra `args`.
+fn run_sdk_tests(file: &str, args: &[&str]) {
     let model = common::default_model_path();
     let python = python();
-    let server = ServeProcess::start(&model, &[]);
-    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_openai_sdk.py");
+    let server = ServeProcess::start(&model, args);
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(file);
     let status = Command::new(&python)
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
         .arg(&tests)
@@ -63,7 +67,28 @@ fn openai_python_sdk_against_default_model() {
         .expect("running pytest");
     assert!(
         status.success(),
-        "the OpenAI SDK tests failed ({status}); server log: {}",
+        "the OpenAI SDK tests of {file} failed ({status}); server log: {}",
         server.log.display()
+    );
+}
+
+#[test]
+fn openai_python_sdk_against_default_model() {
+    run_sdk_tests("test_openai_sdk.py", &[]);
+}
+
+/// A reasoning model's replies: the default model behind a template that opens a
+/// `<think>` block (`tests/fixtures/think.jinja`), with `--reasoning-parser deepseek_r1`.
+#[test]
+fn openai_python_sdk_reasoning_on_default_model() {
+    let template = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/think.jinja");
+    run_sdk_tests(
+        "test_openai_sdk_reasoning.py",
+        &[
+            "--chat-template",
+            template,
+            "--reasoning-parser",
+            "deepseek_r1",
+        ],
     );
 }

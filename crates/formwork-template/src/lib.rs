@@ -61,5 +61,5 @@ pub use message::{
 pub use source::{DEFAULT_TEMPLATE_NAME, SpecialTokens, TemplateSource};
 pub use template::{
     ArgumentsFormat, CHATML_TEMPLATE, ChatTemplate, Clock, ContentFormat, DEFAULT_FUEL,
-    DeveloperRole, RenderArgs, TemplateOptions,
+    DeveloperRole, RESERVED_VARIABLES, RenderArgs, TemplateOptions,
 };

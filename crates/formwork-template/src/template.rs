@@ -163,6 +163,11 @@ impl TemplateOptions {
     }
 }
 
+/// The template variables [`RenderArgs`] sets from its own arguments; extra variables
+/// ([`RenderArgs::kwarg`], [`RenderArgs::kwargs`]) with these names are ignored.
+pub const RESERVED_VARIABLES: &[&str] =
+    &["messages", "tools", "documents", "add_generation_prompt"];
+
 /// What one rendering gets: the conversation, the tools, and the flags.
 ///
 /// Mirrors `apply_chat_template(messages, tools=..., documents=...,
@@ -225,13 +230,15 @@ impl RenderArgs {
     }
 
     /// An extra variable (`enable_thinking`, `reasoning_effort`...). It
-    /// overrides a special token of the same name.
+    /// overrides a special token of the same name; one named in
+    /// [`RESERVED_VARIABLES`] is ignored.
     pub fn kwarg(mut self, name: impl Into<String>, value: impl Into<Json>) -> RenderArgs {
         self.kwargs.insert(name.into(), value.into());
         self
     }
 
-    /// Extra variables, as a request's `chat_template_kwargs` carries them.
+    /// Extra variables, as a request's `chat_template_kwargs` carries them. Those named
+    /// in [`RESERVED_VARIABLES`] are ignored: the other arguments set them.
     pub fn kwargs(mut self, kwargs: Map<String, Json>) -> RenderArgs {
         self.kwargs.extend(kwargs);
         self
@@ -475,7 +482,9 @@ fn render_with(
         Value::from(args.add_generation_prompt),
     ));
     for (name, value) in &args.kwargs {
-        ctx.push((name.clone(), Value::from(Serde(value))));
+        if !RESERVED_VARIABLES.contains(&name.as_str()) {
+            ctx.push((name.clone(), Value::from(Serde(value))));
+        }
     }
     let ctx = Value::from_pairs(ctx);
 

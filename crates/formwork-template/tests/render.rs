@@ -493,6 +493,34 @@ fn special_tokens_kwargs_documents_and_generation_prompt() {
     );
 }
 
+/// A request's `chat_template_kwargs` reach the template as top-level variables:
+/// Granite 3.3 reads `thinking`.
+#[test]
+fn kwargs_reach_a_real_template_and_reserved_names_are_ignored() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/data/chat_templates/ibm-granite-granite-3.3-2B-Instruct.jinja"
+    );
+    let source = std::fs::read_to_string(path).expect("shared/data/chat_templates is missing");
+    let t = tmpl(&source);
+    let messages = [Message::user("hi")];
+    let plain = t.render(&RenderArgs::new(&messages)).unwrap();
+    let mut kwargs = serde_json::Map::new();
+    kwargs.insert("thinking".into(), json!(true));
+    let thinking = t
+        .render(&RenderArgs::new(&messages).kwargs(kwargs))
+        .unwrap();
+    let cue = "Write your thoughts between <think></think>";
+    assert!(!plain.contains(cue) && thinking.contains(cue), "{thinking}");
+    // `messages` (and the other names RenderArgs sets) cannot be replaced.
+    let t = tmpl("{{ messages | length }}{{ add_generation_prompt }}");
+    let args = RenderArgs::new(&messages)
+        .kwarg("messages", json!([]))
+        .kwarg("add_generation_prompt", true);
+    assert_eq!(t.render(&args).unwrap(), "1False");
+    assert!(formwork_template::RESERVED_VARIABLES.contains(&"tools"));
+}
+
 // ---------------------------------------------------------------------------
 // OpenAI-style messages.
 

@@ -138,7 +138,9 @@ request_object! {
             parallel_tool_calls: bool,
             /// An end-user id, for logs.
             user: String,
-            /// vLLM: extra variables for the chat template (`{"enable_thinking": false}`).
+            /// vLLM: extra top-level variables for the chat template
+            /// (`{"enable_thinking": false}`); `messages`, `tools`, `documents` and
+            /// `add_generation_prompt` are refused.
             chat_template_kwargs: Map<String, Value>,
         }
         groups {
@@ -251,6 +253,8 @@ request_object! {
             guided_choice: Value,
             /// vLLM: the output follows this grammar (GBNF when it holds `::=`, else Lark).
             guided_grammar: String,
+            /// vLLM: the whitespace allowed between JSON tokens of `guided_json`, a regex.
+            guided_whitespace_pattern: String,
             /// vLLM's newer spelling of the `guided_*` fields.
             structured_outputs: StructuredOutputs,
             /// llama.cpp: the output follows this GBNF grammar.
@@ -277,6 +281,15 @@ request_object! {
             json_object: bool,
             /// vLLM's structural tags: not supported, and refused rather than ignored.
             structural_tag: Value,
+            /// The whitespace allowed between JSON tokens of `json` and `json_object`, a
+            /// regex (default: none).
+            whitespace_pattern: String,
+            /// No whitespace between JSON tokens: what Formwork does anyway, unless
+            /// `whitespace_pattern` asks for some (both at once is a 400).
+            disable_any_whitespace: bool,
+            /// Objects without `additionalProperties` take no other keys: what Formwork
+            /// does anyway; accepted either way.
+            disable_additional_properties: bool,
         }
         groups {}
     }
@@ -432,7 +445,9 @@ pub struct JsonSchemaFormat {
     /// The JSON Schema the output must follow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<Value>,
-    /// OpenAI's strict mode; Formwork always enforces the schema, so it changes nothing.
+    /// `true` or absent: a keyword Formwork cannot enforce refuses the request (a 400
+    /// naming it and its JSON pointer); `false`: such keywords are dropped and listed in
+    /// the response's `warnings`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strict: Option<bool>,
 }

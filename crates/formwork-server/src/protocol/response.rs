@@ -109,6 +109,11 @@ pub struct CompletionObject<C, U> {
     /// Token counts (in a stream, only in the usage chunk).
     #[serde(skip_serializing_if = "UsageField::is_absent")]
     pub usage: U,
+    /// Formwork: what a lenient constraint (`strict: false`) does not enforce, each keyword
+    /// with its JSON pointer; left out when empty. A stream sends them in a first chunk of
+    /// their own, with empty `choices`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl<C, U> CompletionObject<C, U> {
@@ -128,7 +133,14 @@ impl<C, U> CompletionObject<C, U> {
             system_fingerprint: None,
             choices,
             usage,
+            warnings: Vec::new(),
         }
+    }
+
+    /// This object with `warnings` ([`CompletionObject::warnings`]).
+    pub fn with_warnings(mut self, warnings: Vec<String>) -> CompletionObject<C, U> {
+        self.warnings = warnings;
+        self
     }
 }
 
@@ -181,6 +193,14 @@ pub struct AssistantMessage {
     pub role: Role,
     /// The text; `null` when the answer is only tool calls.
     pub content: Option<String>,
+    /// The reasoning before the answer (a reasoning model's `<think>` block); left out
+    /// when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    /// OpenAI's refusal message: always `null` (Formwork does not refuse), sent so that
+    /// clients reading it find the field.
+    #[serde(default)]
+    pub refusal: Option<String>,
     /// The tool calls, if any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
@@ -192,6 +212,8 @@ impl AssistantMessage {
         AssistantMessage {
             role: Role::Assistant,
             content: Some(content.into()),
+            reasoning_content: None,
+            refusal: None,
             tool_calls: Vec::new(),
         }
     }
@@ -201,6 +223,8 @@ impl AssistantMessage {
         AssistantMessage {
             role: Role::Assistant,
             content,
+            reasoning_content: None,
+            refusal: None,
             tool_calls,
         }
     }
@@ -432,7 +456,7 @@ mod tests {
         assert!(v["created"].as_u64().unwrap() > 1_700_000_000);
         assert_eq!(
             v["choices"],
-            json!([{"index": 0, "message": {"role": "assistant", "content": "Hello"},
+            json!([{"index": 0, "message": {"role": "assistant", "content": "Hello", "refusal": null},
                     "logprobs": null, "finish_reason": "stop"}])
         );
         assert_eq!(
@@ -452,7 +476,7 @@ mod tests {
         let msg = serde_json::to_value(AssistantMessage::tool_calls(None, vec![call])).unwrap();
         assert_eq!(
             msg,
-            json!({"role": "assistant", "content": null, "tool_calls": [
+            json!({"role": "assistant", "content": null, "refusal": null, "tool_calls": [
                 {"id": "call_x", "type": "function", "function": {"name": "f", "arguments": "{}"}}]})
         );
     }

@@ -43,6 +43,9 @@ pub struct ChatDelta {
     /// More text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// More reasoning (see [`AssistantMessage::reasoning_content`](super::AssistantMessage)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     /// Pieces of tool calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
@@ -96,6 +99,12 @@ impl<C: Clone> ChunkFactory<C> {
         }
     }
 
+    /// The warnings chunk, a stream's first when the request has warnings
+    /// ([`CompletionObject::warnings`]): no choices.
+    pub fn warnings(&self, warnings: Vec<String>) -> CompletionObject<C, Option<Usage>> {
+        self.head.clone().with_warnings(warnings)
+    }
+
     /// The usage chunk: no choices.
     pub fn usage(&self, usage: Usage) -> CompletionObject<C, Option<Usage>> {
         CompletionObject {
@@ -142,7 +151,7 @@ impl ChatChunkFactory {
         let delta = ChatDelta {
             role: Some(Role::Assistant),
             content: Some(String::new()),
-            tool_calls: None,
+            ..ChatDelta::default()
         };
         self.chunk(index, delta, None, None)
     }
@@ -167,6 +176,20 @@ impl ChatChunkFactory {
     ) -> ChatCompletionChunk {
         let delta = ChatDelta {
             content: Some(text.into()),
+            ..ChatDelta::default()
+        };
+        self.chunk(index, delta, logprobs, None)
+    }
+
+    /// A chunk of reasoning text.
+    pub fn reasoning(
+        &self,
+        index: u32,
+        text: impl Into<String>,
+        logprobs: Option<ChatLogprobs>,
+    ) -> ChatCompletionChunk {
+        let delta = ChatDelta {
+            reasoning_content: Some(text.into()),
             ..ChatDelta::default()
         };
         self.chunk(index, delta, logprobs, None)

@@ -12,7 +12,7 @@
 //! structure starting with that trigger, a document valid under that structure's schema, and
 //! its end string. `triggers` may be left out: each structure's begin is then its trigger.
 
-use formwork_engine::{Constraint, Outside, Segment, Segments};
+use formwork_engine::{Constraint, JsonSchema, Outside, Segment, Segments};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -86,7 +86,7 @@ pub(super) fn structural_tag(
         let schema = super::schema(s.get("schema"), &format!("{at}.schema"))?;
         segments.push(Segment {
             begin,
-            body: Constraint::JsonSchema(schema),
+            body: Constraint::JsonSchema(JsonSchema::new(schema)),
             end,
         });
     }
@@ -199,7 +199,7 @@ mod tests {
         assert_eq!(s.segments[1].begin, "<function=b>");
         assert_eq!(
             s.segments[1].body,
-            Constraint::JsonSchema(json!({"type": "integer"}))
+            Constraint::JsonSchema(JsonSchema::new(json!({"type": "integer"})))
         );
         assert_eq!(s.outside, Outside::Free);
     }

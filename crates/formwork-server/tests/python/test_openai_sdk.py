@@ -724,6 +724,17 @@ ANSWER = {
 }
 
 
+# ---- strict and lenient schemas, refusal ------------------------------------------------
+
+# `uniqueItems` is a keyword Formwork does not enforce.
+UNIQUE_TAGS = {
+    "type": "object",
+    "properties": {"tags": {"type": "array", "items": {"enum": ["a", "b", "c"]}, "uniqueItems": True}},
+    "required": ["tags"],
+    "additionalProperties": False,
+}
+
+
 def test_auto_tool_calls_have_valid_arguments_over_ten_seeds(client, model):
     tools = [WEATHER_TOOL, TIME_TOOL]
     calls = 0
@@ -786,3 +797,85 @@ def test_response_format_with_auto_tools_is_a_call_or_a_document(client, model):
             jsonschema.validate(json.loads(choice.message.content), ANSWER)
             documents += 1
     assert calls + documents >= 5
+
+
+def test_message_refusal_is_null(client, model, base_url):
+    response = chat(client, model)
+    assert response.choices[0].message.refusal is None
+    body = {"model": model, "messages": QUESTION, "max_tokens": 2}
+    status, _, raw = raw_post(f"{base_url}/chat/completions", json.dumps(body).encode())
+    assert status == 200
+    message = json.loads(raw)["choices"][0]["message"]
+    assert "refusal" in message and message["refusal"] is None
+
+
+def test_strict_schema_with_unenforced_keyword_is_refused(client, model):
+    for strict in [True, None]:
+        spec = {"name": "tags", "schema": UNIQUE_TAGS}
+        if strict is not None:
+            spec["strict"] = strict
+        error = bad_request(
+            lambda: chat(client, model, response_format={"type": "json_schema", "json_schema": spec})
+        )
+        assert error.param == "response_format.json_schema.schema"
+        assert "uniqueItems" in error.message and "/properties/tags" in error.message
+
+
+def test_lenient_schema_warns_and_still_validates_the_rest(client, model):
+    response = chat(
+        client,
+        model,
+        max_tokens=40,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "tags", "schema": UNIQUE_TAGS, "strict": False},
+        },
+    )
+    warnings = response.model_extra["warnings"]
+    assert len(warnings) == 1 and "`uniqueItems` at /properties/tags" in warnings[0]
+    if response.choices[0].finish_reason == "stop":
+        document = json.loads(response.choices[0].message.content)
+        # Everything but the dropped keyword holds.
+        jsonschema.validate(document, {k: v for k, v in UNIQUE_TAGS.items()} | {
+            "properties": {"tags": {"type": "array", "items": {"enum": ["a", "b", "c"]}}}
+        })
+    stream = chat(
+        client,
+        model,
+        max_tokens=40,
+        stream=True,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "tags", "schema": UNIQUE_TAGS, "strict": False},
+        },
+    )
+    first = next(iter(stream))
+    assert first.choices == [] and first.model_extra["warnings"] == warnings
+
+
+def test_lenient_tool_parameters(client, model):
+    tool = {
+        "type": "function",
+        "function": {"name": "tag", "parameters": UNIQUE_TAGS},
+    }
+    error = bad_request(lambda: chat(client, model, tools=[tool], tool_choice="required"))
+    assert "uniqueItems" in error.message and "`tag`" in error.message
+    tool["function"]["strict"] = False
+    response = chat(client, model, max_tokens=60, tools=[tool], tool_choice="required")
+    assert any("uniqueItems" in w for w in response.model_extra["warnings"])
+
+
+def test_whitespace_pattern(client, model):
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    response = chat(
+        client,
+        model,
+        max_tokens=30,
+        extra_body={"structured_outputs": {"json": schema, "whitespace_pattern": " "}},
+    )
+    text = response.choices[0].message.content
+    assert text.startswith('{ "a" : '), text
+    error = bad_request(
+        lambda: chat(client, model, extra_body={"structured_outputs": {"json": schema, "whitespace_pattern": "("}})
+    )
+    assert error.param == "structured_outputs.whitespace_pattern"

@@ -1,0 +1,63 @@
+"""The OpenAI Python SDK against `formwork serve --chat-template think.jinja
+--reasoning-parser deepseek_r1` on the default model.
+
+`tests/fixtures/think.jinja` is SmolLM2's ChatML with `<think>\\n` at the end of the
+generation prompt (unless `chat_template_kwargs` sets `enable_thinking` to false), so the
+reply starts inside a reasoning block, as DeepSeek-R1's does. `openai_sdk.rs` starts that
+server and runs this file with `FORMWORK_BASE_URL`.
+"""
+
+import os
+
+import openai
+import pytest
+
+QUESTION = [{"role": "user", "content": "What is 2 + 2?"}]
+
+
+@pytest.fixture(scope="session")
+def client():
+    url = os.environ.get("FORMWORK_BASE_URL")
+    if not url:
+        pytest.fail("FORMWORK_BASE_URL is not set")
+    return openai.OpenAI(base_url=url.rstrip("/"), api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="session")
+def model(client):
+    return client.models.list().data[0].id
+
+
+def ask(client, model, **kwargs):
+    kwargs.setdefault("messages", QUESTION)
+    kwargs.setdefault("max_tokens", 40)
+    return client.chat.completions.create(model=model, **kwargs)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_reasoning_content_streamed_and_whole_agree(client, model, seed):
+    whole = ask(client, model, seed=seed, temperature=0.8)
+    message = whole.choices[0].message
+    reasoning = message.model_extra.get("reasoning_content")
+    assert reasoning, message
+    assert "<think>" not in (message.content or "") and "</think>" not in (message.content or "")
+    streamed_reasoning, streamed_content = "", ""
+    for chunk in ask(client, model, seed=seed, temperature=0.8, stream=True):
+        for choice in chunk.choices:
+            streamed_reasoning += (choice.delta.model_extra or {}).get("reasoning_content") or ""
+            streamed_content += choice.delta.content or ""
+    assert streamed_reasoning == reasoning
+    assert streamed_content == (message.content or "")
+
+
+def test_thinking_off_through_chat_template_kwargs(client, model):
+    response = ask(client, model, seed=1, extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+    message = response.choices[0].message
+    assert message.model_extra.get("reasoning_content") is None
+    assert message.content
+
+
+def test_reserved_template_kwargs_are_refused(client, model):
+    with pytest.raises(openai.BadRequestError) as info:
+        ask(client, model, extra_body={"chat_template_kwargs": {"messages": []}})
+    assert info.value.param == "chat_template_kwargs.messages"
