@@ -316,8 +316,12 @@ impl Engine {
 
     /// The one constraint a request's reply follows: its own [`Request::constraint`], with
     /// the calls of [`Request::auto_tools`] in the model's own format (a segment opened by
-    /// [`tools::ToolFormat::opener`]); see [`Segments`].
-    fn composed_constraint(&self, request: &Request) -> Result<Option<Constraint>, EngineError> {
+    /// [`tools::ToolFormat::opener`]), after a reasoning model's `prelude`; see [`Segments`].
+    fn composed_constraint(
+        &self,
+        request: &Request,
+        prelude: Option<Prelude>,
+    ) -> Result<Option<Constraint>, EngineError> {
         let calls = match &request.auto_tools {
             Some(auto) if !auto.functions.is_empty() => {
                 let format = self.tool_format();
@@ -335,7 +339,11 @@ impl Engine {
             }
             _ => None,
         };
-        Ok(segments::compose(request.constraint.clone(), calls, None))
+        Ok(segments::compose(
+            request.constraint.clone(),
+            calls,
+            prelude,
+        ))
     }
 
     /// How the model's chat template writes tool calls ([`tools::ToolFormat::detect`] on
@@ -539,11 +547,14 @@ impl Engine {
         request.sampling.validate(shared.info.vocab_size)?;
         let slot = QueueSlot::take(shared)?;
         let (prompt, rendered) = self.prepare_prompt(&request.prompt)?;
-        // A chat reply of a reasoning model, unless a constraint shapes it from its first
-        // token (then it is all the constraint's).
-        let reasoning = match (&shared.reasoning, rendered, &request.constraint) {
-            (Some(format), Some(text), None) => Some((format.clone(), format.starts_inside(&text))),
-            _ => None,
+        // A chat reply of a reasoning model: its reasoning is free text before what the
+        // request constrains (the prelude of its constraint).
+        let (reasoning, prelude) = match (&shared.reasoning, rendered) {
+            (Some(format), Some(text)) => (
+                Some((format.clone(), format.starts_inside(&text))),
+                format.prelude(&text, request.max_reasoning_tokens),
+            ),
+            _ => (None, None),
         };
         let context = shared.info.context_length;
         if prompt.len() >= context {
@@ -555,7 +566,7 @@ impl Engine {
         let room = context - prompt.len();
         let max_tokens = request.max_tokens.unwrap_or(room).min(room);
         let mut warnings: Arc<[String]> = Arc::new([]);
-        let constraint = self.composed_constraint(&request)?;
+        let constraint = self.composed_constraint(&request, prelude)?;
         let guide = match &constraint {
             None => None,
             Some(c) => {
@@ -675,8 +686,8 @@ pub struct RequestHandle {
 
 impl RequestHandle {
     /// A splitter of one choice's reply into reasoning and content, for a chat request to
-    /// a reasoning model ([`Engine::reasoning`]) whose reply no constraint shapes; `None`
-    /// otherwise (the reply is all content). It knows whether the rendered prompt left the
+    /// a reasoning model ([`Engine::reasoning`]; a constraint shapes only what follows the
+    /// reasoning); `None` otherwise (the reply is all content). It knows whether the rendered prompt left the
     /// reply inside the reasoning block ([`ReasoningFormat::starts_inside`]).
     pub fn reasoning_splitter(&self) -> Option<ReasoningSplitter> {
         self.reasoning

@@ -73,6 +73,26 @@ impl ReasoningFormat {
             .find(|f| f.name.eq_ignore_ascii_case(&name))
     }
 
+    /// The free prelude a reply to `prompt` starts with, for the constraint that follows it
+    /// ([`crate::Prelude`]): inside an open block, the rest of it; after a block the prompt
+    /// closed (thinking switched off, as Qwen3's `enable_thinking: false` renders an empty
+    /// one), none; else the reply may open one itself. `max_tokens` bounds it.
+    pub fn prelude(&self, prompt: &str, max_tokens: Option<usize>) -> Option<crate::Prelude> {
+        let (start, optional) = if self.starts_inside(prompt) {
+            (String::new(), false)
+        } else if prompt.trim_end().ends_with(self.end) {
+            return None;
+        } else {
+            (self.start.to_owned(), true)
+        };
+        Some(crate::Prelude {
+            start,
+            optional,
+            end: self.end.to_owned(),
+            max_tokens,
+        })
+    }
+
     /// Whether a rendered prompt leaves the reply inside an open block: its last start tag
     /// comes after its last end tag.
     pub fn starts_inside(&self, prompt: &str) -> bool {

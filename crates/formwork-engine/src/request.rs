@@ -175,9 +175,12 @@ pub enum Outside {
 /// Free text at the start of a reply, up to an end tag: a reasoning model's thinking.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prelude {
-    /// The tag that opens it, when the reply itself must write it first (`<think>`); empty
-    /// when the prompt already opened it (the reply starts inside).
+    /// The tag that opens it, when the reply itself writes it first (`<think>`); empty when
+    /// the prompt already opened it (the reply starts inside).
     pub start: String,
+    /// Whether the reply may skip it: it starts with the start tag (then the prelude) or
+    /// goes straight to the rest (a model that may answer without thinking).
+    pub optional: bool,
     /// The tag that closes it (`</think>`).
     pub end: String,
     /// Most tokens before the end tag is forced.
@@ -259,6 +262,9 @@ pub struct Request {
     /// and its parameters' schema, around [`Request::constraint`] if any (then the reply is
     /// calls or a document that constraint allows, never neither).
     pub auto_tools: Option<AutoTools>,
+    /// For a reasoning model ([`crate::Engine::reasoning`]): most tokens of reasoning before
+    /// its end tag is forced (`None`: no limit but `max_tokens`).
+    pub max_reasoning_tokens: Option<usize>,
     /// Keep generating after an end-of-sequence token (unconstrained requests, and segments
     /// over free text: see [`Constraint::may_ignore_eos`]).
     pub ignore_eos: bool,
@@ -275,6 +281,7 @@ impl Request {
             n: 1,
             constraint: None,
             auto_tools: None,
+            max_reasoning_tokens: None,
             ignore_eos: false,
         }
     }

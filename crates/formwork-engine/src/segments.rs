@@ -203,6 +203,8 @@ struct PreludeIndex {
     /// The start tag, spelled before the free text (empty: the reply starts inside).
     start: Strings,
     start_len: usize,
+    /// Whether the reply may skip the prelude.
+    optional: bool,
     /// The end tag.
     end: Strings,
     max_tokens: Option<usize>,
@@ -293,6 +295,7 @@ pub(crate) fn compile(
             let end = Strings::new(vec![p.end.as_bytes().to_vec()]);
             Some(PreludeIndex {
                 start_len: p.start.len(),
+                optional: p.optional,
                 free: (0..end.states()).map(|_| OnceLock::new()).collect(),
                 start_spelling: (0..start.states()).map(|_| OnceLock::new()).collect(),
                 end_spelling: (0..end.states()).map(|_| OnceLock::new()).collect(),
@@ -482,6 +485,10 @@ impl SegmentsIndex {
     /// A cursor at the reply's start.
     pub(crate) fn guide(self: &Arc<Self>) -> Result<SegmentsGuide, GuideError> {
         let phase = match &self.prelude {
+            Some(p) if p.start_len > 0 && p.optional => Phase::MaybePrelude {
+                node: Some(0),
+                rest: Some(Box::new(self.guide_at(self.outside_start()?))),
+            },
             Some(p) if p.start_len > 0 => Phase::PreludeStart { node: 0 },
             Some(_) => Phase::Prelude {
                 state: 0,
@@ -489,13 +496,17 @@ impl SegmentsIndex {
             },
             None => self.outside_start()?,
         };
-        Ok(SegmentsGuide {
+        Ok(self.guide_at(phase))
+    }
+
+    fn guide_at(self: &Arc<Self>, phase: Phase) -> SegmentsGuide {
+        SegmentsGuide {
             index: self.clone(),
             phase,
             segments: 0,
             mask: vec![0; self.vocab.mask_words()],
             special_text: false,
-        })
+        }
     }
 
     /// Where the reply stands after the prelude (or at its start without one).
@@ -629,6 +640,12 @@ impl SegmentsIndex {
 enum Phase {
     /// Spelling the prelude's start tag, at this trie node.
     PreludeStart { node: u32 },
+    /// At the start of a reply that may skip its prelude: spelling the start tag (while the
+    /// text does), and the reply without a prelude (while the text allows it).
+    MaybePrelude {
+        node: Option<u32>,
+        rest: Option<Box<SegmentsGuide>>,
+    },
     /// In the prelude's free text: the end tag's automaton state, tokens spent.
     Prelude { state: u32, tokens: usize },
     /// Free text: the trigger automaton's state.
@@ -667,6 +684,22 @@ impl SegmentsGuide {
                 let p = index.prelude.as_ref().ok_or(GuideError::DeadEnd)?;
                 let slot = &p.start_spelling[*node as usize];
                 Ok(Some(index.spelling_mask(&p.start, slot, *node)))
+            }
+            Phase::MaybePrelude { node, rest } => {
+                let p = index.prelude.as_ref().ok_or(GuideError::DeadEnd)?;
+                self.mask.fill(0);
+                if let Some(rest) = rest {
+                    match rest.mask()? {
+                        Some(m) => self.mask.copy_from_slice(m),
+                        None => return Ok(None),
+                    }
+                }
+                if let Some(n) = node {
+                    let slot = &p.start_spelling[*n as usize];
+                    let spelled = index.spelling_mask(&p.start, slot, *n);
+                    self.mask.iter_mut().zip(spelled).for_each(|(a, b)| *a |= b);
+                }
+                Ok(Some(&self.mask))
             }
             Phase::Prelude { state, tokens } => {
                 let p = index.prelude.as_ref().ok_or(GuideError::DeadEnd)?;
@@ -758,6 +791,43 @@ impl SegmentsGuide {
                         tokens: 0,
                     },
                     None => return Err(refuse()),
+                }
+            }
+            Phase::MaybePrelude { node, rest } => {
+                let p = index.prelude.as_ref().ok_or_else(refuse)?;
+                let rest = match rest {
+                    Some(mut r) => {
+                        let alive = match r.mask()? {
+                            Some(m) => has_bit(m, token),
+                            None => true,
+                        };
+                        if alive {
+                            r.advance(token)?;
+                            Some(r)
+                        } else {
+                            None
+                        }
+                    }
+                    None => None,
+                };
+                match (node.and_then(|n| p.start.spell(n, bytes)), rest) {
+                    (Some(Scan::Found { end, .. }), _) if end == bytes.len() => {
+                        self.special_text = special;
+                        Phase::Prelude {
+                            state: 0,
+                            tokens: 0,
+                        }
+                    }
+                    (Some(Scan::State(n)), rest) if !special => Phase::MaybePrelude {
+                        node: Some(n),
+                        rest,
+                    },
+                    // The start tag is out of reach: the reply goes on without a prelude.
+                    (_, Some(rest)) => {
+                        *self = *rest;
+                        return Ok(());
+                    }
+                    _ => return Err(refuse()),
                 }
             }
             Phase::Prelude { state, tokens } => {
@@ -1090,6 +1160,7 @@ mod tests {
         ]))));
         segments.prelude = Some(Prelude {
             start: String::new(),
+            optional: false,
             end: "</th>".into(),
             max_tokens: Some(3),
         });
@@ -1109,6 +1180,7 @@ mod tests {
         // A start tag the reply must write first; a special token can spell it whole.
         segments.prelude = Some(Prelude {
             start: "<T>".into(),
+            optional: false,
             end: "</th>".into(),
             max_tokens: None,
         });
@@ -1119,6 +1191,41 @@ mod tests {
         assert!(g.special_text());
         feed(&mut g, &id, &["x", "</a>", "<", "/", "t", "h", ">", "<a>"]);
         assert!(!g.special_text());
+    }
+
+    #[test]
+    fn an_optional_prelude_is_either_written_first_or_skipped() {
+        let mut segments = answer(Outside::Either(Box::new(Constraint::Choice(vec![
+            "<b>ok".into(),
+            "no".into(),
+        ]))));
+        segments.prelude = Some(Prelude {
+            start: "<th>".into(),
+            optional: true,
+            end: "</th>".into(),
+            max_tokens: None,
+        });
+        let (mut g, id) = guide(segments.clone());
+        // The start tag, the answer, or a segment's trigger.
+        for t in ["<", "n", "<a>"] {
+            assert!(allowed(&mut g, id(t)), "{t}");
+        }
+        assert!(!allowed(&mut g, id("x")));
+        // `<` is all three; `t` only the start tag: the prelude, then free text to its end.
+        feed(
+            &mut g,
+            &id,
+            &["<", "t", "h", ">", "x", "<", "/", "t", "h", ">"],
+        );
+        assert!(allowed(&mut g, id("n")) && !allowed(&mut g, id("x")));
+        feed(&mut g, &id, &["n", "o"]);
+        assert!(g.is_finished());
+        // `<`, then `b`: no prelude; the answer goes on.
+        let (mut g, id) = guide(segments);
+        feed(&mut g, &id, &["<", "b"]);
+        assert!(allowed(&mut g, id(">")) && !allowed(&mut g, id("h")));
+        feed(&mut g, &id, &[">", "o", "k"]);
+        assert!(g.is_finished());
     }
 
     #[test]
@@ -1139,6 +1246,7 @@ mod tests {
         };
         let think = |max_tokens| Prelude {
             start: String::new(),
+            optional: false,
             end: "</th>".into(),
             max_tokens,
         };

@@ -929,6 +929,7 @@ fn a_prelude_is_free_and_its_end_tag_is_forced_after_its_budget() {
         r.constraint = Some(Constraint::Segments(formwork_engine::Segments {
             prelude: Some(formwork_engine::Prelude {
                 start: String::new(),
+                optional: false,
                 end: "</think>".into(),
                 max_tokens: Some(8),
             }),
@@ -1109,10 +1110,29 @@ fn reasoning_is_detected_from_the_template_and_split_alike_streamed_or_whole() {
             assert!(content.is_empty() && reasoning.len() + 8 >= whole.len());
         }
     }
-    // A constrained reply is the constraint's, all of it.
-    let mut r = request(0);
-    r.constraint = Some(Constraint::Choice(vec!["a".into()]));
-    assert!(engine.submit(r).unwrap().reasoning_splitter().is_none());
+    // A constraint shapes what follows the reasoning, whose end tag comes within its budget.
+    for seed in 0..4 {
+        let mut r = request(seed);
+        r.constraint = Some(Constraint::Choice(vec!["yes".into(), "no".into()]));
+        r.max_reasoning_tokens = Some(6);
+        let handle = engine.submit(r).unwrap();
+        let split = handle
+            .reasoning_splitter()
+            .expect("reasoning before the constraint");
+        let c = handle.blocking_collect().unwrap();
+        assert_eq!(
+            c.finish_reasons[0],
+            Some(FinishReason::Stop),
+            "{:?}",
+            c.texts[0]
+        );
+        let (_, content) = split.split(&c.texts[0]);
+        assert!(
+            ["yes", "no"].contains(&content.as_str()),
+            "{:?}",
+            c.texts[0]
+        );
+    }
     // Text prompts are not chats.
     let r = Request::new(Prompt::Text("hi".into()));
     assert!(engine.submit(r).unwrap().reasoning_splitter().is_none());

@@ -48,6 +48,9 @@ pub(crate) struct GenerateArgs {
     /// Most tokens to generate.
     #[arg(long, default_value_t = 256)]
     max_tokens: usize,
+    /// For a reasoning model: most tokens of reasoning before its end tag is forced.
+    #[arg(long)]
+    max_reasoning_tokens: Option<usize>,
     /// Sampling temperature (0 = greedy).
     #[arg(long, default_value_t = 0.0)]
     temperature: f32,
@@ -170,6 +173,7 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
         ..SamplingParams::default()
     };
     request.max_tokens = Some(args.max_tokens);
+    request.max_reasoning_tokens = args.max_reasoning_tokens;
     request.stop = args.stop.clone();
     request.constraint = constraint;
     request.auto_tools = plan.auto_tools();

@@ -89,6 +89,7 @@ pub(crate) async fn chat_completions(
         logprobs: "top_logprobs",
     };
     let template_kwargs = req.chat_template_kwargs.unwrap_or_default();
+    let max_reasoning_tokens = req.max_reasoning_tokens;
     if let Some(name) = template_kwargs
         .keys()
         .find(|k| formwork_template::RESERVED_VARIABLES.contains(&k.as_str()))
@@ -105,6 +106,7 @@ pub(crate) async fn chat_completions(
     };
     let mut request = engine_request(prompt, &options, resolved.map(|r| r.constraint));
     request.auto_tools = plan.auto_tools();
+    request.max_reasoning_tokens = max_reasoning_tokens.map(|m| m as usize);
     let handle = submit(&state, request, &blame).await?;
     let warnings = handle.warnings().to_vec();
     let splitter = handle.reasoning_splitter();

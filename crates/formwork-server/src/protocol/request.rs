@@ -142,6 +142,9 @@ request_object! {
             /// (`{"enable_thinking": false}`); `messages`, `tools`, `documents` and
             /// `add_generation_prompt` are refused.
             chat_template_kwargs: Map<String, Value>,
+            /// For a reasoning model: most tokens of reasoning before its end tag is forced
+            /// (then the answer, constrained as the request says, follows).
+            max_reasoning_tokens: u32,
         }
         groups {
             /// The sampling and streaming fields.

@@ -61,3 +61,44 @@ def test_reserved_template_kwargs_are_refused(client, model):
     with pytest.raises(openai.BadRequestError) as info:
         ask(client, model, extra_body={"chat_template_kwargs": {"messages": []}})
     assert info.value.param == "chat_template_kwargs.messages"
+
+
+ANSWER = {
+    "type": "object",
+    "properties": {"answer": {"type": "integer"}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+
+
+def test_structure_applies_after_the_reasoning_over_ten_seeds(client, model):
+    import json
+
+    import jsonschema
+
+    for seed in range(10):
+        response = ask(
+            client, model, seed=seed, temperature=0.8, max_tokens=80,
+            extra_body={"max_reasoning_tokens": 24},
+            response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER}},
+        )
+        choice = response.choices[0]
+        message = choice.message
+        # Thinking is not switched off by the schema: it comes first, free, then the document.
+        assert message.model_extra.get("reasoning_content"), message
+        assert choice.finish_reason == "stop", message
+        jsonschema.validate(json.loads(message.content), ANSWER)
+
+
+def test_structured_reasoning_streams_what_it_returns(client, model):
+    kwargs = dict(
+        seed=4, temperature=0.8, max_tokens=80, extra_body={"max_reasoning_tokens": 16},
+        response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER}},
+    )
+    message = ask(client, model, **kwargs).choices[0].message
+    reasoning, content = "", ""
+    for chunk in ask(client, model, stream=True, **kwargs):
+        for choice in chunk.choices:
+            reasoning += (choice.delta.model_extra or {}).get("reasoning_content") or ""
+            content += choice.delta.content or ""
+    assert (reasoning, content) == (message.model_extra.get("reasoning_content"), message.content)
