@@ -1137,3 +1137,52 @@ fn reasoning_is_detected_from_the_template_and_split_alike_streamed_or_whole() {
     let r = Request::new(Prompt::Text("hi".into()));
     assert!(engine.submit(r).unwrap().reasoning_splitter().is_none());
 }
+
+/// The real thinking templates (QwQ, the DeepSeek-R1 distills) on the tiny model: their
+/// generation prompt opens `<think>`, so the reply reasons freely, its end tag comes within
+/// its budget, and the request's structure (a schema, or a call in `auto` mode) applies after
+/// it; streamed and whole replies split alike.
+#[test]
+fn thinking_templates_reason_first_then_follow_the_structure() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/chat_templates");
+    let schema = json!({"type":"object","properties":{"ok":{"type":"boolean"}},"required":["ok"],"additionalProperties":false});
+    for name in [
+        "Qwen-QwQ-32B.jinja",
+        "deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja",
+        "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
+    ] {
+        let mut model = tiny_model();
+        model.info.chat_template = Some(std::fs::read_to_string(dir.join(name)).unwrap());
+        let engine = Engine::new(model, EngineConfig::default()).unwrap();
+        assert!(engine.reasoning().is_some(), "{name}: a reasoning template");
+        for seed in 0..4 {
+            let mut r = Request::new(chat("is it?"));
+            r.sampling = sampling(seed);
+            r.max_tokens = Some(120);
+            r.max_reasoning_tokens = Some(10);
+            r.constraint = Some(Constraint::JsonSchema(formwork_engine::JsonSchema::new(
+                schema.clone(),
+            )));
+            let handle = engine.submit(r).unwrap();
+            let mut streamed = handle.reasoning_splitter().expect("reasoning");
+            let whole = handle.reasoning_splitter().unwrap();
+            let c = handle.blocking_collect().unwrap();
+            let text = &c.texts[0];
+            assert_eq!(
+                c.finish_reasons[0],
+                Some(FinishReason::Stop),
+                "{name}: {text:?}"
+            );
+            let (reasoning, content) = whole.split(text);
+            let (mut r2, mut c2) = streamed.push(text);
+            let (r3, c3) = streamed.finish();
+            r2 += &r3;
+            c2 += &c3;
+            assert_eq!((&reasoning, &content), (&r2, &c2));
+            assert!(!content.contains("</think>"), "{name}: {text:?}");
+            let v: Value =
+                serde_json::from_str(&content).unwrap_or_else(|e| panic!("{name}: {e}: {text:?}"));
+            assert!(jsonschema::is_valid(&schema, &v), "{name}: {text:?}");
+        }
+    }
+}
