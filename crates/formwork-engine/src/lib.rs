@@ -5,7 +5,9 @@
 //! tokenization, constraint compilation through an LRU cache: regexes and choices to lazy
 //! token indexes, JSON Schemas, tool calls and GBNF or Lark grammars to grammar indexes, so a
 //! big schema never stalls the decoding thread; DFA states and their tokens are computed on
-//! first visit, one at a time, as sequences reach them) and queues it;
+//! first visit, one at a time, as sequences reach them; constraints composed with free text,
+//! [`Constraint::Segments`], for reasoning, tools in `auto` mode and structural tags) and
+//! queues it;
 //! the engine's thread runs continuous batching: every step advances every active sequence in
 //! one batched forward pass, admitting new requests between steps. The returned
 //! [`RequestHandle`] yields [`Event`]s (text deltas, finish reasons, usage); dropping it
