@@ -1186,3 +1186,42 @@ fn thinking_templates_reason_first_then_follow_the_structure() {
         }
     }
 }
+
+/// A trigger that ends inside a token on the tiny model's own merges: ` t` completes within
+/// ` the`, whose `he` already belongs to the segment, which then forces the rest of its body.
+#[test]
+fn a_trigger_ending_inside_a_token_hands_its_rest_to_the_segment() {
+    let engine = shared_engine();
+    let the = token_of(engine, " the");
+    let mut inside = 0;
+    for seed in 0..6 {
+        let mut r = Request::new(chat("go"));
+        r.sampling = sampling(seed);
+        r.sampling.logit_bias = vec![(the, 10.0)];
+        r.sampling.top_logprobs = Some(0);
+        r.max_tokens = Some(40);
+        r.constraint = Some(Constraint::Segments(formwork_engine::Segments {
+            prelude: None,
+            segments: vec![formwork_engine::Segment {
+                begin: " t".into(),
+                body: Constraint::Choice(vec!["he end".into()]),
+                end: String::new(),
+            }],
+            triggers: vec![],
+            outside: formwork_engine::Outside::Free,
+            max_segments: None,
+        }));
+        let c = run(engine, r);
+        let text = &c.texts[0];
+        let cut = c.finish_reasons[0] == Some(FinishReason::Length);
+        for (at, _) in text.match_indices(" t") {
+            let rest = &text[at + 2..];
+            assert!(
+                rest.starts_with("he end") || (cut && "he end".starts_with(rest)),
+                "{text:?}"
+            );
+        }
+        inside += c.logprobs[0].iter().filter(|lp| lp.token == the).count();
+    }
+    assert!(inside > 0, "no reply took the trigger inside ` the`");
+}

@@ -249,21 +249,34 @@ fn agree(found: Vec<Resolved>) -> Result<Option<Resolved>, ApiError> {
     Ok(Some(first))
 }
 
+/// A JSON object sent as one or as a string holding one (OpenAI's `metadata` values are
+/// strings; vLLM sends `structural_tag` so); `None` for `null`.
+fn object_member<'a>(
+    value: &'a Value,
+    param: &str,
+) -> Result<Option<std::borrow::Cow<'a, Map<String, Value>>>, ApiError> {
+    use std::borrow::Cow;
+    match value {
+        Value::Null => Ok(None),
+        Value::Object(obj) => Ok(Some(Cow::Borrowed(obj))),
+        Value::String(text) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(obj)) => Ok(Some(Cow::Owned(obj))),
+            Ok(_) => Err(not_an_object(param)),
+            Err(e) => Err(
+                ApiError::invalid_request(format!("`{param}` is not valid JSON: {e}")).param(param),
+            ),
+        },
+        _ => Err(not_an_object(param)),
+    }
+}
+
 /// `metadata.structure`: an object, or a string holding one.
 fn metadata_structure(value: &Value) -> Result<Option<Constraint>, ApiError> {
     const PARAM: &str = "metadata.structure";
-    let parsed;
-    let obj = match value {
-        Value::Null => return Ok(None),
-        Value::Object(obj) => obj,
-        Value::String(text) => {
-            parsed = serde_json::from_str::<Value>(text).map_err(|e| {
-                ApiError::invalid_request(format!("`{PARAM}` is not valid JSON: {e}")).param(PARAM)
-            })?;
-            parsed.as_object().ok_or_else(|| not_an_object(PARAM))?
-        }
-        _ => return Err(not_an_object(PARAM)),
+    let Some(obj) = object_member(value, PARAM)? else {
+        return Ok(None);
     };
+    let obj: &Map<String, Value> = &obj;
     let kind = match obj.get("type") {
         Some(Value::String(kind)) => kind.as_str(),
         Some(other) => {

@@ -153,22 +153,10 @@ pub(super) fn structural_tag_value(
     value: &Value,
     param: &str,
 ) -> Result<Option<Constraint>, ApiError> {
-    let parsed;
-    let obj = match value {
-        Value::Null => return Ok(None),
-        Value::Object(obj) => obj,
-        Value::String(text) => {
-            parsed = serde_json::from_str::<Value>(text).map_err(|e| {
-                ApiError::invalid_request(format!("`{param}` is not valid JSON: {e}")).param(param)
-            })?;
-            match parsed.as_object() {
-                Some(obj) => obj,
-                None => return Err(super::not_an_object(param)),
-            }
-        }
-        _ => return Err(super::not_an_object(param)),
+    let Some(obj) = super::object_member(value, param)? else {
+        return Ok(None);
     };
-    structural_tag(obj, param).map(Some)
+    structural_tag(&obj, param).map(Some)
 }
 
 #[cfg(test)]
