@@ -11,7 +11,8 @@
 //! | `guided_json`, `guided_regex`, `guided_choice`, `guided_grammar` (vLLM) | a schema (object or string of JSON), a regex, a list of strings, a grammar; `guided_whitespace_pattern` |
 //! | `structured_outputs` (vLLM's newer spelling) | one of `json`, `regex`, `choice`, `grammar`, `json_object: true`; `whitespace_pattern`, `disable_any_whitespace`, `disable_additional_properties` |
 //! | `grammar` (llama.cpp) | a GBNF grammar |
-//! | `tools` with `tool_choice` `"required"` or a named function (chat only) | the schema of a tool call, see [`tools`](crate::tools) |
+//! | `text.format` (the Responses API, [`resolve_responses`]) | `{"type": "json_schema", "name", "schema", "strict"}`, `{"type": "json_object"}`; `{"type": "text"}` asks for nothing |
+//! | `tools` with `tool_choice` `"required"` or a named function (chat and responses) | the schema of a tool call, see [`tools`](crate::tools) |
 //!
 //! Two dialects in one request are a 400 naming both, unless they ask for the same
 //! thing (the same schema, regex, or set of choices). Every malformed structure is a
@@ -47,7 +48,8 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::protocol::{
-    ChatCompletionRequest, CompletionRequest, ResponseFormat, StructureFields, StructuredOutputs,
+    ChatCompletionRequest, CompletionRequest, ResponseFormat, ResponsesRequest, StructureFields,
+    StructuredOutputs, TextFormat,
 };
 use crate::tools::ToolPlan;
 
@@ -92,6 +94,8 @@ pub enum Dialect {
     Grammar,
     /// `tools` with `tool_choice` `"required"` or a named function.
     ToolChoice,
+    /// `text.format` (the Responses API).
+    TextFormat,
 }
 
 impl Dialect {
@@ -107,6 +111,7 @@ impl Dialect {
             Dialect::StructuredOutputs => "structured_outputs",
             Dialect::Grammar => "grammar",
             Dialect::ToolChoice => "tool_choice",
+            Dialect::TextFormat => "text.format",
         }
     }
 }
@@ -140,6 +145,7 @@ impl Resolved {
             (Dialect::ResponseFormat, Constraint::JsonSchema(_)) => {
                 "response_format.json_schema.schema"
             }
+            (Dialect::TextFormat, Constraint::JsonSchema(_)) => "text.format.schema",
             (Dialect::ToolChoice, _) => "tools",
             (dialect, _) => dialect.field(),
         }
@@ -149,7 +155,33 @@ impl Resolved {
 /// The structure of a chat request (all dialects, tools included) and its tool plan.
 pub fn resolve_chat(req: &ChatCompletionRequest) -> Result<(Option<Resolved>, ToolPlan), ApiError> {
     let plan = ToolPlan::from_chat(req)?;
-    let mut found = candidates(&req.structure)?;
+    with_tools(candidates(&req.structure)?, plan)
+}
+
+/// The structure of a Responses request (`text.format`, the dialects of its
+/// [`StructureFields`], tools) and its tool plan.
+pub fn resolve_responses(
+    req: &ResponsesRequest,
+) -> Result<(Option<Resolved>, ToolPlan), ApiError> {
+    let plan = ToolPlan::from_responses(req)?;
+    let mut found = Vec::new();
+    if let Some(format) = req.text.as_ref().and_then(|t| t.format.as_ref())
+        && let Some(constraint) = text_format(format)?
+    {
+        found.push(Resolved {
+            constraint,
+            dialect: Dialect::TextFormat,
+        });
+    }
+    found.extend(candidates(&req.structure)?);
+    with_tools(found, plan)
+}
+
+/// The candidates and a required tool call's constraint, which must agree.
+fn with_tools(
+    mut found: Vec<Resolved>,
+    plan: ToolPlan,
+) -> Result<(Option<Resolved>, ToolPlan), ApiError> {
     if let Some(constraint) = plan.constraint() {
         found.push(Resolved {
             constraint,
@@ -347,6 +379,25 @@ fn response_format(format: &ResponseFormat) -> Result<Option<Constraint>, ApiErr
             "unknown `response_format.type` `{other}`; expected one of text, json_object, json_schema, structural_tag"
         ))
         .param("response_format.type")),
+    }
+}
+
+/// The Responses API's `text.format`: `text` asks for nothing; a schema is strict unless
+/// `strict: false`, as `response_format`'s.
+fn text_format(format: &TextFormat) -> Result<Option<Constraint>, ApiError> {
+    match format.kind.as_str() {
+        "text" => Ok(None),
+        "json_object" => Ok(Some(Constraint::JsonObject)),
+        "json_schema" => {
+            let schema = schema(format.schema.as_ref(), "text.format.schema")?;
+            Ok(Some(Constraint::JsonSchema(
+                JsonSchema::new(schema).strict(format.strict.unwrap_or(true)),
+            )))
+        }
+        other => Err(ApiError::invalid_request(format!(
+            "unknown `text.format.type` `{other}`; expected one of text, json_object, json_schema"
+        ))
+        .param("text.format.type")),
     }
 }
 
