@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::http::Request;
 use common::{
     Server, long_tiny_engine, open_long_stream, open_stream, read_head, request, send, sse_events,
-    tiny_engine,
+    tiny_engine, wait_for_metric,
 };
 use formwork_engine::{Engine, EngineConfig};
 use formwork_server::app::{AppState, ServerConfig, router};
@@ -864,22 +864,6 @@ fn eight_concurrent_streams_all_finish() {
         c.join().expect("a streaming client failed");
     }
     assert_serving(&s);
-}
-
-/// Polls `/metrics` until `sample` has `value`, or fails after `timeout`.
-fn wait_for_metric(s: &Server, sample: &str, ok: impl Fn(f64) -> bool, timeout: Duration) {
-    let start = Instant::now();
-    loop {
-        let v = s.metric(sample);
-        if v.is_some_and(&ok) {
-            return;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "{sample} is {v:?} after {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// An engine on the 32k-context tiny model, for streams long enough to act on mid-way.

@@ -317,15 +317,19 @@ pub fn read_sized_body(reader: &mut impl Read, headers: &[(String, String)]) -> 
 pub fn open_stream(
     addr: SocketAddr,
     body: &Value,
+    until: impl FnMut(&str) -> bool,
+) -> BufReader<TcpStream> {
+    open_stream_at(addr, "/v1/chat/completions", body, until)
+}
+
+/// [`open_stream`] on another route.
+pub fn open_stream_at(
+    addr: SocketAddr,
+    path: &str,
+    body: &Value,
     mut until: impl FnMut(&str) -> bool,
 ) -> BufReader<TcpStream> {
-    let stream = send(
-        addr,
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        body.to_string().as_bytes(),
-    );
+    let stream = send(addr, "POST", path, &[], body.to_string().as_bytes());
     let mut reader = BufReader::new(stream);
     let (status, _) = read_head(&mut reader);
     assert_eq!(status, 200);
@@ -355,6 +359,22 @@ pub fn open_long_stream(addr: SocketAddr) -> BufReader<TcpStream> {
         }
         data_lines == 2
     })
+}
+
+/// Polls `/metrics` until `sample` has `value`, or fails after `timeout`.
+pub fn wait_for_metric(s: &Server, sample: &str, ok: impl Fn(f64) -> bool, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let v = s.metric(sample);
+        if v.is_some_and(&ok) {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{sample} is {v:?} after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn parse_response(raw: &[u8]) -> Reply {
