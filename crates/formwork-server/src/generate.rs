@@ -450,12 +450,7 @@ pub(crate) trait ChunkWriter: Send + 'static {
     fn warnings(&mut self, warnings: Vec<String>, out: &mut VecDeque<SseEvent>);
     /// The last events, once the engine is done: the usage chunk when asked for, then
     /// `[DONE]`.
-    fn done(
-        &mut self,
-        usage: protocol::Usage,
-        include_usage: bool,
-        out: &mut VecDeque<SseEvent>,
-    ) {
+    fn done(&mut self, usage: protocol::Usage, include_usage: bool, out: &mut VecDeque<SseEvent>) {
         if include_usage {
             out.push_back(self.usage(usage));
         }

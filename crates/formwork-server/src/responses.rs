@@ -541,12 +541,7 @@ impl ChunkWriter for ResponseWriter {
         self.response.warnings.extend(warnings);
     }
 
-    fn done(
-        &mut self,
-        usage: protocol::Usage,
-        _include_usage: bool,
-        out: &mut VecDeque<SseEvent>,
-    ) {
+    fn done(&mut self, usage: protocol::Usage, _include_usage: bool, out: &mut VecDeque<SseEvent>) {
         self.response.usage = Some(ResponseUsage::new(
             usage.prompt_tokens,
             usage.completion_tokens,
@@ -570,5 +565,249 @@ impl ChunkWriter for ResponseWriter {
         });
         let response = self.snapshot();
         self.emit(StreamEvent::Failed { response }, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::parse_json;
+    use crate::options::Limits;
+    use crate::sse::sse_body_for_tests;
+    use formwork_engine::ReasoningFormat;
+    use serde_json::Value;
+
+    fn request(extra: Value) -> ResponsesRequest {
+        let mut body = json!({"input": "x"});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        parse_json(body.to_string().as_bytes()).unwrap()
+    }
+
+    fn writer(
+        extra: Value,
+        splitter: Option<ReasoningSplitter>,
+        streaming: bool,
+    ) -> ResponseWriter {
+        let req = request(extra);
+        let options = GenerationOptions::from_responses(&req, &Limits::default()).unwrap();
+        let plan = ToolPlan::from_responses(&req).unwrap();
+        let mut writer = ResponseWriter::new(envelope(&req, "m", &options), &plan, splitter);
+        writer.streaming = streaming;
+        writer
+    }
+
+    /// Feeds `text` in pieces of `n` characters and finishes; returns the response and
+    /// the events (name, data).
+    async fn feed(
+        mut writer: ResponseWriter,
+        text: &str,
+        n: usize,
+        reason: protocol::FinishReason,
+    ) -> (ResponseObject, Vec<(String, Value)>) {
+        let mut out = VecDeque::new();
+        writer.start(&mut out);
+        let chars: Vec<char> = text.chars().collect();
+        for piece in chars.chunks(n) {
+            writer.delta(0, &piece.iter().collect::<String>(), Vec::new(), &mut out);
+        }
+        writer.finish(0, reason, &mut out);
+        writer.done(protocol::Usage::new(3, 4), false, &mut out);
+        let body = sse_body_for_tests(out.into_iter().collect()).await;
+        let events = body
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let (name, data) = e
+                    .strip_prefix("event: ")
+                    .and_then(|e| e.split_once("\ndata: "))
+                    .unwrap();
+                (name.to_owned(), serde_json::from_str(data).unwrap())
+            })
+            .collect();
+        (writer.response, events)
+    }
+
+    /// The output without its random ids.
+    fn output(response: &ResponseObject) -> Value {
+        let mut v = serde_json::to_value(&response.output).unwrap();
+        for item in v.as_array_mut().unwrap() {
+            item["id"] = Value::Null;
+            if item.get("call_id").is_some() {
+                item["call_id"] = Value::Null;
+            }
+        }
+        v
+    }
+
+    fn names(events: &[(String, Value)]) -> Vec<&str> {
+        let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+        names
+            .iter()
+            .enumerate()
+            .filter(|&(i, n)| i == 0 || names[i - 1] != *n)
+            .map(|(_, n)| *n)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn any_chunking_gives_the_same_output_and_the_whole_sends_no_events() {
+        let reply = "<think>\nhmm, Paris</think>\n\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}";
+        let extra = json!({"tools": [{"type": "function", "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+            "tool_choice": "required"});
+        let splitter = || Some(ReasoningSplitter::new(ReasoningFormat::DEEPSEEK_R1, false));
+        let stop = protocol::FinishReason::Stop;
+        let (whole, events) = feed(
+            writer(extra.clone(), splitter(), false),
+            reply,
+            10_000,
+            stop,
+        )
+        .await;
+        assert!(events.is_empty());
+        assert_eq!(whole.status, ResponseStatus::Completed);
+        let expected = output(&whole);
+        assert_eq!(expected[0]["type"], "reasoning");
+        assert_eq!(expected[0]["content"][0]["text"], "\nhmm, Paris");
+        assert_eq!(expected[1]["type"], "function_call");
+        assert_eq!(expected[1]["arguments"], r#"{"city": "Paris"}"#);
+        assert_eq!(expected[1]["status"], "completed");
+        for n in [1, 2, 3, 7] {
+            let (streamed, events) =
+                feed(writer(extra.clone(), splitter(), true), reply, n, stop).await;
+            assert_eq!(output(&streamed), expected, "pieces of {n}");
+            assert_eq!(
+                names(&events),
+                [
+                    "response.created",
+                    "response.in_progress",
+                    "response.output_item.added",
+                    "response.content_part.added",
+                    "response.reasoning_text.delta",
+                    "response.reasoning_text.done",
+                    "response.content_part.done",
+                    "response.output_item.done",
+                    "response.output_item.added",
+                    "response.function_call_arguments.delta",
+                    "response.function_call_arguments.done",
+                    "response.output_item.done",
+                    "response.completed",
+                ]
+            );
+            let numbers: Vec<u64> = events
+                .iter()
+                .map(|(_, d)| d["sequence_number"].as_u64().unwrap())
+                .collect();
+            assert_eq!(numbers, (0..events.len() as u64).collect::<Vec<_>>());
+            let last = &events.last().unwrap().1["response"];
+            assert_eq!(last["usage"]["total_tokens"], 7);
+            assert_eq!(
+                last["output"],
+                serde_json::to_value(&streamed.output).unwrap()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn text_then_a_call_in_auto_mode_are_two_items() {
+        let extra = json!({"tools": [{"type": "function", "name": "f"}]});
+        let reply = "Let me check.<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>";
+        let (whole, _) = feed(
+            writer(extra.clone(), None, false),
+            reply,
+            10_000,
+            protocol::FinishReason::Stop,
+        )
+        .await;
+        let (streamed, events) = feed(
+            writer(extra, None, true),
+            reply,
+            4,
+            protocol::FinishReason::Stop,
+        )
+        .await;
+        assert_eq!(output(&streamed), output(&whole));
+        let out = output(&whole);
+        assert_eq!(out[0]["type"], "message", "{out}");
+        assert_eq!(out[0]["content"][0]["text"], "Let me check.");
+        assert_eq!(out[1]["type"], "function_call");
+        assert_eq!(out[1]["name"], "f");
+        // The message is done before the call is added.
+        let names = names(&events);
+        let message_done = names
+            .iter()
+            .position(|n| *n == "response.output_text.done")
+            .unwrap();
+        let call_added = names
+            .iter()
+            .rposition(|n| *n == "response.output_item.added")
+            .unwrap();
+        assert!(message_done < call_added, "{names:?}");
+    }
+
+    #[tokio::test]
+    async fn a_cut_reply_is_incomplete_and_a_failure_is_a_failed_event() {
+        let (response, events) = feed(
+            writer(json!({}), None, true),
+            "Hello",
+            2,
+            protocol::FinishReason::Length,
+        )
+        .await;
+        assert_eq!(response.status, ResponseStatus::Incomplete);
+        assert_eq!(
+            response.incomplete_details,
+            Some(IncompleteDetails {
+                reason: "max_output_tokens".into()
+            })
+        );
+        assert_eq!(events.last().unwrap().0, "response.incomplete");
+        assert_eq!(output(&response)[0]["status"], "incomplete");
+
+        let mut w = writer(json!({}), None, true);
+        let mut out = VecDeque::new();
+        w.start(&mut out);
+        w.delta(0, "Hel", Vec::new(), &mut out);
+        w.fail(&ApiError::server("Generation failed: boom"), &mut out);
+        let body = sse_body_for_tests(out.into_iter().collect()).await;
+        let last = body.trim_end().rsplit("\n\n").next().unwrap();
+        assert!(last.starts_with("event: response.failed\ndata: "), "{last}");
+        let data: Value = serde_json::from_str(last.split_once("data: ").unwrap().1).unwrap();
+        assert_eq!(data["response"]["status"], "failed");
+        assert_eq!(data["response"]["error"]["code"], "server_error");
+        assert_eq!(
+            data["response"]["error"]["message"],
+            "Generation failed: boom"
+        );
+        assert!(!body.contains("[DONE]"));
+    }
+
+    #[test]
+    fn the_envelope_echoes_the_request() {
+        let req = request(
+            json!({"instructions": "hi", "temperature": 0.5, "top_p": 0.9,
+            "max_output_tokens": 9, "parallel_tool_calls": false, "user": "u",
+            "reasoning": {"effort": "low"}, "metadata": {"a": "b", "structure": {"type": "json_object"}},
+            "text": {"format": {"type": "json_object"}}}),
+        );
+        let options = GenerationOptions::from_responses(&req, &Limits::default()).unwrap();
+        let e = serde_json::to_value(envelope(&req, "m", &options)).unwrap();
+        assert_eq!(e["instructions"], "hi");
+        assert_eq!(e["temperature"], 0.5);
+        assert!((e["top_p"].as_f64().unwrap() - 0.9).abs() < 1e-6);
+        assert_eq!(e["max_output_tokens"], 9);
+        assert_eq!(e["parallel_tool_calls"], false);
+        assert_eq!(e["user"], "u");
+        assert_eq!(e["reasoning"], json!({"effort": "low"}));
+        assert_eq!(
+            e["metadata"],
+            json!({"a": "b", "structure": "{\"type\":\"json_object\"}"})
+        );
+        assert_eq!(e["text"], json!({"format": {"type": "json_object"}}));
+        assert_eq!(e["status"], "in_progress");
+        assert_eq!(e["usage"], Value::Null);
+        assert!(e.get("warnings").is_none());
     }
 }

@@ -160,9 +160,7 @@ pub fn resolve_chat(req: &ChatCompletionRequest) -> Result<(Option<Resolved>, To
 
 /// The structure of a Responses request (`text.format`, the dialects of its
 /// [`StructureFields`], tools) and its tool plan.
-pub fn resolve_responses(
-    req: &ResponsesRequest,
-) -> Result<(Option<Resolved>, ToolPlan), ApiError> {
+pub fn resolve_responses(req: &ResponsesRequest) -> Result<(Option<Resolved>, ToolPlan), ApiError> {
     let plan = ToolPlan::from_responses(req)?;
     let mut found = Vec::new();
     if let Some(format) = req.text.as_ref().and_then(|t| t.format.as_ref())
@@ -1058,6 +1056,68 @@ mod tests {
             e.message().contains("`response_format` and `tool_choice`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn text_format_is_the_responses_dialect() {
+        let resolve = |extra: Value| {
+            let mut body = json!({"input": "x"});
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            let req: ResponsesRequest =
+                crate::error::parse_json(body.to_string().as_bytes()).unwrap();
+            resolve_responses(&req).map(|(r, _)| r)
+        };
+        let schema = json!({"type": "object"});
+        let r = resolve(json!({"text": {"format": {"type": "json_schema", "name": "n", "schema": schema, "strict": false}}}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r.constraint,
+            Constraint::JsonSchema(JsonSchema::new(schema.clone()).strict(false))
+        );
+        assert_eq!(
+            (r.dialect, r.param()),
+            (Dialect::TextFormat, "text.format.schema")
+        );
+        let r = resolve(
+            json!({"text": {"format": {"type": "json_schema", "name": "n", "schema": schema}}}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            r.constraint,
+            Constraint::JsonSchema(JsonSchema::new(schema.clone()).strict(true))
+        );
+        let r = resolve(json!({"text": {"format": {"type": "json_object"}}}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.param(), r.constraint),
+            ("text.format", Constraint::JsonObject)
+        );
+        assert_eq!(
+            resolve(json!({"text": {"format": {"type": "text"}}})).unwrap(),
+            None
+        );
+        // The other dialects, and agreement between them.
+        let r = resolve(json!({"guided_regex": "a+"})).unwrap().unwrap();
+        assert_eq!(r.constraint, Constraint::Regex("a+".into()));
+        let r = resolve(json!({"text": {"format": {"type": "json_object"}}, "metadata": {"structure": {"type": "json_object"}}}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.dialect, Dialect::TextFormat);
+        let e = resolve(json!({"text": {"format": {"type": "json_object"}}, "guided_regex": "a"}))
+            .unwrap_err();
+        assert_eq!(e.param_name(), Some("guided_regex"));
+        // A required call agrees with no other structure.
+        let e = resolve(
+            json!({"text": {"format": {"type": "json_object"}}, "tool_choice": "required",
+            "tools": [{"type": "function", "name": "f"}]}),
+        )
+        .unwrap_err();
+        assert_eq!(e.param_name(), Some("tool_choice"));
     }
 
     #[test]

@@ -56,8 +56,8 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::protocol::{
-    AllowedToolsMode, ChatCompletionRequest, FinishReason, ResponsesRequest, FunctionCall, FunctionCallDelta,
-    ToolCall, ToolCallDelta, ToolChoice, ToolType,
+    AllowedToolsMode, ChatCompletionRequest, FinishReason, FunctionCall, FunctionCallDelta,
+    ResponsesRequest, ToolCall, ToolCallDelta, ToolChoice, ToolType,
 };
 
 /// How a request uses its tools.

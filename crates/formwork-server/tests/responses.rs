@@ -7,9 +7,7 @@ mod common;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use common::{
-    Server, long_tiny_engine, open_stream_at, request, tiny_engine, wait_for_metric,
-};
+use common::{Server, long_tiny_engine, open_stream_at, request, tiny_engine, wait_for_metric};
 use formwork_engine::{Engine, EngineConfig};
 use formwork_server::app::ServerConfig;
 use serde_json::{Value, json};
@@ -95,7 +93,10 @@ fn responses_have_openai_shapes() {
     assert_eq!(item["content"][0]["type"], "output_text");
     assert_eq!(item["content"][0]["annotations"], json!([]));
     if status == "incomplete" {
-        assert_eq!(v["incomplete_details"], json!({"reason": "max_output_tokens"}));
+        assert_eq!(
+            v["incomplete_details"],
+            json!({"reason": "max_output_tokens"})
+        );
         assert_eq!(usage["output_tokens"], 8);
     } else {
         assert_eq!(status, "completed");
@@ -189,7 +190,10 @@ fn forced_calls_are_function_call_items_whole_and_streamed() {
     assert!(call["call_id"].as_str().unwrap().starts_with("call_"));
     let arguments: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
     assert!(arguments["city"].is_string());
-    assert_eq!(whole["tool_choice"], json!({"type": "function", "name": "get_weather"}));
+    assert_eq!(
+        whole["tool_choice"],
+        json!({"type": "function", "name": "get_weather"})
+    );
     assert_eq!(whole["tools"][0]["name"], "get_weather");
 
     let mut stream_body = body(extra);
@@ -238,9 +242,11 @@ fn structure_dialects_apply_on_this_route() {
     let v = s
         .post(
             "/v1/responses",
-            &body(json!({"max_output_tokens": 60, "text": {"format": {"type": "json_schema",
+            &body(
+                json!({"max_output_tokens": 60, "text": {"format": {"type": "json_schema",
                 "name": "n", "schema": {"type": "object", "properties": {"n": {"type": "integer"}},
-                "required": ["n"], "additionalProperties": false}}}})),
+                "required": ["n"], "additionalProperties": false}}}}),
+            ),
         )
         .json();
     if v["status"] == "completed" {
@@ -254,8 +260,10 @@ fn structure_dialects_apply_on_this_route() {
     // lenient one's is a warning, whole or streamed.
     let schema = json!({"type": "array", "items": {"enum": ["a", "b"]}, "uniqueItems": true});
     let format = |strict: bool| {
-        body(json!({"text": {"format": {"type": "json_schema", "name": "t", "strict": strict,
-            "schema": schema}}}))
+        body(
+            json!({"text": {"format": {"type": "json_schema", "name": "t", "strict": strict,
+            "schema": schema}}}),
+        )
     };
     let e = s.post("/v1/responses", &format(true)).error(400);
     assert_eq!(e["param"], "text.format.schema", "{e}");
@@ -272,34 +280,85 @@ fn structure_dialects_apply_on_this_route() {
 fn bad_requests_name_the_field() {
     let s = server();
     let cases = [
-        (json!({"input": [{"role": "user", "content": "x"}, {"type": "web_search_call"}]}), "input[1].type"),
-        (json!({"input": [{"type": "item_reference", "id": "msg_1"}]}), "input[0].type"),
-        (json!({"input": [{"role": "tool", "content": "x"}]}), "input[0].role"),
-        (json!({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}), "input[0].content[0].type"),
-        (json!({"input": [{"type": "function_call_output", "call_id": "call_9", "output": "x"}]}), "input[0].call_id"),
-        (json!({"input": [{"type": "function_call", "name": "f", "arguments": "{}"}]}), "input[0].call_id"),
+        (
+            json!({"input": [{"role": "user", "content": "x"}, {"type": "web_search_call"}]}),
+            "input[1].type",
+        ),
+        (
+            json!({"input": [{"type": "item_reference", "id": "msg_1"}]}),
+            "input[0].type",
+        ),
+        (
+            json!({"input": [{"role": "tool", "content": "x"}]}),
+            "input[0].role",
+        ),
+        (
+            json!({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}),
+            "input[0].content[0].type",
+        ),
+        (
+            json!({"input": [{"type": "function_call_output", "call_id": "call_9", "output": "x"}]}),
+            "input[0].call_id",
+        ),
+        (
+            json!({"input": [{"type": "function_call", "name": "f", "arguments": "{}"}]}),
+            "input[0].call_id",
+        ),
         (json!({"input": []}), "input"),
         (json!({"input": 7}), "input"),
         (json!({"input": null}), "input"),
-        (json!({"previous_response_id": "resp_1"}), "previous_response_id"),
+        (
+            json!({"previous_response_id": "resp_1"}),
+            "previous_response_id",
+        ),
         (json!({"conversation": "conv_1"}), "conversation"),
         (json!({"background": true}), "background"),
         (json!({"tools": [{"type": "web_search"}]}), "tools[0].type"),
         (json!({"tools": [{"type": "function"}]}), "tools[0].name"),
-        (json!({"tools": [{"type": "function", "name": "f", "strict": "yes"}]}), "tools[0].strict"),
-        (json!({"tools": [{"type": "function", "name": "f", "parameters": {"type": "array"}}]}), "tools[0].parameters"),
-        (json!({"tools": [{"type": "function", "name": "f"}], "tool_choice": {"type": "file_search"}}), "tool_choice.type"),
-        (json!({"tools": [{"type": "function", "name": "f"}], "tool_choice": "sometimes"}), "tool_choice"),
-        (json!({"tools": [{"type": "function", "name": "f"}], "tool_choice": {"type": "function", "name": "g"}}), "tool_choice"),
-        (json!({"text": {"format": {"type": "xml"}}}), "text.format.type"),
-        (json!({"text": {"format": {"type": "json_schema", "name": "x"}}}), "text.format.schema"),
-        (json!({"text": {"format": {"type": "json_object"}}, "metadata": {"structure": {"type": "regex", "pattern": "a"}}}), "metadata.structure"),
-        (json!({"metadata": {"structure": {"type": "nope"}}}), "metadata.structure.type"),
+        (
+            json!({"tools": [{"type": "function", "name": "f", "strict": "yes"}]}),
+            "tools[0].strict",
+        ),
+        (
+            json!({"tools": [{"type": "function", "name": "f", "parameters": {"type": "array"}}]}),
+            "tools[0].parameters",
+        ),
+        (
+            json!({"tools": [{"type": "function", "name": "f"}], "tool_choice": {"type": "file_search"}}),
+            "tool_choice.type",
+        ),
+        (
+            json!({"tools": [{"type": "function", "name": "f"}], "tool_choice": "sometimes"}),
+            "tool_choice",
+        ),
+        (
+            json!({"tools": [{"type": "function", "name": "f"}], "tool_choice": {"type": "function", "name": "g"}}),
+            "tool_choice",
+        ),
+        (
+            json!({"text": {"format": {"type": "xml"}}}),
+            "text.format.type",
+        ),
+        (
+            json!({"text": {"format": {"type": "json_schema", "name": "x"}}}),
+            "text.format.schema",
+        ),
+        (
+            json!({"text": {"format": {"type": "json_object"}}, "metadata": {"structure": {"type": "regex", "pattern": "a"}}}),
+            "metadata.structure",
+        ),
+        (
+            json!({"metadata": {"structure": {"type": "nope"}}}),
+            "metadata.structure.type",
+        ),
         (json!({"temperature": "hot"}), "temperature"),
         (json!({"max_output_tokens": 0}), "max_output_tokens"),
         (json!({"n": 2}), "n"),
         (json!({"top_logprobs": 2}), "top_logprobs"),
-        (json!({"chat_template_kwargs": {"messages": []}}), "chat_template_kwargs.messages"),
+        (
+            json!({"chat_template_kwargs": {"messages": []}}),
+            "chat_template_kwargs.messages",
+        ),
     ];
     for (extra, param) in cases {
         let error = s.post("/v1/responses", &body(extra.clone())).error(400);
@@ -314,8 +373,10 @@ fn bad_requests_name_the_field() {
     let error = s
         .post(
             "/v1/responses",
-            &body(json!({"text": {"format": {"type": "json_schema", "name": "x",
-                "schema": {"type": "string", "pattern": "("}}}})),
+            &body(
+                json!({"text": {"format": {"type": "json_schema", "name": "x",
+                "schema": {"type": "string", "pattern": "("}}}}),
+            ),
         )
         .error(400);
     assert_eq!(error["param"], "text.format.schema", "{error}");

@@ -41,7 +41,10 @@ fn node_modules() -> PathBuf {
         .current_dir(&dir)
         .status()
         .expect("running npm install");
-    assert!(status.success(), "npm install {PACKAGES:?} failed: {status}");
+    assert!(
+        status.success(),
+        "npm install {PACKAGES:?} failed: {status}"
+    );
     fs::write(&ready, PACKAGES.join(" ")).expect("writing the npm folder marker");
     dir.join("node_modules")
 }

@@ -50,8 +50,8 @@ pub use response::{
 };
 pub use responses::{
     ContentPartOut, IncompleteDetails, InputTokensDetails, OutputItem, OutputTokensDetails,
-    ResponseError, ResponseObject, ResponseStatus, ResponseUsage, ResponsesRequest,
-    SequencedEvent, StreamEvent, TextConfig, TextFormat,
+    ResponseError, ResponseObject, ResponseStatus, ResponseUsage, ResponsesRequest, SequencedEvent,
+    StreamEvent, TextConfig, TextFormat,
 };
 pub use stream::{
     ChatChunkChoice, ChatChunkFactory, ChatCompletionChunk, ChatDelta, ChunkFactory,

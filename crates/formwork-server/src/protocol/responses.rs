@@ -43,7 +43,9 @@ use formwork_template::{Content, ContentPart, Message, Role, Tool, ToolCall};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::request::{AllowedToolsMode, SamplingFields, StructureFields, ToolChoice, request_object};
+use super::request::{
+    AllowedToolsMode, SamplingFields, StructureFields, ToolChoice, request_object,
+};
 use crate::error::ApiError;
 
 request_object! {
@@ -162,12 +164,8 @@ fn string_at<'a>(
 
 /// `obj[key]` as a string, required.
 fn required_at<'a>(obj: &'a Map<String, Value>, key: &str, at: &str) -> Result<&'a str, ApiError> {
-    string_at(obj, key, at)?.ok_or_else(|| {
-        invalid(
-            format!("`{at}` needs `{key}`"),
-            format!("{at}.{key}"),
-        )
-    })
+    string_at(obj, key, at)?
+        .ok_or_else(|| invalid(format!("`{at}` needs `{key}`"), format!("{at}.{key}")))
 }
 
 impl ResponsesRequest {
@@ -473,9 +471,7 @@ fn input_message(obj: &Map<String, Value>, at: &str) -> Result<Message, ApiError
         "assistant" => Role::Assistant,
         other => {
             return Err(invalid(
-                format!(
-                    "`{at}.role` is `{other}`; expected user, system, developer or assistant"
-                ),
+                format!("`{at}.role` is `{other}`; expected user, system, developer or assistant"),
                 format!("{at}.role"),
             ));
         }
@@ -900,4 +896,165 @@ pub struct SequencedEvent {
     pub event: StreamEvent,
     /// 0 for the first event of the stream, then one more per event.
     pub sequence_number: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::parse_json;
+    use serde_json::json;
+
+    fn request(body: Value) -> ResponsesRequest {
+        parse_json(body.to_string().as_bytes()).unwrap()
+    }
+
+    fn messages(input: Value) -> Vec<Message> {
+        request(json!({"input": input})).messages().unwrap()
+    }
+
+    fn error_param(body: Value) -> String {
+        let req = request(body);
+        let e = req
+            .messages()
+            .map(drop)
+            .and(req.function_tools().map(drop))
+            .and(req.tool_choice().map(drop))
+            .and(req.check_supported())
+            .unwrap_err();
+        e.param_name().unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn input_items_become_the_conversation() {
+        let m = messages(json!("Hi"));
+        assert_eq!((m.len(), &m[0].role), (1, &Role::User));
+        let m = messages(json!([
+            {"type": "message", "role": "developer", "content": "Be kind."},
+            {"role": "user", "content": [{"type": "input_text", "text": "a"}, {"type": "input_text", "text": "b"}]},
+            {"role": "assistant", "content": [{"type": "output_text", "text": "Checking.", "annotations": []}]},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            {"type": "function_call", "call_id": "c2", "name": "g", "arguments": "{\"x\":1}"},
+            {"type": "reasoning", "id": "rs_1", "summary": []},
+            {"type": "function_call_output", "call_id": "c2", "output": [{"type": "input_text", "text": "two"}]},
+            {"type": "function_call_output", "call_id": "c1", "output": "one"},
+        ]));
+        let roles: Vec<&str> = m.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(roles, ["developer", "user", "assistant", "tool", "tool"]);
+        assert_eq!(m[1].content.as_ref().unwrap().text(), "a\nb");
+        // Calls after an assistant message are its tool calls.
+        assert_eq!(m[2].content.as_ref().unwrap().text(), "Checking.");
+        let calls = m[2].tool_calls.as_ref().unwrap();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[1].id.as_deref(), Some("c2"));
+        assert_eq!(calls[1].function.arguments, json!("{\"x\":1}"));
+        // Outputs name their call's function.
+        assert_eq!(
+            (m[3].tool_call_id.as_deref(), m[3].name.as_deref()),
+            (Some("c2"), Some("g"))
+        );
+        assert_eq!(m[3].content.as_ref().unwrap().text(), "two");
+        assert_eq!(m[4].name.as_deref(), Some("f"));
+        // A call with no assistant message before it opens one with no content.
+        let m = messages(json!([
+            {"role": "user", "content": "q"},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+        ]));
+        assert_eq!(m[1].role, Role::Assistant);
+        assert_eq!(m[1].content, None);
+        // Instructions come first.
+        let m = request(json!({"input": "q", "instructions": "sys"}))
+            .messages()
+            .unwrap();
+        assert_eq!(
+            (&m[0].role, m[0].content.as_ref().unwrap().text()),
+            (&Role::System, "sys".into())
+        );
+    }
+
+    #[test]
+    fn bad_items_name_their_path() {
+        for (body, param) in [
+            (
+                json!({"input": [{"role": "user", "content": "x"}, 3]}),
+                "input[1]",
+            ),
+            (json!({"input": [{"content": "x"}]}), "input[0].type"),
+            (json!({"input": [{"type": 5}]}), "input[0].type"),
+            (json!({"input": [{"role": "user"}]}), "input[0].content"),
+            (
+                json!({"input": [{"role": "user", "content": [{"type": "input_text"}]}]}),
+                "input[0].content[0].text",
+            ),
+            (
+                json!({"input": [{"role": "user", "content": [{"type": "input_file"}]}]}),
+                "input[0].content[0].type",
+            ),
+            (
+                json!({"input": [{"role": "user", "content": [{"type": "weird"}]}]}),
+                "input[0].content[0].type",
+            ),
+            (
+                json!({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": {}}]}),
+                "input[0].arguments",
+            ),
+            (
+                json!({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                              {"type": "function_call_output", "call_id": "c", "output": 3}]}),
+                "input[1].output",
+            ),
+            (json!({"input": "x", "tools": ["f"]}), "tools[0]"),
+            (
+                json!({"input": "x", "tools": [{"name": "f"}]}),
+                "tools[0].type",
+            ),
+            (
+                json!({"input": "x", "tool_choice": {"type": "function"}}),
+                "tool_choice.name",
+            ),
+            (json!({"input": "x", "tool_choice": 3}), "tool_choice"),
+            (
+                json!({"input": "x", "tool_choice": {"type": "allowed_tools", "mode": "sometimes", "tools": []}}),
+                "tool_choice.mode",
+            ),
+            (
+                json!({"input": "x", "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "mcp"}]}}),
+                "tool_choice.tools[0].type",
+            ),
+            (json!({"input": "x", "prompt": {"id": "p"}}), "prompt"),
+        ] {
+            assert_eq!(error_param(body.clone()), param, "{body}");
+        }
+    }
+
+    #[test]
+    fn tools_and_tool_choice_read_into_the_chat_types() {
+        let req = request(json!({"input": "x",
+            "tools": [{"type": "function", "name": "f", "description": "d", "strict": true,
+                       "parameters": {"type": "object"}}],
+            "tool_choice": {"type": "allowed_tools", "mode": "required",
+                            "tools": [{"type": "function", "name": "f"}]}}));
+        let tools = req.function_tools().unwrap();
+        assert_eq!(tools[0].function.name, "f");
+        assert_eq!(tools[0].function.description.as_deref(), Some("d"));
+        assert_eq!(tools[0].function.extra["strict"], json!(true));
+        assert_eq!(
+            req.tool_choice().unwrap(),
+            Some(ToolChoice::AllowedTools {
+                mode: AllowedToolsMode::Required,
+                tools: vec!["f".into()]
+            })
+        );
+        for (choice, expected) in [
+            (json!("auto"), ToolChoice::Auto),
+            (json!("none"), ToolChoice::None),
+            (json!("required"), ToolChoice::Required),
+            (
+                json!({"type": "function", "name": "f"}),
+                ToolChoice::Function("f".into()),
+            ),
+        ] {
+            let req = request(json!({"input": "x", "tool_choice": choice}));
+            assert_eq!(req.tool_choice().unwrap(), Some(expected));
+        }
+    }
 }
