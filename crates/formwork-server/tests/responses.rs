@@ -4,30 +4,14 @@
 
 mod common;
 
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use common::{Server, long_tiny_engine, open_stream_at, request, tiny_engine, wait_for_metric};
-use formwork_engine::{Engine, EngineConfig};
+use common::{
+    Server, long_tiny_engine, open_stream_at, request, server, shared_engine, wait_for_metric,
+};
+use formwork_engine::EngineConfig;
 use formwork_server::app::ServerConfig;
 use serde_json::{Value, json};
-
-fn shared_engine() -> Arc<Engine> {
-    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| tiny_engine(EngineConfig::default()))
-        .clone()
-}
-
-fn server() -> Server {
-    Server::start(
-        shared_engine(),
-        ServerConfig {
-            max_body_bytes: 64 * 1024,
-            ..ServerConfig::default()
-        },
-    )
-}
 
 /// A body with `input` and `extra` members.
 fn body(extra: Value) -> Value {

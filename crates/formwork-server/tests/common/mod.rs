@@ -74,6 +74,25 @@ pub fn long_tiny_engine(config: EngineConfig) -> Arc<Engine> {
     engine_on(long_tiny_model_path(), config)
 }
 
+/// One tiny-model engine per test process, for the tests that do not watch its gauges.
+pub fn shared_engine() -> Arc<Engine> {
+    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| tiny_engine(EngineConfig::default()))
+        .clone()
+}
+
+/// A server on [`shared_engine`] with a 64 KiB body limit.
+pub fn server() -> Server {
+    Server::start(
+        shared_engine(),
+        ServerConfig {
+            max_body_bytes: 64 * 1024,
+            ..ServerConfig::default()
+        },
+    )
+}
+
 /// A server on a random local port, running on its own runtime thread; it shuts down
 /// (gracefully, with a short deadline) when dropped.
 pub struct Server {

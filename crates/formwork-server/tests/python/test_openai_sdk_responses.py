@@ -8,7 +8,6 @@ Generations are short, so the tests are about the protocol.
 """
 
 import json
-import os
 import re
 
 import jsonschema
@@ -43,19 +42,6 @@ TEXT_EVENTS = [
     "response.content_part.done",
     "response.output_item.done",
 ]
-
-
-@pytest.fixture(scope="session")
-def client():
-    url = os.environ.get("FORMWORK_BASE_URL")
-    if not url:
-        pytest.fail("FORMWORK_BASE_URL is not set: start `formwork serve` and set it")
-    return openai.OpenAI(base_url=url.rstrip("/"), api_key="unused", max_retries=0)
-
-
-@pytest.fixture(scope="session")
-def model(client):
-    return client.models.list().data[0].id
 
 
 def create(client, model, **kwargs):

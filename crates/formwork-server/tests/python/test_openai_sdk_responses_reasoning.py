@@ -5,10 +5,8 @@ output item before the answer's `message`, whole or streamed.
 """
 
 import json
-import os
 
 import jsonschema
-import openai
 import pytest
 
 SCHEMA = {
@@ -17,19 +15,6 @@ SCHEMA = {
     "required": ["prime"],
     "additionalProperties": False,
 }
-
-
-@pytest.fixture(scope="session")
-def client():
-    url = os.environ.get("FORMWORK_BASE_URL")
-    if not url:
-        pytest.fail("FORMWORK_BASE_URL is not set: start `formwork serve` and set it")
-    return openai.OpenAI(base_url=url.rstrip("/"), api_key="unused", max_retries=0)
-
-
-@pytest.fixture(scope="session")
-def model(client):
-    return client.models.list().data[0].id
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
