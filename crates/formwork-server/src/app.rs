@@ -9,6 +9,7 @@
 //! |---|---|
 //! | `POST /v1/chat/completions` | chat, streamed or not, with every structure dialect and tools |
 //! | `POST /v1/completions` | raw-prompt completions |
+//! | `POST /v1/responses` | OpenAI's Responses API: the chat route's engine, structure and tools, typed stream events; nothing is stored |
 //! | `GET /v1/models`, `GET /v1/models/{id}` | the served model |
 //! | `POST /tokenize`, `POST /detokenize` | the model's tokenizer |
 //! | `GET /metrics` | Prometheus text exposition |
@@ -57,7 +58,7 @@ use tokio::time::Sleep;
 
 use crate::error::{ApiError, BodyTimedOut};
 use crate::options::Limits;
-use crate::{generate, routes};
+use crate::{generate, responses, routes};
 
 /// The default most bytes of a request body: 8 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -222,6 +223,7 @@ impl AppState {
 const ROUTES: &[&str] = &[
     "/v1/chat/completions",
     "/v1/completions",
+    "/v1/responses",
     "/v1/models",
     "/tokenize",
     "/detokenize",
@@ -246,6 +248,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(generate::chat_completions))
         .route("/v1/completions", post(generate::completions))
+        .route("/v1/responses", post(responses::create_response))
         .route("/v1/models", get(routes::models))
         .route("/v1/models/{id}", get(routes::model))
         .route("/tokenize", post(routes::tokenize))
@@ -382,6 +385,7 @@ mod tests {
     #[test]
     fn routes_are_labelled_without_unbounded_values() {
         assert_eq!(route_label("/v1/chat/completions"), "/v1/chat/completions");
+        assert_eq!(route_label("/v1/responses"), "/v1/responses");
         assert_eq!(route_label("/v1/models/foo"), "/v1/models/{id}");
         assert_eq!(route_label("/../etc/passwd"), "unmatched");
         assert_eq!(route_label("/v1/chat/completions/"), "unmatched");

@@ -65,13 +65,13 @@ use crate::tools::{StreamDelta, ToolMode, ToolPlan, ToolStream};
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// The request fields that engine refusals are blamed on.
-struct Blame {
-    /// `messages` or `prompt`.
-    prompt: &'static str,
+pub(crate) struct Blame {
+    /// `messages`, `input` or `prompt`.
+    pub(crate) prompt: &'static str,
     /// The field holding the constraint (`response_format.json_schema.schema`...).
-    structure: Option<&'static str>,
+    pub(crate) structure: Option<&'static str>,
     /// The field asking for log-probabilities: `top_logprobs` or `logprobs`.
-    logprobs: &'static str,
+    pub(crate) logprobs: &'static str,
 }
 
 /// `POST /v1/chat/completions`.
@@ -88,25 +88,14 @@ pub(crate) async fn chat_completions(
         structure: resolved.as_ref().map(|r| r.param()),
         logprobs: "top_logprobs",
     };
-    let template_kwargs = req.chat_template_kwargs.unwrap_or_default();
-    let max_reasoning_tokens = req.max_reasoning_tokens;
-    if let Some(name) = template_kwargs
-        .keys()
-        .find(|k| formwork_template::RESERVED_VARIABLES.contains(&k.as_str()))
-    {
-        return Err(ApiError::invalid_request(format!(
-            "`chat_template_kwargs.{name}` cannot be set: the request sets it"
-        ))
-        .param(format!("chat_template_kwargs.{name}")));
-    }
-    let prompt = Prompt::Chat {
-        messages: req.messages,
-        tools: plan.template_tools().unwrap_or_default(),
-        template_kwargs,
-    };
-    let mut request = engine_request(prompt, &options, resolved.map(|r| r.constraint));
-    request.auto_tools = plan.auto_tools();
-    request.max_reasoning_tokens = max_reasoning_tokens.map(|m| m as usize);
+    let request = chat_request(
+        req.messages,
+        &plan,
+        resolved.map(|r| r.constraint),
+        &options,
+        req.chat_template_kwargs,
+        req.max_reasoning_tokens,
+    )?;
     let handle = submit(&state, request, &blame).await?;
     let warnings = handle.warnings().to_vec();
     let splitter = handle.reasoning_splitter();
@@ -186,6 +175,38 @@ pub(crate) async fn completions(
     )
 }
 
+/// The engine's request of a conversation (chat and responses): the template's tools and
+/// variables (a reserved variable is a 400), the constraint, auto-mode tools and the
+/// reasoning budget.
+pub(crate) fn chat_request(
+    messages: Vec<formwork_template::Message>,
+    plan: &ToolPlan,
+    constraint: Option<Constraint>,
+    options: &GenerationOptions,
+    template_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
+    max_reasoning_tokens: Option<u32>,
+) -> Result<Request, ApiError> {
+    let template_kwargs = template_kwargs.unwrap_or_default();
+    if let Some(name) = template_kwargs
+        .keys()
+        .find(|k| formwork_template::RESERVED_VARIABLES.contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid_request(format!(
+            "`chat_template_kwargs.{name}` cannot be set: the request sets it"
+        ))
+        .param(format!("chat_template_kwargs.{name}")));
+    }
+    let prompt = Prompt::Chat {
+        messages,
+        tools: plan.template_tools().unwrap_or_default(),
+        template_kwargs,
+    };
+    let mut request = engine_request(prompt, options, constraint);
+    request.auto_tools = plan.auto_tools();
+    request.max_reasoning_tokens = max_reasoning_tokens.map(|m| m as usize);
+    Ok(request)
+}
+
 /// The engine's request for checked options and a constraint.
 fn engine_request(
     prompt: Prompt,
@@ -220,7 +241,7 @@ fn engine_request(
 }
 
 /// Hands a request to the engine on a blocking thread.
-async fn submit(
+pub(crate) async fn submit(
     state: &AppState,
     request: Request,
     blame: &Blame,
@@ -293,15 +314,15 @@ fn engine_error(e: EngineError, blame: &Blame) -> ApiError {
 
 /// One choice of a whole answer.
 #[derive(Debug)]
-struct CollectedChoice {
-    text: String,
-    logprobs: Vec<TokenLogprob>,
-    finish: protocol::FinishReason,
+pub(crate) struct CollectedChoice {
+    pub(crate) text: String,
+    pub(crate) logprobs: Vec<TokenLogprob>,
+    pub(crate) finish: protocol::FinishReason,
 }
 
 /// Waits for a whole answer ([`RequestHandle::collect`]) and reads it in OpenAI's terms:
 /// a generation failure is a 500, a choice that did not end (the engine shut down) a 503.
-async fn collect(
+pub(crate) async fn collect(
     handle: RequestHandle,
     n: u32,
 ) -> Result<(Vec<CollectedChoice>, protocol::Usage), ApiError> {
@@ -402,7 +423,7 @@ fn completion_logprobs(lps: &[TokenLogprob], start: u32) -> CompletionLogprobs {
 // ---------------------------------------------------------------------------------------
 
 /// Turns a request's events into one route's SSE chunks.
-trait ChunkWriter: Send + 'static {
+pub(crate) trait ChunkWriter: Send + 'static {
     /// Chunks sent before any event (chat: each choice's role).
     fn start(&mut self, out: &mut VecDeque<SseEvent>);
     /// New text and tokens of a choice.
@@ -422,8 +443,25 @@ trait ChunkWriter: Send + 'static {
     );
     /// The usage chunk.
     fn usage(&self, usage: protocol::Usage) -> SseEvent;
-    /// The warnings chunk (no choices), sent first.
-    fn warnings(&self, warnings: Vec<String>) -> SseEvent;
+    /// The warnings (keywords of a lenient schema left unenforced), before [`start`]:
+    /// a chunk with no choices.
+    ///
+    /// [`start`]: ChunkWriter::start
+    fn warnings(&mut self, warnings: Vec<String>, out: &mut VecDeque<SseEvent>);
+    /// The last events, once the engine is done: the usage chunk when asked for, then
+    /// `[DONE]`.
+    fn done(&mut self, usage: protocol::Usage, include_usage: bool, out: &mut VecDeque<SseEvent>) {
+        if include_usage {
+            out.push_back(self.usage(usage));
+        }
+        out.push_back(sse::done_event());
+    }
+    /// The last events of a stream that failed after it started: an error event, then
+    /// `[DONE]`.
+    fn fail(&mut self, error: &ApiError, out: &mut VecDeque<SseEvent>) {
+        out.push_back(sse::error_event(error));
+        out.push_back(sse::done_event());
+    }
 }
 
 /// The state of one streamed response.
@@ -458,10 +496,8 @@ impl<W: ChunkWriter> Streaming<W> {
             }
             Some(Event::Done(usage)) => {
                 log_usage(&usage);
-                if self.include_usage {
-                    self.queue
-                        .push_back(self.writer.usage(openai_usage(&usage)));
-                }
+                self.writer
+                    .done(openai_usage(&usage), self.include_usage, &mut self.queue);
                 self.end();
             }
             None => self.fail(&ApiError::overloaded(
@@ -470,29 +506,28 @@ impl<W: ChunkWriter> Streaming<W> {
         }
     }
 
-    /// Sends an error event and ends the stream.
+    /// Sends the writer's failure events and ends the stream.
     fn fail(&mut self, error: &ApiError) {
         tracing::warn!(error = error.message(), "stream failed");
-        self.queue.push_back(sse::error_event(error));
+        self.writer.fail(error, &mut self.queue);
         self.end();
     }
 
     fn end(&mut self) {
-        self.queue.push_back(sse::done_event());
         self.ended = true;
         self.handle = None;
     }
 }
 
 /// The SSE response of a request: the writer's chunks as the engine's events come.
-fn event_stream<W: ChunkWriter>(
+pub(crate) fn event_stream<W: ChunkWriter>(
     handle: RequestHandle,
     mut writer: W,
     include_usage: bool,
 ) -> Response {
     let mut queue = VecDeque::new();
     if !handle.warnings().is_empty() {
-        queue.push_back(writer.warnings(handle.warnings().to_vec()));
+        writer.warnings(handle.warnings().to_vec(), &mut queue);
     }
     writer.start(&mut queue);
     let state = Streaming {
@@ -652,8 +687,8 @@ impl ChunkWriter for ChatWriter {
         sse::event(&self.factory.usage(usage))
     }
 
-    fn warnings(&self, warnings: Vec<String>) -> SseEvent {
-        sse::event(&self.factory.warnings(warnings))
+    fn warnings(&mut self, warnings: Vec<String>, out: &mut VecDeque<SseEvent>) {
+        out.push_back(sse::event(&self.factory.warnings(warnings)));
     }
 }
 
@@ -716,8 +751,8 @@ impl ChunkWriter for CompletionWriter {
         sse::event(&self.factory.usage(usage))
     }
 
-    fn warnings(&self, warnings: Vec<String>) -> SseEvent {
-        sse::event(&self.factory.warnings(warnings))
+    fn warnings(&mut self, warnings: Vec<String>, out: &mut VecDeque<SseEvent>) {
+        out.push_back(sse::event(&self.factory.warnings(warnings)));
     }
 }
 

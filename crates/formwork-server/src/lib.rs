@@ -6,7 +6,8 @@
 //! responses and streams in OpenAI's exact shapes. The serving modules put them in front
 //! of a [`formwork_engine::Engine`].
 //!
-//! - [`protocol`]: serde types of OpenAI's chat-completions, completions and models API.
+//! - [`protocol`]: serde types of OpenAI's chat-completions, completions, responses and
+//!   models API.
 //! - [`error`]: [`ApiError`](error::ApiError), OpenAI's error shape for every failure,
 //!   and [`JsonBody`](error::JsonBody), the body extractor that names the bad field.
 //! - [`options`]: sampling and streaming fields checked and normalized for the engine.
@@ -21,6 +22,8 @@
 //!   `Router` (authentication, request counting and logging, body limit).
 //! - `generate` (private): the generation routes, from request to engine to response or
 //!   stream; its behaviour is documented on [`app`] and in `docs/api.md`.
+//! - `responses` (private): `POST /v1/responses`, OpenAI's Responses API over the same
+//!   steps, its output items built from the reply whole or streamed as typed events.
 //! - [`routes`]: models, tokenizer, metrics and health routes.
 //! - [`prometheus`]: the `/metrics` text exposition.
 //! - [`serve`](mod@serve): serving on a socket: connection timeouts and cap, graceful
@@ -55,6 +58,7 @@ pub mod id;
 pub mod options;
 pub mod prometheus;
 pub mod protocol;
+mod responses;
 pub mod routes;
 pub mod serve;
 pub mod sse;

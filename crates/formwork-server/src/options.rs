@@ -21,7 +21,9 @@
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
-use crate::protocol::{ChatCompletionRequest, CompletionRequest, SamplingFields, Stop};
+use crate::protocol::{
+    ChatCompletionRequest, CompletionRequest, ResponsesRequest, SamplingFields, Stop,
+};
 
 /// Limits on what one request may ask for; exceeding one is a 400.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +108,26 @@ impl GenerationOptions {
             }
             _ => None,
         };
+        Ok(options)
+    }
+
+    /// The options of a Responses request: `max_output_tokens` (over `max_tokens`) and
+    /// the sampling fields chat has; `n` must be 1 (a response has one output).
+    pub fn from_responses(
+        req: &ResponsesRequest,
+        limits: &Limits,
+    ) -> Result<GenerationOptions, ApiError> {
+        let (max_tokens, param) = match req.max_output_tokens {
+            Some(m) => (Some(m), "max_output_tokens"),
+            None => (req.sampling.max_tokens, "max_tokens"),
+        };
+        let options = resolve(&req.sampling, max_tokens, param, limits)?;
+        if options.n != 1 {
+            return Err(ApiError::invalid_request(
+                "`n` must be 1 on /v1/responses: a response has one output",
+            )
+            .param("n"));
+        }
         Ok(options)
     }
 

@@ -11,7 +11,8 @@
 //! | `guided_json`, `guided_regex`, `guided_choice`, `guided_grammar` (vLLM) | a schema (object or string of JSON), a regex, a list of strings, a grammar; `guided_whitespace_pattern` |
 //! | `structured_outputs` (vLLM's newer spelling) | one of `json`, `regex`, `choice`, `grammar`, `json_object: true`; `whitespace_pattern`, `disable_any_whitespace`, `disable_additional_properties` |
 //! | `grammar` (llama.cpp) | a GBNF grammar |
-//! | `tools` with `tool_choice` `"required"` or a named function (chat only) | the schema of a tool call, see [`tools`](crate::tools) |
+//! | `text.format` (the Responses API, [`resolve_responses`]) | `{"type": "json_schema", "name", "schema", "strict"}`, `{"type": "json_object"}`; `{"type": "text"}` asks for nothing |
+//! | `tools` with `tool_choice` `"required"` or a named function (chat and responses) | the schema of a tool call, see [`tools`](crate::tools) |
 //!
 //! Two dialects in one request are a 400 naming both, unless they ask for the same
 //! thing (the same schema, regex, or set of choices). Every malformed structure is a
@@ -47,7 +48,8 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::protocol::{
-    ChatCompletionRequest, CompletionRequest, ResponseFormat, StructureFields, StructuredOutputs,
+    ChatCompletionRequest, CompletionRequest, ResponseFormat, ResponsesRequest, StructureFields,
+    StructuredOutputs, TextFormat,
 };
 use crate::tools::ToolPlan;
 
@@ -92,6 +94,8 @@ pub enum Dialect {
     Grammar,
     /// `tools` with `tool_choice` `"required"` or a named function.
     ToolChoice,
+    /// `text.format` (the Responses API).
+    TextFormat,
 }
 
 impl Dialect {
@@ -107,6 +111,7 @@ impl Dialect {
             Dialect::StructuredOutputs => "structured_outputs",
             Dialect::Grammar => "grammar",
             Dialect::ToolChoice => "tool_choice",
+            Dialect::TextFormat => "text.format",
         }
     }
 }
@@ -140,6 +145,7 @@ impl Resolved {
             (Dialect::ResponseFormat, Constraint::JsonSchema(_)) => {
                 "response_format.json_schema.schema"
             }
+            (Dialect::TextFormat, Constraint::JsonSchema(_)) => "text.format.schema",
             (Dialect::ToolChoice, _) => "tools",
             (dialect, _) => dialect.field(),
         }
@@ -149,7 +155,31 @@ impl Resolved {
 /// The structure of a chat request (all dialects, tools included) and its tool plan.
 pub fn resolve_chat(req: &ChatCompletionRequest) -> Result<(Option<Resolved>, ToolPlan), ApiError> {
     let plan = ToolPlan::from_chat(req)?;
-    let mut found = candidates(&req.structure)?;
+    with_tools(candidates(&req.structure)?, plan)
+}
+
+/// The structure of a Responses request (`text.format`, the dialects of its
+/// [`StructureFields`], tools) and its tool plan.
+pub fn resolve_responses(req: &ResponsesRequest) -> Result<(Option<Resolved>, ToolPlan), ApiError> {
+    let plan = ToolPlan::from_responses(req)?;
+    let mut found = Vec::new();
+    if let Some(format) = req.text.as_ref().and_then(|t| t.format.as_ref())
+        && let Some(constraint) = text_format(format)?
+    {
+        found.push(Resolved {
+            constraint,
+            dialect: Dialect::TextFormat,
+        });
+    }
+    found.extend(candidates(&req.structure)?);
+    with_tools(found, plan)
+}
+
+/// The candidates and a required tool call's constraint, which must agree.
+fn with_tools(
+    mut found: Vec<Resolved>,
+    plan: ToolPlan,
+) -> Result<(Option<Resolved>, ToolPlan), ApiError> {
     if let Some(constraint) = plan.constraint() {
         found.push(Resolved {
             constraint,
@@ -360,6 +390,25 @@ fn response_format(format: &ResponseFormat) -> Result<Option<Constraint>, ApiErr
             "unknown `response_format.type` `{other}`; expected one of text, json_object, json_schema, structural_tag"
         ))
         .param("response_format.type")),
+    }
+}
+
+/// The Responses API's `text.format`: `text` asks for nothing; a schema is strict unless
+/// `strict: false`, as `response_format`'s.
+fn text_format(format: &TextFormat) -> Result<Option<Constraint>, ApiError> {
+    match format.kind.as_str() {
+        "text" => Ok(None),
+        "json_object" => Ok(Some(Constraint::JsonObject)),
+        "json_schema" => {
+            let schema = schema(format.schema.as_ref(), "text.format.schema")?;
+            Ok(Some(Constraint::JsonSchema(
+                JsonSchema::new(schema).strict(format.strict.unwrap_or(true)),
+            )))
+        }
+        other => Err(ApiError::invalid_request(format!(
+            "unknown `text.format.type` `{other}`; expected one of text, json_object, json_schema"
+        ))
+        .param("text.format.type")),
     }
 }
 
@@ -1020,6 +1069,68 @@ mod tests {
             e.message().contains("`response_format` and `tool_choice`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn text_format_is_the_responses_dialect() {
+        let resolve = |extra: Value| {
+            let mut body = json!({"input": "x"});
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            let req: ResponsesRequest =
+                crate::error::parse_json(body.to_string().as_bytes()).unwrap();
+            resolve_responses(&req).map(|(r, _)| r)
+        };
+        let schema = json!({"type": "object"});
+        let r = resolve(json!({"text": {"format": {"type": "json_schema", "name": "n", "schema": schema, "strict": false}}}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r.constraint,
+            Constraint::JsonSchema(JsonSchema::new(schema.clone()).strict(false))
+        );
+        assert_eq!(
+            (r.dialect, r.param()),
+            (Dialect::TextFormat, "text.format.schema")
+        );
+        let r = resolve(
+            json!({"text": {"format": {"type": "json_schema", "name": "n", "schema": schema}}}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            r.constraint,
+            Constraint::JsonSchema(JsonSchema::new(schema.clone()).strict(true))
+        );
+        let r = resolve(json!({"text": {"format": {"type": "json_object"}}}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.param(), r.constraint),
+            ("text.format", Constraint::JsonObject)
+        );
+        assert_eq!(
+            resolve(json!({"text": {"format": {"type": "text"}}})).unwrap(),
+            None
+        );
+        // The other dialects, and agreement between them.
+        let r = resolve(json!({"guided_regex": "a+"})).unwrap().unwrap();
+        assert_eq!(r.constraint, Constraint::Regex("a+".into()));
+        let r = resolve(json!({"text": {"format": {"type": "json_object"}}, "metadata": {"structure": {"type": "json_object"}}}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.dialect, Dialect::TextFormat);
+        let e = resolve(json!({"text": {"format": {"type": "json_object"}}, "guided_regex": "a"}))
+            .unwrap_err();
+        assert_eq!(e.param_name(), Some("guided_regex"));
+        // A required call agrees with no other structure.
+        let e = resolve(
+            json!({"text": {"format": {"type": "json_object"}}, "tool_choice": "required",
+            "tools": [{"type": "function", "name": "f"}]}),
+        )
+        .unwrap_err();
+        assert_eq!(e.param_name(), Some("tool_choice"));
     }
 
     #[test]

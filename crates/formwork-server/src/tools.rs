@@ -57,7 +57,7 @@ use serde_json::Value;
 use crate::error::ApiError;
 use crate::protocol::{
     AllowedToolsMode, ChatCompletionRequest, FinishReason, FunctionCall, FunctionCallDelta,
-    ToolCall, ToolCallDelta, ToolChoice, ToolType,
+    ResponsesRequest, ToolCall, ToolCallDelta, ToolChoice, ToolType,
 };
 
 /// How a request uses its tools.
@@ -93,6 +93,19 @@ impl ToolPlan {
             req.tool_choice.as_ref(),
             req.parallel_tool_calls,
         )
+    }
+
+    /// The plan of a Responses request: its flat function tools and `tool_choice` read
+    /// into the chat route's types; errors name the Responses fields (`tools[0].name`).
+    pub fn from_responses(req: &ResponsesRequest) -> Result<ToolPlan, ApiError> {
+        let tools = req.function_tools()?;
+        let choice = req.tool_choice()?;
+        ToolPlan::new(Some(&tools), choice.as_ref(), req.parallel_tool_calls).map_err(|e| {
+            match e.param_name().map(|p| p.replace(".function.", ".")) {
+                Some(param) => e.param(param),
+                None => e,
+            }
+        })
     }
 
     /// The plan of `tools`, `tool_choice` and `parallel_tool_calls`. Refuses (400)

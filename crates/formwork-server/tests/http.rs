@@ -6,38 +6,20 @@
 mod common;
 
 use std::io::BufReader;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
 use common::{
-    Server, long_tiny_engine, open_long_stream, open_stream, read_head, request, send, sse_events,
-    tiny_engine,
+    Server, long_tiny_engine, open_long_stream, open_stream, read_head, request, send, server,
+    shared_engine, sse_events, wait_for_metric,
 };
-use formwork_engine::{Engine, EngineConfig};
+use formwork_engine::EngineConfig;
 use formwork_server::app::{AppState, ServerConfig, router};
 use formwork_server::serve::Shutdown;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-
-/// One engine for the tests that do not watch its gauges.
-fn shared_engine() -> Arc<Engine> {
-    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| tiny_engine(EngineConfig::default()))
-        .clone()
-}
-
-fn server() -> Server {
-    Server::start(
-        shared_engine(),
-        ServerConfig {
-            max_body_bytes: 64 * 1024,
-            ..ServerConfig::default()
-        },
-    )
-}
 
 fn user(text: &str) -> Value {
     json!([{"role": "user", "content": text}])
@@ -864,22 +846,6 @@ fn eight_concurrent_streams_all_finish() {
         c.join().expect("a streaming client failed");
     }
     assert_serving(&s);
-}
-
-/// Polls `/metrics` until `sample` has `value`, or fails after `timeout`.
-fn wait_for_metric(s: &Server, sample: &str, ok: impl Fn(f64) -> bool, timeout: Duration) {
-    let start = Instant::now();
-    loop {
-        let v = s.metric(sample);
-        if v.is_some_and(&ok) {
-            return;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "{sample} is {v:?} after {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// An engine on the 32k-context tiny model, for streams long enough to act on mid-way.

@@ -5,7 +5,9 @@
 //! `models/SmolLM2-135M-Instruct.Q4_1.gguf` at a free local port, waits for `/health`,
 //! runs `tests/python/test_openai_sdk.py` with `FORMWORK_BASE_URL` pointing at it, and
 //! stops the server; then the same with `test_openai_sdk_reasoning.py` against a server
-//! whose chat template opens a reasoning block. Needs `python3` with `venv`, network access to PyPI on the first
+//! whose chat template opens a reasoning block; then the Responses API
+//! (`test_openai_sdk_responses.py`, and `test_openai_sdk_responses_reasoning.py` on the
+//! reasoning setup). Needs `python3` with `venv`, network access to PyPI on the first
 //! run, and the model (`cargo xtask fetch-model`).
 
 mod common;
@@ -77,18 +79,32 @@ fn openai_python_sdk_against_default_model() {
     run_sdk_tests("test_openai_sdk.py", &[]);
 }
 
-/// A reasoning model's replies: the default model behind a template that opens a
-/// `<think>` block (`tests/fixtures/think.jinja`), with `--reasoning-parser deepseek_r1`.
+/// The server arguments of a reasoning model: the default model behind a template that
+/// opens a `<think>` block (`tests/fixtures/think.jinja`), with `--reasoning-parser
+/// deepseek_r1`.
+const REASONING_ARGS: &[&str] = &[
+    "--chat-template",
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/think.jinja"),
+    "--reasoning-parser",
+    "deepseek_r1",
+];
+
+/// A reasoning model's replies.
 #[test]
 fn openai_python_sdk_reasoning_on_default_model() {
-    let template = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/think.jinja");
-    run_sdk_tests(
-        "test_openai_sdk_reasoning.py",
-        &[
-            "--chat-template",
-            template,
-            "--reasoning-parser",
-            "deepseek_r1",
-        ],
-    );
+    run_sdk_tests("test_openai_sdk_reasoning.py", REASONING_ARGS);
+}
+
+/// `POST /v1/responses`: `responses.create` whole and streamed, `responses.parse`,
+/// function tools over two turns, `metadata.structure`, refusals.
+#[test]
+fn openai_python_sdk_responses_against_default_model() {
+    run_sdk_tests("test_openai_sdk_responses.py", &[]);
+}
+
+/// `POST /v1/responses` on a reasoning model: a `reasoning` item, then the structured
+/// message, whole and streamed.
+#[test]
+fn openai_python_sdk_responses_reasoning_on_default_model() {
+    run_sdk_tests("test_openai_sdk_responses_reasoning.py", REASONING_ARGS);
 }

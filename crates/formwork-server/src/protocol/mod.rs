@@ -8,6 +8,8 @@
 //! - [`response`]: [`ChatCompletion`] and [`Completion`] (each a [`CompletionObject`], the
 //!   envelope they share with the chunks), their choices, [`FinishReason`], [`Usage`] and
 //!   log-probabilities, and [`ModelList`].
+//! - [`responses`]: the Responses API (`POST /v1/responses`): [`ResponsesRequest`],
+//!   [`ResponseObject`] and its [`OutputItem`]s, and the typed [`StreamEvent`]s.
 //! - [`stream`]: [`ChatCompletionChunk`]s and [`CompletionChunk`]s, and the
 //!   [`ChunkFactory`]s that stamp a stream's shared id, `created` time and model on them.
 //!
@@ -32,6 +34,7 @@
 
 pub mod request;
 pub mod response;
+pub mod responses;
 pub mod stream;
 
 pub use request::{
@@ -44,6 +47,11 @@ pub use response::{
     CompletionLogprobs, CompletionObject, FinishReason, FunctionCall, MIN_LOGPROB, ModelCard,
     ModelList, TokenLogprob, ToolCall, ToolType, TopLogprob, TopLogprobMap, Usage, UsageField,
     finite_logprob,
+};
+pub use responses::{
+    ContentPartOut, IncompleteDetails, InputTokensDetails, OutputItem, OutputTokensDetails,
+    ResponseError, ResponseObject, ResponseStatus, ResponseUsage, ResponsesRequest, SequencedEvent,
+    StreamEvent, TextConfig, TextFormat,
 };
 pub use stream::{
     ChatChunkChoice, ChatChunkFactory, ChatCompletionChunk, ChatDelta, ChunkFactory,

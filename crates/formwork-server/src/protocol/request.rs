@@ -27,7 +27,7 @@
 use std::fmt;
 
 use formwork_template::{Content, Message, Role, Tool, ToolCall};
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -48,7 +48,7 @@ macro_rules! request_object {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+        #[derive(Debug, Clone, Default, PartialEq, ::serde::Serialize)]
         pub struct $name {
             $( $(#[$rdoc])* pub $req: $rty, )*
             $(
@@ -62,7 +62,7 @@ macro_rules! request_object {
         impl $name {
             /// Reads the next value into the optional member `key`, or into an embedded
             /// group's; `false` (the value left unread) when `key` is none of them.
-            fn read_member<'de, A: MapAccess<'de>>(
+            pub(crate) fn read_member<'de, A: ::serde::de::MapAccess<'de>>(
                 &mut self,
                 key: &str,
                 map: &mut A,
@@ -78,15 +78,15 @@ macro_rules! request_object {
             }
         }
 
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
+        impl<'de> ::serde::Deserialize<'de> for $name {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
                 struct ObjectVisitor;
-                impl<'de> Visitor<'de> for ObjectVisitor {
+                impl<'de> ::serde::de::Visitor<'de> for ObjectVisitor {
                     type Value = $name;
-                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    fn expecting(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                         f.write_str("a JSON object")
                     }
-                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$name, A::Error> {
+                    fn visit_map<A: ::serde::de::MapAccess<'de>>(self, mut map: A) -> Result<$name, A::Error> {
                         let mut out = $name::default();
                         $( let mut $req: Option<$rty> = None; )*
                         while let Some(key) = map.next_key::<String>()? {
@@ -94,14 +94,14 @@ macro_rules! request_object {
                                 $( stringify!($req) => $req = Some(map.next_value()?), )*
                                 key => {
                                     if !out.read_member(key, &mut map)? {
-                                        map.next_value::<IgnoredAny>()?;
+                                        map.next_value::<::serde::de::IgnoredAny>()?;
                                     }
                                 }
                             }
                         }
                         $(
                             out.$req = $req
-                                .ok_or_else(|| de::Error::missing_field(stringify!($req)))?;
+                                .ok_or_else(|| ::serde::de::Error::missing_field(stringify!($req)))?;
                         )*
                         Ok(out)
                     }
@@ -111,6 +111,8 @@ macro_rules! request_object {
         }
     };
 }
+
+pub(crate) use request_object;
 
 request_object! {
     /// The body of `POST /v1/chat/completions`.

@@ -74,6 +74,25 @@ pub fn long_tiny_engine(config: EngineConfig) -> Arc<Engine> {
     engine_on(long_tiny_model_path(), config)
 }
 
+/// One tiny-model engine per test process, for the tests that do not watch its gauges.
+pub fn shared_engine() -> Arc<Engine> {
+    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| tiny_engine(EngineConfig::default()))
+        .clone()
+}
+
+/// A server on [`shared_engine`] with a 64 KiB body limit.
+pub fn server() -> Server {
+    Server::start(
+        shared_engine(),
+        ServerConfig {
+            max_body_bytes: 64 * 1024,
+            ..ServerConfig::default()
+        },
+    )
+}
+
 /// A server on a random local port, running on its own runtime thread; it shuts down
 /// (gracefully, with a short deadline) when dropped.
 pub struct Server {
@@ -317,15 +336,19 @@ pub fn read_sized_body(reader: &mut impl Read, headers: &[(String, String)]) -> 
 pub fn open_stream(
     addr: SocketAddr,
     body: &Value,
+    until: impl FnMut(&str) -> bool,
+) -> BufReader<TcpStream> {
+    open_stream_at(addr, "/v1/chat/completions", body, until)
+}
+
+/// [`open_stream`] on another route.
+pub fn open_stream_at(
+    addr: SocketAddr,
+    path: &str,
+    body: &Value,
     mut until: impl FnMut(&str) -> bool,
 ) -> BufReader<TcpStream> {
-    let stream = send(
-        addr,
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        body.to_string().as_bytes(),
-    );
+    let stream = send(addr, "POST", path, &[], body.to_string().as_bytes());
     let mut reader = BufReader::new(stream);
     let (status, _) = read_head(&mut reader);
     assert_eq!(status, 200);
@@ -355,6 +378,22 @@ pub fn open_long_stream(addr: SocketAddr) -> BufReader<TcpStream> {
         }
         data_lines == 2
     })
+}
+
+/// Polls `/metrics` until `sample` has `value`, or fails after `timeout`.
+pub fn wait_for_metric(s: &Server, sample: &str, ok: impl Fn(f64) -> bool, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let v = s.metric(sample);
+        if v.is_some_and(&ok) {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{sample} is {v:?} after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn parse_response(raw: &[u8]) -> Reply {
