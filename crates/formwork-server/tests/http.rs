@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::Request;
 use common::{
-    Server, long_tiny_engine, open_long_stream, open_stream, read_head, request, send, server,
-    shared_engine, sse_events, wait_for_metric,
+    Server, disconnect_and_wait_cancelled, long_tiny_engine, open_long_stream, open_stream,
+    read_head, request, send, server, shared_engine, sse_events, wait_for_metric,
 };
 use formwork_engine::EngineConfig;
 use formwork_server::app::{AppState, ServerConfig, router};
@@ -857,25 +857,7 @@ fn a_client_that_disconnects_frees_its_sequence() {
         ServerConfig::default(),
     );
     let reader = open_long_stream(s.addr);
-    wait_for_metric(
-        &s,
-        "formwork_active_sequences",
-        |v| v == 1.0,
-        Duration::from_secs(10),
-    );
-    drop(reader);
-    wait_for_metric(
-        &s,
-        "formwork_active_sequences",
-        |v| v == 0.0,
-        Duration::from_secs(10),
-    );
-    wait_for_metric(
-        &s,
-        "formwork_sequences_finished_total{reason=\"cancelled\"}",
-        |v| v == 1.0,
-        Duration::from_secs(10),
-    );
+    disconnect_and_wait_cancelled(&s, reader);
     let generated = s.metric("formwork_completion_tokens_total").unwrap();
     assert!(
         generated < 30_000.0,

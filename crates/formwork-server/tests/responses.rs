@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::time::Duration;
 
 use common::{
-    Server, long_tiny_engine, open_stream_at, request, server, shared_engine, wait_for_metric,
+    Server, disconnect_and_wait_cancelled, long_tiny_engine, open_stream_at, request, server,
+    shared_engine,
 };
 use formwork_engine::EngineConfig;
 use formwork_server::app::ServerConfig;
@@ -412,23 +412,5 @@ fn a_responses_client_that_disconnects_cancels_its_request() {
     let reader = open_stream_at(s.addr, "/v1/responses", &body, |line| {
         line.starts_with("event: response.output_text.delta")
     });
-    wait_for_metric(
-        &s,
-        "formwork_active_sequences",
-        |v| v == 1.0,
-        Duration::from_secs(10),
-    );
-    drop(reader);
-    wait_for_metric(
-        &s,
-        "formwork_sequences_finished_total{reason=\"cancelled\"}",
-        |v| v == 1.0,
-        Duration::from_secs(10),
-    );
-    wait_for_metric(
-        &s,
-        "formwork_active_sequences",
-        |v| v == 0.0,
-        Duration::from_secs(10),
-    );
+    disconnect_and_wait_cancelled(&s, reader);
 }

@@ -381,6 +381,21 @@ pub fn open_long_stream(addr: SocketAddr) -> BufReader<TcpStream> {
 }
 
 /// Polls `/metrics` until `sample` has `value`, or fails after `timeout`.
+/// Drops a client's open stream once its sequence runs, and waits until the server cancelled
+/// it and freed the sequence.
+pub fn disconnect_and_wait_cancelled(s: &Server, reader: BufReader<TcpStream>) {
+    let wait = |sample: &str, value: f64| {
+        wait_for_metric(s, sample, |v| v == value, Duration::from_secs(10));
+    };
+    wait("formwork_active_sequences", 1.0);
+    drop(reader);
+    wait("formwork_active_sequences", 0.0);
+    wait(
+        "formwork_sequences_finished_total{reason=\"cancelled\"}",
+        1.0,
+    );
+}
+
 pub fn wait_for_metric(s: &Server, sample: &str, ok: impl Fn(f64) -> bool, timeout: Duration) {
     let start = Instant::now();
     loop {
