@@ -15,13 +15,20 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use common::ServeProcess;
 
 const PACKAGES: &[&str] = &["openai", "pydantic", "pytest", "jsonschema"];
 
-/// The virtualenv's python, creating the virtualenv on first use.
+/// The virtualenv's python, creating the virtualenv on first use (once per test binary:
+/// its tests run at once, and two `python3 -m venv` on one folder fail).
 fn python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(create_venv).clone()
+}
+
+fn create_venv() -> PathBuf {
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("openai-sdk-venv");
     let python = venv.join("bin/python");
     let ready = venv.join(".formwork-packages");

@@ -4,7 +4,6 @@
 
 mod common;
 
-
 use common::{
     Server, disconnect_and_wait_cancelled, long_tiny_engine, open_stream_at, request, server,
     shared_engine,
