@@ -487,9 +487,15 @@ impl ReplyReader {
 
     /// Reads a whole reply, the way [`ReplyReader::push`] streams it (so both agree).
     pub fn read(mode: ReplyMode, allowed: &[String], text: &str) -> ParsedReply {
+        ReplyReader::read_reply(mode, allowed, text, false)
+    }
+
+    /// [`ReplyReader::read`] of a reply that was cut short or not (see
+    /// [`ReplyReader::finish_cut`]).
+    pub fn read_reply(mode: ReplyMode, allowed: &[String], text: &str, cut: bool) -> ParsedReply {
         let mut reader = ReplyReader::new(mode, allowed);
         let mut deltas = reader.push(text);
-        deltas.extend(reader.finish());
+        deltas.extend(reader.finish_reply(cut));
         let mut content = String::new();
         let mut calls: Vec<ParsedCall> = Vec::new();
         for delta in deltas {
@@ -543,8 +549,22 @@ impl ReplyReader {
 
     /// Ends the reply; returns what is left to send.
     pub fn finish(&mut self) -> Vec<ReplyDelta> {
+        self.finish_reply(false)
+    }
+
+    /// Ends a reply cut short (by `max_tokens`): in `auto` mode a call the reply opened and
+    /// did not close is still a call, its name and its arguments so far (truncated JSON), as
+    /// a cut forced call is; cut before its name, it is dropped. Its text is never content.
+    /// Otherwise as [`ReplyReader::finish`].
+    pub fn finish_cut(&mut self) -> Vec<ReplyDelta> {
+        self.finish_reply(true)
+    }
+
+    /// [`ReplyReader::finish`] or, with `cut`, [`ReplyReader::finish_cut`].
+    pub fn finish_reply(&mut self, cut: bool) -> Vec<ReplyDelta> {
         let mut out = Vec::new();
-        if let ReaderState::Auto(_) = self.state {
+        if let ReaderState::Auto(state) = &mut self.state {
+            state.cut = cut;
             self.push_auto("", true, &mut out);
         }
         out
@@ -619,7 +639,15 @@ impl ReplyReader {
                     let Some(read) = read_call(&state.buf, marker, end) else {
                         break;
                     };
-                    match read.body.and_then(|b| json_calls(b, &self.allowed, true)) {
+                    // A call left open by a cut reply: what it holds so far, or nothing
+                    // when not even its name was read (never its text as content).
+                    let open = end && state.cut && read.consumed == state.buf.len();
+                    let calls = read.body.and_then(|b| {
+                        json_calls(b, &self.allowed, true).or_else(|| {
+                            open.then(|| cut_calls(b, &self.allowed).unwrap_or_default())
+                        })
+                    });
+                    match calls {
                         Some(calls) => pieces.extend(calls.into_iter().map(AutoPiece::Call)),
                         // Not a call: the marker and the text read stay text.
                         None => pieces.push(AutoPiece::Text(format!(
@@ -716,6 +744,8 @@ struct AutoState {
     phase: AutoPhase,
     /// Text not yet sent.
     buf: String,
+    /// Whether the reply was cut short (set when it ends).
+    cut: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -1021,6 +1051,28 @@ impl ForcedScanner {
     }
 }
 
+/// The calls a cut reply began in `body` (after a call opener): each call whose name was
+/// read, with its arguments so far; `None` when no name was read.
+fn cut_calls(body: &str, allowed: &[String]) -> Option<Vec<(String, String)>> {
+    let mut scanner = ForcedScanner {
+        allowed: allowed.to_vec(),
+        ..ForcedScanner::default()
+    };
+    scanner.feed(body.trim_start());
+    let mut calls: Vec<(String, String)> = Vec::new();
+    for delta in scanner.take_deltas() {
+        match delta.name {
+            Some(name) => calls.push((name, delta.arguments)),
+            None => {
+                if let Some(call) = calls.last_mut() {
+                    call.1.push_str(&delta.arguments);
+                }
+            }
+        }
+    }
+    (!calls.is_empty()).then_some(calls)
+}
+
 /// Joins consecutive argument fragments of the same call.
 fn merge_deltas(deltas: Vec<ToolCallDelta>) -> Vec<ToolCallDelta> {
     let mut out: Vec<ToolCallDelta> = Vec::with_capacity(deltas.len());
@@ -1040,6 +1092,45 @@ fn merge_deltas(deltas: Vec<ToolCallDelta>) -> Vec<ToolCallDelta> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_auto_call_cut_short_is_still_a_call() {
+        let names = ["get_weather".to_owned()];
+        let text =
+            "Let me check.<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Par";
+        // Ended normally, an open block is text; cut short, it is a call with what it has.
+        let whole = ReplyReader::read(ReplyMode::Auto, &names, text);
+        assert!(whole.calls.is_empty());
+        let cut = ReplyReader::read_reply(ReplyMode::Auto, &names, text, true);
+        assert_eq!(cut.content.as_deref(), Some("Let me check."));
+        assert_eq!(cut.calls.len(), 1);
+        assert_eq!(cut.calls[0].name, "get_weather");
+        assert!(
+            cut.calls[0].arguments.starts_with("{\"city\""),
+            "{:?}",
+            cut.calls[0]
+        );
+        // Streamed in pieces, the same.
+        let mut reader = ReplyReader::new(ReplyMode::Auto, &names);
+        let mut deltas = Vec::new();
+        for piece in text.as_bytes().chunks(7) {
+            deltas.extend(reader.push(std::str::from_utf8(piece).unwrap()));
+        }
+        deltas.extend(reader.finish_cut());
+        let names_sent: Vec<_> = deltas
+            .iter()
+            .filter_map(|d| match d {
+                ReplyDelta::ToolCalls(c) => c.iter().find_map(|c| c.name.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(names_sent, ["get_weather"]);
+        // Cut before the name was read: no call, and the call's text is not content.
+        let early = "Hm.<tool_call>{\"na";
+        let cut = ReplyReader::read_reply(ReplyMode::Auto, &names, early, true);
+        assert!(cut.calls.is_empty());
+        assert_eq!(cut.content.as_deref(), Some("Hm."));
+    }
+
     use super::*;
 
     fn weather() -> ToolFunction {

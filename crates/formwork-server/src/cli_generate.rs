@@ -231,10 +231,12 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
         let mut err = std::io::stderr().lock();
         writeln!(err, "[reasoning]\n{reasoning}\n[/reasoning]").context("writing to stderr")?;
     }
+    // A reply cut by --max-tokens keeps an open call as a call.
+    let cut = finish == Some(formwork_engine::FinishReason::Length);
     match reader.as_mut() {
-        Some(reader) if args.stream => write_deltas(&mut out, reader.finish())?,
+        Some(reader) if args.stream => write_deltas(&mut out, reader.finish_reply(cut))?,
         Some(_) => {
-            let reply = ReplyReader::read(plan.reply_mode(), plan.allowed(), &text);
+            let reply = ReplyReader::read_reply(plan.reply_mode(), plan.allowed(), &text, cut);
             let mut lines: Vec<serde_json::Value> = reply
                 .content
                 .into_iter()

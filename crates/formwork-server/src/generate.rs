@@ -112,7 +112,7 @@ pub(crate) async fn chat_completions(
             Some(splitter) => splitter.split(&choice.text),
             None => (String::new(), choice.text),
         };
-        let parsed = plan.parse(&text);
+        let parsed = plan.parse_ended(&text, choice.finish == protocol::FinishReason::Length);
         let finish_reason = parsed.finish_reason(choice.finish);
         // A forced call's reply is never content, even when cut before the call's name.
         let mut message = if parsed.tool_calls.is_empty() && plan.mode() != ToolMode::Required {
@@ -672,7 +672,7 @@ impl ChunkWriter for ChatWriter {
             return;
         };
         let mut deltas = stream.push(&content);
-        deltas.extend(stream.finish());
+        deltas.extend(stream.finish_reply(reason == protocol::FinishReason::Length));
         let reason = stream.finish_reason(reason);
         self.send(index, deltas, out);
         let i = u32::try_from(index).unwrap_or(u32::MAX);

@@ -515,7 +515,10 @@ impl ChunkWriter for ResponseWriter {
             None => (String::new(), String::new()),
         };
         let mut deltas = self.reader.push(&content);
-        deltas.extend(self.reader.finish());
+        deltas.extend(
+            self.reader
+                .finish_reply(reason == protocol::FinishReason::Length),
+        );
         self.absorb(&reasoning, deltas, out);
         let status = if reason == protocol::FinishReason::Length {
             self.response.incomplete_details = Some(IncompleteDetails {

@@ -289,7 +289,13 @@ impl ToolPlan {
 
     /// Reads a finished reply into content and tool calls ([`ReplyReader::read`]).
     pub fn parse(&self, text: &str) -> ParsedOutput {
-        let reply = ReplyReader::read(self.reply_mode(), &self.allowed, text);
+        self.parse_ended(text, false)
+    }
+
+    /// [`ToolPlan::parse`] of a reply that was `cut` short or not: a cut reply's open call is
+    /// still a call ([`ReplyReader::finish_cut`]).
+    pub fn parse_ended(&self, text: &str, cut: bool) -> ParsedOutput {
+        let reply = ReplyReader::read_reply(self.reply_mode(), &self.allowed, text, cut);
         ParsedOutput {
             content: reply.content,
             tool_calls: reply
@@ -368,7 +374,16 @@ impl ToolStream {
 
     /// Ends the reply; returns what is left to send.
     pub fn finish(&mut self) -> Vec<StreamDelta> {
-        self.reader.finish().into_iter().map(openai_delta).collect()
+        self.finish_reply(false)
+    }
+
+    /// Ends a reply that was `cut` short or not ([`ReplyReader::finish_cut`]).
+    pub fn finish_reply(&mut self, cut: bool) -> Vec<StreamDelta> {
+        self.reader
+            .finish_reply(cut)
+            .into_iter()
+            .map(openai_delta)
+            .collect()
     }
 
     /// Whether any tool call was sent.

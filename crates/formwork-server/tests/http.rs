@@ -490,20 +490,29 @@ fn message_calls(choice: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The `tool_calls` of a streamed chat reply: (name, arguments) per call.
+/// The `tool_calls` of a streamed chat reply that has no content (a forced call): (name,
+/// arguments) per call, and the finish reason.
 fn streamed_calls(s: &Server, body: &Value) -> (Vec<(String, String)>, Value) {
+    let (calls, content, finish) = streamed_reply(s, body);
+    assert_eq!(content, None, "a forced call streams no content");
+    (calls, finish)
+}
+
+/// A streamed chat reply: its calls (name, arguments), its content if any was sent, and
+/// its finish reason.
+fn streamed_reply(s: &Server, body: &Value) -> (Vec<(String, String)>, Option<String>, Value) {
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);
     let events = s.post("/v1/chat/completions", &streamed).events();
     let mut calls: Vec<(String, String)> = Vec::new();
+    let mut content: Option<String> = None;
     let mut finish = Value::Null;
-    for (i, event) in events[..events.len() - 1].iter().enumerate() {
+    for event in &events[..events.len() - 1] {
         let chunk: Value = serde_json::from_str(event).unwrap();
-        if i == 0 {
-            assert_eq!(chunk["choices"][0]["delta"], json!({"role": "assistant"}));
-        }
         let choice = &chunk["choices"][0];
-        assert_eq!(choice["delta"].get("content"), None, "{chunk}");
+        if let Some(text) = choice["delta"]["content"].as_str() {
+            content.get_or_insert_default().push_str(text);
+        }
         if !choice["finish_reason"].is_null() {
             finish = choice["finish_reason"].clone();
         }
@@ -521,7 +530,7 @@ fn streamed_calls(s: &Server, body: &Value) -> (Vec<(String, String)>, Value) {
             calls[index].1 += d["function"]["arguments"].as_str().unwrap_or("");
         }
     }
-    (calls, finish)
+    (calls, content, finish)
 }
 
 #[test]
@@ -608,6 +617,39 @@ fn cut_forced_calls_and_empty_parameters_are_calls() {
         }
     }
     assert!(cut > 0, "no forced call was cut short with its name read");
+}
+
+/// An auto-mode call cut by `max_tokens` is a `tool_calls` entry as a forced one is (or
+/// nothing, when cut before its name), never its text as content, streamed or not. The
+/// reply must be a call or an object (`response_format`), and `<` is pushed so it calls.
+#[test]
+fn cut_auto_calls_are_calls_not_content() {
+    let s = server();
+    let lt = s.post("/tokenize", &json!({"prompt": "<"})).json()["tokens"][0].clone();
+    let tools = json!([{"type": "function", "function": {"name": "echo",
+        "parameters": {"type": "object", "properties": {"text": {"type": "string"}}}}}]);
+    let object =
+        json!({"type": "json_schema", "json_schema": {"name": "o", "schema": {"type": "object"}}});
+    let mut cut = 0;
+    for (seed, max_tokens) in (0..6).zip([16, 20, 24, 28, 32, 36]) {
+        let body = json!({"messages": user("echo?"), "tools": tools, "tool_choice": "auto",
+                          "response_format": object, "logit_bias": {lt.to_string(): 100},
+                          "seed": seed, "max_tokens": max_tokens});
+        let r = s.post("/v1/chat/completions", &body).json();
+        let choice = &r["choices"][0];
+        let calls = message_calls(choice);
+        let (streamed, streamed_content, finish) = streamed_reply(&s, &body);
+        assert_eq!(streamed, calls, "seed {seed}");
+        assert_eq!(finish, choice["finish_reason"]);
+        let content = choice["message"]["content"].as_str().unwrap_or_default();
+        assert_eq!(streamed_content.unwrap_or_default(), content);
+        assert!(!content.contains("<tool_call>"), "{r}");
+        if choice["finish_reason"] == "length" && !calls.is_empty() {
+            cut += 1;
+            assert_eq!(calls[0].0, "echo");
+        }
+    }
+    assert!(cut > 0, "no auto call was cut short with its name read");
 }
 
 #[test]
