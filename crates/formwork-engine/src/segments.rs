@@ -505,6 +505,7 @@ impl SegmentsIndex {
             phase,
             segments: 0,
             mask: vec![0; self.vocab.mask_words()],
+            mask_ready: false,
             special_text: false,
         }
     }
@@ -669,7 +670,11 @@ pub(crate) struct SegmentsGuide {
     phase: Phase,
     /// Segments opened so far.
     segments: usize,
+    /// The union mask of the phases that combine several (computed once per step: the
+    /// scheduler asks for it, then `advance` checks the token against it).
     mask: Mask,
+    /// Whether `mask` holds this step's union.
+    mask_ready: bool,
     /// Whether the last token was a special token whose content belongs to the text (it
     /// spelled a tag or a trigger).
     special_text: bool,
@@ -678,6 +683,9 @@ pub(crate) struct SegmentsGuide {
 impl SegmentsGuide {
     /// The tokens allowed now; `None` when every token is (free text: no mask at all).
     pub(crate) fn mask(&mut self) -> Result<Option<&[u64]>, GuideError> {
+        if self.mask_ready {
+            return Ok(Some(&self.mask));
+        }
         let index = &*self.index;
         match &mut self.phase {
             Phase::PreludeStart { node } => {
@@ -699,6 +707,7 @@ impl SegmentsGuide {
                     let spelled = index.spelling_mask(&p.start, slot, *n);
                     self.mask.iter_mut().zip(spelled).for_each(|(a, b)| *a |= b);
                 }
+                self.mask_ready = true;
                 Ok(Some(&self.mask))
             }
             Phase::Prelude { state, tokens } => {
@@ -731,6 +740,7 @@ impl SegmentsGuide {
                         index.spelling_mask(&index.triggers, &index.spelling[*n as usize], *n);
                     self.mask.iter_mut().zip(spelled).for_each(|(a, b)| *a |= b);
                 }
+                self.mask_ready = true;
                 Ok(Some(&self.mask))
             }
             Phase::Between { node } => {
@@ -755,6 +765,7 @@ impl SegmentsGuide {
                         }
                     }
                 }
+                self.mask_ready = true;
                 Ok(Some(&self.mask))
             }
             Phase::Segment { guide } => Ok(Some(guide.mask()?)),
@@ -775,6 +786,7 @@ impl SegmentsGuide {
         if !allowed {
             return Err(refuse());
         }
+        self.mask_ready = false;
         if index.vocab.is_eos(token) {
             // The reply ends here; nothing follows.
             return Ok(());
