@@ -356,25 +356,47 @@ impl ResponseWriter {
         }
     }
 
+    /// The open item text of `kind` (reasoning, else the message) goes to; opened now,
+    /// closing the item open before it, when there is none.
+    fn text_item(&mut self, kind: Open, out: &mut VecDeque<SseEvent>) -> usize {
+        let reasoning = kind == Open::Reasoning;
+        if let Some(index) = if reasoning {
+            self.reasoning
+        } else {
+            self.message
+        } {
+            return index;
+        }
+        self.close_open(kind, ResponseStatus::Completed, out);
+        let item = if reasoning {
+            OutputItem::Reasoning {
+                id: random_id("rs_"),
+                summary: Vec::new(),
+                content: Vec::new(),
+                status: ResponseStatus::InProgress,
+            }
+        } else {
+            OutputItem::Message {
+                id: random_id("msg_"),
+                status: ResponseStatus::InProgress,
+                role: "assistant".into(),
+                content: Vec::new(),
+            }
+        };
+        let index = self.open(item, out);
+        if reasoning {
+            self.reasoning = Some(index);
+        } else {
+            self.message = Some(index);
+        }
+        index
+    }
+
     fn reasoning_text(&mut self, text: &str, out: &mut VecDeque<SseEvent>) {
         if text.is_empty() {
             return;
         }
-        let index = match self.reasoning {
-            Some(index) => index,
-            None => {
-                self.close_open(Open::Reasoning, ResponseStatus::Completed, out);
-                let item = OutputItem::Reasoning {
-                    id: random_id("rs_"),
-                    summary: Vec::new(),
-                    content: Vec::new(),
-                    status: ResponseStatus::InProgress,
-                };
-                let index = self.open(item, out);
-                self.reasoning = Some(index);
-                index
-            }
-        };
+        let index = self.text_item(Open::Reasoning, out);
         self.append(index, text);
         let event = StreamEvent::ReasoningTextDelta {
             item_id: self.item_id(index),
@@ -389,21 +411,7 @@ impl ResponseWriter {
         if text.is_empty() {
             return;
         }
-        let index = match self.message {
-            Some(index) => index,
-            None => {
-                self.close_open(Open::Message, ResponseStatus::Completed, out);
-                let item = OutputItem::Message {
-                    id: random_id("msg_"),
-                    status: ResponseStatus::InProgress,
-                    role: "assistant".into(),
-                    content: Vec::new(),
-                };
-                let index = self.open(item, out);
-                self.message = Some(index);
-                index
-            }
-        };
+        let index = self.text_item(Open::Message, out);
         self.append(index, text);
         let event = StreamEvent::OutputTextDelta {
             item_id: self.item_id(index),
