@@ -66,21 +66,6 @@ def base_url():
     return url.rstrip("/")
 
 
-@pytest.fixture(scope="session")
-def client(base_url):
-    return openai.OpenAI(base_url=base_url, api_key=os.environ.get("OPENAI_API_KEY", "unused"), max_retries=0)
-
-
-@pytest.fixture(scope="session")
-def model(client):
-    name = os.environ.get("FORMWORK_MODEL")
-    if name:
-        return name
-    models = client.models.list().data
-    assert models, "GET /v1/models returned no model"
-    return models[0].id
-
-
 def chat(client, model, **kwargs):
     kwargs.setdefault("messages", QUESTION)
     kwargs.setdefault("temperature", 0)

@@ -7,25 +7,11 @@ reply starts inside a reasoning block, as DeepSeek-R1's does. `openai_sdk.rs` st
 server and runs this file with `FORMWORK_BASE_URL`.
 """
 
-import os
 
 import openai
 import pytest
 
 QUESTION = [{"role": "user", "content": "What is 2 + 2?"}]
-
-
-@pytest.fixture(scope="session")
-def client():
-    url = os.environ.get("FORMWORK_BASE_URL")
-    if not url:
-        pytest.fail("FORMWORK_BASE_URL is not set")
-    return openai.OpenAI(base_url=url.rstrip("/"), api_key="unused", max_retries=0)
-
-
-@pytest.fixture(scope="session")
-def model(client):
-    return client.models.list().data[0].id
 
 
 def ask(client, model, **kwargs):
