@@ -184,20 +184,8 @@ impl std::fmt::Display for Grammar {
 /// The size of `hir` in rough NFA states: literal bytes, class ranges (Unicode ones count
 /// for their UTF-8 sequences), times the repetition counts. Saturates.
 pub fn hir_size(hir: &Hir) -> usize {
-    match hir.kind() {
-        HirKind::Empty | HirKind::Look(_) => 1,
-        HirKind::Literal(l) => l.0.len(),
-        HirKind::Class(regex_syntax::hir::Class::Bytes(c)) => c.ranges().len(),
-        HirKind::Class(regex_syntax::hir::Class::Unicode(c)) => c.ranges().len().saturating_mul(4),
-        HirKind::Repetition(r) => {
-            let count = r.max.unwrap_or(r.min.saturating_add(1)).max(1) as usize;
-            hir_size(&r.sub).saturating_mul(count)
-        }
-        HirKind::Capture(c) => hir_size(&c.sub),
-        HirKind::Concat(parts) | HirKind::Alternation(parts) => parts
-            .iter()
-            .fold(1usize, |acc, p| acc.saturating_add(hir_size(p))),
-    }
+    // Only a saturated size exceeds an unlimited budget.
+    hir_size_within(hir, usize::MAX).unwrap_or(usize::MAX)
 }
 
 /// [`hir_size`] of `hir` if it is at most `budget`, else `None`, found without looking at
@@ -548,7 +536,7 @@ impl<'a> Lowering<'a> {
         }
         let limit = self.config.lexeme_size;
         let size = match e {
-            Expr::Regular(h) => Some(hir_size(h)).filter(|&s| s <= self.config.repeat_size),
+            Expr::Regular(h) => hir_size_within(h, self.config.repeat_size),
             Expr::Rule(r) => self.rule_size(*r)?,
             Expr::Concat(parts) | Expr::Alt(parts) => {
                 let mut total = Some(1usize);
