@@ -33,9 +33,7 @@ use crate::workspace_root;
 #[derive(Default)]
 struct FileStats {
     schemas: usize,
-    compiled: usize,
-    refusals: BTreeMap<String, usize>,
-    panics: usize,
+    compiles: Compiles,
     invalid_total: usize,
     unsound_enforced: usize,
     unsound_examples: Vec<String>,
@@ -49,16 +47,60 @@ struct FileStats {
     sample_examples: Vec<String>,
     dfa_skipped: usize,
     oracle_skipped: usize,
-    times: Vec<Duration>,
     grammar: GrammarStats,
+}
+
+/// How one mode's compiles went: counted, and the successful ones timed.
+#[derive(Default)]
+struct Compiles {
+    compiled: usize,
+    refusals: BTreeMap<String, usize>,
+    panics: usize,
+    times: Vec<Duration>,
+}
+
+impl Compiles {
+    /// Runs `compile` on one schema, timed: a panic or a refusal (counted under
+    /// `refusal`'s key) gives `None`.
+    fn run<T, E>(
+        &mut self,
+        compile: impl FnOnce() -> Result<T, E>,
+        refusal: impl FnOnce(&E) -> String,
+    ) -> Option<T> {
+        let t0 = Instant::now();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(compile));
+        let elapsed = t0.elapsed();
+        match result {
+            Err(_) => {
+                self.panics += 1;
+                None
+            }
+            Ok(Err(e)) => {
+                *self.refusals.entry(refusal(&e)).or_default() += 1;
+                None
+            }
+            Ok(Ok(c)) => {
+                self.compiled += 1;
+                self.times.push(elapsed);
+                Some(c)
+            }
+        }
+    }
+
+    fn merge(&mut self, b: Compiles) {
+        self.compiled += b.compiled;
+        for (k, v) in b.refusals {
+            *self.refusals.entry(k).or_default() += v;
+        }
+        self.panics += b.panics;
+        self.times.extend(b.times);
+    }
 }
 
 /// Grammar mode's figures for one file.
 #[derive(Default)]
 struct GrammarStats {
-    compiled: usize,
-    refusals: BTreeMap<String, usize>,
-    panics: usize,
+    compiles: Compiles,
     /// Compiled schemas with a lexeme whose DFA cannot be built.
     automaton_failures: usize,
     automaton_examples: Vec<String>,
@@ -70,16 +112,11 @@ struct GrammarStats {
     unsound_examples: Vec<String>,
     valid_total: usize,
     valid_matched: usize,
-    times: Vec<Duration>,
 }
 
 impl GrammarStats {
     fn merge(&mut self, b: GrammarStats) {
-        self.compiled += b.compiled;
-        for (k, v) in b.refusals {
-            *self.refusals.entry(k).or_default() += v;
-        }
-        self.panics += b.panics;
+        self.compiles.merge(b.compiles);
         self.automaton_failures += b.automaton_failures;
         self.automaton_examples.extend(b.automaton_examples);
         self.lexemes += b.lexemes;
@@ -90,7 +127,6 @@ impl GrammarStats {
         self.unsound_examples.extend(b.unsound_examples);
         self.valid_total += b.valid_total;
         self.valid_matched += b.valid_matched;
-        self.times.extend(b.times);
     }
 }
 
@@ -111,24 +147,12 @@ fn check_grammar(item: &Item, compiler: &Compiler, stats: &mut GrammarStats) {
         return;
     };
     let id = item.line.get("id").and_then(Value::as_str).unwrap_or("?");
-    let t0 = Instant::now();
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        json_schema(schema, compiler, &GrammarConfig::default())
-    }));
-    let elapsed = t0.elapsed();
-    let compiled = match result {
-        Err(_) => {
-            stats.panics += 1;
-            return;
-        }
-        Ok(Err(e)) => {
-            *stats.refusals.entry(grammar_refusal(&e)).or_default() += 1;
-            return;
-        }
-        Ok(Ok(c)) => c,
+    let Some(compiled) = stats.compiles.run(
+        || json_schema(schema, compiler, &GrammarConfig::default()),
+        grammar_refusal,
+    ) else {
+        return;
     };
-    stats.compiled += 1;
-    stats.times.push(elapsed);
     let config = DfaConfig {
         max_states: 200_000,
         max_memory: 256 << 20,
@@ -227,22 +251,12 @@ fn check_inner(item: &Item, samples: usize, compiler: &Compiler, stats: &mut Fil
         return;
     };
     stats.schemas += 1;
-    let t0 = Instant::now();
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| compiler.compile_detailed(schema)));
-    let elapsed = t0.elapsed();
-    let compiled = match result {
-        Err(_) => {
-            stats.panics += 1;
-            return;
-        }
-        Ok(Err(e)) => {
-            *stats.refusals.entry(e.keyword().to_string()).or_default() += 1;
-            return;
-        }
-        Ok(Ok(c)) => c,
+    let Some(compiled) = stats.compiles.run(
+        || compiler.compile_detailed(schema),
+        |e| e.keyword().to_string(),
+    ) else {
+        return;
     };
-    stats.compiled += 1;
-    stats.times.push(elapsed);
     let mut unenforced: Vec<String> = compiled
         .unenforced
         .iter()
@@ -481,11 +495,7 @@ pub fn run(args: &[String]) -> Result<()> {
 
 fn merge_into(a: &mut FileStats, b: FileStats) {
     a.schemas += b.schemas;
-    a.compiled += b.compiled;
-    for (k, v) in b.refusals {
-        *a.refusals.entry(k).or_default() += v;
-    }
-    a.panics += b.panics;
+    a.compiles.merge(b.compiles);
     a.invalid_total += b.invalid_total;
     a.unsound_enforced += b.unsound_enforced;
     a.unsound_examples.extend(b.unsound_examples);
@@ -501,7 +511,6 @@ fn merge_into(a: &mut FileStats, b: FileStats) {
     a.sample_examples.extend(b.sample_examples);
     a.dfa_skipped += b.dfa_skipped;
     a.oracle_skipped += b.oracle_skipped;
-    a.times.extend(b.times);
     a.grammar.merge(b.grammar);
 }
 
@@ -524,10 +533,10 @@ fn render_grammar(stats: &mut BTreeMap<String, FileStats>, grammar: bool) -> Str
     for (name, s) in stats.iter_mut() {
         r.push_str(&grammar_row(name, s));
         total.schemas += s.schemas;
-        total.compiled += s.compiled;
+        total.compiles.compiled += s.compiles.compiled;
         total.dfa_skipped += s.dfa_skipped;
-        for (k, v) in &s.refusals {
-            *total.refusals.entry(k.clone()).or_default() += v;
+        for (k, v) in &s.compiles.refusals {
+            *total.compiles.refusals.entry(k.clone()).or_default() += v;
         }
         total.grammar.merge(std::mem::take(&mut s.grammar));
     }
@@ -536,27 +545,30 @@ fn render_grammar(stats: &mut BTreeMap<String, FileStats>, grammar: bool) -> Str
     let _ = writeln!(
         r,
         "\n{} lexemes in all, the longest {} bytes of regex. Panics: {}.",
-        g.lexemes, g.largest_lexeme, g.panics
+        g.lexemes, g.largest_lexeme, g.compiles.panics
     );
     let _ = writeln!(
         r,
         "\n### Refusals by reason, regex mode and grammar mode\n\n| reason | regex mode | grammar mode |\n|---|---:|---:|"
     );
     let mut reasons: Vec<&String> = total
+        .compiles
         .refusals
         .keys()
-        .chain(g.refusals.keys())
+        .chain(g.compiles.refusals.keys())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
     let count = |m: &BTreeMap<String, usize>, k: &str| m.get(k).copied().unwrap_or(0);
-    reasons.sort_by_key(|k| std::cmp::Reverse(count(&total.refusals, k) + count(&g.refusals, k)));
+    reasons.sort_by_key(|k| {
+        std::cmp::Reverse(count(&total.compiles.refusals, k) + count(&g.compiles.refusals, k))
+    });
     for k in reasons {
         let _ = writeln!(
             r,
             "| `{k}` | {} | {} |",
-            count(&total.refusals, k),
-            count(&g.refusals, k)
+            count(&total.compiles.refusals, k),
+            count(&g.compiles.refusals, k)
         );
     }
     for e in g.automaton_examples.iter().take(10) {
@@ -574,9 +586,9 @@ fn grammar_row(name: &str, s: &mut FileStats) -> String {
     format!(
         "| {name} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} / {} | {} | {:.2} | {:.2} |\n",
         s.schemas,
-        s.compiled,
+        s.compiles.compiled,
         s.dfa_skipped,
-        g.compiled,
+        g.compiles.compiled,
         g.automaton_failures,
         g.lexemes,
         g.unsound_enforced,
@@ -585,8 +597,8 @@ fn grammar_row(name: &str, s: &mut FileStats) -> String {
         g.valid_matched,
         g.valid_total,
         pct(g.valid_matched, g.valid_total),
-        percentile(&mut g.times, 0.5),
-        percentile(&mut g.times, 0.99)
+        percentile(&mut g.compiles.times, 0.5),
+        percentile(&mut g.compiles.times, 0.99)
     )
 }
 
@@ -607,8 +619,8 @@ fn render(stats: &mut BTreeMap<String, FileStats>, samples: usize) -> String {
             r,
             "| {name} | {} | {} | {} | {} / {} | {} | {} / {} | {} | {} | {} | {} | {:.2} | {:.2} |",
             s.schemas,
-            s.compiled,
-            pct(s.compiled, s.schemas),
+            s.compiles.compiled,
+            pct(s.compiles.compiled, s.schemas),
             s.unsound_enforced,
             s.invalid_total,
             unenforced,
@@ -618,20 +630,18 @@ fn render(stats: &mut BTreeMap<String, FileStats>, samples: usize) -> String {
             s.samples,
             s.sample_failures,
             s.sample_failures_unenforced,
-            percentile(&mut s.times, 0.5),
-            percentile(&mut s.times, 0.99)
+            percentile(&mut s.compiles.times, 0.5),
+            percentile(&mut s.compiles.times, 0.99)
         );
-        let taken = std::mem::take(s);
-        let times = taken.times.clone();
-        merge_into(&mut total, FileStats { times, ..taken });
+        merge_into(&mut total, std::mem::take(s));
     }
     let unenforced: usize = total.unsound_unenforced.values().sum();
     let _ = writeln!(
         r,
         "| **total** | {} | {} | {} | {} / {} | {} | {} / {} | {} | {} | {} | {} | {:.2} | {:.2} |",
         total.schemas,
-        total.compiled,
-        pct(total.compiled, total.schemas),
+        total.compiles.compiled,
+        pct(total.compiles.compiled, total.schemas),
         total.unsound_enforced,
         total.invalid_total,
         unenforced,
@@ -641,19 +651,19 @@ fn render(stats: &mut BTreeMap<String, FileStats>, samples: usize) -> String {
         total.samples,
         total.sample_failures,
         total.sample_failures_unenforced,
-        percentile(&mut total.times, 0.5),
-        percentile(&mut total.times, 0.99)
+        percentile(&mut total.compiles.times, 0.5),
+        percentile(&mut total.compiles.times, 0.99)
     );
     let _ = writeln!(
         r,
         "\nSamples: {samples} per compiled schema; {} schemas not sampled because their regex exceeds 64 KiB or their DFA 50k states, {} because the `jsonschema` crate cannot build a validator for them. Panics: {}.",
-        total.dfa_skipped, total.oracle_skipped, total.panics
+        total.dfa_skipped, total.oracle_skipped, total.compiles.panics
     );
     let _ = writeln!(
         r,
         "\n### Refusals by keyword\n\n| keyword | schemas |\n|---|---:|"
     );
-    let mut refusals: Vec<_> = total.refusals.iter().collect();
+    let mut refusals: Vec<_> = total.compiles.refusals.iter().collect();
     refusals.sort_by(|a, b| b.1.cmp(a.1));
     for (k, v) in refusals {
         let _ = writeln!(r, "| `{k}` | {v} |");
