@@ -48,6 +48,7 @@ mod error;
 mod guide;
 pub mod id;
 mod metrics;
+mod prefix;
 pub mod reasoning;
 mod request;
 mod scheduler;
@@ -90,8 +91,14 @@ pub struct EngineConfig {
     pub max_queue: usize,
     /// Most prompt tokens prefilled in one step, so long prompts do not stall decoding.
     pub prefill_chunk: usize,
-    /// Most tokens (prompt + completion budget) held in KV caches over all active sequences.
+    /// Most tokens held in KV caches: every active sequence's prompt and completion budget,
+    /// and the blocks kept for prefix reuse (dropped, least recently used first, when
+    /// requests need the room).
     pub kv_cache_tokens: usize,
+    /// Whether requests reuse the key/value blocks of earlier ones whose prompts start with
+    /// the same tokens (automatic prefix caching; see the `prefix` module). Outputs are the
+    /// same either way; only models whose caches hold blocks (the CPU backend) reuse.
+    pub prefix_cache: bool,
     /// Most bytes the cache of compiled constraint indexes holds (each index charged what
     /// it really holds, lazy growth included); least recently used indexes go first.
     pub index_cache_bytes: usize,
@@ -138,6 +145,7 @@ impl Default for EngineConfig {
             max_queue: 256,
             prefill_chunk: 512,
             kv_cache_tokens: 65_536,
+            prefix_cache: true,
             index_cache_bytes: DEFAULT_INDEX_CACHE_BYTES,
             max_compiles: DEFAULT_MAX_COMPILES,
             index: IndexConfig {

@@ -76,6 +76,10 @@ pub struct Metrics {
     pub(crate) index_cache_hits: AtomicU64,
     pub(crate) index_cache_misses: AtomicU64,
     pub(crate) engine_panics: AtomicU64,
+    pub(crate) prefix_queries: AtomicU64,
+    pub(crate) prefix_hits: AtomicU64,
+    pub(crate) prefix_hit_tokens: AtomicU64,
+    pub(crate) prefix_cached_tokens: AtomicU64,
     pub(crate) time_to_first_token: Histogram,
     pub(crate) time_per_token: Histogram,
     pub(crate) index_compile: Histogram,
@@ -105,6 +109,14 @@ pub struct MetricsSnapshot {
     pub index_cache_bytes: u64,
     /// Panics caught on the engine's thread (each failed the requests of its step).
     pub engine_panics: u64,
+    /// Requests admitted while prefix reuse was on (each looked its prompt up).
+    pub prefix_queries: u64,
+    /// Of those, requests that reused at least one cached block.
+    pub prefix_hits: u64,
+    /// Prompt tokens taken from cached blocks instead of computed.
+    pub prefix_hit_tokens: u64,
+    /// Tokens held in blocks kept for prefix reuse.
+    pub prefix_cached_tokens: u64,
     /// Whether the engine is healthy: its thread runs and its state is sound.
     pub healthy: bool,
     /// From submission to the first token.
@@ -126,6 +138,10 @@ impl Metrics {
             index_cache_hits: AtomicU64::new(0),
             index_cache_misses: AtomicU64::new(0),
             engine_panics: AtomicU64::new(0),
+            prefix_queries: AtomicU64::new(0),
+            prefix_hits: AtomicU64::new(0),
+            prefix_hit_tokens: AtomicU64::new(0),
+            prefix_cached_tokens: AtomicU64::new(0),
             time_to_first_token: Histogram::new(LATENCY_BUCKETS),
             time_per_token: Histogram::new(LATENCY_BUCKETS),
             index_compile: Histogram::new(LATENCY_BUCKETS),
@@ -161,6 +177,10 @@ impl Metrics {
             index_cache_size: 0,
             index_cache_bytes: 0,
             engine_panics: self.engine_panics.load(Ordering::Relaxed),
+            prefix_queries: self.prefix_queries.load(Ordering::Relaxed),
+            prefix_hits: self.prefix_hits.load(Ordering::Relaxed),
+            prefix_hit_tokens: self.prefix_hit_tokens.load(Ordering::Relaxed),
+            prefix_cached_tokens: self.prefix_cached_tokens.load(Ordering::Relaxed),
             healthy: true,
             time_to_first_token: self.time_to_first_token.snapshot(),
             time_per_token: self.time_per_token.snapshot(),

@@ -340,6 +340,9 @@ pub struct Usage {
     /// constraint, or the free parts of [`Constraint::Segments`]) costs no mask work and is
     /// not counted.
     pub masked_tokens: usize,
+    /// Prompt tokens whose keys and values came from cached blocks of earlier requests
+    /// (prefix reuse) instead of being computed (OpenAI's `cached_tokens`).
+    pub cached_tokens: usize,
 }
 
 impl Usage {

@@ -4,7 +4,9 @@
 //! a chunk of its prompt while prefilling (at most `prefill_chunk` prompt tokens per step over
 //! all sequences, so a long prompt never stalls the others for long), else the token it
 //! sampled last. New requests are admitted between steps, first come first served, while the
-//! sequence limit and the KV-cache budget allow.
+//! sequence limit and the KV-cache budget allow. An admitted prompt starts from the cached
+//! blocks of earlier sequences that share its first tokens ([`crate::prefix`]), and a
+//! sequence's blocks are kept for later ones when it ends.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -17,6 +19,7 @@ use formwork_sampler::Sampler;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::guide::ConstraintGuide;
+use crate::prefix::PrefixCache;
 use crate::text::{Pushed, TextStream};
 use crate::{Event, FinishReason, Shared, TokenLogprob, Usage, panic_message};
 
@@ -46,8 +49,13 @@ impl Pending {
         self.cancel.load(Ordering::Relaxed) || self.events.is_closed()
     }
 
-    fn kv_tokens(&self) -> usize {
-        self.n * (self.prompt.len() + self.max_tokens)
+    /// The most KV tokens the request's choices may hold beside the `cached` first prompt
+    /// tokens they share: the rest of the prompt once (forks share its full blocks), each
+    /// choice's completion, and a copied partial block per fork.
+    fn kv_tokens(&self, cached: usize, block: usize) -> usize {
+        (self.prompt.len() - cached.min(self.prompt.len()))
+            + self.n * self.max_tokens
+            + (self.n - 1) * block
     }
 }
 
@@ -62,6 +70,7 @@ struct Group {
     first_token: Option<Instant>,
     reserved: usize,
     masked_tokens: usize,
+    cached_tokens: usize,
 }
 
 impl Group {
@@ -87,6 +96,8 @@ struct Seq {
     stop: Arc<Vec<String>>,
     ignore_eos: bool,
     top_logprobs: Option<usize>,
+    /// The tokens it sampled, in order (with the prompt, what its cache holds).
+    sampled: Vec<u32>,
     /// Choices still to be forked from this one when its prefill completes.
     forks: usize,
     last_token_at: Option<Instant>,
@@ -107,6 +118,11 @@ pub(crate) struct Scheduler {
     next_group: u64,
     reserved: usize,
     mask: Vec<u64>,
+    /// Blocks of ended sequences for later prompts that start the same; `None` when prefix
+    /// reuse is off or the model's caches have no blocks.
+    prefixes: Option<PrefixCache>,
+    /// Positions per cache block (1 for a model without blocks).
+    block_tokens: usize,
     /// Steps in a row that panicked.
     panics_in_a_row: u32,
 }
@@ -118,7 +134,13 @@ const MAX_PANICS_IN_A_ROW: u32 = 3;
 impl Scheduler {
     pub(crate) fn new(shared: Arc<Shared>, commands: mpsc::Receiver<Command>) -> Scheduler {
         let words = shared.info.vocab_size.div_ceil(64);
+        let block_tokens = shared.model.new_cache().block_tokens();
+        let prefixes = block_tokens
+            .filter(|_| shared.config.prefix_cache)
+            .map(PrefixCache::new);
         Scheduler {
+            prefixes,
+            block_tokens: block_tokens.unwrap_or(1),
             shared,
             commands,
             waiting: VecDeque::new(),
@@ -199,6 +221,10 @@ impl Scheduler {
         // metrics agree.
         self.active.clear();
         self.reserved = 0;
+        if let Some(prefixes) = &mut self.prefixes {
+            prefixes.clear();
+        }
+        metrics.prefix_cached_tokens.store(0, Ordering::Relaxed);
         metrics.active.store(0, Ordering::Relaxed);
         let error = format!("internal error in the engine: {message}");
         let mut failed = 0;
@@ -241,20 +267,47 @@ impl Scheduler {
 
     fn admit(&mut self) {
         let config = &self.shared.config;
+        let metrics = &self.shared.metrics;
         while let Some(p) = self.waiting.front() {
-            let fits_slots = self.active.len() + p.n <= config.max_active;
-            let fits_kv = self.reserved + p.kv_tokens() <= config.kv_cache_tokens;
-            if !(fits_slots && (fits_kv || self.active.is_empty())) {
+            if self.active.len() + p.n > config.max_active {
+                break;
+            }
+            let model = self.shared.model.as_ref();
+            let cached = match &mut self.prefixes {
+                Some(prefixes) => prefixes.lookup(model, &p.prompt),
+                None => Vec::new(),
+            };
+            let cached_tokens = cached.len() * self.block_tokens;
+            let reserve = p.kv_tokens(cached_tokens, self.block_tokens);
+            // Room for this request beside the running ones, dropping idle cached blocks
+            // (never the ones it is about to use: they are held by `cached`).
+            let room = config
+                .kv_cache_tokens
+                .saturating_sub(self.reserved + reserve);
+            let held = self.prefixes.as_mut().map_or(0, |c| c.shrink_to(room));
+            metrics
+                .prefix_cached_tokens
+                .store(held as u64, Ordering::Relaxed);
+            let fits_kv = self.reserved + reserve + held <= config.kv_cache_tokens;
+            if !(fits_kv || self.active.is_empty()) {
                 break;
             }
             let Some(p) = self.waiting.pop_front() else {
                 break;
             };
-            self.shared.metrics.queued.fetch_sub(1, Ordering::Relaxed);
+            metrics.queued.fetch_sub(1, Ordering::Relaxed);
+            if self.prefixes.is_some() {
+                metrics.prefix_queries.fetch_add(1, Ordering::Relaxed);
+                if cached_tokens > 0 {
+                    metrics.prefix_hits.fetch_add(1, Ordering::Relaxed);
+                    metrics
+                        .prefix_hit_tokens
+                        .fetch_add(cached_tokens as u64, Ordering::Relaxed);
+                }
+            }
             let id = self.next_group;
             self.next_group += 1;
-            let reserved = p.kv_tokens();
-            self.reserved += reserved;
+            self.reserved += reserve;
             self.groups.insert(
                 id,
                 Group {
@@ -265,19 +318,25 @@ impl Scheduler {
                     completion_tokens: 0,
                     submitted: p.submitted,
                     first_token: None,
-                    reserved,
+                    reserved: reserve,
                     masked_tokens: 0,
+                    cached_tokens,
                 },
             );
             // The prompt is prefilled in chunks that depend on what else is running; telling
             // the cache its length keeps the model's arithmetic independent of the chunking.
             let mut cache = self.shared.model.new_cache();
             cache.set_prompt_len(p.prompt.len());
+            // Blocks found for this prompt: the same bits its own prefill would compute.
+            let prefilled = match cache.attach_prefix(&cached) {
+                Ok(()) => cached_tokens,
+                Err(_) => 0,
+            };
             self.active.push(Seq {
                 group: id,
                 index: 0,
                 prompt: Arc::new(p.prompt),
-                prefilled: 0,
+                prefilled,
                 cache,
                 input: [0],
                 has_input: false,
@@ -289,12 +348,12 @@ impl Scheduler {
                 stop: Arc::new(p.stop),
                 ignore_eos: p.ignore_eos,
                 top_logprobs: p.top_logprobs,
+                sampled: Vec::new(),
                 forks: p.n - 1,
                 last_token_at: None,
             });
         }
-        self.shared
-            .metrics
+        metrics
             .active
             .store(self.active.len() as u64, Ordering::Relaxed);
     }
@@ -367,6 +426,16 @@ impl Scheduler {
                     if b < s.prompt.len() {
                         continue;
                     }
+                    // The prompt's blocks are found from now on, not only once it ends, so
+                    // requests arriving while it generates reuse them.
+                    if let Some(prefixes) = &mut self.prefixes {
+                        let model = self.shared.model.as_ref();
+                        prefixes.insert(model, &s.cache, s.prompt.len(), &s.prompt);
+                        self.shared
+                            .metrics
+                            .prefix_cached_tokens
+                            .store(prefixes.tokens() as u64, Ordering::Relaxed);
+                    }
                 }
                 Input::Token => s.has_input = false,
             }
@@ -391,6 +460,7 @@ impl Scheduler {
                                 stop: s.stop.clone(),
                                 ignore_eos: s.ignore_eos,
                                 top_logprobs: s.top_logprobs,
+                                sampled: Vec::new(),
                                 forks: 0,
                                 last_token_at: None,
                             },
@@ -556,6 +626,7 @@ impl Scheduler {
         }
         s.input = [token];
         s.has_input = true;
+        s.sampled.push(token);
         None
     }
 
@@ -596,9 +667,34 @@ impl Scheduler {
                 time_to_first_token: first - group.submitted,
                 decode_time: end - first,
                 masked_tokens: group.masked_tokens,
+                cached_tokens: group.cached_tokens,
             }));
             self.reserved = self.reserved.saturating_sub(group.reserved);
             self.groups.remove(&s.group);
         }
+        self.keep_prefix(s, reason);
+    }
+
+    /// Keeps the full blocks of an ended sequence for later prompts (not after an error: its
+    /// cache may hold a failed pass), within the KV budget left beside the running requests.
+    fn keep_prefix(&mut self, s: &Seq, reason: FinishReason) {
+        let Some(prefixes) = &mut self.prefixes else {
+            return;
+        };
+        if reason != FinishReason::Error {
+            let tokens: Vec<u32> = s.prompt.iter().chain(&s.sampled).copied().collect();
+            let model = self.shared.model.as_ref();
+            prefixes.insert(model, &s.cache, s.prompt.len(), &tokens);
+        }
+        let room = self
+            .shared
+            .config
+            .kv_cache_tokens
+            .saturating_sub(self.reserved);
+        let held = prefixes.shrink_to(room);
+        self.shared
+            .metrics
+            .prefix_cached_tokens
+            .store(held as u64, Ordering::Relaxed);
     }
 }

@@ -20,16 +20,18 @@ use serde_json::{Value, json};
 
 fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
-        assert!(
-            path.exists(),
-            "the default model is missing at {}: run `cargo xtask fetch-model`",
-            path.display()
-        );
-        Engine::new(load(&path, &Device::Cpu).unwrap(), EngineConfig::default()).unwrap()
-    })
+    ENGINE.get_or_init(|| new_engine(EngineConfig::default()))
+}
+
+fn new_engine(config: EngineConfig) -> Engine {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.exists(),
+        "the default model is missing at {}: run `cargo xtask fetch-model`",
+        path.display()
+    );
+    Engine::new(load(&path, &Device::Cpu).unwrap(), config).unwrap()
 }
 
 fn chat(system: &str, user: &str) -> Prompt {
@@ -170,4 +172,65 @@ fn grammar_outputs_at_temperature_0_8_are_in_the_language() {
         }
     }
     assert!(stopped > 0, "no output finished within 150 tokens");
+}
+
+/// Requests behind one long shared system prompt, and a conversation re-sent with its reply
+/// and a new question, answer the same with prefix reuse as without, log-probabilities
+/// included (the same bits: the
+/// AVX2 row kernel and the tiled kernel both read the reused blocks), and reuse the shared
+/// part.
+#[test]
+fn prefix_reuse_gives_the_same_greedy_replies() {
+    let with = new_engine(EngineConfig::default());
+    let without = new_engine(EngineConfig {
+        prefix_cache: false,
+        ..EngineConfig::default()
+    });
+    let system = "You are the support assistant of a bicycle shop. You answer questions about \
+        opening hours (9 to 18 on weekdays, 10 to 16 on Saturdays), repairs (flat tyres, \
+        brakes, gears, wheels), rentals (city bikes, e-bikes, children's bikes) and orders. "
+        .repeat(12);
+    let questions = [
+        "When do you open on Saturday?",
+        "Can you fix my brakes today?",
+    ];
+    let mut first_reply = String::new();
+    for (i, q) in questions.iter().enumerate() {
+        let mut messages = vec![Message::system(system.as_str()), Message::user(*q)];
+        if i == 1 {
+            // The first conversation again, with its reply and a follow-up question.
+            messages = vec![
+                Message::system(system.as_str()),
+                Message::user(questions[0]),
+                Message::assistant(first_reply.as_str()),
+                Message::user(*q),
+            ];
+        }
+        let request = || {
+            let mut r = Request::new(Prompt::Chat {
+                messages: messages.clone(),
+                tools: vec![],
+                template_kwargs: Default::default(),
+            });
+            r.sampling = SamplingParams::greedy();
+            r.sampling.top_logprobs = Some(2);
+            r.max_tokens = Some(24);
+            r
+        };
+        let a = with.submit(request()).unwrap().blocking_collect().unwrap();
+        let b = without
+            .submit(request())
+            .unwrap()
+            .blocking_collect()
+            .unwrap();
+        assert_eq!(a.texts, b.texts, "question {i}");
+        assert_eq!(a.logprobs, b.logprobs, "question {i}");
+        assert!(a.usage.prompt_tokens > 600, "{:?}", a.usage);
+        if i == 0 {
+            first_reply = a.texts[0].clone();
+            assert_eq!(a.usage.cached_tokens, 0);
+        } else {
+            assert!(a.usage.cached_tokens > 500, "{:?}", a.usage);
+        }
+    }
 }

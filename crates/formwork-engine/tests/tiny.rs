@@ -1225,3 +1225,106 @@ fn a_trigger_ending_inside_a_token_hands_its_rest_to_the_segment() {
     }
     assert!(inside > 0, "no reply took the trigger inside ` the`");
 }
+
+/// A conversation re-sent every turn and prompts behind one long shared system prompt give
+/// the same greedy replies (and log-probabilities, to the bit) with prefix reuse as without,
+/// while reusing most of each prompt: prompts cross the attention kernels' thresholds (a short last ubatch runs row by row, a
+/// long one tiled, ubatches of 512), so a block is reused only where it is the same bits.
+#[test]
+fn prefix_reuse_changes_no_output_and_skips_most_of_each_prompt() {
+    let with = engine(EngineConfig::default());
+    let without = engine(EngineConfig {
+        prefix_cache: false,
+        ..EngineConfig::default()
+    });
+    let greedy = |prompt: Prompt, n: usize| {
+        let mut r = Request::new(prompt);
+        r.sampling = if n == 1 {
+            SamplingParams::greedy()
+        } else {
+            sampling(5)
+        };
+        // Log-probabilities show any change of the logits' bits, not only of the argmax.
+        r.sampling.top_logprobs = Some(3);
+        r.n = n;
+        r.max_tokens = Some(12);
+        r.ignore_eos = true;
+        r
+    };
+    let system = "You answer in one short line. ".repeat(14);
+    let mut messages = vec![Message::system(system.as_str())];
+    let mut lengths = Vec::new();
+    let mut cached = Vec::new();
+    for turn in 0..6 {
+        messages.push(Message::user(format!(
+            "question {turn}: {}",
+            "why ".repeat(turn * 6)
+        )));
+        let prompt = || Prompt::Chat {
+            messages: messages.clone(),
+            tools: vec![],
+            template_kwargs: Default::default(),
+        };
+        let a = run(&with, greedy(prompt(), 1));
+        let b = run(&without, greedy(prompt(), 1));
+        assert_eq!(a.texts, b.texts, "turn {turn}");
+        assert_eq!(a.logprobs, b.logprobs, "turn {turn}");
+        assert_eq!(b.usage.cached_tokens, 0);
+        lengths.push(a.usage.prompt_tokens);
+        cached.push(a.usage.cached_tokens);
+        messages.push(Message::assistant(a.texts[0].as_str()));
+    }
+    // Forks share the prompt's blocks and still sample as before.
+    let prompt = Prompt::Chat {
+        messages: messages.clone(),
+        tools: vec![],
+        template_kwargs: Default::default(),
+    };
+    let a = run(&with, greedy(prompt.clone(), 3));
+    let b = run(&without, greedy(prompt, 3));
+    assert_eq!(a.texts, b.texts);
+    assert_eq!(a.logprobs, b.logprobs);
+    // The prompts crossed both thresholds, and every turn after the first reused blocks.
+    assert!(lengths[0] < 512 && lengths[5] > 512, "{lengths:?}");
+    assert_eq!(cached[0], 0);
+    assert!(
+        cached[1..].iter().all(|&c| c > 0),
+        "{cached:?} of {lengths:?}"
+    );
+    let m = with.metrics();
+    assert_eq!(m.prefix_queries, 7);
+    assert_eq!(m.prefix_hits, 6);
+    assert!(m.prefix_cached_tokens > 0);
+    assert_eq!(without.metrics().prefix_queries, 0);
+}
+
+/// A block computed by one attention kernel is not reused where the new prompt would compute
+/// it with the other: a prompt of 552 tokens computes its last ubatch (512..552, under a
+/// tile) row by row, and the same prompt extended to 660 tokens computes those positions
+/// tiled, so only the first 512 tokens are reused, and the replies are the same bits as
+/// without reuse.
+#[test]
+fn prefix_reuse_respects_the_attention_kernel_of_each_position() {
+    let with = engine(EngineConfig::default());
+    let without = engine(EngineConfig {
+        prefix_cache: false,
+        ..EngineConfig::default()
+    });
+    let tokens: Vec<u32> = (0..660u32).map(|i| 3 + (i * 7) % 90).collect();
+    let request = |len: usize| {
+        let mut r = Request::new(Prompt::Tokens(tokens[..len].to_vec()));
+        r.sampling = SamplingParams::greedy();
+        r.sampling.top_logprobs = Some(3);
+        r.max_tokens = Some(4);
+        r.ignore_eos = true;
+        r
+    };
+    let short = run(&with, request(552));
+    assert_eq!(short.usage.cached_tokens, 0);
+    let a = run(&with, request(660));
+    let b = run(&without, request(660));
+    assert_eq!(a.usage.cached_tokens, 512);
+    assert_eq!((a.texts, a.logprobs), (b.texts, b.logprobs));
+    // The same short prompt again reuses all its full blocks (the same kernels).
+    assert_eq!(run(&with, request(552)).usage.cached_tokens, 544);
+}

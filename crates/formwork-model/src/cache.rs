@@ -5,10 +5,17 @@
 //! [`KvCache`] keeps what every backend shares (how many tokens are held, the context limit,
 //! the prompt length); the keys and values themselves are in buffers of the backend that made
 //! the cache, in that backend's layout ([`crate::candle`]'s tensors, [`crate::cpu`]'s f16
-//! vectors).
+//! blocks).
+//!
+//! A backend may hold its buffers in blocks of a fixed number of positions
+//! ([`KvCache::block_tokens`]; the CPU backend does): then full blocks are shared by reference
+//! instead of copied ([`KvCache::try_clone`]), handed out as [`KvBlock`]s
+//! ([`KvCache::blocks`]) and put at the start of a new cache ([`KvCache::attach_prefix`]),
+//! which is how the engine reuses the prompt prefix of earlier requests.
 
 use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::ModelError;
 use crate::config::TransformerConfig;
@@ -19,8 +26,55 @@ pub(crate) trait CacheBuffers: Any + Send + Sync + fmt::Debug {
     /// Bytes allocated (capacity, not just the used part).
     fn memory_usage(&self) -> usize;
 
-    /// A deep copy that keeps at least the first `len` positions.
+    /// A copy that keeps at least the first `len` positions and grows independently (full
+    /// shared blocks may be shared rather than copied).
     fn try_clone(&self, len: usize) -> Result<Box<dyn CacheBuffers>, ModelError>;
+
+    /// Positions per block, for buffers held in shareable blocks.
+    fn block_tokens(&self) -> Option<usize> {
+        None
+    }
+
+    /// Handles of the full blocks among the first `len` positions, in order.
+    fn full_blocks(&self, _len: usize) -> Vec<SharedBlock> {
+        Vec::new()
+    }
+
+    /// Replaces the buffers by these full blocks (the cache's first positions).
+    fn attach(&mut self, _blocks: &[SharedBlock]) -> Result<(), ModelError> {
+        Err(ModelError::Cache {
+            message: "this backend's caches do not share blocks".into(),
+        })
+    }
+}
+
+/// A backend's block, type-erased.
+pub(crate) type SharedBlock = Arc<dyn Any + Send + Sync>;
+
+/// A full block of a cache: the keys and values of [`KvCache::block_tokens`] positions for
+/// every layer. Cloning it is cheap (a reference count), and what it holds never changes: a
+/// cache writing into a block others hold copies it first.
+#[derive(Clone)]
+pub struct KvBlock(SharedBlock);
+
+impl KvBlock {
+    /// Whether a cache (or another handle) holds this block besides this handle.
+    pub fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.0) > 1
+    }
+
+    /// Whether both handles are the same block.
+    pub fn same(&self, other: &KvBlock) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl fmt::Debug for KvBlock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KvBlock")
+            .field("holders", &Arc::strong_count(&self.0))
+            .finish()
+    }
 }
 
 /// The keys and values a sequence has computed so far, for every layer.
@@ -110,8 +164,8 @@ impl KvCache {
         self.len = 0;
     }
 
-    /// A deep copy: the copy and the original grow independently (for `n > 1` sharing one
-    /// prefill).
+    /// A copy that grows independently of the original (for `n > 1` sharing one prefill):
+    /// where the backend holds blocks, the full ones are shared, not copied.
     pub fn try_clone(&self) -> Result<KvCache, ModelError> {
         if self.clone_fault {
             return Err(ModelError::Cache {
@@ -126,6 +180,49 @@ impl KvCache {
             max_len: self.max_len,
             clone_fault: false,
         })
+    }
+
+    /// Positions per shareable block, when the backend holds its buffers in blocks (the CPU
+    /// backend does; candle does not).
+    pub fn block_tokens(&self) -> Option<usize> {
+        self.buffers.block_tokens()
+    }
+
+    /// Handles of the cache's full blocks, in order (none where the backend has no blocks).
+    pub fn blocks(&self) -> Vec<KvBlock> {
+        self.buffers
+            .full_blocks(self.len)
+            .into_iter()
+            .map(KvBlock)
+            .collect()
+    }
+
+    /// Starts an empty cache with these blocks (of a cache of the same backend and shape) as
+    /// its first positions; it then holds `blocks.len() * block_tokens` tokens.
+    pub fn attach_prefix(&mut self, blocks: &[KvBlock]) -> Result<(), ModelError> {
+        let Some(per_block) = self.block_tokens() else {
+            return Err(ModelError::Cache {
+                message: "this backend's caches do not share blocks".into(),
+            });
+        };
+        if !self.is_empty() {
+            return Err(ModelError::Cache {
+                message: "a prefix is attached to an empty cache only".into(),
+            });
+        }
+        let len = blocks.len() * per_block;
+        if len > self.max_len {
+            return Err(ModelError::Cache {
+                message: format!(
+                    "{len} tokens of blocks exceed the context of {}",
+                    self.max_len
+                ),
+            });
+        }
+        let handles: Vec<SharedBlock> = blocks.iter().map(|b| b.0.clone()).collect();
+        self.buffers.attach(&handles)?;
+        self.len = len;
+        Ok(())
     }
 
     /// The buffers, as the type of the backend asking, when this cache was made by that

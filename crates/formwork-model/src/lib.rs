@@ -45,7 +45,7 @@ mod transformer;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use cache::KvCache;
+pub use cache::{KvBlock, KvCache};
 pub use candle_core::Device;
 pub use config::{Architecture, RopeStyle, TransformerConfig};
 pub use error::ModelError;
@@ -75,6 +75,15 @@ pub trait Model: Send + Sync {
     /// Runs each item's tokens against its cache and returns the logits after each item's
     /// last token. Every cache grows by its item's token count; on error no cache grows.
     fn forward(&self, batch: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError>;
+    /// Which arithmetic computes the row at `position` of a sequence whose cache was told its
+    /// prompt is `prompt_len` tokens ([`KvCache::set_prompt_len`]). Keys and values computed
+    /// for the same tokens in the same classes are the same bits, so a cached prefix may stand
+    /// in for a new request's only where the classes match too, not only the tokens (the CPU
+    /// backend computes a prompt's last short ubatch with another attention kernel).
+    fn kernel_class(&self, prompt_len: usize, position: usize) -> u8 {
+        let _ = (prompt_len, position);
+        0
+    }
 }
 
 /// A model ready to run: shared weights, tokenizer and metadata.

@@ -472,4 +472,8 @@ impl crate::Model for FaultyModel {
         drop(open);
         self.inner.forward(batch)
     }
+
+    fn kernel_class(&self, prompt_len: usize, position: usize) -> u8 {
+        self.inner.kernel_class(prompt_len, position)
+    }
 }

@@ -134,6 +134,10 @@ impl Model for Transformer {
     fn forward(&self, batch: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
         Transformer::forward(self, batch)
     }
+
+    fn kernel_class(&self, prompt_len: usize, position: usize) -> u8 {
+        self.model().kernel_class(prompt_len, position)
+    }
 }
 
 /// Checks a batch before any backend touches it: every item has tokens, fits the context

@@ -95,9 +95,14 @@ pub(crate) struct ServeArgs {
     /// Most requests waiting for a slot; more are answered 429.
     #[arg(long, env = "FORMWORK_MAX_QUEUE", default_value_t = 256)]
     max_queue: usize,
-    /// Most tokens (prompt + completion budget) in the KV caches of all running sequences.
+    /// Most tokens in KV caches: the prompt and completion budget of all running sequences,
+    /// and the blocks kept for prefix reuse (dropped, least recently used first, as needed).
     #[arg(long, env = "FORMWORK_KV_CACHE_TOKENS", default_value_t = 65_536)]
     kv_cache_tokens: usize,
+    /// Turn prefix reuse off: every prompt is computed whole, even when an earlier request
+    /// started with the same tokens (outputs are the same either way).
+    #[arg(long, env = "FORMWORK_NO_PREFIX_CACHE")]
+    no_prefix_cache: bool,
     /// Most MiB the cache of compiled constraints holds (each index charged what it really
     /// holds); least recently used constraints are dropped first.
     #[arg(long, env = "FORMWORK_INDEX_CACHE_MB", default_value_t = DEFAULT_INDEX_CACHE_BYTES >> 20)]
@@ -252,6 +257,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         max_active: args.max_sequences,
         max_queue: args.max_queue,
         kv_cache_tokens: args.kv_cache_tokens,
+        prefix_cache: !args.no_prefix_cache,
         index_cache_bytes: args.index_cache_mb.saturating_mul(1 << 20),
         max_compiles: args.max_compiles,
         ..EngineConfig::default()

@@ -361,6 +361,7 @@ pub(crate) async fn collect(
 /// OpenAI's token counts of the engine's usage.
 fn openai_usage(usage: &Usage) -> protocol::Usage {
     protocol::Usage::new(count(usage.prompt_tokens), count(usage.completion_tokens))
+        .with_cached_tokens(count(usage.cached_tokens))
 }
 
 fn count(n: usize) -> u32 {
@@ -372,6 +373,7 @@ fn log_usage(usage: &Usage) {
     tracing::info!(
         prompt_tokens = usage.prompt_tokens,
         completion_tokens = usage.completion_tokens,
+        cached_tokens = usage.cached_tokens,
         ttft_ms = usage.time_to_first_token.as_secs_f64() * 1e3,
         decode_tok_s = usage.decode_tokens_per_second(),
         "generation finished"

@@ -13,6 +13,10 @@
 //! | `formwork_index_cache_size` | gauge | indexes held |
 //! | `formwork_index_cache_bytes` | gauge | bytes the cached indexes hold (bounded by `--index-cache-mb`) |
 //! | `formwork_engine_panics_total` | counter | panics caught on the engine's thread (each failed its step's requests with a 500) |
+//! | `formwork_prefix_cache_queries_total` | counter | requests that looked their prompt up in the prefix cache |
+//! | `formwork_prefix_cache_hits_total` | counter | of those, requests that reused at least one cached block |
+//! | `formwork_prefix_cache_hit_tokens_total` | counter | prompt tokens reused instead of computed (the tokens saved) |
+//! | `formwork_prefix_cache_tokens` | gauge | tokens held in blocks kept for prefix reuse (within `--kv-cache-tokens`) |
 //! | `formwork_engine_healthy` | gauge | 1 while the engine serves soundly, 0 once it does not (`/health` answers 503) |
 //! | `formwork_time_to_first_token_seconds` | histogram | submission to first token |
 //! | `formwork_time_per_output_token_seconds` | histogram | between consecutive tokens of a sequence |
@@ -117,6 +121,30 @@ pub fn render(engine: &MetricsSnapshot, requests: &[(&str, u16, u64)]) -> String
             "counter",
             "Panics caught on the engine's thread; each failed the requests of its step.",
             engine.engine_panics,
+        ),
+        (
+            "formwork_prefix_cache_queries_total",
+            "counter",
+            "Requests that looked their prompt up in the prefix cache.",
+            engine.prefix_queries,
+        ),
+        (
+            "formwork_prefix_cache_hits_total",
+            "counter",
+            "Requests that reused at least one cached block of an earlier prompt.",
+            engine.prefix_hits,
+        ),
+        (
+            "formwork_prefix_cache_hit_tokens_total",
+            "counter",
+            "Prompt tokens reused from the prefix cache instead of computed.",
+            engine.prefix_hit_tokens,
+        ),
+        (
+            "formwork_prefix_cache_tokens",
+            "gauge",
+            "Tokens held in blocks kept for prefix reuse.",
+            engine.prefix_cached_tokens,
         ),
         (
             "formwork_engine_healthy",

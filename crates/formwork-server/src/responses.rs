@@ -542,10 +542,7 @@ impl ChunkWriter for ResponseWriter {
 
     /// Never sent: the usage is in the last event's response ([`ChunkWriter::done`]).
     fn usage(&self, usage: protocol::Usage) -> SseEvent {
-        sse::event(&ResponseUsage::new(
-            usage.prompt_tokens,
-            usage.completion_tokens,
-        ))
+        sse::event(&ResponseUsage::from(usage))
     }
 
     fn warnings(&mut self, warnings: Vec<String>, _out: &mut VecDeque<SseEvent>) {
@@ -553,10 +550,7 @@ impl ChunkWriter for ResponseWriter {
     }
 
     fn done(&mut self, usage: protocol::Usage, _include_usage: bool, out: &mut VecDeque<SseEvent>) {
-        self.response.usage = Some(ResponseUsage::new(
-            usage.prompt_tokens,
-            usage.completion_tokens,
-        ));
+        self.response.usage = Some(ResponseUsage::from(usage));
         if self.response.status == ResponseStatus::InProgress {
             self.response.status = ResponseStatus::Completed;
         }

@@ -5,6 +5,7 @@
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
+use super::cache::LayerView;
 use super::quant::{dot_f32_ggml, hsum8, v_expf};
 
 /// Query rows and key positions per tile of the tiled kernel.
@@ -12,10 +13,8 @@ pub(crate) const TILE: usize = 64;
 
 /// One head's share of an attention call.
 pub(crate) struct Head<'a> {
-    /// The sequence's keys, `[position][kv_head][dim]`.
-    pub(crate) keys: &'a [f16],
-    /// The sequence's values, same layout.
-    pub(crate) values: &'a [f16],
+    /// The sequence's keys and values of this layer, `[position][kv_head][dim]`.
+    pub(crate) kv: LayerView<'a>,
     /// Values per position (`kv_heads * dim`).
     pub(crate) stride: usize,
     /// Where this head's key/value head starts within a position.
@@ -30,11 +29,11 @@ pub(crate) struct Head<'a> {
 
 impl Head<'_> {
     fn key(&self, p: usize) -> &[f16] {
-        &self.keys[p * self.stride + self.offset..p * self.stride + self.offset + self.dim]
+        &self.kv.key(p)[self.offset..self.offset + self.dim]
     }
 
     fn value(&self, p: usize) -> &[f16] {
-        &self.values[p * self.stride + self.offset..p * self.stride + self.offset + self.dim]
+        &self.kv.value(p)[self.offset..self.offset + self.dim]
     }
 
     fn scale(&self) -> f32 {
@@ -56,16 +55,7 @@ impl Head<'_> {
         if self.dim.is_multiple_of(32) && (32..=128).contains(&self.dim) {
             let scale = self.scale();
             return self.each_row(|q, n, out| {
-                super::simd::flash_row(
-                    q,
-                    self.keys,
-                    self.values,
-                    self.stride,
-                    self.offset,
-                    n,
-                    scale,
-                    out,
-                )
+                super::simd::flash_row(q, self.kv.runs(n), self.stride, self.offset, scale, out)
             });
         }
         self.rows_portable()

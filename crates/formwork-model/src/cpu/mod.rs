@@ -139,6 +139,10 @@ impl Model for NativeModel {
         )
     }
 
+    fn kernel_class(&self, prompt_len: usize, position: usize) -> u8 {
+        u8::from(tiled_prompt_row(prompt_len, position))
+    }
+
     /// The batch was checked by [`crate::Transformer::forward`].
     fn forward(&self, batch: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
         let cfg = &self.config;
@@ -263,13 +267,9 @@ impl NativeModel {
         self.pool.run(tasks.len(), &|ti| {
             let (b, h) = tasks[ti];
             let span = &spans[b];
-            let (keys, values) = caches[b].layer(layer);
+            let kv = caches[b].layer(layer);
             let tiled_at = |pos: usize| match prompt_lens[b] {
-                Some(p) if pos < p => {
-                    let ubatch = pos / UBATCH * UBATCH;
-                    (p - ubatch).min(UBATCH) >= attention::TILE
-                }
-                Some(_) => false,
+                Some(p) => tiled_prompt_row(p, pos),
                 None => span.len >= attention::TILE,
             };
             let mut out = Vec::with_capacity(span.len * hd);
@@ -282,8 +282,7 @@ impl NativeModel {
                     j += 1;
                 }
                 let job = attention::Head {
-                    keys,
-                    values,
+                    kv,
                     stride: kv_heads * hd,
                     offset: (h / group) * hd,
                     dim: hd,
@@ -398,6 +397,13 @@ impl RopeTable {
 
 /// llama.cpp's default ubatch: a prompt is computed in pieces of this many tokens.
 const UBATCH: usize = 512;
+
+/// Whether row `pos` of a sequence whose prompt is `prompt_len` tokens runs the tiled
+/// attention kernel: a prompt row in a ubatch of at least [`attention::TILE`] rows (llama.cpp
+/// cuts a prompt into ubatches of [`UBATCH`]); never a generated row.
+fn tiled_prompt_row(prompt_len: usize, pos: usize) -> bool {
+    pos < prompt_len && (prompt_len - pos / UBATCH * UBATCH).min(UBATCH) >= attention::TILE
+}
 
 #[cfg(test)]
 mod tests;

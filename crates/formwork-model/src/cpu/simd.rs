@@ -309,37 +309,32 @@ fn q6k<const N: usize>(row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
 
 /// One query row of llama.cpp's row-by-row flash attention over an f16 cache (see
 /// [`super::attention::Head::rows`], whose portable code this equals bit for bit): the head
-/// `dim` a multiple of 32 from 32 to 128, `q` already rounded to f16. Key and value `p` start
-/// at `p * stride + offset`.
+/// `dim` a multiple of 32 from 32 to 128, `q` already rounded to f16. The positions come in
+/// `runs` (keys, values, count): within a run, key and value `p` start at
+/// `p * stride + offset`.
 ///
 /// Compiled only when the build also targets F16C: like the rest of this module, it is safe
 /// to call because the binary can only run on a CPU with every feature it was built for.
 #[cfg(target_feature = "f16c")]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn flash_row(
+pub(crate) fn flash_row<'a>(
     q: &[f32],
-    keys: &[half::f16],
-    values: &[half::f16],
+    runs: impl Iterator<Item = (&'a [half::f16], &'a [half::f16], usize)>,
     stride: usize,
     offset: usize,
-    n: usize,
     scale: f32,
     out: &mut [f32],
 ) {
     // SAFETY: compiled only when the build targets AVX2, FMA and F16C.
-    unsafe { flash_row_inner(q, keys, values, stride, offset, n, scale, out) }
+    unsafe { flash_row_inner(q, runs, stride, offset, scale, out) }
 }
 
 #[cfg(target_feature = "f16c")]
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn flash_row_inner(
+fn flash_row_inner<'a>(
     q: &[f32],
-    keys: &[half::f16],
-    values: &[half::f16],
+    runs: impl Iterator<Item = (&'a [half::f16], &'a [half::f16], usize)>,
     stride: usize,
     offset: usize,
-    n: usize,
     scale: f32,
     out: &mut [f32],
 ) {
@@ -348,7 +343,6 @@ fn flash_row_inner(
     let regs = dim / 8;
     // At least 32: the first four accumulators below load 32 values of every key.
     assert!(dim >= 32 && dim.is_multiple_of(32) && regs <= MAX && out.len() == dim);
-    assert!(n == 0 || (n - 1) * stride + offset + dim <= keys.len().min(values.len()));
     let mut qv = [_mm256_setzero_ps(); MAX];
     for (j, qv) in qv.iter_mut().enumerate().take(regs) {
         // SAFETY: `j * 8 + 8 <= dim == q.len()`.
@@ -357,47 +351,51 @@ fn flash_row_inner(
     let mut acc = [_mm_setzero_si128(); MAX];
     let mut m = f32::NEG_INFINITY;
     let mut sum = 0f32;
-    for p in 0..n {
-        let base = p * stride + offset;
-        // SAFETY (all loads below): `base + dim` is within both slices (asserted above).
-        let kp = unsafe { keys.as_ptr().add(base) }.cast::<__m128i>();
-        let vp = unsafe { values.as_ptr().add(base) }.cast::<__m128i>();
-        // ggml_vec_dot_f16: four accumulators over each 32 values, reduced pairwise.
-        let mut a = [_mm256_setzero_ps(); 4];
-        for (j, a) in a.iter_mut().enumerate() {
-            let k = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(kp.add(j)) });
-            *a = _mm256_mul_ps(k, qv[j]);
-        }
-        let mut j = 4;
-        while j < regs {
-            for (l, a) in a.iter_mut().enumerate() {
-                let k = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(kp.add(j + l)) });
-                *a = _mm256_fmadd_ps(k, qv[j + l], *a);
+    // The positions come in runs (the cache's blocks); the online softmax goes on across them.
+    for (keys, values, n) in runs {
+        assert!(n == 0 || (n - 1) * stride + offset + dim <= keys.len().min(values.len()));
+        for p in 0..n {
+            let base = p * stride + offset;
+            // SAFETY (all loads below): `base + dim` is within both slices (asserted above).
+            let kp = unsafe { keys.as_ptr().add(base) }.cast::<__m128i>();
+            let vp = unsafe { values.as_ptr().add(base) }.cast::<__m128i>();
+            // ggml_vec_dot_f16: four accumulators over each 32 values, reduced pairwise.
+            let mut a = [_mm256_setzero_ps(); 4];
+            for (j, a) in a.iter_mut().enumerate() {
+                let k = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(kp.add(j)) });
+                *a = _mm256_mul_ps(k, qv[j]);
             }
-            j += 4;
-        }
-        let r = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
-        let t0 = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
-        let t1 = _mm_hadd_ps(t0, t0);
-        let s = _mm_cvtss_f32(_mm_hadd_ps(t1, t1)) * scale;
-        let mut ms = 1f32;
-        let mut vs = 1f32;
-        if s > m {
-            ms = (m - s).exp();
-            m = s;
-            let msv = _mm256_set1_ps(ms);
-            for a in acc.iter_mut().take(regs) {
-                *a = _mm256_cvtps_ph::<0>(_mm256_mul_ps(_mm256_cvtph_ps(*a), msv));
+            let mut j = 4;
+            while j < regs {
+                for (l, a) in a.iter_mut().enumerate() {
+                    let k = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(kp.add(j + l)) });
+                    *a = _mm256_fmadd_ps(k, qv[j + l], *a);
+                }
+                j += 4;
             }
-        } else {
-            vs = (s - m).exp();
+            let r = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
+            let t0 = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
+            let t1 = _mm_hadd_ps(t0, t0);
+            let s = _mm_cvtss_f32(_mm_hadd_ps(t1, t1)) * scale;
+            let mut ms = 1f32;
+            let mut vs = 1f32;
+            if s > m {
+                ms = (m - s).exp();
+                m = s;
+                let msv = _mm256_set1_ps(ms);
+                for a in acc.iter_mut().take(regs) {
+                    *a = _mm256_cvtps_ph::<0>(_mm256_mul_ps(_mm256_cvtph_ps(*a), msv));
+                }
+            } else {
+                vs = (s - m).exp();
+            }
+            let vsv = _mm256_set1_ps(vs);
+            for (j, a) in acc.iter_mut().enumerate().take(regs) {
+                let v = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(vp.add(j)) });
+                *a = _mm256_cvtps_ph::<0>(_mm256_fmadd_ps(v, vsv, _mm256_cvtph_ps(*a)));
+            }
+            sum = sum * ms + vs;
         }
-        let vsv = _mm256_set1_ps(vs);
-        for (j, a) in acc.iter_mut().enumerate().take(regs) {
-            let v = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(vp.add(j)) });
-            *a = _mm256_cvtps_ph::<0>(_mm256_fmadd_ps(v, vsv, _mm256_cvtph_ps(*a)));
-        }
-        sum = sum * ms + vs;
     }
     let inv = _mm256_set1_ps(if sum == 0.0 { 0.0 } else { 1.0 / sum });
     for (j, a) in acc.iter().enumerate().take(regs) {

@@ -228,22 +228,17 @@ fn f16s(n: usize, seed: u64, scale: f32) -> Vec<half::f16> {
 /// rounded to f16), for query row `q` over positions `0..n`.
 fn exact_attention(head: &super::attention::Head<'_>, q: &[f32], n: usize) -> Vec<f64> {
     let dim = head.dim;
-    let at =
-        |buf: &[half::f16], p: usize, d: usize| buf[p * head.stride + head.offset + d].to_f64();
+    let key = |p: usize, d: usize| head.kv.key(p)[head.offset + d].to_f64();
+    let value = |p: usize, d: usize| head.kv.value(p)[head.offset + d].to_f64();
     let q: Vec<f64> = q.iter().map(|&x| half::f16::from_f32(x).to_f64()).collect();
     let scores: Vec<f64> = (0..n)
-        .map(|p| (0..dim).map(|d| q[d] * at(head.keys, p, d)).sum::<f64>() / (dim as f64).sqrt())
+        .map(|p| (0..dim).map(|d| q[d] * key(p, d)).sum::<f64>() / (dim as f64).sqrt())
         .collect();
     let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
     let total: f64 = weights.iter().sum();
     (0..dim)
-        .map(|d| {
-            (0..n)
-                .map(|p| weights[p] * at(head.values, p, d))
-                .sum::<f64>()
-                / total
-        })
+        .map(|d| (0..n).map(|p| weights[p] * value(p, d)).sum::<f64>() / total)
         .collect()
 }
 
@@ -269,9 +264,12 @@ fn the_attention_row_kernel_equals_its_portable_code_at_real_head_widths() {
             let values = f16s(len * stride, 1000 + len as u64, 1.0);
             let rows = len.min(3);
             let q = values_scaled(rows * dim, 77 + dim as u64, 3.0);
+            // In a cache, so the kernels read them across its blocks.
+            let mut cache = super::cache::NativeCache::new(1, stride);
+            let f32s = |x: &[half::f16]| x.iter().map(|x| x.to_f32()).collect::<Vec<f32>>();
+            cache.append(0, 0, &f32s(&keys), &f32s(&values));
             let head = super::attention::Head {
-                keys: &keys,
-                values: &values,
+                kv: cache.layer(0),
                 stride,
                 offset: dim,
                 dim,

@@ -45,8 +45,8 @@ pub use request::{
 pub use response::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatLogprobs, Completion, CompletionChoice,
     CompletionLogprobs, CompletionObject, FinishReason, FunctionCall, MIN_LOGPROB, ModelCard,
-    ModelList, TokenLogprob, ToolCall, ToolType, TopLogprob, TopLogprobMap, Usage, UsageField,
-    finite_logprob,
+    ModelList, PromptTokensDetails, TokenLogprob, ToolCall, ToolType, TopLogprob, TopLogprobMap,
+    Usage, UsageField, finite_logprob,
 };
 pub use responses::{
     ContentPartOut, IncompleteDetails, InputTokensDetails, OutputItem, OutputTokensDetails,

@@ -67,6 +67,16 @@ pub struct Usage {
     pub completion_tokens: u32,
     /// The sum of both.
     pub total_tokens: u32,
+    /// Details of the prompt's tokens; sent when some came from the prefix cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+/// `usage.prompt_tokens_details`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens whose keys and values were reused from earlier requests (prefix reuse).
+    pub cached_tokens: u32,
 }
 
 impl Usage {
@@ -76,7 +86,21 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens.saturating_add(completion_tokens),
+            prompt_tokens_details: None,
         }
+    }
+
+    /// The same usage with `cached` of the prompt's tokens reused (details sent when not 0).
+    pub fn with_cached_tokens(mut self, cached: u32) -> Usage {
+        self.prompt_tokens_details = (cached > 0).then_some(PromptTokensDetails {
+            cached_tokens: cached,
+        });
+        self
+    }
+
+    /// Prompt tokens reused from earlier requests.
+    pub fn cached_tokens(&self) -> u32 {
+        self.prompt_tokens_details.map_or(0, |d| d.cached_tokens)
     }
 }
 

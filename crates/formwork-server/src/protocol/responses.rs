@@ -711,7 +711,7 @@ pub struct ResponseUsage {
 /// `usage.input_tokens_details`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputTokensDetails {
-    /// Always 0: no prompt cache across requests.
+    /// Prompt tokens whose keys and values were reused from earlier requests (prefix reuse).
     pub cached_tokens: u32,
     /// Always 0.
     pub cache_write_tokens: u32,
@@ -734,6 +734,15 @@ impl ResponseUsage {
             output_tokens_details: OutputTokensDetails::default(),
             total_tokens: input_tokens.saturating_add(output_tokens),
         }
+    }
+}
+
+impl From<super::Usage> for ResponseUsage {
+    /// The Responses API's shape of a completion's usage.
+    fn from(usage: super::Usage) -> ResponseUsage {
+        let mut out = ResponseUsage::new(usage.prompt_tokens, usage.completion_tokens);
+        out.input_tokens_details.cached_tokens = usage.cached_tokens();
+        out
     }
 }
 
