@@ -7,7 +7,9 @@
 //!   then run the whole test suite.
 //! - `serve`: fetch the model if missing, then start the server on it.
 //! - `bench engine`: time to first token and decode tokens/s of the engine on the default
-//!   model; `bench all`: every crate's criterion benches.
+//!   model; `bench model`: prefill and decode tokens/s against llama.cpp; `bench serve`:
+//!   `formwork serve` against llama.cpp's server under concurrent OpenAI-SDK chat clients
+//!   (see `serve_bench`); `bench all`: every crate's criterion benches.
 //! - `schema-report [--out FILE] [--grammar]`: the JSON-Schema coverage, soundness,
 //!   completeness and sampling report over `../shared/data/jsonschemabench`; with `--grammar`,
 //!   also coverage, lexeme automata, soundness and completeness of the grammar mode.
@@ -19,6 +21,10 @@ use anyhow::{Context, Result, bail};
 
 mod model;
 mod schema_report;
+mod serve_bench;
+
+/// The llama.cpp the benches compare against: the `xllamacpp` wheel, pinned.
+const LLAMACPP_PACKAGE: &str = "xllamacpp==2026.10.11549";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -41,24 +47,70 @@ fn run(mut cmd: Command) -> Result<()> {
     Ok(())
 }
 
-/// The Python of the venv `target/<name>`, made (with `requirement` installed) if missing.
-fn python_venv(name: &str, requirement: &str) -> Result<PathBuf> {
+/// The Python of the venv `target/<name>`, made if missing, with every one of `requirements`
+/// installed. The venv's `.formwork-packages` file lists what was installed, so a venv made
+/// before a requirement was added gets it on the next run.
+fn python_venv(name: &str, requirements: &[&str]) -> Result<PathBuf> {
     let venv = workspace_root().join("target").join(name);
     let python = venv.join("bin/python");
+    let stamp = venv.join(".formwork-packages");
+    let installed = std::fs::read_to_string(&stamp).unwrap_or_default();
+    let missing = not_installed(&installed, requirements);
+    if python.exists() && missing.is_empty() {
+        return Ok(python);
+    }
+    eprintln!("installing {} into {}", missing.join(" "), venv.display());
     if !python.exists() {
-        eprintln!("installing {requirement} into {}", venv.display());
         run({
             let mut c = Command::new("python3");
             c.args(["-m", "venv"]).arg(&venv);
             c
         })?;
-        run({
-            let mut c = Command::new(&python);
-            c.args(["-m", "pip", "install", "-q", requirement]);
-            c
-        })?;
     }
+    run({
+        let mut c = Command::new(&python);
+        c.args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+            .args(&missing);
+        c
+    })?;
+    let mut lines: Vec<&str> = installed.lines().chain(missing.iter().copied()).collect();
+    lines.sort_unstable();
+    lines.dedup();
+    std::fs::write(&stamp, lines.join("\n") + "\n")
+        .with_context(|| format!("writing {}", stamp.display()))?;
     Ok(python)
+}
+
+/// The requirements not listed in `installed` (a venv's `.formwork-packages`, one a line).
+fn not_installed<'a>(installed: &str, requirements: &[&'a str]) -> Vec<&'a str> {
+    requirements
+        .iter()
+        .copied()
+        .filter(|r| !installed.lines().any(|l| l.trim() == *r))
+        .collect()
+}
+
+/// The cargo target directory: `CARGO_TARGET_DIR` (relative to the workspace) or `target/`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
+}
+
+/// Builds the `formwork` binary in release; returns its path.
+fn build_formwork() -> Result<PathBuf> {
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--release",
+        "-p",
+        "formwork-server",
+        "--bin",
+        "formwork",
+    ]);
+    run(build)?;
+    Ok(target_dir().join("release/formwork"))
 }
 
 fn main() -> Result<()> {
@@ -74,7 +126,7 @@ fn main() -> Result<()> {
         "test" => {
             model::fetch_default()?;
             // formwork-grammar's oracle tests check against Python's lark.
-            let oracle = python_venv("oracle-venv", "lark==1.3.1")?;
+            let oracle = python_venv("oracle-venv", &["lark==1.3.1"])?;
             let mut cmd = cargo();
             cmd.args(["test", "--workspace"]).args(rest);
             cmd.env("FORMWORK_PYTHON", oracle);
@@ -125,6 +177,7 @@ fn main() -> Result<()> {
                     run(cmd)?;
                 }
                 Some("model") => model_bench(&path, &rest[1..])?,
+                Some("serve") => serve_bench::run(&path, &rest[1..])?,
                 Some("compare") => {
                     let mut cmd = cargo();
                     cmd.args(["bench", "--manifest-path", "benches/compare/Cargo.toml"])
@@ -138,7 +191,7 @@ fn main() -> Result<()> {
                 }
                 Some(other) => {
                     bail!(
-                        "unknown bench {other:?} (expected `engine`, `model`, `compare` or `all`)"
+                        "unknown bench {other:?} (expected `engine`, `model`, `serve`, `compare` or `all`)"
                     )
                 }
             }
@@ -150,7 +203,7 @@ fn main() -> Result<()> {
                  test           fetch the model if missing, then run every test\n  \
                  serve          fetch the model if missing, then start the server\n  \
                  schema-report  JSON Schema coverage/soundness report [--out FILE] [--files A,B] [--samples N] [--open-objects] [--misses] [--grammar]\n  \
-                 bench [engine|model|compare|all]  engine: TTFT and tokens/s on the default model [--max-tokens N] [--sequences 1,8]; model: prefill/decode tok/s against llama.cpp in one run [--threads N] [--rounds N]; compare: formwork-index vs outlines-core and llguidance; all: every criterion bench"
+                 bench [engine|model|serve|compare|all]  engine: TTFT and tokens/s on the default model [--max-tokens N] [--sequences 1,8]; model: prefill/decode tok/s against llama.cpp in one run [--threads N] [--rounds N]; serve: `formwork serve` and llama.cpp's server under concurrent OpenAI-SDK chat clients, tables and target/bench-serve.json [--clients 8] [--requests 32] [--max-tokens 160] [--threads 2] [--workloads structured,shared-prompt,multi-turn,plain] [--only formwork|llamacpp] [--out FILE]; compare: formwork-index vs outlines-core and llguidance; all: every criterion bench"
             );
             if task != "help" {
                 bail!("unknown task {task:?}");
@@ -175,18 +228,8 @@ fn model_bench(path: &Path, args: &[String]) -> Result<()> {
         }
     }
     let root = workspace_root();
-    let python = python_venv("llamacpp-venv", "xllamacpp==2026.10.11549")?;
-    let mut build = cargo();
-    build.args([
-        "build",
-        "--release",
-        "-p",
-        "formwork-server",
-        "--bin",
-        "formwork",
-    ]);
-    run(build)?;
-    let formwork = root.join("target/release/formwork");
+    let python = python_venv("llamacpp-venv", &[LLAMACPP_PACKAGE])?;
+    let formwork = build_formwork()?;
     let json_line = |mut cmd: Command| -> Result<serde_json::Value> {
         let out = cmd.output().context("running a bench")?;
         if !out.status.success() {
@@ -234,4 +277,22 @@ fn model_bench(path: &Path, args: &[String]) -> Result<()> {
         println!("{k}: formwork {a:.1}, llama.cpp {b:.1}, ratio {:.2}", a / b);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_venv_gets_only_the_requirements_it_lacks() {
+        let reqs = ["xllamacpp==1", "openai==2"];
+        assert_eq!(not_installed("", &reqs), reqs);
+        assert_eq!(not_installed("xllamacpp==1\n", &reqs), ["openai==2"]);
+        assert_eq!(not_installed("openai==2\nxllamacpp==1\n", &reqs), [""; 0]);
+        // Another pin of the same package is not what was asked for.
+        assert_eq!(
+            not_installed("openai==1\nxllamacpp==1\n", &reqs),
+            ["openai==2"]
+        );
+    }
 }
