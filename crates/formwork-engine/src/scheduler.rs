@@ -98,12 +98,15 @@ struct Seq {
     top_logprobs: Option<usize>,
     /// The tokens it sampled, in order (with the prompt, what its cache holds).
     sampled: Vec<u32>,
+    /// Prompt tokens taken from cached blocks (its own prefill starts after them).
+    reused: usize,
     /// Choices still to be forked from this one when its prefill completes.
     forks: usize,
     last_token_at: Option<Instant>,
 }
 
 /// What a batch item feeds.
+#[derive(Clone, Copy)]
 enum Input {
     Prompt(usize, usize),
     Token,
@@ -349,6 +352,7 @@ impl Scheduler {
                 ignore_eos: p.ignore_eos,
                 top_logprobs: p.top_logprobs,
                 sampled: Vec::new(),
+                reused: prefilled,
                 forks: p.n - 1,
                 last_token_at: None,
             });
@@ -359,17 +363,32 @@ impl Scheduler {
     }
 
     fn step(&mut self) {
+        self.reuse_new_prefixes();
+        // Prompt chunks go to the earliest requests first (their first tokens are due first);
+        // a prompt waits while an earlier one computes blocks it will reuse.
+        let mut prefilling: Vec<usize> = (0..self.active.len())
+            .filter(|&i| {
+                let s = &self.active[i];
+                s.prefilled < s.prompt.len() && !self.awaits_shared_prefix(s)
+            })
+            .collect();
+        prefilling.sort_by_key(|&i| self.active[i].group);
         let mut budget = self.shared.config.prefill_chunk.max(1);
+        let mut chunks = vec![None; self.active.len()];
+        for i in prefilling {
+            if budget == 0 {
+                break;
+            }
+            let s = &self.active[i];
+            let take = budget.min(s.prompt.len() - s.prefilled);
+            budget -= take;
+            chunks[i] = Some(Input::Prompt(s.prefilled, s.prefilled + take));
+        }
         let mut plan: Vec<(usize, Input)> = Vec::with_capacity(self.active.len());
-        for (i, s) in self.active.iter().enumerate() {
-            if s.prefilled < s.prompt.len() {
-                if budget == 0 {
-                    continue;
-                }
-                let take = budget.min(s.prompt.len() - s.prefilled);
-                budget -= take;
-                plan.push((i, Input::Prompt(s.prefilled, s.prefilled + take)));
-            } else if s.has_input {
+        for (i, (s, chunk)) in self.active.iter().zip(chunks).enumerate() {
+            if let Some(chunk) = chunk {
+                plan.push((i, chunk));
+            } else if s.prefilled >= s.prompt.len() && s.has_input {
                 plan.push((i, Input::Token));
             }
         }
@@ -461,6 +480,7 @@ impl Scheduler {
                                 ignore_eos: s.ignore_eos,
                                 top_logprobs: s.top_logprobs,
                                 sampled: Vec::new(),
+                                reused: s.reused,
                                 forks: 0,
                                 last_token_at: None,
                             },
@@ -505,6 +525,65 @@ impl Scheduler {
             .metrics
             .active
             .store(self.active.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether `s` has not started its own prefill while an earlier request's prefill is
+    /// computing blocks `s` would reuse: it waits for them instead of computing them twice
+    /// (many clients sending one long system prompt at once).
+    fn awaits_shared_prefix(&self, s: &Seq) -> bool {
+        if self.prefixes.is_none() || s.prefilled != s.reused || s.prefilled >= s.prompt.len() {
+            return false;
+        }
+        let b = self.block_tokens;
+        self.active.iter().any(|t| {
+            if t.group >= s.group || t.prefilled >= t.prompt.len() {
+                return false;
+            }
+            let common = s
+                .prompt
+                .iter()
+                .zip(t.prompt.iter())
+                .take_while(|(a, b)| a == b);
+            let reusable = common.count().min(t.prompt.len()).min(s.prompt.len() - 1) / b * b;
+            reusable > s.reused
+        })
+    }
+
+    /// Sequences that have not started their own prefill take the blocks cached since they
+    /// were admitted (an earlier prompt they waited for has finished its prefill).
+    fn reuse_new_prefixes(&mut self) {
+        let Some(prefixes) = &mut self.prefixes else {
+            return;
+        };
+        let model = self.shared.model.as_ref();
+        let metrics = &self.shared.metrics;
+        for s in &mut self.active {
+            if s.prefilled != s.reused || s.prefilled >= s.prompt.len() {
+                continue;
+            }
+            let found = prefixes.lookup(model, &s.prompt);
+            let tokens = found.len() * self.block_tokens;
+            if tokens <= s.reused {
+                continue;
+            }
+            let mut cache = model.new_cache();
+            cache.set_prompt_len(s.prompt.len());
+            if cache.attach_prefix(&found).is_err() {
+                continue;
+            }
+            if s.reused == 0 {
+                metrics.prefix_hits.fetch_add(1, Ordering::Relaxed);
+            }
+            metrics
+                .prefix_hit_tokens
+                .fetch_add((tokens - s.reused) as u64, Ordering::Relaxed);
+            if let Some(g) = self.groups.get_mut(&s.group) {
+                g.cached_tokens = tokens;
+            }
+            s.cache = cache;
+            s.prefilled = tokens;
+            s.reused = tokens;
+        }
     }
 
     /// Samples sequence `i`'s next token from `logits` and streams it; `Some` when the

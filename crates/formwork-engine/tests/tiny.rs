@@ -1328,3 +1328,39 @@ fn prefix_reuse_respects_the_attention_kernel_of_each_position() {
     // The same short prompt again reuses all its full blocks (the same kernels).
     assert_eq!(run(&with, request(552)).usage.cached_tokens, 544);
 }
+
+/// Requests sent at once with one long shared start compute it once: the later ones wait for
+/// the first one's prefill and reuse its blocks, and reply as they would alone.
+#[test]
+fn prompts_sent_at_once_compute_their_shared_start_once() {
+    let with = engine(EngineConfig::default());
+    let without = engine(EngineConfig {
+        prefix_cache: false,
+        ..EngineConfig::default()
+    });
+    let request = |k: u32| {
+        let mut tokens: Vec<u32> = (0..600u32).map(|i| 3 + (i * 11) % 80).collect();
+        tokens.extend([5 + k, 9, 7 + k]);
+        let mut r = Request::new(Prompt::Tokens(tokens));
+        r.sampling = SamplingParams::greedy();
+        r.sampling.top_logprobs = Some(2);
+        r.max_tokens = Some(6);
+        r.ignore_eos = true;
+        r
+    };
+    let handles: Vec<_> = (0..3).map(|k| with.submit(request(k)).unwrap()).collect();
+    let together: Vec<Completion> = handles
+        .into_iter()
+        .map(|h| h.blocking_collect().unwrap())
+        .collect();
+    let cached: Vec<usize> = together.iter().map(|c| c.usage.cached_tokens).collect();
+    assert_eq!(cached, [0, 576, 576]);
+    for (k, c) in together.into_iter().enumerate() {
+        let alone = run(&without, request(k as u32));
+        assert_eq!(
+            (c.texts, c.logprobs),
+            (alone.texts, alone.logprobs),
+            "request {k}"
+        );
+    }
+}
