@@ -995,6 +995,40 @@ fn metrics_are_prometheus_text() {
     assert!(s.metric("formwork_prompt_tokens_total").unwrap() > 0.0);
 }
 
+/// A prompt that starts like an earlier one reuses its blocks: `usage` says how many tokens
+/// (OpenAI's `prompt_tokens_details.cached_tokens`, the Responses API's
+/// `input_tokens_details.cached_tokens`) and `/metrics` counts them.
+#[test]
+fn a_repeated_prompt_start_is_reused_and_reported() {
+    let s = server();
+    let system = "Answer briefly, in a friendly tone, and never in capitals. ".repeat(12);
+    let chat = |question: &str| {
+        json!({"messages": [{"role": "system", "content": system},
+                            {"role": "user", "content": question}],
+               "max_tokens": 2, "temperature": 0})
+    };
+    s.post("/v1/chat/completions", &chat("one")).json();
+    let second = s.post("/v1/chat/completions", &chat("two")).json();
+    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    let prompt = second["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(cached >= 64 && cached < prompt, "{second}");
+    let r = s
+        .post(
+            "/v1/responses",
+            &json!({"instructions": system, "input": "three", "max_output_tokens": 2}),
+        )
+        .json();
+    assert!(
+        r["usage"]["input_tokens_details"]["cached_tokens"].as_u64() >= Some(64),
+        "{r}"
+    );
+    assert!(s.metric("formwork_prefix_cache_hit_tokens_total") >= Some(cached as f64));
+    assert!(s.metric("formwork_prefix_cache_hits_total") >= Some(2.0));
+    assert!(s.metric("formwork_prefix_cache_tokens") > Some(0.0));
+}
+
 #[test]
 fn graceful_shutdown_lets_streams_finish() {
     let s = Server::start_with_deadline(
