@@ -76,6 +76,7 @@ pub struct Metrics {
     pub(crate) index_cache_hits: AtomicU64,
     pub(crate) index_cache_misses: AtomicU64,
     pub(crate) engine_panics: AtomicU64,
+    pub(crate) jump_forward_tokens: AtomicU64,
     pub(crate) time_to_first_token: Histogram,
     pub(crate) time_per_token: Histogram,
     pub(crate) index_compile: Histogram,
@@ -105,6 +106,9 @@ pub struct MetricsSnapshot {
     pub index_cache_bytes: u64,
     /// Panics caught on the engine's thread (each failed the requests of its step).
     pub engine_panics: u64,
+    /// Tokens a constraint forced and jump-forward decoding appended without sampling (also
+    /// counted in `completion_tokens`).
+    pub jump_forward_tokens: u64,
     /// Whether the engine is healthy: its thread runs and its state is sound.
     pub healthy: bool,
     /// From submission to the first token.
@@ -126,6 +130,7 @@ impl Metrics {
             index_cache_hits: AtomicU64::new(0),
             index_cache_misses: AtomicU64::new(0),
             engine_panics: AtomicU64::new(0),
+            jump_forward_tokens: AtomicU64::new(0),
             time_to_first_token: Histogram::new(LATENCY_BUCKETS),
             time_per_token: Histogram::new(LATENCY_BUCKETS),
             index_compile: Histogram::new(LATENCY_BUCKETS),
@@ -161,6 +166,7 @@ impl Metrics {
             index_cache_size: 0,
             index_cache_bytes: 0,
             engine_panics: self.engine_panics.load(Ordering::Relaxed),
+            jump_forward_tokens: self.jump_forward_tokens.load(Ordering::Relaxed),
             healthy: true,
             time_to_first_token: self.time_to_first_token.snapshot(),
             time_per_token: self.time_per_token.snapshot(),

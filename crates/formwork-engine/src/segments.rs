@@ -963,6 +963,26 @@ impl SegmentsGuide {
         }
     }
 
+    /// Appends to `out` the text forced next (at most `max` bytes): inside a segment, what
+    /// its grammar forces (the rest of a key, a structural tag's end string); in an
+    /// [`Outside::Either`] reply that left the triggers behind, what the other constraint
+    /// forces; nothing in free text, in a prelude or between segments, where the model
+    /// chooses.
+    pub(crate) fn forced_bytes(&mut self, max: usize, out: &mut Vec<u8>) {
+        match &mut self.phase {
+            Phase::Segment { guide } => {
+                if guide.forced_bytes(max, out).is_err() {
+                    out.clear();
+                }
+            }
+            Phase::Either {
+                guide: Some(guide),
+                node: None,
+            } => guide.forced_bytes(max, out),
+            _ => {}
+        }
+    }
+
     /// Whether the reply is complete and nothing can follow.
     pub(crate) fn is_finished(&self) -> bool {
         match &self.phase {
