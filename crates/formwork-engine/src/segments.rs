@@ -969,17 +969,20 @@ impl SegmentsGuide {
     /// forces; nothing in free text, in a prelude or between segments, where the model
     /// chooses.
     pub(crate) fn forced_bytes(&mut self, max: usize, out: &mut Vec<u8>) {
-        match &mut self.phase {
-            Phase::Segment { guide } => {
-                if guide.forced_bytes(max, out).is_err() {
-                    out.clear();
-                }
-            }
+        let failed = match &mut self.phase {
+            Phase::Segment { guide } => guide.forced_bytes(max, out).is_err(),
             Phase::Either {
                 guide: Some(guide),
                 node: None,
-            } => guide.forced_bytes(max, out),
-            _ => {}
+            } => {
+                guide.forced_bytes(max, out);
+                false
+            }
+            _ => false,
+        };
+        // A grammar too ambiguous to follow forces nothing: its next mask says so.
+        if failed {
+            out.clear();
         }
     }
 
