@@ -230,7 +230,10 @@ fn default_model_greedy_replies_are_the_same_with_and_without_jump_forward() {
             false,
         ),
         (
-            chat("You are a helpful assistant.", "I love this movie! Sentiment?"),
+            chat(
+                "You are a helpful assistant.",
+                "I love this movie! Sentiment?",
+            ),
             choices,
             false,
         ),
@@ -241,11 +244,18 @@ fn default_model_greedy_replies_are_the_same_with_and_without_jump_forward() {
         assert_eq!(with.texts, without.texts, "{constraint:?}");
         assert_eq!(with.finish_reasons, without.finish_reasons);
         assert_eq!(with.finish_reasons[0], Some(FinishReason::Stop));
-        let (a, b) = (with.usage.completion_tokens, without.usage.completion_tokens);
+        let (a, b) = (
+            with.usage.completion_tokens,
+            without.usage.completion_tokens,
+        );
         if *same_tokens {
             assert_eq!(a, b, "{:?}", with.texts);
         } else {
-            assert!(a < b, "{a} tokens with jumps, {b} without: {:?}", with.texts);
+            assert!(
+                a < b,
+                "{a} tokens with jumps, {b} without: {:?}",
+                with.texts
+            );
         }
         assert!(with.usage.forced_tokens > 0, "no jump: {:?}", with.texts);
         assert_eq!(without.usage.forced_tokens, 0);
