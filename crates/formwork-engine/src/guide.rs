@@ -126,6 +126,23 @@ impl ConstraintGuide {
         }
     }
 
+    /// Appends to `out` the text the constraint forces next (at most `max` bytes): the
+    /// longest byte string every accepted continuation starts with, up to where the
+    /// constraint allows a choice or may end. Empty in free text. A guide that cannot tell
+    /// (a grammar too ambiguous to follow) forces nothing: its next mask reports the error.
+    /// See [`crate::jump`].
+    pub(crate) fn forced_bytes(&mut self, max: usize, out: &mut Vec<u8>) {
+        match self {
+            ConstraintGuide::Regular(guide) => guide.forced_bytes(max, out),
+            ConstraintGuide::Grammar(guide) => {
+                if guide.forced_bytes(max, out).is_err() {
+                    out.clear();
+                }
+            }
+            ConstraintGuide::Segments(guide) => guide.forced_bytes(max, out),
+        }
+    }
+
     /// Whether generation is over: EOS was consumed, or the text is complete and no token
     /// but EOS can extend it.
     pub(crate) fn is_finished(&self) -> bool {

@@ -47,6 +47,7 @@ mod constraint;
 mod error;
 mod guide;
 pub mod id;
+mod jump;
 mod metrics;
 mod prefix;
 pub mod reasoning;
@@ -114,6 +115,10 @@ pub struct EngineConfig {
     /// The reasoning format of the model's replies: detected from its chat template (the
     /// default), none, or named. See [`reasoning`].
     pub reasoning: Reasoning,
+    /// Jump-forward decoding by default (a request may say otherwise,
+    /// [`Request::jump_forward`]): text a constraint forces is appended in one forward pass
+    /// instead of one sampling step per token.
+    pub jump_forward: bool,
 }
 
 /// The default most bytes of the index cache: 256 MiB.
@@ -154,6 +159,7 @@ impl Default for EngineConfig {
             },
             grammar: GrammarConfig::default(),
             reasoning: Reasoning::Detect,
+            jump_forward: true,
         }
         .constraint_limit(DEFAULT_CONSTRAINT_BYTES)
     }
@@ -611,6 +617,10 @@ impl Engine {
             ignore_eos: request.ignore_eos
                 && constraint.as_ref().is_none_or(Constraint::may_ignore_eos),
             top_logprobs: request.sampling.top_logprobs,
+            // Forced tokens have no logits: requests asking for logprobs never jump.
+            jump_forward: guide.is_some()
+                && request.sampling.top_logprobs.is_none()
+                && request.jump_forward.unwrap_or(shared.config.jump_forward),
             sampler,
             guide,
             events,

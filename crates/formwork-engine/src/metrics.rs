@@ -80,6 +80,7 @@ pub struct Metrics {
     pub(crate) prefix_hits: AtomicU64,
     pub(crate) prefix_hit_tokens: AtomicU64,
     pub(crate) prefix_cached_tokens: AtomicU64,
+    pub(crate) jump_forward_tokens: AtomicU64,
     pub(crate) time_to_first_token: Histogram,
     pub(crate) time_per_token: Histogram,
     pub(crate) index_compile: Histogram,
@@ -117,6 +118,9 @@ pub struct MetricsSnapshot {
     pub prefix_hit_tokens: u64,
     /// Tokens held in blocks kept for prefix reuse.
     pub prefix_cached_tokens: u64,
+    /// Tokens a constraint forced and jump-forward decoding appended without sampling (also
+    /// counted in `completion_tokens`).
+    pub jump_forward_tokens: u64,
     /// Whether the engine is healthy: its thread runs and its state is sound.
     pub healthy: bool,
     /// From submission to the first token.
@@ -142,6 +146,7 @@ impl Metrics {
             prefix_hits: AtomicU64::new(0),
             prefix_hit_tokens: AtomicU64::new(0),
             prefix_cached_tokens: AtomicU64::new(0),
+            jump_forward_tokens: AtomicU64::new(0),
             time_to_first_token: Histogram::new(LATENCY_BUCKETS),
             time_per_token: Histogram::new(LATENCY_BUCKETS),
             index_compile: Histogram::new(LATENCY_BUCKETS),
@@ -181,6 +186,7 @@ impl Metrics {
             prefix_hits: self.prefix_hits.load(Ordering::Relaxed),
             prefix_hit_tokens: self.prefix_hit_tokens.load(Ordering::Relaxed),
             prefix_cached_tokens: self.prefix_cached_tokens.load(Ordering::Relaxed),
+            jump_forward_tokens: self.jump_forward_tokens.load(Ordering::Relaxed),
             healthy: true,
             time_to_first_token: self.time_to_first_token.snapshot(),
             time_per_token: self.time_per_token.snapshot(),

@@ -268,6 +268,11 @@ pub struct Request {
     /// Keep generating after an end-of-sequence token (unconstrained requests, and segments
     /// over free text: see [`Constraint::may_ignore_eos`]).
     pub ignore_eos: bool,
+    /// Jump-forward decoding: where the constraint admits only one continuation, append its
+    /// tokens without sampling them, in one forward pass (`None`: the engine's
+    /// [`crate::EngineConfig::jump_forward`]). Never for a request asking for logprobs. The
+    /// boundary rule between sampled and forced text is in `docs/api.md`.
+    pub jump_forward: Option<bool>,
 }
 
 impl Request {
@@ -283,6 +288,7 @@ impl Request {
             auto_tools: None,
             max_reasoning_tokens: None,
             ignore_eos: false,
+            jump_forward: None,
         }
     }
 }
@@ -343,6 +349,10 @@ pub struct Usage {
     /// Prompt tokens whose keys and values came from cached blocks of earlier requests
     /// (prefix reuse) instead of being computed (OpenAI's `cached_tokens`).
     pub cached_tokens: usize,
+    /// Tokens, over all choices, that the constraint forced and jump-forward decoding
+    /// appended without sampling (counted in `completion_tokens` too; see
+    /// [`Request::jump_forward`]).
+    pub forced_tokens: usize,
 }
 
 impl Usage {

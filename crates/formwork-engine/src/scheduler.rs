@@ -3,10 +3,11 @@
 //! Each step, every active sequence contributes its next input to one batched forward pass:
 //! a chunk of its prompt while prefilling (at most `prefill_chunk` prompt tokens per step over
 //! all sequences, so a long prompt never stalls the others for long), else the token it
-//! sampled last. New requests are admitted between steps, first come first served, while the
-//! sequence limit and the KV-cache budget allow. An admitted prompt starts from the cached
-//! blocks of earlier sequences that share its first tokens ([`crate::prefix`]), and a
-//! sequence's blocks are kept for later ones when it ends.
+//! sampled last (followed by the tokens its constraint forces next, when jump-forward
+//! decoding found some: see [`crate::jump`]). New requests are admitted between steps, first
+//! come first served, while the sequence limit and the KV-cache budget allow. An admitted
+//! prompt starts from the cached blocks of earlier sequences that share its first tokens
+//! ([`crate::prefix`]), and a sequence's blocks are kept for later ones.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -19,6 +20,7 @@ use formwork_sampler::Sampler;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::guide::ConstraintGuide;
+use crate::jump::{self, MAX_FORCED_BYTES};
 use crate::prefix::PrefixCache;
 use crate::text::{Pushed, TextStream};
 use crate::{Event, FinishReason, Shared, TokenLogprob, Usage, panic_message};
@@ -37,6 +39,8 @@ pub(crate) struct Pending {
     pub(crate) stop: Vec<String>,
     pub(crate) ignore_eos: bool,
     pub(crate) top_logprobs: Option<usize>,
+    /// Whether forced text is appended without sampling ([`crate::jump`]).
+    pub(crate) jump_forward: bool,
     pub(crate) sampler: Sampler,
     pub(crate) guide: Option<ConstraintGuide>,
     pub(crate) events: UnboundedSender<Event>,
@@ -71,6 +75,7 @@ struct Group {
     reserved: usize,
     masked_tokens: usize,
     cached_tokens: usize,
+    forced_tokens: usize,
 }
 
 impl Group {
@@ -86,7 +91,8 @@ struct Seq {
     prompt: Arc<Vec<u32>>,
     prefilled: usize,
     cache: KvCache,
-    input: [u32; 1],
+    /// The next forward pass's input: the token sampled last, then any forced tokens.
+    input: Vec<u32>,
     has_input: bool,
     generated: usize,
     max_tokens: usize,
@@ -96,10 +102,11 @@ struct Seq {
     stop: Arc<Vec<String>>,
     ignore_eos: bool,
     top_logprobs: Option<usize>,
-    /// The tokens it sampled, in order (with the prompt, what its cache holds).
-    sampled: Vec<u32>,
+    /// The tokens fed after the prompt, in order (with the prompt, what its cache holds).
+    fed: Vec<u32>,
     /// Prompt tokens taken from cached blocks (its own prefill starts after them).
     reused: usize,
+    jump_forward: bool,
     /// Choices still to be forked from this one when its prefill completes.
     forks: usize,
     last_token_at: Option<Instant>,
@@ -324,6 +331,7 @@ impl Scheduler {
                     reserved: reserve,
                     masked_tokens: 0,
                     cached_tokens,
+                    forced_tokens: 0,
                 },
             );
             // The prompt is prefilled in chunks that depend on what else is running; telling
@@ -341,7 +349,7 @@ impl Scheduler {
                 prompt: Arc::new(p.prompt),
                 prefilled,
                 cache,
-                input: [0],
+                input: Vec::new(),
                 has_input: false,
                 generated: 0,
                 max_tokens: p.max_tokens,
@@ -351,8 +359,9 @@ impl Scheduler {
                 stop: Arc::new(p.stop),
                 ignore_eos: p.ignore_eos,
                 top_logprobs: p.top_logprobs,
-                sampled: Vec::new(),
+                fed: Vec::new(),
                 reused: prefilled,
+                jump_forward: p.jump_forward,
                 forks: p.n - 1,
                 last_token_at: None,
             });
@@ -456,7 +465,10 @@ impl Scheduler {
                             .store(prefixes.tokens() as u64, Ordering::Relaxed);
                     }
                 }
-                Input::Token => s.has_input = false,
+                Input::Token => {
+                    s.has_input = false;
+                    s.fed.extend_from_slice(&s.input);
+                }
             }
             if s.forks > 0 {
                 let forks = std::mem::take(&mut s.forks);
@@ -469,7 +481,7 @@ impl Scheduler {
                                 prompt: s.prompt.clone(),
                                 prefilled: s.prefilled,
                                 cache,
-                                input: [0],
+                                input: Vec::new(),
                                 has_input: false,
                                 generated: 0,
                                 max_tokens: s.max_tokens,
@@ -479,8 +491,9 @@ impl Scheduler {
                                 stop: s.stop.clone(),
                                 ignore_eos: s.ignore_eos,
                                 top_logprobs: s.top_logprobs,
-                                sampled: Vec::new(),
+                                fed: Vec::new(),
                                 reused: s.reused,
+                                jump_forward: s.jump_forward,
                                 forks: 0,
                                 last_token_at: None,
                             },
@@ -703,9 +716,12 @@ impl Scheduler {
         if s.guide.as_ref().is_some_and(ConstraintGuide::is_finished) {
             return Some(FinishReason::Stop);
         }
-        s.input = [token];
+        s.input.clear();
+        s.input.push(token);
         s.has_input = true;
-        s.sampled.push(token);
+        if s.jump_forward {
+            return jump_forward(shared, s, group, token);
+        }
         None
     }
 
@@ -747,6 +763,7 @@ impl Scheduler {
                 decode_time: end - first,
                 masked_tokens: group.masked_tokens,
                 cached_tokens: group.cached_tokens,
+                forced_tokens: group.forced_tokens,
             }));
             self.reserved = self.reserved.saturating_sub(group.reserved);
             self.groups.remove(&s.group);
@@ -761,7 +778,7 @@ impl Scheduler {
             return;
         };
         if reason != FinishReason::Error {
-            let tokens: Vec<u32> = s.prompt.iter().chain(&s.sampled).copied().collect();
+            let tokens: Vec<u32> = s.prompt.iter().chain(&s.fed).copied().collect();
             let model = self.shared.model.as_ref();
             prefixes.insert(model, &s.cache, s.prompt.len(), &tokens);
         }
@@ -776,4 +793,78 @@ impl Scheduler {
             .prefix_cached_tokens
             .store(held as u64, Ordering::Relaxed);
     }
+}
+
+/// After `token` was sampled and streamed: appends the tokens the constraint forces next
+/// ([`crate::jump`]) to the sequence's next input, advancing its guide and streaming their
+/// text; `Some` when the sequence is done (a stop string, `max_tokens`, a complete
+/// constraint).
+fn jump_forward(
+    shared: &Shared,
+    s: &mut Seq,
+    group: &mut Group,
+    token: u32,
+) -> Option<FinishReason> {
+    let guide = s.guide.as_mut()?;
+    let room = s.max_tokens.saturating_sub(s.generated);
+    if room == 0 {
+        return None;
+    }
+    let mut forced = Vec::new();
+    guide.forced_bytes(MAX_FORCED_BYTES, &mut forced);
+    if forced.is_empty() {
+        return None;
+    }
+    let vocab = shared.indexes.vocabulary();
+    let tokens = jump::forced_tokens(token, &forced, vocab, |text| {
+        shared.tokenizer.encode(text, false).ok()
+    });
+    let mut text = Vec::new();
+    let mut jumped = 0;
+    for &t in tokens.iter().take(room) {
+        if guide.advance(t).is_err() {
+            // Not a token the constraint takes here (a vocabulary that cannot spell what the
+            // automaton allows): the model samples from here on.
+            break;
+        }
+        s.sampler.record(t);
+        s.input.push(t);
+        text.extend_from_slice(vocab.token(t).unwrap_or(&[]));
+        jumped += 1;
+    }
+    if jumped == 0 {
+        return None;
+    }
+    s.generated += jumped;
+    group.completion_tokens += jumped;
+    group.forced_tokens += jumped;
+    let metrics = &shared.metrics;
+    metrics
+        .completion_tokens
+        .fetch_add(jumped as u64, Ordering::Relaxed);
+    metrics
+        .jump_forward_tokens
+        .fetch_add(jumped as u64, Ordering::Relaxed);
+    let (delta, stopped) = match s.text.push(&text) {
+        Pushed::Text(t) => (t, false),
+        Pushed::Stopped(t) => (t, true),
+    };
+    if !delta.is_empty() {
+        let _ = group.events.send(Event::Delta {
+            index: s.index,
+            text: delta,
+            logprobs: Vec::new(),
+        });
+    }
+    if stopped {
+        s.text = TextStream::new(&[]);
+        return Some(FinishReason::Stop);
+    }
+    if s.generated >= s.max_tokens {
+        return Some(FinishReason::Length);
+    }
+    if s.guide.as_ref().is_some_and(ConstraintGuide::is_finished) {
+        return Some(FinishReason::Stop);
+    }
+    None
 }

@@ -963,6 +963,29 @@ impl SegmentsGuide {
         }
     }
 
+    /// Appends to `out` the text forced next (at most `max` bytes): inside a segment, what
+    /// its grammar forces (the rest of a key, a structural tag's end string); in an
+    /// [`Outside::Either`] reply that left the triggers behind, what the other constraint
+    /// forces; nothing in free text, in a prelude or between segments, where the model
+    /// chooses.
+    pub(crate) fn forced_bytes(&mut self, max: usize, out: &mut Vec<u8>) {
+        let failed = match &mut self.phase {
+            Phase::Segment { guide } => guide.forced_bytes(max, out).is_err(),
+            Phase::Either {
+                guide: Some(guide),
+                node: None,
+            } => {
+                guide.forced_bytes(max, out);
+                false
+            }
+            _ => false,
+        };
+        // A grammar too ambiguous to follow forces nothing: its next mask says so.
+        if failed {
+            out.clear();
+        }
+    }
+
     /// Whether the reply is complete and nothing can follow.
     pub(crate) fn is_finished(&self) -> bool {
         match &self.phase {

@@ -234,3 +234,127 @@ fn prefix_reuse_gives_the_same_greedy_replies() {
         }
     }
 }
+/// One greedy reply under `constraint`, with jump-forward decoding on or off.
+fn greedy_reply(
+    prompt: &Prompt,
+    constraint: &Constraint,
+    jump: bool,
+) -> formwork_engine::Completion {
+    let mut r = Request::new(prompt.clone());
+    r.sampling = SamplingParams::greedy();
+    r.max_tokens = Some(160);
+    r.constraint = Some(constraint.clone());
+    r.jump_forward = Some(jump);
+    engine().submit(r).unwrap().blocking_collect().unwrap()
+}
+
+/// Jump-forward decoding changes nothing where the model, decoding step by step under the
+/// mask, picks the tokens the tokenizer writes for the forced text: on the person schema
+/// (fixed keys) the same greedy text from the same number of tokens, with forced
+/// tokens counted only when jumping, so the jumps were what the model would have sampled.
+/// Where the model spells some forced text in other pieces than the tokenizer (the rest of
+/// long choices, one piece at a time; a key or two of the order), the text is the same and
+/// jumping takes fewer tokens.
+#[test]
+fn default_model_greedy_replies_are_the_same_with_and_without_jump_forward() {
+    let person = json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 30},
+            "age": {"type": "integer", "minimum": 0, "maximum": 120},
+            "city": {"type": "string", "maxLength": 30}
+        },
+        "required": ["name", "age", "city"]
+    });
+    let order = json!({
+        "type": "object",
+        "properties": {
+            "product": {"type": "string", "maxLength": 30},
+            "size": {"enum": ["small", "medium", "large"]},
+            "quantity": {"type": "integer", "minimum": 1, "maximum": 9},
+            "gift": {"type": "boolean"}
+        },
+        "required": ["product", "size", "quantity", "gift"]
+    });
+    let choices = Constraint::Choice(vec![
+        "positive, and I would watch it again".into(),
+        "negative, and I would not watch it again".into(),
+    ]);
+    let cases = [
+        (
+            chat("You answer in JSON.", "Describe a person."),
+            Constraint::JsonSchema(JsonSchema::new(person)),
+            true,
+        ),
+        (
+            chat("You answer in JSON.", "Order a coffee mug as a gift."),
+            Constraint::JsonSchema(JsonSchema::new(order)),
+            false,
+        ),
+        (
+            chat(
+                "You are a helpful assistant.",
+                "I love this movie! Sentiment?",
+            ),
+            choices,
+            false,
+        ),
+    ];
+    for (prompt, constraint, same_tokens) in &cases {
+        let with = greedy_reply(prompt, constraint, true);
+        let without = greedy_reply(prompt, constraint, false);
+        assert_eq!(with.texts, without.texts, "{constraint:?}");
+        assert_eq!(with.finish_reasons, without.finish_reasons);
+        assert_eq!(with.finish_reasons[0], Some(FinishReason::Stop));
+        let (a, b) = (
+            with.usage.completion_tokens,
+            without.usage.completion_tokens,
+        );
+        if *same_tokens {
+            assert_eq!(a, b, "{:?}", with.texts);
+        } else {
+            assert!(
+                a < b,
+                "{a} tokens with jumps, {b} without: {:?}",
+                with.texts
+            );
+        }
+        assert!(with.usage.forced_tokens > 0, "no jump: {:?}", with.texts);
+        assert_eq!(without.usage.forced_tokens, 0);
+    }
+}
+
+/// With jump-forward decoding on (the default), replies at temperature 0.8 still follow
+/// their schemas, and the forced tokens are counted in the usage and the engine's metric.
+#[test]
+fn default_model_jump_forward_replies_validate() {
+    let schemas = [
+        json!({"type":"object","properties":{"name":{"type":"string","maxLength":20},"color":{"enum":["red","green","blue"]},"tags":{"type":"array","items":{"type":"string","maxLength":10},"maxItems":3}},"required":["name","color","tags"]}),
+        json!({"type":"object","properties":{"id":{"type":"integer"},"active":{"type":"boolean"},"point":{"type":"object","properties":{"x":{"type":"number"},"y":{"type":"number"}},"required":["x","y"]}},"required":["id","active","point"]}),
+    ];
+    let before = engine().metrics().jump_forward_tokens;
+    let mut forced = 0;
+    for seed in 0..3u64 {
+        for schema in &schemas {
+            let mut r = Request::new(chat("You answer in JSON.", "Describe something."));
+            r.sampling = SamplingParams {
+                temperature: 0.8,
+                seed: Some(seed),
+                ..SamplingParams::default()
+            };
+            r.max_tokens = Some(120);
+            r.constraint = Some(Constraint::JsonSchema(JsonSchema::new(schema.clone())));
+            let c = engine().submit(r).unwrap().blocking_collect().unwrap();
+            forced += c.usage.forced_tokens;
+            assert!(c.usage.forced_tokens < c.usage.completion_tokens);
+            if c.finish_reasons[0] != Some(FinishReason::Stop) {
+                continue;
+            }
+            let text = &c.texts[0];
+            let doc: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            assert!(jsonschema::is_valid(schema, &doc), "{text}");
+        }
+    }
+    assert!(forced > 0);
+    assert!(engine().metrics().jump_forward_tokens >= before + forced as u64);
+}

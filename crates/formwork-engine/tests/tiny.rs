@@ -1364,3 +1364,69 @@ fn prompts_sent_at_once_compute_their_shared_start_once() {
         );
     }
 }
+
+/// Jump-forward decoding over the tiny model's byte-level BPE: forced text (fixed keys and
+/// punctuation) is appended without sampling, and counted; the reply still matches; it is
+/// capped by `max_tokens`, cut by stop strings, never used with logprobs, and each of `n`
+/// choices jumps on its own.
+#[test]
+fn jump_forward_appends_forced_text_within_the_requests_limits() {
+    let engine = shared_engine();
+    let regex = r#"\{"alpha":"[a-z]{1,4}","beta":"[a-z]{1,4}","gamma":true\}"#;
+    let dfa = ByteDfa::new(regex).unwrap();
+    let request = |seed: u64, jump: bool| {
+        let mut r = Request::new(chat("fill it in"));
+        r.sampling = sampling(seed);
+        r.constraint = Some(Constraint::Regex(regex.into()));
+        r.max_tokens = Some(100);
+        r.jump_forward = Some(jump);
+        r
+    };
+    let mut forced = 0;
+    for seed in 0..4 {
+        let c = run(engine, request(seed, true));
+        assert_eq!(c.finish_reasons[0], Some(FinishReason::Stop));
+        assert!(dfa.matches(c.texts[0].as_bytes()), "{:?}", c.texts[0]);
+        assert!(c.usage.forced_tokens < c.usage.completion_tokens);
+        forced += c.usage.forced_tokens;
+        let c = run(engine, request(seed, false));
+        assert!(dfa.matches(c.texts[0].as_bytes()), "{:?}", c.texts[0]);
+        assert_eq!(c.usage.forced_tokens, 0);
+    }
+    assert!(forced > 0, "no jump over fixed keys");
+
+    // `max_tokens` caps sampled and forced tokens together; the text is a prefix of a match.
+    for max in 1..6 {
+        let mut r = request(1, true);
+        r.max_tokens = Some(max);
+        let c = run(engine, r);
+        assert_eq!(c.usage.completion_tokens, max);
+        assert_eq!(c.finish_reasons[0], Some(FinishReason::Length));
+        assert!(
+            r#"{"alpha":""#.starts_with(&c.texts[0]) || c.texts[0].starts_with(r#"{"alpha":""#)
+        );
+    }
+
+    // A stop string inside forced text cuts the reply there, unsent.
+    let mut r = request(2, true);
+    r.stop = vec!["pha".into()];
+    let c = run(engine, r);
+    assert_eq!(c.texts[0], r#"{"al"#);
+    assert_eq!(c.finish_reasons[0], Some(FinishReason::Stop));
+
+    // Logprobs: every token sampled, one entry each.
+    let mut r = request(3, true);
+    r.sampling.top_logprobs = Some(2);
+    let c = run(engine, r);
+    assert_eq!(c.usage.forced_tokens, 0);
+    assert_eq!(c.logprobs[0].len(), c.usage.completion_tokens);
+
+    // Several choices, each jumping on its own.
+    let mut r = request(4, true);
+    r.n = 3;
+    let c = run(engine, r);
+    for text in &c.texts {
+        assert!(dfa.matches(text.as_bytes()), "{text:?}");
+    }
+    assert!(c.usage.forced_tokens >= 3, "{:?}", c.usage);
+}

@@ -16,7 +16,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use formwork_index::{Index, IndexConfig, StateId, Stepper, Vocabulary};
+use formwork_index::{Index, IndexConfig, NextBytes, StateId, Stepper, Vocabulary};
 
 use crate::parser::{Chart, Lexemes, Tables};
 use crate::{Grammar, GrammarError};
@@ -251,6 +251,49 @@ impl GrammarGuide {
         Ok(mask
             .get(token as usize / 64)
             .is_some_and(|w| w & (1 << (token % 64)) != 0))
+    }
+
+    /// Appends to `out` the bytes every continuation of the text starts with (at most
+    /// `max`): followed while the lexemes in progress allow exactly one next byte between
+    /// them and the text is not complete (where it is, EOS is a choice). The chart is
+    /// stepped over them to look further and left as it was. A decoder may append them
+    /// without sampling. Nothing once EOS was consumed.
+    pub fn forced_bytes(&mut self, max: usize, out: &mut Vec<u8>) -> Result<(), GrammarError> {
+        if self.finished {
+            return Ok(());
+        }
+        let index = &*self.index;
+        let base = self.chart.mark();
+        let mut result = Ok(());
+        let mut taken = 0;
+        while taken < max && !self.chart.accepts() {
+            let mut next = NextBytes::None;
+            for (l, state, _) in self.chart.open_lexemes() {
+                match index.lexeme(l) {
+                    Ok(lexeme) => next = next.union(lexeme.next_bytes(state)),
+                    Err(e) => {
+                        result = Err(e);
+                        next = NextBytes::None;
+                        break;
+                    }
+                }
+                if next == NextBytes::Many {
+                    break;
+                }
+            }
+            let NextBytes::One(b) = next else { break };
+            if let Err(e) = self.chart.step(&index.tables, index, b) {
+                result = Err(e);
+                break;
+            }
+            if !self.chart.is_viable() {
+                break;
+            }
+            out.push(b);
+            taken += 1;
+        }
+        self.chart.truncate(base);
+        result
     }
 
     /// Whether EOS is allowed now (the text so far is in the language).

@@ -90,6 +90,39 @@ pub(crate) fn class_map(
     (map, reps)
 }
 
+/// The bytes that can follow a state of an automaton without leaving every match: what a
+/// decoder needs to tell a choice from a forced continuation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextBytes {
+    /// No byte (the match cannot go on).
+    None,
+    /// Exactly this byte.
+    One(u8),
+    /// Two bytes or more.
+    Many,
+}
+
+impl NextBytes {
+    /// Adds one more live byte to what was found so far.
+    #[inline]
+    pub(crate) fn with(self, byte: u8) -> NextBytes {
+        match self {
+            NextBytes::None => NextBytes::One(byte),
+            NextBytes::One(b) if b == byte => self,
+            _ => NextBytes::Many,
+        }
+    }
+
+    /// What either of two sets of bytes allows: their union.
+    pub fn union(self, other: NextBytes) -> NextBytes {
+        match other {
+            NextBytes::None => self,
+            NextBytes::One(b) => self.with(b),
+            NextBytes::Many => NextBytes::Many,
+        }
+    }
+}
+
 /// A byte-level DFA over live states only. Immutable and cheap to share.
 #[derive(Debug, Clone)]
 pub struct ByteDfa {
@@ -267,6 +300,20 @@ impl ByteDfa {
     /// Whether the input read so far is a full match.
     pub fn is_accepting(&self, state: StateId) -> bool {
         self.accepting[state as usize]
+    }
+
+    /// The bytes that lead from `state` to a live state.
+    pub fn next_bytes(&self, state: StateId) -> NextBytes {
+        let mut found = NextBytes::None;
+        for b in 0..=255u8 {
+            if self.next(state, b) != Self::DEAD {
+                found = found.with(b);
+                if found == NextBytes::Many {
+                    break;
+                }
+            }
+        }
+        found
     }
 
     /// The fewest bytes that lead from `state` to an accepting state.

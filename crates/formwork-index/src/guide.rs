@@ -66,6 +66,14 @@ impl Guide {
         Ok(())
     }
 
+    /// Appends to `out` the bytes every continuation from here starts with (at most `max`),
+    /// stopping where the regex allows a choice of bytes or a full match ends it (EOS is a
+    /// choice there): see [`Index::forced_bytes`]. A decoder may append them without
+    /// sampling. Nothing once EOS was consumed.
+    pub fn forced_bytes(&self, max: usize, out: &mut Vec<u8>) {
+        self.index.forced_bytes(self.state, max, out);
+    }
+
     /// Whether EOS is allowed now (the text so far is a full match).
     pub fn accepts_eos(&self) -> bool {
         self.index.is_accepting(self.state) && !self.index.vocabulary().eos().is_empty()

@@ -35,7 +35,7 @@ use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::lazy::LazyDfa;
-use crate::{ByteDfa, DfaConfig, IndexError, StateId, Vocabulary};
+use crate::{ByteDfa, DfaConfig, IndexError, NextBytes, StateId, Vocabulary};
 
 /// Limits and mode of an [`Index`] build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -622,15 +622,43 @@ impl Index {
         })
     }
 
+    /// A cursor that waits for the lock (a lazy automaton's) instead of giving up.
+    fn stepper(&self) -> Stepper<'_> {
+        match &self.dfa {
+            Automaton::Full(dfa) => Stepper(Stepper_::Full(dfa)),
+            Automaton::Lazy(dfa) => Stepper(Stepper_::Lazy(dfa, dfa.lock())),
+        }
+    }
+
     /// Whether some byte leads from `state` to a live state (the match can go on). Every
     /// live state that is not accepting can; an accepting one may be the end.
     pub fn can_continue(&self, state: StateId) -> bool {
-        match &self.dfa {
-            Automaton::Full(dfa) if (state as usize) < dfa.state_count() => {
-                (0..=255u8).any(|b| dfa.next(state, b) != ByteDfa::DEAD)
-            }
-            Automaton::Lazy(dfa) => Stepper(Stepper_::Lazy(dfa, dfa.lock())).can_continue(state),
-            _ => false,
+        self.stepper().can_continue(state)
+    }
+
+    /// The bytes that lead from `state` to a live state: none, exactly one, or more. A lazy
+    /// automaton computes the state's transitions once and keeps the answer, so asking
+    /// again costs a lookup.
+    pub fn next_bytes(&self, state: StateId) -> NextBytes {
+        self.stepper().next_bytes(state)
+    }
+
+    /// Appends to `out` the *forced continuation* of `state`: the bytes every match that
+    /// goes on from here starts with, followed while exactly one byte leads on and the text
+    /// is not a full match (where it is, ending is a choice), at most `max` of them. Empty
+    /// for [`Index::FINISHED`] and ids that are not states. Costs a table lookup per byte
+    /// once the states on the way are known ([`Index::next_bytes`]).
+    pub fn forced_bytes(&self, state: StateId, max: usize, out: &mut Vec<u8>) {
+        let mut stepper = self.stepper();
+        let mut s = state;
+        let mut taken = 0;
+        while taken < max && s != Self::FINISHED && !stepper.is_accepting(s) {
+            let NextBytes::One(b) = stepper.next_bytes(s) else {
+                break;
+            };
+            out.push(b);
+            taken += 1;
+            s = stepper.next(s, b);
         }
     }
 
@@ -825,25 +853,17 @@ impl Stepper<'_> {
 
     /// Whether some byte leads from `state` to a live state ([`Index::can_continue`]).
     pub fn can_continue(&mut self, state: StateId) -> bool {
+        self.next_bytes(state) != NextBytes::None
+    }
+
+    /// The bytes that lead from `state` to a live state ([`Index::next_bytes`]).
+    pub fn next_bytes(&mut self, state: StateId) -> NextBytes {
         match &mut self.0 {
-            Stepper_::Full(dfa) if (state as usize) < dfa.state_count() => {
-                (0..=255u8).any(|b| dfa.next(state, b) != ByteDfa::DEAD)
-            }
+            Stepper_::Full(dfa) if (state as usize) < dfa.state_count() => dfa.next_bytes(state),
             Stepper_::Lazy(dfa, table) if (state as usize) < dfa.state_count_locked(table) => {
-                if let Some(known) = table.continues(state) {
-                    return known;
-                }
-                let count = dfa
-                    .classes()
-                    .iter()
-                    .copied()
-                    .max()
-                    .map_or(0, |c| c as usize + 1);
-                let yes = (0..count).any(|c| dfa.next_class(table, state, c) != ByteDfa::DEAD);
-                table.set_continues(state, yes);
-                yes
+                dfa.next_bytes(table, state)
             }
-            _ => false,
+            _ => NextBytes::None,
         }
     }
 }

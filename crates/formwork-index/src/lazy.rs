@@ -24,7 +24,7 @@ use regex_automata::nfa::thompson::{self, NFA, State, WhichCaptures};
 use regex_automata::util::look::{Look, LookSet};
 use regex_automata::util::primitives::StateID;
 
-use crate::{ByteDfa, DfaConfig, IndexError, StateId};
+use crate::{ByteDfa, DfaConfig, IndexError, NextBytes, StateId};
 
 /// A transition not computed yet (never returned to callers).
 const UNKNOWN: StateId = StateId::MAX - 2;
@@ -45,6 +45,8 @@ pub(crate) struct LazyDfa {
     classes: [u8; 256],
     /// One byte of each class.
     reps: Vec<u8>,
+    /// Whether each class holds one byte only.
+    single: Vec<bool>,
     config: DfaConfig,
     table: Mutex<Table>,
 }
@@ -56,8 +58,9 @@ pub(crate) struct Table {
     /// Row-major transitions; [`UNKNOWN`] where not computed yet.
     trans: Vec<StateId>,
     accepting: Vec<bool>,
-    /// Whether some byte leads on from each state: 0 not known yet, 1 yes, 2 no.
-    continues: Vec<u8>,
+    /// The bytes that lead on from each state ([`NextBytes`]): 0 not known yet, 1 none,
+    /// 2 many, `3 + b` byte `b` alone.
+    next_bytes: Vec<u16>,
     /// Each state's NFA states (those that read a byte), sorted, then [`ACCEPT`] if accepting.
     sets: Vec<Box<[u32]>>,
     ids: HashMap<Box<[u32]>, StateId>,
@@ -90,6 +93,11 @@ impl LazyDfa {
             return Ok(None);
         }
         let (classes, reps) = crate::automaton::class_map(nfa.byte_classes());
+        let mut sizes = vec![0usize; reps.len()];
+        for &c in &classes {
+            sizes[c as usize] += 1;
+        }
+        let single = sizes.iter().map(|&n| n == 1).collect();
         let mut table = Table {
             stride: reps.len(),
             marks: vec![0; 2 * nfa.states().len()],
@@ -102,6 +110,7 @@ impl LazyDfa {
             live,
             classes,
             reps,
+            single,
             config,
             table: Mutex::default(),
         };
@@ -161,6 +170,38 @@ impl LazyDfa {
             return t;
         }
         self.compute(table, state, class)
+    }
+
+    /// The bytes that lead from `state` to a live state, computing its transitions if
+    /// needed (once per state: the answer is kept).
+    pub(crate) fn next_bytes(&self, table: &mut Table, state: StateId) -> NextBytes {
+        match table.next_bytes.get(state as usize) {
+            None => return NextBytes::None,
+            Some(0) => {}
+            Some(&known) => return decode_next_bytes(known),
+        }
+        let mut found = NextBytes::None;
+        for class in 0..self.reps.len() {
+            if self.next_class(table, state, class) == ByteDfa::DEAD {
+                continue;
+            }
+            found = if self.single[class] {
+                found.with(self.reps[class])
+            } else {
+                NextBytes::Many
+            };
+            if found == NextBytes::Many {
+                break;
+            }
+        }
+        if let Some(slot) = table.next_bytes.get_mut(state as usize) {
+            *slot = match found {
+                NextBytes::None => 1,
+                NextBytes::Many => 2,
+                NextBytes::One(b) => 3 + b as u16,
+            };
+        }
+        found
     }
 
     /// Whether the text read up to `state` is a full match.
@@ -315,13 +356,22 @@ impl LazyDfa {
         let id = table.accepting.len() as StateId;
         let key: Box<[u32]> = table.set.as_slice().into();
         table.accepting.push(key.last() == Some(&ACCEPT));
-        table.continues.push(0);
+        table.next_bytes.push(0);
         table.sets.push(key.clone());
         table.ids.insert(key, id);
         let stride = table.stride;
         table.trans.resize(table.trans.len() + stride, UNKNOWN);
         table.memory += bytes;
         id
+    }
+}
+
+/// The [`NextBytes`] a [`Table`] keeps in its encoding (not 0, which means unknown).
+fn decode_next_bytes(code: u16) -> NextBytes {
+    match code {
+        1 => NextBytes::None,
+        2 => NextBytes::Many,
+        c => NextBytes::One((c - 3) as u8),
     }
 }
 
@@ -386,23 +436,6 @@ fn co_reachable(nfa: &NFA) -> Vec<bool> {
 }
 
 impl Table {
-    /// Whether some byte leads from `state` to a live state, as far as known (`None`: not
-    /// computed yet).
-    pub(crate) fn continues(&self, state: StateId) -> Option<bool> {
-        match self.continues.get(state as usize) {
-            Some(1) => Some(true),
-            Some(2) => Some(false),
-            _ => None,
-        }
-    }
-
-    /// Records whether some byte leads on from `state`.
-    pub(crate) fn set_continues(&mut self, state: StateId, yes: bool) {
-        if let Some(c) = self.continues.get_mut(state as usize) {
-            *c = if yes { 1 } else { 2 };
-        }
-    }
-
     /// Whether `state` is accepting (`false` for ids that are not states).
     pub(crate) fn is_accepting(&self, state: StateId) -> bool {
         self.accepting.get(state as usize).copied().unwrap_or(false)

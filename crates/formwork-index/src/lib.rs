@@ -53,7 +53,7 @@ mod lazy;
 mod tokenizer;
 mod vocabulary;
 
-pub use automaton::{ByteDfa, DfaConfig, StateId};
+pub use automaton::{ByteDfa, DfaConfig, NextBytes, StateId};
 pub use error::IndexError;
 /// The GGUF reader vocabularies are read with ([`Vocabulary::from_gguf_metadata`] takes its
 /// [`gguf::Metadata`]).

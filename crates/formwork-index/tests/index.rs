@@ -687,3 +687,132 @@ fn lazy_dfa_agrees_with_the_full_dfa_on_jsonschemabench() {
     eprintln!("{checked} schemas, {instances} instances, {walks} finished walks");
     assert!(checked >= 150, "only {checked} schemas checked");
 }
+
+/// The forced continuation of `state` found the slow way, on the full DFA: every byte tried
+/// at every step.
+fn forced_by_hand(dfa: &ByteDfa, mut state: StateId, max: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < max && !dfa.is_accepting(state) {
+        let live: Vec<u8> = (0..=255u8)
+            .filter(|&b| dfa.next(state, b) != ByteDfa::DEAD)
+            .collect();
+        let [b] = live[..] else { break };
+        out.push(b);
+        state = dfa.next(state, b);
+    }
+    out
+}
+
+/// Checks the forced continuation of every prefix of `doc` (a full match of `dfa`'s regex)
+/// in `indexes` (built over [`byte_vocab`], where token `b` is byte `b`): it equals the one
+/// found by hand, and it is a prefix of the rest of the document.
+fn check_forced_along(dfa: &ByteDfa, indexes: &[Arc<Index>], doc: &[u8], what: &str) {
+    let mut guides: Vec<Guide> = indexes.iter().map(|i| Guide::new(i.clone())).collect();
+    let mut state = dfa.start();
+    for at in 0..=doc.len() {
+        let expected = forced_by_hand(dfa, state, 256);
+        assert!(
+            doc[at..].starts_with(&expected),
+            "{what}: forced {:?} after {:?} but the match goes on {:?}",
+            String::from_utf8_lossy(&expected),
+            String::from_utf8_lossy(&doc[..at]),
+            String::from_utf8_lossy(&doc[at..])
+        );
+        for g in &mut guides {
+            let mut forced = Vec::new();
+            g.forced_bytes(256, &mut forced);
+            assert_eq!(forced, expected, "{what} after {:?}", &doc[..at]);
+            if let Some(&b) = doc.get(at) {
+                g.advance(u32::from(b)).unwrap();
+            }
+        }
+        if let Some(&b) = doc.get(at) {
+            state = dfa.next(state, b);
+        }
+    }
+}
+
+#[test]
+fn forced_bytes_stop_at_choices_and_full_matches() {
+    let vocab = byte_vocab();
+    let forced = |regex: &str, prefix: &[u8], max: usize| {
+        let mut g = Guide::new(Arc::new(Index::lazy(regex, &vocab).unwrap()));
+        for &b in prefix {
+            g.advance(u32::from(b)).unwrap();
+        }
+        let mut out = Vec::new();
+        g.forced_bytes(max, &mut out);
+        String::from_utf8(out).unwrap()
+    };
+    let object = r#"\{"name":"[a-z]{1,8}","age":(?:0|[1-9][0-9]?)\}"#;
+    assert_eq!(forced(object, b"", 256), r#"{"name":""#);
+    assert_eq!(forced(object, b"", 3), r#"{"n"#);
+    // Inside the string the next letter or the closing quote is a choice.
+    assert_eq!(forced(object, br#"{"name":"ab"#, 256), "");
+    assert_eq!(forced(object, br#"{"name":"ab""#, 256), r#","age":"#);
+    // `0` ends the number: the brace is all that can follow.
+    assert_eq!(forced(object, br#"{"name":"ab","age":0"#, 256), "}");
+    // After `7`, a digit or the brace.
+    assert_eq!(forced(object, br#"{"name":"ab","age":7"#, 256), "");
+    // The rest of an enum value once it is unambiguous.
+    let colors = "red|green|grey|blue";
+    assert_eq!(forced(colors, b"", 256), "");
+    assert_eq!(forced(colors, b"b", 256), "lue");
+    assert_eq!(forced(colors, b"g", 256), "re");
+    assert_eq!(forced(colors, b"gr", 256), "e");
+    assert_eq!(forced(colors, b"gre", 256), "");
+    assert_eq!(forced(colors, b"gree", 256), "n");
+    // A full match may end the text (EOS is a choice) even where one byte could follow.
+    assert_eq!(forced("ab(?:cd)?", b"a", 256), "b");
+    assert_eq!(forced("ab(?:cd)?", b"ab", 256), "");
+    assert_eq!(forced("ab(?:cd)?", b"abc", 256), "d");
+    // A class of several bytes is a choice; a multi-byte character is forced byte by byte.
+    assert_eq!(forced("x[ab]y", b"", 256), "x");
+    assert_eq!(forced("日本|語", "日".as_bytes(), 256), "本");
+    // Nothing after EOS.
+    let mut g = Guide::new(Arc::new(Index::lazy("ab", &vocab).unwrap()));
+    g.advance(u32::from(b'a')).unwrap();
+    g.advance(u32::from(b'b')).unwrap();
+    g.advance(vocab.eos()[0]).unwrap();
+    let mut out = Vec::new();
+    g.forced_bytes(256, &mut out);
+    assert!(out.is_empty());
+}
+
+/// Forced bytes are a prefix of every match that goes on from where they are asked: checked
+/// at every prefix of documents sampled from each regex (and from JSONSchemaBench schemas),
+/// in an eager and a lazy index, against the continuation found byte by byte on the DFA.
+#[test]
+fn forced_bytes_are_a_prefix_of_every_sampled_match() {
+    let vocab = byte_vocab();
+    let mut regexes: Vec<String> = REGEXES.iter().map(|r| r.to_string()).collect();
+    regexes.push(r#"\{"name":"[a-z]{1,8}","tags":\[(?:"(?:red|green|grey)"(?:,"(?:red|green|grey)"){0,2})?\]\}"#.into());
+    for (i, (_, schema, _)) in jsonschemabench().into_iter().enumerate() {
+        if i % (4 * BENCH_STRIDE) == 0
+            && let Ok(compiled) = Compiler::new().compile(&schema)
+            && ByteDfa::with_config(
+                &compiled,
+                DfaConfig {
+                    max_states: 5_000,
+                    ..DfaConfig::default()
+                },
+            )
+            .is_ok()
+        {
+            regexes.push(compiled);
+        }
+    }
+    assert!(regexes.len() > 20);
+    for regex in &regexes {
+        let dfa = ByteDfa::new(regex).unwrap();
+        let lazy = Arc::new(Index::lazy(regex, &vocab).unwrap());
+        let mut indexes = vec![lazy];
+        if dfa.state_count() < 2_000 {
+            indexes.push(Arc::new(Index::new(regex, &vocab).unwrap()));
+        }
+        for seed in 0..6 {
+            let doc = dfa.sample(seed, 120);
+            check_forced_along(&dfa, &indexes, &doc, regex);
+        }
+    }
+}

@@ -4,7 +4,9 @@
 //! schema every time for the "new" case), plus an unconstrained run as long as the JSON
 //! documents (decode speed falls as the context grows, so that is the JSON rows' baseline),
 //! and free text under segments whose trigger never comes (its ratio to the unconstrained
-//! decode speed is printed under the table).
+//! decode speed is printed under the table), and jump-forward decoding: the 10-property
+//! schema and a forced tool call, each run without and with it side by side, in output
+//! characters per second (ratios printed under the table, every output validated).
 //! Prints a markdown table of the medians (the one in docs/performance.md).
 //!
 //! With `--prompt-tokens`/`--gen-tokens` it measures the forward pass alone instead, as
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use formwork_engine::{
     Constraint, Engine, EngineConfig, GrammarSyntax, JsonSchema, Outside, Prompt, Request, Segment,
-    Segments, Usage,
+    Segments, ToolFunction, Usage,
 };
 use formwork_sampler::SamplingParams;
 use formwork_template::Message;
@@ -94,12 +96,15 @@ struct Row {
     tokens: usize,
 }
 
+/// One run of a case: `sequences` requests at once. Returns each one's usage and text, and
+/// the wall time. `jump_forward`: `None` for the engine's default.
 fn run_case(
     engine: &Engine,
     sequences: usize,
     max_tokens: usize,
     constraint: impl Fn(usize) -> Option<Constraint>,
-) -> Result<(Vec<Usage>, Duration), CliError> {
+    jump_forward: Option<bool>,
+) -> Result<(Vec<Usage>, Vec<String>, Duration), CliError> {
     let start = Instant::now();
     let mut handles = Vec::new();
     for i in 0..sequences {
@@ -119,6 +124,7 @@ fn run_case(
         r.max_tokens = Some(max_tokens);
         r.constraint = constraint(i);
         r.ignore_eos = true;
+        r.jump_forward = jump_forward;
         handles.push(
             engine
                 .submit(r)
@@ -126,13 +132,15 @@ fn run_case(
         );
     }
     let mut usages = Vec::new();
+    let mut texts = Vec::new();
     for h in handles {
-        let c = h
+        let mut c = h
             .blocking_collect()
             .map_err(|e| CliError::Other(e.into()))?;
         usages.push(c.usage);
+        texts.push(c.texts.pop().unwrap_or_default());
     }
-    Ok((usages, start.elapsed()))
+    Ok((usages, texts, start.elapsed()))
 }
 
 fn row(case: &str, sequences: usize, usages: &[Usage], wall: Duration) -> Row {
@@ -299,7 +307,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
     let engine =
         Engine::new(model, EngineConfig::default()).map_err(|e| CliError::Input(e.to_string()))?;
     // Warm up: first-touch page faults and thread pools.
-    run_case(&engine, 1, 8, |_| None)?;
+    run_case(&engine, 1, 8, |_| None, None)?;
     let regex = r"\(\d{3}\) \d{3}-\d{4}, [A-Z][a-z]{2,12} [A-Z][a-z]{2,12}, (19|20)\d{2}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d)";
     let mut rows = Vec::new();
     let mut salt = std::time::SystemTime::now()
@@ -308,13 +316,16 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
         .unwrap_or(1);
     let repetitions = args.repetitions.max(1);
     let mut ratios = Vec::new();
+    let jump_cases = jump_cases()?;
+    let mut jumps = Vec::new();
     for &n in &args.sequences {
         let mut runs: [Vec<Row>; 7] = Default::default();
+        let mut jump_runs: Vec<Vec<(JumpRun, JumpRun)>> = vec![Vec::new(); jump_cases.len()];
         let constrained = args.max_tokens * 4;
         for _ in 0..repetitions {
             // Runs case `i` and keeps its row; returns the mean completion length.
             let mut case = |i: usize, name: &str, max_tokens: usize, c: Option<Constraint>| {
-                let (u, w) = run_case(&engine, n, max_tokens, |_| c.clone())?;
+                let (u, _, w) = run_case(&engine, n, max_tokens, |_| c.clone(), None)?;
                 runs[i].push(row(name, n, &u, w));
                 Ok::<_, CliError>(u.iter().map(|u| u.completion_tokens).sum::<usize>() / n.max(1))
             };
@@ -360,6 +371,15 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
                     text: NESTED_LISTS.into(),
                 }),
             )?;
+            for (case, runs) in jump_cases.iter().zip(&mut jump_runs) {
+                // Without, then with: side by side, so drift weighs on both alike.
+                let without = case.run(&engine, n, constrained * 2, false)?;
+                let with = case.run(&engine, n, constrained * 2, true)?;
+                runs.push((without, with));
+            }
+        }
+        for (case, runs) in jump_cases.iter().zip(jump_runs) {
+            jumps.push((case.name, n, runs));
         }
         // Each repetition's ratio to the baseline run just before it.
         let mut per_run: Vec<f64> = runs[6]
@@ -394,18 +414,146 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
     }
     println!();
     for (n, ratio, per_run) in ratios {
-        // Slowest first: the 90th percentile of the slowdown is the 10th of the ratio.
-        let p90 = per_run[per_run.len() / 10];
+        let (mid, p90, worst) = spread(per_run.clone());
         println!(
             "Free text under segments that never trigger, {n} sequence(s): {:.1}% of the unconstrained decode tok/s per sequence (medians); per repetition: median {:.1}%, p90 {:.1}%, worst {:.1}% over {} runs.",
             ratio * 100.0,
-            median(per_run.clone()) * 100.0,
+            mid * 100.0,
             p90 * 100.0,
-            per_run[0] * 100.0,
+            worst * 100.0,
             per_run.len()
         );
     }
+    for (name, n, runs) in jumps {
+        let without = median(runs.iter().map(|r| r.0.chars_per_s).collect());
+        let with = median(runs.iter().map(|r| r.1.chars_per_s).collect());
+        let (mid, p90, worst) = spread(
+            runs.iter()
+                .map(|(a, b)| b.chars_per_s / a.chars_per_s)
+                .collect(),
+        );
+        let total = |f: fn(&JumpRun) -> usize, with: bool| {
+            runs.iter()
+                .map(|r| f(if with { &r.1 } else { &r.0 }))
+                .sum::<usize>()
+        };
+        println!(
+            "Jump-forward, {name}, {n} sequence(s): {without:.0} -> {with:.0} output chars/s per sequence (medians), {:.2}x; per repetition: median {mid:.2}x, p90 {p90:.2}x, worst {worst:.2}x over {} runs; {} of {} tokens forced; valid outputs {}/{} without, {}/{} with.",
+            with / without,
+            runs.len(),
+            total(|r| r.forced, true),
+            total(|r| r.tokens, true),
+            total(|r| r.valid, false),
+            total(|r| r.outputs, false),
+            total(|r| r.valid, true),
+            total(|r| r.outputs, true),
+        );
+    }
     Ok(())
+}
+
+/// The median, the 90th percentile on the slow side (the 10th of the ratios: slowest first)
+/// and the worst of per-repetition ratios.
+fn spread(mut per_run: Vec<f64>) -> (f64, f64, f64) {
+    per_run.sort_by(f64::total_cmp);
+    (
+        median(per_run.clone()),
+        per_run[per_run.len() / 10],
+        per_run[0],
+    )
+}
+
+/// A case run without and with jump-forward decoding: a JSON Schema with fixed keys, and the
+/// oracle its outputs are checked with.
+struct JumpCase {
+    name: &'static str,
+    constraint: Constraint,
+    validator: jsonschema::Validator,
+}
+
+/// What one run of a [`JumpCase`] gave.
+#[derive(Clone, Copy)]
+struct JumpRun {
+    /// Output characters per second of decoding (after the first token), mean over sequences.
+    chars_per_s: f64,
+    /// Outputs that are valid documents, of `outputs`.
+    valid: usize,
+    outputs: usize,
+    /// Forced tokens, of `tokens` generated.
+    forced: usize,
+    tokens: usize,
+}
+
+/// The jump-forward cases: the 10-property schema and a forced tool call.
+fn jump_cases() -> Result<Vec<JumpCase>, CliError> {
+    let event = ToolFunction {
+        name: "create_event".into(),
+        parameters: json!({
+            "type": "object",
+            "properties": {
+                "title": {"type": "string", "maxLength": 40},
+                "date": {"type": "string", "format": "date"},
+                "location": {"type": "string", "maxLength": 30},
+                "attendees": {"type": "array", "items": {"type": "string", "maxLength": 20}, "maxItems": 3},
+                "all_day": {"type": "boolean"}
+            },
+            "required": ["title", "date", "location", "attendees", "all_day"]
+        }),
+        strict: true,
+    };
+    let call = formwork_engine::tool_call_schema(&[event], false)
+        .map_err(|e| CliError::Other(e.into()))?;
+    [("10-property schema", schema(0)), ("tool call", call)]
+        .into_iter()
+        .map(|(name, schema)| {
+            let validator = jsonschema::validator_for(&schema)
+                .map_err(|e| CliError::Other(anyhow::anyhow!("{name}: {e}")))?;
+            Ok(JumpCase {
+                name,
+                constraint: Constraint::JsonSchema(JsonSchema::new(schema)),
+                validator,
+            })
+        })
+        .collect()
+}
+
+impl JumpCase {
+    /// One run without or with jump-forward decoding.
+    fn run(
+        &self,
+        engine: &Engine,
+        sequences: usize,
+        max_tokens: usize,
+        jump: bool,
+    ) -> Result<JumpRun, CliError> {
+        let (usages, texts, _) = run_case(
+            engine,
+            sequences,
+            max_tokens,
+            |_| Some(self.constraint.clone()),
+            Some(jump),
+        )?;
+        let rates: Vec<f64> = usages
+            .iter()
+            .zip(&texts)
+            .filter(|(u, _)| u.decode_time > Duration::ZERO)
+            .map(|(u, t)| t.chars().count() as f64 / u.decode_time.as_secs_f64())
+            .collect();
+        let valid = texts
+            .iter()
+            .filter(|t| {
+                serde_json::from_str::<serde_json::Value>(t)
+                    .is_ok_and(|doc| self.validator.is_valid(&doc))
+            })
+            .count();
+        Ok(JumpRun {
+            chars_per_s: rates.iter().sum::<f64>() / rates.len().max(1) as f64,
+            valid,
+            outputs: texts.len(),
+            forced: usages.iter().map(|u| u.forced_tokens).sum(),
+            tokens: usages.iter().map(|u| u.completion_tokens).sum(),
+        })
+    }
 }
 
 /// Segments whose trigger the bench's replies never write: a structural tag over free text,

@@ -29,8 +29,8 @@ use crate::CliError;
 /// Where `--model default` points, relative to the current directory.
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
-/// How the model's chat replies are rendered and read: `formwork serve` and `formwork
-/// generate` share these flags.
+/// How the model's chat replies are rendered, decoded and read: `formwork serve` and
+/// `formwork generate` share these flags.
 #[derive(Args)]
 pub(crate) struct ChatArgs {
     /// A chat template to use instead of the model's: a Jinja file, or a
@@ -41,6 +41,10 @@ pub(crate) struct ChatArgs {
     /// `reasoning_content`): qwen3, deepseek_r1, none, or detect (from the chat template).
     #[arg(long, env = "FORMWORK_REASONING_PARSER", default_value = "detect", value_parser = reasoning_parser)]
     reasoning_parser: Reasoning,
+    /// Sample every token, even where the structure admits only one continuation (turns
+    /// jump-forward decoding off; a request's `jump_forward` field still turns it on).
+    #[arg(long, env = "FORMWORK_NO_JUMP_FORWARD")]
+    no_jump_forward: bool,
 }
 
 /// A `--reasoning-parser` value.
@@ -67,6 +71,7 @@ impl ChatArgs {
             model.info.chat_template = Some(text.to_owned());
         }
         config.reasoning = self.reasoning_parser.clone();
+        config.jump_forward = !self.no_jump_forward;
         Ok(())
     }
 }

@@ -237,6 +237,7 @@ fn engine_request(
     request.n = options.n as usize;
     request.constraint = constraint;
     request.ignore_eos = options.ignore_eos;
+    request.jump_forward = options.jump_forward;
     request
 }
 

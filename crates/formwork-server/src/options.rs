@@ -78,6 +78,8 @@ pub struct GenerationOptions {
     pub logprobs: Option<u32>,
     /// Keep generating past the end-of-sequence token.
     pub ignore_eos: bool,
+    /// Jump-forward decoding asked for or refused (`None`: the server's setting).
+    pub jump_forward: Option<bool>,
     /// Stream server-sent events.
     pub stream: bool,
     /// With `stream`, end with a usage chunk.
@@ -249,6 +251,7 @@ fn resolve(
             .unwrap_or_default(),
         logprobs: None,
         ignore_eos: fields.ignore_eos.unwrap_or(false),
+        jump_forward: fields.jump_forward,
         stream,
         include_usage: stream
             && fields
@@ -357,6 +360,7 @@ mod tests {
                 logit_bias: vec![],
                 logprobs: None,
                 ignore_eos: false,
+                jump_forward: None,
                 stream: false,
                 include_usage: false,
             }
@@ -381,6 +385,21 @@ mod tests {
         assert_eq!(chat(json!({"max_tokens": 5})).unwrap().max_tokens, Some(5));
         assert_eq!(chat(json!({"top_k": -1})).unwrap().top_k, None);
         assert_eq!(chat(json!({"top_k": 0})).unwrap().top_k, None);
+    }
+
+    #[test]
+    fn jump_forward_is_the_servers_unless_the_request_says() {
+        assert_eq!(chat(json!({})).unwrap().jump_forward, None);
+        assert_eq!(
+            chat(json!({"jump_forward": false})).unwrap().jump_forward,
+            Some(false)
+        );
+        assert_eq!(
+            completion(json!({"jump_forward": true}))
+                .unwrap()
+                .jump_forward,
+            Some(true)
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! | `formwork_sequences_finished_total{reason}` | counter | choices ended: `stop`, `length`, `cancelled`, `error` |
 //! | `formwork_prompt_tokens_total` | counter | prompt tokens processed |
 //! | `formwork_completion_tokens_total` | counter | tokens generated |
+//! | `formwork_jump_forward_tokens_total` | counter | generated tokens a structure forced, appended without sampling (jump-forward decoding) |
 //! | `formwork_queue_depth` | gauge | requests admitted and not running yet (being prepared or waiting for a slot) |
 //! | `formwork_active_sequences` | gauge | sequences generating now |
 //! | `formwork_index_cache_hits_total`, `formwork_index_cache_misses_total` | counter | constraint indexes found in / compiled into the cache |
@@ -79,6 +80,12 @@ pub fn render(engine: &MetricsSnapshot, requests: &[(&str, u16, u64)]) -> String
             "counter",
             "Tokens generated.",
             engine.completion_tokens,
+        ),
+        (
+            "formwork_jump_forward_tokens_total",
+            "counter",
+            "Generated tokens a structure forced, appended without sampling.",
+            engine.jump_forward_tokens,
         ),
         (
             "formwork_queue_depth",
@@ -214,6 +221,7 @@ mod tests {
                 sum: 5.5,
                 count: 4,
             },
+            jump_forward_tokens: 7,
             ..MetricsSnapshot::default()
         };
         let text = render(&snapshot, &[]);
@@ -224,6 +232,8 @@ mod tests {
             "formwork_time_to_first_token_seconds_bucket{le=\"+Inf\"} 4",
             "formwork_time_to_first_token_seconds_sum 5.5",
             "formwork_time_to_first_token_seconds_count 4",
+            "# TYPE formwork_jump_forward_tokens_total counter",
+            "formwork_jump_forward_tokens_total 7",
         ] {
             assert!(text.lines().any(|l| l == line), "{line}\n{text}");
         }

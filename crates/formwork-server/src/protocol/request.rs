@@ -2,8 +2,8 @@
 //!
 //! [`ChatCompletionRequest`] and [`CompletionRequest`] hold their route's own fields and
 //! embed the fields both routes share, declared once: [`SamplingFields`] (OpenAI's
-//! sampling and streaming fields and the extras vLLM popularized: `top_k`, `min_p`,
-//! `repetition_penalty`, `ignore_eos`) and [`StructureFields`] (`response_format`,
+//! sampling and streaming fields, the extras vLLM popularized: `top_k`, `min_p`,
+//! `repetition_penalty`, `ignore_eos`, and Formwork's `jump_forward`) and [`StructureFields`] (`response_format`,
 //! `metadata`, vLLM's `guided_json`, `guided_regex`, `guided_choice`, `guided_grammar` and
 //! `structured_outputs`, llama.cpp's `grammar`).
 //! [`options`](crate::options) and [`structure`](crate::structure) read those two
@@ -234,6 +234,9 @@ request_object! {
             repetition_penalty: f32,
             /// Keep generating past the end-of-sequence token (vLLM; for benchmarks).
             ignore_eos: bool,
+            /// Formwork: append text the structure forces without sampling it (jump-forward
+            /// decoding); absent: the server's setting (on unless `--no-jump-forward`).
+            jump_forward: bool,
         }
         groups {}
     }
