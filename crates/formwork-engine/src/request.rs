@@ -268,6 +268,9 @@ pub struct Request {
     /// Keep generating after an end-of-sequence token (unconstrained requests, and segments
     /// over free text: see [`Constraint::may_ignore_eos`]).
     pub ignore_eos: bool,
+    /// Steer a structured reply to end valid near `max_tokens`, and refuse a budget too
+    /// small for any valid reply; `None`: the engine's [`crate::EngineConfig::end_valid`].
+    pub end_valid: Option<bool>,
 }
 
 impl Request {
@@ -283,6 +286,7 @@ impl Request {
             auto_tools: None,
             max_reasoning_tokens: None,
             ignore_eos: false,
+            end_valid: None,
         }
     }
 }
