@@ -41,6 +41,11 @@ pub(crate) struct ChatArgs {
     /// `reasoning_content`): qwen3, deepseek_r1, none, or detect (from the chat template).
     #[arg(long, env = "FORMWORK_REASONING_PARSER", default_value = "detect", value_parser = reasoning_parser)]
     reasoning_parser: Reasoning,
+    /// Do not steer structured replies to end valid near `max_tokens` (they may then be cut
+    /// mid-document, `finish_reason: "length"`), nor refuse a `max_tokens` too small for any
+    /// valid reply; a request's `end_valid` still overrides this.
+    #[arg(long, env = "FORMWORK_NO_END_VALID")]
+    no_end_valid: bool,
 }
 
 /// A `--reasoning-parser` value.
@@ -52,7 +57,8 @@ fn reasoning_parser(name: &str) -> Result<Reasoning, String> {
 
 impl ChatArgs {
     /// Applies the flags: the template replaces the model's (read before the engine
-    /// starts, so its reasoning format is detected from it), the parser goes to `config`.
+    /// starts, so its reasoning format is detected from it), the parser and the end-valid
+    /// switch go to `config`.
     pub(crate) fn apply(
         &self,
         model: &mut formwork_model::LoadedModel,
@@ -67,6 +73,7 @@ impl ChatArgs {
             model.info.chat_template = Some(text.to_owned());
         }
         config.reasoning = self.reasoning_parser.clone();
+        config.end_valid = !self.no_end_valid;
         Ok(())
     }
 }

@@ -78,6 +78,9 @@ pub struct GenerationOptions {
     pub logprobs: Option<u32>,
     /// Keep generating past the end-of-sequence token.
     pub ignore_eos: bool,
+    /// Steer a structured reply to end valid near `max_tokens`; `None`: the server's
+    /// setting (`formwork_engine::EngineConfig::end_valid`).
+    pub end_valid: Option<bool>,
     /// Stream server-sent events.
     pub stream: bool,
     /// With `stream`, end with a usage chunk.
@@ -249,6 +252,7 @@ fn resolve(
             .unwrap_or_default(),
         logprobs: None,
         ignore_eos: fields.ignore_eos.unwrap_or(false),
+        end_valid: fields.end_valid,
         stream,
         include_usage: stream
             && fields
@@ -357,6 +361,7 @@ mod tests {
                 logit_bias: vec![],
                 logprobs: None,
                 ignore_eos: false,
+                end_valid: None,
                 stream: false,
                 include_usage: false,
             }

@@ -234,6 +234,9 @@ request_object! {
             repetition_penalty: f32,
             /// Keep generating past the end-of-sequence token (vLLM; for benchmarks).
             ignore_eos: bool,
+            /// Steer a structured reply to end valid near `max_tokens`, and refuse a budget
+            /// too small for any valid reply (Formwork; default: the server's setting).
+            end_valid: bool,
         }
         groups {}
     }
