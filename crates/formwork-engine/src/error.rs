@@ -60,6 +60,18 @@ pub enum EngineError {
         /// The tool function whose parameters hold it, for a tool-call constraint.
         function: Option<String>,
     },
+    /// `max_tokens` is below the tokens of the shortest reply the constraint allows (as the
+    /// model's tokenizer spells it, EOS included where the text could go on), so no reply
+    /// could end valid ([`crate::EngineConfig::end_valid`]).
+    #[error(
+        "max_tokens {max_tokens} is too small for any reply this constraint allows: the shortest takes {min_tokens} tokens"
+    )]
+    MaxTokensTooSmall {
+        /// The budget asked for (or what the context leaves, when smaller).
+        max_tokens: usize,
+        /// Tokens of the shortest reply.
+        min_tokens: usize,
+    },
     /// The regex cannot be compiled into a token index, or is too large.
     #[error("constraint: {0}")]
     Index(#[from] formwork_index::IndexError),

@@ -75,6 +75,9 @@ pub(crate) enum GuideError {
     /// No token of the vocabulary continues the text.
     #[error("the constraint allows no token here: the vocabulary cannot spell what it needs next")]
     DeadEnd,
+    /// Segments composed with free text do not roll back.
+    #[error("segments composed with free text cannot roll back")]
+    NoRollback,
     /// The token index refused a step.
     #[error(transparent)]
     Index(#[from] IndexError),
@@ -150,6 +153,34 @@ impl ConstraintGuide {
             ConstraintGuide::Regular(guide) => guide.is_finished(),
             ConstraintGuide::Grammar(guide) => guide.is_finished(),
             ConstraintGuide::Segments(guide) => guide.is_finished(),
+        }
+    }
+
+    /// Whether the whole reply is this constraint's (a regex, choice, grammar, JSON Schema
+    /// or forced tool call), not free text composed with segments: only such replies are
+    /// steered to end valid (`crate::end_valid`).
+    pub(crate) fn is_whole(&self) -> bool {
+        !matches!(self, ConstraintGuide::Segments(_))
+    }
+
+    /// The bytes of a shortest text that completes the constraint from here (empty where
+    /// the text so far may end); `None` once EOS was consumed, and for segments composed
+    /// with free text, which are not steered (their free text may end anywhere, and a
+    /// segment's rest depends on how the model goes on).
+    pub(crate) fn shortest_completion(&self) -> Result<Option<Vec<u8>>, GuideError> {
+        match self {
+            ConstraintGuide::Regular(guide) => Ok(guide.shortest_completion()?),
+            ConstraintGuide::Grammar(guide) => Ok(guide.shortest_completion()?),
+            ConstraintGuide::Segments(_) => Ok(None),
+        }
+    }
+
+    /// Undoes the last `n` tokens (segments cannot: an error).
+    pub(crate) fn rollback(&mut self, n: usize) -> Result<(), GuideError> {
+        match self {
+            ConstraintGuide::Regular(guide) => Ok(guide.rollback(n)?),
+            ConstraintGuide::Grammar(guide) => Ok(guide.rollback(n)?),
+            ConstraintGuide::Segments(_) => Err(GuideError::NoRollback),
         }
     }
 

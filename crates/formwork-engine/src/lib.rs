@@ -44,6 +44,7 @@
 mod budget;
 mod compile;
 mod constraint;
+mod end_valid;
 mod error;
 mod guide;
 pub mod id;
@@ -119,6 +120,12 @@ pub struct EngineConfig {
     /// [`Request::jump_forward`]): text a constraint forces is appended in one forward pass
     /// instead of one sampling step per token.
     pub jump_forward: bool,
+    /// Steer structured replies to end valid near `max_tokens` (the default): a reply whose
+    /// whole text is one constraint (JSON Schema, regex, choice, grammar, forced tool call)
+    /// ends as a complete document whenever its budget allows one, and a budget too small
+    /// for any is refused ([`EngineError::MaxTokensTooSmall`]). [`Request::end_valid`]
+    /// overrides it per request. The rule is `end_valid`'s module docs.
+    pub end_valid: bool,
 }
 
 /// The default most bytes of the index cache: 256 MiB.
@@ -160,6 +167,7 @@ impl Default for EngineConfig {
             grammar: GrammarConfig::default(),
             reasoning: Reasoning::Detect,
             jump_forward: true,
+            end_valid: true,
         }
         .constraint_limit(DEFAULT_CONSTRAINT_BYTES)
     }
@@ -522,6 +530,45 @@ impl Engine {
         Ok((tokens, rendered))
     }
 
+    /// Refuses a budget below the tokens of the shortest document `guide` (at its start)
+    /// allows ([`Engine::min_reply_tokens`]).
+    fn check_budget(
+        &self,
+        guide: &mut guide::ConstraintGuide,
+        max_tokens: usize,
+    ) -> Result<(), EngineError> {
+        match self.plan_len(guide)? {
+            Some(min_tokens) if min_tokens > max_tokens => Err(EngineError::MaxTokensTooSmall {
+                max_tokens,
+                min_tokens,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The length of `guide`'s plan ([`end_valid::plan`]), if it has one.
+    fn plan_len(&self, guide: &mut guide::ConstraintGuide) -> Result<Option<usize>, EngineError> {
+        let vocab = self.shared.indexes.vocabulary();
+        let plan = end_valid::plan(guide, &self.shared.tokenizer, vocab)
+            .map_err(|e| EngineError::Constraint(e.to_string()))?;
+        Ok(plan.map(|p| p.len()))
+    }
+
+    /// The tokens of the shortest reply `constraint` allows, as the model's tokenizer spells
+    /// it (EOS included where the text could go on): the smallest `max_tokens` a request
+    /// with this constraint is accepted with while [`EngineConfig::end_valid`] is on.
+    /// `None` for constraints composed with free text ([`Constraint::Segments`]), which are
+    /// not steered, and where the vocabulary cannot spell any. Compiles the constraint
+    /// through the engine's cache, as a request does (its errors are a request's).
+    pub fn min_reply_tokens(&self, constraint: &Constraint) -> Result<Option<usize>, EngineError> {
+        let compiled = self.shared.indexes.get(constraint)?;
+        let mut guide = compiled.index.guide()?;
+        if !guide.is_whole() {
+            return Ok(None);
+        }
+        self.plan_len(&mut guide)
+    }
+
     /// Refuses a text that cannot fit the context however it is tokenized. Every token
     /// spells at most `longest_token` bytes; the factor 2 leaves room for normalizers
     /// that shorten the text before it is split.
@@ -606,6 +653,11 @@ impl Engine {
                 Some(compiled.index.guide()?)
             }
         };
+        let end_valid = request.end_valid.unwrap_or(shared.config.end_valid);
+        let mut guide = guide;
+        if end_valid && let Some(g) = guide.as_mut().filter(|g| g.is_whole()) {
+            self.check_budget(g, max_tokens)?;
+        }
         let sampler = Sampler::new(request.sampling.clone(), shared.info.vocab_size, &prompt)?;
         let (events, receiver) = tokio_mpsc::unbounded_channel();
         let cancel = Arc::new(AtomicBool::new(false));
@@ -623,6 +675,7 @@ impl Engine {
                 && request.jump_forward.unwrap_or(shared.config.jump_forward),
             sampler,
             guide,
+            end_valid,
             events,
             cancel: cancel.clone(),
             submitted,

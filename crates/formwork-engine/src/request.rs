@@ -273,6 +273,9 @@ pub struct Request {
     /// [`crate::EngineConfig::jump_forward`]). Never for a request asking for logprobs. The
     /// boundary rule between sampled and forced text is in `docs/api.md`.
     pub jump_forward: Option<bool>,
+    /// Steer a structured reply to end valid near `max_tokens`, and refuse a budget too
+    /// small for any valid reply; `None`: the engine's [`crate::EngineConfig::end_valid`].
+    pub end_valid: Option<bool>,
 }
 
 impl Request {
@@ -289,6 +292,7 @@ impl Request {
             max_reasoning_tokens: None,
             ignore_eos: false,
             jump_forward: None,
+            end_valid: None,
         }
     }
 }

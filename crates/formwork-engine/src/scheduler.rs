@@ -19,6 +19,7 @@ use formwork_model::{BatchItem, KvCache};
 use formwork_sampler::Sampler;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::end_valid::Steering;
 use crate::guide::ConstraintGuide;
 use crate::jump::{self, MAX_FORCED_BYTES};
 use crate::prefix::PrefixCache;
@@ -43,6 +44,8 @@ pub(crate) struct Pending {
     pub(crate) jump_forward: bool,
     pub(crate) sampler: Sampler,
     pub(crate) guide: Option<ConstraintGuide>,
+    /// Steer the reply to end valid near `max_tokens` (`crate::end_valid`).
+    pub(crate) end_valid: bool,
     pub(crate) events: UnboundedSender<Event>,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) submitted: Instant,
@@ -98,6 +101,8 @@ struct Seq {
     max_tokens: usize,
     sampler: Sampler,
     guide: Option<ConstraintGuide>,
+    /// `Some` when the reply is steered to end valid (`crate::end_valid`).
+    steering: Option<Steering>,
     text: TextStream,
     stop: Arc<Vec<String>>,
     ignore_eos: bool,
@@ -354,6 +359,8 @@ impl Scheduler {
                 generated: 0,
                 max_tokens: p.max_tokens,
                 sampler: p.sampler,
+                steering: (p.end_valid && p.guide.as_ref().is_some_and(ConstraintGuide::is_whole))
+                    .then(Steering::default),
                 guide: p.guide,
                 text: TextStream::new(&p.stop),
                 stop: Arc::new(p.stop),
@@ -487,6 +494,7 @@ impl Scheduler {
                                 max_tokens: s.max_tokens,
                                 sampler: s.sampler.fork(k as u64),
                                 guide: s.guide.clone(),
+                                steering: s.steering.clone(),
                                 text: TextStream::new(&s.stop),
                                 stop: s.stop.clone(),
                                 ignore_eos: s.ignore_eos,
@@ -635,7 +643,14 @@ impl Scheduler {
         if mask.is_some() {
             group.masked_tokens += 1;
         }
-        let sampled = match s.sampler.sample(&mut logits, mask) {
+        // The sampler before this step, for penalties that must not count a token the
+        // end-valid rule replaces.
+        let params = s.sampler.params();
+        let penalties = params.repetition_penalty != 1.0
+            || params.presence_penalty != 0.0
+            || params.frequency_penalty != 0.0;
+        let spare = (s.steering.is_some() && penalties).then(|| s.sampler.clone());
+        let mut sampled = match s.sampler.sample(&mut logits, mask) {
             Ok(x) => x,
             Err(e) => {
                 let _ = group.events.send(Event::Error {
@@ -644,7 +659,7 @@ impl Scheduler {
                 return Some(FinishReason::Error);
             }
         };
-        let token = sampled.token;
+        let mut token = sampled.token;
         let now = Instant::now();
         if group.first_token.is_none() {
             group.first_token = Some(now);
@@ -674,6 +689,41 @@ impl Scheduler {
                 message: e.to_string(),
             });
             return Some(FinishReason::Error);
+        }
+        if let (Some(steering), Some(guide)) = (&mut s.steering, &mut s.guide) {
+            let left = s.max_tokens.saturating_sub(s.generated);
+            let vocab = shared.indexes.vocabulary();
+            let replaced = steering
+                .check(guide, token, left, &shared.tokenizer, vocab)
+                .and_then(|r| match r {
+                    Some(t) if !vocab.is_eos(t) => guide.advance(t).map(|()| Some(t)),
+                    r => Ok(r),
+                });
+            match replaced {
+                Ok(None) => {}
+                Ok(Some(t)) => {
+                    token = t;
+                    if let Some(sampler) = spare {
+                        s.sampler = sampler;
+                    }
+                    s.sampler.record(t);
+                    // The only token the rule allows: probability 1 after its mask.
+                    sampled.token = t;
+                    if s.top_logprobs.is_some() {
+                        sampled.logprob = 0.0;
+                        sampled.top_logprobs = vec![(t, 0.0)];
+                    }
+                    if vocab.is_eos(t) {
+                        return Some(FinishReason::Stop);
+                    }
+                }
+                Err(e) => {
+                    let _ = group.events.send(Event::Error {
+                        message: e.to_string(),
+                    });
+                    return Some(FinishReason::Error);
+                }
+            }
         }
         let vocab = shared.indexes.vocabulary();
         let spelled = s.guide.as_ref().is_some_and(ConstraintGuide::special_text);
@@ -710,11 +760,12 @@ impl Scheduler {
             s.text = TextStream::new(&[]);
             return Some(FinishReason::Stop);
         }
-        if s.generated >= s.max_tokens {
-            return Some(FinishReason::Length);
-        }
+        // A document completed by the budget's last token ends as a stop, not a cut.
         if s.guide.as_ref().is_some_and(ConstraintGuide::is_finished) {
             return Some(FinishReason::Stop);
+        }
+        if s.generated >= s.max_tokens {
+            return Some(FinishReason::Length);
         }
         s.input.clear();
         s.input.push(token);

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use formwork_engine::{
-    Constraint, Engine, EngineConfig, FinishReason, GrammarSyntax, JsonSchema, Prompt, Request,
+    Constraint, Engine, EngineConfig, EngineError, FinishReason, GrammarSyntax, JsonSchema, Prompt,
+    Request,
 };
 use formwork_index::ByteDfa;
 use formwork_model::{Device, load};
@@ -357,4 +358,159 @@ fn default_model_jump_forward_replies_validate() {
     }
     assert!(forced > 0);
     assert!(engine().metrics().jump_forward_tokens >= before + forced as u64);
+}
+
+/// Every schema of JSONSchemaBench (`../shared/data/jsonschemabench`, all files), in file
+/// order.
+fn jsonschemabench() -> Vec<Value> {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/jsonschemabench");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    let mut schemas = Vec::new();
+    for f in files {
+        for line in std::fs::read_to_string(&f).unwrap().lines() {
+            let row: Value = serde_json::from_str(line).unwrap();
+            schemas.push(match row.get("schema").cloned().unwrap_or(Value::Null) {
+                Value::String(s) => serde_json::from_str(&s).unwrap_or(Value::Null),
+                v => v,
+            });
+        }
+    }
+    schemas
+}
+
+/// A uniform random sample of `count` schemas among those that compile (the engine takes
+/// them as strict constraints and the `jsonschema` crate builds a validator), drawn with a
+/// fixed seed across the whole data set: the schemas in a seeded random order, the first
+/// `count` that compile. Each with the tokens of its shortest valid document.
+fn compiling_sample(count: usize) -> Vec<(Value, usize)> {
+    let mut schemas = jsonschemabench();
+    // Fisher–Yates with a fixed xorshift stream.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in (1..schemas.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        schemas.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let mut sample = Vec::new();
+    for schema in schemas {
+        if sample.len() == count {
+            break;
+        }
+        if jsonschema::validator_for(&schema).is_err() {
+            continue;
+        }
+        let constraint = Constraint::JsonSchema(JsonSchema::new(schema.clone()));
+        if let Ok(Some(min)) = engine().min_reply_tokens(&constraint) {
+            sample.push((schema, min));
+        }
+    }
+    assert_eq!(sample.len(), count, "too few schemas compile");
+    sample
+}
+
+/// Runs every schema of `sample` at temperature 1 (seeded) with `max_tokens` twice the
+/// tokens of its shortest valid document; the replies and finish reasons, in order.
+fn replies_within_twice_the_shortest(
+    sample: &[(Value, usize)],
+    end_valid: bool,
+) -> Vec<(String, Option<FinishReason>)> {
+    let handles: Vec<_> = sample
+        .iter()
+        .enumerate()
+        .map(|(i, (schema, min))| {
+            let mut r = Request::new(chat("You write JSON.", "Write a JSON document."));
+            r.sampling = SamplingParams {
+                temperature: 1.0,
+                seed: Some(1000 + i as u64),
+                ..SamplingParams::default()
+            };
+            r.max_tokens = Some(2 * min);
+            r.end_valid = Some(end_valid);
+            r.constraint = Some(Constraint::JsonSchema(JsonSchema::new(schema.clone())));
+            engine().submit(r).unwrap()
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| {
+            let c = h.blocking_collect().unwrap();
+            (c.texts[0].clone(), c.finish_reasons[0])
+        })
+        .collect()
+}
+
+/// The test: on 50 JSONSchemaBench schemas with `max_tokens` twice each schema's
+/// shortest valid document, sampled at temperature 1, every reply is a complete document
+/// valid under the schema, ended by `stop`; without the rule, some are cut.
+#[test]
+fn default_model_replies_within_twice_the_shortest_document_end_valid() {
+    let sample = compiling_sample(50);
+    let replies = replies_within_twice_the_shortest(&sample, true);
+    for ((schema, min), (text, reason)) in sample.iter().zip(&replies) {
+        assert_eq!(*reason, Some(FinishReason::Stop), "{text:?} ({min} tokens)");
+        let doc: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+        assert!(jsonschema::is_valid(schema, &doc), "{schema}: {text}");
+    }
+    // The same budgets without the rule: the model runs out of budget in some replies.
+    let cut = replies_within_twice_the_shortest(&sample, false)
+        .iter()
+        .filter(|(_, reason)| *reason == Some(FinishReason::Length))
+        .count();
+    assert!(cut > 0, "no reply was cut without the rule");
+}
+
+/// A budget below the shortest valid document is refused up front, naming the minimum.
+#[test]
+fn default_model_a_budget_too_small_for_any_document_is_refused() {
+    let schema = json!({"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer"}},"required":["name","age"]});
+    let constraint = Constraint::JsonSchema(JsonSchema::new(schema));
+    let min = engine().min_reply_tokens(&constraint).unwrap().unwrap();
+    assert!(min > 3, "{min}");
+    let request = |max_tokens, end_valid| {
+        let mut r = Request::new(chat("You write JSON.", "Write a JSON document."));
+        r.max_tokens = Some(max_tokens);
+        r.end_valid = end_valid;
+        r.constraint = Some(constraint.clone());
+        r
+    };
+    match engine().submit(request(min - 1, None)) {
+        Err(EngineError::MaxTokensTooSmall {
+            max_tokens,
+            min_tokens,
+        }) => assert_eq!((max_tokens, min_tokens), (min - 1, min)),
+        other => panic!("{other:?}"),
+    }
+    let e = engine().submit(request(3, None)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "max_tokens 3 is too small for any reply this constraint allows: the shortest takes {min} tokens"
+        )
+    );
+    // Exactly the minimum ends valid; without the rule the small budget is taken as asked.
+    let c = engine()
+        .submit(request(min, None))
+        .unwrap()
+        .blocking_collect()
+        .unwrap();
+    assert_eq!(
+        c.finish_reasons[0],
+        Some(FinishReason::Stop),
+        "{:?}",
+        c.texts
+    );
+    serde_json::from_str::<Value>(&c.texts[0]).unwrap();
+    let c = engine()
+        .submit(request(3, Some(false)))
+        .unwrap()
+        .blocking_collect()
+        .unwrap();
+    assert_eq!(c.finish_reasons[0], Some(FinishReason::Length));
 }

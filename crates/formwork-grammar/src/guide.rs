@@ -34,6 +34,8 @@ pub struct GrammarIndex {
     config: IndexConfig,
     lexemes: Box<[OnceLock<Result<Index, GrammarError>>]>,
     max_items: usize,
+    /// Shortest derivation lengths, computed on the first completion asked for.
+    lengths: OnceLock<crate::complete::Lengths>,
 }
 
 impl GrammarIndex {
@@ -65,6 +67,7 @@ impl GrammarIndex {
             lexemes,
             grammar,
             max_items: DEFAULT_MAX_ITEMS,
+            lengths: OnceLock::new(),
         })
     }
 
@@ -92,8 +95,19 @@ impl GrammarIndex {
                 .sum::<usize>()
     }
 
+    /// The parser's tables.
+    pub(crate) fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// Shortest derivation lengths of the grammar's symbols, computed on first use.
+    pub(crate) fn lengths(&self) -> &crate::complete::Lengths {
+        self.lengths
+            .get_or_init(|| crate::complete::Lengths::new(&self.grammar, &self.tables))
+    }
+
     /// Lexeme `l`'s token index, built on first use.
-    fn lexeme(&self, l: u32) -> Result<&Index, GrammarError> {
+    pub(crate) fn lexeme(&self, l: u32) -> Result<&Index, GrammarError> {
         let slot = &self.lexemes[l as usize];
         slot.get_or_init(|| {
             let regex = &self.grammar.lexeme(l).regex;
@@ -310,6 +324,16 @@ impl GrammarGuide {
     /// Number of tokens consumed (and not rolled back).
     pub fn len(&self) -> usize {
         self.history.len()
+    }
+
+    /// Whether EOS was consumed.
+    pub(crate) fn is_finished_by_eos(&self) -> bool {
+        self.finished
+    }
+
+    /// The parser's chart of the text so far.
+    pub(crate) fn chart(&self) -> &Chart {
+        &self.chart
     }
 
     /// Whether no token was consumed.

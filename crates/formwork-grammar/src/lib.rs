@@ -15,6 +15,7 @@
 //! grammar holding the lexeme); only tokens that end a lexeme and go on ask the Earley
 //! parser, which follows them byte by byte from the lexeme's accept points.
 
+mod complete;
 mod error;
 mod expr;
 mod gbnf;
@@ -25,6 +26,7 @@ mod lark;
 mod parser;
 mod sample;
 
+pub use complete::MAX_COMPLETION_BYTES;
 pub use error::GrammarError;
 pub use expr::{Expr, RuleId, RuleSet};
 pub use gbnf::{MAX_NESTING, MAX_REPETITION, gbnf};

@@ -50,6 +50,11 @@ impl Item {
         }
     }
 
+    /// The production, dot and origin, for a production item.
+    pub(crate) fn as_rule(self) -> Option<(u32, u32, u32)> {
+        (self.what & LEXEME == 0).then_some((self.what, self.pos, self.origin))
+    }
+
     /// The lexeme and its state, for a lexeme item.
     pub(crate) fn as_lexeme(self) -> Option<(u32, StateId, u32)> {
         (self.what & LEXEME != 0).then_some((self.what & !LEXEME, self.pos, self.origin))
@@ -102,9 +107,25 @@ impl Tables {
 
     /// The symbol after the dot, or `None` when the item is complete.
     #[inline]
-    fn next_symbol(&self, prod: u32, dot: u32) -> Option<Symbol> {
+    pub(crate) fn next_symbol(&self, prod: u32, dot: u32) -> Option<Symbol> {
         let at = self.rhs_start[prod as usize] + dot;
         (at < self.rhs_start[prod as usize + 1]).then(|| self.rhs[at as usize])
+    }
+
+    /// The right-hand side of production `prod`.
+    pub(crate) fn rhs(&self, prod: u32) -> &[Symbol] {
+        &self.rhs
+            [self.rhs_start[prod as usize] as usize..self.rhs_start[prod as usize + 1] as usize]
+    }
+
+    /// The nonterminal production `prod` defines.
+    pub(crate) fn lhs(&self, prod: u32) -> u32 {
+        self.lhs[prod as usize]
+    }
+
+    /// The start nonterminal.
+    pub(crate) fn start(&self) -> u32 {
+        self.start
     }
 
     pub(crate) fn memory_usage(&self) -> usize {
@@ -250,6 +271,18 @@ impl Chart {
     pub(crate) fn is_viable(&self) -> bool {
         let s = self.last();
         s.accepts || s.open
+    }
+
+    /// Number of sets (bytes read + 1).
+    pub(crate) fn set_count(&self) -> usize {
+        self.sets.len()
+    }
+
+    /// The items of set `j` (empty past the last set).
+    pub(crate) fn set_items(&self, j: usize) -> &[Item] {
+        self.sets
+            .get(j)
+            .map_or(&[], |s| &self.items[s.start as usize..s.end as usize])
     }
 
     /// The lexeme items of the last set: (lexeme, state, origin).

@@ -88,6 +88,12 @@ impl Guide {
                 && self.index.allowed_count(self.state) == self.index.vocabulary().eos().len())
     }
 
+    /// The bytes of a shortest text that completes a full match from here (empty when the
+    /// text so far is one); `None` once EOS was consumed. See [`Index::shortest_completion`].
+    pub fn shortest_completion(&self) -> Result<Option<Vec<u8>>, IndexError> {
+        self.index.shortest_completion(self.state)
+    }
+
     /// Number of tokens consumed (and not rolled back).
     pub fn len(&self) -> usize {
         self.history.len()

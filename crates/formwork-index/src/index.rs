@@ -622,11 +622,20 @@ impl Index {
         })
     }
 
-    /// A cursor that waits for the lock (a lazy automaton's) instead of giving up.
-    fn stepper(&self) -> Stepper<'_> {
+    /// A cursor over the byte automaton, waiting for a lazy one's lock if another thread
+    /// holds it (see [`Index::try_stepper`] for what the holder must not do meanwhile).
+    pub(crate) fn stepper(&self) -> Stepper<'_> {
         match &self.dfa {
             Automaton::Full(dfa) => Stepper(Stepper_::Full(dfa)),
             Automaton::Lazy(dfa) => Stepper(Stepper_::Lazy(dfa, dfa.lock())),
+        }
+    }
+
+    /// The automaton's byte classes (bytes of a class lead to the same state everywhere).
+    pub(crate) fn byte_classes(&self) -> &[u8; 256] {
+        match &self.dfa {
+            Automaton::Full(dfa) => dfa.raw().0,
+            Automaton::Lazy(dfa) => dfa.classes(),
         }
     }
 
@@ -848,6 +857,14 @@ impl Stepper<'_> {
         match &self.0 {
             Stepper_::Full(dfa) => (state as usize) < dfa.state_count() && dfa.is_accepting(state),
             Stepper_::Lazy(_, table) => table.is_accepting(state),
+        }
+    }
+
+    /// Whether `state` is a state of the automaton (determinized so far, for a lazy one).
+    pub(crate) fn is_state(&self, state: StateId) -> bool {
+        match &self.0 {
+            Stepper_::Full(dfa) => (state as usize) < dfa.state_count(),
+            Stepper_::Lazy(dfa, table) => (state as usize) < dfa.state_count_locked(table),
         }
     }
 

@@ -45,6 +45,7 @@
 //! ```
 
 mod automaton;
+mod complete;
 mod error;
 mod guide;
 mod index;
@@ -54,6 +55,7 @@ mod tokenizer;
 mod vocabulary;
 
 pub use automaton::{ByteDfa, DfaConfig, NextBytes, StateId};
+pub use complete::COMPLETION_SEARCH_STATES;
 pub use error::IndexError;
 /// The GGUF reader vocabularies are read with ([`Vocabulary::from_gguf_metadata`] takes its
 /// [`gguf::Metadata`]).

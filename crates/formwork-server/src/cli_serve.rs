@@ -45,6 +45,11 @@ pub(crate) struct ChatArgs {
     /// jump-forward decoding off; a request's `jump_forward` field still turns it on).
     #[arg(long, env = "FORMWORK_NO_JUMP_FORWARD")]
     no_jump_forward: bool,
+    /// Do not steer structured replies to end valid near `max_tokens` (they may then be cut
+    /// mid-document, `finish_reason: "length"`), nor refuse a `max_tokens` too small for any
+    /// valid reply; a request's `end_valid` still overrides this.
+    #[arg(long, env = "FORMWORK_NO_END_VALID")]
+    no_end_valid: bool,
 }
 
 /// A `--reasoning-parser` value.
@@ -56,7 +61,8 @@ fn reasoning_parser(name: &str) -> Result<Reasoning, String> {
 
 impl ChatArgs {
     /// Applies the flags: the template replaces the model's (read before the engine
-    /// starts, so its reasoning format is detected from it), the parser goes to `config`.
+    /// starts, so its reasoning format is detected from it), the parser and the end-valid
+    /// switch go to `config`.
     pub(crate) fn apply(
         &self,
         model: &mut formwork_model::LoadedModel,
@@ -72,6 +78,7 @@ impl ChatArgs {
         }
         config.reasoning = self.reasoning_parser.clone();
         config.jump_forward = !self.no_jump_forward;
+        config.end_valid = !self.no_end_valid;
         Ok(())
     }
 }

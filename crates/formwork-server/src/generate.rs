@@ -72,6 +72,8 @@ pub(crate) struct Blame {
     pub(crate) structure: Option<&'static str>,
     /// The field asking for log-probabilities: `top_logprobs` or `logprobs`.
     pub(crate) logprobs: &'static str,
+    /// The field holding the budget: `max_tokens` or `max_output_tokens`.
+    pub(crate) max_tokens: &'static str,
 }
 
 /// `POST /v1/chat/completions`.
@@ -87,6 +89,7 @@ pub(crate) async fn chat_completions(
         prompt: "messages",
         structure: resolved.as_ref().map(|r| r.param()),
         logprobs: "top_logprobs",
+        max_tokens: "max_tokens",
     };
     let request = chat_request(
         req.messages,
@@ -147,6 +150,7 @@ pub(crate) async fn completions(
         prompt: "prompt",
         structure: resolved.as_ref().map(|r| r.param()),
         logprobs: "logprobs",
+        max_tokens: "max_tokens",
     };
     let request = engine_request(Prompt::Text(text), &options, resolved.map(|r| r.constraint));
     let handle = submit(&state, request, &blame).await?;
@@ -238,6 +242,7 @@ fn engine_request(
     request.constraint = constraint;
     request.ignore_eos = options.ignore_eos;
     request.jump_forward = options.jump_forward;
+    request.end_valid = options.end_valid;
     request
 }
 
@@ -306,6 +311,9 @@ fn engine_error(e: EngineError, blame: &Blame) -> ApiError {
                 Some(param) => e.param(param),
                 None => e,
             }
+        }
+        EngineError::MaxTokensTooSmall { .. } => {
+            ApiError::invalid_request(message).param(blame.max_tokens)
         }
         EngineError::ShutDown => ApiError::overloaded(message),
         // The model failing, generation failing, and whatever the engine adds later.
@@ -959,6 +967,7 @@ mod tests {
             prompt: "prompt",
             structure: Some("guided_regex"),
             logprobs: "logprobs",
+            max_tokens: "max_tokens",
         };
         let e = engine_error(EngineError::QueueFull { capacity: 4 }, &blame);
         assert_eq!(
@@ -998,6 +1007,17 @@ mod tests {
         );
         let e = engine_error(EngineError::Generation("x".into()), &blame);
         assert_eq!(e.status().as_u16(), 500);
+        let e = engine_error(
+            EngineError::MaxTokensTooSmall {
+                max_tokens: 3,
+                min_tokens: 7,
+            },
+            &blame,
+        );
+        assert_eq!(
+            (e.status().as_u16(), e.param_name()),
+            (400, Some("max_tokens"))
+        );
     }
 
     #[test]

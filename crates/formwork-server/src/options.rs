@@ -80,6 +80,9 @@ pub struct GenerationOptions {
     pub ignore_eos: bool,
     /// Jump-forward decoding asked for or refused (`None`: the server's setting).
     pub jump_forward: Option<bool>,
+    /// Steer a structured reply to end valid near `max_tokens`; `None`: the server's
+    /// setting (`formwork_engine::EngineConfig::end_valid`).
+    pub end_valid: Option<bool>,
     /// Stream server-sent events.
     pub stream: bool,
     /// With `stream`, end with a usage chunk.
@@ -252,6 +255,7 @@ fn resolve(
         logprobs: None,
         ignore_eos: fields.ignore_eos.unwrap_or(false),
         jump_forward: fields.jump_forward,
+        end_valid: fields.end_valid,
         stream,
         include_usage: stream
             && fields
@@ -361,6 +365,7 @@ mod tests {
                 logprobs: None,
                 ignore_eos: false,
                 jump_forward: None,
+                end_valid: None,
                 stream: false,
                 include_usage: false,
             }

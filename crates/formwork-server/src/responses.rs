@@ -64,6 +64,7 @@ pub(crate) async fn create_response(
         prompt: "input",
         structure: resolved.as_ref().map(|r| r.param()),
         logprobs: "top_logprobs",
+        max_tokens: "max_output_tokens",
     };
     let mut envelope = envelope(&req, state.served_model_name(), &options);
     if req.store == Some(true) {

@@ -1300,3 +1300,49 @@ fn chat_template_and_reasoning_parser_flags_split_the_reply() {
     assert!(message.get("reasoning_content").is_none(), "{message}");
     assert!(!message["content"].as_str().unwrap().is_empty());
 }
+
+/// A budget too small for any reply the constraint allows is a 400 naming the budget's
+/// field and the minimum; `end_valid: false` takes it as asked (and the reply is cut).
+#[test]
+fn a_budget_too_small_for_any_valid_reply_is_refused() {
+    let s = server();
+    let choice = json!(["the quick brown fox jumps over the lazy dog"]);
+    let chat = |extra: Value| {
+        let mut body = json!({"messages": user("x"), "max_tokens": 1, "guided_choice": choice});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let e = s.post("/v1/chat/completions", &chat(json!({}))).error(400);
+    assert_eq!(e["param"], "max_tokens", "{e}");
+    assert_eq!(e["type"], "invalid_request_error", "{e}");
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "max_tokens 1 is too small for any reply this constraint allows: the shortest takes "
+        ),
+        "{message}"
+    );
+    let e = s
+        .post(
+            "/v1/completions",
+            &json!({"prompt": "x", "max_tokens": 1, "guided_choice": choice}),
+        )
+        .error(400);
+    assert_eq!(e["param"], "max_tokens", "{e}");
+    let e = s
+        .post(
+            "/v1/responses",
+            &json!({"input": "x", "max_output_tokens": 1,
+                    "text": {"format": {"type": "json_schema", "name": "t",
+                             "schema": {"type": "object", "properties": {"a": {"type": "string"}},
+                                        "required": ["a"]}}}}),
+        )
+        .error(400);
+    assert_eq!(e["param"], "max_output_tokens", "{e}");
+    let r = s
+        .post("/v1/chat/completions", &chat(json!({"end_valid": false})))
+        .json();
+    assert_eq!(r["choices"][0]["finish_reason"], "length", "{r}");
+}

@@ -237,6 +237,9 @@ request_object! {
             /// Formwork: append text the structure forces without sampling it (jump-forward
             /// decoding); absent: the server's setting (on unless `--no-jump-forward`).
             jump_forward: bool,
+            /// Steer a structured reply to end valid near `max_tokens`, and refuse a budget
+            /// too small for any valid reply (Formwork; default: the server's setting).
+            end_valid: bool,
         }
         groups {}
     }
