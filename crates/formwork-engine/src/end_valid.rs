@@ -106,6 +106,15 @@ pub(crate) struct Steering {
 }
 
 impl Steering {
+    /// Whether the reply follows a plan (near the end of its budget). Jump-forward decoding
+    /// waits while it does: forced tokens the plan did not spell could outgrow it. Far from
+    /// the end (a shortest completion of `d` bytes with `d < left`) a jump is safe: the forced
+    /// bytes `F` start every completion, so `d - |F| + 1` tokens finish the reply after it and
+    /// the `k <= |F|` forced tokens leave `left - k >= d - |F| + 1`.
+    pub(crate) fn follows_plan(&self) -> bool {
+        !self.plan.is_empty()
+    }
+
     /// The rule for `token`, just consumed by `guide`, with `left` tokens of budget after
     /// it: `None` to keep it, or the token to put in its place (the guide is then rolled
     /// back past `token`; the caller consumes the replacement unless it is EOS). Where no

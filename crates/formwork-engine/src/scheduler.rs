@@ -770,7 +770,7 @@ impl Scheduler {
         s.input.clear();
         s.input.push(token);
         s.has_input = true;
-        if s.jump_forward {
+        if s.jump_forward && !s.steering.as_ref().is_some_and(Steering::follows_plan) {
             return jump_forward(shared, s, group, token);
         }
         None

@@ -1395,10 +1395,12 @@ fn jump_forward_appends_forced_text_within_the_requests_limits() {
     }
     assert!(forced > 0, "no jump over fixed keys");
 
-    // `max_tokens` caps sampled and forced tokens together; the text is a prefix of a match.
+    // `max_tokens` caps sampled and forced tokens together; the text is a prefix of a match
+    // (budgets too small for a whole match, so without steering to end valid).
     for max in 1..6 {
         let mut r = request(1, true);
         r.max_tokens = Some(max);
+        r.end_valid = Some(false);
         let c = run(engine, r);
         assert_eq!(c.usage.completion_tokens, max);
         assert_eq!(c.finish_reasons[0], Some(FinishReason::Length));
