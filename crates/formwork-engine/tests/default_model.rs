@@ -384,10 +384,16 @@ fn jsonschemabench() -> Vec<Value> {
     schemas
 }
 
+/// The most tokens of a sampled schema's shortest valid document: a test-time bound (a reply
+/// of twice a 2,000-token document takes minutes to sample on 2 cores), not a choice of easy
+/// schemas: steering matters near the end of any budget, whatever its size.
+const MAX_SHORTEST_TOKENS: usize = 48;
+
 /// A uniform random sample of `count` schemas among those that compile (the engine takes
-/// them as strict constraints and the `jsonschema` crate builds a validator), drawn with a
-/// fixed seed across the whole data set: the schemas in a seeded random order, the first
-/// `count` that compile. Each with the tokens of its shortest valid document.
+/// them as strict constraints and the `jsonschema` crate builds a validator) and whose
+/// shortest document takes at most [`MAX_SHORTEST_TOKENS`], drawn with a fixed seed across
+/// the whole data set: the schemas in a seeded random order, the first `count` that qualify.
+/// Each with the tokens of its shortest valid document.
 fn compiling_sample(count: usize) -> Vec<(Value, usize)> {
     let mut schemas = jsonschemabench();
     // Fisher–Yates with a fixed xorshift stream.
@@ -407,7 +413,9 @@ fn compiling_sample(count: usize) -> Vec<(Value, usize)> {
             continue;
         }
         let constraint = Constraint::JsonSchema(JsonSchema::new(schema.clone()));
-        if let Ok(Some(min)) = engine().min_reply_tokens(&constraint) {
+        if let Ok(Some(min)) = engine().min_reply_tokens(&constraint)
+            && min <= MAX_SHORTEST_TOKENS
+        {
             sample.push((schema, min));
         }
     }
