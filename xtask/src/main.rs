@@ -61,6 +61,11 @@ fn python_venv(name: &str, requirements: &[&str]) -> Result<PathBuf> {
     }
     eprintln!("installing {} into {}", missing.join(" "), venv.display());
     if !python.exists() {
+        // A venv whose creation was interrupted: start it again from nothing.
+        if venv.exists() {
+            std::fs::remove_dir_all(&venv)
+                .with_context(|| format!("removing {}", venv.display()))?;
+        }
         run({
             let mut c = Command::new("python3");
             c.args(["-m", "venv"]).arg(&venv);
