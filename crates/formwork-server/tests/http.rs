@@ -591,9 +591,10 @@ fn cut_forced_calls_and_empty_parameters_are_calls() {
     let tools = json!([{"type": "function", "function": {"name": "echo", "parameters": {}}}]);
     let mut cut = 0;
     for (seed, max_tokens) in (0..6).zip([12, 16, 20, 24, 60, 80]) {
+        // Budgets that cut the call: without steering it to end valid.
         let body = json!({"messages": user("echo?"), "tools": tools,
                           "tool_choice": {"type": "function", "function": {"name": "echo"}},
-                          "seed": seed, "max_tokens": max_tokens});
+                          "seed": seed, "max_tokens": max_tokens, "end_valid": false});
         let r = s.post("/v1/chat/completions", &body).json();
         let choice = &r["choices"][0];
         assert_eq!(choice["message"]["content"], Value::Null, "{r}");

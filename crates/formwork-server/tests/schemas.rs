@@ -103,10 +103,12 @@ fn run(
                     });
                     let r = common::request(addr, "POST", "/v1/chat/completions", &[], body.to_string().as_bytes());
                     if r.status == 400 {
-                        // Index limits (an automaton too large) are typed refusals.
+                        // Index limits (an automaton too large) and a budget below the
+                        // shortest valid document are typed refusals.
                         let message = r.json()["error"]["message"].as_str().unwrap_or("").to_owned();
                         assert!(
-                            message.starts_with("The structure cannot be enforced"),
+                            message.starts_with("The structure cannot be enforced")
+                                || message.contains("is too small for any reply this constraint allows"),
                             "{id}: unexpected 400: {message}"
                         );
                         tally.refused.lock().unwrap().push(id);
