@@ -261,12 +261,14 @@ impl Speller {
         while let Some(s) = self.stack.pop() {
             match s {
                 Symbol::Lexeme(l) => {
-                    if !self.lexemes.contains_key(&l) {
-                        let start = index.lexeme_start(l)?;
-                        let text = index.lexeme_completion(l, start)?.unwrap_or_default();
-                        self.lexemes.insert(l, text);
-                    }
-                    out.extend_from_slice(&self.lexemes[&l]);
+                    let text = match self.lexemes.entry(l) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            let start = index.lexeme_start(l)?;
+                            e.insert(index.lexeme_completion(l, start)?.unwrap_or_default())
+                        }
+                    };
+                    out.extend_from_slice(text);
                 }
                 Symbol::Rule(n) => {
                     let (_, prod) = lengths.rule[n as usize];
