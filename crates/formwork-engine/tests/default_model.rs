@@ -363,25 +363,15 @@ fn default_model_jump_forward_replies_validate() {
 /// Every schema of JSONSchemaBench (`../shared/data/jsonschemabench`, all files), in file
 /// order.
 fn jsonschemabench() -> Vec<Value> {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/jsonschemabench");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    let mut schemas = Vec::new();
-    for f in files {
-        for line in std::fs::read_to_string(&f).unwrap().lines() {
-            let row: Value = serde_json::from_str(line).unwrap();
-            schemas.push(match row.get("schema").cloned().unwrap_or(Value::Null) {
-                Value::String(s) => serde_json::from_str(&s).unwrap_or(Value::Null),
-                v => v,
-            });
-        }
-    }
-    schemas
+    common::jsonschemabench_files()
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            text.lines()
+                .map(common::jsonschemabench_schema)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// The most tokens of a sampled schema's shortest valid document: a test-time bound (a reply

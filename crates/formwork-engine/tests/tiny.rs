@@ -63,25 +63,13 @@ fn run(engine: &Engine, request: Request) -> Completion {
 }
 
 fn jsonschemabench_sample(count: usize) -> Vec<Value> {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/jsonschemabench");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
+    let files = common::jsonschemabench_files();
     let mut schemas = Vec::new();
     let per_file = count.div_ceil(files.len());
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
         for line in text.lines().step_by(97).take(per_file * 3) {
-            let row: Value = serde_json::from_str(line).unwrap();
-            let schema = row.get("schema").cloned().unwrap_or(Value::Null);
-            let schema = match schema {
-                Value::String(s) => serde_json::from_str(&s).unwrap_or(Value::Null),
-                v => v,
-            };
+            let schema = common::jsonschemabench_schema(line);
             if formwork_schema::Compiler::new().compile(&schema).is_ok() {
                 schemas.push(schema);
                 if schemas.len() % per_file == 0 {

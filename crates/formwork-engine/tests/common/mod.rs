@@ -81,3 +81,29 @@ pub fn bracket_depth(text: &str) -> usize {
     }
     max
 }
+
+/// The JSONSchemaBench files (`../shared/data/jsonschemabench/*.jsonl`), sorted.
+pub fn jsonschemabench_files() -> Vec<std::path::PathBuf> {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data/jsonschemabench");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The schema of one JSONSchemaBench line (given as an object or as a string of JSON).
+pub fn jsonschemabench_schema(line: &str) -> serde_json::Value {
+    let row: serde_json::Value = serde_json::from_str(line).unwrap();
+    match row
+        .get("schema")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+    {
+        serde_json::Value::String(s) => serde_json::from_str(&s).unwrap_or_default(),
+        v => v,
+    }
+}
