@@ -15,12 +15,16 @@ use formwork_engine::{
 };
 use formwork_index::ByteDfa;
 use formwork_model::testing::{FaultyModel, TinySpec, write_tiny_gguf};
-use formwork_model::{Device, LoadedModel, load};
+use formwork_model::{LoadOptions, LoadedModel, PromptAttention, load_with};
 use formwork_sampler::SamplingParams;
 use formwork_template::Message;
 use serde_json::{Value, json};
 
 fn tiny_model() -> LoadedModel {
+    tiny_model_with(PromptAttention::default())
+}
+
+fn tiny_model_with(prompt_attention: PromptAttention) -> LoadedModel {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     let path = PATH.get_or_init(|| {
         let dir =
@@ -30,7 +34,11 @@ fn tiny_model() -> LoadedModel {
         write_tiny_gguf(&path, &TinySpec::default()).unwrap();
         path
     });
-    load(path, &Device::Cpu).unwrap()
+    load_with(
+        path,
+        &LoadOptions::default().with_prompt_attention(prompt_attention),
+    )
+    .unwrap()
 }
 
 fn engine(config: EngineConfig) -> Engine {
@@ -1216,10 +1224,18 @@ fn a_trigger_ending_inside_a_token_hands_its_rest_to_the_segment() {
 
 /// A conversation re-sent every turn and prompts behind one long shared system prompt give
 /// the same greedy replies (and log-probabilities, to the bit) with prefix reuse as without,
-/// while reusing most of each prompt: prompts cross the attention kernels' thresholds (a short last ubatch runs row by row, a
-/// long one tiled, ubatches of 512), so a block is reused only where it is the same bits.
+/// while reusing most of each prompt. Under llama.cpp's kernel choice the prompts cross the
+/// attention kernels' thresholds (a short last ubatch runs row by row, a long one tiled,
+/// ubatches of 512), so a block is reused only where it is the same bits.
 #[test]
 fn prefix_reuse_changes_no_output_and_skips_most_of_each_prompt() {
+    for prompt_attention in [PromptAttention::RowByRow, PromptAttention::LlamaCpp] {
+        prefix_reuse_changes_no_output(prompt_attention);
+    }
+}
+
+fn prefix_reuse_changes_no_output(prompt_attention: PromptAttention) {
+    let engine = |config| Engine::new(tiny_model_with(prompt_attention), config).unwrap();
     let with = engine(EngineConfig::default());
     let without = engine(EngineConfig {
         prefix_cache: false,
@@ -1293,6 +1309,7 @@ fn prefix_reuse_changes_no_output_and_skips_most_of_each_prompt() {
 /// without reuse.
 #[test]
 fn prefix_reuse_respects_the_attention_kernel_of_each_position() {
+    let engine = |config| Engine::new(tiny_model_with(PromptAttention::LlamaCpp), config).unwrap();
     let with = engine(EngineConfig::default());
     let without = engine(EngineConfig {
         prefix_cache: false,
@@ -1315,6 +1332,43 @@ fn prefix_reuse_respects_the_attention_kernel_of_each_position() {
     assert_eq!((a.texts, a.logprobs), (b.texts, b.logprobs));
     // The same short prompt again reuses all its full blocks (the same kernels).
     assert_eq!(run(&with, request(552)).usage.cached_tokens, 544);
+}
+
+/// A reply's keys and values, computed while it was generated, serve the next prompt that
+/// contains it (a conversation re-sent with the reply appended) when every row takes the row
+/// kernel, with the same output as without reuse. Under llama.cpp's kernel choice the reply
+/// is computed again, since that prompt computes those positions tiled.
+#[test]
+fn a_generated_reply_is_reused_by_the_next_turn_when_prompts_run_row_by_row() {
+    let first: Vec<u32> = (0..100u32).map(|i| 3 + (i * 13) % 85).collect();
+    let request = |tokens: Vec<u32>, max_tokens: usize| {
+        let mut r = Request::new(Prompt::Tokens(tokens));
+        r.sampling = SamplingParams::greedy();
+        r.sampling.top_logprobs = Some(3);
+        r.max_tokens = Some(max_tokens);
+        r.ignore_eos = true;
+        r
+    };
+    let mut cached = Vec::new();
+    for prompt_attention in [PromptAttention::RowByRow, PromptAttention::LlamaCpp] {
+        let engine = |config| Engine::new(tiny_model_with(prompt_attention), config).unwrap();
+        let with = engine(EngineConfig::default());
+        let without = engine(EngineConfig {
+            prefix_cache: false,
+            ..EngineConfig::default()
+        });
+        let reply = run(&with, request(first.clone(), 40));
+        let mut next = first.clone();
+        next.extend(reply.logprobs[0].iter().map(|t| t.token));
+        next.extend([7, 8, 9, 10, 11]);
+        let a = run(&with, request(next.clone(), 6));
+        let b = run(&without, request(next, 6));
+        assert_eq!((a.texts, a.logprobs), (b.texts, b.logprobs));
+        cached.push(a.usage.cached_tokens);
+    }
+    // 100 prompt tokens and the 39 generated ones fed back: 4 full blocks of 32 positions.
+    // llama.cpp's choice keeps the prompt's 3 full blocks only.
+    assert_eq!(cached, [128, 96]);
 }
 
 /// Requests sent at once with one long shared start compute it once: the later ones wait for

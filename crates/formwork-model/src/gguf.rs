@@ -257,6 +257,7 @@ pub(crate) fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, Mo
 
     let native = if device.is_cpu() && native_enabled() {
         crate::cpu::load_gguf(path, &gguf, tensors.reader, &config, options.threads)?
+            .map(|m| m.with_prompt_attention(options.prompt_attention))
     } else {
         None
     };

@@ -114,6 +114,55 @@ pub struct LoadOptions {
     /// `CANDLE_NUM_THREADS`, else every core. candle ignores it (`CANDLE_NUM_THREADS` sizes
     /// its pool).
     pub threads: Option<usize>,
+    /// Which attention kernel the native CPU backend gives prompt rows (see
+    /// [`PromptAttention`]); candle ignores it.
+    pub prompt_attention: PromptAttention,
+}
+
+/// Which attention kernel the native CPU backend computes a prompt's rows with. Generated rows
+/// always take llama.cpp's row-by-row kernel (f16 queries and accumulator).
+///
+/// The choice decides which cached keys and values a later prompt can reuse: reuse is exact
+/// only where a fresh prompt would compute a position with the same kernel, so the engine's
+/// prefix cache asks [`Model::kernel_class`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PromptAttention {
+    /// Every row, prompt or generated, takes the row-by-row kernel. A position's keys and
+    /// values then depend only on the tokens up to it, never on how a batch was cut, so a
+    /// conversation re-sent with the assistant's reply appended reuses the reply's cache
+    /// entries (computed while it was generated). Logits equal llama.cpp's on prompts under
+    /// 64 tokens and in every decode step after them; on longer prompts they differ from
+    /// llama.cpp's by float noise (llama.cpp switches kernels there).
+    #[default]
+    RowByRow,
+    /// As llama.cpp: a prompt's ubatches (512 rows) of 64 rows or more take the tiled kernel
+    /// (f32 throughout), shorter ones row by row. Logits equal llama.cpp's for every prompt;
+    /// a generated reply's entries are not reusable by a prompt that contains it, since a
+    /// fresh prompt computes those positions tiled.
+    LlamaCpp,
+}
+
+impl PromptAttention {
+    /// The name used on the command line: `row-by-row` or `llama-cpp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromptAttention::RowByRow => "row-by-row",
+            PromptAttention::LlamaCpp => "llama-cpp",
+        }
+    }
+}
+
+impl std::str::FromStr for PromptAttention {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<PromptAttention, String> {
+        match s {
+            "row-by-row" => Ok(PromptAttention::RowByRow),
+            "llama-cpp" => Ok(PromptAttention::LlamaCpp),
+            _ => Err(format!("{s:?}: expected row-by-row or llama-cpp")),
+        }
+    }
 }
 
 impl LoadOptions {
@@ -122,12 +171,19 @@ impl LoadOptions {
         LoadOptions {
             device,
             threads: None,
+            prompt_attention: PromptAttention::default(),
         }
     }
 
     /// The same options with `threads` threads (at least 1).
     pub fn with_threads(mut self, threads: usize) -> LoadOptions {
         self.threads = Some(threads);
+        self
+    }
+
+    /// The same options with prompt rows computed as `prompt_attention` says.
+    pub fn with_prompt_attention(mut self, prompt_attention: PromptAttention) -> LoadOptions {
+        self.prompt_attention = prompt_attention;
         self
     }
 }

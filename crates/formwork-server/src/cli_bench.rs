@@ -53,6 +53,8 @@ pub(crate) struct BenchArgs {
     /// Runs of each case to take the median of (after one warm-up run).
     #[arg(long, default_value_t = 3)]
     repetitions: usize,
+    #[command(flatten)]
+    load: crate::cli_serve::LoadArgs,
 }
 
 /// The 10-property schema of the bench; `salt` (a prefix of the `id` pattern) makes it new to
@@ -292,7 +294,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
     if args.threads == Some(0) {
         return Err(CliError::Input("--threads must be at least 1".into()));
     }
-    let mut options = formwork_model::LoadOptions::default();
+    let mut options = args.load.options(formwork_model::Device::Cpu);
     options.threads = args.threads;
     let model = formwork_model::load_with(&args.model, &options)
         .map_err(|e| CliError::Input(e.to_string()))?;

@@ -91,6 +91,8 @@ pub(crate) struct GenerateArgs {
     device: String,
     #[command(flatten)]
     chat: crate::cli_serve::ChatArgs,
+    #[command(flatten)]
+    load: crate::cli_serve::LoadArgs,
 }
 
 fn input(e: EngineError) -> CliError {
@@ -121,8 +123,8 @@ fn write_reasoning(text: &str, stream: bool, all: &mut String) -> Result<(), Cli
 pub(crate) fn run(args: GenerateArgs) -> Result<(), CliError> {
     let device =
         formwork_model::device(&args.device).map_err(|e| CliError::Input(e.to_string()))?;
-    let model =
-        formwork_model::load(&args.model, &device).map_err(|e| CliError::Input(e.to_string()))?;
+    let model = formwork_model::load_with(&args.model, &args.load.options(device))
+        .map_err(|e| CliError::Input(e.to_string()))?;
     let constraint = if let Some(path) = &args.schema {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading {}", path.display()))

@@ -52,6 +52,24 @@ pub(crate) struct ChatArgs {
     no_end_valid: bool,
 }
 
+/// How the model is loaded: `formwork serve`, `generate` and `bench` share these flags.
+#[derive(Args)]
+pub(crate) struct LoadArgs {
+    /// Which attention kernel computes prompt rows on the CPU: `row-by-row` (every row as a
+    /// decode step computes it, so a re-sent conversation reuses the cached keys and values of
+    /// the replies it contains) or `llama-cpp` (llama.cpp's tiled kernel for prompts of 64
+    /// tokens or more: logits equal llama.cpp's, but a reply is computed again when re-sent).
+    #[arg(long, env = "FORMWORK_PROMPT_ATTENTION", default_value = "row-by-row")]
+    prompt_attention: formwork_model::PromptAttention,
+}
+
+impl LoadArgs {
+    /// Load options for `device` with these flags.
+    pub(crate) fn options(&self, device: formwork_model::Device) -> formwork_model::LoadOptions {
+        formwork_model::LoadOptions::new(device).with_prompt_attention(self.prompt_attention)
+    }
+}
+
 /// A `--reasoning-parser` value.
 fn reasoning_parser(name: &str) -> Result<Reasoning, String> {
     Reasoning::from_name(name).ok_or_else(|| {
@@ -88,6 +106,8 @@ impl ChatArgs {
 pub(crate) struct ServeArgs {
     #[command(flatten)]
     chat: ChatArgs,
+    #[command(flatten)]
+    load: LoadArgs,
     /// A GGUF file, a Hugging Face model folder, or `default`
     /// (models/SmolLM2-135M-Instruct.Q4_1.gguf in the current directory).
     #[arg(long, env = "FORMWORK_MODEL", default_value = "default")]
@@ -263,7 +283,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         formwork_model::device(&args.device).map_err(|e| CliError::Input(e.to_string()))?;
     let start = Instant::now();
     tracing::info!(model = %path.display(), device = args.device, "loading the model");
-    let mut model = formwork_model::load(&path, &device)
+    let mut model = formwork_model::load_with(&path, &args.load.options(device))
         .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
     let mut config = EngineConfig {
         max_active: args.max_sequences,

@@ -10,7 +10,8 @@
 //!   own size;
 //! - attention over an f16 key/value cache with the arithmetic of llama.cpp's CPU flash
 //!   attention (f16 queries, f16 value accumulator, online softmax), as llama.cpp runs by
-//!   default, so greedy runs follow llama.cpp's;
+//!   default, so greedy runs follow llama.cpp's. Prompt rows take the same row kernel unless
+//!   [`PromptAttention::LlamaCpp`] asks for llama.cpp's tiled kernel on long prompts;
 //! - RMS norms summed in f64, rotary tables built as ggml builds them.
 //!
 //! A GGUF whose tensors are all in a format this backend knows ([`quant::WeightType`]) runs
@@ -35,7 +36,7 @@ use std::sync::Mutex;
 use crate::cache::KvCache;
 use crate::config::{RopeStyle, TransformerConfig};
 use crate::transformer::{Span, stack};
-use crate::{BatchItem, Model, ModelError};
+use crate::{BatchItem, Model, ModelError, PromptAttention};
 use cache::NativeCache;
 pub(crate) use load::load_gguf;
 use matmul::{Input, QMatrix, lock, matmul, matmul_many};
@@ -70,6 +71,8 @@ pub(crate) struct NativeModel {
     pub(crate) layers: Vec<NativeLayer>,
     pub(crate) norm: Vec<f32>,
     pool: Pool,
+    /// Which kernel computes prompt rows.
+    prompt_attention: PromptAttention,
 }
 
 /// The thread count: `FORMWORK_THREADS`, else `CANDLE_NUM_THREADS`, else every core.
@@ -105,7 +108,25 @@ impl NativeModel {
             layers,
             norm,
             pool: pool(threads.unwrap_or_else(default_threads))?,
+            prompt_attention: PromptAttention::default(),
         })
+    }
+
+    /// The same model with prompt rows computed as `prompt_attention` says.
+    pub(crate) fn with_prompt_attention(mut self, prompt_attention: PromptAttention) -> Self {
+        self.prompt_attention = prompt_attention;
+        self
+    }
+
+    /// Whether row `pos` of a sequence runs the tiled kernel: only under
+    /// [`PromptAttention::LlamaCpp`], for rows of a prompt of `prompt_len` tokens (when the
+    /// cache knows it) in a ubatch of 64 or more, else for rows of a call of 64 or more.
+    fn tiled_row(&self, prompt_len: Option<usize>, call_rows: usize, pos: usize) -> bool {
+        self.prompt_attention == PromptAttention::LlamaCpp
+            && match prompt_len {
+                Some(p) => tiled_prompt_row(p, pos),
+                None => call_rows >= attention::TILE,
+            }
     }
 
     /// Threads a forward pass uses.
@@ -140,7 +161,7 @@ impl Model for NativeModel {
     }
 
     fn kernel_class(&self, prompt_len: usize, position: usize) -> u8 {
-        u8::from(tiled_prompt_row(prompt_len, position))
+        u8::from(self.tiled_row(Some(prompt_len), 0, position))
     }
 
     /// The batch was checked by [`crate::Transformer::forward`].
@@ -268,10 +289,7 @@ impl NativeModel {
             let (b, h) = tasks[ti];
             let span = &spans[b];
             let kv = caches[b].layer(layer);
-            let tiled_at = |pos: usize| match prompt_lens[b] {
-                Some(p) => tiled_prompt_row(p, pos),
-                None => span.len >= attention::TILE,
-            };
+            let tiled_at = |pos: usize| self.tiled_row(prompt_lens[b], span.len, pos);
             let mut out = Vec::with_capacity(span.len * hd);
             let mut i = 0;
             while i < span.len {
