@@ -256,6 +256,7 @@ pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
 }
 
 /// ggml's `hsum_float_8`: the two 128-bit halves added, then lanes (0+2, 1+3), then those two.
+#[inline]
 pub(crate) fn hsum8(v: &[f32; 8]) -> f32 {
     let r = [v[4] + v[0], v[5] + v[1], v[6] + v[2], v[7] + v[3]];
     let r = [r[0] + r[2], r[1] + r[3]];
@@ -299,6 +300,7 @@ pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 }
 
 /// The 6-bit values (0..64) of a Q6_K super-block, in element order.
+#[inline]
 pub(crate) fn q6k_values(block: &[u8]) -> [u8; QK_K] {
     let (ql, rest) = block.split_at(128);
     let qh = &rest[..64];
@@ -506,6 +508,7 @@ pub(crate) fn q4k_block_sums(b: &[u8], q8: &[i8], bsums: &[i32]) -> (i32, i32) {
 
 /// ggml's vectorized `expf` (`ggml_v_expf`, AVX2), one lane: a polynomial after range
 /// reduction, within about 1.5 ulp of the true value. ggml's SiLU and softmax use it.
+#[inline]
 pub(crate) fn v_expf(x: f32) -> f32 {
     let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
     let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // 0x1.715476p+0
@@ -538,6 +541,7 @@ pub(crate) fn v_expf(x: f32) -> f32 {
 }
 
 /// ggml's SiLU: `x / (1 + exp(-x))` with [`v_expf`].
+#[inline]
 pub(crate) fn silu(x: f32) -> f32 {
     x / (1.0 + v_expf(-x))
 }
