@@ -131,7 +131,10 @@ impl Head<'_> {
     /// are converted and transposed once for every query row. Returns `rows x dim`. The
     /// portable code, compiled for AVX2, FMA and F16C when `isa` has them (the same bits).
     pub(crate) fn tiled(&self, isa: Isa) -> Vec<f32> {
-        isa.run(|| self.tiled_portable())
+        isa.run(
+            #[inline(always)]
+            || self.tiled_portable(),
+        )
     }
 
     /// [`Head::tiled`]'s code, inlined into each of its instruction sets.

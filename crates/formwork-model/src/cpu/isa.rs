@@ -100,7 +100,7 @@ pub fn cpu_kernels() -> Result<CpuKernels, ModelError> {
 /// Kernels the CPU is known to run: the only way to reach [`super::simd`]'s kernels.
 ///
 /// Made by [`Isa::new`] only, which asks the CPU, so holding one with AVX2 proves the CPU has
-/// it. `Copy` and a word wide: models keep one and pass it to every kernel call.
+/// it. `Copy` and one byte: models keep one and pass it to every kernel call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Isa {
     #[cfg(target_arch = "x86_64")]
@@ -144,9 +144,11 @@ impl Isa {
     }
 
     /// Runs portable code `f` compiled for this set's features (AVX2, FMA and F16C where it
-    /// has them: `mul_add` one instruction instead of a call, wider loops; the same bits).
-    /// For element-wise loops outside the kernels (activations, rotary embeddings, the tiled
-    /// attention); only what `f` inlines gets the features, so its callees need `#[inline]`.
+    /// has them: `mul_add` one instruction instead of a libm call, wider loops; the same
+    /// bits). For element-wise loops outside the kernels (activations, rotary embeddings, the
+    /// tiled attention). Only what is inlined gets the features: pass an `#[inline(always)]`
+    /// closure (`isa.run(#[inline(always)] || ...)`), whose callees are `#[inline]` (small)
+    /// or `#[inline(always)]` (big bodies).
     #[inline]
     pub(crate) fn run<R>(self, f: impl FnOnce() -> R) -> R {
         #[cfg(target_arch = "x86_64")]

@@ -202,10 +202,13 @@ impl Model for NativeModel {
             if let Some(w) = &layer.k_norm {
                 k = rms_norm_rows(&k, hd, w, eps);
             }
-            self.isa.run(|| {
-                rope.apply(&mut q, heads, hd, cfg.rope_style);
-                rope.apply(&mut k, kv_heads, hd, cfg.rope_style);
-            });
+            self.isa.run(
+                #[inline(always)]
+                || {
+                    rope.apply(&mut q, heads, hd, cfg.rope_style);
+                    rope.apply(&mut k, kv_heads, hd, cfg.rope_style);
+                },
+            );
             for (cache, span) in caches.iter_mut().zip(&spans) {
                 let r = span.offset..span.offset + span.len;
                 cache.append(
@@ -229,11 +232,14 @@ impl Model for NativeModel {
             let mut gu = matmul_many(&self.pool, self.isa, &[&layer.gate, &layer.up], &mut input)
                 .into_iter();
             let (mut g, u) = (gu.next().expect("gate"), gu.next().expect("up"));
-            self.isa.run(|| {
-                for (g, u) in g.iter_mut().zip(&u) {
-                    *g = quant::silu(*g) * u;
-                }
-            });
+            self.isa.run(
+                #[inline(always)]
+                || {
+                    for (g, u) in g.iter_mut().zip(&u) {
+                        *g = quant::silu(*g) * u;
+                    }
+                },
+            );
             let d = matmul(
                 &self.pool,
                 self.isa,
@@ -398,8 +404,9 @@ impl RopeTable {
         RopeTable { half, cos, sin }
     }
 
-    /// Rotates every head of every row of `x` (`rows x heads*head_dim`).
-    #[inline]
+    /// Rotates every head of every row of `x` (`rows x heads*head_dim`). Inlined into each
+    /// instruction set's code ([`Isa::run`]).
+    #[inline(always)]
     fn apply(&self, x: &mut [f32], heads: usize, hd: usize, style: RopeStyle) {
         let half = self.half;
         for (r, row) in x.chunks_exact_mut(heads * hd).enumerate() {

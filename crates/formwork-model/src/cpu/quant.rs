@@ -251,6 +251,7 @@ fn quantize_q8k_block(xs: &[f32], qs: &mut [i8]) -> f32 {
     1.0 / iscale
 }
 
+#[inline]
 pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
@@ -288,6 +289,7 @@ fn nibbles(qs: &[u8], offset: i32) -> [i32; 32] {
 }
 
 /// `get_scale_min_k4`: the 6-bit scale and min of sub-block `j` of a Q4_K super-block.
+#[inline]
 pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)

@@ -8,26 +8,33 @@
 //! `hsum_float_8`), so the result does not depend on the tile and equals
 //! [`super::quant::dot_scalar`] bit for bit.
 //!
-//! Picked at run time: the kernels are `#[target_feature]` functions, compiled whatever the
-//! build's target CPU, and the safe entry points take an [`Avx2`], which only
-//! [`Avx2::detect`] makes, after asking the CPU. That is what makes them sound. The 8-bit dot
-//! products are instantiated twice (`VNNI`: AVX-VNNI's `vpdpbusd` or AVX2's two-step
-//! multiply-add, the same sums), each under an entry point with its features, once per tile
-//! call; everything below an entry point is `#[inline]` so it is compiled with the entry
-//! point's features.
+//! Picked at run time: the kernels are compiled whatever the build's target CPU, and the safe
+//! entry points take an [`Avx2`], which only [`Avx2::detect`] makes, after asking the CPU.
+//! That is what makes them sound. The entry points ([`dot_n_avx2`], [`dot_n_vnni`],
+//! [`flash_row_inner`]) are `#[target_feature]` functions, reached once per tile or query row;
+//! the format kernels below them are `#[inline(always)] unsafe fn`s generic over `VNNI`, so
+//! each is compiled into both entry points with that entry point's features (AVX-VNNI's
+//! `vpdpbusd` or AVX2's two-step multiply-add: the same sums); the small helpers are
+//! `#[inline] #[target_feature(enable = "avx2,fma")]` (F16C for [`f16_at`]). Nothing a
+//! kernel calls per block may be a plain function of another module (it would be compiled
+//! without the features): use this module's helpers or `#[inline]` ones.
 //!
-//! A new kernel: an `#[inline] #[target_feature(enable = "avx2,fma")] fn k<const N: usize,
-//! const VNNI: bool>` that takes its 8-bit products from `dot_us8::<VNNI>`, one arm in
-//! [`dot_body`] and one format in [`supports`].
+//! A new kernel: an `#[inline(always)] unsafe fn k<const N: usize, const VNNI: bool>` (safety:
+//! the caller has AVX2, FMA and F16C, and AVX-VNNI when `VNNI`) that takes its 8-bit products
+//! from `dot_us8::<VNNI>`, one arm in [`dot_body`] and one format in [`supports`].
 
-// The loads below read 16 or 32 bytes from slices whose length is checked first.
+// The loads below read 16 or 32 bytes from slices whose length is checked first, and the
+// kernels run only where the CPU has their features.
 #![allow(unsafe_code)]
+// The format kernels are `unsafe fn`s only for their CPU features (see the module doc): their
+// bodies call intrinsics throughout.
+#![allow(unsafe_op_in_unsafe_fn)]
 // Tiles index several per-row arrays by the same row number.
 #![allow(clippy::needless_range_loop)]
 
 use core::arch::x86_64::*;
 
-use super::quant::{Acts, QK, QK_K, WeightType, f16_at, q6k_values, scale_min_k4};
+use super::quant::{Acts, QK, QK_K, WeightType, q6k_values, scale_min_k4};
 
 /// Proof that the CPU has AVX2, FMA and F16C (and whether it has AVX-VNNI): the key to this
 /// module's kernels.
@@ -54,8 +61,9 @@ impl Avx2 {
     }
 
     /// Runs portable code compiled for AVX2, FMA and F16C (`mul_add` one instruction, wider
-    /// loops; the same bits). Only what `f` inlines gets the features: its callees need
-    /// `#[inline]` (or `#[inline(always)]`, for big bodies).
+    /// loops; the same bits). Only what is inlined here gets the features: pass an
+    /// `#[inline(always)]` closure, whose callees are `#[inline]` (small) or
+    /// `#[inline(always)]` (big bodies).
     pub(crate) fn run<R>(self, f: impl FnOnce() -> R) -> R {
         // SAFETY: an `Avx2` is made only when the CPU has these features.
         unsafe { run_avx2(f) }
@@ -116,21 +124,26 @@ fn dot_n<const N: usize>(
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn dot_n_avx2<const N: usize>(ty: WeightType, row: &[u8], acts: &Acts, r0: usize, out: &mut [f32]) {
-    dot_body::<N, false>(ty, row, acts, r0, out);
+    // SAFETY: this function has AVX2, FMA and F16C.
+    unsafe { dot_body::<N, false>(ty, row, acts, r0, out) }
 }
 
-#[target_feature(enable = "avx2,fma,avxvnni")]
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 fn dot_n_vnni<const N: usize>(ty: WeightType, row: &[u8], acts: &Acts, r0: usize, out: &mut [f32]) {
-    dot_body::<N, true>(ty, row, acts, r0, out);
+    // SAFETY: this function has AVX2, FMA, F16C and AVX-VNNI.
+    unsafe { dot_body::<N, true>(ty, row, acts, r0, out) }
 }
 
-/// The kernel of each format. `VNNI` may be true only under [`dot_n_vnni`] (see
-/// [`dot_us8`]).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn dot_body<const N: usize, const VNNI: bool>(
+/// The kernel of each format.
+///
+/// # Safety
+///
+/// The CPU has AVX2, FMA and F16C, and AVX-VNNI when `VNNI` (the caller has those features,
+/// so this is compiled with them).
+#[inline(always)]
+unsafe fn dot_body<const N: usize, const VNNI: bool>(
     ty: WeightType,
     row: &[u8],
     acts: &Acts,
@@ -144,6 +157,15 @@ fn dot_body<const N: usize, const VNNI: bool>(
         _ => unreachable!("no AVX2 kernel for {}", ty.name()),
     };
     out.copy_from_slice(&res);
+}
+
+/// The little-endian f16 at byte `at` of `b`, widened with F16C: exact, the same value as
+/// [`super::quant::f16_at`] (which, in a build without F16C, would ask the CPU every call).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    let h = u16::from_le_bytes([b[at], b[at + 1]]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h))))
 }
 
 /// 16 bytes from the start of `b` (bytes or int8s).
@@ -176,13 +198,14 @@ fn nibbles(qs: &[u8]) -> __m256i {
 /// Eight i32 lanes, each the sum of four consecutive u8 x i8 products (no pair of products
 /// here can saturate the 16-bit step: weights are at most 15, or 127 with `|y| <= 127`), so
 /// AVX-VNNI (`VNNI`) and AVX2 give the same sums.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn dot_us8<const VNNI: bool>(x: __m256i, y: __m256i) -> __m256i {
+///
+/// # Safety
+///
+/// As [`dot_body`]'s.
+#[inline(always)]
+unsafe fn dot_us8<const VNNI: bool>(x: __m256i, y: __m256i) -> __m256i {
     if VNNI {
-        // SAFETY: `VNNI` is true only below `dot_n_vnni`, which runs only on a CPU with
-        // AVX-VNNI (`Avx2::detect`); inlined there, this is one instruction.
-        unsafe { vnni(x, y) }
+        vnni(x, y)
     } else {
         _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
     }
@@ -219,9 +242,12 @@ fn hsum_i32(x: __m256i) -> i32 {
 /// multiple of 4, `N` at most 8: one or two tiles of four). Per block each tile's four scale
 /// products come from one 128-bit multiply and its Q4_1 offset terms from one 128-bit `fma`,
 /// lane by lane the same roundings as ggml's scalar code.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn q32<const N: usize, const VNNI: bool>(
+///
+/// # Safety
+///
+/// As [`dot_body`]'s.
+#[inline(always)]
+unsafe fn q32<const N: usize, const VNNI: bool>(
     ty: WeightType,
     row: &[u8],
     acts: &Acts,
@@ -307,9 +333,12 @@ fn store4(out: &mut [f32; 4], x: __m128) {
 }
 
 /// Q4_K rows against Q8_K activations.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn q4k<const N: usize, const VNNI: bool>(row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
+///
+/// # Safety
+///
+/// As [`dot_body`]'s.
+#[inline(always)]
+unsafe fn q4k<const N: usize, const VNNI: bool>(row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
     let len = acts.len;
     let nb = len / QK_K;
     assert!(row.len() >= nb * 144 && acts.rows >= r0 + N);
@@ -359,9 +388,12 @@ fn q4k<const N: usize, const VNNI: bool>(row: &[u8], acts: &Acts, r0: usize) -> 
 }
 
 /// Q6_K rows against Q8_K activations: `sum((q - 32) * y) = sum(q * y) - 32 * sum(y)`.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn q6k<const N: usize, const VNNI: bool>(row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
+///
+/// # Safety
+///
+/// As [`dot_body`]'s.
+#[inline(always)]
+unsafe fn q6k<const N: usize, const VNNI: bool>(row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
     let len = acts.len;
     let nb = len / QK_K;
     assert!(row.len() >= nb * 210 && acts.rows >= r0 + N);
