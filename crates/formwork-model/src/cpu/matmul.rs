@@ -71,26 +71,40 @@ impl<'a> Input<'a> {
         }
     }
 
-    fn prepare(&mut self, pool: &Pool, kind: ActKind) {
+    fn prepare(&mut self, pool: &Pool, isa: Isa, kind: ActKind) {
         if !self.prepared.contains_key(&kind) {
-            let acts = quantize_rows(pool, kind, self.x, self.rows, self.cols);
+            let acts = quantize_rows(pool, isa, kind, self.x, self.rows, self.cols);
             self.prepared.insert(kind, acts);
         }
     }
 }
 
 /// Quantizes rows in parallel when there are many; the scales are packed once, after the
-/// parts are joined.
-fn quantize_rows(pool: &Pool, kind: ActKind, x: &[f32], rows: usize, cols: usize) -> Acts {
+/// parts are joined. The code is compiled for `isa`'s instruction set.
+fn quantize_rows(
+    pool: &Pool,
+    isa: Isa,
+    kind: ActKind,
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+) -> Acts {
     if rows < 16 || pool.threads() == 1 {
-        return Acts::new(kind, x, rows, cols);
+        return isa.run(
+            #[inline(always)]
+            || Acts::new(kind, x, rows, cols),
+        );
     }
     let per = rows.div_ceil(pool.threads());
     let chunks: Vec<&[f32]> = x.chunks(per * cols).collect();
     let parts: Vec<Mutex<Option<Acts>>> = chunks.iter().map(|_| Mutex::new(None)).collect();
     pool.run(chunks.len(), &|i| {
         let c = chunks[i];
-        *lock(&parts[i]) = Some(Acts::unpacked(kind, c, c.len() / cols, cols));
+        let acts = isa.run(
+            #[inline(always)]
+            || Acts::unpacked(kind, c, c.len() / cols, cols),
+        );
+        *lock(&parts[i]) = Some(acts);
     });
     let parts = parts.into_iter().map(|p| {
         p.into_inner()
@@ -127,7 +141,7 @@ pub(crate) fn matmul_many(
 ) -> Vec<Vec<f32>> {
     for m in mats {
         assert_eq!(m.cols, input.cols, "matrix columns against input width");
-        input.prepare(pool, m.ty.act_kind());
+        input.prepare(pool, isa, m.ty.act_kind());
     }
     let t = input.rows;
     let threads = pool.threads();

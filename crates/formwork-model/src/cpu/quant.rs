@@ -126,6 +126,7 @@ pub(crate) struct Acts {
 
 impl Acts {
     /// Prepares `rows` rows of `len` values (`x.len() == rows * len`).
+    #[inline(always)]
     pub(crate) fn new(kind: ActKind, x: &[f32], rows: usize, len: usize) -> Acts {
         let mut a = Acts::unpacked(kind, x, rows, len);
         a.pack4();
@@ -133,6 +134,9 @@ impl Acts {
     }
 
     /// [`Acts::new`] without the tile-packed scales (for parts joined and packed later).
+    /// Inlined into each instruction set's code (`Isa::run`): its rounding is one
+    /// instruction with SSE4.1, a libm call without.
+    #[inline(always)]
     pub(crate) fn unpacked(kind: ActKind, x: &[f32], rows: usize, len: usize) -> Acts {
         debug_assert_eq!(x.len(), rows * len);
         let mut a = Acts {
@@ -215,6 +219,7 @@ impl Acts {
 /// ggml's `quantize_row_q8_0`/`q8_1` for one block: `d = max|x| / 127`, values
 /// `round(x * 127 / max|x|)` (ties to even, as `_mm256_round_ps` rounds). Returns `d` (before
 /// its rounding to f16) and the sum of the quantized values.
+#[inline]
 fn quantize_q8_block(xs: &[f32], qs: &mut [i8]) -> (f32, i32) {
     let amax = xs.iter().fold(0f32, |m, &v| m.max(v.abs()));
     let d = amax / 127.0;
@@ -231,6 +236,7 @@ fn quantize_q8_block(xs: &[f32], qs: &mut [i8]) -> (f32, i32) {
 /// ggml's `quantize_row_q8_K_ref` for one super-block: the scale comes from the value of
 /// largest magnitude with its sign, `iscale = -127 / max`, values clamped to 127. Returns
 /// `d = 1 / iscale`.
+#[inline]
 fn quantize_q8k_block(xs: &[f32], qs: &mut [i8]) -> f32 {
     let mut amax = 0f32;
     let mut max = 0f32;
