@@ -256,7 +256,12 @@ pub(crate) fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, Mo
     let eps = config.rms_norm_eps as f32;
 
     let native = if device.is_cpu() && native_enabled() {
-        crate::cpu::load_gguf(path, &gguf, tensors.reader, &config, options.threads)?
+        let kernels = match options.cpu_kernels {
+            Some(k) => k,
+            None => crate::cpu_kernels()?,
+        };
+        let isa = crate::cpu::isa::Isa::new(kernels);
+        crate::cpu::load_gguf(path, &gguf, tensors.reader, &config, options.threads, isa)?
             .map(|m| m.with_prompt_attention(options.prompt_attention))
     } else {
         None

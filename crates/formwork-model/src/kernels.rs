@@ -7,6 +7,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
 use crate::ModelError;
+use crate::cpu::isa::Isa;
 use crate::cpu::matmul::{Input, QMatrix, matmul};
 use crate::cpu::pool::Pool;
 use crate::cpu::quant::WeightType;
@@ -16,12 +17,13 @@ use crate::cpu::quant::WeightType;
 pub struct QuantizedMatrix {
     matrix: QMatrix,
     pool: Pool,
+    isa: Isa,
 }
 
 impl QuantizedMatrix {
     /// Quantizes row-major `values` (`rows * cols`) to `format` (`"Q4_0"`, `"Q4_1"`,
     /// `"Q8_0"`, `"Q4_K"`, `"Q6_K"`, `"F16"`, `"BF16"`, `"F32"`), to be multiplied on
-    /// `threads` threads.
+    /// `threads` threads with the kernels a model would run ([`crate::cpu_kernels`]).
     pub fn quantize(
         format: &str,
         rows: usize,
@@ -59,7 +61,8 @@ impl QuantizedMatrix {
             name: "cpu".into(),
             message: e.to_string(),
         })?;
-        Ok(QuantizedMatrix { matrix, pool })
+        let isa = Isa::new(crate::cpu_kernels()?);
+        Ok(QuantizedMatrix { matrix, pool, isa })
     }
 
     /// `x` (`n * cols` values, row-major) times the matrix: `n * rows` values, row-major.
@@ -67,6 +70,7 @@ impl QuantizedMatrix {
         assert_eq!(x.len(), n * self.matrix.cols, "input size");
         matmul(
             &self.pool,
+            self.isa,
             &self.matrix,
             &mut Input::new(x, n, self.matrix.cols),
         )

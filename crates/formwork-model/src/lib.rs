@@ -48,6 +48,7 @@ use std::sync::Arc;
 pub use cache::{KvBlock, KvCache};
 pub use candle_core::Device;
 pub use config::{Architecture, RopeStyle, TransformerConfig};
+pub use cpu::isa::{CPU_KERNELS_ENV, CpuKernels, cpu_kernels};
 pub use error::ModelError;
 pub use formwork_gguf::END_TOKEN_NAMES;
 pub use info::ModelInfo;
@@ -97,7 +98,7 @@ pub struct LoadedModel {
     pub info: ModelInfo,
 }
 
-/// How to load a model: the device, and the threads of the CPU backend.
+/// How to load a model: the device, and the threads and kernels of the CPU backend.
 ///
 /// ```
 /// use formwork_model::{Device, LoadOptions};
@@ -114,6 +115,10 @@ pub struct LoadOptions {
     /// `CANDLE_NUM_THREADS`, else every core. candle ignores it (`CANDLE_NUM_THREADS` sizes
     /// its pool).
     pub threads: Option<usize>,
+    /// The kernels of the native CPU backend, lowered to what the CPU has; `None`:
+    /// [`cpu_kernels`] (the best the CPU has, unless `FORMWORK_CPU_KERNELS` lowers it).
+    /// Every set gives the same bits. candle ignores it.
+    pub cpu_kernels: Option<CpuKernels>,
     /// Which attention kernel the native CPU backend gives prompt rows (see
     /// [`PromptAttention`]); candle ignores it.
     pub prompt_attention: PromptAttention,
@@ -172,6 +177,7 @@ impl LoadOptions {
             device,
             threads: None,
             prompt_attention: PromptAttention::default(),
+            cpu_kernels: None,
         }
     }
 
@@ -184,6 +190,13 @@ impl LoadOptions {
     /// The same options with prompt rows computed as `prompt_attention` says.
     pub fn with_prompt_attention(mut self, prompt_attention: PromptAttention) -> LoadOptions {
         self.prompt_attention = prompt_attention;
+        self
+    }
+
+    /// The same options with the CPU backend running `kernels`, or the best the CPU has
+    /// below them (`CpuKernels::Scalar`: the portable code only).
+    pub fn with_cpu_kernels(mut self, kernels: CpuKernels) -> LoadOptions {
+        self.cpu_kernels = Some(kernels);
         self
     }
 }

@@ -68,6 +68,15 @@ impl Transformer {
         }
     }
 
+    /// The kernels the native CPU backend runs, picked when the model was loaded
+    /// ([`crate::LoadOptions::with_cpu_kernels`], [`crate::cpu_kernels`]); `None` on candle.
+    pub fn cpu_kernels(&self) -> Option<crate::CpuKernels> {
+        match &self.backend {
+            Backend::Native(m) => Some(m.kernels()),
+            Backend::Candle(_) => None,
+        }
+    }
+
     /// Bytes of weights held by the native backend (`None` on candle).
     pub fn weight_bytes(&self) -> Option<usize> {
         match &self.backend {

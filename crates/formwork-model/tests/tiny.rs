@@ -6,7 +6,8 @@
 
 use formwork_model::testing::{TinySpec, write_tiny_gguf, write_tiny_hf_folder};
 use formwork_model::{
-    Architecture, BatchItem, Device, KvCache, LoadOptions, LoadedModel, ModelError, load, load_with,
+    Architecture, BatchItem, CpuKernels, Device, KvCache, LoadOptions, LoadedModel, ModelError,
+    PromptAttention, load, load_with,
 };
 
 fn dir(name: &str) -> std::path::PathBuf {
@@ -274,4 +275,95 @@ fn load_options_set_the_cpu_backend_threads() {
         load_with(&path, &LoadOptions::default().with_threads(0)),
         Err(ModelError::Device { .. })
     ));
+}
+
+/// Every kernel set this CPU runs gives the logits of the portable code, bit for bit: a
+/// prompt of more than 64 tokens (the tiled attention, under llama.cpp's kernel choice; the
+/// row kernel by default) and decode steps (the attention row kernel), through Q8_0 matrix
+/// tiles, on a head width of 32 (the SIMD attention's smallest).
+#[test]
+fn every_cpu_kernel_set_gives_the_logits_of_the_portable_code() {
+    for prompt_attention in [PromptAttention::LlamaCpp, PromptAttention::RowByRow] {
+        every_cpu_kernel_set_gives_the_portable_logits(prompt_attention);
+    }
+}
+
+fn every_cpu_kernel_set_gives_the_portable_logits(prompt_attention: PromptAttention) {
+    let spec = TinySpec {
+        hidden_size: 128,
+        intermediate_size: 256,
+        ..TinySpec::default()
+    };
+    let path = dir("kernels").join("tiny.gguf");
+    write_tiny_gguf(&path, &spec).unwrap();
+    let run = |kernels: CpuKernels| {
+        let options = LoadOptions::default()
+            .with_cpu_kernels(kernels)
+            .with_prompt_attention(prompt_attention);
+        let m = load_with(&path, &options).unwrap();
+        let ran = m.model.cpu_kernels().expect("the native backend");
+        assert_eq!(ran, kernels.min(CpuKernels::detected()));
+        let mut cache = m.model.new_cache();
+        let text =
+            "{\"name\": \"a tiny model\", \"layers\": 2, \"heads\": 4, \"kernels\": [1, 2, 3]}";
+        let mut tokens = m.tokenizer.encode(&text.repeat(2), true).unwrap();
+        assert!(tokens.len() >= 64, "{} prompt tokens", tokens.len());
+        let mut bits = Vec::new();
+        for _ in 0..4 {
+            let l = step(&m, &tokens, &mut cache).unwrap();
+            tokens = vec![argmax(&l)];
+            bits.push(l.iter().map(|x| x.to_bits()).collect::<Vec<u32>>());
+        }
+        (ran, bits)
+    };
+    let (ran, portable) = run(CpuKernels::Scalar);
+    assert_eq!(ran, CpuKernels::Scalar);
+    for kernels in [CpuKernels::Avx2, CpuKernels::Avx2Vnni] {
+        let (ran, bits) = run(kernels);
+        eprintln!("{ran} against scalar");
+        assert!(
+            bits == portable,
+            "{ran} logits differ from the portable code's"
+        );
+    }
+}
+
+/// `FORMWORK_CPU_KERNELS=scalar` makes models load with the portable code, and an unknown
+/// value is a typed error naming the variable. Each case runs in a child process of this
+/// test binary, so the variable is set for it alone.
+#[test]
+fn formwork_cpu_kernels_picks_the_kernels_models_load_with() {
+    const NAME: &str = "formwork_cpu_kernels_picks_the_kernels_models_load_with";
+    let path = dir("kernels-env").join("tiny.gguf");
+    match std::env::var(formwork_model::CPU_KERNELS_ENV).as_deref() {
+        Ok("scalar") => {
+            write_tiny_gguf(&path, &TinySpec::default()).unwrap();
+            assert_eq!(formwork_model::cpu_kernels().unwrap(), CpuKernels::Scalar);
+            let m = load(&path, &Device::Cpu).unwrap();
+            assert_eq!(m.model.cpu_kernels(), Some(CpuKernels::Scalar));
+            println!("child checked scalar");
+        }
+        Ok("sse9") => {
+            write_tiny_gguf(&path, &TinySpec::default()).unwrap();
+            let err = load(&path, &Device::Cpu).expect_err("an unknown value");
+            assert!(matches!(err, ModelError::Device { .. }), "{err:?}");
+            assert!(err.to_string().contains("FORMWORK_CPU_KERNELS"), "{err}");
+            println!("child checked sse9");
+        }
+        _ => {
+            for value in ["scalar", "sse9"] {
+                let out = std::process::Command::new(std::env::current_exe().unwrap())
+                    .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+                    .env(formwork_model::CPU_KERNELS_ENV, value)
+                    .output()
+                    .unwrap();
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    out.status.success() && stdout.contains(&format!("child checked {value}")),
+                    "{value}: {stdout}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
 }

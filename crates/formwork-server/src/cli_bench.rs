@@ -7,12 +7,13 @@
 //! decode speed is printed under the table), and jump-forward decoding: the 10-property
 //! schema and a forced tool call, each run without and with it side by side, in output
 //! characters per second (ratios printed under the table, every output validated).
-//! Prints a markdown table of the medians (the one in docs/performance.md).
+//! Prints a markdown table of the medians (the one in docs/performance.md), under a header
+//! naming the backend, the CPU kernels picked at run time and the threads.
 //!
 //! With `--prompt-tokens`/`--gen-tokens` it measures the forward pass alone instead, as
 //! llama-bench does: a fixed prompt prefilled in one pass, then greedy decode with EOS ignored,
 //! a warm-up run, the median of 3; one JSON line
-//! `{"prefill_tok_s":..,"decode_tok_s":..,"peak_rss_mb":..}`.
+//! `{"prefill_tok_s":..,"decode_tok_s":..,"peak_rss_mb":..,"cpu_kernels":..}`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -285,6 +286,7 @@ fn run_forward(
             "gen_tokens": gen_tokens,
             "threads": m.threads(),
             "backend": m.backend_name(),
+            "cpu_kernels": m.cpu_kernels().map(formwork_model::CpuKernels::name),
         })
     );
     Ok(())
@@ -306,6 +308,15 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
             args.repetitions,
         );
     }
+    let header = format!(
+        "{} backend, CPU kernels: {}, threads: {}",
+        model.model.backend_name(),
+        crate::cli_serve::kernels_name(model.model.cpu_kernels()),
+        model
+            .model
+            .threads()
+            .map_or_else(|| "candle's".to_string(), |t| t.to_string()),
+    );
     let engine =
         Engine::new(model, EngineConfig::default()).map_err(|e| CliError::Input(e.to_string()))?;
     // Warm up: first-touch page faults and thread pools.
@@ -398,7 +409,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
         ));
         rows.extend(medians);
     }
-    println!("Medians of {repetitions} runs per case.\n");
+    println!("Medians of {repetitions} runs per case ({header}).\n");
     println!(
         "| case | sequences | TTFT mean (ms) | decode tok/s per sequence | aggregate tok/s | tokens |"
     );

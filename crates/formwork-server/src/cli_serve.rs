@@ -224,6 +224,12 @@ fn model_path(model: &str) -> Result<PathBuf, CliError> {
 }
 
 /// The default served name: the file or folder name, without `.gguf`.
+/// Which CPU kernels a model runs, for logs and bench headers: `scalar`, `avx2+fma+f16c`, ...,
+/// or `none (candle)` on the candle backend.
+pub(crate) fn kernels_name(kernels: Option<formwork_model::CpuKernels>) -> &'static str {
+    kernels.map_or("none (candle)", formwork_model::CpuKernels::name)
+}
+
 fn default_served_name(path: &Path) -> Option<String> {
     let name = path.file_name()?.to_str()?;
     Some(name.strip_suffix(".gguf").unwrap_or(name).to_owned())
@@ -285,6 +291,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
     tracing::info!(model = %path.display(), device = args.device, "loading the model");
     let mut model = formwork_model::load_with(&path, &args.load.options(device))
         .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
+    let backend = model.model.backend_name();
+    let kernels = kernels_name(model.model.cpu_kernels());
     let mut config = EngineConfig {
         max_active: args.max_sequences,
         max_queue: args.max_queue,
@@ -304,6 +312,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         architecture = info.architecture.as_str(),
         vocab_size = info.vocab_size,
         context_length = info.context_length,
+        backend,
+        cpu_kernels = kernels,
         load_s = start.elapsed().as_secs_f64(),
         "model ready"
     );

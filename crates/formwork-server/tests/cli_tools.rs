@@ -1,6 +1,7 @@
 //! `formwork generate --tools FILE [--tool-choice ..]` on the tiny random model: the tools
 //! reach the prompt, a forced call is constrained and printed as a JSON line, streamed or
-//! not alike, and bad tool files or choices are input errors.
+//! not alike, and bad tool files or choices are input errors. And which CPU kernels ran, as
+//! `formwork bench` prints it and `formwork serve` logs it.
 
 mod common;
 
@@ -150,4 +151,47 @@ fn generate_refuses_bad_tools() {
         assert_ne!(code, 0);
         assert!(err.contains(needle), "{err}");
     }
+}
+
+/// `formwork bench --prompt-tokens` names the CPU kernels that ran in its JSON line (those
+/// picked at run time; `FORMWORK_CPU_KERNELS=scalar` lowers them to the portable code), and
+/// `formwork serve` logs them when the model is ready.
+#[test]
+fn bench_and_serve_name_the_cpu_kernels_they_run() {
+    let model = tiny_model_path().to_str().unwrap();
+    let bench = |kernels: &str| -> Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_formwork"))
+            .args([
+                "bench",
+                "--model",
+                model,
+                "--prompt-tokens",
+                "8",
+                "--gen-tokens",
+                "2",
+            ])
+            .args(["--repetitions", "1", "--threads", "1"])
+            .env("FORMWORK_CPU_KERNELS", kernels)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+    };
+    let best = formwork_model::CpuKernels::detected().name();
+    assert_eq!(bench("auto")["cpu_kernels"], best);
+    assert_eq!(bench("scalar")["cpu_kernels"], "scalar");
+    let server = common::ServeProcess::start(tiny_model_path(), &[]);
+    let log = server.log_text();
+    let expected = formwork_model::cpu_kernels().unwrap().name();
+    assert!(
+        log.lines().any(|l| l.contains("model ready")
+            && l.contains("cpu_kernels")
+            && l.contains(expected)),
+        "{log}"
+    );
 }

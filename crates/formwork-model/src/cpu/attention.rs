@@ -6,6 +6,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use super::cache::LayerView;
+use super::isa::Isa;
 use super::quant::{dot_f32_ggml, hsum8, v_expf};
 
 /// Query rows and key positions per tile of the tiled kernel.
@@ -43,21 +44,21 @@ impl Head<'_> {
     /// The row-by-row kernel: queries rounded to f16, scores from f16 operands, an online
     /// softmax with libm's `exp`, the weighted sum of values kept in f16 (rounded after every
     /// update). Returns `rows x dim`. The AVX2 kernel (`simd::flash_row`) runs each
-    /// row where the build has it and the head width suits it; it gives the same bits as the
+    /// row where `isa` has it and the head width suits it; it gives the same bits as the
     /// portable code ([`Head::rows_portable`]).
-    pub(crate) fn rows(&self) -> Vec<f32> {
-        #[cfg(all(
-            target_arch = "x86_64",
-            target_feature = "avx2",
-            target_feature = "fma",
-            target_feature = "f16c"
-        ))]
-        if self.dim.is_multiple_of(32) && (32..=128).contains(&self.dim) {
-            let scale = self.scale();
+    pub(crate) fn rows(&self, isa: Isa) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = isa.avx2()
+            && self.dim.is_multiple_of(32)
+            && (32..=128).contains(&self.dim)
+        {
+            let (stride, offset, scale) = (self.stride, self.offset, self.scale());
             return self.each_row(|q, n, out| {
-                super::simd::flash_row(q, self.kv.runs(n), self.stride, self.offset, scale, out)
+                super::simd::flash_row(avx2, q, self.kv.runs(n), stride, offset, scale, out)
             });
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = isa;
         self.rows_portable()
     }
 
@@ -127,8 +128,18 @@ impl Head<'_> {
     /// The tiled kernel: f32 queries, each score one `fma` chain over the head, keys in tiles
     /// of 64 positions with an online softmax per tile (ggml's vectorized `exp`, sums of each
     /// 8 in f32 added in f64), values accumulated in f32. Tiles go outermost so a tile's keys
-    /// are converted and transposed once for every query row. Returns `rows x dim`.
-    pub(crate) fn tiled(&self) -> Vec<f32> {
+    /// are converted and transposed once for every query row. Returns `rows x dim`. The
+    /// portable code, compiled for AVX2, FMA and F16C when `isa` has them (the same bits).
+    pub(crate) fn tiled(&self, isa: Isa) -> Vec<f32> {
+        isa.run(
+            #[inline(always)]
+            || self.tiled_portable(),
+        )
+    }
+
+    /// [`Head::tiled`]'s code, inlined into each of its instruction sets.
+    #[inline(always)]
+    fn tiled_portable(&self) -> Vec<f32> {
         let hd = self.dim;
         let scale = self.scale();
         let rows = self.queries.len();

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use formwork_gguf::{GgmlType, GgufFile};
 
+use super::isa::Isa;
 use super::matmul::QMatrix;
 use super::quant::WeightType;
 use super::{NativeLayer, NativeModel};
@@ -34,6 +35,7 @@ pub(crate) fn load_gguf<R: Read + Seek>(
     reader: &mut R,
     config: &TransformerConfig,
     threads: Option<usize>,
+    isa: Isa,
 ) -> Result<Option<NativeModel>, ModelError> {
     if gguf
         .tensors()
@@ -91,7 +93,16 @@ pub(crate) fn load_gguf<R: Read + Seek>(
         });
     }
     let norm = r.vector("output_norm.weight", hidden)?;
-    NativeModel::new(config.clone(), embedding, lm_head, layers, norm, threads).map(Some)
+    NativeModel::new(
+        config.clone(),
+        embedding,
+        lm_head,
+        layers,
+        norm,
+        threads,
+        isa,
+    )
+    .map(Some)
 }
 
 struct Reader<'a, R> {

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::isa::Isa;
 use super::pool::Pool;
 
 use super::quant::{ActKind, Acts, WeightType, dequantize_row, dot_scalar};
@@ -70,26 +71,40 @@ impl<'a> Input<'a> {
         }
     }
 
-    fn prepare(&mut self, pool: &Pool, kind: ActKind) {
+    fn prepare(&mut self, pool: &Pool, isa: Isa, kind: ActKind) {
         if !self.prepared.contains_key(&kind) {
-            let acts = quantize_rows(pool, kind, self.x, self.rows, self.cols);
+            let acts = quantize_rows(pool, isa, kind, self.x, self.rows, self.cols);
             self.prepared.insert(kind, acts);
         }
     }
 }
 
 /// Quantizes rows in parallel when there are many; the scales are packed once, after the
-/// parts are joined.
-fn quantize_rows(pool: &Pool, kind: ActKind, x: &[f32], rows: usize, cols: usize) -> Acts {
+/// parts are joined. The code is compiled for `isa`'s instruction set.
+fn quantize_rows(
+    pool: &Pool,
+    isa: Isa,
+    kind: ActKind,
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+) -> Acts {
     if rows < 16 || pool.threads() == 1 {
-        return Acts::new(kind, x, rows, cols);
+        return isa.run(
+            #[inline(always)]
+            || Acts::new(kind, x, rows, cols),
+        );
     }
     let per = rows.div_ceil(pool.threads());
     let chunks: Vec<&[f32]> = x.chunks(per * cols).collect();
     let parts: Vec<Mutex<Option<Acts>>> = chunks.iter().map(|_| Mutex::new(None)).collect();
     pool.run(chunks.len(), &|i| {
         let c = chunks[i];
-        *lock(&parts[i]) = Some(Acts::unpacked(kind, c, c.len() / cols, cols));
+        let acts = isa.run(
+            #[inline(always)]
+            || Acts::unpacked(kind, c, c.len() / cols, cols),
+        );
+        *lock(&parts[i]) = Some(acts);
     });
     let parts = parts.into_iter().map(|p| {
         p.into_inner()
@@ -117,11 +132,16 @@ const TILE: usize = 8;
 const ROW_BLOCK: usize = 16;
 
 /// `out[m][t * rows_m + r] = mats[m].row(r) . x[t]` for every matrix `m`, all in one parallel
-/// region. Every matrix must have `input.cols` columns.
-pub(crate) fn matmul_many(pool: &Pool, mats: &[&QMatrix], input: &mut Input<'_>) -> Vec<Vec<f32>> {
+/// region, with the `isa` kernels. Every matrix must have `input.cols` columns.
+pub(crate) fn matmul_many(
+    pool: &Pool,
+    isa: Isa,
+    mats: &[&QMatrix],
+    input: &mut Input<'_>,
+) -> Vec<Vec<f32>> {
     for m in mats {
         assert_eq!(m.cols, input.cols, "matrix columns against input width");
-        input.prepare(pool, m.ty.act_kind());
+        input.prepare(pool, isa, m.ty.act_kind());
     }
     let t = input.rows;
     let threads = pool.threads();
@@ -148,7 +168,7 @@ pub(crate) fn matmul_many(pool: &Pool, mats: &[&QMatrix], input: &mut Input<'_>)
             while j < t {
                 let n = (t - j).min(TILE);
                 for (i, out_row) in block.chunks_mut(t).enumerate() {
-                    dot_row(m.ty, m.row(first + i), acts, j, &mut out_row[j..j + n]);
+                    dot_row(isa, m.ty, m.row(first + i), acts, j, &mut out_row[j..j + n]);
                 }
                 j += n;
             }
@@ -182,8 +202,10 @@ pub(crate) fn matmul_many(pool: &Pool, mats: &[&QMatrix], input: &mut Input<'_>)
 }
 
 /// One matrix: `out[t * rows + r]`.
-pub(crate) fn matmul(pool: &Pool, m: &QMatrix, input: &mut Input<'_>) -> Vec<f32> {
-    matmul_many(pool, &[m], input).pop().expect("one output")
+pub(crate) fn matmul(pool: &Pool, isa: Isa, m: &QMatrix, input: &mut Input<'_>) -> Vec<f32> {
+    matmul_many(pool, isa, &[m], input)
+        .pop()
+        .expect("one output")
 }
 
 /// Locks a task slot; a poisoned lock (a panicked task) still hands its value over.
@@ -191,18 +213,19 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `out[c] = row . acts[j0 + c]` for `c < out.len()` (at most [`TILE`]).
-fn dot_row(ty: WeightType, row: &[u8], acts: &Acts, j0: usize, out: &mut [f32]) {
+/// `out[c] = row . acts[j0 + c]` for `c < out.len()` (at most [`TILE`]): the `isa` kernel of
+/// the format where it has one, else the portable code.
+fn dot_row(isa: Isa, ty: WeightType, row: &[u8], acts: &Acts, j0: usize, out: &mut [f32]) {
     debug_assert_eq!(acts.kind, ty.act_kind());
-    #[cfg(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ))]
-    if super::simd::supports(ty) {
-        super::simd::dot_tile(ty, row, acts, j0, out);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(avx2) = isa.avx2()
+        && super::simd::supports(ty)
+    {
+        super::simd::dot_tile(avx2, ty, row, acts, j0, out);
         return;
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = isa;
     match ty {
         WeightType::F32 | WeightType::F16 | WeightType::BF16 => {
             let len = acts.len;

@@ -6,8 +6,8 @@
 //!
 //! - matrix products that quantize each input once (ggml's `vec_dot_type`: Q8_1 for Q4_1,
 //!   Q8_0 for Q4_0/Q8_0, Q8_K for the k-quants) and multiply each unpacked weight block into
-//!   up to four rows ([`matmul`], AVX2 kernels in [`simd`]), split over a thread pool of our
-//!   own size;
+//!   up to four rows ([`matmul`], AVX2 kernels in [`simd`], picked at run time from what the
+//!   CPU has: [`isa`]), split over a thread pool of our own size;
 //! - attention over an f16 key/value cache with the arithmetic of llama.cpp's CPU flash
 //!   attention (f16 queries, f16 value accumulator, online softmax), as llama.cpp runs by
 //!   default, so greedy runs follow llama.cpp's. Prompt rows take the same row kernel unless
@@ -20,15 +20,12 @@
 
 mod attention;
 mod cache;
+pub(crate) mod isa;
 mod load;
 pub(crate) mod matmul;
 pub(crate) mod pool;
 pub(crate) mod quant;
-#[cfg(all(
-    target_arch = "x86_64",
-    target_feature = "avx2",
-    target_feature = "fma"
-))]
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod simd;
 
 use std::sync::Mutex;
@@ -38,6 +35,7 @@ use crate::config::{RopeStyle, TransformerConfig};
 use crate::transformer::{Span, stack};
 use crate::{BatchItem, Model, ModelError, PromptAttention};
 use cache::NativeCache;
+use isa::Isa;
 pub(crate) use load::load_gguf;
 use matmul::{Input, QMatrix, lock, matmul, matmul_many};
 use pool::Pool;
@@ -73,6 +71,8 @@ pub(crate) struct NativeModel {
     pool: Pool,
     /// Which kernel computes prompt rows.
     prompt_attention: PromptAttention,
+    /// The kernels every product and attention call runs, picked when the model is built.
+    isa: Isa,
 }
 
 /// The thread count: `FORMWORK_THREADS`, else `CANDLE_NUM_THREADS`, else every core.
@@ -92,7 +92,8 @@ fn pool(threads: usize) -> Result<Pool, ModelError> {
 }
 
 impl NativeModel {
-    /// Assembles a model; its thread pool has [`default_threads`] threads.
+    /// Assembles a model; its thread pool has `threads` threads (default
+    /// [`default_threads`]), and it runs the `isa` kernels.
     pub(crate) fn new(
         config: TransformerConfig,
         embedding: QMatrix,
@@ -100,6 +101,7 @@ impl NativeModel {
         layers: Vec<NativeLayer>,
         norm: Vec<f32>,
         threads: Option<usize>,
+        isa: Isa,
     ) -> Result<NativeModel, ModelError> {
         Ok(NativeModel {
             config,
@@ -109,6 +111,7 @@ impl NativeModel {
             norm,
             pool: pool(threads.unwrap_or_else(default_threads))?,
             prompt_attention: PromptAttention::default(),
+            isa,
         })
     }
 
@@ -132,6 +135,11 @@ impl NativeModel {
     /// Threads a forward pass uses.
     pub(crate) fn threads(&self) -> usize {
         self.pool.threads()
+    }
+
+    /// The kernels every product and attention call runs.
+    pub(crate) fn kernels(&self) -> crate::CpuKernels {
+        self.isa.kernels()
     }
 
     /// Bytes of weights held.
@@ -194,8 +202,13 @@ impl Model for NativeModel {
         for (li, layer) in self.layers.iter().enumerate() {
             let h = rms_norm_rows(&x, hidden, &layer.attn_norm, eps);
             let mut input = Input::new(&h, rows, hidden);
-            let mut qkv =
-                matmul_many(&self.pool, &[&layer.q, &layer.k, &layer.v], &mut input).into_iter();
+            let mut qkv = matmul_many(
+                &self.pool,
+                self.isa,
+                &[&layer.q, &layer.k, &layer.v],
+                &mut input,
+            )
+            .into_iter();
             let (mut q, mut k, mut v) = (
                 qkv.next().expect("q"),
                 qkv.next().expect("k"),
@@ -210,8 +223,13 @@ impl Model for NativeModel {
             if let Some(w) = &layer.k_norm {
                 k = rms_norm_rows(&k, hd, w, eps);
             }
-            rope.apply(&mut q, heads, hd, cfg.rope_style);
-            rope.apply(&mut k, kv_heads, hd, cfg.rope_style);
+            self.isa.run(
+                #[inline(always)]
+                || {
+                    rope.apply(&mut q, heads, hd, cfg.rope_style);
+                    rope.apply(&mut k, kv_heads, hd, cfg.rope_style);
+                },
+            );
             for (cache, span) in caches.iter_mut().zip(&spans) {
                 let r = span.offset..span.offset + span.len;
                 cache.append(
@@ -223,17 +241,29 @@ impl Model for NativeModel {
             }
             let attn = self.attention(&caches, &prompt_lens, &spans, li, &q);
             debug_assert_eq!(attn.len(), rows * q_width);
-            let o = matmul(&self.pool, &layer.o, &mut Input::new(&attn, rows, q_width));
+            let o = matmul(
+                &self.pool,
+                self.isa,
+                &layer.o,
+                &mut Input::new(&attn, rows, q_width),
+            );
             add_into(&mut x, &o);
             let h = rms_norm_rows(&x, hidden, &layer.ffn_norm, eps);
             let mut input = Input::new(&h, rows, hidden);
-            let mut gu = matmul_many(&self.pool, &[&layer.gate, &layer.up], &mut input).into_iter();
+            let mut gu = matmul_many(&self.pool, self.isa, &[&layer.gate, &layer.up], &mut input)
+                .into_iter();
             let (mut g, u) = (gu.next().expect("gate"), gu.next().expect("up"));
-            for (g, u) in g.iter_mut().zip(&u) {
-                *g = quant::silu(*g) * u;
-            }
+            self.isa.run(
+                #[inline(always)]
+                || {
+                    for (g, u) in g.iter_mut().zip(&u) {
+                        *g = quant::silu(*g) * u;
+                    }
+                },
+            );
             let d = matmul(
                 &self.pool,
+                self.isa,
                 &layer.down,
                 &mut Input::new(&g, rows, cfg.intermediate_size),
             );
@@ -249,6 +279,7 @@ impl Model for NativeModel {
         let head = self.lm_head.as_ref().unwrap_or(&self.embedding);
         let logits = matmul(
             &self.pool,
+            self.isa,
             head,
             &mut Input::new(&last, spans.len(), hidden),
         );
@@ -312,7 +343,11 @@ impl NativeModel {
                         })
                         .collect(),
                 };
-                out.extend(if tiled { job.tiled() } else { job.rows() });
+                out.extend(if tiled {
+                    job.tiled(self.isa)
+                } else {
+                    job.rows(self.isa)
+                });
                 i = j;
             }
             *lock(&results[ti]) = out;
@@ -387,7 +422,9 @@ impl RopeTable {
         RopeTable { half, cos, sin }
     }
 
-    /// Rotates every head of every row of `x` (`rows x heads*head_dim`).
+    /// Rotates every head of every row of `x` (`rows x heads*head_dim`). Inlined into each
+    /// instruction set's code ([`Isa::run`]).
+    #[inline(always)]
     fn apply(&self, x: &mut [f32], heads: usize, hd: usize, style: RopeStyle) {
         let half = self.half;
         for (r, row) in x.chunks_exact_mut(heads * hd).enumerate() {

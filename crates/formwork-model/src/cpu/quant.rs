@@ -126,6 +126,7 @@ pub(crate) struct Acts {
 
 impl Acts {
     /// Prepares `rows` rows of `len` values (`x.len() == rows * len`).
+    #[inline(always)]
     pub(crate) fn new(kind: ActKind, x: &[f32], rows: usize, len: usize) -> Acts {
         let mut a = Acts::unpacked(kind, x, rows, len);
         a.pack4();
@@ -133,6 +134,9 @@ impl Acts {
     }
 
     /// [`Acts::new`] without the tile-packed scales (for parts joined and packed later).
+    /// Inlined into each instruction set's code (`Isa::run`): its rounding is one
+    /// instruction with SSE4.1, a libm call without.
+    #[inline(always)]
     pub(crate) fn unpacked(kind: ActKind, x: &[f32], rows: usize, len: usize) -> Acts {
         debug_assert_eq!(x.len(), rows * len);
         let mut a = Acts {
@@ -215,6 +219,7 @@ impl Acts {
 /// ggml's `quantize_row_q8_0`/`q8_1` for one block: `d = max|x| / 127`, values
 /// `round(x * 127 / max|x|)` (ties to even, as `_mm256_round_ps` rounds). Returns `d` (before
 /// its rounding to f16) and the sum of the quantized values.
+#[inline]
 fn quantize_q8_block(xs: &[f32], qs: &mut [i8]) -> (f32, i32) {
     let amax = xs.iter().fold(0f32, |m, &v| m.max(v.abs()));
     let d = amax / 127.0;
@@ -231,6 +236,7 @@ fn quantize_q8_block(xs: &[f32], qs: &mut [i8]) -> (f32, i32) {
 /// ggml's `quantize_row_q8_K_ref` for one super-block: the scale comes from the value of
 /// largest magnitude with its sign, `iscale = -127 / max`, values clamped to 127. Returns
 /// `d = 1 / iscale`.
+#[inline]
 fn quantize_q8k_block(xs: &[f32], qs: &mut [i8]) -> f32 {
     let mut amax = 0f32;
     let mut max = 0f32;
@@ -251,11 +257,13 @@ fn quantize_q8k_block(xs: &[f32], qs: &mut [i8]) -> f32 {
     1.0 / iscale
 }
 
+#[inline]
 pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
 /// ggml's `hsum_float_8`: the two 128-bit halves added, then lanes (0+2, 1+3), then those two.
+#[inline]
 pub(crate) fn hsum8(v: &[f32; 8]) -> f32 {
     let r = [v[4] + v[0], v[5] + v[1], v[6] + v[2], v[7] + v[3]];
     let r = [r[0] + r[2], r[1] + r[3]];
@@ -287,6 +295,7 @@ fn nibbles(qs: &[u8], offset: i32) -> [i32; 32] {
 }
 
 /// `get_scale_min_k4`: the 6-bit scale and min of sub-block `j` of a Q4_K super-block.
+#[inline]
 pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
@@ -299,6 +308,7 @@ pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 }
 
 /// The 6-bit values (0..64) of a Q6_K super-block, in element order.
+#[inline]
 pub(crate) fn q6k_values(block: &[u8]) -> [u8; QK_K] {
     let (ql, rest) = block.split_at(128);
     let qh = &rest[..64];
@@ -506,6 +516,7 @@ pub(crate) fn q4k_block_sums(b: &[u8], q8: &[i8], bsums: &[i32]) -> (i32, i32) {
 
 /// ggml's vectorized `expf` (`ggml_v_expf`, AVX2), one lane: a polynomial after range
 /// reduction, within about 1.5 ulp of the true value. ggml's SiLU and softmax use it.
+#[inline]
 pub(crate) fn v_expf(x: f32) -> f32 {
     let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
     let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // 0x1.715476p+0
@@ -538,6 +549,7 @@ pub(crate) fn v_expf(x: f32) -> f32 {
 }
 
 /// ggml's SiLU: `x / (1 + exp(-x))` with [`v_expf`].
+#[inline]
 pub(crate) fn silu(x: f32) -> f32 {
     x / (1.0 + v_expf(-x))
 }

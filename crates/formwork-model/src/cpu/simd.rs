@@ -8,20 +8,72 @@
 //! `hsum_float_8`), so the result does not depend on the tile and equals
 //! [`super::quant::dot_scalar`] bit for bit.
 //!
-//! Compiled only when the build targets AVX2 and FMA (the workspace builds with
-//! `-C target-cpu=native`), [`flash_row`] only when it also targets F16C; elsewhere the
-//! portable code runs. That compile-time gate is what makes the safe functions here sound:
-//! a binary built for these features may use them anywhere, so it cannot run at all on a CPU
-//! without them, and the `#[target_feature]` functions they call are never reached there.
+//! Picked at run time: the kernels are compiled whatever the build's target CPU, and the safe
+//! entry points take an [`Avx2`], which only [`Avx2::detect`] makes, after asking the CPU.
+//! That is what makes them sound. The entry points ([`dot_n_avx2`], [`dot_n_vnni`],
+//! [`flash_row_inner`]) are `#[target_feature]` functions, reached once per tile or query row;
+//! the format kernels below them are `#[inline(always)] unsafe fn`s generic over `VNNI`, so
+//! each is compiled into both entry points with that entry point's features (AVX-VNNI's
+//! `vpdpbusd` or AVX2's two-step multiply-add: the same sums); the small helpers are
+//! `#[inline] #[target_feature(enable = "avx2,fma")]` (F16C for [`f16_at`]). Nothing a
+//! kernel calls per block may be a plain function of another module (it would be compiled
+//! without the features): use this module's helpers or `#[inline]` ones.
+//!
+//! A new kernel: an `#[inline(always)] unsafe fn k<const N: usize, const VNNI: bool>` (safety:
+//! the caller has AVX2, FMA and F16C, and AVX-VNNI when `VNNI`) that takes its 8-bit products
+//! from `dot_us8::<VNNI>`, one arm in [`dot_body`] and one format in [`supports`].
 
-// The loads below read 16 or 32 bytes from slices whose length is checked first.
+// The loads below read 16 or 32 bytes from slices whose length is checked first, and the
+// kernels run only where the CPU has their features.
 #![allow(unsafe_code)]
+// The format kernels are `unsafe fn`s only for their CPU features (see the module doc): their
+// bodies call intrinsics throughout.
+#![allow(unsafe_op_in_unsafe_fn)]
 // Tiles index several per-row arrays by the same row number.
 #![allow(clippy::needless_range_loop)]
 
 use core::arch::x86_64::*;
 
-use super::quant::{Acts, QK, QK_K, WeightType, f16_at, q6k_values, scale_min_k4};
+use super::quant::{Acts, QK, QK_K, WeightType, q6k_values, scale_min_k4};
+
+/// Proof that the CPU has AVX2, FMA and F16C (and whether it has AVX-VNNI): the key to this
+/// module's kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Avx2 {
+    vnni: bool,
+}
+
+impl Avx2 {
+    /// The kernels, when the CPU has AVX2, FMA and F16C; with AVX-VNNI when `vnni` is wanted
+    /// and the CPU has it.
+    pub(crate) fn detect(vnni: bool) -> Option<Avx2> {
+        let avx2 = is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c");
+        avx2.then(|| Avx2 {
+            vnni: vnni && is_x86_feature_detected!("avxvnni"),
+        })
+    }
+
+    /// Whether the 8-bit dot products use AVX-VNNI.
+    pub(crate) fn vnni(self) -> bool {
+        self.vnni
+    }
+
+    /// Runs portable code compiled for AVX2, FMA and F16C (`mul_add` one instruction, wider
+    /// loops; the same bits). Only what is inlined here gets the features: pass an
+    /// `#[inline(always)]` closure, whose callees are `#[inline]` (small) or
+    /// `#[inline(always)]` (big bodies).
+    pub(crate) fn run<R>(self, f: impl FnOnce() -> R) -> R {
+        // SAFETY: an `Avx2` is made only when the CPU has these features.
+        unsafe { run_avx2(f) }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
 
 /// Whether [`dot_tile`] has a kernel for this format.
 pub(crate) fn supports(ty: WeightType) -> bool {
@@ -32,32 +84,88 @@ pub(crate) fn supports(ty: WeightType) -> bool {
 }
 
 /// `out[c] = row . acts[r0 + c]` for `c < out.len()` (at most 8; `r0` a multiple of 4).
-pub(crate) fn dot_tile(ty: WeightType, row: &[u8], acts: &Acts, r0: usize, out: &mut [f32]) {
-    // SAFETY: this module is compiled only when the build targets AVX2 and FMA.
+pub(crate) fn dot_tile(
+    avx2: Avx2,
+    ty: WeightType,
+    row: &[u8],
+    acts: &Acts,
+    r0: usize,
+    out: &mut [f32],
+) {
+    match out.len() {
+        1 => dot_n::<1>(avx2, ty, row, acts, r0, out),
+        2 => dot_n::<2>(avx2, ty, row, acts, r0, out),
+        3 => dot_n::<3>(avx2, ty, row, acts, r0, out),
+        4 => dot_n::<4>(avx2, ty, row, acts, r0, out),
+        5 => dot_n::<5>(avx2, ty, row, acts, r0, out),
+        6 => dot_n::<6>(avx2, ty, row, acts, r0, out),
+        7 => dot_n::<7>(avx2, ty, row, acts, r0, out),
+        8 => dot_n::<8>(avx2, ty, row, acts, r0, out),
+        n => panic!("dot_tile takes 1 to 8 rows, not {n}"),
+    }
+}
+
+#[inline]
+fn dot_n<const N: usize>(
+    avx2: Avx2,
+    ty: WeightType,
+    row: &[u8],
+    acts: &Acts,
+    r0: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: an `Avx2` proves AVX2, FMA and F16C, and AVX-VNNI when `vnni` is set.
     unsafe {
-        match out.len() {
-            1 => dot_n::<1>(ty, row, acts, r0, out),
-            2 => dot_n::<2>(ty, row, acts, r0, out),
-            3 => dot_n::<3>(ty, row, acts, r0, out),
-            4 => dot_n::<4>(ty, row, acts, r0, out),
-            5 => dot_n::<5>(ty, row, acts, r0, out),
-            6 => dot_n::<6>(ty, row, acts, r0, out),
-            7 => dot_n::<7>(ty, row, acts, r0, out),
-            8 => dot_n::<8>(ty, row, acts, r0, out),
-            n => panic!("dot_tile takes 1 to 8 rows, not {n}"),
+        if avx2.vnni {
+            dot_n_vnni::<N>(ty, row, acts, r0, out)
+        } else {
+            dot_n_avx2::<N>(ty, row, acts, r0, out)
         }
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
-fn dot_n<const N: usize>(ty: WeightType, row: &[u8], acts: &Acts, r0: usize, out: &mut [f32]) {
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_n_avx2<const N: usize>(ty: WeightType, row: &[u8], acts: &Acts, r0: usize, out: &mut [f32]) {
+    // SAFETY: this function has AVX2, FMA and F16C.
+    unsafe { dot_body::<N, false>(ty, row, acts, r0, out) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+fn dot_n_vnni<const N: usize>(ty: WeightType, row: &[u8], acts: &Acts, r0: usize, out: &mut [f32]) {
+    // SAFETY: this function has AVX2, FMA, F16C and AVX-VNNI.
+    unsafe { dot_body::<N, true>(ty, row, acts, r0, out) }
+}
+
+/// The kernel of each format.
+///
+/// # Safety
+///
+/// The CPU has AVX2, FMA and F16C, and AVX-VNNI when `VNNI` (the caller has those features,
+/// so this is compiled with them).
+#[inline(always)]
+unsafe fn dot_body<const N: usize, const VNNI: bool>(
+    ty: WeightType,
+    row: &[u8],
+    acts: &Acts,
+    r0: usize,
+    out: &mut [f32],
+) {
     let res = match ty {
-        WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q8_0 => q32::<N>(ty, row, acts, r0),
-        WeightType::Q4K => q4k::<N>(row, acts, r0),
-        WeightType::Q6K => q6k::<N>(row, acts, r0),
+        WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q8_0 => q32::<N, VNNI>(ty, row, acts, r0),
+        WeightType::Q4K => q4k::<N, VNNI>(row, acts, r0),
+        WeightType::Q6K => q6k::<N, VNNI>(row, acts, r0),
         _ => unreachable!("no AVX2 kernel for {}", ty.name()),
     };
     out.copy_from_slice(&res);
+}
+
+/// The little-endian f16 at byte `at` of `b`, widened with F16C: exact, the same value as
+/// [`super::quant::f16_at`] (which, in a build without F16C, would ask the CPU every call).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    let h = u16::from_le_bytes([b[at], b[at + 1]]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h))))
 }
 
 /// 16 bytes from the start of `b` (bytes or int8s).
@@ -88,23 +196,22 @@ fn nibbles(qs: &[u8]) -> __m256i {
 }
 
 /// Eight i32 lanes, each the sum of four consecutive u8 x i8 products (no pair of products
-/// here can saturate the 16-bit step: weights are at most 15, or 127 with `|y| <= 127`).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn dot_us8(x: __m256i, y: __m256i) -> __m256i {
-    #[cfg(target_feature = "avxvnni")]
-    {
-        // SAFETY: compiled only when the build targets AVX-VNNI.
-        unsafe { vnni(x, y) }
-    }
-    #[cfg(not(target_feature = "avxvnni"))]
-    {
+/// here can saturate the 16-bit step: weights are at most 15, or 127 with `|y| <= 127`), so
+/// AVX-VNNI (`VNNI`) and AVX2 give the same sums.
+///
+/// # Safety
+///
+/// As [`dot_body`]'s.
+#[inline(always)]
+unsafe fn dot_us8<const VNNI: bool>(x: __m256i, y: __m256i) -> __m256i {
+    if VNNI {
+        vnni(x, y)
+    } else {
         _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
     }
 }
 
 /// The same sums in one instruction (`vpdpbusd`).
-#[cfg(target_feature = "avxvnni")]
 #[inline]
 #[target_feature(enable = "avx2,fma,avxvnni")]
 fn vnni(x: __m256i, y: __m256i) -> __m256i {
@@ -135,9 +242,17 @@ fn hsum_i32(x: __m256i) -> i32 {
 /// multiple of 4, `N` at most 8: one or two tiles of four). Per block each tile's four scale
 /// products come from one 128-bit multiply and its Q4_1 offset terms from one 128-bit `fma`,
 /// lane by lane the same roundings as ggml's scalar code.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn q32<const N: usize>(ty: WeightType, row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
+///
+/// # Safety
+///
+/// As [`dot_body`]'s.
+#[inline(always)]
+unsafe fn q32<const N: usize, const VNNI: bool>(
+    ty: WeightType,
+    row: &[u8],
+    acts: &Acts,
+    r0: usize,
+) -> [f32; N] {
     let len = acts.len;
     let nb = len / QK;
     let bytes = ty.block_bytes();
@@ -171,7 +286,7 @@ fn q32<const N: usize>(ty: WeightType, row: &[u8], acts: &Acts, r0: usize) -> [f
             }
             let wx = nibbles(&b[4..20]);
             for c in 0..N {
-                let xy = _mm256_cvtepi32_ps(dot_us8(wx, load32(&ys[c][i * QK..])));
+                let xy = _mm256_cvtepi32_ps(dot_us8::<VNNI>(wx, load32(&ys[c][i * QK..])));
                 let d = _mm256_permutevar8x32_ps(dd[c / 4], lane[c]);
                 acc[c] = _mm256_fmadd_ps(d, xy, acc[c]);
             }
@@ -185,7 +300,7 @@ fn q32<const N: usize>(ty: WeightType, row: &[u8], acts: &Acts, r0: usize) -> [f
             let ax = _mm256_sign_epi8(wx, wx);
             for c in 0..N {
                 let sy = _mm256_sign_epi8(load32(&ys[c][i * QK..]), wx);
-                let xy = _mm256_cvtepi32_ps(dot_us8(ax, sy));
+                let xy = _mm256_cvtepi32_ps(dot_us8::<VNNI>(ax, sy));
                 let d = _mm256_permutevar8x32_ps(dd[c / 4], lane[c]);
                 acc[c] = _mm256_fmadd_ps(d, xy, acc[c]);
             }
@@ -218,9 +333,12 @@ fn store4(out: &mut [f32; 4], x: __m128) {
 }
 
 /// Q4_K rows against Q8_K activations.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn q4k<const N: usize>(row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
+///
+/// # Safety
+///
+/// As [`dot_body`]'s.
+#[inline(always)]
+unsafe fn q4k<const N: usize, const VNNI: bool>(row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
     let len = acts.len;
     let nb = len / QK_K;
     assert!(row.len() >= nb * 144 && acts.rows >= r0 + N);
@@ -250,8 +368,8 @@ fn q4k<const N: usize>(row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
                 let base = (r0 + c) * len + i * QK_K + 64 * j;
                 let y0 = load32(&acts.qs[base..]);
                 let y1 = load32(&acts.qs[base + 32..]);
-                let p0 = _mm256_mullo_epi32(dot_us8(lo, y0), s_lo);
-                let p1 = _mm256_mullo_epi32(dot_us8(hi, y1), s_hi);
+                let p0 = _mm256_mullo_epi32(dot_us8::<VNNI>(lo, y0), s_lo);
+                let p1 = _mm256_mullo_epi32(dot_us8::<VNNI>(hi, y1), s_hi);
                 sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(p0, p1));
             }
         }
@@ -270,9 +388,12 @@ fn q4k<const N: usize>(row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
 }
 
 /// Q6_K rows against Q8_K activations: `sum((q - 32) * y) = sum(q * y) - 32 * sum(y)`.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn q6k<const N: usize>(row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
+///
+/// # Safety
+///
+/// As [`dot_body`]'s.
+#[inline(always)]
+unsafe fn q6k<const N: usize, const VNNI: bool>(row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
     let len = acts.len;
     let nb = len / QK_K;
     assert!(row.len() >= nb * 210 && acts.rows >= r0 + N);
@@ -290,7 +411,7 @@ fn q6k<const N: usize>(row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
             let scale = _mm256_setr_epi32(s_lo, s_lo, s_lo, s_lo, s_hi, s_hi, s_hi, s_hi);
             for c in 0..N {
                 let y = load32(&acts.qs[(r0 + c) * len + i * QK_K + 32 * g..]);
-                let p = _mm256_mullo_epi32(dot_us8(w, y), scale);
+                let p = _mm256_mullo_epi32(dot_us8::<VNNI>(w, y), scale);
                 sumi[c] = _mm256_add_epi32(sumi[c], p);
             }
         }
@@ -312,11 +433,8 @@ fn q6k<const N: usize>(row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
 /// `dim` a multiple of 32 from 32 to 128, `q` already rounded to f16. The positions come in
 /// `runs` (keys, values, count): within a run, key and value `p` start at
 /// `p * stride + offset`.
-///
-/// Compiled only when the build also targets F16C: like the rest of this module, it is safe
-/// to call because the binary can only run on a CPU with every feature it was built for.
-#[cfg(target_feature = "f16c")]
 pub(crate) fn flash_row<'a>(
+    _avx2: Avx2,
     q: &[f32],
     runs: impl Iterator<Item = (&'a [half::f16], &'a [half::f16], usize)>,
     stride: usize,
@@ -324,11 +442,10 @@ pub(crate) fn flash_row<'a>(
     scale: f32,
     out: &mut [f32],
 ) {
-    // SAFETY: compiled only when the build targets AVX2, FMA and F16C.
+    // SAFETY: an `Avx2` proves AVX2, FMA and F16C.
     unsafe { flash_row_inner(q, runs, stride, offset, scale, out) }
 }
 
-#[cfg(target_feature = "f16c")]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn flash_row_inner<'a>(
     q: &[f32],

@@ -1,10 +1,12 @@
 //! The CPU kernels against candle's block decoding (an implementation we did not write) and
-//! against each other: the SIMD dot tiles and attention row equal the portable code bit for
-//! bit, quantized dots stay close to f32 dots, attention stays close to exact attention.
+//! against each other: the SIMD dot tiles and attention kernels equal the portable code bit
+//! for bit (every kernel set this CPU runs, in one process), quantized dots stay close to f32
+//! dots, attention stays close to exact attention.
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
+use super::isa::{CpuKernels, Isa};
 use super::matmul::{Input, QMatrix};
 use super::pool::Pool;
 use super::quant::{ActKind, Acts, WeightType, dequantize_row, dot_scalar};
@@ -14,12 +16,26 @@ fn pool() -> &'static Pool {
     POOL.get_or_init(|| Pool::new(2).expect("two threads"))
 }
 
-fn matmul(m: &QMatrix, input: &mut Input<'_>) -> Vec<f32> {
-    super::matmul::matmul(pool(), m, input)
+/// Every kernel set this CPU runs, the best last (at least the portable one).
+fn isas() -> Vec<Isa> {
+    let mut all: Vec<Isa> = [CpuKernels::Scalar, CpuKernels::Avx2, CpuKernels::Avx2Vnni]
+        .into_iter()
+        .map(Isa::new)
+        .collect();
+    all.dedup();
+    all
+}
+
+fn best() -> Isa {
+    Isa::new(CpuKernels::Avx2Vnni)
+}
+
+fn matmul(isa: Isa, m: &QMatrix, input: &mut Input<'_>) -> Vec<f32> {
+    super::matmul::matmul(pool(), isa, m, input)
 }
 
 fn matmul_many(ms: &[&QMatrix], input: &mut Input<'_>) -> Vec<Vec<f32>> {
-    super::matmul::matmul_many(pool(), ms, input)
+    super::matmul::matmul_many(pool(), best(), ms, input)
 }
 
 /// Deterministic values with outliers, like activations.
@@ -104,31 +120,27 @@ fn quantized_dots_are_close_to_f32_dots_of_the_decoded_weights() {
 
 #[test]
 fn batched_products_equal_one_row_at_a_time_bit_for_bit() {
-    // 7 rows: a tile of 4 and a tile of 3 on AVX2; each row alone must give the same bits.
+    // 7 rows: a tile of 4 and a tile of 3 on AVX2; each row alone must give the same bits,
+    // and so must every kernel set.
     let (out_rows, cols, t) = (40, 512, 7);
-    for (ours, theirs) in TYPES {
-        let (bytes, _) = quantized(theirs, out_rows, cols, 3);
-        let m = QMatrix::new(ours, out_rows, cols, bytes.clone()).unwrap();
-        let x = values(t * cols, 9);
-        let all = matmul(&m, &mut Input::new(&x, t, cols));
-        for j in 0..t {
-            let one = matmul(&m, &mut Input::new(&x[j * cols..(j + 1) * cols], 1, cols));
-            assert_eq!(
-                one,
-                all[j * out_rows..(j + 1) * out_rows],
-                "{} row {j}",
-                ours.name()
-            );
-            let acts = Acts::new(ours.act_kind(), &x[j * cols..(j + 1) * cols], 1, cols);
-            let row_bytes = ours.row_bytes(cols);
-            for r in 0..out_rows {
-                let scalar = dot_scalar(ours, &bytes[r * row_bytes..(r + 1) * row_bytes], &acts, 0);
-                assert_eq!(
-                    scalar.to_bits(),
-                    one[r].to_bits(),
-                    "{} ({r}, {j})",
-                    ours.name()
-                );
+    for isa in isas() {
+        for (ours, theirs) in TYPES {
+            let (bytes, _) = quantized(theirs, out_rows, cols, 3);
+            let m = QMatrix::new(ours, out_rows, cols, bytes.clone()).unwrap();
+            let x = values(t * cols, 9);
+            let all = matmul(isa, &m, &mut Input::new(&x, t, cols));
+            let what = format!("{} on {}", ours.name(), isa.kernels());
+            for j in 0..t {
+                let row = &x[j * cols..(j + 1) * cols];
+                let one = matmul(isa, &m, &mut Input::new(row, 1, cols));
+                assert_eq!(one, all[j * out_rows..(j + 1) * out_rows], "{what} row {j}");
+                let acts = Acts::new(ours.act_kind(), row, 1, cols);
+                let row_bytes = ours.row_bytes(cols);
+                for r in 0..out_rows {
+                    let w = &bytes[r * row_bytes..(r + 1) * row_bytes];
+                    let scalar = dot_scalar(ours, w, &acts, 0);
+                    assert_eq!(scalar.to_bits(), one[r].to_bits(), "{what} ({r}, {j})");
+                }
             }
         }
     }
@@ -143,8 +155,8 @@ fn several_matrices_in_one_region_equal_each_alone() {
     let b = QMatrix::new(WeightType::Q8_0, 8, cols, b).unwrap();
     let x = values(5 * cols, 4);
     let both = matmul_many(&[&a, &b], &mut Input::new(&x, 5, cols));
-    assert_eq!(both[0], matmul(&a, &mut Input::new(&x, 5, cols)));
-    assert_eq!(both[1], matmul(&b, &mut Input::new(&x, 5, cols)));
+    assert_eq!(both[0], matmul(best(), &a, &mut Input::new(&x, 5, cols)));
+    assert_eq!(both[1], matmul(best(), &b, &mut Input::new(&x, 5, cols)));
 }
 
 #[test]
@@ -246,7 +258,7 @@ fn exact_attention(head: &super::attention::Head<'_>, q: &[f32], n: usize) -> Ve
 fn the_attention_row_kernel_equals_its_portable_code_at_real_head_widths() {
     // Two key/value heads per position; the head under test is the second (a non-zero
     // offset). Lengths 1, 7 and 300: one position, a few, many rescalings.
-    // On an AVX2/FMA/F16C build `rows` runs the SIMD kernel for these widths.
+    // On a CPU with AVX2, FMA and F16C `rows` runs the SIMD kernel for these widths.
     let kv_heads = 2;
     for dim in [64, 96, 128] {
         for len in [1, 7, 300] {
@@ -276,7 +288,7 @@ fn the_attention_row_kernel_equals_its_portable_code_at_real_head_widths() {
                 start: len - rows,
                 queries: q.chunks_exact(dim).collect(),
             };
-            let fast = head.rows();
+            let fast = head.rows(best());
             let portable = head.rows_portable();
             assert_eq!(fast.len(), rows * dim);
             for (i, (a, b)) in fast.iter().zip(&portable).enumerate() {
@@ -307,35 +319,41 @@ fn values_scaled(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     values(n, seed).into_iter().map(|v| v * scale).collect()
 }
 
-/// Every tile width of the AVX2 dot kernel (1 to 8 activation rows, at row 0, 4 and 8)
-/// against the portable dot product, bit for bit.
-#[cfg(all(
-    target_arch = "x86_64",
-    target_feature = "avx2",
-    target_feature = "fma"
-))]
+/// Every tile width of the AVX2 dot kernels (1 to 8 activation rows, at row 0, 4 and 8; with
+/// and without AVX-VNNI where the CPU has it) against the portable dot product, bit for bit.
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn every_simd_dot_tile_width_equals_the_portable_dot() {
+    let kernels: Vec<_> = [false, true]
+        .into_iter()
+        .filter_map(super::simd::Avx2::detect)
+        .collect();
+    if kernels.is_empty() {
+        eprintln!("this CPU lacks AVX2, FMA or F16C: no SIMD kernel to test");
+    }
     let (rows, cols) = (16, 512);
-    for (ours, theirs) in TYPES {
-        if !super::simd::supports(ours) {
-            continue;
-        }
-        let (bytes, _) = quantized(theirs, 1, cols, 21);
-        let x = values(rows * cols, 22);
-        let acts = Acts::new(ours.act_kind(), &x, rows, cols);
-        for r0 in [0, 4, 8] {
-            for n in 1..=8 {
-                let mut out = vec![0f32; n];
-                super::simd::dot_tile(ours, &bytes, &acts, r0, &mut out);
-                for (c, got) in out.iter().enumerate() {
-                    let want = dot_scalar(ours, &bytes, &acts, r0 + c);
-                    assert_eq!(
-                        got.to_bits(),
-                        want.to_bits(),
-                        "{} rows {r0}+{c} of a tile of {n}",
-                        ours.name()
-                    );
+    for avx2 in kernels {
+        for (ours, theirs) in TYPES {
+            if !super::simd::supports(ours) {
+                continue;
+            }
+            let (bytes, _) = quantized(theirs, 1, cols, 21);
+            let x = values(rows * cols, 22);
+            let acts = Acts::new(ours.act_kind(), &x, rows, cols);
+            for r0 in [0, 4, 8] {
+                for n in 1..=8 {
+                    let mut out = vec![0f32; n];
+                    super::simd::dot_tile(avx2, ours, &bytes, &acts, r0, &mut out);
+                    for (c, got) in out.iter().enumerate() {
+                        let want = dot_scalar(ours, &bytes, &acts, r0 + c);
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{} rows {r0}+{c} of a tile of {n} (VNNI {})",
+                            ours.name(),
+                            avx2.vnni()
+                        );
+                    }
                 }
             }
         }
