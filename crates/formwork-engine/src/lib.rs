@@ -935,4 +935,29 @@ mod tests {
         assert!(built.is_special(0) && built.is_special(1) && !built.is_special(3 + 256 + 10));
         assert_eq!(built.eos(), &[2]);
     }
+
+    /// Gemma 3's 262,144-token vocabulary, as the engine builds it from the loaded tokenizer,
+    /// equals the one `formwork-index` reads from the GGUF metadata: the same bytes for every
+    /// token (`▁`, `<0xNN>`, the user-defined whitespace runs), the same special tokens, and
+    /// `<eos>` and `<end_of_turn>` as EOS. Skips, saying so, without the model file.
+    #[test]
+    fn gemma3_tokenizer_gives_the_vocabulary_of_its_gguf_file() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../models/gemma-3-270m-q4_k_m.gguf");
+        if !path.exists() {
+            eprintln!(
+                "SKIPPED: the Gemma 3 model is missing at {}: run `cargo xtask fetch-model \
+                 gemma3-270m`",
+                path.display()
+            );
+            return;
+        }
+        let tokenizer = Tokenizer::from_gguf(&path).unwrap();
+        let meta = gguf::Metadata::read(&path).unwrap();
+        let built = vocabulary_of(&tokenizer, &gguf::end_token_ids(&meta)).unwrap();
+        let from_file = Vocabulary::from_gguf_metadata(&meta).unwrap();
+        assert_eq!(built.len(), 262_144);
+        assert_eq!(built.eos(), &[1, 106]);
+        assert_eq!(table(&built), table(&from_file));
+    }
 }
