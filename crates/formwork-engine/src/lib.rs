@@ -241,6 +241,14 @@ pub fn vocabulary_for(model: &LoadedModel) -> Result<Vocabulary, EngineError> {
     vocabulary_of(&model.tokenizer, &model.info.eos_token_ids)
 }
 
+/// Whether a rendered chat prompt still needs the model's BOS (llama.cpp's rule): a
+/// template that writes `{{ bos_token }}` (Gemma's, Llama's) already starts with it; the ChatML
+/// fallback for a model without a template (a base Gemma) writes none, so the tokenizer adds
+/// it, if the model asks for BOS at all (`add_bos_token`).
+fn chat_needs_bos(rendered: &str, bos_token: Option<&str>) -> bool {
+    !bos_token.is_some_and(|bos| !bos.is_empty() && rendered.starts_with(bos))
+}
+
 /// The constraint vocabulary of `tokenizer` with EOS ids `eos` (those the tokenizer does not
 /// know are left out).
 fn vocabulary_of(tokenizer: &Tokenizer, eos: &[u32]) -> Result<Vocabulary, EngineError> {
@@ -505,7 +513,8 @@ impl Engine {
                 let text = self.render_chat_with(messages, tools, template_kwargs)?;
                 self.check_prompt_size(&text)?;
                 let _turn = self.shared.tokenizing.take(text.len());
-                let tokens = self.shared.tokenizer.encode(&text, false)?;
+                let add_bos = chat_needs_bos(&text, self.shared.info.bos_token.as_deref());
+                let tokens = self.shared.tokenizer.encode(&text, add_bos)?;
                 rendered = Some(text);
                 tokens
             }
@@ -934,6 +943,16 @@ mod tests {
         assert_eq!(built.token(3 + 256 + 5), Some(&b" hello"[..]));
         assert!(built.is_special(0) && built.is_special(1) && !built.is_special(3 + 256 + 10));
         assert_eq!(built.eos(), &[2]);
+    }
+
+    #[test]
+    fn a_chat_prompt_gets_bos_once() {
+        // Gemma's template writes `<bos>`: the tokenizer must not add a second one.
+        assert!(!chat_needs_bos("<bos><start_of_turn>user\n", Some("<bos>")));
+        // The ChatML fallback writes none: the tokenizer adds it (if the model wants BOS).
+        assert!(chat_needs_bos("<|im_start|>user\n", Some("<bos>")));
+        assert!(chat_needs_bos("<|im_start|>user\n", None));
+        assert!(chat_needs_bos("x", Some("")));
     }
 
     /// Gemma 3's 262,144-token vocabulary, as the engine builds it from the loaded tokenizer,
