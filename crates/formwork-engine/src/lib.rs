@@ -955,22 +955,53 @@ mod tests {
         assert!(chat_needs_bos("x", Some("")));
     }
 
+    /// The Gemma 3 GGUF, or `None` (saying so) when it was not fetched.
+    fn gemma3_path() -> Option<std::path::PathBuf> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../models/gemma-3-270m-q4_k_m.gguf");
+        if path.exists() {
+            return Some(path);
+        }
+        eprintln!(
+            "SKIPPED: the Gemma 3 model is missing at {}: run `cargo xtask fetch-model \
+             gemma3-270m`",
+            path.display()
+        );
+        None
+    }
+
+    /// Gemma's chat template (the shared test data's, Gemma 2's turn format) renders a
+    /// conversation that Gemma's tokenizer turns into its turn tokens, with one `<bos>`:
+    /// llama.cpp's ids for the same text (`gemma_turns` in the Gemma golden file).
+    #[test]
+    fn gemma3_chat_prompt_tokenizes_as_its_turns() {
+        let Some(path) = gemma3_path() else { return };
+        let source = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/data/chat_templates/google-gemma-2-2b-it.jinja"
+        ))
+        .expect("shared/data/chat_templates is missing");
+        let template =
+            ChatTemplate::new("gemma", &source, SpecialTokens::new(Some("<bos>"), Some("<eos>")))
+                .unwrap();
+        let messages = [formwork_template::Message::user("Hi there")];
+        let text = template
+            .render(&RenderArgs::new(&messages).add_generation_prompt(true))
+            .unwrap();
+        let tokenizer = Tokenizer::from_gguf(&path).unwrap();
+        let ids = tokenizer
+            .encode(&text, chat_needs_bos(&text, Some("<bos>")))
+            .unwrap();
+        assert_eq!(ids, [2, 105, 2364, 107, 10979, 993, 106, 107, 105, 4368, 107]);
+    }
+
     /// Gemma 3's 262,144-token vocabulary, as the engine builds it from the loaded tokenizer,
     /// equals the one `formwork-index` reads from the GGUF metadata: the same bytes for every
     /// token (`▁`, `<0xNN>`, the user-defined whitespace runs), the same special tokens, and
     /// `<eos>` and `<end_of_turn>` as EOS. Skips, saying so, without the model file.
     #[test]
     fn gemma3_tokenizer_gives_the_vocabulary_of_its_gguf_file() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../models/gemma-3-270m-q4_k_m.gguf");
-        if !path.exists() {
-            eprintln!(
-                "SKIPPED: the Gemma 3 model is missing at {}: run `cargo xtask fetch-model \
-                 gemma3-270m`",
-                path.display()
-            );
-            return;
-        }
+        let Some(path) = gemma3_path() else { return };
         let tokenizer = Tokenizer::from_gguf(&path).unwrap();
         let meta = gguf::Metadata::read(&path).unwrap();
         let built = vocabulary_of(&tokenizer, &gguf::end_token_ids(&meta)).unwrap();
