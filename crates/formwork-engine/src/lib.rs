@@ -981,9 +981,12 @@ mod tests {
             "/../../../shared/data/chat_templates/google-gemma-2-2b-it.jinja"
         ))
         .expect("shared/data/chat_templates is missing");
-        let template =
-            ChatTemplate::new("gemma", &source, SpecialTokens::new(Some("<bos>"), Some("<eos>")))
-                .unwrap();
+        let template = ChatTemplate::new(
+            "gemma",
+            &source,
+            SpecialTokens::new(Some("<bos>"), Some("<eos>")),
+        )
+        .unwrap();
         let messages = [formwork_template::Message::user("Hi there")];
         let text = template
             .render(&RenderArgs::new(&messages).add_generation_prompt(true))
@@ -992,7 +995,10 @@ mod tests {
         let ids = tokenizer
             .encode(&text, chat_needs_bos(&text, Some("<bos>")))
             .unwrap();
-        assert_eq!(ids, [2, 105, 2364, 107, 10979, 993, 106, 107, 105, 4368, 107]);
+        assert_eq!(
+            ids,
+            [2, 105, 2364, 107, 10979, 993, 106, 107, 105, 4368, 107]
+        );
     }
 
     /// Gemma 3's 262,144-token vocabulary, as the engine builds it from the loaded tokenizer,

@@ -169,7 +169,10 @@ mod tests {
         ]);
         assert_eq!(end_token_ids(&meta), vec![0, 2]);
         // Any token spelled as an end token counts.
-        let meta = metadata(vec![("tokenizer.ggml.tokens", strings(&["a", "<|im_end|>"]))]);
+        let meta = metadata(vec![(
+            "tokenizer.ggml.tokens",
+            strings(&["a", "<|im_end|>"]),
+        )]);
         assert_eq!(end_token_ids(&meta), vec![1]);
     }
 }

@@ -140,25 +140,28 @@ fn bench_vocabulary(c: &mut Criterion, vocab_name: &str, path: &Path, cases: &[(
     // allows nearly the whole vocabulary) and asking for its mask.
     let prefix = vocab.tokenize_greedy(br#"{"name":""#).expect("tokenizes");
     let (last, before) = prefix.split_last().expect("tokens");
-    c.bench_function(&format!("guide/first_visit_string_state/{vocab_name}"), |b| {
-        b.iter_batched(
-            || {
-                let index = Arc::new(Index::lazy(&cases[1].1, &vocab).expect("index builds"));
-                let mut guide = Guide::new(index);
-                for &t in before {
-                    guide.advance(t).expect("allowed");
-                }
-                guide.mask();
-                guide
-            },
-            |mut guide| {
-                guide.advance(*last).expect("allowed");
-                black_box(guide.mask()[0]);
-                guide
-            },
-            BatchSize::LargeInput,
-        )
-    });
+    c.bench_function(
+        &format!("guide/first_visit_string_state/{vocab_name}"),
+        |b| {
+            b.iter_batched(
+                || {
+                    let index = Arc::new(Index::lazy(&cases[1].1, &vocab).expect("index builds"));
+                    let mut guide = Guide::new(index);
+                    for &t in before {
+                        guide.advance(t).expect("allowed");
+                    }
+                    guide.mask();
+                    guide
+                },
+                |mut guide| {
+                    guide.advance(*last).expect("allowed");
+                    black_box(guide.mask()[0]);
+                    guide
+                },
+                BatchSize::LargeInput,
+            )
+        },
+    );
 
     // Mask lookup in a visited state: inside the "name" string of the two-property schema.
     let index = Arc::new(Index::new(&cases[0].1, &vocab).expect("index builds"));

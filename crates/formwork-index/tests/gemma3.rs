@@ -60,7 +60,10 @@ fn gemma3_token_bytes() {
     }
     let text = "Hello, 世界! 😀\n\n  x";
     let toks = v.tokenize_greedy(text.as_bytes()).unwrap();
-    let back: Vec<u8> = toks.iter().flat_map(|&t| v.token(t).unwrap().to_vec()).collect();
+    let back: Vec<u8> = toks
+        .iter()
+        .flat_map(|&t| v.token(t).unwrap().to_vec())
+        .collect();
     assert_eq!(back, text.as_bytes());
 }
 

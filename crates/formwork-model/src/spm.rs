@@ -402,7 +402,11 @@ mod tests {
 
     #[test]
     fn specials_are_cut_first_user_defined_ones_always() {
-        let v = vocab(&["a", "b", "▁", "<", ">", "s"], &["\n\n", "\n", "  "], Some(false));
+        let v = vocab(
+            &["a", "b", "▁", "<", ">", "s"],
+            &["\n\n", "\n", "  "],
+            Some(false),
+        );
         assert_eq!(
             encode(&v, "a\n\n\nb<s>a", true),
             ["a", "\n\n", "\n", "b", "<s>", "a"]

@@ -76,9 +76,17 @@ fn gemma3_decoding_round_trips() {
         }
         checked += 1;
         let ids = tokenizer.encode(text, false).unwrap();
-        assert_eq!(tokenizer.decode(&ids, false).unwrap(), text, "{}", e["name"]);
+        assert_eq!(
+            tokenizer.decode(&ids, false).unwrap(),
+            text,
+            "{}",
+            e["name"]
+        );
     }
-    assert!(checked >= 50, "only {checked} strings round-trip in llama.cpp");
+    assert!(
+        checked >= 50,
+        "only {checked} strings round-trip in llama.cpp"
+    );
 }
 
 #[test]
@@ -89,7 +97,10 @@ fn gemma3_vocabulary_metadata() {
     assert!(tokenizer.adds_bos(), "add_bos_token is true");
     assert_eq!(tokenizer.token_to_id("<bos>"), Some(2));
     assert_eq!(tokenizer.token_to_id("<end_of_turn>"), Some(106));
-    assert!(model["chat_template"].is_null(), "the base model has no template");
+    assert!(
+        model["chat_template"].is_null(),
+        "the base model has no template"
+    );
     // End of generation: llama.cpp's rule, in formwork-gguf, as the model loader applies it.
     let meta = formwork_gguf::Metadata::read(model_path().unwrap()).unwrap();
     let eog: Vec<u32> = ids(&model["eog_token_ids"]);

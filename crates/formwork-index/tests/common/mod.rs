@@ -53,7 +53,10 @@ pub fn assert_allowed_tokens_lead_to_live_states(index: &Index, v: &Vocabulary) 
                 assert!(dfa.is_accepting(s));
                 continue;
             }
-            assert!(!v.is_special(tok), "special token {tok} allowed in state {s}");
+            assert!(
+                !v.is_special(tok),
+                "special token {tok} allowed in state {s}"
+            );
             let mut q = s;
             for &b in v.token(tok).unwrap() {
                 q = dfa.next(q, b);
