@@ -44,6 +44,10 @@ pub(crate) struct SentencePiece {
     special_index: HashMap<Box<[u8]>, usize>,
     /// The distinct lengths of the special texts, longest first.
     special_lengths: Vec<usize>,
+    /// One bit per byte pair (65,536 bits) that starts a special text of two bytes or more,
+    /// and one per byte that is a whole special text: most positions of a text start none,
+    /// and these let the search skip them with one lookup.
+    starts: Vec<u64>,
     add_space_prefix: bool,
     unk_id: Option<u32>,
 }
@@ -105,12 +109,22 @@ impl SentencePiece {
             .collect();
         let mut special_lengths: Vec<usize> = specials.iter().map(|s| s.text.len()).collect();
         special_lengths.dedup();
+        let mut starts = vec![0u64; (1 << 16) / 64 + 256 / 64];
+        for s in &specials {
+            let bit = match s.text[..] {
+                [a] => (1 << 16) + usize::from(a),
+                [a, b, ..] => usize::from(a) << 8 | usize::from(b),
+                [] => continue,
+            };
+            starts[bit / 64] |= 1 << (bit % 64);
+        }
         Ok(SentencePiece {
             scores,
             byte_tokens,
             specials,
             special_index,
             special_lengths,
+            starts,
             // llama.cpp's default for SentencePiece vocabularies.
             add_space_prefix: vocab.add_space_prefix.unwrap_or(true),
             unk_id: vocab.unk_id,
@@ -171,8 +185,19 @@ impl SentencePiece {
         // Only the special tokens that occur in the text can cut it; finding those first
         // keeps the work proportional to the text, not to the thousands of specials.
         let mut present: Vec<usize> = Vec::new();
+        let has = |bit: usize| self.starts[bit / 64] & (1 << (bit % 64)) != 0;
         for start in 0..bytes.len() {
+            let a = usize::from(bytes[start]);
+            let pair = bytes
+                .get(start + 1)
+                .is_some_and(|&b| has(a << 8 | usize::from(b)));
+            if !pair && !has((1 << 16) + a) {
+                continue;
+            }
             for &len in &self.special_lengths {
+                if len >= 2 && !pair {
+                    continue;
+                }
                 if let Some(&k) = bytes
                     .get(start..start + len)
                     .and_then(|s| self.special_index.get(s))
@@ -416,6 +441,8 @@ mod tests {
             ["a", "\n\n", "\n", "b", "<", "s", ">", "a"]
         );
         assert_eq!(encode(&v, "a   b", true), ["a", "  ", "▁", "b"]);
+        // A one-byte special at the very end, and a two-byte one at the start.
+        assert_eq!(encode(&v, "  a\n", true), ["  ", "a", "\n"]);
         assert_eq!(encode(&v, "", true), Vec::<String>::new());
         // With a space prefix, text after a special token gets one too.
         let v = vocab(&["a", "▁a", "▁"], &[], None);
