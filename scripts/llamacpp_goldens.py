@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
-"""Write llama.cpp golden outputs for SmolLM2-135M-Instruct (Q4_1 GGUF).
+"""Write llama.cpp golden outputs for the models Formwork is tested on.
 
 llama.cpp is an independent oracle for Formwork's own tokenizer and forward
-pass. This script loads the model through `xllamacpp` (Python bindings that
+pass. This script loads a model through `xllamacpp` (Python bindings that
 embed llama.cpp's own server) and records, in
-crates/formwork-model/tests/golden/llamacpp_smollm2.json:
+crates/formwork-model/tests/golden/llamacpp_<name>.json (one file per entry
+of MODELS: `smollm2`, SmolLM2-135M-Instruct Q4_1, the default; `gemma3`,
+Gemma 3 270M Q4_K_M, a base model without a chat template):
 
   * model       - file name, sha256, GGUF tokenizer metadata, xllamacpp
                   version and the llama.cpp build info the wheel reports;
-  * tokenization- ids llama.cpp's tokenizer gives ~30 strings (POST /tokenize,
-                  add_special=true, parse_special=true);
-  * greedy      - 32 pure-argmax tokens after each of 16 prompts (12+ raw, 2+
-                  chatml), run from the listed prompt ids;
+  * tokenization- ids llama.cpp's tokenizer gives ~35 strings, plus the
+                  model's own extra strings (POST /tokenize, add_special=true,
+                  parse_special=true);
+  * greedy      - 32 pure-argmax tokens after each of 16 prompts (14 raw plus
+                  2 chat prompts, or 16 raw ones for a base model), run from
+                  the listed prompt ids;
   * logits      - top-10 next-token log-probabilities after 3 prompts.
 
 Rerun (offline; CPU only; a few minutes on 2 busy cores):
@@ -19,8 +23,10 @@ Rerun (offline; CPU only; a few minutes on 2 busy cores):
     python3 -m venv /tmp/golden-venv
     /tmp/golden-venv/bin/pip install xllamacpp==2026.10.11549
     /tmp/golden-venv/bin/python scripts/llamacpp_goldens.py \
-        [--model models/SmolLM2-135M-Instruct.Q4_1.gguf] \
-        [--out crates/formwork-model/tests/golden/llamacpp_smollm2.json]
+        [--name smollm2|gemma3] [--model PATH] [--out PATH]
+
+--model and --out default to the entry's file in models/ and its golden file;
+the model's sha256 is checked against the entry either way.
 
 The goldens were made with xllamacpp 2026.10.11549 (CPU wheel, cp310-abi3,
 manylinux x86_64). Another version embeds another llama.cpp, whose tokenizer
@@ -54,17 +60,13 @@ import sys
 import urllib.request
 
 PINNED_XLLAMACPP = "2026.10.11549"
-EXPECTED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 N_GEN = 32
 SEED = 42
 N_THREADS = 2
 N_CTX = 2048
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_MODEL = os.path.join(REPO, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
-DEFAULT_OUT = os.path.join(
-    REPO, "crates", "formwork-model", "tests", "golden", "llamacpp_smollm2.json"
-)
+GOLDEN_DIR = os.path.join(REPO, "crates", "formwork-model", "tests", "golden")
 
 # ---------------------------------------------------------------------------
 # Inputs
@@ -141,8 +143,74 @@ RAW_PROMPTS = [
     ("water_boils", "Water boils at"),
 ]
 
-LOGIT_PROMPTS = ["capital_france", "fibonacci", "chatml_france"]
 N_LOGITS = 10
+
+# Gemma's SentencePiece vocabulary: its control and user-defined tokens (runs of
+# spaces, newlines and tabs are user-defined tokens, split out before the
+# merges), digits, scripts and characters only byte fallback can spell.
+GEMMA_TOKENIZATION_STRINGS = [
+    ("gemma_turns", "<start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\n"),
+    ("gemma_start_of_turn", "<start_of_turn>"),
+    ("gemma_end_of_turn_mid_text", "done.<end_of_turn>\nnext"),
+    ("gemma_bos_eos_text", "<bos>text<eos>"),
+    ("gemma_unused_and_image", "<unused0> <start_of_image> [multimodal]"),
+    ("spaces_2", "a  b"),
+    ("spaces_5", "a     b"),
+    ("spaces_40", "x" + " " * 40 + "y"),
+    ("newlines_3", "a\n\n\nb"),
+    ("newlines_40", "\n" * 40),
+    ("tabs_run", "\t\t\tindented\n\t\tless"),
+    ("mixed_whitespace", " \n  \n\t \n   end  "),
+    ("space_before_newline", "end of line \nnext"),
+    ("long_number", "12345678901234567890"),
+    ("long_decimal", "3.14159265358979323846264338327950288"),
+    ("numbers_with_separators", "1,234,567.89 and 1 000 000 and 0x1F and 1e-10"),
+    ("cjk_long", "机器学习是人工智能的一个分支，它使计算机能够从数据中学习。"),
+    ("emoji_run", "🦀🦀🦀 🎉🎊 👍🏽 🇫🇷"),
+    ("byte_fallback_rare", "\u16a0\u16c7\u16bb \U00013000 \ue000 \U0001d518\U0001d52b"),
+    ("control_chars", "a\x00b\x07c\x1bd\x7f"),
+    ("metaspace_literal", "\u2581already\u2581spaced"),
+    ("byte_token_text", "<0x41><0x0A>"),
+    ("json_object", '{"name": "Ada", "age": 36, "tags": ["x", "y"]}'),
+]
+
+GEMMA_EXTRA_PROMPTS = [
+    ("largest_planet", "The largest planet in the solar system is"),
+    ("json_city", '{"city": "Paris", "country": "'),
+]
+
+# One entry per golden file. `chat`: the GGUF ships a chat template, so two
+# chat prompts (rendered by llama.cpp's /apply-template) join the raw ones.
+MODELS = {
+    "smollm2": {
+        "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        "out": "llamacpp_smollm2.json",
+        "title": "SmolLM2-135M-Instruct Q4_1",
+        "extra_strings": [],
+        "extra_prompts": [],
+        "chat": True,
+        "logit_prompts": ["capital_france", "fibonacci", "chatml_france"],
+    },
+    "gemma3": {
+        "file": "gemma-3-270m-q4_k_m.gguf",
+        "sha256": "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        "out": "llamacpp_gemma3.json",
+        "title": "Gemma 3 270M (base) Q4_K_M",
+        "extra_strings": GEMMA_TOKENIZATION_STRINGS,
+        "extra_prompts": GEMMA_EXTRA_PROMPTS,
+        "chat": False,
+        "logit_prompts": ["capital_france", "fibonacci", "json_prefix"],
+    },
+}
+
+# Token texts llama.cpp (src/llama-vocab.cpp) treats as end of generation,
+# besides the GGUF's eos/eot/eom ids.
+EOG_TEXTS = [
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>",
+    "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>",
+    "<|end_of_text|>", "<end_of_utterance>",
+]
 
 
 # ---------------------------------------------------------------------------
@@ -335,9 +403,13 @@ def dump(obj, ind=0):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--out", default=DEFAULT_OUT)
+    ap.add_argument("--name", choices=sorted(MODELS), default="smollm2")
+    ap.add_argument("--model", help="the GGUF file (default: models/<the entry's file>)")
+    ap.add_argument("--out", help="the golden file (default: the entry's file in tests/golden)")
     args = ap.parse_args()
+    spec = MODELS[args.name]
+    args.model = args.model or os.path.join(REPO, "models", spec["file"])
+    args.out = args.out or os.path.join(GOLDEN_DIR, spec["out"])
 
     import xllamacpp
 
@@ -346,12 +418,13 @@ def main():
               f"{PINNED_XLLAMACPP}", file=sys.stderr)
 
     sha = sha256_file(args.model)
-    if sha != EXPECTED_SHA256:
-        sys.exit(f"model sha256 {sha} != expected {EXPECTED_SHA256}")
+    if sha != spec["sha256"]:
+        sys.exit(f"model sha256 {sha} != expected {spec['sha256']}")
     meta = read_gguf_metadata(args.model)
     tok_meta = {k: v for k, v in meta.items()
                 if k.startswith("tokenizer.") and k != "tokenizer.chat_template"}
     add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
+    n_vocab = meta["tokenizer.ggml.tokens"]["len"]
 
     llm = Llama(args.model)
     props = llm.get("/props")
@@ -366,18 +439,23 @@ def main():
               "tokenizer.ggml.eom_token_id"):
         if k in meta:
             eog.add(meta[k])
-    # llama.cpp also marks <|im_end|>, <|endoftext|> etc. as EOG by text.
-    for text in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>"):
-        ids = llm.tokenize(text, add_special=False, parse_special=True)
-        if len(ids) == 1:
-            eog.add(ids[0])
+    # llama.cpp also marks the tokens spelled as one of EOG_TEXTS as EOG.
+    for text in EOG_TEXTS:
+        toks = llm.tokenize(text, add_special=False, parse_special=True, pieces=True)
+        if len(toks) == 1 and toks[0]["piece"] == text:
+            eog.add(toks[0]["id"])
     llm.eog_ids = eog
 
     # ---- tokenization ----------------------------------------------------
-    chat_france_text = llm.apply_template(CHAT_FRANCE)
-    chat_haiku_text = llm.apply_template(CHAT_HAIKU)
+    has_template = bool(meta.get("tokenizer.chat_template"))
+    if spec["chat"] != has_template:
+        sys.exit(f"{args.name}: expected chat template {spec['chat']}, the GGUF has {has_template}")
+    inputs = list(TOKENIZATION_STRINGS) + spec["extra_strings"]
+    if spec["chat"]:
+        chat_france_text = llm.apply_template(CHAT_FRANCE)
+        chat_haiku_text = llm.apply_template(CHAT_HAIKU)
+        inputs.append(("chatml_france_prompt", chat_france_text))
     tok_entries = []
-    inputs = list(TOKENIZATION_STRINGS) + [("chatml_france_prompt", chat_france_text)]
     for name, text in inputs:
         with_pieces = llm.tokenize(text, add_special=True, parse_special=True, pieces=True)
         ids = [t["id"] for t in with_pieces]
@@ -400,10 +478,12 @@ def main():
         tok_entries.append(entry)
 
     # ---- greedy ----------------------------------------------------------
-    prompts = [(n, "raw", t) for n, t in RAW_PROMPTS] + [
-        ("chatml_france", "chatml", chat_france_text),
-        ("chatml_haiku", "chatml", chat_haiku_text),
-    ]
+    prompts = [(n, "raw", t) for n, t in RAW_PROMPTS + spec["extra_prompts"]]
+    if spec["chat"]:
+        prompts += [
+            ("chatml_france", "chatml", chat_france_text),
+            ("chatml_haiku", "chatml", chat_haiku_text),
+        ]
     greedy_entries = []
     prompt_ids_by_name = {}
     for name, kind, text in prompts:
@@ -445,7 +525,7 @@ def main():
 
     # ---- logits (top-N log-probabilities) --------------------------------
     logit_entries = []
-    for name in LOGIT_PROMPTS:
+    for name in spec["logit_prompts"]:
         ids = prompt_ids_by_name[name]
         r = llm.complete(Llama.greedy_body(ids, 1, n_probs=N_LOGITS))
         top = r["completion_probabilities"][0]["top_logprobs"]
@@ -459,7 +539,7 @@ def main():
     doc = {
         "description": (
             "Golden outputs from llama.cpp (via the xllamacpp bindings) for "
-            "SmolLM2-135M-Instruct Q4_1; generated by scripts/llamacpp_goldens.py"
+            f"{spec['title']}; generated by scripts/llamacpp_goldens.py --name {args.name}"
         ),
         "model": {
             "file": os.path.basename(args.model),
@@ -521,7 +601,7 @@ def main():
             "method": (
                 "Raw logits are not exposed by the bindings; these are llama.cpp's "
                 "top-10 next-token log-probabilities after the prompt, i.e. "
-                "log_softmax over the full 49,152-token vocabulary of the raw logits "
+                f"log_softmax over the full {n_vocab:,}-token vocabulary of the raw logits "
                 "(n_probs=10, post_sampling_probs=false, temperature not applied). "
                 "Compare log_softmax(our logits), or differences of logits, which "
                 "equal differences of these logprobs."

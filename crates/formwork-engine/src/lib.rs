@@ -241,6 +241,14 @@ pub fn vocabulary_for(model: &LoadedModel) -> Result<Vocabulary, EngineError> {
     vocabulary_of(&model.tokenizer, &model.info.eos_token_ids)
 }
 
+/// Whether a rendered chat prompt still needs the model's BOS (llama.cpp's rule): a
+/// template that writes `{{ bos_token }}` (Gemma's, Llama's) already starts with it; the ChatML
+/// fallback for a model without a template (a base Gemma) writes none, so the tokenizer adds
+/// it, if the model asks for BOS at all (`add_bos_token`).
+fn chat_needs_bos(rendered: &str, bos_token: Option<&str>) -> bool {
+    !bos_token.is_some_and(|bos| !bos.is_empty() && rendered.starts_with(bos))
+}
+
 /// The constraint vocabulary of `tokenizer` with EOS ids `eos` (those the tokenizer does not
 /// know are left out).
 fn vocabulary_of(tokenizer: &Tokenizer, eos: &[u32]) -> Result<Vocabulary, EngineError> {
@@ -505,7 +513,8 @@ impl Engine {
                 let text = self.render_chat_with(messages, tools, template_kwargs)?;
                 self.check_prompt_size(&text)?;
                 let _turn = self.shared.tokenizing.take(text.len());
-                let tokens = self.shared.tokenizer.encode(&text, false)?;
+                let add_bos = chat_needs_bos(&text, self.shared.info.bos_token.as_deref());
+                let tokens = self.shared.tokenizer.encode(&text, add_bos)?;
                 rendered = Some(text);
                 tokens
             }
@@ -934,5 +943,77 @@ mod tests {
         assert_eq!(built.token(3 + 256 + 5), Some(&b" hello"[..]));
         assert!(built.is_special(0) && built.is_special(1) && !built.is_special(3 + 256 + 10));
         assert_eq!(built.eos(), &[2]);
+    }
+
+    #[test]
+    fn a_chat_prompt_gets_bos_once() {
+        // Gemma's template writes `<bos>`: the tokenizer must not add a second one.
+        assert!(!chat_needs_bos("<bos><start_of_turn>user\n", Some("<bos>")));
+        // The ChatML fallback writes none: the tokenizer adds it (if the model wants BOS).
+        assert!(chat_needs_bos("<|im_start|>user\n", Some("<bos>")));
+        assert!(chat_needs_bos("<|im_start|>user\n", None));
+        assert!(chat_needs_bos("x", Some("")));
+    }
+
+    /// The Gemma 3 GGUF, or `None` (saying so) when it was not fetched.
+    fn gemma3_path() -> Option<std::path::PathBuf> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../models/gemma-3-270m-q4_k_m.gguf");
+        if path.exists() {
+            return Some(path);
+        }
+        eprintln!(
+            "SKIPPED: the Gemma 3 model is missing at {}: run `cargo xtask fetch-model \
+             gemma3-270m`",
+            path.display()
+        );
+        None
+    }
+
+    /// Gemma's chat template (the shared test data's, Gemma 2's turn format) renders a
+    /// conversation that Gemma's tokenizer turns into its turn tokens, with one `<bos>`:
+    /// llama.cpp's ids for the same text (`gemma_turns` in the Gemma golden file).
+    #[test]
+    fn gemma3_chat_prompt_tokenizes_as_its_turns() {
+        let Some(path) = gemma3_path() else { return };
+        let source = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/data/chat_templates/google-gemma-2-2b-it.jinja"
+        ))
+        .expect("shared/data/chat_templates is missing");
+        let template = ChatTemplate::new(
+            "gemma",
+            &source,
+            SpecialTokens::new(Some("<bos>"), Some("<eos>")),
+        )
+        .unwrap();
+        let messages = [formwork_template::Message::user("Hi there")];
+        let text = template
+            .render(&RenderArgs::new(&messages).add_generation_prompt(true))
+            .unwrap();
+        let tokenizer = Tokenizer::from_gguf(&path).unwrap();
+        let ids = tokenizer
+            .encode(&text, chat_needs_bos(&text, Some("<bos>")))
+            .unwrap();
+        assert_eq!(
+            ids,
+            [2, 105, 2364, 107, 10979, 993, 106, 107, 105, 4368, 107]
+        );
+    }
+
+    /// Gemma 3's 262,144-token vocabulary, as the engine builds it from the loaded tokenizer,
+    /// equals the one `formwork-index` reads from the GGUF metadata: the same bytes for every
+    /// token (`▁`, `<0xNN>`, the user-defined whitespace runs), the same special tokens, and
+    /// `<eos>` and `<end_of_turn>` as EOS. Skips, saying so, without the model file.
+    #[test]
+    fn gemma3_tokenizer_gives_the_vocabulary_of_its_gguf_file() {
+        let Some(path) = gemma3_path() else { return };
+        let tokenizer = Tokenizer::from_gguf(&path).unwrap();
+        let meta = gguf::Metadata::read(&path).unwrap();
+        let built = vocabulary_of(&tokenizer, &gguf::end_token_ids(&meta)).unwrap();
+        let from_file = Vocabulary::from_gguf_metadata(&meta).unwrap();
+        assert_eq!(built.len(), 262_144);
+        assert_eq!(built.eos(), &[1, 106]);
+        assert_eq!(table(&built), table(&from_file));
     }
 }

@@ -106,8 +106,10 @@ impl Vocabulary {
         Self::from_gguf_metadata(&meta)
     }
 
-    /// Builds the vocabulary from GGUF metadata: `tokenizer.ggml.model`, `.tokens`,
-    /// `.token_type` and `.eos_token_id` (plus `.eot_token_id` when present).
+    /// Builds the vocabulary from GGUF metadata: `tokenizer.ggml.model`, `.tokens` and
+    /// `.token_type`; the EOS tokens are the end-of-generation tokens of
+    /// [`formwork_gguf::end_token_ids`] (llama.cpp's rule: the eos/eot/eom ids, and control
+    /// tokens such as Gemma's `<end_of_turn>`).
     ///
     /// Token types: 1 normal (decoded per the model), 2 unknown, 3 control and 5 unused are
     /// special; 4 user-defined is taken literally; 6 byte is `<0xNN>`, one raw byte.
@@ -180,16 +182,8 @@ impl Vocabulary {
             };
             tokens.push(bytes);
         }
-        let mut eos = Vec::new();
-        for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"] {
-            if let Some(v) = meta.get(key) {
-                let id = v
-                    .as_u64()
-                    .and_then(|v| u32::try_from(v).ok())
-                    .ok_or_else(|| missing(key))?;
-                eos.push(id);
-            }
-        }
+        // llama.cpp's end-of-generation rule, shared with formwork-model.
+        let eos = formwork_gguf::end_token_ids(meta);
         if eos.is_empty() {
             return Err(missing("tokenizer.ggml.eos_token_id"));
         }

@@ -9,6 +9,8 @@ use std::time::Instant;
 use formwork_index::{Guide, Index, IndexConfig, Vocabulary};
 use proptest::prelude::*;
 
+mod common;
+
 fn default_model_vocab() -> &'static Vocabulary {
     static VOCAB: OnceLock<Vocabulary> = OnceLock::new();
     VOCAB.get_or_init(|| {
@@ -23,33 +25,8 @@ fn default_model_vocab() -> &'static Vocabulary {
     })
 }
 
-const SCHEMA: &str = r#"{
-  "type": "object",
-  "properties": {
-    "name": {"type": "string", "maxLength": 40},
-    "status": {"enum": ["active", "inactive", "pending"]},
-    "created": {"type": "string", "format": "date-time"},
-    "email": {"type": "string", "format": "email"},
-    "age": {"type": "integer", "minimum": 0, "maximum": 150},
-    "score": {"type": "number"},
-    "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
-    "active": {"type": "boolean"},
-    "note": {"type": ["string", "null"]},
-    "id": {"type": "string", "pattern": "^[a-f0-9]{8}$"}
-  },
-  "required": ["name", "status", "created", "email", "age", "tags", "active", "id"]
-}"#;
-
 fn schema_index(lazy: bool) -> Arc<Index> {
-    let regex = formwork_schema::Compiler::new()
-        .compile_str(SCHEMA)
-        .unwrap()
-        .regex;
-    let config = IndexConfig {
-        lazy,
-        ..Default::default()
-    };
-    Arc::new(Index::with_config(&regex, default_model_vocab(), config).unwrap())
+    common::schema_index(default_model_vocab(), lazy)
 }
 
 fn eager_schema_index() -> Arc<Index> {
@@ -108,36 +85,14 @@ fn default_model_schema_index_builds() {
         "{} bytes",
         fresh.memory_usage()
     );
-    // Every allowed token of every state leads to a live state, the one its bytes reach.
-    let v = default_model_vocab();
-    let dfa = index.dfa().unwrap();
-    let mut seen = std::collections::HashSet::from([index.start()]);
-    let mut stack = vec![index.start()];
-    while let Some(s) = stack.pop() {
-        for (&tok, &n) in index.allowed_tokens(s).iter().zip(index.next_states(s)) {
-            if v.is_eos(tok) {
-                assert!(dfa.is_accepting(s));
-                continue;
-            }
-            let mut q = s;
-            for &b in v.token(tok).unwrap() {
-                q = dfa.next(q, b);
-            }
-            assert_eq!(q, n);
-            assert!(dfa.distance_to_accept(n) != u32::MAX);
-            if seen.insert(n) {
-                stack.push(n);
-            }
-        }
-    }
-    assert_eq!(seen.len(), index.state_count());
+    common::assert_allowed_tokens_lead_to_live_states(&index, default_model_vocab());
 }
 
 #[test]
 fn default_model_one_thread_or_many_same_index() {
     let eager = eager_schema_index();
     let regex = formwork_schema::Compiler::new()
-        .compile_str(SCHEMA)
+        .compile_str(common::SCHEMA)
         .unwrap()
         .regex;
     let config = IndexConfig {

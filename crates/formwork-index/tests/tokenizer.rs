@@ -279,8 +279,10 @@ fn default_model_tokenizer_json_matches_gguf() {
     }
     // SmolLM2's 17 control tokens (`<|endoftext|>` .. `<empty_output>`) are ids 0..=16.
     assert!((0..=16).all(|id| from_json.is_special(id)) && !from_json.is_special(17));
-    // The GGUF names `<|im_end|>` (2) as EOS; by name, `<|endoftext|>` (0) is one too.
-    assert_eq!(gguf.eos(), &[2]);
+    // The GGUF names `<|im_end|>` (2) as EOS; by name, `<|endoftext|>` (0) is one too, in the
+    // tokenizer file as in the GGUF (llama.cpp's end-of-generation rule: its EOG ids are
+    // [0, 2] in tests/golden/llamacpp_smollm2.json of formwork-model).
+    assert_eq!(gguf.eos(), &[0, 2]);
     assert_eq!(from_json.eos(), &[0, 2]);
     let explicit = Vocabulary::from_tokenizer_with_eos(&tok, gguf.eos().to_vec()).unwrap();
     assert_eq!(explicit.eos(), gguf.eos());

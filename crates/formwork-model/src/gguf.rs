@@ -12,7 +12,7 @@ use formwork_gguf::{GgmlType, GgufError, GgufFile, TensorInfo, Value};
 
 use crate::candle::{CandleModel, Embedding, Layer, Linear, RmsNorm};
 use crate::config::{Architecture, RopeStyle, TransformerConfig};
-use crate::info::{ModelInfo, eos_ids_by_name};
+use crate::info::ModelInfo;
 use crate::tokenizer::{GgufVocab, Tokenizer};
 use crate::transformer::Transformer;
 use crate::{LoadOptions, LoadedModel, ModelError};
@@ -271,6 +271,39 @@ pub(crate) fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, Mo
         None => candle_transformer(&mut tensors, &config, eps, device)?,
     };
 
+    let (vocab, bos_token_id, add_bos_token, tokenizer) = read_tokenizer(&md)?;
+
+    // llama.cpp's end-of-generation rule (Gemma's `<end_of_turn>` as well as `<eos>`).
+    let eos_token_ids = formwork_gguf::end_token_ids(md.meta);
+    let token_text = |id: Option<usize>| id.and_then(|i| vocab.tokens.get(i).cloned());
+    let info = ModelInfo {
+        name: md
+            .opt_str("general.name")
+            .map(str::to_string)
+            .unwrap_or_else(|| file_stem(path)),
+        architecture,
+        vocab_size: config.vocab_size,
+        context_length: config.context_length,
+        eos_token_ids,
+        bos_token_id,
+        add_bos_token,
+        bos_token: token_text(bos_token_id.map(|x| x as usize)),
+        eos_token: token_text(md.opt_usize("tokenizer.ggml.eos_token_id")?),
+        chat_template: md.opt_str("tokenizer.chat_template").map(str::to_string),
+        path: path.to_path_buf(),
+    };
+    Ok(LoadedModel {
+        model: Arc::new(transformer),
+        tokenizer,
+        info,
+    })
+}
+
+/// The vocabulary and tokenizer of a GGUF file's metadata, with the BOS id and whether
+/// prompts start with it.
+fn read_tokenizer(
+    md: &Metadata<'_>,
+) -> Result<(GgufVocab, Option<u32>, bool, Tokenizer), ModelError> {
     let tokens = md
         .strings("tokenizer.ggml.tokens")?
         .ok_or_else(|| md.err("tokenizer.ggml.tokens", "not in the metadata"))?;
@@ -301,50 +334,15 @@ pub(crate) fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, Mo
         vocab.model == "llama",
     );
     let tokenizer = Tokenizer::from_gguf_vocab(&vocab, bos_token_id, add_bos_token)?;
+    Ok((vocab, bos_token_id, add_bos_token, tokenizer))
+}
 
-    let mut eos_token_ids = Vec::new();
-    for k in [
-        "tokenizer.ggml.eos_token_id",
-        "tokenizer.ggml.eot_token_id",
-        "tokenizer.ggml.eom_token_id",
-    ] {
-        if let Some(id) = md.opt_usize(k)? {
-            eos_token_ids.push(id as u32);
-        }
-    }
-    eos_token_ids.extend(eos_ids_by_name(vocab.tokens.iter().enumerate().filter_map(
-        |(i, t)| {
-            let control = vocab
-                .token_types
-                .get(i)
-                .is_none_or(|&ty| ty == 3 || ty == 4);
-            control.then_some((i as u32, t.as_str()))
-        },
-    )));
-    eos_token_ids.sort_unstable();
-    eos_token_ids.dedup();
-    let token_text = |id: Option<usize>| id.and_then(|i| vocab.tokens.get(i).cloned());
-    let info = ModelInfo {
-        name: md
-            .opt_str("general.name")
-            .map(str::to_string)
-            .unwrap_or_else(|| file_stem(path)),
-        architecture,
-        vocab_size: config.vocab_size,
-        context_length: config.context_length,
-        eos_token_ids,
-        bos_token_id,
-        add_bos_token,
-        bos_token: token_text(bos_token_id.map(|x| x as usize)),
-        eos_token: token_text(md.opt_usize("tokenizer.ggml.eos_token_id")?),
-        chat_template: md.opt_str("tokenizer.chat_template").map(str::to_string),
-        path: path.to_path_buf(),
-    };
-    Ok(LoadedModel {
-        model: Arc::new(transformer),
-        tokenizer,
-        info,
-    })
+/// The tokenizer of the GGUF model at `path`, from its metadata alone (the weights are not
+/// read): [`Tokenizer::from_gguf`].
+pub(crate) fn load_tokenizer(path: &Path) -> Result<Tokenizer, ModelError> {
+    let meta = formwork_gguf::Metadata::read(path).map_err(|e| gguf_error(path, e))?;
+    let md = Metadata { path, meta: &meta };
+    Ok(read_tokenizer(&md)?.3)
 }
 
 /// The candle transformer of a GGUF file (GPU devices, and formats the CPU backend lacks).

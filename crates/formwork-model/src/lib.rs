@@ -37,6 +37,7 @@ mod gguf;
 mod info;
 pub mod kernels;
 mod safetensors;
+mod spm;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod tokenizer;

@@ -5,14 +5,17 @@
 //! - `gpt2` vocabularies (byte-level BPE: SmolLM, Llama 3, Qwen) get the tokens, the merges
 //!   and the pre-tokenizer split the model was trained with, named by `tokenizer.ggml.pre`
 //!   (llama.cpp's list of pre-tokenizers);
-//! - `llama` vocabularies (SentencePiece BPE: Llama 2, Mistral) get merges derived from the
-//!   token scores, byte fallback and the `▁` space convention.
+//! - `llama` vocabularies (SentencePiece BPE: Llama 2, Mistral, Gemma) are encoded by
+//!   llama.cpp's own algorithm (the `spm` module: special tokens cut out first, merges by
+//!   token score, byte fallback, `▁` for a space); the Hugging Face tokenizer built beside it
+//!   holds their vocabulary and decoder (`▁` to a space, `<0xNN>` to its byte).
 //!
 //! Control and user-defined tokens become special tokens, so `<|im_start|>` in a rendered
 //! chat prompt is one token, as the model saw it in training.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
@@ -29,6 +32,7 @@ use tokenizers::{
 };
 
 use crate::ModelError;
+use crate::spm::SentencePiece;
 
 /// GPT-2's pre-tokenizer split (also the regex of `ByteLevel` with `use_regex`).
 const GPT2_SPLIT: &str =
@@ -39,9 +43,8 @@ const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// GGUF token types (llama.cpp's `llama_token_type`).
-const TYPE_NORMAL: u32 = 1;
-const TYPE_CONTROL: u32 = 3;
-const TYPE_USER_DEFINED: u32 = 4;
+pub(crate) const TYPE_CONTROL: u32 = 3;
+pub(crate) const TYPE_USER_DEFINED: u32 = 4;
 const TYPE_BYTE: u32 = 6;
 
 /// The vocabulary part of a GGUF file's metadata.
@@ -73,6 +76,9 @@ pub struct Tokenizer {
     add_bos_token: bool,
     /// Whether `inner` adds BOS itself (a `tokenizer.json` post-processor).
     post_processor_adds_bos: bool,
+    /// llama.cpp's SentencePiece encoder, for GGUF `llama` vocabularies: it encodes, `inner`
+    /// holds the vocabulary and decodes.
+    spm: Option<Arc<SentencePiece>>,
 }
 
 fn tok_err(e: impl std::fmt::Display) -> ModelError {
@@ -101,6 +107,7 @@ impl Tokenizer {
             bos_token_id,
             add_bos_token: add_bos_token || post_processor_adds_bos,
             post_processor_adds_bos,
+            spm: None,
         })
     }
 
@@ -110,9 +117,12 @@ impl Tokenizer {
         bos_token_id: Option<u32>,
         add_bos_token: bool,
     ) -> Result<Tokenizer, ModelError> {
-        let mut inner = match vocab.model.as_str() {
-            "gpt2" => byte_level_bpe(vocab)?,
-            "llama" => sentencepiece_bpe(vocab)?,
+        let (mut inner, spm) = match vocab.model.as_str() {
+            "gpt2" => (byte_level_bpe(vocab)?, None),
+            "llama" => (
+                sentencepiece_vocab(vocab)?,
+                Some(Arc::new(SentencePiece::new(vocab)?)),
+            ),
             other => {
                 return Err(ModelError::Tokenizer(format!(
                     "unsupported GGUF tokenizer model `{other}` (supported: gpt2, llama)"
@@ -140,12 +150,27 @@ impl Tokenizer {
             bos_token_id,
             add_bos_token,
             post_processor_adds_bos: false,
+            spm,
         })
+    }
+
+    /// The tokenizer of the GGUF model at `path`, read from its metadata alone (the weights
+    /// are not read): what [`crate::load`] gives with the model.
+    pub fn from_gguf(path: &Path) -> Result<Tokenizer, ModelError> {
+        crate::gguf::load_tokenizer(path)
     }
 
     /// Encodes text. Special tokens written in the text (`<|im_start|>`) are parsed as such.
     /// With `add_bos`, BOS is prepended when the model expects it (`add_bos_token`).
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, ModelError> {
+        if let Some(spm) = &self.spm {
+            let mut out = Vec::new();
+            if add_bos && self.adds_bos() {
+                out.extend(self.bos_token_id);
+            }
+            out.extend(spm.encode(text, true, |t| self.inner.token_to_id(t))?);
+            return Ok(out);
+        }
         let encoding = self
             .inner
             .encode_fast(text, add_bos && self.post_processor_adds_bos)
@@ -183,7 +208,9 @@ impl Tokenizer {
         self.add_bos_token && self.bos_token_id.is_some()
     }
 
-    /// The underlying Hugging Face tokenizer.
+    /// The underlying Hugging Face tokenizer: the vocabulary, the special tokens and the
+    /// decoder. For GGUF SentencePiece (`llama`) vocabularies it has no merges, since
+    /// [`Tokenizer::encode`] runs llama.cpp's algorithm instead: encode with that.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
@@ -246,32 +273,13 @@ fn byte_level_bpe(vocab: &GgufVocab) -> Result<tokenizers::Tokenizer, ModelError
     Ok(tok)
 }
 
-fn sentencepiece_bpe(vocab: &GgufVocab) -> Result<tokenizers::Tokenizer, ModelError> {
+/// The vocabulary and decoder of a SentencePiece vocabulary as a Hugging Face tokenizer
+/// (no merges: [`SentencePiece`] encodes).
+fn sentencepiece_vocab(vocab: &GgufVocab) -> Result<tokenizers::Tokenizer, ModelError> {
     let map = vocab_map(&vocab.tokens);
-    // Merges from scores, as Hugging Face's SentencePiece converter derives them: every split
-    // of a normal token into two tokens is a merge, ranked by the merged token's score.
-    let mut ranked: Vec<(f64, u32, u32, &str, &str)> = Vec::new();
-    for (i, token) in vocab.tokens.iter().enumerate() {
-        let ty = vocab.token_types.get(i).copied().unwrap_or(TYPE_NORMAL);
-        if ty != TYPE_NORMAL && ty != TYPE_USER_DEFINED {
-            continue;
-        }
-        let score = vocab.scores.get(i).copied().unwrap_or(0.0);
-        for (at, _) in token.char_indices().skip(1) {
-            let (l, r) = token.split_at(at);
-            if let (Some(&li), Some(&ri)) = (map.get(l), map.get(r)) {
-                ranked.push((score, li, ri, l, r));
-            }
-        }
-    }
-    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    let merges = ranked
-        .into_iter()
-        .map(|(_, _, _, l, r)| (l.to_string(), r.to_string()))
-        .collect();
     let has_byte_tokens = vocab.token_types.contains(&TYPE_BYTE);
     let mut builder = BPE::builder()
-        .vocab_and_merges(map.into_iter().collect::<Vocab>(), merges)
+        .vocab_and_merges(map.into_iter().collect::<Vocab>(), Vec::new())
         .byte_fallback(has_byte_tokens)
         .fuse_unk(true);
     if let Some(unk) = vocab.unk_id.and_then(|i| vocab.tokens.get(i as usize)) {

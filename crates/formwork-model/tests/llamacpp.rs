@@ -11,15 +11,14 @@
 //! These tests need `models/SmolLM2-135M-Instruct.Q4_1.gguf` and fail (never skip) without
 //! it: run `cargo xtask fetch-model`.
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
+
+use common::{ids, root};
 
 use formwork_model::{BatchItem, LoadOptions, LoadedModel, PromptAttention, load_with};
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
 
 /// The default model with llama.cpp's choice of attention kernel for prompt rows.
 fn model() -> &'static LoadedModel {
@@ -46,19 +45,7 @@ fn load_default(prompt_attention: PromptAttention) -> LoadedModel {
 
 fn golden() -> &'static Value {
     static GOLDEN: OnceLock<Value> = OnceLock::new();
-    GOLDEN.get_or_init(|| {
-        let path =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/llamacpp_smollm2.json");
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    })
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    GOLDEN.get_or_init(|| common::read_golden("llamacpp_smollm2.json"))
 }
 
 fn argmax(logits: &[f32]) -> u32 {
@@ -95,34 +82,7 @@ fn metadata_matches_the_file() {
 
 #[test]
 fn tokenization_matches_llama_cpp() {
-    let m = model();
-    let mut failures = Vec::new();
-    let entries = golden()["tokenization"]["entries"].as_array().unwrap();
-    for e in entries {
-        let text = e["text"].as_str().unwrap();
-        let expected = ids(&e["ids"]);
-        let ours = m.tokenizer.encode(text, true).unwrap();
-        if ours != expected {
-            failures.push(format!(
-                "{}: {text:?}\n  llama.cpp {expected:?}\n  ours      {ours:?}",
-                e["name"]
-            ));
-        }
-        let decoded = m.tokenizer.decode(&expected, false).unwrap();
-        assert_eq!(
-            decoded,
-            e["detokenized"].as_str().unwrap(),
-            "decoding {}",
-            e["name"]
-        );
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} differ:\n{}",
-        failures.len(),
-        entries.len(),
-        failures.join("\n")
-    );
+    common::check_tokenization(&model().tokenizer, golden());
 }
 
 /// Greedy continuation of `prompt`, one forward per token, as the engine decodes.

@@ -1,4 +1,5 @@
-//! One sampling step at the vocabulary sizes of SmolLM2 (49,152) and Qwen2 (151,936), for
+//! One sampling step at the vocabulary sizes of SmolLM2 (49,152), Qwen2 (151,936) and Gemma 3
+//! (262,144), for
 //! the common parameter sets: greedy, temperature + top-p, llama.cpp-style top-k + top-p +
 //! min-p, a constrained step whose mask allows ~10% of the tokens, top_logprobs = 5, and the
 //! worst case for top-p (a flat distribution whose nucleus is most of the vocabulary).
@@ -97,7 +98,7 @@ fn bench(c: &mut Criterion) {
             false,
         ),
     ];
-    for vocab in [49_152usize, 151_936] {
+    for vocab in [49_152usize, 151_936, 262_144] {
         let logits = logits(vocab);
         let mask = mask(&logits);
         let mut group = c.benchmark_group(format!("sample/{vocab}"));
