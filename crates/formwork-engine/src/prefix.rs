@@ -177,13 +177,18 @@ mod tests {
 
     /// A tiny random-weight model on the CPU backend.
     fn tiny_model() -> Arc<dyn Model> {
+        tiny_model_with(formwork_model::PromptAttention::default())
+    }
+
+    /// The tiny model, its prompt rows computed as `prompt_attention` says.
+    fn tiny_model_with(prompt_attention: formwork_model::PromptAttention) -> Arc<dyn Model> {
         let dir = std::env::temp_dir().join(format!("formwork-prefix-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{:?}.gguf", std::thread::current().id()));
         write_tiny_gguf(&path, &TinySpec::default()).unwrap();
-        formwork_model::load(&path, &formwork_model::Device::Cpu)
-            .unwrap()
-            .model
+        let options =
+            formwork_model::LoadOptions::default().with_prompt_attention(prompt_attention);
+        formwork_model::load_with(&path, &options).unwrap().model
     }
 
     /// A tiny model's cache after running `tokens` as a prompt.
@@ -227,7 +232,7 @@ mod tests {
 
     #[test]
     fn the_same_tokens_computed_by_another_kernel_are_not_reused() {
-        let model = tiny_model();
+        let model = tiny_model_with(formwork_model::PromptAttention::LlamaCpp);
         let model: &dyn Model = model.as_ref();
         let b = model.new_cache().block_tokens().unwrap();
         // A prompt shorter than a tile runs the row-by-row kernel throughout; one of 100
