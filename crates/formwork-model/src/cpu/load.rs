@@ -19,8 +19,11 @@ fn weight_type(ty: GgmlType) -> Option<WeightType> {
         GgmlType::BF16 => WeightType::BF16,
         GgmlType::Q4_0 => WeightType::Q4_0,
         GgmlType::Q4_1 => WeightType::Q4_1,
+        GgmlType::Q5_0 => WeightType::Q5_0,
+        GgmlType::Q5_1 => WeightType::Q5_1,
         GgmlType::Q8_0 => WeightType::Q8_0,
         GgmlType::Q4K => WeightType::Q4K,
+        GgmlType::Q5K => WeightType::Q5K,
         GgmlType::Q6K => WeightType::Q6K,
         _ => return None,
     })

@@ -23,8 +23,11 @@ pub(crate) enum WeightType {
     BF16,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
     Q8_0,
     Q4K,
+    Q5K,
     Q6K,
 }
 
@@ -33,8 +36,12 @@ impl WeightType {
     pub(crate) fn block_len(self) -> usize {
         match self {
             WeightType::F32 | WeightType::F16 | WeightType::BF16 => 1,
-            WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q8_0 => QK,
-            WeightType::Q4K | WeightType::Q6K => QK_K,
+            WeightType::Q4_0
+            | WeightType::Q4_1
+            | WeightType::Q5_0
+            | WeightType::Q5_1
+            | WeightType::Q8_0 => QK,
+            WeightType::Q4K | WeightType::Q5K | WeightType::Q6K => QK_K,
         }
     }
 
@@ -45,8 +52,11 @@ impl WeightType {
             WeightType::F16 | WeightType::BF16 => 2,
             WeightType::Q4_0 => 18,
             WeightType::Q4_1 => 20,
+            WeightType::Q5_0 => 22,
+            WeightType::Q5_1 => 24,
             WeightType::Q8_0 => 34,
             WeightType::Q4K => 144,
+            WeightType::Q5K => 176,
             WeightType::Q6K => 210,
         }
     }
@@ -63,9 +73,9 @@ impl WeightType {
             WeightType::F32 => ActKind::F32,
             WeightType::F16 => ActKind::F16,
             WeightType::BF16 => ActKind::BF16,
-            WeightType::Q4_0 | WeightType::Q8_0 => ActKind::Q8_0,
-            WeightType::Q4_1 => ActKind::Q8_1,
-            WeightType::Q4K | WeightType::Q6K => ActKind::Q8K,
+            WeightType::Q4_0 | WeightType::Q5_0 | WeightType::Q8_0 => ActKind::Q8_0,
+            WeightType::Q4_1 | WeightType::Q5_1 => ActKind::Q8_1,
+            WeightType::Q4K | WeightType::Q5K | WeightType::Q6K => ActKind::Q8K,
         }
     }
 
@@ -77,8 +87,11 @@ impl WeightType {
             WeightType::BF16 => "BF16",
             WeightType::Q4_0 => "Q4_0",
             WeightType::Q4_1 => "Q4_1",
+            WeightType::Q5_0 => "Q5_0",
+            WeightType::Q5_1 => "Q5_1",
             WeightType::Q8_0 => "Q8_0",
             WeightType::Q4K => "Q4_K",
+            WeightType::Q5K => "Q5_K",
             WeightType::Q6K => "Q6_K",
         }
     }
@@ -286,6 +299,41 @@ fn nibbles(qs: &[u8], offset: i32) -> [i32; 32] {
     w
 }
 
+/// The 32 fifth bits of a Q5 block (`qh`, little-endian) added to its nibbles, as bit 4:
+/// element `j` takes bit `j` (ggml's `xh_0`/`xh_1`).
+#[inline(always)]
+fn with_high_bits(mut w: [i32; 32], qh: &[u8], offset: i32) -> [i32; 32] {
+    let qh = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+    for (j, w) in w.iter_mut().enumerate() {
+        *w += (((qh >> j) & 1) << 4) as i32 - offset;
+    }
+    w
+}
+
+/// Whether a 32-element format stores a min (`m` at byte 2) besides its scale.
+fn has_min(ty: WeightType) -> bool {
+    matches!(ty, WeightType::Q4_1 | WeightType::Q5_1)
+}
+
+/// The 32 integer weights of one block of a 32-element format (scale `d` at byte 0), with the
+/// offset of the formats without a min already taken off (Q4_0: 8, Q5_0: 16).
+#[inline(always)]
+fn block32(ty: WeightType, b: &[u8]) -> [i32; 32] {
+    match ty {
+        WeightType::Q4_0 => nibbles(&b[2..18], 8),
+        WeightType::Q4_1 => nibbles(&b[4..20], 0),
+        WeightType::Q5_0 => with_high_bits(nibbles(&b[6..22], 0), &b[2..6], 16),
+        WeightType::Q5_1 => with_high_bits(nibbles(&b[8..24], 0), &b[4..8], 0),
+        _ => {
+            let mut w = [0i32; 32];
+            for (w, &q) in w.iter_mut().zip(&b[2..34]) {
+                *w = q as i8 as i32;
+            }
+            w
+        }
+    }
+}
+
 /// `get_scale_min_k4`: the 6-bit scale and min of sub-block `j` of a Q4_K super-block.
 pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
@@ -334,25 +382,26 @@ pub(crate) fn dequantize_row(ty: WeightType, row: &[u8], out: &mut [f32]) {
                 *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
             }
         }
-        WeightType::Q4_0 | WeightType::Q4_1 => {
-            let bytes = ty.block_bytes();
-            for (o, b) in out.chunks_exact_mut(QK).zip(row.chunks_exact(bytes)) {
+        WeightType::Q4_0
+        | WeightType::Q4_1
+        | WeightType::Q5_0
+        | WeightType::Q5_1
+        | WeightType::Q8_0 => {
+            for (o, b) in out
+                .chunks_exact_mut(QK)
+                .zip(row.chunks_exact(ty.block_bytes()))
+            {
                 let d = f16_at(b, 0);
-                let (m, qs, off) = if ty == WeightType::Q4_1 {
-                    (f16_at(b, 2), &b[4..20], 0)
+                let w = block32(ty, b);
+                if has_min(ty) {
+                    let m = f16_at(b, 2);
+                    for (o, w) in o.iter_mut().zip(w) {
+                        *o = w as f32 * d + m;
+                    }
                 } else {
-                    (0.0, &b[2..18], 8)
-                };
-                for (o, w) in o.iter_mut().zip(nibbles(qs, off)) {
-                    *o = w as f32 * d + m;
-                }
-            }
-        }
-        WeightType::Q8_0 => {
-            for (o, b) in out.chunks_exact_mut(QK).zip(row.chunks_exact(34)) {
-                let d = f16_at(b, 0);
-                for (o, &q) in o.iter_mut().zip(&b[2..]) {
-                    *o = q as i8 as f32 * d;
+                    for (o, w) in o.iter_mut().zip(w) {
+                        *o = w as f32 * d;
+                    }
                 }
             }
         }
@@ -369,6 +418,19 @@ pub(crate) fn dequantize_row(ty: WeightType, row: &[u8], out: &mut [f32]) {
                     for l in 0..32 {
                         o[64 * j + l] = d1 * (q[l] & 0x0f) as f32 - m1;
                         o[64 * j + 32 + l] = d2 * (q[l] >> 4) as f32 - m2;
+                    }
+                }
+            }
+        }
+        WeightType::Q5K => {
+            for (o, b) in out.chunks_exact_mut(QK_K).zip(row.chunks_exact(176)) {
+                let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+                let values = q5k_values(b);
+                for j in 0..8 {
+                    let (sc, m) = scale_min_k4(j, &b[4..16]);
+                    let (d, m) = (d * sc as f32, dmin * m as f32);
+                    for l in 0..32 {
+                        o[32 * j + l] = d * values[32 * j + l] as f32 - m;
                     }
                 }
             }
@@ -424,30 +486,27 @@ pub(crate) fn dot_scalar(ty: WeightType, row: &[u8], acts: &Acts, r: usize) -> f
             dequantize_row(ty, row, &mut w);
             dot_f32_ggml(&w, &acts.f[r * len..(r + 1) * len])
         }
-        WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q8_0 => {
+        WeightType::Q4_0
+        | WeightType::Q4_1
+        | WeightType::Q5_0
+        | WeightType::Q5_1
+        | WeightType::Q8_0 => {
             let nb = len / QK;
             let qs = &acts.qs[r * len..];
             let mut acc = [0f32; 8];
             let mut summs = 0f32;
-            let bytes = ty.block_bytes();
-            for (i, b) in row.chunks_exact(bytes).take(nb).enumerate() {
+            for (i, b) in row.chunks_exact(ty.block_bytes()).take(nb).enumerate() {
                 let dy = acts.d[r * nb + i];
                 let dx = f16_at(b, 0);
-                let w = match ty {
-                    WeightType::Q4_0 => nibbles(&b[2..18], 8),
-                    WeightType::Q4_1 => {
-                        summs = f16_at(b, 2).mul_add(acts.s[r * nb + i], summs);
-                        nibbles(&b[4..20], 0)
-                    }
-                    _ => {
-                        let mut w = [0i32; 32];
-                        for (w, &q) in w.iter_mut().zip(&b[2..34]) {
-                            *w = q as i8 as i32;
-                        }
-                        w
-                    }
-                };
-                lanes_fma(&mut acc, dx * dy, &w, &qs[i * QK..(i + 1) * QK]);
+                if has_min(ty) {
+                    summs = f16_at(b, 2).mul_add(acts.s[r * nb + i], summs);
+                }
+                lanes_fma(
+                    &mut acc,
+                    dx * dy,
+                    &block32(ty, b),
+                    &qs[i * QK..(i + 1) * QK],
+                );
             }
             hsum8(&acc) + summs
         }
@@ -462,6 +521,23 @@ pub(crate) fn dot_scalar(ty: WeightType, row: &[u8], acts: &Acts, r: usize) -> f
                 sum += f16_at(b, 0) * dy * sumi as f32 - f16_at(b, 2) * dy * mins as f32;
             }
             sum
+        }
+        WeightType::Q5K => {
+            let nb = len / QK_K;
+            let mut acc = [0f32; 8];
+            let mut summs = 0f32;
+            for (i, b) in row.chunks_exact(176).take(nb).enumerate() {
+                let q8 = &acts.qs[r * len + i * QK_K..r * len + (i + 1) * QK_K];
+                let bsums = &acts.bsums[(r * nb + i) * 16..(r * nb + i + 1) * 16];
+                let dy = acts.d[r * nb + i];
+                let (lanes, mins) = q5k_block_sums(b, q8, bsums);
+                summs = (-dy * f16_at(b, 2)).mul_add(mins as f32, summs);
+                let d = dy * f16_at(b, 0);
+                for (a, &l) in acc.iter_mut().zip(&lanes) {
+                    *a = d.mul_add(l as f32, *a);
+                }
+            }
+            hsum8(&acc) + summs
         }
         WeightType::Q6K => {
             let nb = len / QK_K;
@@ -502,6 +578,42 @@ pub(crate) fn q4k_block_sums(b: &[u8], q8: &[i8], bsums: &[i32]) -> (i32, i32) {
         mins += (bsums[2 * j] + bsums[2 * j + 1]) * m as i32;
     }
     (sumi, mins)
+}
+
+/// The 5-bit values (0..32) of a Q5_K super-block, in element order: sub-block `j` takes the
+/// low (even `j`) or high (odd `j`) nibbles of bytes `32 * (j / 2)..` and bit `j` of `qh`.
+pub(crate) fn q5k_values(block: &[u8]) -> [u8; QK_K] {
+    let (qh, qs) = (&block[16..48], &block[48..176]);
+    let mut out = [0u8; QK_K];
+    for j in 0..8 {
+        let q = &qs[32 * (j / 2)..32 * (j / 2) + 32];
+        let shift = if j % 2 == 0 { 0 } else { 4 };
+        for l in 0..32 {
+            out[32 * j + l] = ((q[l] >> shift) & 0x0f) | (((qh[l] >> j) & 1) << 4);
+        }
+    }
+    out
+}
+
+/// The integer parts of a Q5_K x Q8_K super-block as ggml's AVX2 kernel holds them: eight
+/// lanes, lane `l` the sum over sub-blocks `j` of `scale_j` times the products of elements
+/// `32 j + 4 l..32 j + 4 l + 4`; and `sum(min_j * sum(q8 of sub-block j))`.
+pub(crate) fn q5k_block_sums(b: &[u8], q8: &[i8], bsums: &[i32]) -> ([i32; 8], i32) {
+    let values = q5k_values(b);
+    let mut lanes = [0i32; 8];
+    let mut mins = 0i32;
+    for j in 0..8 {
+        let (sc, m) = scale_min_k4(j, &b[4..16]);
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            let mut p = 0i32;
+            for k in 32 * j + 4 * l..32 * j + 4 * l + 4 {
+                p += values[k] as i32 * q8[k] as i32;
+            }
+            *lane += p * sc as i32;
+        }
+        mins += (bsums[2 * j] + bsums[2 * j + 1]) * m as i32;
+    }
+    (lanes, mins)
 }
 
 /// ggml's vectorized `expf` (`ggml_v_expf`, AVX2), one lane: a polynomial after range

@@ -38,13 +38,16 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-const TYPES: [(WeightType, GgmlDType); 7] = [
+const TYPES: [(WeightType, GgmlDType); 10] = [
     (WeightType::F32, GgmlDType::F32),
     (WeightType::F16, GgmlDType::F16),
     (WeightType::Q4_0, GgmlDType::Q4_0),
     (WeightType::Q4_1, GgmlDType::Q4_1),
+    (WeightType::Q5_0, GgmlDType::Q5_0),
+    (WeightType::Q5_1, GgmlDType::Q5_1),
     (WeightType::Q8_0, GgmlDType::Q8_0),
     (WeightType::Q4K, GgmlDType::Q4K),
+    (WeightType::Q5K, GgmlDType::Q5K),
     (WeightType::Q6K, GgmlDType::Q6K),
 ];
 
