@@ -653,3 +653,34 @@ pub(crate) fn v_expf(x: f32) -> f32 {
 pub(crate) fn silu(x: f32) -> f32 {
     x / (1.0 + v_expf(-x))
 }
+
+/// ggml's `ggml_gelu_f32` (the tanh approximation), with the one product GCC fuses in
+/// llama.cpp's build (`1 + a*x*x` as `fma(a*x, x, 1)`) and libm's `tanhf`.
+fn gelu_f32(x: f32) -> f32 {
+    const GELU_COEF_A: f32 = 0.044715;
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let inner = (GELU_COEF_A * x).mul_add(x, 1.0);
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * inner).tanh())
+}
+
+/// ggml's `ggml_table_gelu_f16`: GELU of every f16, rounded to f16.
+fn gelu_table() -> &'static [f16] {
+    static TABLE: std::sync::OnceLock<Vec<f16>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| f16::from_f32(gelu_f32(f16::from_bits(bits).to_f32())))
+            .collect()
+    })
+}
+
+/// ggml's `ggml_vec_geglu_f32` on the CPU (built with `GGML_GELU_FP16`): `gelu(x) * g`, with
+/// GELU looked up for `x` rounded to f16, 0 below -10 and `x` itself above 10.
+pub(crate) fn geglu(x: f32, g: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x * g
+    } else {
+        gelu_table()[f16::from_f32(x).to_bits() as usize].to_f32() * g
+    }
+}

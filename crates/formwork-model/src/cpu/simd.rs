@@ -307,9 +307,12 @@ fn q6k<const N: usize>(row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
     out
 }
 
+/// The widest head [`flash_row`] takes.
+pub(crate) const FLASH_MAX_DIM: usize = 256;
+
 /// One query row of llama.cpp's row-by-row flash attention over an f16 cache (see
 /// [`super::attention::Head::rows`], whose portable code this equals bit for bit): the head
-/// `dim` a multiple of 32 from 32 to 128, `q` already rounded to f16. The positions come in
+/// `dim` a multiple of 32 from 32 to [`FLASH_MAX_DIM`], `q` already rounded to f16. The positions come in
 /// `runs` (keys, values, count): within a run, key and value `p` start at
 /// `p * stride + offset`.
 ///
@@ -338,7 +341,7 @@ fn flash_row_inner<'a>(
     scale: f32,
     out: &mut [f32],
 ) {
-    const MAX: usize = 16;
+    const MAX: usize = FLASH_MAX_DIM / 8;
     let dim = q.len();
     let regs = dim / 8;
     // At least 32: the first four accumulators below load 32 values of every key.

@@ -251,7 +251,7 @@ fn the_attention_row_kernel_equals_its_portable_code_at_real_head_widths() {
     // offset). Lengths 1, 7 and 300: one position, a few, many rescalings.
     // On an AVX2/FMA/F16C build `rows` runs the SIMD kernel for these widths.
     let kv_heads = 2;
-    for dim in [64, 96, 128] {
+    for dim in [64, 96, 128, 256] {
         for len in [1, 7, 300] {
             let stride = kv_heads * dim;
             // Keys growing along the sequence, so new maxima (and rescalings) keep coming.
@@ -276,6 +276,8 @@ fn the_attention_row_kernel_equals_its_portable_code_at_real_head_widths() {
                 stride,
                 offset: dim,
                 dim,
+                scale: 1.0 / (dim as f32).sqrt(),
+                window: None,
                 start: len - rows,
                 queries: q.chunks_exact(dim).collect(),
             };
@@ -343,4 +345,61 @@ fn every_simd_dot_tile_width_equals_the_portable_dot() {
             }
         }
     }
+}
+
+#[test]
+fn gelu_follows_ggmls_f16_table() {
+    // (input, output) f16 bits of ggml_table_gelu_f16 as llama.cpp's CPU backend (the
+    // xllamacpp build of the goldens) fills it in ggml_cpu_init. Checked against all 63,000
+    // finite entries below 10 in magnitude when written; these are a spread of them.
+    const TABLE: [(u16, u16); 29] = [
+        (0x3c00, 0x3abb),
+        (0xbc00, 0xb115),
+        (0x0001, 0x0000),
+        (0x8001, 0x8000),
+        (0x3555, 0x32b9),
+        (0xc000, 0xa9d0),
+        (0xc8cc, 0x8000),
+        (0x48cc, 0x48cc),
+        (0x2e66, 0x2ae8),
+        (0xae66, 0xa9e4),
+        (0x4000, 0x3fd2),
+        (0xbe00, 0xae6d),
+        (0x1400, 0x1001),
+        (0x9400, 0x8ffe),
+        (0x3a00, 0x38a4),
+        (0xba00, 0xb171),
+        (0x3ceb, 0x3c61),
+        (0x97b7, 0x93b4),
+        (0x8b52, 0x8752),
+        (0x2163, 0x1d6f),
+        (0x9a9a, 0x9696),
+        (0xa02f, 0x9c28),
+        (0x94b2, 0x90b1),
+        (0x10c6, 0x0cc7),
+        (0x9b08, 0x9703),
+        (0x035e, 0x01af),
+        (0x4265, 0x4264),
+        (0x8d00, 0x8900),
+        (0x3bfd, 0x3ab8),
+    ];
+    for (x, want) in TABLE {
+        let x = half::f16::from_bits(x).to_f32();
+        let want = half::f16::from_bits(want).to_f32();
+        assert_eq!(
+            super::quant::geglu(x, 1.0).to_bits(),
+            want.to_bits(),
+            "gelu({x})"
+        );
+        // The gate multiplies the looked-up value.
+        assert_eq!(super::quant::geglu(x, -3.0), want * -3.0);
+    }
+    // Outside [-10, 10] there is no lookup.
+    assert_eq!(super::quant::geglu(-10.0, 2.0), 0.0);
+    assert_eq!(super::quant::geglu(12.5, 2.0), 25.0);
+    // Inputs are rounded to f16 before the lookup.
+    assert_eq!(
+        super::quant::geglu(1.0001, 1.0),
+        super::quant::geglu(1.0, 1.0)
+    );
 }
