@@ -511,16 +511,23 @@ pub(crate) fn dot_scalar(ty: WeightType, row: &[u8], acts: &Acts, r: usize) -> f
             hsum8(&acc) + summs
         }
         WeightType::Q4K => {
+            // llama.cpp's AVX2 build repacks Q4_K matrices (rows a multiple of 8); one row of
+            // activations goes through `ggml_gemv_q4_K_8x8_q8_K`: per super-block one `fma`
+            // of the integer sum by `d * dy` and one of the min sum by `dmin * dy`, the min
+            // sums subtracted at the end. (Whole groups of four rows of a longer prompt go
+            // through `ggml_gemm_q4_K_8x8_q8_K`, whose float steps we do not follow: ours do
+            // not depend on the rows a matrix is multiplied with.)
             let nb = len / QK_K;
-            let mut sum = 0f32;
+            let (mut acc, mut acc_min) = (0f32, 0f32);
             for (i, b) in row.chunks_exact(144).take(nb).enumerate() {
                 let q8 = &acts.qs[r * len + i * QK_K..r * len + (i + 1) * QK_K];
                 let bsums = &acts.bsums[(r * nb + i) * 16..(r * nb + i + 1) * 16];
                 let (sumi, mins) = q4k_block_sums(b, q8, bsums);
                 let dy = acts.d[r * nb + i];
-                sum += f16_at(b, 0) * dy * sumi as f32 - f16_at(b, 2) * dy * mins as f32;
+                acc = (sumi as f32).mul_add(f16_at(b, 0) * dy, acc);
+                acc_min = (mins as f32).mul_add(f16_at(b, 2) * dy, acc_min);
             }
-            sum
+            acc - acc_min
         }
         WeightType::Q5K => {
             let nb = len / QK_K;
@@ -540,22 +547,30 @@ pub(crate) fn dot_scalar(ty: WeightType, row: &[u8], acts: &Acts, r: usize) -> f
             hsum8(&acc) + summs
         }
         WeightType::Q6K => {
+            // ggml_vec_dot_q6_K_q8_K (AVX2): eight integer lanes per super-block, each
+            // `fma`-ed by `dy * d` into its float lane, the lanes summed at the end.
             let nb = len / QK_K;
-            let mut sum = 0f32;
+            let mut acc = [0f32; 8];
             for (i, b) in row.chunks_exact(210).take(nb).enumerate() {
                 let q8 = &acts.qs[r * len + i * QK_K..r * len + (i + 1) * QK_K];
                 let values = q6k_values(b);
-                let mut sumi = 0i32;
-                for s in 0..16 {
-                    let mut p = 0i32;
-                    for l in 0..16 {
-                        p += (values[16 * s + l] as i32 - 32) * q8[16 * s + l] as i32;
+                let mut lanes = [0i32; 8];
+                for c in 0..8 {
+                    for (l, lane) in lanes.iter_mut().enumerate() {
+                        let at = 32 * c + 4 * l;
+                        let mut p = 0i32;
+                        for k in at..at + 4 {
+                            p += (values[k] as i32 - 32) * q8[k] as i32;
+                        }
+                        *lane += p * b[192 + at / 16] as i8 as i32;
                     }
-                    sumi += p * b[192 + s] as i8 as i32;
                 }
-                sum += f16_at(b, 208) * acts.d[r * nb + i] * sumi as f32;
+                let d = acts.d[r * nb + i] * f16_at(b, 208);
+                for (a, &l) in acc.iter_mut().zip(&lanes) {
+                    *a = d.mul_add(l as f32, *a);
+                }
             }
-            sum
+            hsum8(&acc)
         }
     }
 }
