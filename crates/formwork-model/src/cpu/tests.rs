@@ -230,18 +230,33 @@ fn f16s(n: usize, seed: u64, scale: f32) -> Vec<half::f16> {
 /// One head's attention computed exactly (f64, the stored f16 keys and values, the query
 /// rounded to f16), for query row `q` over positions `0..n`.
 fn exact_attention(head: &super::attention::Head<'_>, q: &[f32], n: usize) -> Vec<f64> {
+    exact_attention_from(head, q, 0, n)
+}
+
+/// [`exact_attention`] over positions `from..n`.
+fn exact_attention_from(
+    head: &super::attention::Head<'_>,
+    q: &[f32],
+    from: usize,
+    n: usize,
+) -> Vec<f64> {
     let dim = head.dim;
     let key = |p: usize, d: usize| head.kv.key(p)[head.offset + d].to_f64();
     let value = |p: usize, d: usize| head.kv.value(p)[head.offset + d].to_f64();
     let q: Vec<f64> = q.iter().map(|&x| half::f16::from_f32(x).to_f64()).collect();
-    let scores: Vec<f64> = (0..n)
-        .map(|p| (0..dim).map(|d| q[d] * key(p, d)).sum::<f64>() / (dim as f64).sqrt())
+    let scores: Vec<f64> = (from..n)
+        .map(|p| (0..dim).map(|d| q[d] * key(p, d)).sum::<f64>() * head.scale as f64)
         .collect();
     let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
     let total: f64 = weights.iter().sum();
     (0..dim)
-        .map(|d| (0..n).map(|p| weights[p] * value(p, d)).sum::<f64>() / total)
+        .map(|d| {
+            (from..n)
+                .map(|p| weights[p - from] * value(p, d))
+                .sum::<f64>()
+                / total
+        })
         .collect()
 }
 
@@ -402,4 +417,50 @@ fn gelu_follows_ggmls_f16_table() {
         super::quant::geglu(1.0001, 1.0),
         super::quant::geglu(1.0, 1.0)
     );
+}
+
+#[test]
+fn sliding_window_attention_sees_only_the_window_in_both_kernels() {
+    // 150 positions, a window of 40: the last 70 rows take the tiled kernel (its window starts
+    // mid-tile and moves across tiles), the last 3 the row kernel. Each row equals exact
+    // attention over its window, not over everything before it.
+    let (dim, len, window) = (64, 150, 40);
+    let keys = f16s(len * dim, 5, 2.0);
+    let values = f16s(len * dim, 6, 1.0);
+    let mut cache = super::cache::NativeCache::new(1, dim);
+    let f32s = |x: &[half::f16]| x.iter().map(|x| x.to_f32()).collect::<Vec<f32>>();
+    cache.append(0, 0, &f32s(&keys), &f32s(&values));
+    for rows in [70, 3] {
+        let q = values_scaled(rows * dim, 8 + rows as u64, 3.0);
+        let head = super::attention::Head {
+            kv: cache.layer(0),
+            stride: dim,
+            offset: 0,
+            dim,
+            scale: 0.125,
+            window: Some(window),
+            start: len - rows,
+            queries: q.chunks_exact(dim).collect(),
+        };
+        let out = if rows >= super::attention::TILE {
+            head.tiled()
+        } else {
+            head.rows()
+        };
+        let mut far_from_full = false;
+        for (r, out) in out.chunks_exact(dim).enumerate() {
+            let pos = len - rows + r;
+            let exact = exact_attention_from(&head, head.queries[r], pos + 1 - window, pos + 1);
+            let full = exact_attention(&head, head.queries[r], pos + 1);
+            for (d, &got) in out.iter().enumerate() {
+                assert!(
+                    (got as f64 - exact[d]).abs() <= 5e-3 * (1.0 + exact[d].abs()),
+                    "{rows} rows, row {r}, lane {d}: {got} vs {}",
+                    exact[d]
+                );
+                far_from_full |= (got as f64 - full[d]).abs() > 0.05;
+            }
+        }
+        assert!(far_from_full, "the window changes the result");
+    }
 }
