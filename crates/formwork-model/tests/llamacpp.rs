@@ -175,10 +175,6 @@ fn greedy_with(m: &LoadedModel, prompt: &[u32], n: usize) -> Vec<u32> {
     out
 }
 
-fn greedy(prompt: &[u32], n: usize) -> Vec<u32> {
-    greedy_with(model(), prompt, n)
-}
-
 /// Our CPU backend reproduces the arithmetic of llama.cpp's AVX2 kernels (activation
 /// quantization, block sums, f16 flash attention, rope and norm roundings), so its logits
 /// equal llama.cpp's up to float noise; this bounds that noise, in log-probability.
@@ -486,7 +482,9 @@ fn gemma3_short_prompts_equal_llama_cpp() {
     // log-sum-exp over 262,144 logits). Longer prompts go through
     // `ggml_gemm_q4_K_8x8_q8_K` for each whole group of four rows, not reproduced yet.
     let Some(o) = gemma3() else { return };
-    let cases: [(&[u32], [(usize, f32); 5]); 2] = [
+    /// A prompt and llama.cpp's top-5 (token, log-probability) after it.
+    type Case = (&'static [u32], [(usize, f32); 5]);
+    let cases: [Case; 2] = [
         (
             &[2, 818, 5279],
             [
