@@ -9,11 +9,16 @@ pub enum Architecture {
     Qwen2,
     /// Qwen 3: llama with per-head RMS norms on queries and keys.
     Qwen3,
+    /// Gemma 3: embeddings scaled by `sqrt(hidden_size)`, RMS norms before and after
+    /// attention and the feed-forward layer, per-head query/key norms, a GELU-gated
+    /// feed-forward layer, interleaved sliding-window and global attention layers
+    /// ([`SlidingWindow`]), queries scaled before attention. CPU backend only.
+    Gemma3,
 }
 
 impl Architecture {
     /// The list of supported architecture names, for error messages.
-    pub const SUPPORTED: &'static str = "llama, mistral, qwen2, qwen3";
+    pub const SUPPORTED: &'static str = "llama, mistral, qwen2, qwen3, gemma3";
 
     /// The architecture of a GGUF `general.architecture` or a config.json `model_type`.
     pub fn from_name(name: &str) -> Option<Architecture> {
@@ -21,6 +26,7 @@ impl Architecture {
             "llama" | "mistral" => Some(Architecture::Llama),
             "qwen2" => Some(Architecture::Qwen2),
             "qwen3" => Some(Architecture::Qwen3),
+            "gemma3" => Some(Architecture::Gemma3),
             _ => None,
         }
     }
@@ -31,7 +37,41 @@ impl Architecture {
             Architecture::Llama => "llama",
             Architecture::Qwen2 => "qwen2",
             Architecture::Qwen3 => "qwen3",
+            Architecture::Gemma3 => "gemma3",
         }
+    }
+
+    /// Whether queries and keys get per-head RMS norms.
+    pub fn has_qk_norm(self) -> bool {
+        matches!(self, Architecture::Qwen3 | Architecture::Gemma3)
+    }
+}
+
+/// Gemma-style interleaved attention: local layers attend only to the last `window`
+/// positions, with their own rotary base; the others (global layers) to all of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlidingWindow {
+    /// Positions a local layer sees: the query's own and the `window - 1` before it.
+    pub window: usize,
+    /// For each layer, whether it is local.
+    pub local_layers: Vec<bool>,
+    /// Rotary base frequency of the local layers.
+    pub rope_theta: f64,
+}
+
+impl SlidingWindow {
+    /// Whether layer `layer` attends through the window.
+    pub fn is_local(&self, layer: usize) -> bool {
+        self.local_layers.get(layer).copied().unwrap_or(false)
+    }
+
+    /// llama.cpp's `set_swa_pattern(period)` for `layers` layers: every `period`-th layer is
+    /// global (layers `period - 1`, `2 * period - 1`, ...), the others local; a period of 0
+    /// makes every layer local.
+    pub fn periodic(layers: usize, period: usize) -> Vec<bool> {
+        (0..layers)
+            .map(|i| period == 0 || i % period < period - 1)
+            .collect()
     }
 }
 
@@ -72,6 +112,16 @@ pub struct TransformerConfig {
     pub rope_theta: f64,
     /// How rotary embeddings pair dimensions.
     pub rope_style: RopeStyle,
+    /// Linear rotary scaling of the global layers: positions are multiplied by this (1: none;
+    /// `1 / rope.scaling.factor` of a `linear` scaling).
+    pub rope_freq_scale: f64,
+    /// Local sliding-window layers, if the model has them.
+    pub sliding_window: Option<SlidingWindow>,
+    /// Queries are multiplied by this before attention, which then applies no scale of its
+    /// own; `None`: attention scales scores by `1 / sqrt(head_dim)`.
+    pub query_scale: Option<f64>,
+    /// Logits are capped to `c * tanh(logit / c)` with this `c`, if set.
+    pub final_logit_softcapping: Option<f64>,
 }
 
 impl TransformerConfig {
@@ -91,6 +141,9 @@ impl TransformerConfig {
         }
         if self.vocab_size == 0 || self.context_length == 0 {
             return Err("vocabulary size and context length must be positive".into());
+        }
+        if self.sliding_window.as_ref().is_some_and(|w| w.window == 0) {
+            return Err("the sliding window must be positive".into());
         }
         Ok(())
     }

@@ -40,6 +40,22 @@ pub enum ModelError {
         /// The architectures that are supported.
         supported: &'static str,
     },
+    /// The architecture is implemented, but not by the backend this model would run on
+    /// (Gemma 3 runs only on the native CPU backend, from a GGUF file whose tensors are all in
+    /// formats it computes with).
+    #[error(
+        "{path}: architecture `{architecture}` is not supported by the {backend} backend: {hint}"
+    )]
+    UnsupportedOnBackend {
+        /// The model file or folder.
+        path: PathBuf,
+        /// The architecture named in its metadata.
+        architecture: &'static str,
+        /// The backend that would have run it (`"candle"`).
+        backend: &'static str,
+        /// What would run it.
+        hint: &'static str,
+    },
     /// A required metadata key or config field is missing or has the wrong type.
     #[error("{path}: missing or invalid `{key}`: {message}")]
     Metadata {

@@ -11,7 +11,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use formwork_gguf::{GgmlType, GgufError, GgufFile, TensorInfo, Value};
 
 use crate::candle::{CandleModel, Embedding, Layer, Linear, RmsNorm};
-use crate::config::{Architecture, RopeStyle, TransformerConfig};
+use crate::config::{Architecture, RopeStyle, SlidingWindow, TransformerConfig};
 use crate::info::ModelInfo;
 use crate::tokenizer::{GgufVocab, Tokenizer};
 use crate::transformer::Transformer;
@@ -231,7 +231,7 @@ pub(crate) fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, Mo
             format!("width {embed_width}, expected the embedding length {hidden_size}"),
         ));
     }
-    let config = TransformerConfig {
+    let mut config = TransformerConfig {
         architecture,
         layers: md.usize(&key("block_count"))?,
         hidden_size,
@@ -247,9 +247,16 @@ pub(crate) fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, Mo
         rope_theta: md.opt_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0),
         rope_style: match architecture {
             Architecture::Llama => RopeStyle::Interleaved,
-            Architecture::Qwen2 | Architecture::Qwen3 => RopeStyle::Halves,
+            Architecture::Qwen2 | Architecture::Qwen3 | Architecture::Gemma3 => RopeStyle::Halves,
         },
+        rope_freq_scale: 1.0,
+        sliding_window: None,
+        query_scale: None,
+        final_logit_softcapping: None,
     };
+    if architecture == Architecture::Gemma3 {
+        gemma3_config(&md, &mut config)?;
+    }
     config
         .check()
         .map_err(|m| md.err(&key("attention.head_count"), m))?;
@@ -268,6 +275,9 @@ pub(crate) fn load(path: &Path, options: &LoadOptions) -> Result<LoadedModel, Mo
     };
     let transformer = match native {
         Some(model) => Transformer::native(model),
+        None if !crate::candle::runs(architecture) => {
+            return Err(crate::candle::unsupported(path, architecture));
+        }
         None => candle_transformer(&mut tensors, &config, eps, device)?,
     };
 
@@ -345,6 +355,65 @@ pub(crate) fn load_tokenizer(path: &Path) -> Result<Tokenizer, ModelError> {
     Ok(read_tokenizer(&md)?.3)
 }
 
+/// Gemma 3's hyper-parameters beyond the llama ones, as llama.cpp reads them
+/// (`llama_model_gemma3::load_arch_hparams`): the sliding window and which layers use it
+/// (every sixth layer global unless `attention.sliding_window_pattern` says otherwise), the
+/// local rotary base (`rope.freq_base_swa`, else 10000), linear rotary scaling of the global
+/// layers, the query scale (`1 / sqrt(head_dim)`, or `1 / sqrt(hidden / heads)` for the
+/// 62-layer 27B model, as llama.cpp picks it by layer count) and the optional logit cap.
+fn gemma3_config(md: &Metadata<'_>, config: &mut TransformerConfig) -> Result<(), ModelError> {
+    let key = |k: &str| format!("gemma3.{k}");
+    if let Some(window) = md.opt_usize(&key("attention.sliding_window"))?
+        && window > 0
+    {
+        let pattern_key = key("attention.sliding_window_pattern");
+        let local_layers = match md.get(&pattern_key) {
+            None => SlidingWindow::periodic(config.layers, 6),
+            Some(Value::Array(flags)) => flags
+                .iter()
+                .map(|f| f.as_bool())
+                .collect::<Option<Vec<bool>>>()
+                .filter(|f| f.len() == config.layers)
+                .ok_or_else(|| md.err(&pattern_key, "not one boolean per layer"))?,
+            Some(v) => SlidingWindow::periodic(
+                config.layers,
+                integer(v).ok_or_else(|| md.err(&pattern_key, "not a layer period"))?,
+            ),
+        };
+        config.sliding_window = Some(SlidingWindow {
+            window,
+            local_layers,
+            rope_theta: md.opt_f64(&key("rope.freq_base_swa"))?.unwrap_or(10_000.0),
+        });
+    }
+    if let Some(factor) = md
+        .opt_f64(&key("rope.scaling.factor"))?
+        .filter(|&f| f != 0.0)
+    {
+        match md.opt_str(&key("rope.scaling.type")) {
+            None | Some("linear") | Some("none") => {
+                config.rope_freq_scale = f64::from(1.0f32 / factor as f32)
+            }
+            Some(other) => {
+                return Err(md.err(
+                    &key("rope.scaling.type"),
+                    format!("rope scaling `{other}` is not supported (only linear)"),
+                ));
+            }
+        }
+    }
+    let width = if config.layers == 62 {
+        config.hidden_size / config.heads
+    } else {
+        config.head_dim
+    };
+    config.query_scale = Some(f64::from(1.0f32 / (width as f32).sqrt()));
+    config.final_logit_softcapping = md
+        .opt_f64(&key("final_logit_softcapping"))?
+        .filter(|&c| c != 0.0);
+    Ok(())
+}
+
 /// The candle transformer of a GGUF file (GPU devices, and formats the CPU backend lacks).
 fn candle_transformer<R: Read + Seek>(
     tensors: &mut Tensors<'_, R>,
@@ -378,12 +447,12 @@ fn candle_transformer<R: Read + Seek>(
                 qkv_bias.then(|| bias("attn_v")).as_deref(),
             )?,
             o: tensors.linear(&format!("{p}.attn_output.weight"), None)?,
-            q_norm: if Transformer::has_qk_norm(config.architecture) {
+            q_norm: if config.architecture.has_qk_norm() {
                 Some(tensors.norm(&format!("{p}.attn_q_norm.weight"), eps)?)
             } else {
                 None
             },
-            k_norm: if Transformer::has_qk_norm(config.architecture) {
+            k_norm: if config.architecture.has_qk_norm() {
                 Some(tensors.norm(&format!("{p}.attn_k_norm.weight"), eps)?)
             } else {
                 None

@@ -22,8 +22,9 @@ pub struct QuantizedMatrix {
 
 impl QuantizedMatrix {
     /// Quantizes row-major `values` (`rows * cols`) to `format` (`"Q4_0"`, `"Q4_1"`,
-    /// `"Q8_0"`, `"Q4_K"`, `"Q6_K"`, `"F16"`, `"BF16"`, `"F32"`), to be multiplied on
-    /// `threads` threads with the kernels a model would run ([`crate::cpu_kernels`]).
+    /// `"Q5_0"`, `"Q5_1"`, `"Q8_0"`, `"Q4_K"`, `"Q5_K"`, `"Q6_K"`, `"F16"`, `"BF16"`, `"F32"`),
+    /// to be multiplied on `threads` threads with the kernels a model would run
+    /// ([`crate::cpu_kernels`]).
     pub fn quantize(
         format: &str,
         rows: usize,
@@ -39,8 +40,11 @@ impl QuantizedMatrix {
         let (ty, dtype) = match format {
             "Q4_0" => (WeightType::Q4_0, GgmlDType::Q4_0),
             "Q4_1" => (WeightType::Q4_1, GgmlDType::Q4_1),
+            "Q5_0" => (WeightType::Q5_0, GgmlDType::Q5_0),
+            "Q5_1" => (WeightType::Q5_1, GgmlDType::Q5_1),
             "Q8_0" => (WeightType::Q8_0, GgmlDType::Q8_0),
             "Q4_K" => (WeightType::Q4K, GgmlDType::Q4K),
+            "Q5_K" => (WeightType::Q5K, GgmlDType::Q5K),
             "Q6_K" => (WeightType::Q6K, GgmlDType::Q6K),
             "F16" => (WeightType::F16, GgmlDType::F16),
             "BF16" => (WeightType::BF16, GgmlDType::BF16),
@@ -74,5 +78,36 @@ impl QuantizedMatrix {
             &self.matrix,
             &mut Input::new(x, n, self.matrix.cols),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::QuantizedMatrix;
+
+    #[test]
+    fn every_format_is_accepted_and_multiplies_close_to_f32() {
+        let (rows, cols) = (8, 512);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 60.0)
+            .collect();
+        let x: Vec<f32> = (0..cols)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0)
+            .collect();
+        let exact: Vec<f32> = w
+            .chunks_exact(cols)
+            .map(|r| r.iter().zip(&x).map(|(a, b)| a * b).sum())
+            .collect();
+        for format in [
+            "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "F16", "BF16", "F32",
+        ] {
+            let m = QuantizedMatrix::quantize(format, rows, cols, &w, 2).expect(format);
+            let got = m.matmul(&x, 1);
+            let norm: f32 = x.iter().map(|v| v.abs()).sum();
+            for (g, e) in got.iter().zip(&exact) {
+                assert!((g - e).abs() < 0.05 * norm, "{format}: {g} vs {e}");
+            }
+        }
+        assert!(QuantizedMatrix::quantize("Q3_K", rows, cols, &w, 1).is_err());
     }
 }

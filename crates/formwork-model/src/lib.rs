@@ -48,7 +48,7 @@ use std::sync::Arc;
 
 pub use cache::{KvBlock, KvCache};
 pub use candle_core::Device;
-pub use config::{Architecture, RopeStyle, TransformerConfig};
+pub use config::{Architecture, RopeStyle, SlidingWindow, TransformerConfig};
 pub use cpu::isa::{CPU_KERNELS_ENV, CpuKernels, cpu_kernels};
 pub use error::ModelError;
 pub use formwork_gguf::END_TOKEN_NAMES;

@@ -81,6 +81,9 @@ pub(crate) fn load(dir: &Path, device: &Device) -> Result<LoadedModel, ModelErro
             architecture: model_type.to_string(),
             supported: Architecture::SUPPORTED,
         })?;
+    if !crate::candle::runs(architecture) {
+        return Err(crate::candle::unsupported(dir, architecture));
+    }
     let hidden_size = usize_field("hidden_size")?;
     let heads = usize_field("num_attention_heads")?;
     let cfg = TransformerConfig {
@@ -102,6 +105,10 @@ pub(crate) fn load(dir: &Path, device: &Device) -> Result<LoadedModel, ModelErro
             .and_then(Value::as_f64)
             .unwrap_or(10_000.0),
         rope_style: RopeStyle::Halves,
+        rope_freq_scale: 1.0,
+        sliding_window: None,
+        query_scale: None,
+        final_logit_softcapping: None,
     };
     cfg.check()
         .map_err(|m| field_err("num_attention_heads", &m))?;
@@ -160,7 +167,7 @@ pub(crate) fn load(dir: &Path, device: &Device) -> Result<LoadedModel, ModelErro
         linear("lm_head", false)?
     };
     let qkv_bias = architecture == Architecture::Qwen2;
-    let qk_norm = Transformer::has_qk_norm(architecture);
+    let qk_norm = architecture.has_qk_norm();
     let mut layers = Vec::with_capacity(cfg.layers);
     for i in 0..cfg.layers {
         let p = format!("model.layers.{i}");

@@ -9,7 +9,7 @@ use candle_core::Device;
 
 use crate::cache::KvCache;
 use crate::candle::CandleModel;
-use crate::config::{Architecture, TransformerConfig};
+use crate::config::TransformerConfig;
 use crate::cpu::NativeModel;
 use crate::{BatchItem, Model, ModelError};
 
@@ -123,11 +123,6 @@ impl Transformer {
             return Ok(Vec::new());
         }
         self.model().forward(batch)
-    }
-
-    /// Whether this architecture normalizes queries and keys per head.
-    pub(crate) fn has_qk_norm(arch: Architecture) -> bool {
-        matches!(arch, Architecture::Qwen3)
     }
 }
 

@@ -1,51 +1,94 @@
-//! The default model (SmolLM2-135M-Instruct Q4_1) against llama.cpp, an oracle no one here
-//! wrote: `tests/golden/llamacpp_smollm2.json` holds llama.cpp's tokenization of 35 strings,
-//! its first 32 greedy tokens for 16 prompts and its top-10 log-probabilities after 3
-//! prompts (made by `scripts/llamacpp_goldens.py`).
+//! Our models against llama.cpp, an oracle no one here wrote. For the default model
+//! (SmolLM2-135M-Instruct Q4_1), `tests/golden/llamacpp_smollm2.json` holds llama.cpp's
+//! tokenization of 35 strings, its first 32 greedy tokens for 16 prompts and its top-10
+//! log-probabilities after 3 prompts (made by `scripts/llamacpp_goldens.py`);
+//! `tests/golden/llamacpp_gemma3.json` holds the same for Gemma 3 270M (Q4_K_M).
 //!
 //! Formwork's CPU backend follows llama.cpp's arithmetic step for step when loaded with
-//! `PromptAttention::LlamaCpp`, so these tests ask for equality: every greedy token, and
-//! log-probabilities within float noise. The default (`RowByRow`) differs from llama.cpp only
-//! on prompts of 64 tokens or more, and its own tests say by how much.
+//! `PromptAttention::LlamaCpp` (as these oracles are), so the SmolLM2 tests ask for equality:
+//! every greedy token, and log-probabilities within float noise. The default (`RowByRow`)
+//! differs from llama.cpp only on prompts of 64 tokens or more, and its own tests say by how
+//! much. Gemma's
+//! Q4_K and Q6_K matrices run in llama.cpp through its repacked (8x8 interleaved) kernels,
+//! whose float sums we do not reproduce bit for bit, so its tests allow two of 16 greedy runs
+//! to part from llama.cpp's within 32 tokens, and ask the same 1e-3 for log-probabilities.
 //!
-//! These tests need `models/SmolLM2-135M-Instruct.Q4_1.gguf` and fail (never skip) without
-//! it: run `cargo xtask fetch-model`.
+//! The SmolLM2 tests need `models/SmolLM2-135M-Instruct.Q4_1.gguf` and fail (never skip)
+//! without it: run `cargo xtask fetch-model`. The Gemma tests skip, saying so, when
+//! `models/gemma-3-270m-q4_k_m.gguf` is absent (`cargo xtask fetch-model gemma3-270m`).
 
 use std::sync::OnceLock;
 
 use common::{ids, root};
 
-use formwork_model::{BatchItem, LoadOptions, LoadedModel, PromptAttention, load_with};
+use formwork_model::{
+    Architecture, BatchItem, LoadOptions, LoadedModel, PromptAttention, RopeStyle, load_with,
+};
 use serde_json::Value;
 
 mod common;
 
-/// The default model with llama.cpp's choice of attention kernel for prompt rows.
-fn model() -> &'static LoadedModel {
-    static MODEL: OnceLock<LoadedModel> = OnceLock::new();
-    MODEL.get_or_init(|| load_default(PromptAttention::LlamaCpp))
+/// A model and llama.cpp's outputs for it.
+struct Oracle {
+    model: LoadedModel,
+    golden: Value,
+}
+
+/// `model` from `models/` with llama.cpp's choice of attention kernel for prompt rows, and its
+/// golden file; `None` when the model file is absent.
+fn oracle(model: &str, golden: &str) -> Option<Oracle> {
+    let path = root().join("models").join(model);
+    if !path.exists() {
+        return None;
+    }
+    Some(Oracle {
+        model: load_model(model, PromptAttention::LlamaCpp),
+        golden: common::read_golden(golden),
+    })
+}
+
+fn load_model(model: &str, prompt_attention: PromptAttention) -> LoadedModel {
+    let options = LoadOptions::default().with_prompt_attention(prompt_attention);
+    load_with(&root().join("models").join(model), &options)
+        .unwrap_or_else(|e| panic!("loading {model}: {e}"))
 }
 
 /// The default model as `formwork serve` loads it: every row with the row-by-row kernel.
 fn row_model() -> &'static LoadedModel {
     static MODEL: OnceLock<LoadedModel> = OnceLock::new();
-    MODEL.get_or_init(|| load_default(PromptAttention::RowByRow))
+    MODEL.get_or_init(|| load_model("SmolLM2-135M-Instruct.Q4_1.gguf", PromptAttention::RowByRow))
 }
 
-fn load_default(prompt_attention: PromptAttention) -> LoadedModel {
-    let path = root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.exists(),
-        "the default model is missing at {}: run `cargo xtask fetch-model`",
-        path.display()
-    );
-    let options = LoadOptions::default().with_prompt_attention(prompt_attention);
-    load_with(&path, &options).expect("loading the default model")
+/// The default model; its tests fail without it.
+fn smollm2() -> &'static Oracle {
+    static ORACLE: OnceLock<Oracle> = OnceLock::new();
+    ORACLE.get_or_init(|| {
+        oracle("SmolLM2-135M-Instruct.Q4_1.gguf", "llamacpp_smollm2.json")
+            .expect("the default model is missing from models/: run `cargo xtask fetch-model`")
+    })
+}
+
+fn model() -> &'static LoadedModel {
+    &smollm2().model
 }
 
 fn golden() -> &'static Value {
-    static GOLDEN: OnceLock<Value> = OnceLock::new();
-    GOLDEN.get_or_init(|| common::read_golden("llamacpp_smollm2.json"))
+    &smollm2().golden
+}
+
+/// Gemma 3 270M, or `None` (with a message) when its file is absent.
+fn gemma3() -> Option<&'static Oracle> {
+    static ORACLE: OnceLock<Option<Oracle>> = OnceLock::new();
+    let found = ORACLE
+        .get_or_init(|| oracle("gemma-3-270m-q4_k_m.gguf", "llamacpp_gemma3.json"))
+        .as_ref();
+    if found.is_none() {
+        eprintln!(
+            "SKIPPED: models/gemma-3-270m-q4_k_m.gguf is absent; \
+             run `cargo xtask fetch-model gemma3-270m`"
+        );
+    }
+    found
 }
 
 fn argmax(logits: &[f32]) -> u32 {
@@ -86,11 +129,7 @@ fn tokenization_matches_llama_cpp() {
 }
 
 /// Greedy continuation of `prompt`, one forward per token, as the engine decodes.
-fn greedy(prompt: &[u32], n: usize) -> Vec<u32> {
-    greedy_on(model(), prompt, n)
-}
-
-fn greedy_on(m: &LoadedModel, prompt: &[u32], n: usize) -> Vec<u32> {
+fn greedy_with(m: &LoadedModel, prompt: &[u32], n: usize) -> Vec<u32> {
     let mut cache = m.model.new_cache();
     let mut logits = m
         .model
@@ -119,9 +158,9 @@ fn greedy_on(m: &LoadedModel, prompt: &[u32], n: usize) -> Vec<u32> {
 /// equal llama.cpp's up to float noise; this bounds that noise, in log-probability.
 const LOGPROB_TOLERANCE: f32 = 1e-3;
 
-#[test]
-fn greedy_continuations_equal_llama_cpp() {
-    let entries = golden()["greedy"]["entries"].as_array().unwrap();
+/// How many golden prompts' 32 greedy tokens we reproduce in full, and a line per prompt.
+fn greedy_agreement(o: &Oracle) -> (usize, usize, Vec<String>) {
+    let entries = o.golden["greedy"]["entries"].as_array().unwrap();
     let mut identical16 = 0;
     let mut identical32 = 0;
     let mut report = Vec::new();
@@ -129,7 +168,7 @@ fn greedy_continuations_equal_llama_cpp() {
         let name = e["name"].as_str().unwrap();
         let prompt = ids(&e["prompt_ids"]);
         let expected = ids(&e["generated_ids"]);
-        let ours = greedy(&prompt, 32);
+        let ours = greedy_with(&o.model, &prompt, 32);
         let agree = ours
             .iter()
             .zip(&expected)
@@ -145,16 +184,22 @@ fn greedy_continuations_equal_llama_cpp() {
         report.join("\n"),
         n = entries.len(),
     );
-    assert_eq!(identical32, entries.len(), "{}", report.join("\n"));
+    (identical32, entries.len(), report)
 }
 
 #[test]
-fn greedy_margins_equal_llama_cpp() {
-    // The gap between the two best tokens at every step of every run, against llama.cpp's:
-    // a sharper check than the tokens (a wrong rounding anywhere shows here first).
-    let m = model();
+fn greedy_continuations_equal_llama_cpp() {
+    let (identical32, n, report) = greedy_agreement(smollm2());
+    assert_eq!(identical32, n, "{}", report.join("\n"));
+}
+
+/// The largest difference between our gap between the two best tokens and llama.cpp's, at
+/// every step of every golden run (fed llama.cpp's tokens), over the steps up to the first
+/// where the best tokens differ (`agreeing_only`) or all of them; with where it was.
+fn worst_margin(o: &Oracle, agreeing_only: bool) -> (f64, String) {
+    let m = &o.model;
     let mut worst = (0f64, String::new());
-    for e in golden()["greedy"]["entries"].as_array().unwrap() {
+    for e in o.golden["greedy"]["entries"].as_array().unwrap() {
         let prompt = ids(&e["prompt_ids"]);
         let generated = ids(&e["generated_ids"]);
         let margins = e["top1_top2_logprob_margin"].as_array().unwrap();
@@ -169,6 +214,9 @@ fn greedy_margins_equal_llama_cpp() {
                 }])
                 .unwrap()
                 .remove(0);
+            if agreeing_only && argmax(&logits) != generated[step] {
+                break;
+            }
             let mut top = [f32::NEG_INFINITY; 2];
             for &x in &logits {
                 if x > top[0] {
@@ -188,17 +236,24 @@ fn greedy_margins_equal_llama_cpp() {
         "worst top-1/top-2 margin difference: {:.2e} ({})",
         worst.0, worst.1
     );
-    assert!(worst.0 < LOGPROB_TOLERANCE as f64, "{worst:?}");
+    worst
 }
 
 #[test]
-fn batched_forward_equals_one_by_one() {
-    // Three prompts of different lengths prefilled in one batch, then decoded together, give
-    // the same greedy tokens as each alone.
-    let m = model();
-    let entries = golden()["greedy"]["entries"].as_array().unwrap();
+fn greedy_margins_equal_llama_cpp() {
+    // The gap between the two best tokens at every step of every run, against llama.cpp's:
+    // a sharper check than the tokens (a wrong rounding anywhere shows here first).
+    let worst = worst_margin(smollm2(), false);
+    assert!(worst.0 < LOGPROB_TOLERANCE as f64, "{worst:?}");
+}
+
+/// Three golden prompts of different lengths prefilled in one batch, then decoded together,
+/// give the same greedy tokens as each alone.
+fn assert_batched_equals_one_by_one(o: &Oracle) {
+    let m = &o.model;
+    let entries = o.golden["greedy"]["entries"].as_array().unwrap();
     let prompts: Vec<Vec<u32>> = entries[..3].iter().map(|e| ids(&e["prompt_ids"])).collect();
-    let alone: Vec<Vec<u32>> = prompts.iter().map(|p| greedy(p, 8)).collect();
+    let alone: Vec<Vec<u32>> = prompts.iter().map(|p| greedy_with(m, p, 8)).collect();
     let mut caches: Vec<_> = prompts.iter().map(|_| m.model.new_cache()).collect();
     let mut next: Vec<Vec<u32>> = prompts.clone();
     let mut together = vec![Vec::new(); prompts.len()];
@@ -222,9 +277,16 @@ fn batched_forward_equals_one_by_one() {
 }
 
 #[test]
-fn top_logprobs_agree_with_llama_cpp() {
-    let m = model();
-    for e in golden()["logits"]["entries"].as_array().unwrap() {
+fn batched_forward_equals_one_by_one() {
+    assert_batched_equals_one_by_one(smollm2());
+}
+
+/// The largest difference between our top-10 log-probabilities after each golden logits
+/// prompt and llama.cpp's.
+fn worst_top_logprob(o: &Oracle) -> f32 {
+    let m = &o.model;
+    let mut worst_all = 0f32;
+    for e in o.golden["logits"]["entries"].as_array().unwrap() {
         let prompt = ids(&e["prompt_ids"]);
         let mut cache = m.model.new_cache();
         let logits = m
@@ -245,12 +307,15 @@ fn top_logprobs_agree_with_llama_cpp() {
             worst = worst.max((logits[id] - lse - want).abs());
         }
         eprintln!("{}: worst top-10 logprob difference {worst:.4}", e["name"]);
-        assert!(
-            worst < LOGPROB_TOLERANCE,
-            "{}: logprobs differ by {worst}",
-            e["name"]
-        );
+        worst_all = worst_all.max(worst);
     }
+    worst_all
+}
+
+#[test]
+fn top_logprobs_agree_with_llama_cpp() {
+    let worst = worst_top_logprob(smollm2());
+    assert!(worst < LOGPROB_TOLERANCE, "logprobs differ by {worst}");
 }
 
 #[test]
@@ -272,24 +337,14 @@ fn a_prompt_longer_than_the_context_is_a_typed_error() {
     assert!(cache.is_empty());
 }
 
-#[test]
-fn a_prompt_prefilled_in_chunks_equals_one_pass_when_the_cache_knows_its_length() {
-    // The 90-token prompt takes llama.cpp's tiled attention in one pass; in chunks of 30 rows
-    // each pass alone would take the row kernel, unless the cache knows the prompt's length.
-    let m = model();
-    let entry = golden()["greedy"]["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "long_paragraph")
-        .unwrap();
-    let prompt = ids(&entry["prompt_ids"]);
-    assert!(prompt.len() >= 64);
+/// The logits after `prompt` in one pass, and after it prefilled in chunks of `chunk` tokens
+/// by a cache that knows the prompt's length.
+fn whole_and_chunked(m: &LoadedModel, prompt: &[u32], chunk: usize) -> (Vec<f32>, Vec<f32>) {
     let mut whole = m.model.new_cache();
     let one = m
         .model
         .forward(&mut [BatchItem {
-            tokens: &prompt,
+            tokens: prompt,
             cache: &mut whole,
         }])
         .unwrap()
@@ -297,7 +352,7 @@ fn a_prompt_prefilled_in_chunks_equals_one_pass_when_the_cache_knows_its_length(
     let mut chunked = m.model.new_cache();
     chunked.set_prompt_len(prompt.len());
     let mut last = Vec::new();
-    for chunk in prompt.chunks(30) {
+    for chunk in prompt.chunks(chunk) {
         last = m
             .model
             .forward(&mut [BatchItem {
@@ -307,11 +362,27 @@ fn a_prompt_prefilled_in_chunks_equals_one_pass_when_the_cache_knows_its_length(
             .unwrap()
             .remove(0);
     }
-    assert!(
-        one.iter()
-            .zip(&last)
-            .all(|(a, b)| a.to_bits() == b.to_bits())
-    );
+    (one, last)
+}
+
+fn bits(x: &[f32]) -> Vec<u32> {
+    x.iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn a_prompt_prefilled_in_chunks_equals_one_pass_when_the_cache_knows_its_length() {
+    // The 90-token prompt takes llama.cpp's tiled attention in one pass; in chunks of 30 rows
+    // each pass alone would take the row kernel, unless the cache knows the prompt's length.
+    let entry = golden()["greedy"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "long_paragraph")
+        .unwrap();
+    let prompt = ids(&entry["prompt_ids"]);
+    assert!(prompt.len() >= 64);
+    let (one, chunked) = whole_and_chunked(model(), &prompt, 30);
+    assert!(bits(&one) == bits(&chunked));
 }
 
 #[test]
@@ -324,7 +395,7 @@ fn row_by_row_prompts_agree_with_llama_cpp_below_64_tokens() {
     for e in entries {
         let prompt = ids(&e["prompt_ids"]);
         let expected = ids(&e["generated_ids"]);
-        let ours = greedy_on(row_model(), &prompt, 32);
+        let ours = greedy_with(row_model(), &prompt, 32);
         if prompt.len() < 64 {
             assert_eq!(ours, expected, "{}", e["name"]);
         }
@@ -348,7 +419,7 @@ fn row_by_row_a_reply_computed_while_decoding_equals_the_same_text_as_a_prompt()
         .unwrap();
     let prompt = ids(&entry["prompt_ids"]);
     let next_after_reply = |m: &LoadedModel| {
-        let reply = greedy_on(m, &prompt, 24);
+        let reply = greedy_with(m, &prompt, 24);
         let mut decoded = m.model.new_cache();
         let mut logits = Vec::new();
         for tokens in std::iter::once(&prompt[..]).chain(reply.chunks(1)) {
@@ -378,4 +449,142 @@ fn row_by_row_a_reply_computed_while_decoding_equals_the_same_text_as_a_prompt()
     };
     assert!(next_after_reply(row_model()));
     assert!(!next_after_reply(model()));
+}
+
+#[test]
+fn gemma3_hyper_parameters_come_from_the_file() {
+    let Some(o) = gemma3() else { return };
+    let cfg = o.model.model.config();
+    assert_eq!(cfg.architecture, Architecture::Gemma3);
+    assert_eq!(o.model.model.backend_name(), "cpu-native");
+    assert_eq!(
+        (cfg.layers, cfg.hidden_size, cfg.intermediate_size),
+        (18, 640, 2048)
+    );
+    assert_eq!((cfg.heads, cfg.kv_heads, cfg.head_dim), (4, 1, 256));
+    assert_eq!((cfg.vocab_size, cfg.context_length), (262_144, 32_768));
+    assert_eq!(cfg.rope_style, RopeStyle::Halves);
+    assert_eq!((cfg.rope_theta, cfg.rope_freq_scale), (1e6, 1.0));
+    assert!((cfg.rms_norm_eps - 1e-6).abs() < 1e-12);
+    let window = cfg.sliding_window.as_ref().expect("a sliding window");
+    assert_eq!((window.window, window.rope_theta), (512, 10_000.0));
+    let global: Vec<usize> = (0..cfg.layers).filter(|&l| !window.is_local(l)).collect();
+    assert_eq!(global, [5, 11, 17], "every sixth layer is global");
+    assert_eq!(cfg.query_scale, Some(1.0 / 16.0), "1 / sqrt(head_dim)");
+    assert_eq!(cfg.final_logit_softcapping, None);
+    assert_eq!(o.model.info.bos_token_id, Some(2));
+    assert!(o.model.info.add_bos_token);
+}
+
+/// Gemma prompts whose 32 greedy tokens equal llama.cpp's today (of 16): the floor the CPU
+/// backend must keep while the rest of the gap is closed (issue 17 asks for 14).
+const GEMMA3_IDENTICAL_FLOOR: usize = 7;
+
+#[test]
+fn gemma3_greedy_continuations_do_not_fall_below_todays_agreement() {
+    let Some(o) = gemma3() else { return };
+    let (identical32, n, report) = greedy_agreement(o);
+    assert!(
+        identical32 >= GEMMA3_IDENTICAL_FLOOR,
+        "{identical32}/{n} identical for 32 tokens:\n{}",
+        report.join("\n")
+    );
+}
+
+#[test]
+#[ignore = "not reached yet: 7 of 16 Gemma prompts agree for 32 tokens, top-10 logprobs differ \
+            by up to 0.33 after a prompt (issue 17); run with --ignored"]
+fn gemma3_greedy_continuations_match_llama_cpp() {
+    let Some(o) = gemma3() else { return };
+    let (identical32, n, report) = greedy_agreement(o);
+    assert!(
+        identical32 + 2 >= n,
+        "{identical32}/{n} identical for 32 tokens:\n{}",
+        report.join("\n")
+    );
+}
+
+#[test]
+#[ignore = "not reached yet (issue 17): see gemma3_greedy_continuations_match_llama_cpp"]
+fn gemma3_logprobs_agree_with_llama_cpp_where_tokens_agree() {
+    let Some(o) = gemma3() else { return };
+    let worst = worst_top_logprob(o);
+    assert!(
+        worst < LOGPROB_TOLERANCE,
+        "top-10 logprobs differ by {worst}"
+    );
+    let worst = worst_margin(o, true);
+    assert!(worst.0 < LOGPROB_TOLERANCE as f64, "{worst:?}");
+}
+
+#[test]
+fn gemma3_short_prompts_equal_llama_cpp() {
+    // Below four rows llama.cpp multiplies its repacked Q4_K matrices one row at a time
+    // (`ggml_gemv_q4_K_8x8_q8_K`), whose float steps ours follow, and every other kernel is
+    // already llama.cpp's: after these 3-token prompts the top-5 log-probabilities equal its
+    // own (xllamacpp 2026.10.11549, `/completion` with `n_probs`; 1e-4 covers the two sides'
+    // log-sum-exp over 262,144 logits). Longer prompts go through
+    // `ggml_gemm_q4_K_8x8_q8_K` for each whole group of four rows, not reproduced yet.
+    let Some(o) = gemma3() else { return };
+    /// A prompt and llama.cpp's top-5 (token, log-probability) after it.
+    type Case = (&'static [u32], [(usize, f32); 5]);
+    let cases: [Case; 2] = [
+        (
+            &[2, 818, 5279],
+            [
+                (529, -0.816_582),
+                (3207, -1.745_304_3),
+                (563, -2.302_689),
+                (236_858, -2.705_667_7),
+                (236_789, -3.990_303_3),
+            ],
+        ),
+        (
+            &[2, 17390, 818],
+            [
+                (1813, -3.521_839_6),
+                (236_743, -3.670_948_5),
+                (7768, -3.809_038_6),
+                (1992, -3.820_492_3),
+                (4109, -3.900_103),
+            ],
+        ),
+    ];
+    for (prompt, top) in cases {
+        let mut cache = o.model.model.new_cache();
+        let logits = o
+            .model
+            .model
+            .forward(&mut [BatchItem {
+                tokens: prompt,
+                cache: &mut cache,
+            }])
+            .unwrap()
+            .remove(0);
+        let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let lse = max + logits.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
+        for (id, want) in top {
+            let got = logits[id] - lse;
+            assert!(
+                (got - want).abs() < 1e-4,
+                "{prompt:?} token {id}: {got} vs {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn gemma3_batched_forward_equals_one_by_one() {
+    let Some(o) = gemma3() else { return };
+    assert_batched_equals_one_by_one(o);
+}
+
+#[test]
+fn gemma3_prompt_prefilled_in_chunks_equals_one_pass() {
+    let Some(o) = gemma3() else { return };
+    // Past the sliding window, in chunks that cut it: 600 tokens in one pass (tiled
+    // attention, a window that starts mid-tile) and in chunks of 100.
+    let prompt: Vec<u32> = (0..600u32).map(|i| 1000 + (i * 7919) % 50_000).collect();
+    let (one, chunked) = whole_and_chunked(&o.model, &prompt, 100);
+    assert!(bits(&one) == bits(&chunked));
 }

@@ -367,3 +367,32 @@ fn formwork_cpu_kernels_picks_the_kernels_models_load_with() {
         }
     }
 }
+
+#[test]
+fn candle_refuses_gemma3_with_a_typed_error() {
+    // Gemma 3 runs only on the native CPU backend; a Hugging Face folder (always candle) of
+    // one is refused before any weight is read, naming the backend.
+    let d = dir("gemma3-folder");
+    std::fs::write(
+        d.join("config.json"),
+        r#"{"model_type": "gemma3", "hidden_size": 640, "num_attention_heads": 4}"#,
+    )
+    .unwrap();
+    let err = load(&d, &Device::Cpu).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ModelError::UnsupportedOnBackend {
+                architecture: "gemma3",
+                backend: "candle",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        Architecture::from_name("gemma3"),
+        Some(Architecture::Gemma3)
+    );
+    assert!(Architecture::SUPPORTED.contains("gemma3"));
+}

@@ -13,10 +13,28 @@ use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::cache::KvCache;
-use crate::config::{RopeStyle, TransformerConfig};
+use crate::config::{Architecture, RopeStyle, TransformerConfig};
 use crate::transformer::stack;
 use crate::{BatchItem, Model, ModelError};
 pub(crate) use cache::CandleCache;
+
+/// Whether this backend implements `architecture` (Gemma 3 runs only on the native CPU
+/// backend).
+pub(crate) fn runs(architecture: Architecture) -> bool {
+    !matches!(architecture, Architecture::Gemma3)
+}
+
+/// The error for a model of an architecture this backend does not implement.
+pub(crate) fn unsupported(path: &std::path::Path, architecture: Architecture) -> ModelError {
+    ModelError::UnsupportedOnBackend {
+        path: path.to_path_buf(),
+        architecture: architecture.as_str(),
+        backend: "candle",
+        hint: "it runs on the native CPU backend only: a GGUF file whose tensors are F32, F16, \
+               BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K or Q6_K, on the cpu device, \
+               without FORMWORK_BACKEND=candle",
+    }
+}
 
 /// A linear layer: quantized or dense weights, an optional bias.
 #[derive(Debug, Clone)]

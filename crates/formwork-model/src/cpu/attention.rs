@@ -22,6 +22,11 @@ pub(crate) struct Head<'a> {
     pub(crate) offset: usize,
     /// Head width.
     pub(crate) dim: usize,
+    /// The factor of every score (`1 / sqrt(dim)`, or 1 where the queries were scaled).
+    pub(crate) scale: f32,
+    /// A local layer's window: query row at position `p` sees only positions
+    /// `p + 1 - window..=p` (llama.cpp's standard sliding-window mask).
+    pub(crate) window: Option<usize>,
     /// Position of the first query row.
     pub(crate) start: usize,
     /// The query rows; row `i` sees positions `0..=start + i`.
@@ -37,8 +42,9 @@ impl Head<'_> {
         &self.kv.value(p)[self.offset..self.offset + self.dim]
     }
 
-    fn scale(&self) -> f32 {
-        1.0 / (self.dim as f32).sqrt()
+    /// The first position the query row at `pos` sees.
+    fn first(&self, pos: usize) -> usize {
+        self.window.map_or(0, |w| (pos + 1).saturating_sub(w))
     }
 
     /// The row-by-row kernel: queries rounded to f16, scores from f16 operands, an online
@@ -50,11 +56,12 @@ impl Head<'_> {
         #[cfg(target_arch = "x86_64")]
         if let Some(avx2) = isa.avx2()
             && self.dim.is_multiple_of(32)
-            && (32..=128).contains(&self.dim)
+            && (32..=super::simd::FLASH_MAX_DIM).contains(&self.dim)
         {
-            let (stride, offset, scale) = (self.stride, self.offset, self.scale());
-            return self.each_row(|q, n, out| {
-                super::simd::flash_row(avx2, q, self.kv.runs(n), stride, offset, scale, out)
+            let (stride, offset, scale) = (self.stride, self.offset, self.scale);
+            return self.each_row(|q, from, n, out| {
+                let runs = self.kv.runs(from, n);
+                super::simd::flash_row(avx2, q, runs, stride, offset, scale, out)
             });
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -65,16 +72,17 @@ impl Head<'_> {
     /// [`Head::rows`] in portable code only.
     pub(crate) fn rows_portable(&self) -> Vec<f32> {
         let hd = self.dim;
-        let scale = self.scale();
+        let scale = self.scale;
         let mut k = vec![0f32; hd];
         let mut v = vec![0f32; hd];
         let mut acc = vec![0f32; hd];
         let mut acc16 = vec![f16::ZERO; hd];
-        self.each_row(|q, n, out| {
+        self.each_row(|q, from, n, out| {
             let mut m = f32::NEG_INFINITY;
             let mut sum = 0f32;
             acc.fill(0.0);
-            for p in 0..n {
+            // Masked positions are skipped, as llama.cpp skips a -inf mask entry.
+            for p in from..n {
                 self.key(p).convert_to_f32_slice(&mut k);
                 let s = dot_f32_ggml(&k, q) * scale;
                 let mut ms = 1f32;
@@ -105,9 +113,9 @@ impl Head<'_> {
         })
     }
 
-    /// Runs `row(q, n, out)` for every query row: `q` the row rounded to f16, `n` the
-    /// positions it sees, `out` its `dim` outputs. Returns `rows x dim`.
-    fn each_row(&self, mut row: impl FnMut(&[f32], usize, &mut [f32])) -> Vec<f32> {
+    /// Runs `row(q, from, n, out)` for every query row: `q` the row rounded to f16,
+    /// `from..n` the positions it sees, `out` its `dim` outputs. Returns `rows x dim`.
+    fn each_row(&self, mut row: impl FnMut(&[f32], usize, usize, &mut [f32])) -> Vec<f32> {
         let hd = self.dim;
         let mut out = vec![0f32; self.queries.len() * hd];
         let mut q16 = vec![f16::ZERO; hd];
@@ -120,7 +128,8 @@ impl Head<'_> {
         {
             q16.convert_from_f32_slice(query);
             q16.convert_to_f32_slice(&mut q);
-            row(&q, self.start + i + 1, out);
+            let pos = self.start + i;
+            row(&q, self.first(pos), pos + 1, out);
         }
         out
     }
@@ -128,8 +137,10 @@ impl Head<'_> {
     /// The tiled kernel: f32 queries, each score one `fma` chain over the head, keys in tiles
     /// of 64 positions with an online softmax per tile (ggml's vectorized `exp`, sums of each
     /// 8 in f32 added in f64), values accumulated in f32. Tiles go outermost so a tile's keys
-    /// are converted and transposed once for every query row. Returns `rows x dim`. The
-    /// portable code, compiled for AVX2, FMA and F16C when `isa` has them (the same bits).
+    /// are converted and transposed once for every query row. A row none of whose positions
+    /// in a tile it may see skips that tile, as llama.cpp skips a tile row masked throughout.
+    /// Returns `rows x dim`. The portable code, compiled for AVX2, FMA and F16C when `isa`
+    /// has them (the same bits).
     pub(crate) fn tiled(&self, isa: Isa) -> Vec<f32> {
         isa.run(
             #[inline(always)]
@@ -141,7 +152,7 @@ impl Head<'_> {
     #[inline(always)]
     fn tiled_portable(&self) -> Vec<f32> {
         let hd = self.dim;
-        let scale = self.scale();
+        let scale = self.scale;
         let rows = self.queries.len();
         let end = self.start + rows;
         let mut m = vec![f32::NEG_INFINITY; rows];
@@ -152,7 +163,9 @@ impl Head<'_> {
         let mut vt = vec![0f32; TILE * hd];
         let mut row16 = vec![0f32; hd];
         let mut p = [0f32; TILE];
-        let mut t0 = 0;
+        // Tiles start at multiples of TILE, as llama.cpp's cover the cache from its start; the
+        // ones before every row's window are masked throughout and skipped.
+        let mut t0 = self.first(self.start) / TILE * TILE;
         while t0 < end {
             let in_tile = (end - t0).min(TILE);
             for kk in 0..in_tile {
@@ -165,10 +178,12 @@ impl Head<'_> {
             }
             for i in 0..rows {
                 let n = self.start + i + 1;
-                if n <= t0 {
+                let from = self.first(n - 1);
+                if n <= t0 || from >= t0 + TILE {
                     continue;
                 }
                 let valid = (n - t0).min(TILE);
+                let masked = from.saturating_sub(t0);
                 let q = self.queries[i];
                 let mut a = [0f32; TILE];
                 for (d, &qd) in q.iter().enumerate() {
@@ -178,7 +193,7 @@ impl Head<'_> {
                     }
                 }
                 for (kk, slot) in p.iter_mut().enumerate() {
-                    *slot = if kk < valid {
+                    *slot = if masked <= kk && kk < valid {
                         a[kk] * scale
                     } else {
                         f32::NEG_INFINITY
@@ -205,7 +220,7 @@ impl Head<'_> {
                 }
                 sum[i] = (sum[i] as f64 + tile_sum) as f32;
                 m[i] = m_new;
-                for (kk, &w) in p.iter().enumerate().take(valid) {
+                for (kk, &w) in p.iter().enumerate().take(valid).skip(masked) {
                     for (a, &v) in acc.iter_mut().zip(&vt[kk * hd..(kk + 1) * hd]) {
                         *a = v.mul_add(w, *a);
                     }

@@ -116,20 +116,27 @@ impl<'a> LayerView<'a> {
         &self.blocks[p / BLOCK].0[at..at + self.stride]
     }
 
-    /// The first `n` positions as runs within one block, in order: each run's keys and values
+    /// Positions `from..n` as runs within one block, in order: each run's keys and values
     /// (`count x stride`, contiguous) and its count.
-    pub(crate) fn runs(&self, n: usize) -> impl Iterator<Item = (&'a [f16], &'a [f16], usize)> {
+    pub(crate) fn runs(
+        &self,
+        from: usize,
+        n: usize,
+    ) -> impl Iterator<Item = (&'a [f16], &'a [f16], usize)> {
         let (stride, keys_at, values_at) = (self.stride, self.keys_at, self.values_at);
+        let first = from / BLOCK;
         self.blocks
             .iter()
             .take(n.div_ceil(BLOCK))
             .enumerate()
+            .skip(first)
             .map(move |(b, block)| {
+                let lo = from.max(b * BLOCK) - b * BLOCK;
                 let count = (n - b * BLOCK).min(BLOCK);
                 (
-                    &block.0[keys_at..keys_at + count * stride],
-                    &block.0[values_at..values_at + count * stride],
-                    count,
+                    &block.0[keys_at + lo * stride..keys_at + count * stride],
+                    &block.0[values_at + lo * stride..values_at + count * stride],
+                    count - lo,
                 )
             })
     }
@@ -213,11 +220,21 @@ mod tests {
             assert_eq!(view.key(p)[2].to_f32(), k[3 * p + 2]);
             assert_eq!(view.value(p)[0].to_f32(), v[3 * p]);
         }
-        let runs: Vec<usize> = view.runs(70).map(|(_, _, n)| n).collect();
+        let runs: Vec<usize> = view.runs(0, 70).map(|(_, _, n)| n).collect();
         assert_eq!(runs, [32, 32, 6]);
-        let flat: Vec<f16> = view.runs(70).flat_map(|(k, _, _)| k.to_vec()).collect();
+        let flat: Vec<f16> = view.runs(0, 70).flat_map(|(k, _, _)| k.to_vec()).collect();
         assert_eq!(flat.len(), 70 * 3);
         assert_eq!(flat[3 * 33].to_f32(), k[3 * 33]);
+        // A window's runs start mid-block.
+        let runs: Vec<usize> = view.runs(40, 70).map(|(_, _, n)| n).collect();
+        assert_eq!(runs, [24, 6]);
+        let (keys, values, _) = view.runs(40, 70).next().unwrap();
+        assert_eq!(keys[0].to_f32(), k[3 * 40]);
+        assert_eq!(values[3].to_f32(), v[3 * 41]);
+        assert_eq!(
+            view.runs(64, 70).map(|(_, _, n)| n).collect::<Vec<_>>(),
+            [6]
+        );
         // Layer 0 was never written.
         assert_eq!(cache.layer(0).key(5)[0].to_f32(), 0.0);
     }

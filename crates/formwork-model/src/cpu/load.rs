@@ -20,8 +20,11 @@ fn weight_type(ty: GgmlType) -> Option<WeightType> {
         GgmlType::BF16 => WeightType::BF16,
         GgmlType::Q4_0 => WeightType::Q4_0,
         GgmlType::Q4_1 => WeightType::Q4_1,
+        GgmlType::Q5_0 => WeightType::Q5_0,
+        GgmlType::Q5_1 => WeightType::Q5_1,
         GgmlType::Q8_0 => WeightType::Q8_0,
         GgmlType::Q4K => WeightType::Q4K,
+        GgmlType::Q5K => WeightType::Q5K,
         GgmlType::Q6K => WeightType::Q6K,
         _ => return None,
     })
@@ -57,7 +60,8 @@ pub(crate) fn load_gguf<R: Read + Seek>(
         None
     };
     let biases = config.architecture == Architecture::Qwen2;
-    let qk_norm = crate::Transformer::has_qk_norm(config.architecture);
+    let qk_norm = config.architecture.has_qk_norm();
+    let post_norms = config.architecture == Architecture::Gemma3;
     let mut layers = Vec::with_capacity(config.layers);
     for i in 0..config.layers {
         let p = format!("blk.{i}");
@@ -75,6 +79,13 @@ pub(crate) fn load_gguf<R: Read + Seek>(
                 Ok(None)
             }
         };
+        let post_norm = |r: &mut Reader<'_, R>, name: &str| {
+            if post_norms {
+                r.vector(&format!("{p}.{name}.weight"), hidden).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
         layers.push(NativeLayer {
             attn_norm: r.vector(&format!("{p}.attn_norm.weight"), hidden)?,
             q: r.matrix(&format!("{p}.attn_q.weight"), q_width, hidden)?,
@@ -86,7 +97,9 @@ pub(crate) fn load_gguf<R: Read + Seek>(
             o: r.matrix(&format!("{p}.attn_output.weight"), hidden, q_width)?,
             q_norm: norm(&mut r, "attn_q_norm", config.head_dim)?,
             k_norm: norm(&mut r, "attn_k_norm", config.head_dim)?,
+            post_attn_norm: post_norm(&mut r, "post_attention_norm")?,
             ffn_norm: r.vector(&format!("{p}.ffn_norm.weight"), hidden)?,
+            post_ffn_norm: post_norm(&mut r, "post_ffw_norm")?,
             gate: r.matrix(&format!("{p}.ffn_gate.weight"), ffn, hidden)?,
             up: r.matrix(&format!("{p}.ffn_up.weight"), ffn, hidden)?,
             down: r.matrix(&format!("{p}.ffn_down.weight"), hidden, ffn)?,

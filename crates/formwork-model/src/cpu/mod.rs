@@ -31,7 +31,7 @@ pub(crate) mod simd;
 use std::sync::Mutex;
 
 use crate::cache::KvCache;
-use crate::config::{RopeStyle, TransformerConfig};
+use crate::config::{Architecture, RopeStyle, TransformerConfig};
 use crate::transformer::{Span, stack};
 use crate::{BatchItem, Model, ModelError, PromptAttention};
 use cache::NativeCache;
@@ -53,7 +53,11 @@ pub(crate) struct NativeLayer {
     pub(crate) o: QMatrix,
     pub(crate) q_norm: Option<Vec<f32>>,
     pub(crate) k_norm: Option<Vec<f32>>,
+    /// Gemma: the norm of the attention output before it joins the residual stream.
+    pub(crate) post_attn_norm: Option<Vec<f32>>,
     pub(crate) ffn_norm: Vec<f32>,
+    /// Gemma: the norm of the feed-forward output before it joins the residual stream.
+    pub(crate) post_ffn_norm: Option<Vec<f32>>,
     pub(crate) gate: QMatrix,
     pub(crate) up: QMatrix,
     pub(crate) down: QMatrix,
@@ -189,17 +193,37 @@ impl Model for NativeModel {
             self.embedding
                 .dequantize_row(id as usize, &mut x[t * hidden..(t + 1) * hidden]);
         }
-        // Rotary tables for every row's position, shared by all layers.
+        if cfg.architecture == Architecture::Gemma3 {
+            // llama.cpp: `ggml_scale(inpL, sqrtf(n_embd))`.
+            let scale = (hidden as f32).sqrt();
+            for v in &mut x {
+                *v *= scale;
+            }
+        }
+        // Rotary tables for every row's position, shared by all layers of a kind.
         let positions: Vec<usize> = spans
             .iter()
             .flat_map(|s| s.start..s.start + s.len)
             .collect();
-        let rope = RopeTable::new(cfg, &positions);
+        let rope = RopeTable::new(cfg.rope_theta, cfg.rope_freq_scale, hd, &positions);
+        let local_rope = cfg
+            .sliding_window
+            .as_ref()
+            .map(|w| RopeTable::new(w.rope_theta, 1.0, hd, &positions));
         let eps = cfg.rms_norm_eps as f32;
         let q_width = heads * hd;
         let kv_width = kv_heads * hd;
 
         for (li, layer) in self.layers.iter().enumerate() {
+            let window = cfg
+                .sliding_window
+                .as_ref()
+                .filter(|w| w.is_local(li))
+                .map(|w| w.window);
+            let rope = match (&local_rope, window) {
+                (Some(local), Some(_)) => local,
+                _ => &rope,
+            };
             let h = rms_norm_rows(&x, hidden, &layer.attn_norm, eps);
             let mut input = Input::new(&h, rows, hidden);
             let mut qkv = matmul_many(
@@ -230,6 +254,12 @@ impl Model for NativeModel {
                     rope.apply(&mut k, kv_heads, hd, cfg.rope_style);
                 },
             );
+            if let Some(s) = cfg.query_scale {
+                let s = s as f32;
+                for v in &mut q {
+                    *v *= s;
+                }
+            }
             for (cache, span) in caches.iter_mut().zip(&spans) {
                 let r = span.offset..span.offset + span.len;
                 cache.append(
@@ -239,34 +269,47 @@ impl Model for NativeModel {
                     &v[r.start * kv_width..r.end * kv_width],
                 );
             }
-            let attn = self.attention(&caches, &prompt_lens, &spans, li, &q);
+            let attn = self.attention(&caches, &prompt_lens, &spans, li, window, &q);
             debug_assert_eq!(attn.len(), rows * q_width);
-            let o = matmul(
+            let mut o = matmul(
                 &self.pool,
                 self.isa,
                 &layer.o,
                 &mut Input::new(&attn, rows, q_width),
             );
+            if let Some(w) = &layer.post_attn_norm {
+                o = rms_norm_rows(&o, hidden, w, eps);
+            }
             add_into(&mut x, &o);
             let h = rms_norm_rows(&x, hidden, &layer.ffn_norm, eps);
             let mut input = Input::new(&h, rows, hidden);
             let mut gu = matmul_many(&self.pool, self.isa, &[&layer.gate, &layer.up], &mut input)
                 .into_iter();
             let (mut g, u) = (gu.next().expect("gate"), gu.next().expect("up"));
+            let gemma = cfg.architecture == Architecture::Gemma3;
             self.isa.run(
                 #[inline(always)]
                 || {
-                    for (g, u) in g.iter_mut().zip(&u) {
-                        *g = quant::silu(*g) * u;
+                    if gemma {
+                        for (g, u) in g.iter_mut().zip(&u) {
+                            *g = quant::geglu(*g, *u);
+                        }
+                    } else {
+                        for (g, u) in g.iter_mut().zip(&u) {
+                            *g = quant::silu(*g) * u;
+                        }
                     }
                 },
             );
-            let d = matmul(
+            let mut d = matmul(
                 &self.pool,
                 self.isa,
                 &layer.down,
                 &mut Input::new(&g, rows, cfg.intermediate_size),
             );
+            if let Some(w) = &layer.post_ffn_norm {
+                d = rms_norm_rows(&d, hidden, w, eps);
+            }
             add_into(&mut x, &d);
         }
         drop(caches);
@@ -277,12 +320,19 @@ impl Model for NativeModel {
         }
         let last = rms_norm_rows(&last, hidden, &self.norm, eps);
         let head = self.lm_head.as_ref().unwrap_or(&self.embedding);
-        let logits = matmul(
+        let mut logits = matmul(
             &self.pool,
             self.isa,
             head,
             &mut Input::new(&last, spans.len(), hidden),
         );
+        if let Some(cap) = cfg.final_logit_softcapping {
+            // llama.cpp: scale by 1/cap, tanh, scale by cap.
+            let (cap, inv) = (cap as f32, 1.0 / cap as f32);
+            for l in &mut logits {
+                *l = (*l * inv).tanh() * cap;
+            }
+        }
         for (item, span) in batch.iter_mut().zip(&spans) {
             item.cache.commit(span.len);
         }
@@ -301,12 +351,19 @@ impl NativeModel {
         prompt_lens: &[Option<usize>],
         spans: &[Span],
         layer: usize,
+        window: Option<usize>,
         q: &[f32],
     ) -> Vec<f32> {
         let cfg = &self.config;
         let (heads, kv_heads, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
         let group = heads / kv_heads;
         let q_width = heads * hd;
+        // Scores are scaled by 1/sqrt(head_dim) unless the queries were scaled already.
+        let scale = if cfg.query_scale.is_some() {
+            1.0
+        } else {
+            1.0 / (hd as f32).sqrt()
+        };
         // llama.cpp computes a ubatch of 64 or more query rows with its tiled kernel (f32
         // throughout) and smaller ones row by row with an f16 accumulator. Which kernel a row
         // gets is decided per sequence, from its prompt length when the cache knows it
@@ -335,6 +392,8 @@ impl NativeModel {
                     stride: kv_heads * hd,
                     offset: (h / group) * hd,
                     dim: hd,
+                    scale,
+                    window,
                     start: span.start + i,
                     queries: (i..j)
                         .map(|r| {
@@ -406,16 +465,20 @@ struct RopeTable {
 }
 
 impl RopeTable {
-    fn new(cfg: &TransformerConfig, positions: &[usize]) -> RopeTable {
-        let half = cfg.head_dim / 2;
-        let theta_scale = (cfg.rope_theta as f32).powf(-2.0 / cfg.head_dim as f32);
+    /// The table for base frequency `theta` and linear scaling `freq_scale` (ggml's
+    /// `rope_yarn` without extrapolation: the angle times `freq_scale`).
+    fn new(theta: f64, freq_scale: f64, head_dim: usize, positions: &[usize]) -> RopeTable {
+        let half = head_dim / 2;
+        let theta_scale = (theta as f32).powf(-2.0 / head_dim as f32);
+        let freq_scale = freq_scale as f32;
         let mut cos = Vec::with_capacity(positions.len() * half);
         let mut sin = Vec::with_capacity(positions.len() * half);
         for &p in positions {
             let mut theta = p as f32;
             for _ in 0..half {
-                cos.push(theta.cos());
-                sin.push(theta.sin());
+                let angle = freq_scale * theta;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
                 theta *= theta_scale;
             }
         }

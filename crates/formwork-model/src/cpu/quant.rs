@@ -23,8 +23,11 @@ pub(crate) enum WeightType {
     BF16,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
     Q8_0,
     Q4K,
+    Q5K,
     Q6K,
 }
 
@@ -33,8 +36,12 @@ impl WeightType {
     pub(crate) fn block_len(self) -> usize {
         match self {
             WeightType::F32 | WeightType::F16 | WeightType::BF16 => 1,
-            WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q8_0 => QK,
-            WeightType::Q4K | WeightType::Q6K => QK_K,
+            WeightType::Q4_0
+            | WeightType::Q4_1
+            | WeightType::Q5_0
+            | WeightType::Q5_1
+            | WeightType::Q8_0 => QK,
+            WeightType::Q4K | WeightType::Q5K | WeightType::Q6K => QK_K,
         }
     }
 
@@ -45,8 +52,11 @@ impl WeightType {
             WeightType::F16 | WeightType::BF16 => 2,
             WeightType::Q4_0 => 18,
             WeightType::Q4_1 => 20,
+            WeightType::Q5_0 => 22,
+            WeightType::Q5_1 => 24,
             WeightType::Q8_0 => 34,
             WeightType::Q4K => 144,
+            WeightType::Q5K => 176,
             WeightType::Q6K => 210,
         }
     }
@@ -63,9 +73,9 @@ impl WeightType {
             WeightType::F32 => ActKind::F32,
             WeightType::F16 => ActKind::F16,
             WeightType::BF16 => ActKind::BF16,
-            WeightType::Q4_0 | WeightType::Q8_0 => ActKind::Q8_0,
-            WeightType::Q4_1 => ActKind::Q8_1,
-            WeightType::Q4K | WeightType::Q6K => ActKind::Q8K,
+            WeightType::Q4_0 | WeightType::Q5_0 | WeightType::Q8_0 => ActKind::Q8_0,
+            WeightType::Q4_1 | WeightType::Q5_1 => ActKind::Q8_1,
+            WeightType::Q4K | WeightType::Q5K | WeightType::Q6K => ActKind::Q8K,
         }
     }
 
@@ -77,8 +87,11 @@ impl WeightType {
             WeightType::BF16 => "BF16",
             WeightType::Q4_0 => "Q4_0",
             WeightType::Q4_1 => "Q4_1",
+            WeightType::Q5_0 => "Q5_0",
+            WeightType::Q5_1 => "Q5_1",
             WeightType::Q8_0 => "Q8_0",
             WeightType::Q4K => "Q4_K",
+            WeightType::Q5K => "Q5_K",
             WeightType::Q6K => "Q6_K",
         }
     }
@@ -294,6 +307,41 @@ fn nibbles(qs: &[u8], offset: i32) -> [i32; 32] {
     w
 }
 
+/// The 32 fifth bits of a Q5 block (`qh`, little-endian) added to its nibbles, as bit 4:
+/// element `j` takes bit `j` (ggml's `xh_0`/`xh_1`).
+#[inline(always)]
+fn with_high_bits(mut w: [i32; 32], qh: &[u8], offset: i32) -> [i32; 32] {
+    let qh = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+    for (j, w) in w.iter_mut().enumerate() {
+        *w += (((qh >> j) & 1) << 4) as i32 - offset;
+    }
+    w
+}
+
+/// Whether a 32-element format stores a min (`m` at byte 2) besides its scale.
+fn has_min(ty: WeightType) -> bool {
+    matches!(ty, WeightType::Q4_1 | WeightType::Q5_1)
+}
+
+/// The 32 integer weights of one block of a 32-element format (scale `d` at byte 0), with the
+/// offset of the formats without a min already taken off (Q4_0: 8, Q5_0: 16).
+#[inline(always)]
+fn block32(ty: WeightType, b: &[u8]) -> [i32; 32] {
+    match ty {
+        WeightType::Q4_0 => nibbles(&b[2..18], 8),
+        WeightType::Q4_1 => nibbles(&b[4..20], 0),
+        WeightType::Q5_0 => with_high_bits(nibbles(&b[6..22], 0), &b[2..6], 16),
+        WeightType::Q5_1 => with_high_bits(nibbles(&b[8..24], 0), &b[4..8], 0),
+        _ => {
+            let mut w = [0i32; 32];
+            for (w, &q) in w.iter_mut().zip(&b[2..34]) {
+                *w = q as i8 as i32;
+            }
+            w
+        }
+    }
+}
+
 /// `get_scale_min_k4`: the 6-bit scale and min of sub-block `j` of a Q4_K super-block.
 #[inline]
 pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
@@ -344,25 +392,26 @@ pub(crate) fn dequantize_row(ty: WeightType, row: &[u8], out: &mut [f32]) {
                 *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
             }
         }
-        WeightType::Q4_0 | WeightType::Q4_1 => {
-            let bytes = ty.block_bytes();
-            for (o, b) in out.chunks_exact_mut(QK).zip(row.chunks_exact(bytes)) {
+        WeightType::Q4_0
+        | WeightType::Q4_1
+        | WeightType::Q5_0
+        | WeightType::Q5_1
+        | WeightType::Q8_0 => {
+            for (o, b) in out
+                .chunks_exact_mut(QK)
+                .zip(row.chunks_exact(ty.block_bytes()))
+            {
                 let d = f16_at(b, 0);
-                let (m, qs, off) = if ty == WeightType::Q4_1 {
-                    (f16_at(b, 2), &b[4..20], 0)
+                let w = block32(ty, b);
+                if has_min(ty) {
+                    let m = f16_at(b, 2);
+                    for (o, w) in o.iter_mut().zip(w) {
+                        *o = w as f32 * d + m;
+                    }
                 } else {
-                    (0.0, &b[2..18], 8)
-                };
-                for (o, w) in o.iter_mut().zip(nibbles(qs, off)) {
-                    *o = w as f32 * d + m;
-                }
-            }
-        }
-        WeightType::Q8_0 => {
-            for (o, b) in out.chunks_exact_mut(QK).zip(row.chunks_exact(34)) {
-                let d = f16_at(b, 0);
-                for (o, &q) in o.iter_mut().zip(&b[2..]) {
-                    *o = q as i8 as f32 * d;
+                    for (o, w) in o.iter_mut().zip(w) {
+                        *o = w as f32 * d;
+                    }
                 }
             }
         }
@@ -379,6 +428,19 @@ pub(crate) fn dequantize_row(ty: WeightType, row: &[u8], out: &mut [f32]) {
                     for l in 0..32 {
                         o[64 * j + l] = d1 * (q[l] & 0x0f) as f32 - m1;
                         o[64 * j + 32 + l] = d2 * (q[l] >> 4) as f32 - m2;
+                    }
+                }
+            }
+        }
+        WeightType::Q5K => {
+            for (o, b) in out.chunks_exact_mut(QK_K).zip(row.chunks_exact(176)) {
+                let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+                let values = q5k_values(b);
+                for j in 0..8 {
+                    let (sc, m) = scale_min_k4(j, &b[4..16]);
+                    let (d, m) = (d * sc as f32, dmin * m as f32);
+                    for l in 0..32 {
+                        o[32 * j + l] = d * values[32 * j + l] as f32 - m;
                     }
                 }
             }
@@ -434,62 +496,91 @@ pub(crate) fn dot_scalar(ty: WeightType, row: &[u8], acts: &Acts, r: usize) -> f
             dequantize_row(ty, row, &mut w);
             dot_f32_ggml(&w, &acts.f[r * len..(r + 1) * len])
         }
-        WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q8_0 => {
+        WeightType::Q4_0
+        | WeightType::Q4_1
+        | WeightType::Q5_0
+        | WeightType::Q5_1
+        | WeightType::Q8_0 => {
             let nb = len / QK;
             let qs = &acts.qs[r * len..];
             let mut acc = [0f32; 8];
             let mut summs = 0f32;
-            let bytes = ty.block_bytes();
-            for (i, b) in row.chunks_exact(bytes).take(nb).enumerate() {
+            for (i, b) in row.chunks_exact(ty.block_bytes()).take(nb).enumerate() {
                 let dy = acts.d[r * nb + i];
                 let dx = f16_at(b, 0);
-                let w = match ty {
-                    WeightType::Q4_0 => nibbles(&b[2..18], 8),
-                    WeightType::Q4_1 => {
-                        summs = f16_at(b, 2).mul_add(acts.s[r * nb + i], summs);
-                        nibbles(&b[4..20], 0)
-                    }
-                    _ => {
-                        let mut w = [0i32; 32];
-                        for (w, &q) in w.iter_mut().zip(&b[2..34]) {
-                            *w = q as i8 as i32;
-                        }
-                        w
-                    }
-                };
-                lanes_fma(&mut acc, dx * dy, &w, &qs[i * QK..(i + 1) * QK]);
+                if has_min(ty) {
+                    summs = f16_at(b, 2).mul_add(acts.s[r * nb + i], summs);
+                }
+                lanes_fma(
+                    &mut acc,
+                    dx * dy,
+                    &block32(ty, b),
+                    &qs[i * QK..(i + 1) * QK],
+                );
             }
             hsum8(&acc) + summs
         }
         WeightType::Q4K => {
+            // llama.cpp's AVX2 build repacks Q4_K matrices (rows a multiple of 8); one row of
+            // activations goes through `ggml_gemv_q4_K_8x8_q8_K`: per super-block one `fma`
+            // of the integer sum by `d * dy` and one of the min sum by `dmin * dy`, the min
+            // sums subtracted at the end. (Whole groups of four rows of a longer prompt go
+            // through `ggml_gemm_q4_K_8x8_q8_K`, whose float steps we do not follow: ours do
+            // not depend on the rows a matrix is multiplied with.)
             let nb = len / QK_K;
-            let mut sum = 0f32;
+            let (mut acc, mut acc_min) = (0f32, 0f32);
             for (i, b) in row.chunks_exact(144).take(nb).enumerate() {
                 let q8 = &acts.qs[r * len + i * QK_K..r * len + (i + 1) * QK_K];
                 let bsums = &acts.bsums[(r * nb + i) * 16..(r * nb + i + 1) * 16];
                 let (sumi, mins) = q4k_block_sums(b, q8, bsums);
                 let dy = acts.d[r * nb + i];
-                sum += f16_at(b, 0) * dy * sumi as f32 - f16_at(b, 2) * dy * mins as f32;
+                acc = (sumi as f32).mul_add(f16_at(b, 0) * dy, acc);
+                acc_min = (mins as f32).mul_add(f16_at(b, 2) * dy, acc_min);
             }
-            sum
+            acc - acc_min
+        }
+        WeightType::Q5K => {
+            let nb = len / QK_K;
+            let mut acc = [0f32; 8];
+            let mut summs = 0f32;
+            for (i, b) in row.chunks_exact(176).take(nb).enumerate() {
+                let q8 = &acts.qs[r * len + i * QK_K..r * len + (i + 1) * QK_K];
+                let bsums = &acts.bsums[(r * nb + i) * 16..(r * nb + i + 1) * 16];
+                let dy = acts.d[r * nb + i];
+                let (lanes, mins) = q5k_block_sums(b, q8, bsums);
+                summs = (-dy * f16_at(b, 2)).mul_add(mins as f32, summs);
+                let d = dy * f16_at(b, 0);
+                for (a, &l) in acc.iter_mut().zip(&lanes) {
+                    *a = d.mul_add(l as f32, *a);
+                }
+            }
+            hsum8(&acc) + summs
         }
         WeightType::Q6K => {
+            // ggml_vec_dot_q6_K_q8_K (AVX2): eight integer lanes per super-block, each
+            // `fma`-ed by `dy * d` into its float lane, the lanes summed at the end.
             let nb = len / QK_K;
-            let mut sum = 0f32;
+            let mut acc = [0f32; 8];
             for (i, b) in row.chunks_exact(210).take(nb).enumerate() {
                 let q8 = &acts.qs[r * len + i * QK_K..r * len + (i + 1) * QK_K];
                 let values = q6k_values(b);
-                let mut sumi = 0i32;
-                for s in 0..16 {
-                    let mut p = 0i32;
-                    for l in 0..16 {
-                        p += (values[16 * s + l] as i32 - 32) * q8[16 * s + l] as i32;
+                let mut lanes = [0i32; 8];
+                for c in 0..8 {
+                    for (l, lane) in lanes.iter_mut().enumerate() {
+                        let at = 32 * c + 4 * l;
+                        let mut p = 0i32;
+                        for k in at..at + 4 {
+                            p += (values[k] as i32 - 32) * q8[k] as i32;
+                        }
+                        *lane += p * b[192 + at / 16] as i8 as i32;
                     }
-                    sumi += p * b[192 + s] as i8 as i32;
                 }
-                sum += f16_at(b, 208) * acts.d[r * nb + i] * sumi as f32;
+                let d = acts.d[r * nb + i] * f16_at(b, 208);
+                for (a, &l) in acc.iter_mut().zip(&lanes) {
+                    *a = d.mul_add(l as f32, *a);
+                }
             }
-            sum
+            hsum8(&acc)
         }
     }
 }
@@ -512,6 +603,42 @@ pub(crate) fn q4k_block_sums(b: &[u8], q8: &[i8], bsums: &[i32]) -> (i32, i32) {
         mins += (bsums[2 * j] + bsums[2 * j + 1]) * m as i32;
     }
     (sumi, mins)
+}
+
+/// The 5-bit values (0..32) of a Q5_K super-block, in element order: sub-block `j` takes the
+/// low (even `j`) or high (odd `j`) nibbles of bytes `32 * (j / 2)..` and bit `j` of `qh`.
+pub(crate) fn q5k_values(block: &[u8]) -> [u8; QK_K] {
+    let (qh, qs) = (&block[16..48], &block[48..176]);
+    let mut out = [0u8; QK_K];
+    for j in 0..8 {
+        let q = &qs[32 * (j / 2)..32 * (j / 2) + 32];
+        let shift = if j % 2 == 0 { 0 } else { 4 };
+        for l in 0..32 {
+            out[32 * j + l] = ((q[l] >> shift) & 0x0f) | (((qh[l] >> j) & 1) << 4);
+        }
+    }
+    out
+}
+
+/// The integer parts of a Q5_K x Q8_K super-block as ggml's AVX2 kernel holds them: eight
+/// lanes, lane `l` the sum over sub-blocks `j` of `scale_j` times the products of elements
+/// `32 j + 4 l..32 j + 4 l + 4`; and `sum(min_j * sum(q8 of sub-block j))`.
+pub(crate) fn q5k_block_sums(b: &[u8], q8: &[i8], bsums: &[i32]) -> ([i32; 8], i32) {
+    let values = q5k_values(b);
+    let mut lanes = [0i32; 8];
+    let mut mins = 0i32;
+    for j in 0..8 {
+        let (sc, m) = scale_min_k4(j, &b[4..16]);
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            let mut p = 0i32;
+            for k in 32 * j + 4 * l..32 * j + 4 * l + 4 {
+                p += values[k] as i32 * q8[k] as i32;
+            }
+            *lane += p * sc as i32;
+        }
+        mins += (bsums[2 * j] + bsums[2 * j + 1]) * m as i32;
+    }
+    (lanes, mins)
 }
 
 /// ggml's vectorized `expf` (`ggml_v_expf`, AVX2), one lane: a polynomial after range
@@ -552,4 +679,35 @@ pub(crate) fn v_expf(x: f32) -> f32 {
 #[inline]
 pub(crate) fn silu(x: f32) -> f32 {
     x / (1.0 + v_expf(-x))
+}
+
+/// ggml's `ggml_gelu_f32` (the tanh approximation), with the one product GCC fuses in
+/// llama.cpp's build (`1 + a*x*x` as `fma(a*x, x, 1)`) and libm's `tanhf`.
+fn gelu_f32(x: f32) -> f32 {
+    const GELU_COEF_A: f32 = 0.044715;
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let inner = (GELU_COEF_A * x).mul_add(x, 1.0);
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * inner).tanh())
+}
+
+/// ggml's `ggml_table_gelu_f16`: GELU of every f16, rounded to f16.
+fn gelu_table() -> &'static [f16] {
+    static TABLE: std::sync::OnceLock<Vec<f16>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| f16::from_f32(gelu_f32(f16::from_bits(bits).to_f32())))
+            .collect()
+    })
+}
+
+/// ggml's `ggml_vec_geglu_f32` on the CPU (built with `GGML_GELU_FP16`): `gelu(x) * g`, with
+/// GELU looked up for `x` rounded to f16, 0 below -10 and `x` itself above 10.
+pub(crate) fn geglu(x: f32, g: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x * g
+    } else {
+        gelu_table()[f16::from_f32(x).to_bits() as usize].to_f32() * g
+    }
 }

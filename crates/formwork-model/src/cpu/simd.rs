@@ -79,7 +79,13 @@ fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
 pub(crate) fn supports(ty: WeightType) -> bool {
     matches!(
         ty,
-        WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q8_0 | WeightType::Q4K | WeightType::Q6K
+        WeightType::Q4_0
+            | WeightType::Q4_1
+            | WeightType::Q5_0
+            | WeightType::Q5_1
+            | WeightType::Q8_0
+            | WeightType::Q4K
+            | WeightType::Q6K
     )
 }
 
@@ -151,7 +157,11 @@ unsafe fn dot_body<const N: usize, const VNNI: bool>(
     out: &mut [f32],
 ) {
     let res = match ty {
-        WeightType::Q4_0 | WeightType::Q4_1 | WeightType::Q8_0 => q32::<N, VNNI>(ty, row, acts, r0),
+        WeightType::Q4_0
+        | WeightType::Q4_1
+        | WeightType::Q5_0
+        | WeightType::Q5_1
+        | WeightType::Q8_0 => q32::<N, VNNI>(ty, row, acts, r0),
         WeightType::Q4K => q4k::<N, VNNI>(row, acts, r0),
         WeightType::Q6K => q6k::<N, VNNI>(row, acts, r0),
         _ => unreachable!("no AVX2 kernel for {}", ty.name()),
@@ -193,6 +203,23 @@ fn nibbles(qs: &[u8]) -> __m256i {
     let tmp = load16(qs);
     let bytes = _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp);
     _mm256_and_si256(bytes, _mm256_set1_epi8(0x0f))
+}
+
+/// ggml's `bytes_from_bits_32`: byte `j` all ones where bit `j` of the 32 bits at `qh` (Q5's
+/// fifth bits, little-endian) is set, zero elsewhere.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn bytes_from_bits(qh: &[u8]) -> __m256i {
+    let x32 = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+    let shuffle = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x32 as i32), shuffle);
+    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
+    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
 }
 
 /// Eight i32 lanes, each the sum of four consecutive u8 x i8 products (no pair of products
@@ -238,9 +265,9 @@ fn hsum_i32(x: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-/// Q4_0, Q4_1 and Q8_0 rows against Q8_0 / Q8_1 activations, rows `r0..r0 + N` (`r0` a
+/// Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 rows against Q8_0 / Q8_1 activations, rows `r0..r0 + N` (`r0` a
 /// multiple of 4, `N` at most 8: one or two tiles of four). Per block each tile's four scale
-/// products come from one 128-bit multiply and its Q4_1 offset terms from one 128-bit `fma`,
+/// products come from one 128-bit multiply and its Q4_1 and Q5_1 offset terms from one 128-bit `fma`,
 /// lane by lane the same roundings as ggml's scalar code.
 ///
 /// # Safety
@@ -260,7 +287,7 @@ unsafe fn q32<const N: usize, const VNNI: bool>(
     let tile = r0 / 4;
     let tiles = N.div_ceil(4);
     let d4 = &acts.d4[tile * nb * 4..(tile + tiles) * nb * 4];
-    let q41 = ty == WeightType::Q4_1;
+    let q41 = matches!(ty, WeightType::Q4_1 | WeightType::Q5_1);
     let s4 = if q41 {
         &acts.s4[tile * nb * 4..(tile + tiles) * nb * 4]
     } else {
@@ -284,7 +311,13 @@ unsafe fn q32<const N: usize, const VNNI: bool>(
             for t in 0..tiles {
                 summs[t] = _mm_fmadd_ps(m, load4(&s4[(t * nb + i) * 4..]), summs[t]);
             }
-            let wx = nibbles(&b[4..20]);
+            let wx = if ty == WeightType::Q4_1 {
+                nibbles(&b[4..20])
+            } else {
+                // The fifth bits as 0x10 (ggml's `bytes_from_bits_32 & 0x10`).
+                let hi = _mm256_and_si256(bytes_from_bits(&b[4..8]), _mm256_set1_epi8(0x10));
+                _mm256_or_si256(nibbles(&b[8..24]), hi)
+            };
             for c in 0..N {
                 let xy = _mm256_cvtepi32_ps(dot_us8::<VNNI>(wx, load32(&ys[c][i * QK..])));
                 let d = _mm256_permutevar8x32_ps(dd[c / 4], lane[c]);
@@ -292,10 +325,15 @@ unsafe fn q32<const N: usize, const VNNI: bool>(
             }
         } else {
             // Signed weights go through ggml's sign trick: |w| times y with w's sign.
-            let wx = if ty == WeightType::Q4_0 {
-                _mm256_sub_epi8(nibbles(&b[2..18]), _mm256_set1_epi8(8))
-            } else {
-                load32(&b[2..34])
+            let wx = match ty {
+                WeightType::Q4_0 => _mm256_sub_epi8(nibbles(&b[2..18]), _mm256_set1_epi8(8)),
+                WeightType::Q5_0 => {
+                    // A clear fifth bit makes the byte `nibble | 0xf0`: `nibble - 16`.
+                    let hi = bytes_from_bits(&b[2..6]);
+                    let hi = _mm256_andnot_si256(hi, _mm256_set1_epi8(0xf0u8 as i8));
+                    _mm256_or_si256(nibbles(&b[6..22]), hi)
+                }
+                _ => load32(&b[2..34]),
             };
             let ax = _mm256_sign_epi8(wx, wx);
             for c in 0..N {
@@ -332,7 +370,8 @@ fn store4(out: &mut [f32; 4], x: __m128) {
     unsafe { _mm_storeu_ps(out.as_mut_ptr(), x) }
 }
 
-/// Q4_K rows against Q8_K activations.
+/// Q4_K rows against Q8_K activations, with the float steps of
+/// [`super::quant::dot_scalar`] (llama.cpp's `ggml_gemv_q4_K_8x8_q8_K`).
 ///
 /// # Safety
 ///
@@ -342,7 +381,8 @@ unsafe fn q4k<const N: usize, const VNNI: bool>(row: &[u8], acts: &Acts, r0: usi
     let len = acts.len;
     let nb = len / QK_K;
     assert!(row.len() >= nb * 144 && acts.rows >= r0 + N);
-    let mut out = [0f32; N];
+    let mut acc = [0f32; N];
+    let mut acc_min = [0f32; N];
     let mask = _mm256_set1_epi8(0x0f);
     for i in 0..nb {
         let b = &row[i * 144..(i + 1) * 144];
@@ -381,13 +421,15 @@ unsafe fn q4k<const N: usize, const VNNI: bool>(row: &[u8], acts: &Acts, r0: usi
                 mins += (bs[2 * j] + bs[2 * j + 1]) * mn[j];
             }
             let dy = acts.d[r * nb + i];
-            out[c] += d * dy * hsum_i32(sumi[c]) as f32 - dmin * dy * mins as f32;
+            acc[c] = (hsum_i32(sumi[c]) as f32).mul_add(d * dy, acc[c]);
+            acc_min[c] = (mins as f32).mul_add(dmin * dy, acc_min[c]);
         }
     }
-    out
+    core::array::from_fn(|c| acc[c] - acc_min[c])
 }
 
-/// Q6_K rows against Q8_K activations: `sum((q - 32) * y) = sum(q * y) - 32 * sum(y)`.
+/// Q6_K rows against Q8_K activations: the weights less 32 as signed bytes (ggml's sign
+/// trick), eight integer lanes per super-block scaled per 16 values, `fma`-ed by `dy * d`.
 ///
 /// # Safety
 ///
@@ -397,40 +439,39 @@ unsafe fn q6k<const N: usize, const VNNI: bool>(row: &[u8], acts: &Acts, r0: usi
     let len = acts.len;
     let nb = len / QK_K;
     assert!(row.len() >= nb * 210 && acts.rows >= r0 + N);
-    let mut out = [0f32; N];
+    let mut acc = [_mm256_setzero_ps(); N];
     for i in 0..nb {
         let b = &row[i * 210..(i + 1) * 210];
         let values = q6k_values(b);
-        let d = f16_at(b, 208);
         let mut sumi = [_mm256_setzero_si256(); N];
         for g in 0..8 {
             // 32 values: sub-blocks 2g and 2g+1 (16 each), two scales.
-            let w = load32(&values[32 * g..]);
+            let w = _mm256_sub_epi8(load32(&values[32 * g..]), _mm256_set1_epi8(32));
+            let aw = _mm256_sign_epi8(w, w);
             let s_lo = b[192 + 2 * g] as i8 as i32;
             let s_hi = b[192 + 2 * g + 1] as i8 as i32;
             let scale = _mm256_setr_epi32(s_lo, s_lo, s_lo, s_lo, s_hi, s_hi, s_hi, s_hi);
             for c in 0..N {
                 let y = load32(&acts.qs[(r0 + c) * len + i * QK_K + 32 * g..]);
-                let p = _mm256_mullo_epi32(dot_us8::<VNNI>(w, y), scale);
+                let p = _mm256_mullo_epi32(dot_us8::<VNNI>(aw, _mm256_sign_epi8(y, w)), scale);
                 sumi[c] = _mm256_add_epi32(sumi[c], p);
             }
         }
+        let d = f16_at(b, 208);
         for c in 0..N {
-            let r = r0 + c;
-            let bs = &acts.bsums[(r * nb + i) * 16..(r * nb + i + 1) * 16];
-            let mut offset = 0i32;
-            for s in 0..16 {
-                offset += 32 * bs[s] * b[192 + s] as i8 as i32;
-            }
-            out[c] += d * acts.d[r * nb + i] * (hsum_i32(sumi[c]) - offset) as f32;
+            let dd = _mm256_set1_ps(acts.d[(r0 + c) * nb + i] * d);
+            acc[c] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi[c]), acc[c]);
         }
     }
-    out
+    core::array::from_fn(|c| hsum(acc[c]))
 }
+
+/// The widest head [`flash_row`] takes.
+pub(crate) const FLASH_MAX_DIM: usize = 256;
 
 /// One query row of llama.cpp's row-by-row flash attention over an f16 cache (see
 /// [`super::attention::Head::rows`], whose portable code this equals bit for bit): the head
-/// `dim` a multiple of 32 from 32 to 128, `q` already rounded to f16. The positions come in
+/// `dim` a multiple of 32 from 32 to [`FLASH_MAX_DIM`], `q` already rounded to f16. The positions come in
 /// `runs` (keys, values, count): within a run, key and value `p` start at
 /// `p * stride + offset`.
 pub(crate) fn flash_row<'a>(
@@ -455,7 +496,7 @@ fn flash_row_inner<'a>(
     scale: f32,
     out: &mut [f32],
 ) {
-    const MAX: usize = 16;
+    const MAX: usize = FLASH_MAX_DIM / 8;
     let dim = q.len();
     let regs = dim / 8;
     // At least 32: the first four accumulators below load 32 values of every key.

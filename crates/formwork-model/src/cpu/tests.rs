@@ -54,13 +54,16 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-const TYPES: [(WeightType, GgmlDType); 7] = [
+const TYPES: [(WeightType, GgmlDType); 10] = [
     (WeightType::F32, GgmlDType::F32),
     (WeightType::F16, GgmlDType::F16),
     (WeightType::Q4_0, GgmlDType::Q4_0),
     (WeightType::Q4_1, GgmlDType::Q4_1),
+    (WeightType::Q5_0, GgmlDType::Q5_0),
+    (WeightType::Q5_1, GgmlDType::Q5_1),
     (WeightType::Q8_0, GgmlDType::Q8_0),
     (WeightType::Q4K, GgmlDType::Q4K),
+    (WeightType::Q5K, GgmlDType::Q5K),
     (WeightType::Q6K, GgmlDType::Q6K),
 ];
 
@@ -239,18 +242,33 @@ fn f16s(n: usize, seed: u64, scale: f32) -> Vec<half::f16> {
 /// One head's attention computed exactly (f64, the stored f16 keys and values, the query
 /// rounded to f16), for query row `q` over positions `0..n`.
 fn exact_attention(head: &super::attention::Head<'_>, q: &[f32], n: usize) -> Vec<f64> {
+    exact_attention_from(head, q, 0, n)
+}
+
+/// [`exact_attention`] over positions `from..n`.
+fn exact_attention_from(
+    head: &super::attention::Head<'_>,
+    q: &[f32],
+    from: usize,
+    n: usize,
+) -> Vec<f64> {
     let dim = head.dim;
     let key = |p: usize, d: usize| head.kv.key(p)[head.offset + d].to_f64();
     let value = |p: usize, d: usize| head.kv.value(p)[head.offset + d].to_f64();
     let q: Vec<f64> = q.iter().map(|&x| half::f16::from_f32(x).to_f64()).collect();
-    let scores: Vec<f64> = (0..n)
-        .map(|p| (0..dim).map(|d| q[d] * key(p, d)).sum::<f64>() / (dim as f64).sqrt())
+    let scores: Vec<f64> = (from..n)
+        .map(|p| (0..dim).map(|d| q[d] * key(p, d)).sum::<f64>() * head.scale as f64)
         .collect();
     let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
     let total: f64 = weights.iter().sum();
     (0..dim)
-        .map(|d| (0..n).map(|p| weights[p] * value(p, d)).sum::<f64>() / total)
+        .map(|d| {
+            (from..n)
+                .map(|p| weights[p - from] * value(p, d))
+                .sum::<f64>()
+                / total
+        })
         .collect()
 }
 
@@ -260,7 +278,7 @@ fn the_attention_row_kernel_equals_its_portable_code_at_real_head_widths() {
     // offset). Lengths 1, 7 and 300: one position, a few, many rescalings.
     // On a CPU with AVX2, FMA and F16C `rows` runs the SIMD kernel for these widths.
     let kv_heads = 2;
-    for dim in [64, 96, 128] {
+    for dim in [64, 96, 128, 256] {
         for len in [1, 7, 300] {
             let stride = kv_heads * dim;
             // Keys growing along the sequence, so new maxima (and rescalings) keep coming.
@@ -285,6 +303,8 @@ fn the_attention_row_kernel_equals_its_portable_code_at_real_head_widths() {
                 stride,
                 offset: dim,
                 dim,
+                scale: 1.0 / (dim as f32).sqrt(),
+                window: None,
                 start: len - rows,
                 queries: q.chunks_exact(dim).collect(),
             };
@@ -357,5 +377,108 @@ fn every_simd_dot_tile_width_equals_the_portable_dot() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn gelu_follows_ggmls_f16_table() {
+    // (input, output) f16 bits of ggml_table_gelu_f16 as llama.cpp's CPU backend (the
+    // xllamacpp build of the goldens) fills it in ggml_cpu_init. Checked against all 63,000
+    // finite entries below 10 in magnitude when written; these are a spread of them.
+    const TABLE: [(u16, u16); 29] = [
+        (0x3c00, 0x3abb),
+        (0xbc00, 0xb115),
+        (0x0001, 0x0000),
+        (0x8001, 0x8000),
+        (0x3555, 0x32b9),
+        (0xc000, 0xa9d0),
+        (0xc8cc, 0x8000),
+        (0x48cc, 0x48cc),
+        (0x2e66, 0x2ae8),
+        (0xae66, 0xa9e4),
+        (0x4000, 0x3fd2),
+        (0xbe00, 0xae6d),
+        (0x1400, 0x1001),
+        (0x9400, 0x8ffe),
+        (0x3a00, 0x38a4),
+        (0xba00, 0xb171),
+        (0x3ceb, 0x3c61),
+        (0x97b7, 0x93b4),
+        (0x8b52, 0x8752),
+        (0x2163, 0x1d6f),
+        (0x9a9a, 0x9696),
+        (0xa02f, 0x9c28),
+        (0x94b2, 0x90b1),
+        (0x10c6, 0x0cc7),
+        (0x9b08, 0x9703),
+        (0x035e, 0x01af),
+        (0x4265, 0x4264),
+        (0x8d00, 0x8900),
+        (0x3bfd, 0x3ab8),
+    ];
+    for (x, want) in TABLE {
+        let x = half::f16::from_bits(x).to_f32();
+        let want = half::f16::from_bits(want).to_f32();
+        assert_eq!(
+            super::quant::geglu(x, 1.0).to_bits(),
+            want.to_bits(),
+            "gelu({x})"
+        );
+        // The gate multiplies the looked-up value.
+        assert_eq!(super::quant::geglu(x, -3.0), want * -3.0);
+    }
+    // Outside [-10, 10] there is no lookup.
+    assert_eq!(super::quant::geglu(-10.0, 2.0), 0.0);
+    assert_eq!(super::quant::geglu(12.5, 2.0), 25.0);
+    // Inputs are rounded to f16 before the lookup.
+    assert_eq!(
+        super::quant::geglu(1.0001, 1.0),
+        super::quant::geglu(1.0, 1.0)
+    );
+}
+
+#[test]
+fn sliding_window_attention_sees_only_the_window_in_both_kernels() {
+    // 150 positions, a window of 40: the last 70 rows take the tiled kernel (its window starts
+    // mid-tile and moves across tiles), the last 3 the row kernel. Each row equals exact
+    // attention over its window, not over everything before it.
+    let (dim, len, window) = (64, 150, 40);
+    let keys = f16s(len * dim, 5, 2.0);
+    let values = f16s(len * dim, 6, 1.0);
+    let mut cache = super::cache::NativeCache::new(1, dim);
+    let f32s = |x: &[half::f16]| x.iter().map(|x| x.to_f32()).collect::<Vec<f32>>();
+    cache.append(0, 0, &f32s(&keys), &f32s(&values));
+    for rows in [70, 3] {
+        let q = values_scaled(rows * dim, 8 + rows as u64, 3.0);
+        let head = super::attention::Head {
+            kv: cache.layer(0),
+            stride: dim,
+            offset: 0,
+            dim,
+            scale: 0.125,
+            window: Some(window),
+            start: len - rows,
+            queries: q.chunks_exact(dim).collect(),
+        };
+        let out = if rows >= super::attention::TILE {
+            head.tiled(best())
+        } else {
+            head.rows(best())
+        };
+        let mut far_from_full = false;
+        for (r, out) in out.chunks_exact(dim).enumerate() {
+            let pos = len - rows + r;
+            let exact = exact_attention_from(&head, head.queries[r], pos + 1 - window, pos + 1);
+            let full = exact_attention(&head, head.queries[r], pos + 1);
+            for (d, &got) in out.iter().enumerate() {
+                assert!(
+                    (got as f64 - exact[d]).abs() <= 5e-3 * (1.0 + exact[d].abs()),
+                    "{rows} rows, row {r}, lane {d}: {got} vs {}",
+                    exact[d]
+                );
+                far_from_full |= (got as f64 - full[d]).abs() > 0.05;
+            }
+        }
+        assert!(far_from_full, "the window changes the result");
     }
 }
