@@ -7,8 +7,9 @@
 //! stops the server; then the same with `test_openai_sdk_reasoning.py` against a server
 //! whose chat template opens a reasoning block; then the Responses API
 //! (`test_openai_sdk_responses.py`, and `test_openai_sdk_responses_reasoning.py` on the
-//! reasoning setup). Needs `python3` with `venv`, network access to PyPI on the first
-//! run, and the model (`cargo xtask fetch-model`).
+//! reasoning setup); then `test_openai_sdk_gemma.py` against Gemma 3 270M behind Gemma's
+//! chat template. Needs `python3` with `venv`, network access to PyPI on the first run, and
+//! the models (`cargo xtask fetch-model`, `cargo xtask fetch-model gemma3-270m`).
 
 mod common;
 
@@ -59,9 +60,13 @@ fn run(cmd: &mut Command) {
 /// Runs one file of `tests/python` against `formwork serve` on the default model with
 /// extra `args`.
 fn run_sdk_tests(file: &str, args: &[&str]) {
-    let model = common::default_model_path();
+    run_sdk_tests_on(&common::default_model_path(), file, args);
+}
+
+/// Runs one file of `tests/python` against `formwork serve` on `model` with extra `args`.
+fn run_sdk_tests_on(model: &Path, file: &str, args: &[&str]) {
     let python = python();
-    let server = ServeProcess::start(&model, args);
+    let server = ServeProcess::start(model, args);
     let tests = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/python")
         .join(file);
@@ -114,4 +119,27 @@ fn openai_python_sdk_responses_against_default_model() {
 #[test]
 fn openai_python_sdk_responses_reasoning_on_default_model() {
     run_sdk_tests("test_openai_sdk_responses_reasoning.py", REASONING_ARGS);
+}
+
+/// Gemma 3 270M (`cargo xtask fetch-model gemma3-270m`): a base model with no chat template
+/// of its own, served behind Gemma's (`--chat-template`), its 262,144-token vocabulary masked
+/// by every structured dialect. Skips, saying so, when the model file is absent.
+#[test]
+fn openai_python_sdk_against_gemma3() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/gemma-3-270m-q4_k_m.gguf");
+    if !model.exists() {
+        eprintln!(
+            "SKIPPED: {} is absent: run `cargo xtask fetch-model gemma3-270m`",
+            model.display()
+        );
+        return;
+    }
+    let template = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data/chat_templates/google-gemma-2-2b-it.jinja");
+    let template = template.to_str().expect("a UTF-8 path");
+    run_sdk_tests_on(
+        &model,
+        "test_openai_sdk_gemma.py",
+        &["--chat-template", template],
+    );
 }
