@@ -167,9 +167,7 @@ pub(crate) fn matmul_many(
             let mut j = 0;
             while j < t {
                 let n = (t - j).min(TILE);
-                for (i, out_row) in block.chunks_mut(t).enumerate() {
-                    dot_row(isa, m.ty, m.row(first + i), acts, j, &mut out_row[j..j + n]);
-                }
+                dot_block(isa, m, first, acts, j, n, block, t);
                 j += n;
             }
         }
@@ -213,19 +211,43 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `out[c] = row . acts[j0 + c]` for `c < out.len()` (at most [`TILE`]): the `isa` kernel of
-/// the format where it has one, else the portable code.
-fn dot_row(isa: Isa, ty: WeightType, row: &[u8], acts: &Acts, j0: usize, out: &mut [f32]) {
-    debug_assert_eq!(acts.kind, ty.act_kind());
+/// `block[i * t + j0 + c] = m.row(first + i) . acts[j0 + c]` for the block's rows (at most
+/// [`ROW_BLOCK`]) and `c < n` (at most [`TILE`]): the `isa` kernel of the format where it has
+/// one (one call for the whole block, so a build that does not target its features pays the
+/// call once per block, not once per row), else the portable code.
+#[allow(clippy::too_many_arguments)]
+fn dot_block(
+    isa: Isa,
+    m: &QMatrix,
+    first: usize,
+    acts: &Acts,
+    j0: usize,
+    n: usize,
+    block: &mut [f32],
+    t: usize,
+) {
+    debug_assert_eq!(acts.kind, m.ty.act_kind());
+    let count = block.len() / t;
     #[cfg(target_arch = "x86_64")]
     if let Some(avx2) = isa.avx2()
-        && super::simd::supports(ty)
+        && super::simd::supports(m.ty)
     {
-        super::simd::dot_tile(avx2, ty, row, acts, j0, out);
+        let mut rows: [&[u8]; ROW_BLOCK] = [&[]; ROW_BLOCK];
+        for (i, row) in rows.iter_mut().take(count).enumerate() {
+            *row = m.row(first + i);
+        }
+        super::simd::dot_tiles(avx2, m.ty, &rows[..count], acts, j0, n, &mut block[j0..], t);
         return;
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = isa;
+    for (i, out_row) in block.chunks_mut(t).enumerate() {
+        dot_row(m.ty, m.row(first + i), acts, j0, &mut out_row[j0..j0 + n]);
+    }
+}
+
+/// `out[c] = row . acts[j0 + c]` for `c < out.len()` in portable code.
+fn dot_row(ty: WeightType, row: &[u8], acts: &Acts, j0: usize, out: &mut [f32]) {
     match ty {
         WeightType::F32 | WeightType::F16 | WeightType::BF16 => {
             let len = acts.len;

@@ -90,6 +90,7 @@ pub(crate) fn supports(ty: WeightType) -> bool {
 }
 
 /// `out[c] = row . acts[r0 + c]` for `c < out.len()` (at most 8; `r0` a multiple of 4).
+#[cfg(test)]
 pub(crate) fn dot_tile(
     avx2: Avx2,
     ty: WeightType,
@@ -98,16 +99,36 @@ pub(crate) fn dot_tile(
     r0: usize,
     out: &mut [f32],
 ) {
-    match out.len() {
-        1 => dot_n::<1>(avx2, ty, row, acts, r0, out),
-        2 => dot_n::<2>(avx2, ty, row, acts, r0, out),
-        3 => dot_n::<3>(avx2, ty, row, acts, r0, out),
-        4 => dot_n::<4>(avx2, ty, row, acts, r0, out),
-        5 => dot_n::<5>(avx2, ty, row, acts, r0, out),
-        6 => dot_n::<6>(avx2, ty, row, acts, r0, out),
-        7 => dot_n::<7>(avx2, ty, row, acts, r0, out),
-        8 => dot_n::<8>(avx2, ty, row, acts, r0, out),
-        n => panic!("dot_tile takes 1 to 8 rows, not {n}"),
+    let n = out.len();
+    dot_tiles(avx2, ty, &[row], acts, r0, n, out, n);
+}
+
+/// `out[i * stride + c] = rows[i] . acts[r0 + c]` for every row `i` and `c < n` (`n` at most
+/// 8; `r0` a multiple of 4). One call runs a whole block of weight rows, so the dispatch to
+/// the `#[target_feature]` code (a real call in a build that does not target AVX2) is paid
+/// once per block.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dot_tiles(
+    avx2: Avx2,
+    ty: WeightType,
+    rows: &[&[u8]],
+    acts: &Acts,
+    r0: usize,
+    n: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    assert!(rows.is_empty() || (rows.len() - 1) * stride + n <= out.len());
+    match n {
+        1 => dot_n::<1>(avx2, ty, rows, acts, r0, out, stride),
+        2 => dot_n::<2>(avx2, ty, rows, acts, r0, out, stride),
+        3 => dot_n::<3>(avx2, ty, rows, acts, r0, out, stride),
+        4 => dot_n::<4>(avx2, ty, rows, acts, r0, out, stride),
+        5 => dot_n::<5>(avx2, ty, rows, acts, r0, out, stride),
+        6 => dot_n::<6>(avx2, ty, rows, acts, r0, out, stride),
+        7 => dot_n::<7>(avx2, ty, rows, acts, r0, out, stride),
+        8 => dot_n::<8>(avx2, ty, rows, acts, r0, out, stride),
+        n => panic!("dot_tiles takes 1 to 8 activation rows, not {n}"),
     }
 }
 
@@ -115,31 +136,50 @@ pub(crate) fn dot_tile(
 fn dot_n<const N: usize>(
     avx2: Avx2,
     ty: WeightType,
-    row: &[u8],
+    rows: &[&[u8]],
     acts: &Acts,
     r0: usize,
     out: &mut [f32],
+    stride: usize,
 ) {
     // SAFETY: an `Avx2` proves AVX2, FMA and F16C, and AVX-VNNI when `vnni` is set.
     unsafe {
         if avx2.vnni {
-            dot_n_vnni::<N>(ty, row, acts, r0, out)
+            dot_n_vnni::<N>(ty, rows, acts, r0, out, stride)
         } else {
-            dot_n_avx2::<N>(ty, row, acts, r0, out)
+            dot_n_avx2::<N>(ty, rows, acts, r0, out, stride)
         }
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_n_avx2<const N: usize>(ty: WeightType, row: &[u8], acts: &Acts, r0: usize, out: &mut [f32]) {
-    // SAFETY: this function has AVX2, FMA and F16C.
-    unsafe { dot_body::<N, false>(ty, row, acts, r0, out) }
+fn dot_n_avx2<const N: usize>(
+    ty: WeightType,
+    rows: &[&[u8]],
+    acts: &Acts,
+    r0: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    for (i, row) in rows.iter().enumerate() {
+        // SAFETY: this function has AVX2, FMA and F16C.
+        unsafe { dot_body::<N, false>(ty, row, acts, r0, &mut out[i * stride..i * stride + N]) }
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-fn dot_n_vnni<const N: usize>(ty: WeightType, row: &[u8], acts: &Acts, r0: usize, out: &mut [f32]) {
-    // SAFETY: this function has AVX2, FMA, F16C and AVX-VNNI.
-    unsafe { dot_body::<N, true>(ty, row, acts, r0, out) }
+fn dot_n_vnni<const N: usize>(
+    ty: WeightType,
+    rows: &[&[u8]],
+    acts: &Acts,
+    r0: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    for (i, row) in rows.iter().enumerate() {
+        // SAFETY: this function has AVX2, FMA, F16C and AVX-VNNI.
+        unsafe { dot_body::<N, true>(ty, row, acts, r0, &mut out[i * stride..i * stride + N]) }
+    }
 }
 
 /// The kernel of each format.
