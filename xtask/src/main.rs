@@ -243,17 +243,25 @@ fn fetch_model(args: &[String]) -> Result<()> {
 }
 
 /// `bench model`: `formwork bench --prompt-tokens 512 --gen-tokens 256` and llama.cpp (the
-/// `xllamacpp` wheel, in a venv under target/) on the same GGUF, alternating for a few rounds
-/// on this machine; prints every run and the median ratios.
+/// `xllamacpp` wheel, in a venv under target/) on the same GGUF (`path`, or `--model NAME`
+/// of the model table, fetched when missing), alternating for a few rounds on this machine;
+/// prints every run and the median ratios.
 fn model_bench(path: &Path, args: &[String]) -> Result<()> {
     let mut threads = "2".to_string();
     let mut rounds = 3usize;
+    let mut path = path.to_path_buf();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--threads" => threads = it.next().context("--threads N")?.clone(),
             "--rounds" => rounds = it.next().context("--rounds N")?.parse()?,
-            other => bail!("unknown option {other:?} (expected --threads N or --rounds N)"),
+            "--model" => {
+                let name = it.next().context("--model NAME")?;
+                path = model::fetch(model::spec(name)?, None)?;
+            }
+            other => bail!(
+                "unknown option {other:?} (expected --threads N, --rounds N or --model NAME)"
+            ),
         }
     }
     let root = workspace_root();
@@ -285,12 +293,12 @@ fn model_bench(path: &Path, args: &[String]) -> Result<()> {
         ])
         .arg(&threads)
         .arg("--model")
-        .arg(path);
+        .arg(&path);
         let f = json_line(c)?;
         let mut c = Command::new(&python);
         c.arg(root.join("scripts/llamacpp_bench.py"))
             .args(["--threads", &threads, "--model"])
-            .arg(path);
+            .arg(&path);
         let l = json_line(c)?;
         println!("round {round}: formwork {f}\nround {round}: llama.cpp {l}");
         ours.push(f);
