@@ -259,9 +259,9 @@ fn model_bench(path: &Path, args: &[String]) -> Result<()> {
                 let name = it.next().context("--model NAME")?;
                 path = model::fetch(model::spec(name)?, None)?;
             }
-            other => bail!(
-                "unknown option {other:?} (expected --threads N, --rounds N or --model NAME)"
-            ),
+            other => {
+                bail!("unknown option {other:?} (expected --threads N, --rounds N or --model NAME)")
+            }
         }
     }
     let root = workspace_root();

@@ -365,6 +365,17 @@ fn whole_and_chunked(m: &LoadedModel, prompt: &[u32], chunk: usize) -> (Vec<f32>
     (one, last)
 }
 
+/// The prompt of the SmolLM2 golden greedy entry `name`.
+fn golden_prompt(name: &str) -> Vec<u32> {
+    let entry = golden()["greedy"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap();
+    ids(&entry["prompt_ids"])
+}
+
 fn bits(x: &[f32]) -> Vec<u32> {
     x.iter().map(|v| v.to_bits()).collect()
 }
@@ -373,13 +384,7 @@ fn bits(x: &[f32]) -> Vec<u32> {
 fn a_prompt_prefilled_in_chunks_equals_one_pass_when_the_cache_knows_its_length() {
     // The 90-token prompt takes llama.cpp's tiled attention in one pass; in chunks of 30 rows
     // each pass alone would take the row kernel, unless the cache knows the prompt's length.
-    let entry = golden()["greedy"]["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "long_paragraph")
-        .unwrap();
-    let prompt = ids(&entry["prompt_ids"]);
+    let prompt = golden_prompt("long_paragraph");
     assert!(prompt.len() >= 64);
     let (one, chunked) = whole_and_chunked(model(), &prompt, 30);
     assert!(bits(&one) == bits(&chunked));
@@ -411,13 +416,7 @@ fn row_by_row_a_reply_computed_while_decoding_equals_the_same_text_as_a_prompt()
     // values decoding computed for it are the ones a fresh prompt of the same tokens computes,
     // so the next logits are the same bits either way. Under llama.cpp's kernel choice they
     // are not (a 90-token prompt takes the tiled kernel).
-    let entry = golden()["greedy"]["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "long_paragraph")
-        .unwrap();
-    let prompt = ids(&entry["prompt_ids"]);
+    let prompt = golden_prompt("long_paragraph");
     let next_after_reply = |m: &LoadedModel| {
         let reply = greedy_with(m, &prompt, 24);
         let mut decoded = m.model.new_cache();
