@@ -24,6 +24,8 @@
 //!
 //! Timing: each measurement runs once to warm up, then 21, 7, 5 or 3 more times depending on
 //! how long the first run took (under 20 ms, 200 ms, 2 s, or more); the median is reported.
+//! `FORMWORK_COMPARE_MODEL=gemma-3-270m-q4_k_m.gguf` runs it all over Gemma 3's 262,144-token
+//! vocabulary instead (a GGUF file name in `models/`).
 //! Needs `models/SmolLM2-135M-Instruct.Q4_1.gguf` (`cargo xtask fetch-model`) and
 //! `../shared/data/jsonschemabench`. With `FORMWORK_COMPARE_DEBUG` set, sampled documents
 //! llguidance refuses are printed with the place it refused them.

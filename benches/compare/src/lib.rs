@@ -6,16 +6,21 @@ use std::sync::Arc;
 use formwork_index::Vocabulary;
 use llguidance::toktrie::{TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
 
-/// The default model's vocabulary (SmolLM2-135M), its trie built.
+/// The vocabulary of `models/$FORMWORK_COMPARE_MODEL` (default: the default model's,
+/// SmolLM2-135M; `gemma-3-270m-q4_k_m.gguf` for Gemma 3's 262,144 tokens), its trie built.
 pub fn default_vocabulary() -> Vocabulary {
+    let file = std::env::var("FORMWORK_COMPARE_MODEL")
+        .unwrap_or_else(|_| "SmolLM2-135M-Instruct.Q4_1.gguf".to_string());
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+        .join("../../models")
+        .join(&file);
     assert!(
         path.exists(),
-        "the default model is missing at {}: run `cargo xtask fetch-model`",
+        "the model is missing at {}: run `cargo xtask fetch-model` (`gemma3-270m` for Gemma 3)",
         path.display()
     );
     let vocab = Vocabulary::from_gguf(&path).expect("reading the vocabulary");
+    eprintln!("vocabulary: {file}, {} tokens", vocab.len());
     vocab.trie();
     vocab
 }
