@@ -34,7 +34,7 @@
 
 use core::arch::x86_64::*;
 
-use super::quant::{Acts, QK, QK_K, WeightType, q6k_values, scale_min_k4};
+use super::quant::{Acts, Q4kKernel, QK, QK_K, WeightType, q6k_values, scale_min_k4};
 
 /// Proof that the CPU has AVX2, FMA and F16C (and whether it has AVX-VNNI): the key to this
 /// module's kernels.
@@ -89,57 +89,69 @@ pub(crate) fn supports(ty: WeightType) -> bool {
     )
 }
 
-/// `out[c] = row . acts[r0 + c]` for `c < out.len()` (at most 8; `r0` a multiple of 4).
+/// `out[c] = row . acts[r0 + c]` for `c < out.len()` (at most 8; `r0` a multiple of 4 for
+/// the 32-element formats), Q4_K rows with `q4k`'s float steps.
 pub(crate) fn dot_tile(
     avx2: Avx2,
     ty: WeightType,
     row: &[u8],
     acts: &Acts,
     r0: usize,
+    q4k: Q4kKernel,
     out: &mut [f32],
 ) {
+    let tile = Tile {
+        ty,
+        row,
+        acts,
+        r0,
+        q4k,
+    };
     match out.len() {
-        1 => dot_n::<1>(avx2, ty, row, acts, r0, out),
-        2 => dot_n::<2>(avx2, ty, row, acts, r0, out),
-        3 => dot_n::<3>(avx2, ty, row, acts, r0, out),
-        4 => dot_n::<4>(avx2, ty, row, acts, r0, out),
-        5 => dot_n::<5>(avx2, ty, row, acts, r0, out),
-        6 => dot_n::<6>(avx2, ty, row, acts, r0, out),
-        7 => dot_n::<7>(avx2, ty, row, acts, r0, out),
-        8 => dot_n::<8>(avx2, ty, row, acts, r0, out),
+        1 => dot_n::<1>(avx2, tile, out),
+        2 => dot_n::<2>(avx2, tile, out),
+        3 => dot_n::<3>(avx2, tile, out),
+        4 => dot_n::<4>(avx2, tile, out),
+        5 => dot_n::<5>(avx2, tile, out),
+        6 => dot_n::<6>(avx2, tile, out),
+        7 => dot_n::<7>(avx2, tile, out),
+        8 => dot_n::<8>(avx2, tile, out),
         n => panic!("dot_tile takes 1 to 8 rows, not {n}"),
     }
 }
 
-#[inline]
-fn dot_n<const N: usize>(
-    avx2: Avx2,
+/// One weight row against activation rows `r0..`: what [`dot_tile`] was asked.
+#[derive(Clone, Copy)]
+struct Tile<'a> {
     ty: WeightType,
-    row: &[u8],
-    acts: &Acts,
+    row: &'a [u8],
+    acts: &'a Acts,
     r0: usize,
-    out: &mut [f32],
-) {
+    q4k: Q4kKernel,
+}
+
+#[inline]
+fn dot_n<const N: usize>(avx2: Avx2, tile: Tile<'_>, out: &mut [f32]) {
     // SAFETY: an `Avx2` proves AVX2, FMA and F16C, and AVX-VNNI when `vnni` is set.
     unsafe {
         if avx2.vnni {
-            dot_n_vnni::<N>(ty, row, acts, r0, out)
+            dot_n_vnni::<N>(tile, out)
         } else {
-            dot_n_avx2::<N>(ty, row, acts, r0, out)
+            dot_n_avx2::<N>(tile, out)
         }
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_n_avx2<const N: usize>(ty: WeightType, row: &[u8], acts: &Acts, r0: usize, out: &mut [f32]) {
+fn dot_n_avx2<const N: usize>(tile: Tile<'_>, out: &mut [f32]) {
     // SAFETY: this function has AVX2, FMA and F16C.
-    unsafe { dot_body::<N, false>(ty, row, acts, r0, out) }
+    unsafe { dot_body::<N, false>(tile, out) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-fn dot_n_vnni<const N: usize>(ty: WeightType, row: &[u8], acts: &Acts, r0: usize, out: &mut [f32]) {
+fn dot_n_vnni<const N: usize>(tile: Tile<'_>, out: &mut [f32]) {
     // SAFETY: this function has AVX2, FMA, F16C and AVX-VNNI.
-    unsafe { dot_body::<N, true>(ty, row, acts, r0, out) }
+    unsafe { dot_body::<N, true>(tile, out) }
 }
 
 /// The kernel of each format.
@@ -149,20 +161,24 @@ fn dot_n_vnni<const N: usize>(ty: WeightType, row: &[u8], acts: &Acts, r0: usize
 /// The CPU has AVX2, FMA and F16C, and AVX-VNNI when `VNNI` (the caller has those features,
 /// so this is compiled with them).
 #[inline(always)]
-unsafe fn dot_body<const N: usize, const VNNI: bool>(
-    ty: WeightType,
-    row: &[u8],
-    acts: &Acts,
-    r0: usize,
-    out: &mut [f32],
-) {
+unsafe fn dot_body<const N: usize, const VNNI: bool>(tile: Tile<'_>, out: &mut [f32]) {
+    let Tile {
+        ty,
+        row,
+        acts,
+        r0,
+        q4k: kernel,
+    } = tile;
     let res = match ty {
         WeightType::Q4_0
         | WeightType::Q4_1
         | WeightType::Q5_0
         | WeightType::Q5_1
         | WeightType::Q8_0 => q32::<N, VNNI>(ty, row, acts, r0),
-        WeightType::Q4K => q4k::<N, VNNI>(row, acts, r0),
+        WeightType::Q4K => match kernel {
+            Q4kKernel::Gemv => q4k::<N, VNNI, false>(row, acts, r0),
+            Q4kKernel::Gemm => q4k::<N, VNNI, true>(row, acts, r0),
+        },
         WeightType::Q6K => q6k::<N, VNNI>(row, acts, r0),
         _ => unreachable!("no AVX2 kernel for {}", ty.name()),
     };
@@ -371,13 +387,18 @@ fn store4(out: &mut [f32; 4], x: __m128) {
 }
 
 /// Q4_K rows against Q8_K activations, with the float steps of
-/// [`super::quant::dot_scalar`] (llama.cpp's `ggml_gemv_q4_K_8x8_q8_K`).
+/// [`super::quant::dot_scalar`]: llama.cpp's `ggml_gemv_q4_K_8x8_q8_K`, or with `GEMM` its
+/// `ggml_gemm_q4_K_8x8_q8_K` (an `fma` per two sub-blocks, [`Q4kKernel::Gemm`]).
 ///
 /// # Safety
 ///
 /// As [`dot_body`]'s.
 #[inline(always)]
-unsafe fn q4k<const N: usize, const VNNI: bool>(row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
+unsafe fn q4k<const N: usize, const VNNI: bool, const GEMM: bool>(
+    row: &[u8],
+    acts: &Acts,
+    r0: usize,
+) -> [f32; N] {
     let len = acts.len;
     let nb = len / QK_K;
     assert!(row.len() >= nb * 144 && acts.rows >= r0 + N);
@@ -410,8 +431,22 @@ unsafe fn q4k<const N: usize, const VNNI: bool>(row: &[u8], acts: &Acts, r0: usi
                 let y1 = load32(&acts.qs[base + 32..]);
                 let p0 = _mm256_mullo_epi32(dot_us8::<VNNI>(lo, y0), s_lo);
                 let p1 = _mm256_mullo_epi32(dot_us8::<VNNI>(hi, y1), s_hi);
-                sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(p0, p1));
+                let pair = _mm256_add_epi32(p0, p1);
+                if GEMM {
+                    // These two sub-blocks' sums go into the row's floats now.
+                    let r = r0 + c;
+                    let bs = &acts.bsums[(r * nb + i) * 16 + 4 * j..(r * nb + i) * 16 + 4 * j + 4];
+                    let mins = (bs[0] + bs[1]) * mn[2 * j] + (bs[2] + bs[3]) * mn[2 * j + 1];
+                    let dy = acts.d[r * nb + i];
+                    acc[c] = (hsum_i32(pair) as f32).mul_add(d * dy, acc[c]);
+                    acc_min[c] = (mins as f32).mul_add(dmin * dy, acc_min[c]);
+                } else {
+                    sumi[c] = _mm256_add_epi32(sumi[c], pair);
+                }
             }
+        }
+        if GEMM {
+            continue;
         }
         for c in 0..N {
             let r = r0 + c;
