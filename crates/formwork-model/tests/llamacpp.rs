@@ -9,9 +9,10 @@
 //! every greedy token, and log-probabilities within float noise. The default (`RowByRow`)
 //! differs from llama.cpp only on prompts of 64 tokens or more, and its own tests say by how
 //! much. Gemma's
-//! Q4_K and Q6_K matrices run in llama.cpp through its repacked (8x8 interleaved) kernels,
-//! whose float sums we do not reproduce bit for bit, so its tests allow two of 16 greedy runs
-//! to part from llama.cpp's within 32 tokens, and ask the same 1e-3 for log-probabilities.
+//! Q4_K matrices run in llama.cpp through its repacked kernels (four prompt rows at a time),
+//! whose roundings `PromptAttention::LlamaCpp` follows too; its tests allow two of 16 greedy
+//! runs to part from llama.cpp's within 32 tokens, and ask the same 1e-3 for
+//! log-probabilities (not reached yet: see the crate README).
 //!
 //! The SmolLM2 tests need `models/SmolLM2-135M-Instruct.Q4_1.gguf` and fail (never skip)
 //! without it: run `cargo xtask fetch-model`. The Gemma tests skip, saying so, when
@@ -476,8 +477,9 @@ fn gemma3_hyper_parameters_come_from_the_file() {
 }
 
 /// Gemma prompts whose 32 greedy tokens equal llama.cpp's today (of 16): the floor the CPU
-/// backend must keep while the rest of the gap is closed (issue 17 asks for 14).
-const GEMMA3_IDENTICAL_FLOOR: usize = 7;
+/// backend must keep while the rest of the gap is closed (issue 17 asks for 14). 7 before
+/// the four-row Q4_K kernel, 9 with it.
+const GEMMA3_IDENTICAL_FLOOR: usize = 9;
 
 #[test]
 fn gemma3_greedy_continuations_do_not_fall_below_todays_agreement() {
@@ -491,8 +493,8 @@ fn gemma3_greedy_continuations_do_not_fall_below_todays_agreement() {
 }
 
 #[test]
-#[ignore = "not reached yet: 7 of 16 Gemma prompts agree for 32 tokens, top-10 logprobs differ \
-            by up to 0.33 after a prompt (issue 17); run with --ignored"]
+#[ignore = "not reached yet: 9 of 16 Gemma prompts agree for 32 tokens, top-10 logprobs differ \
+            by up to 0.50 after a prompt (issue 17); run with --ignored"]
 fn gemma3_greedy_continuations_match_llama_cpp() {
     let Some(o) = gemma3() else { return };
     let (identical32, n, report) = greedy_agreement(o);
@@ -519,11 +521,11 @@ fn gemma3_logprobs_agree_with_llama_cpp_where_tokens_agree() {
 #[test]
 fn gemma3_short_prompts_equal_llama_cpp() {
     // Below four rows llama.cpp multiplies its repacked Q4_K matrices one row at a time
-    // (`ggml_gemv_q4_K_8x8_q8_K`), whose float steps ours follow, and every other kernel is
-    // already llama.cpp's: after these 3-token prompts the top-5 log-probabilities equal its
-    // own (xllamacpp 2026.10.11549, `/completion` with `n_probs`; 1e-4 covers the two sides'
-    // log-sum-exp over 262,144 logits). Longer prompts go through
-    // `ggml_gemm_q4_K_8x8_q8_K` for each whole group of four rows, not reproduced yet.
+    // (`ggml_gemv_q4_K_8x8_q8_K`), whose float steps ours follow: after these 3-token prompts
+    // the top-5 log-probabilities equal its own (xllamacpp 2026.10.11549, `/completion` with
+    // `n_probs`; 1e-4 covers the two sides' log-sum-exp over 262,144 logits). Longer prompts
+    // go through `ggml_gemm_q4_K_8x8_q8_K` for each whole group of four rows (followed under
+    // `PromptAttention::LlamaCpp`, `Q4kKernel::Gemm`).
     let Some(o) = gemma3() else { return };
     /// A prompt and llama.cpp's top-5 (token, log-probability) after it.
     type Case = (&'static [u32], [(usize, f32); 5]);

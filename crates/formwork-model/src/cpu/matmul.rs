@@ -4,6 +4,10 @@
 //! format) and shared by every matrix that reads the same input (q/k/v, gate/up). Threads
 //! take chunks of weight rows; within a chunk each weight row is multiplied into up to four
 //! activation rows at a time, so a batch reads each weight block once per four rows.
+//!
+//! A row's result does not depend on the other rows, with one exception asked for by name:
+//! an [`Input`] may say, row by row, which of llama.cpp's two Q4_K kernels a row follows
+//! ([`Q4kKernel`]), for the matrices llama.cpp repacks ([`QMatrix::repacked`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,7 +15,7 @@ use std::sync::Mutex;
 use super::isa::Isa;
 use super::pool::Pool;
 
-use super::quant::{ActKind, Acts, WeightType, dequantize_row, dot_scalar};
+use super::quant::{ActKind, Acts, Q4kKernel, WeightType, dequantize_row, dot_scalar};
 
 /// A weight matrix in its file format: `rows` outputs, each a row of `cols` inputs.
 #[derive(Debug, Clone)]
@@ -49,6 +53,13 @@ impl QMatrix {
     pub(crate) fn bytes(&self) -> usize {
         self.data.len()
     }
+
+    /// Whether llama.cpp's x86 build keeps this matrix repacked (Q4_K, output rows a multiple
+    /// of 8: `ggml_repack_get_optimal_repack_type`), so that its products follow the
+    /// [`Q4kKernel`] of each row.
+    pub(crate) fn repacked(&self) -> bool {
+        self.ty == WeightType::Q4K && self.rows.is_multiple_of(8)
+    }
 }
 
 /// Activations prepared once per kind for the matrices that read one input.
@@ -57,6 +68,8 @@ pub(crate) struct Input<'a> {
     rows: usize,
     cols: usize,
     prepared: HashMap<ActKind, Acts>,
+    /// Each row's Q4_K kernel for repacked matrices; empty: [`Q4kKernel::Gemv`] for all.
+    q4k: &'a [Q4kKernel],
 }
 
 impl<'a> Input<'a> {
@@ -68,6 +81,24 @@ impl<'a> Input<'a> {
             rows,
             cols,
             prepared: HashMap::new(),
+            q4k: &[],
+        }
+    }
+
+    /// The same rows, row `j` multiplied into repacked Q4_K matrices with `kernels[j]`
+    /// (`kernels` empty or one per row).
+    pub(crate) fn with_q4k_kernels(mut self, kernels: &'a [Q4kKernel]) -> Input<'a> {
+        assert!(kernels.is_empty() || kernels.len() == self.rows);
+        self.q4k = kernels;
+        self
+    }
+
+    /// Row `j`'s kernel for matrix `m`.
+    fn q4k_kernel(&self, m: &QMatrix, j: usize) -> Q4kKernel {
+        if m.repacked() {
+            self.q4k.get(j).copied().unwrap_or_default()
+        } else {
+            Q4kKernel::Gemv
         }
     }
 
@@ -156,18 +187,23 @@ pub(crate) fn matmul_many(
             tasks.push((mi, ci * chunk_rows, chunk));
         }
     }
-    let prepared = &input.prepared;
+    let input = &*input;
     let run = |(mi, r0, chunk): (usize, usize, &mut [f32])| {
         let m = mats[mi];
-        let acts = &prepared[&m.ty.act_kind()];
+        let acts = &input.prepared[&m.ty.act_kind()];
         // Blocks of weight rows small enough to stay in L1 while every tile of activation
         // rows passes over them.
         for (bi, block) in chunk.chunks_mut(ROW_BLOCK * t).enumerate() {
             let first = r0 + bi * ROW_BLOCK;
             let mut j = 0;
             while j < t {
-                let n = (t - j).min(TILE);
-                dot_block(isa, m, first, acts, j, n, block, t);
+                // A tile ends where the rows' Q4_K kernel changes (only Q4_K tiles may start
+                // off a multiple of 4).
+                let kernel = input.q4k_kernel(m, j);
+                let n = (1..(t - j).min(TILE))
+                    .find(|&c| input.q4k_kernel(m, j + c) != kernel)
+                    .unwrap_or((t - j).min(TILE));
+                dot_block(isa, m, first, acts, j, n, kernel, block, t);
                 j += n;
             }
         }
@@ -212,9 +248,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// `block[i * t + j0 + c] = m.row(first + i) . acts[j0 + c]` for the block's rows (at most
-/// [`ROW_BLOCK`]) and `c < n` (at most [`TILE`]): the `isa` kernel of the format where it has
-/// one (one call for the whole block, so a build that does not target its features pays the
-/// call once per block, not once per row), else the portable code.
+/// [`ROW_BLOCK`]) and `c < n` (at most [`TILE`]), Q4_K rows with `q4k`'s float steps: the
+/// `isa` kernel of the format where it has one (one call for the whole block, so a build that
+/// does not target its features pays the call once per block, not once per row), else the
+/// portable code.
 #[allow(clippy::too_many_arguments)]
 fn dot_block(
     isa: Isa,
@@ -223,6 +260,7 @@ fn dot_block(
     acts: &Acts,
     j0: usize,
     n: usize,
+    q4k: Q4kKernel,
     block: &mut [f32],
     t: usize,
 ) {
@@ -236,18 +274,34 @@ fn dot_block(
         for (i, row) in rows.iter_mut().take(count).enumerate() {
             *row = m.row(first + i);
         }
-        super::simd::dot_tiles(avx2, m.ty, &rows[..count], acts, j0, n, &mut block[j0..], t);
+        let tiles = super::simd::Tiles {
+            ty: m.ty,
+            rows: &rows[..count],
+            acts,
+            r0: j0,
+            q4k,
+            stride: t,
+        };
+        super::simd::dot_tiles(avx2, tiles, n, &mut block[j0..]);
         return;
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = isa;
     for (i, out_row) in block.chunks_mut(t).enumerate() {
-        dot_row(m.ty, m.row(first + i), acts, j0, &mut out_row[j0..j0 + n]);
+        dot_row(
+            m.ty,
+            m.row(first + i),
+            acts,
+            j0,
+            q4k,
+            &mut out_row[j0..j0 + n],
+        );
     }
 }
 
-/// `out[c] = row . acts[j0 + c]` for `c < out.len()` in portable code.
-fn dot_row(ty: WeightType, row: &[u8], acts: &Acts, j0: usize, out: &mut [f32]) {
+/// `out[c] = row . acts[j0 + c]` for `c < out.len()` in portable code, Q4_K rows with
+/// `q4k`'s float steps.
+fn dot_row(ty: WeightType, row: &[u8], acts: &Acts, j0: usize, q4k: Q4kKernel, out: &mut [f32]) {
     match ty {
         WeightType::F32 | WeightType::F16 | WeightType::BF16 => {
             let len = acts.len;
@@ -260,7 +314,7 @@ fn dot_row(ty: WeightType, row: &[u8], acts: &Acts, j0: usize, out: &mut [f32]) 
         }
         _ => {
             for (c, o) in out.iter_mut().enumerate() {
-                *o = dot_scalar(ty, row, acts, j0 + c);
+                *o = dot_scalar(ty, row, acts, j0 + c, q4k);
             }
         }
     }

@@ -11,7 +11,8 @@
 //! - attention over an f16 key/value cache with the arithmetic of llama.cpp's CPU flash
 //!   attention (f16 queries, f16 value accumulator, online softmax), as llama.cpp runs by
 //!   default, so greedy runs follow llama.cpp's. Prompt rows take the same row kernel unless
-//!   [`PromptAttention::LlamaCpp`] asks for llama.cpp's tiled kernel on long prompts;
+//!   [`PromptAttention::LlamaCpp`] asks for llama.cpp's tiled kernel on long prompts, and
+//!   for its Q4_K products in groups of four rows ([`quant::Q4kKernel`]);
 //! - RMS norms summed in f64, rotary tables built as ggml builds them.
 //!
 //! A GGUF whose tensors are all in a format this backend knows ([`quant::WeightType`]) runs
@@ -39,6 +40,7 @@ use isa::Isa;
 pub(crate) use load::load_gguf;
 use matmul::{Input, QMatrix, lock, matmul, matmul_many};
 use pool::Pool;
+use quant::Q4kKernel;
 
 /// One decoder block's weights.
 #[derive(Debug)]
@@ -77,6 +79,9 @@ pub(crate) struct NativeModel {
     prompt_attention: PromptAttention,
     /// The kernels every product and attention call runs, picked when the model is built.
     isa: Isa,
+    /// Whether a layer has a Q4_K matrix llama.cpp repacks ([`QMatrix::repacked`]): only
+    /// then does a row's [`Q4kKernel`] make a difference.
+    repacked_q4k: bool,
 }
 
 /// The thread count: `FORMWORK_THREADS`, else `CANDLE_NUM_THREADS`, else every core.
@@ -107,6 +112,11 @@ impl NativeModel {
         threads: Option<usize>,
         isa: Isa,
     ) -> Result<NativeModel, ModelError> {
+        let repacked_q4k = layers.iter().any(|l| {
+            [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
+                .iter()
+                .any(|m| m.repacked())
+        });
         Ok(NativeModel {
             config,
             embedding,
@@ -116,6 +126,7 @@ impl NativeModel {
             pool: pool(threads.unwrap_or_else(default_threads))?,
             prompt_attention: PromptAttention::default(),
             isa,
+            repacked_q4k,
         })
     }
 
@@ -134,6 +145,31 @@ impl NativeModel {
                 Some(p) => tiled_prompt_row(p, pos),
                 None => call_rows >= attention::TILE,
             }
+    }
+
+    /// Which Q4_K kernel row `pos` of a sequence takes (row `i` of the `call_rows` this call
+    /// computes for it): [`Q4kKernel::Gemv`] unless [`PromptAttention::LlamaCpp`] asks for
+    /// llama.cpp's choice (and the model has a repacked Q4_K matrix), the gemm for the rows of
+    /// a prompt of `prompt_len` tokens (when the cache knows it) in its whole groups of four,
+    /// else for those of this call.
+    fn q4k_kernel(
+        &self,
+        prompt_len: Option<usize>,
+        call_rows: usize,
+        pos: usize,
+        i: usize,
+    ) -> Q4kKernel {
+        let gemm = self.prompt_attention == PromptAttention::LlamaCpp
+            && self.repacked_q4k
+            && match prompt_len {
+                Some(p) => gemm_prompt_row(p, pos),
+                None => i < call_rows - call_rows % 4,
+            };
+        if gemm {
+            Q4kKernel::Gemm
+        } else {
+            Q4kKernel::Gemv
+        }
     }
 
     /// Threads a forward pass uses.
@@ -173,7 +209,9 @@ impl Model for NativeModel {
     }
 
     fn kernel_class(&self, prompt_len: usize, position: usize) -> u8 {
-        u8::from(self.tiled_row(Some(prompt_len), 0, position))
+        let tiled = self.tiled_row(Some(prompt_len), 0, position);
+        let gemm = self.q4k_kernel(Some(prompt_len), 0, position, 0) == Q4kKernel::Gemm;
+        u8::from(tiled) | (u8::from(gemm) << 1)
     }
 
     /// The batch was checked by [`crate::Transformer::forward`].
@@ -213,6 +251,16 @@ impl Model for NativeModel {
         let eps = cfg.rms_norm_eps as f32;
         let q_width = heads * hd;
         let kv_width = kv_heads * hd;
+        // Each row's Q4_K kernel, in every layer's products but the last layer's
+        // feed-forward, which (as in llama.cpp) runs only for the rows whose logits are
+        // wanted, one row per sequence.
+        let q4k: Vec<Q4kKernel> = spans
+            .iter()
+            .zip(&prompt_lens)
+            .flat_map(|(s, &p)| (0..s.len).map(move |i| (s, p, i)))
+            .map(|(s, p, i)| self.q4k_kernel(p, s.len, s.start + i, i))
+            .collect();
+        let last_rows: Vec<usize> = spans.iter().map(|s| s.offset + s.len - 1).collect();
 
         for (li, layer) in self.layers.iter().enumerate() {
             let window = cfg
@@ -225,7 +273,7 @@ impl Model for NativeModel {
                 _ => &rope,
             };
             let h = rms_norm_rows(&x, hidden, &layer.attn_norm, eps);
-            let mut input = Input::new(&h, rows, hidden);
+            let mut input = Input::new(&h, rows, hidden).with_q4k_kernels(&q4k);
             let mut qkv = matmul_many(
                 &self.pool,
                 self.isa,
@@ -275,14 +323,24 @@ impl Model for NativeModel {
                 &self.pool,
                 self.isa,
                 &layer.o,
-                &mut Input::new(&attn, rows, q_width),
+                &mut Input::new(&attn, rows, q_width).with_q4k_kernels(&q4k),
             );
+            // After the last layer's attention only the rows whose logits are wanted go on
+            // (llama.cpp's `inp_out_ids`), each alone: the gemv kernel.
+            let ffn_q4k: &[Q4kKernel] = if li + 1 == self.layers.len() {
+                o = gather_rows(&o, &last_rows, hidden);
+                x = gather_rows(&x, &last_rows, hidden);
+                &[]
+            } else {
+                &q4k
+            };
+            let ffn_rows = x.len() / hidden;
             if let Some(w) = &layer.post_attn_norm {
                 o = rms_norm_rows(&o, hidden, w, eps);
             }
             add_into(&mut x, &o);
             let h = rms_norm_rows(&x, hidden, &layer.ffn_norm, eps);
-            let mut input = Input::new(&h, rows, hidden);
+            let mut input = Input::new(&h, ffn_rows, hidden).with_q4k_kernels(ffn_q4k);
             let mut gu = matmul_many(&self.pool, self.isa, &[&layer.gate, &layer.up], &mut input)
                 .into_iter();
             let (mut g, u) = (gu.next().expect("gate"), gu.next().expect("up"));
@@ -305,7 +363,7 @@ impl Model for NativeModel {
                 &self.pool,
                 self.isa,
                 &layer.down,
-                &mut Input::new(&g, rows, cfg.intermediate_size),
+                &mut Input::new(&g, ffn_rows, cfg.intermediate_size).with_q4k_kernels(ffn_q4k),
             );
             if let Some(w) = &layer.post_ffn_norm {
                 d = rms_norm_rows(&d, hidden, w, eps);
@@ -313,12 +371,11 @@ impl Model for NativeModel {
             add_into(&mut x, &d);
         }
         drop(caches);
-        let mut last = Vec::with_capacity(spans.len() * hidden);
-        for s in &spans {
-            let r = s.offset + s.len - 1;
-            last.extend_from_slice(&x[r * hidden..(r + 1) * hidden]);
+        if self.layers.is_empty() {
+            x = gather_rows(&x, &last_rows, hidden);
         }
-        let last = rms_norm_rows(&last, hidden, &self.norm, eps);
+        // `x` holds each sequence's last row now.
+        let last = rms_norm_rows(&x, hidden, &self.norm, eps);
         let head = self.lm_head.as_ref().unwrap_or(&self.embedding);
         let mut logits = matmul(
             &self.pool,
@@ -426,6 +483,15 @@ impl NativeModel {
     }
 }
 
+/// Rows `rows` of `x` (rows of `width` values), in that order.
+fn gather_rows(x: &[f32], rows: &[usize], width: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows.len() * width);
+    for &r in rows {
+        out.extend_from_slice(&x[r * width..(r + 1) * width]);
+    }
+    out
+}
+
 fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
     if let Some(b) = bias {
         for row in x.chunks_exact_mut(b.len()) {
@@ -521,6 +587,14 @@ const UBATCH: usize = 512;
 /// cuts a prompt into ubatches of [`UBATCH`]); never a generated row.
 fn tiled_prompt_row(prompt_len: usize, pos: usize) -> bool {
     pos < prompt_len && (prompt_len - pos / UBATCH * UBATCH).min(UBATCH) >= attention::TILE
+}
+
+/// Whether llama.cpp multiplies row `pos` of a prompt of `prompt_len` tokens into its repacked
+/// Q4_K matrices with the gemm kernel: a ubatch's rows go four at a time, its last
+/// `rows % 4` one at a time, and every ubatch but the last is [`UBATCH`] rows (a multiple of
+/// 4), so the rows before the prompt's last `prompt_len % 4`. Never a generated row.
+fn gemm_prompt_row(prompt_len: usize, pos: usize) -> bool {
+    pos < prompt_len - prompt_len % 4
 }
 
 #[cfg(test)]

@@ -97,6 +97,25 @@ impl WeightType {
     }
 }
 
+/// Which of llama.cpp's two Q4_K kernels an activation row's products follow. llama.cpp's
+/// x86 build repacks a Q4_K matrix whose output rows are a multiple of 8 (its "CPU_REPACK"
+/// buffer) and multiplies it into a call's rows four at a time with
+/// `ggml_gemm_q4_K_8x8_q8_K`, the last `rows % 4` one at a time with
+/// `ggml_gemv_q4_K_8x8_q8_K`. Both sum the same exact integers; they differ in where the
+/// floats round: the gemv adds each 256-element super-block into the row's sum with one `fma`
+/// (and its mins with one more), the gemm each 64 elements (two sub-blocks). A row's bits
+/// thus depend on whether llama.cpp computes it in a group of four, which depends on how many
+/// rows its call has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Q4kKernel {
+    /// `ggml_gemv_q4_K_8x8_q8_K`: one `fma` per super-block. A row's bits depend on nothing
+    /// but the row (the default, and every format other than repacked Q4_K).
+    #[default]
+    Gemv,
+    /// `ggml_gemm_q4_K_8x8_q8_K`: one `fma` per two sub-blocks (64 elements).
+    Gemm,
+}
+
 /// How a row of activations is stored for a dot product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum ActKind {
@@ -487,8 +506,9 @@ pub(crate) fn dot_f32_ggml(a: &[f32], b: &[f32]) -> f32 {
     sum as f32
 }
 
-/// The dot product of one weight row with row `r` of `acts` (portable code).
-pub(crate) fn dot_scalar(ty: WeightType, row: &[u8], acts: &Acts, r: usize) -> f32 {
+/// The dot product of one weight row with row `r` of `acts` (portable code); a Q4_K row
+/// with the float steps of `q4k`'s kernel.
+pub(crate) fn dot_scalar(ty: WeightType, row: &[u8], acts: &Acts, r: usize, q4k: Q4kKernel) -> f32 {
     let len = acts.len;
     match ty {
         WeightType::F32 | WeightType::F16 | WeightType::BF16 => {
@@ -521,21 +541,33 @@ pub(crate) fn dot_scalar(ty: WeightType, row: &[u8], acts: &Acts, r: usize) -> f
             hsum8(&acc) + summs
         }
         WeightType::Q4K => {
-            // llama.cpp's AVX2 build repacks Q4_K matrices (rows a multiple of 8); one row of
-            // activations goes through `ggml_gemv_q4_K_8x8_q8_K`: per super-block one `fma`
-            // of the integer sum by `d * dy` and one of the min sum by `dmin * dy`, the min
-            // sums subtracted at the end. (Whole groups of four rows of a longer prompt go
-            // through `ggml_gemm_q4_K_8x8_q8_K`, whose float steps we do not follow: ours do
-            // not depend on the rows a matrix is multiplied with.)
+            // llama.cpp's AVX2 build repacks Q4_K matrices (rows a multiple of 8) and runs
+            // `ggml_gemv_q4_K_8x8_q8_K` or `ggml_gemm_q4_K_8x8_q8_K` ([`Q4kKernel`]): the
+            // integer sums of each two sub-blocks, `fma`-ed by `d * dy` (and the min sums by
+            // `dmin * dy`) per super-block or per two sub-blocks, the min sums subtracted at
+            // the end.
             let nb = len / QK_K;
             let (mut acc, mut acc_min) = (0f32, 0f32);
             for (i, b) in row.chunks_exact(144).take(nb).enumerate() {
                 let q8 = &acts.qs[r * len + i * QK_K..r * len + (i + 1) * QK_K];
                 let bsums = &acts.bsums[(r * nb + i) * 16..(r * nb + i + 1) * 16];
-                let (sumi, mins) = q4k_block_sums(b, q8, bsums);
+                let pairs = q4k_pair_sums(b, q8, bsums);
                 let dy = acts.d[r * nb + i];
-                acc = (sumi as f32).mul_add(f16_at(b, 0) * dy, acc);
-                acc_min = (mins as f32).mul_add(f16_at(b, 2) * dy, acc_min);
+                let (d, dmin) = (f16_at(b, 0) * dy, f16_at(b, 2) * dy);
+                match q4k {
+                    Q4kKernel::Gemv => {
+                        let sumi: i32 = pairs.iter().map(|p| p.0).sum();
+                        let mins: i32 = pairs.iter().map(|p| p.1).sum();
+                        acc = (sumi as f32).mul_add(d, acc);
+                        acc_min = (mins as f32).mul_add(dmin, acc_min);
+                    }
+                    Q4kKernel::Gemm => {
+                        for (sumi, mins) in pairs {
+                            acc = (sumi as f32).mul_add(d, acc);
+                            acc_min = (mins as f32).mul_add(dmin, acc_min);
+                        }
+                    }
+                }
             }
             acc - acc_min
         }
@@ -585,12 +617,11 @@ pub(crate) fn dot_scalar(ty: WeightType, row: &[u8], acts: &Acts, r: usize) -> f
     }
 }
 
-/// The integer parts of a Q4_K x Q8_K super-block: `sum(scale_j * q4 . q8)` and
-/// `sum(min_j * sum(q8 of sub-block j))`.
-pub(crate) fn q4k_block_sums(b: &[u8], q8: &[i8], bsums: &[i32]) -> (i32, i32) {
+/// The integer parts of a Q4_K x Q8_K super-block, per two sub-blocks `2k, 2k + 1` (64
+/// elements): `sum(scale_j * q4 . q8)` and `sum(min_j * sum(q8 of sub-block j))` over the two.
+pub(crate) fn q4k_pair_sums(b: &[u8], q8: &[i8], bsums: &[i32]) -> [(i32, i32); 4] {
     let (scales, qs) = (&b[4..16], &b[16..144]);
-    let mut sumi = 0i32;
-    let mut mins = 0i32;
+    let mut out = [(0i32, 0i32); 4];
     for j in 0..8 {
         let (sc, m) = scale_min_k4(j, scales);
         let q = &qs[32 * (j / 2)..32 * (j / 2) + 32];
@@ -599,10 +630,10 @@ pub(crate) fn q4k_block_sums(b: &[u8], q8: &[i8], bsums: &[i32]) -> (i32, i32) {
         for l in 0..32 {
             p += ((q[l] >> shift) & 0x0f) as i32 * q8[32 * j + l] as i32;
         }
-        sumi += p * sc as i32;
-        mins += (bsums[2 * j] + bsums[2 * j + 1]) * m as i32;
+        out[j / 2].0 += p * sc as i32;
+        out[j / 2].1 += (bsums[2 * j] + bsums[2 * j + 1]) * m as i32;
     }
-    (sumi, mins)
+    out
 }
 
 /// The 5-bit values (0..32) of a Q5_K super-block, in element order: sub-block `j` takes the

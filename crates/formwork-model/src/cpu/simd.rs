@@ -34,7 +34,7 @@
 
 use core::arch::x86_64::*;
 
-use super::quant::{Acts, QK, QK_K, WeightType, q6k_values, scale_min_k4};
+use super::quant::{Acts, Q4kKernel, QK, QK_K, WeightType, q6k_values, scale_min_k4};
 
 /// Proof that the CPU has AVX2, FMA and F16C (and whether it has AVX-VNNI): the key to this
 /// module's kernels.
@@ -89,7 +89,8 @@ pub(crate) fn supports(ty: WeightType) -> bool {
     )
 }
 
-/// `out[c] = row . acts[r0 + c]` for `c < out.len()` (at most 8; `r0` a multiple of 4).
+/// `out[c] = row . acts[r0 + c]` for `c < out.len()` (at most 8; `r0` a multiple of 4 for
+/// the 32-element formats), Q4_K rows with `q4k`'s float steps.
 #[cfg(test)]
 pub(crate) fn dot_tile(
     avx2: Avx2,
@@ -97,89 +98,109 @@ pub(crate) fn dot_tile(
     row: &[u8],
     acts: &Acts,
     r0: usize,
+    q4k: Q4kKernel,
     out: &mut [f32],
 ) {
     let n = out.len();
-    dot_tiles(avx2, ty, &[row], acts, r0, n, out, n);
+    let tiles = Tiles {
+        ty,
+        rows: &[row],
+        acts,
+        r0,
+        q4k,
+        stride: n,
+    };
+    dot_tiles(avx2, tiles, n, out);
 }
 
-/// `out[i * stride + c] = rows[i] . acts[r0 + c]` for every row `i` and `c < n` (`n` at most
-/// 8; `r0` a multiple of 4). One call runs a whole block of weight rows, so the dispatch to
-/// the `#[target_feature]` code (a real call in a build that does not target AVX2) is paid
-/// once per block.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn dot_tiles(
-    avx2: Avx2,
-    ty: WeightType,
-    rows: &[&[u8]],
-    acts: &Acts,
-    r0: usize,
-    n: usize,
-    out: &mut [f32],
-    stride: usize,
-) {
-    assert!(rows.is_empty() || (rows.len() - 1) * stride + n <= out.len());
+/// Weight rows against activation rows `r0..r0 + n`: what [`dot_tiles`] is asked.
+#[derive(Clone, Copy)]
+pub(crate) struct Tiles<'a> {
+    /// The rows' format.
+    pub(crate) ty: WeightType,
+    /// The weight rows (a block of them).
+    pub(crate) rows: &'a [&'a [u8]],
+    /// The prepared activations.
+    pub(crate) acts: &'a Acts,
+    /// The first activation row.
+    pub(crate) r0: usize,
+    /// The float steps of Q4_K rows.
+    pub(crate) q4k: Q4kKernel,
+    /// Outputs of weight row `i` start at `i * stride`.
+    pub(crate) stride: usize,
+}
+
+/// `out[i * stride + c] = rows[i] . acts[r0 + c]` for every weight row `i` and `c < n` (`n` at
+/// most 8). One call runs a whole block of weight rows, so the dispatch to the
+/// `#[target_feature]` code (a real call in a build that does not target AVX2) is paid once
+/// per block, not once per row.
+pub(crate) fn dot_tiles(avx2: Avx2, tiles: Tiles<'_>, n: usize, out: &mut [f32]) {
+    assert!(tiles.rows.is_empty() || (tiles.rows.len() - 1) * tiles.stride + n <= out.len());
     match n {
-        1 => dot_n::<1>(avx2, ty, rows, acts, r0, out, stride),
-        2 => dot_n::<2>(avx2, ty, rows, acts, r0, out, stride),
-        3 => dot_n::<3>(avx2, ty, rows, acts, r0, out, stride),
-        4 => dot_n::<4>(avx2, ty, rows, acts, r0, out, stride),
-        5 => dot_n::<5>(avx2, ty, rows, acts, r0, out, stride),
-        6 => dot_n::<6>(avx2, ty, rows, acts, r0, out, stride),
-        7 => dot_n::<7>(avx2, ty, rows, acts, r0, out, stride),
-        8 => dot_n::<8>(avx2, ty, rows, acts, r0, out, stride),
+        1 => dot_n::<1>(avx2, tiles, out),
+        2 => dot_n::<2>(avx2, tiles, out),
+        3 => dot_n::<3>(avx2, tiles, out),
+        4 => dot_n::<4>(avx2, tiles, out),
+        5 => dot_n::<5>(avx2, tiles, out),
+        6 => dot_n::<6>(avx2, tiles, out),
+        7 => dot_n::<7>(avx2, tiles, out),
+        8 => dot_n::<8>(avx2, tiles, out),
         n => panic!("dot_tiles takes 1 to 8 activation rows, not {n}"),
     }
 }
 
-#[inline]
-fn dot_n<const N: usize>(
-    avx2: Avx2,
+/// One weight row against activation rows `r0..`: what [`dot_body`] computes.
+#[derive(Clone, Copy)]
+struct Tile<'a> {
     ty: WeightType,
-    rows: &[&[u8]],
-    acts: &Acts,
+    row: &'a [u8],
+    acts: &'a Acts,
     r0: usize,
-    out: &mut [f32],
-    stride: usize,
-) {
+    q4k: Q4kKernel,
+}
+
+/// Each row of `tiles` in turn, through `dot_body::<N, VNNI>`.
+///
+/// # Safety
+///
+/// As [`dot_body`]'s.
+#[inline(always)]
+unsafe fn each_row<const N: usize, const VNNI: bool>(tiles: Tiles<'_>, out: &mut [f32]) {
+    for (i, &row) in tiles.rows.iter().enumerate() {
+        let tile = Tile {
+            ty: tiles.ty,
+            row,
+            acts: tiles.acts,
+            r0: tiles.r0,
+            q4k: tiles.q4k,
+        };
+        let at = i * tiles.stride;
+        dot_body::<N, VNNI>(tile, &mut out[at..at + N]);
+    }
+}
+
+#[inline]
+fn dot_n<const N: usize>(avx2: Avx2, tiles: Tiles<'_>, out: &mut [f32]) {
     // SAFETY: an `Avx2` proves AVX2, FMA and F16C, and AVX-VNNI when `vnni` is set.
     unsafe {
         if avx2.vnni {
-            dot_n_vnni::<N>(ty, rows, acts, r0, out, stride)
+            dot_n_vnni::<N>(tiles, out)
         } else {
-            dot_n_avx2::<N>(ty, rows, acts, r0, out, stride)
+            dot_n_avx2::<N>(tiles, out)
         }
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_n_avx2<const N: usize>(
-    ty: WeightType,
-    rows: &[&[u8]],
-    acts: &Acts,
-    r0: usize,
-    out: &mut [f32],
-    stride: usize,
-) {
-    for (i, row) in rows.iter().enumerate() {
-        // SAFETY: this function has AVX2, FMA and F16C.
-        unsafe { dot_body::<N, false>(ty, row, acts, r0, &mut out[i * stride..i * stride + N]) }
-    }
+fn dot_n_avx2<const N: usize>(tiles: Tiles<'_>, out: &mut [f32]) {
+    // SAFETY: this function has AVX2, FMA and F16C.
+    unsafe { each_row::<N, false>(tiles, out) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-fn dot_n_vnni<const N: usize>(
-    ty: WeightType,
-    rows: &[&[u8]],
-    acts: &Acts,
-    r0: usize,
-    out: &mut [f32],
-    stride: usize,
-) {
-    for (i, row) in rows.iter().enumerate() {
-        // SAFETY: this function has AVX2, FMA, F16C and AVX-VNNI.
-        unsafe { dot_body::<N, true>(ty, row, acts, r0, &mut out[i * stride..i * stride + N]) }
-    }
+fn dot_n_vnni<const N: usize>(tiles: Tiles<'_>, out: &mut [f32]) {
+    // SAFETY: this function has AVX2, FMA, F16C and AVX-VNNI.
+    unsafe { each_row::<N, true>(tiles, out) }
 }
 
 /// The kernel of each format.
@@ -189,20 +210,24 @@ fn dot_n_vnni<const N: usize>(
 /// The CPU has AVX2, FMA and F16C, and AVX-VNNI when `VNNI` (the caller has those features,
 /// so this is compiled with them).
 #[inline(always)]
-unsafe fn dot_body<const N: usize, const VNNI: bool>(
-    ty: WeightType,
-    row: &[u8],
-    acts: &Acts,
-    r0: usize,
-    out: &mut [f32],
-) {
+unsafe fn dot_body<const N: usize, const VNNI: bool>(tile: Tile<'_>, out: &mut [f32]) {
+    let Tile {
+        ty,
+        row,
+        acts,
+        r0,
+        q4k: kernel,
+    } = tile;
     let res = match ty {
         WeightType::Q4_0
         | WeightType::Q4_1
         | WeightType::Q5_0
         | WeightType::Q5_1
         | WeightType::Q8_0 => q32::<N, VNNI>(ty, row, acts, r0),
-        WeightType::Q4K => q4k::<N, VNNI>(row, acts, r0),
+        WeightType::Q4K => match kernel {
+            Q4kKernel::Gemv => q4k::<N, VNNI, false>(row, acts, r0),
+            Q4kKernel::Gemm => q4k::<N, VNNI, true>(row, acts, r0),
+        },
         WeightType::Q6K => q6k::<N, VNNI>(row, acts, r0),
         _ => unreachable!("no AVX2 kernel for {}", ty.name()),
     };
@@ -411,13 +436,18 @@ fn store4(out: &mut [f32; 4], x: __m128) {
 }
 
 /// Q4_K rows against Q8_K activations, with the float steps of
-/// [`super::quant::dot_scalar`] (llama.cpp's `ggml_gemv_q4_K_8x8_q8_K`).
+/// [`super::quant::dot_scalar`]: llama.cpp's `ggml_gemv_q4_K_8x8_q8_K`, or with `GEMM` its
+/// `ggml_gemm_q4_K_8x8_q8_K` (an `fma` per two sub-blocks, [`Q4kKernel::Gemm`]).
 ///
 /// # Safety
 ///
 /// As [`dot_body`]'s.
 #[inline(always)]
-unsafe fn q4k<const N: usize, const VNNI: bool>(row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
+unsafe fn q4k<const N: usize, const VNNI: bool, const GEMM: bool>(
+    row: &[u8],
+    acts: &Acts,
+    r0: usize,
+) -> [f32; N] {
     let len = acts.len;
     let nb = len / QK_K;
     assert!(row.len() >= nb * 144 && acts.rows >= r0 + N);
@@ -450,8 +480,22 @@ unsafe fn q4k<const N: usize, const VNNI: bool>(row: &[u8], acts: &Acts, r0: usi
                 let y1 = load32(&acts.qs[base + 32..]);
                 let p0 = _mm256_mullo_epi32(dot_us8::<VNNI>(lo, y0), s_lo);
                 let p1 = _mm256_mullo_epi32(dot_us8::<VNNI>(hi, y1), s_hi);
-                sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(p0, p1));
+                let pair = _mm256_add_epi32(p0, p1);
+                if GEMM {
+                    // These two sub-blocks' sums go into the row's floats now.
+                    let r = r0 + c;
+                    let bs = &acts.bsums[(r * nb + i) * 16 + 4 * j..(r * nb + i) * 16 + 4 * j + 4];
+                    let mins = (bs[0] + bs[1]) * mn[2 * j] + (bs[2] + bs[3]) * mn[2 * j + 1];
+                    let dy = acts.d[r * nb + i];
+                    acc[c] = (hsum_i32(pair) as f32).mul_add(d * dy, acc[c]);
+                    acc_min[c] = (mins as f32).mul_add(dmin * dy, acc_min[c]);
+                } else {
+                    sumi[c] = _mm256_add_epi32(sumi[c], pair);
+                }
             }
+        }
+        if GEMM {
+            continue;
         }
         for c in 0..N {
             let r = r0 + c;

@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use super::isa::{CpuKernels, Isa};
 use super::matmul::{Input, QMatrix};
 use super::pool::Pool;
-use super::quant::{ActKind, Acts, WeightType, dequantize_row, dot_scalar};
+use super::quant::{ActKind, Acts, Q4kKernel, WeightType, dequantize_row, dot_scalar};
 
 fn pool() -> &'static Pool {
     static POOL: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
@@ -102,7 +102,7 @@ fn quantized_dots_are_close_to_f32_dots_of_the_decoded_weights() {
         let (bytes, deq) = quantized(theirs, 1, cols, 11);
         let x = values(cols, 5);
         let acts = Acts::new(ours.act_kind(), &x, 1, cols);
-        let got = dot_scalar(ours, &bytes, &acts, 0);
+        let got = dot_scalar(ours, &bytes, &acts, 0, Q4kKernel::Gemv);
         let exact: f64 = deq
             .iter()
             .zip(&x)
@@ -141,12 +141,78 @@ fn batched_products_equal_one_row_at_a_time_bit_for_bit() {
                 let row_bytes = ours.row_bytes(cols);
                 for r in 0..out_rows {
                     let w = &bytes[r * row_bytes..(r + 1) * row_bytes];
-                    let scalar = dot_scalar(ours, w, &acts, 0);
+                    let scalar = dot_scalar(ours, w, &acts, 0, Q4kKernel::Gemv);
                     assert_eq!(scalar.to_bits(), one[r].to_bits(), "{what} ({r}, {j})");
                 }
             }
         }
     }
+}
+
+/// llama.cpp's repacked Q4_K products: the rows an `Input` marks take the gemm kernel (an
+/// `fma` per 64 elements), the others the gemv kernel, in every kernel set and whatever the
+/// tile; a matrix llama.cpp does not repack (rows not a multiple of 8) ignores the marks.
+#[test]
+fn q4k_rows_follow_the_kernel_their_input_names() {
+    let cols = 1024;
+    // Two sequences as a batch: 6 prompt rows (4 in a group, 2 alone), then 5 (4 and 1).
+    let kernels: Vec<Q4kKernel> = [4, 2, 4, 1]
+        .into_iter()
+        .zip([Q4kKernel::Gemm, Q4kKernel::Gemv].into_iter().cycle())
+        .flat_map(|(n, k)| std::iter::repeat_n(k, n))
+        .collect();
+    let t = kernels.len();
+    let x = values(t * cols, 31);
+    let acts = Acts::new(ActKind::Q8K, &x, t, cols);
+    let mut differ = 0;
+    for out_rows in [24, 12] {
+        let (bytes, _) = quantized(GgmlDType::Q4K, out_rows, cols, 32);
+        let m = QMatrix::new(WeightType::Q4K, out_rows, cols, bytes.clone()).unwrap();
+        assert_eq!(m.repacked(), out_rows % 8 == 0);
+        let row_bytes = WeightType::Q4K.row_bytes(cols);
+        for isa in isas() {
+            let got = matmul(
+                isa,
+                &m,
+                &mut Input::new(&x, t, cols).with_q4k_kernels(&kernels),
+            );
+            for (j, &k) in kernels.iter().enumerate() {
+                let k = if m.repacked() { k } else { Q4kKernel::Gemv };
+                for r in 0..out_rows {
+                    let w = &bytes[r * row_bytes..(r + 1) * row_bytes];
+                    let want = dot_scalar(WeightType::Q4K, w, &acts, j, k);
+                    assert_eq!(
+                        got[j * out_rows + r].to_bits(),
+                        want.to_bits(),
+                        "{out_rows} rows on {}: ({r}, {j}) {k:?}",
+                        isa.kernels()
+                    );
+                    let other = dot_scalar(WeightType::Q4K, w, &acts, j, Q4kKernel::Gemv);
+                    differ += usize::from(other.to_bits() != want.to_bits());
+                }
+            }
+        }
+    }
+    // The two kernels round differently: the marks must have been followed.
+    assert!(differ > 0, "the gemm rows gave the gemv's bits everywhere");
+}
+
+/// The rows of a prompt llama.cpp multiplies four at a time: all but the last `len % 4`
+/// (ubatches of 512 keep the groups), never a generated row.
+#[test]
+fn prompt_rows_take_the_gemm_in_whole_groups_of_four() {
+    let gemm = |len: usize| {
+        (0..len + 3)
+            .filter(|&p| super::gemm_prompt_row(len, p))
+            .count()
+    };
+    assert_eq!(gemm(1), 0);
+    assert_eq!(gemm(3), 0);
+    assert_eq!(gemm(4), 4);
+    assert_eq!(gemm(7), 4);
+    assert_eq!(gemm(513), 512);
+    assert_eq!(gemm(1030), 1028);
+    assert!(super::gemm_prompt_row(9, 7) && !super::gemm_prompt_row(9, 8));
 }
 
 #[test]
@@ -360,16 +426,25 @@ fn every_simd_dot_tile_width_equals_the_portable_dot() {
             let (bytes, _) = quantized(theirs, 1, cols, 21);
             let x = values(rows * cols, 22);
             let acts = Acts::new(ours.act_kind(), &x, rows, cols);
-            for r0 in [0, 4, 8] {
+            // Q4_K tiles may start anywhere (a change of kernel ends a tile).
+            let starts: &[usize] = if ours == WeightType::Q4K {
+                &[0, 1, 4, 6, 8]
+            } else {
+                &[0, 4, 8]
+            };
+            for (&r0, q4k) in starts
+                .iter()
+                .flat_map(|r0| [(r0, Q4kKernel::Gemv), (r0, Q4kKernel::Gemm)])
+            {
                 for n in 1..=8 {
                     let mut out = vec![0f32; n];
-                    super::simd::dot_tile(avx2, ours, &bytes, &acts, r0, &mut out);
+                    super::simd::dot_tile(avx2, ours, &bytes, &acts, r0, q4k, &mut out);
                     for (c, got) in out.iter().enumerate() {
-                        let want = dot_scalar(ours, &bytes, &acts, r0 + c);
+                        let want = dot_scalar(ours, &bytes, &acts, r0 + c, q4k);
                         assert_eq!(
                             got.to_bits(),
                             want.to_bits(),
-                            "{} rows {r0}+{c} of a tile of {n} (VNNI {})",
+                            "{} rows {r0}+{c} of a tile of {n} ({q4k:?}, VNNI {})",
                             ours.name(),
                             avx2.vnni()
                         );
