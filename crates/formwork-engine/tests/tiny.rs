@@ -45,6 +45,17 @@ fn engine(config: EngineConfig) -> Engine {
     Engine::new(tiny_model(), config).unwrap()
 }
 
+/// Engines on the tiny model with prompt rows computed as `prompt_attention` says: one with
+/// prefix reuse (the default config), one without.
+fn with_and_without_prefix_cache(prompt_attention: PromptAttention) -> (Engine, Engine) {
+    let engine = |config| Engine::new(tiny_model_with(prompt_attention), config).unwrap();
+    let without = EngineConfig {
+        prefix_cache: false,
+        ..EngineConfig::default()
+    };
+    (engine(EngineConfig::default()), engine(without))
+}
+
 fn shared_engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| engine(EngineConfig::default()))
@@ -1235,12 +1246,7 @@ fn prefix_reuse_changes_no_output_and_skips_most_of_each_prompt() {
 }
 
 fn prefix_reuse_changes_no_output(prompt_attention: PromptAttention) {
-    let engine = |config| Engine::new(tiny_model_with(prompt_attention), config).unwrap();
-    let with = engine(EngineConfig::default());
-    let without = engine(EngineConfig {
-        prefix_cache: false,
-        ..EngineConfig::default()
-    });
+    let (with, without) = with_and_without_prefix_cache(prompt_attention);
     let greedy = |prompt: Prompt, n: usize| {
         let mut r = Request::new(prompt);
         r.sampling = if n == 1 {
@@ -1309,12 +1315,7 @@ fn prefix_reuse_changes_no_output(prompt_attention: PromptAttention) {
 /// without reuse.
 #[test]
 fn prefix_reuse_respects_the_attention_kernel_of_each_position() {
-    let engine = |config| Engine::new(tiny_model_with(PromptAttention::LlamaCpp), config).unwrap();
-    let with = engine(EngineConfig::default());
-    let without = engine(EngineConfig {
-        prefix_cache: false,
-        ..EngineConfig::default()
-    });
+    let (with, without) = with_and_without_prefix_cache(PromptAttention::LlamaCpp);
     let tokens: Vec<u32> = (0..660u32).map(|i| 3 + (i * 7) % 90).collect();
     let request = |len: usize| {
         let mut r = Request::new(Prompt::Tokens(tokens[..len].to_vec()));
@@ -1351,12 +1352,7 @@ fn a_generated_reply_is_reused_by_the_next_turn_when_prompts_run_row_by_row() {
     };
     let mut cached = Vec::new();
     for prompt_attention in [PromptAttention::RowByRow, PromptAttention::LlamaCpp] {
-        let engine = |config| Engine::new(tiny_model_with(prompt_attention), config).unwrap();
-        let with = engine(EngineConfig::default());
-        let without = engine(EngineConfig {
-            prefix_cache: false,
-            ..EngineConfig::default()
-        });
+        let (with, without) = with_and_without_prefix_cache(prompt_attention);
         let reply = run(&with, request(first.clone(), 40));
         let mut next = first.clone();
         next.extend(reply.logprobs[0].iter().map(|t| t.token));
@@ -1375,11 +1371,7 @@ fn a_generated_reply_is_reused_by_the_next_turn_when_prompts_run_row_by_row() {
 /// the first one's prefill and reuse its blocks, and reply as they would alone.
 #[test]
 fn prompts_sent_at_once_compute_their_shared_start_once() {
-    let with = engine(EngineConfig::default());
-    let without = engine(EngineConfig {
-        prefix_cache: false,
-        ..EngineConfig::default()
-    });
+    let (with, without) = with_and_without_prefix_cache(PromptAttention::default());
     let request = |k: u32| {
         let mut tokens: Vec<u32> = (0..600u32).map(|i| 3 + (i * 11) % 80).collect();
         tokens.extend([5 + k, 9, 7 + k]);

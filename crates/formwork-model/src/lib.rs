@@ -157,16 +157,6 @@ pub enum PromptAttention {
     LlamaCpp,
 }
 
-impl PromptAttention {
-    /// The name used on the command line: `row-by-row` or `llama-cpp`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PromptAttention::RowByRow => "row-by-row",
-            PromptAttention::LlamaCpp => "llama-cpp",
-        }
-    }
-}
-
 impl std::str::FromStr for PromptAttention {
     type Err = String;
 
