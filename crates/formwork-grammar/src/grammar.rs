@@ -39,6 +39,10 @@ pub struct Production {
     pub rhs: Box<[Symbol]>,
 }
 
+/// Most [`hir_size`] units of small parts merged into one lexeme with a large bounded
+/// repetition (a string's quotes and the key before it, around a long body).
+const GLUE_SIZE: usize = 256;
+
 /// Limits and choices of [`RuleSet::compile`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GrammarConfig {
@@ -398,38 +402,8 @@ impl<'a> Lowering<'a> {
             }),
             Expr::Rule(r) => Ok(vec![Symbol::Rule(self.nonterminal_of(*r))]),
             Expr::Concat(parts) => {
-                let mut out = Vec::new();
-                // Runs of small regular parts become one lexeme.
-                let mut run: Vec<&Expr> = Vec::new();
-                let mut run_size = 0usize;
-                for p in parts {
-                    match self.size(p)? {
-                        Some(size) if size <= self.config.lexeme_size => {
-                            if run_size.saturating_add(size) > self.config.lexeme_size {
-                                let hir = self.hir_concat(&run);
-                                out.extend(self.lexeme_seq(hir)?);
-                                run.clear();
-                                run_size = 0;
-                            }
-                            run.push(p);
-                            run_size = run_size.saturating_add(size);
-                        }
-                        _ => {
-                            if !run.is_empty() {
-                                let hir = self.hir_concat(&run);
-                                out.extend(self.lexeme_seq(hir)?);
-                                run.clear();
-                                run_size = 0;
-                            }
-                            out.extend(self.sequence(parent, p)?);
-                        }
-                    }
-                }
-                if !run.is_empty() {
-                    let hir = self.hir_concat(&run);
-                    out.extend(self.lexeme_seq(hir)?);
-                }
-                Ok(out)
+                let parts: Vec<&Expr> = parts.iter().collect();
+                self.concat(parent, &parts)
             }
             Expr::Alt(alts) => {
                 let n = self.fresh(parent, "alt");
@@ -441,6 +415,111 @@ impl<'a> Lowering<'a> {
             }
             Expr::Repeat { expr, min, max } => self.repeat(parent, expr, *min, *max),
         }
+    }
+
+    /// The symbols deriving the concatenation of `parts`. Runs of regular parts become one
+    /// lexeme: small parts up to `lexeme_size`, or one large bounded repetition (up to
+    /// `repeat_size`) with small parts around it up to [`GLUE_SIZE`]. Small parts after a
+    /// large alternation or option are copied into each of its branches (`(a|b)c` as `ac|bc`,
+    /// `a?c` as `ac|c`). Either
+    /// way a lexeme does not end where only a delimiter can follow (a string's body before its
+    /// closing quote, a property name before `":`): such a lexeme may end after every byte,
+    /// and the parser would be asked at every node of every token.
+    fn concat(&mut self, parent: u32, parts: &[&Expr]) -> Result<Vec<Symbol>, GrammarError> {
+        // Nested concatenations are read as one, so a tail reaches the alternation before it.
+        fn flatten<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+            match e {
+                Expr::Concat(parts) => parts.iter().for_each(|p| flatten(p, out)),
+                _ => out.push(e),
+            }
+        }
+        let mut flat = Vec::with_capacity(parts.len());
+        parts.iter().for_each(|p| flatten(p, &mut flat));
+        let parts = &flat[..];
+        let mut out = Vec::new();
+        let mut run: Vec<&Expr> = Vec::new();
+        let (mut run_size, mut run_large) = (0usize, false);
+        let mut k = 0;
+        while k < parts.len() {
+            let p = parts[k];
+            k += 1;
+            let size = self.size(p)?;
+            let fits = match size {
+                Some(size) if size <= self.config.lexeme_size => {
+                    let limit = if run_large {
+                        GLUE_SIZE
+                    } else {
+                        self.config.lexeme_size
+                    };
+                    Some(run_size.saturating_add(size) <= limit)
+                }
+                Some(_) => Some(!run_large && run_size <= GLUE_SIZE),
+                None => None,
+            };
+            if fits != Some(true) && !run.is_empty() {
+                let hir = self.hir_concat(&run);
+                out.extend(self.lexeme_seq(hir)?);
+                run.clear();
+                (run_size, run_large) = (0, false);
+            }
+            match (size, p) {
+                (Some(size), _) if size <= self.config.lexeme_size => {
+                    run.push(p);
+                    run_size = run_size.saturating_add(size);
+                }
+                (Some(_), _) => {
+                    run.push(p);
+                    run_large = true;
+                }
+                (
+                    None,
+                    Expr::Alt(_)
+                    | Expr::Repeat {
+                        min: 0,
+                        max: Some(1),
+                        ..
+                    },
+                ) => {
+                    // `(a|b)` has the branches `a` and `b`; `a?` has `a` and nothing.
+                    let branches: Vec<Option<&Expr>> = match p {
+                        Expr::Alt(alts) => alts.iter().map(Some).collect(),
+                        Expr::Repeat { expr, .. } => vec![Some(&**expr), None],
+                        _ => Vec::new(),
+                    };
+                    // The small regular parts that follow, up to `GLUE_SIZE`.
+                    let mut tail = Vec::new();
+                    let mut tail_size = 0usize;
+                    while let Some(&q) = parts.get(k) {
+                        match self.size(q)? {
+                            Some(s) if tail_size.saturating_add(s) <= GLUE_SIZE => {
+                                tail.push(q);
+                                tail_size += s;
+                                k += 1;
+                            }
+                            _ => break,
+                        }
+                    }
+                    if tail.is_empty() {
+                        out.extend(self.sequence(parent, p)?);
+                        continue;
+                    }
+                    let n = self.fresh(parent, "alt");
+                    for a in branches {
+                        let mut branch: Vec<&Expr> = a.into_iter().collect();
+                        branch.extend(&tail);
+                        let seq = self.concat(n, &branch)?;
+                        self.add(n, seq)?;
+                    }
+                    out.push(Symbol::Rule(n));
+                }
+                (None, _) => out.extend(self.sequence(parent, p)?),
+            }
+        }
+        if !run.is_empty() {
+            let hir = self.hir_concat(&run);
+            out.extend(self.lexeme_seq(hir)?);
+        }
+        Ok(out)
     }
 
     /// `e{min,max}`: `min` copies, then `S → ε | S e` when unbounded, else a chain of

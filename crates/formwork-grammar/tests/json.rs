@@ -277,6 +277,97 @@ fn a_large_schema_is_many_small_lexemes() {
     assert!(!g.matches(br#"{"field_3":"value 4 4"}"#).unwrap());
 }
 
+/// Whether some lexeme of `g` matches `text` in full.
+fn a_lexeme_matches(g: &Grammar, text: &[u8]) -> bool {
+    g.lexemes().iter().any(|l| {
+        formwork_index::ByteDfa::new(&l.regex)
+            .unwrap_or_else(|e| panic!("{}: {e}", l.regex))
+            .matches(text)
+    })
+}
+
+#[test]
+fn a_long_string_body_is_one_lexeme_with_its_quotes() {
+    // With lexemes of 1,024 units, the body counted to 200 is a large repetition: kept apart
+    // from its closing quote it would be a lexeme that may end after every character.
+    let config = GrammarConfig {
+        lexeme_size: 1024,
+        ..GrammarConfig::default()
+    };
+    let schema = json!({
+        "type": "object",
+        "properties": {"s": {"type": ["string", "null"], "maxLength": 200}},
+        "required": ["s"]
+    });
+    let g = json_schema(&schema, &Compiler::new(), &config)
+        .unwrap()
+        .grammar;
+    for body in [&b"abc"[..], br#""abc"#] {
+        assert!(!a_lexeme_matches(&g, body), "{g}");
+    }
+    let doc = |n: usize| format!(r#"{{"s":"{}"}}"#, "x".repeat(n));
+    assert!(g.matches(doc(200).as_bytes()).unwrap());
+    assert!(!g.matches(doc(201).as_bytes()).unwrap());
+    assert!(g.matches(br#"{"s":null}"#).unwrap());
+}
+
+#[test]
+fn a_property_name_ends_with_its_colon() {
+    // Property names other than the twelve declared ones: an alternation (one branch per
+    // first letter) too large for one lexeme of 1,024 units, followed by `":`. Each branch
+    // ends with the `":`.
+    let config = GrammarConfig {
+        lexeme_size: 1024,
+        ..GrammarConfig::default()
+    };
+    let names = [
+        "category",
+        "email",
+        "marketing",
+        "reason",
+        "sg_event_id",
+        "timestamp",
+        "url",
+        "ip",
+        "useragent",
+        "status",
+        "response",
+        "attempt",
+    ];
+    let properties: serde_json::Map<String, Value> = names
+        .iter()
+        .map(|n| (n.to_string(), json!({"type": "integer"})))
+        .collect();
+    let schema = json!({
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": {"type": "integer"}
+    });
+    let g = json_schema(&schema, &Compiler::new(), &config)
+        .unwrap()
+        .grammar;
+    for key in [&b"name"[..], b"categoryx", b"x"] {
+        assert!(
+            !a_lexeme_matches(&g, key),
+            "{}\n{g}",
+            String::from_utf8_lossy(key)
+        );
+    }
+    for (doc, ok) in [
+        (&br#"{"category":1,"name":2,"":3}"#[..], true),
+        (br#"{"email":2,"categoryx":1}"#, true),
+        (br#"{"name":"x"}"#, false),
+        (br#"{"name"1}"#, false),
+    ] {
+        assert_eq!(
+            g.matches(doc).unwrap(),
+            ok,
+            "{}",
+            String::from_utf8_lossy(doc)
+        );
+    }
+}
+
 // ----- JSONSchemaBench -------------------------------------------------------------------
 
 fn data_dir() -> PathBuf {

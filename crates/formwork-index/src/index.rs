@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::content::{Horizons, Transitions};
 use crate::lazy::LazyDfa;
 use crate::{ByteDfa, DfaConfig, IndexError, NextBytes, StateId, Vocabulary};
 
@@ -268,6 +269,8 @@ pub struct Index {
     sealed: bool,
     /// Set once a lazy index reached `config.max_memory` and stopped computing states.
     capped: AtomicBool,
+    /// Which states of a lazy automaton allow every content token (`crate::content`).
+    horizons: Mutex<Horizons>,
 }
 
 /// Per-thread buffers of the trie walk, reused across states.
@@ -356,6 +359,7 @@ impl Index {
             memory: AtomicUsize::new(0),
             sealed: false,
             capped: AtomicBool::new(false),
+            horizons: Mutex::default(),
         }
     }
 
@@ -502,9 +506,11 @@ impl Index {
             Automaton::Full(dfa) => dfa.memory_usage(),
             Automaton::Lazy(dfa) => dfa.memory_usage(),
         };
+        let horizons = self.horizons.lock().map_or(0, |h| h.memory_usage());
         dfa + self.slots.memory_usage()
             + self.memory.load(Ordering::Relaxed)
             + self.empty_mask.len() * 8
+            + horizons
     }
 
     /// The full byte DFA the index is built on; `None` for a lazy index that determinizes
@@ -690,27 +696,50 @@ impl Index {
                     table,
                     stride,
                 };
-                self.walk(state, dfa.is_accepting(state), dfa.state_count(), step)
+                self.walk(
+                    state,
+                    dfa.is_accepting(state),
+                    dfa.state_count(),
+                    step,
+                    false,
+                )
             }
             Automaton::Lazy(dfa) => {
                 // One lock for the whole walk; transitions not seen yet are computed in it.
                 let mut table = dfa.lock();
                 let classes = dfa.classes();
                 let accepting = table.is_accepting(state);
-                let step = LazyStep {
+                let mut step = LazyStep {
                     dfa,
                     classes,
                     table: &mut table,
                 };
-                self.walk(state, accepting, 0, step)
+                // Where every content token is allowed, the walk takes them from the
+                // vocabulary's mask and visits only the other tokens' paths.
+                let content = self
+                    .horizons
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .allows_all(&mut step, state);
+                self.walk(state, accepting, 0, step, content)
             }
         }
     }
 
     /// The walk of [`Index::compute`], over the transitions `next(state, byte)`. `states`:
-    /// the automaton's size, for an eager build's successor marks.
+    /// the automaton's size, for an eager build's successor marks. `content`: every content
+    /// token is allowed from `state` and no accept point lies on their paths
+    /// (`crate::content`), so only the subtrees holding other tokens are walked (never for an
+    /// eager build, which needs every token's successor).
     #[inline]
-    fn walk(&self, state: StateId, accepting: bool, states: usize, mut step: impl Step) -> Entry {
+    fn walk(
+        &self,
+        state: StateId,
+        accepting: bool,
+        states: usize,
+        mut step: impl Step,
+        content: bool,
+    ) -> Entry {
         let mut accept_points = Vec::new();
         let trie = self.vocab.trie();
         SCRATCH.with(|cell| {
@@ -738,6 +767,10 @@ impl Index {
             let n = a.label.len();
             let mut i = 1;
             while i < n {
+                if content && !a.rest[i] {
+                    i = a.end[i] as usize;
+                    continue;
+                }
                 let d = a.depth[i] as usize;
                 let t = step.next(path[d - 1], a.label[i]);
                 let alive = t != ByteDfa::DEAD;
@@ -763,6 +796,11 @@ impl Index {
             }
             // Clear the dummy bit.
             bits[dummy / 64] &= !(1 << (dummy % 64));
+            if content {
+                for (b, &c) in bits.iter_mut().zip(trie.content_mask()) {
+                    *b |= c;
+                }
+            }
             if accepting {
                 for &e in self.vocab.eos() {
                     bits[e as usize / 64] |= 1 << (e % 64);
@@ -917,6 +955,20 @@ struct LazyStep<'a, 'b> {
     dfa: &'a LazyDfa,
     classes: &'a [u8; 256],
     table: &'a mut std::sync::MutexGuard<'b, crate::lazy::Table>,
+}
+
+impl Transitions for LazyStep<'_, '_> {
+    fn next(&mut self, state: StateId, byte: u8) -> StateId {
+        Step::next(self, state, byte)
+    }
+
+    fn accepting(&mut self, state: StateId) -> bool {
+        Step::accepting(self, state)
+    }
+
+    fn class(&self, byte: u8) -> u8 {
+        self.classes[byte as usize]
+    }
 }
 
 impl Step for LazyStep<'_, '_> {

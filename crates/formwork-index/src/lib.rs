@@ -46,6 +46,7 @@
 
 mod automaton;
 mod complete;
+mod content;
 mod error;
 mod guide;
 mod index;

@@ -342,6 +342,10 @@ pub struct Trie {
     /// Tokens ending at node `i` are `tokens[tok_start[i]..tok_start[i + 1]]`.
     tok_start: Vec<u32>,
     tokens: Vec<u32>,
+    /// The content tokens (`crate::content`), one bit per token id.
+    content: Box<[u64]>,
+    /// Per node: whether its subtree holds a token that is not a content token.
+    rest: Box<[bool]>,
 }
 
 impl Trie {
@@ -405,6 +409,25 @@ impl Trie {
             })
             .collect();
         let max_depth = depth.iter().copied().max().unwrap_or(0) as usize;
+        // Content tokens, and per node the count of other tokens up to it in preorder, so
+        // a subtree `i..end(i)` holds one exactly when the counts at its ends differ.
+        let mut content = vec![0u64; vocab.mask_words()].into_boxed_slice();
+        let mut others = vec![0u32; n + 1];
+        for i in 0..n {
+            let own = &ids[starts[i] as usize..starts[i + 1] as usize];
+            let mut other = 0;
+            for &id in own {
+                if crate::content::is_content(tok(id)) {
+                    content[id as usize / 64] |= 1 << (id % 64);
+                } else {
+                    other += 1;
+                }
+            }
+            others[i + 1] = others[i] + other;
+        }
+        let rest = (0..n)
+            .map(|i| others[end[i] as usize] > others[i])
+            .collect();
         Trie {
             label,
             end,
@@ -413,6 +436,8 @@ impl Trie {
             max_depth,
             tok_start: starts,
             tokens: ids,
+            content,
+            rest,
         }
     }
 
@@ -435,7 +460,13 @@ impl Trie {
             first: &self.first,
             tok_start: &self.tok_start,
             tokens: &self.tokens,
+            rest: &self.rest,
         }
+    }
+
+    /// The content tokens (`crate::content`) as a mask over the vocabulary.
+    pub(crate) fn content_mask(&self) -> &[u64] {
+        &self.content
     }
 
     /// The depth of the deepest node (the longest token's length).
@@ -505,6 +536,8 @@ impl Trie {
             + self.first.len() * 4
             + self.tok_start.len() * 4
             + self.tokens.len() * 4
+            + self.content.len() * 8
+            + self.rest.len()
     }
 }
 
@@ -516,6 +549,7 @@ pub(crate) struct TrieArrays<'a> {
     pub(crate) first: &'a [u32],
     pub(crate) tok_start: &'a [u32],
     pub(crate) tokens: &'a [u32],
+    pub(crate) rest: &'a [bool],
 }
 
 #[cfg(test)]

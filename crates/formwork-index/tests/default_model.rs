@@ -191,3 +191,48 @@ proptest! {
         }
     }
 }
+
+/// A JSON string counted to 40 characters and closed by its quote, built lazily with
+/// accept points as formwork-grammar builds its lexemes: where the count leaves room for
+/// the longest content token, the lazy walk takes the content tokens from the vocabulary's
+/// mask and visits only the other tokens' paths. At every count it allows exactly the eager
+/// index's tokens and finds exactly its accept points.
+#[test]
+fn default_model_counted_string_takes_content_tokens_at_once() {
+    let regex = r#""(?:[^"\\\x00-\x1F]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4}){0,40}""#;
+    let v = default_model_vocab();
+    let config = |lazy| IndexConfig {
+        lazy,
+        accept_points: true,
+        ..Default::default()
+    };
+    let lazy = Index::with_config(regex, v, config(true)).unwrap();
+    let eager = Index::with_config(regex, v, config(false)).unwrap();
+    let (mut l, mut e) = (lazy.start(), eager.start());
+    // The quote and 40 characters.
+    for (k, &b) in b"\"the quick brown fox jumps over the lazy "
+        .iter()
+        .enumerate()
+    {
+        l = lazy.next_byte(l, b);
+        e = eager.next_byte(e, b);
+        assert_eq!(
+            lazy.allowed_tokens(l),
+            eager.allowed_tokens(e),
+            "after {k} bytes"
+        );
+        assert_eq!(
+            lazy.accept_points(l),
+            eager.accept_points(e),
+            "after {k} bytes"
+        );
+    }
+    // At the count only the quote is left.
+    let quote = lazy.allowed_tokens(l);
+    assert!(!quote.is_empty());
+    assert!(
+        quote
+            .iter()
+            .all(|&t| v.token(t).unwrap().starts_with(b"\""))
+    );
+}
