@@ -62,7 +62,7 @@ pub struct GrammarConfig {
 impl Default for GrammarConfig {
     fn default() -> Self {
         GrammarConfig {
-            lexeme_size: 16384,
+            lexeme_size: 4096,
             repeat_size: 1 << 17,
             max_productions: 1 << 18,
             max_symbols: 1 << 20,
@@ -249,6 +249,8 @@ struct Lowering<'a> {
     /// Productions per nonterminal, in creation order.
     bodies: Vec<Vec<Vec<Symbol>>>,
     lexemes: Vec<Lexeme>,
+    /// Whether each lexeme matches some string (from its HIR, so nothing is parsed again).
+    matchable: Vec<bool>,
     lexeme_ids: HashMap<String, u32>,
     /// Rules whose nonterminal still needs its productions.
     pending: Vec<RuleId>,
@@ -276,6 +278,7 @@ impl<'a> Lowering<'a> {
             names: Vec::new(),
             bodies: Vec::new(),
             lexemes: Vec::new(),
+            matchable: Vec::new(),
             lexeme_ids: HashMap::new(),
             pending: Vec::new(),
             sizes: HashMap::new(),
@@ -596,6 +599,7 @@ impl<'a> Lowering<'a> {
             });
         }
         let l = self.lexemes.len() as u32;
+        self.matchable.push(props.minimum_len().is_some());
         self.lexemes.push(Lexeme {
             nullable: props.minimum_len() == Some(0),
             regex: regex.clone(),
@@ -708,19 +712,7 @@ impl<'a> Lowering<'a> {
     /// Drops what derives no string, computes nullability, and lays the productions out.
     fn finish(self, start: u32) -> Result<Grammar, GrammarError> {
         let n = self.names.len();
-        let lexeme_ok: Vec<bool> = self
-            .lexemes
-            .iter()
-            .map(|l| {
-                Expr::regex(&l.regex, "")
-                    .ok()
-                    .and_then(|e| match e {
-                        Expr::Regular(h) => h.properties().minimum_len(),
-                        _ => None,
-                    })
-                    .is_some()
-            })
-            .collect();
+        let lexeme_ok = &self.matchable;
         // Productive and nullable nonterminals, each by a worklist over the productions
         // (linear: a production is looked at again only when one of its symbols changes).
         let productive = closure(&self.bodies, n, |s| match s {

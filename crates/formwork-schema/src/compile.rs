@@ -94,6 +94,8 @@ struct RuleTable<'a> {
     any: Option<usize>,
     /// Whether each rule is a shared value ([`Ctx::share`]).
     shared: Vec<bool>,
+    /// The shared values by their regex: one rule for a value met at several places.
+    shared_by_body: HashMap<String, usize>,
 }
 
 impl RuleTable<'_> {
@@ -413,11 +415,15 @@ impl<'a> Ctx<'a> {
     fn share(&mut self, frag: Frag, ptr: &str) -> Frag {
         match (&mut self.rules, frag) {
             (Some(rules), Some(text)) if text.len() > SHARED_BYTES => {
+                if let Some(&i) = rules.shared_by_body.get(&text) {
+                    return Some(placeholder(i));
+                }
                 let i = rules.add(format!(
                     "{}@{}",
                     if ptr.is_empty() { "#" } else { ptr },
                     rules.names.len()
                 ));
+                rules.shared_by_body.insert(text.clone(), i);
                 rules.bodies[i] = Some(text);
                 rules.shared[i] = true;
                 Some(placeholder(i))
@@ -1738,7 +1744,13 @@ impl<'a> Ctx<'a> {
                             self.schema(&s, &child(ptr, "additionalProperties"))?
                         };
                     match (key, value) {
-                        (Some(k), Some(v)) => Some(format!("{k}{ws}:{ws}{v}")),
+                        // The encoding repeats the extra member in several places; in rules
+                        // mode a long one (the key that avoids many declared names) is
+                        // written once.
+                        (Some(k), Some(v)) => self.share(
+                            Some(format!("{k}{ws}:{ws}{v}")),
+                            &child(ptr, "additionalProperties"),
+                        ),
                         _ => None,
                     }
                 }

@@ -190,6 +190,52 @@ fn long_values_are_shared_rules_not_copies() {
 }
 
 #[test]
+fn an_extra_member_is_one_shared_rule_wherever_its_object_appears() {
+    // The key of an extra member avoids every declared name: long, and repeated by the
+    // object's encoding. The same object at two properties is written once.
+    let names = [
+        "category",
+        "email",
+        "marketing",
+        "reason",
+        "event_id",
+        "timestamp",
+        "url",
+        "ip",
+    ];
+    let object = json!({
+        "type": "object",
+        "properties": names.iter().map(|n| (n.to_string(), json!({"type": "integer"}))).collect::<serde_json::Map<_, _>>(),
+        "additionalProperties": {"type": "boolean"}
+    });
+    let schema = json!({
+        "type": "object",
+        "properties": {"a": object, "b": object},
+        "required": ["a", "b"]
+    });
+    let rules = Compiler::new().compile_rules(&schema).unwrap();
+    let shared: Vec<&str> = rules
+        .rules
+        .iter()
+        .filter(|r| r.shared)
+        .filter_map(|r| r.regex.as_deref())
+        .collect();
+    let extra: Vec<&&str> = shared.iter().filter(|r| r.contains("true|false")).collect();
+    assert_eq!(extra.len(), 1, "{rules:#?}");
+    let regex = Compiler::new().compile(&schema).unwrap();
+    let (by_rules, by_regex) = (matcher(&expand(&rules, &rules.start, 3)), matcher(&regex));
+    for doc in [
+        r#"{"a":{"email":1,"x":true},"b":{}}"#,
+        r#"{"a":{"email":1,"emailx":false},"b":{"url":2,"":true}}"#,
+        r#"{"a":{"email":true},"b":{}}"#,
+        r#"{"a":{"x":1},"b":{}}"#,
+        r#"{"a":{},"b":{"email":1,"email":true}}"#,
+    ] {
+        assert_eq!(by_rules.is_match(doc), by_regex.is_match(doc), "{doc}");
+    }
+}
+
+#[test]
 fn keywords_are_enforced_in_rules_as_in_the_regex() {
     let schema = json!({
         "$defs": {
