@@ -39,9 +39,58 @@ pub struct Production {
     pub rhs: Box<[Symbol]>,
 }
 
-/// Most [`hir_size`] units of small parts merged into one lexeme with a large bounded
-/// repetition (a string's quotes and the key before it, around a long body).
+/// Most [`hir_size`] units of small parts copied into each branch of a large alternation
+/// that they follow.
 const GLUE_SIZE: usize = 256;
+
+/// A bounded repetition larger than this ([`hir_size`] units; a JSON string counted to more
+/// than about 75 characters) is a *long repetition* ([`long_repetition`]).
+pub(crate) const LONG_REPETITION: usize = 8192;
+
+/// Whether `hir` is a long repetition: bounded, over [`LONG_REPETITION`] units. Its automaton
+/// holds a copy of its body per count, the costliest kind of lexeme to build, so lowering
+/// gives it a lexeme of its own, closed by the one character after it: the same lexeme
+/// wherever the same repetition appears (every string property with one `maxLength` shares
+/// one automaton), not merged with the key or the members around it.
+pub(crate) fn long_repetition(hir: &Hir) -> bool {
+    matches!(hir.kind(), HirKind::Repetition(r) if r.max.is_some())
+        && hir_size_within(hir, LONG_REPETITION).is_none()
+}
+
+/// Whether somewhere in `hir` a long repetition is followed by a literal: the repetition can
+/// then be a lexeme of its own, closed by the literal's first character.
+pub(crate) fn holds_closed_long_repetition(hir: &Hir) -> bool {
+    match hir.kind() {
+        HirKind::Repetition(r) => holds_closed_long_repetition(&r.sub),
+        HirKind::Capture(c) => holds_closed_long_repetition(&c.sub),
+        HirKind::Concat(parts) => {
+            parts
+                .windows(2)
+                .any(|w| long_repetition(&w[0]) && matches!(w[1].kind(), HirKind::Literal(_)))
+                || parts.iter().any(holds_closed_long_repetition)
+        }
+        HirKind::Alternation(parts) => parts.iter().any(holds_closed_long_repetition),
+        HirKind::Empty | HirKind::Literal(_) | HirKind::Class(_) | HirKind::Look(_) => false,
+    }
+}
+
+/// Whether `parts[k]` is a long repetition closed by the one character of `parts[k + 1]`.
+fn closed_long(parts: &[&Expr], k: usize) -> bool {
+    matches!(parts.get(k), Some(Expr::Regular(h)) if long_repetition(h))
+        && parts.get(k + 1).is_some_and(|next| one_character(next))
+}
+
+/// Whether `e` is one character: a literal of one UTF-8 character, or a class.
+fn one_character(e: &Expr) -> bool {
+    match e {
+        Expr::Regular(h) => match h.kind() {
+            HirKind::Literal(l) => std::str::from_utf8(&l.0).is_ok_and(|t| t.chars().count() == 1),
+            HirKind::Class(_) => true,
+            _ => false,
+        },
+        _ => false,
+    }
+}
 
 /// Limits and choices of [`RuleSet::compile`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +111,7 @@ pub struct GrammarConfig {
 impl Default for GrammarConfig {
     fn default() -> Self {
         GrammarConfig {
-            lexeme_size: 4096,
+            lexeme_size: 16384,
             repeat_size: 1 << 17,
             max_productions: 1 << 18,
             max_symbols: 1 << 20,
@@ -89,6 +138,8 @@ pub struct Grammar {
 pub struct Lexeme {
     /// The regex, in regex-syntax's syntax.
     pub regex: String,
+    /// The same regex, parsed (what its automaton is built from).
+    pub hir: Hir,
     /// Whether it matches the empty string.
     pub nullable: bool,
 }
@@ -159,7 +210,8 @@ impl Grammar {
             + self
                 .lexemes
                 .iter()
-                .map(|l| l.regex.len() + 32)
+                // The parsed form about as large as the text.
+                .map(|l| 2 * l.regex.len() + 32)
                 .sum::<usize>()
             + self.nullable.len()
     }
@@ -420,14 +472,14 @@ impl<'a> Lowering<'a> {
         }
     }
 
-    /// The symbols deriving the concatenation of `parts`. Runs of regular parts become one
-    /// lexeme: small parts up to `lexeme_size`, or one large bounded repetition (up to
-    /// `repeat_size`) with small parts around it up to [`GLUE_SIZE`]. Small parts after a
-    /// large alternation or option are copied into each of its branches (`(a|b)c` as `ac|bc`,
-    /// `a?c` as `ac|c`). Either
-    /// way a lexeme does not end where only a delimiter can follow (a string's body before its
-    /// closing quote, a property name before `":`): such a lexeme may end after every byte,
-    /// and the parser would be asked at every node of every token.
+    /// The symbols deriving the concatenation of `parts`. Runs of small regular parts become
+    /// one lexeme, up to `lexeme_size`. A long repetition ([`long_repetition`]) is a lexeme
+    /// with only the part after it, when that is one character (the reader cuts a literal
+    /// after a long repetition so: a string's closing quote). Small parts after a large
+    /// alternation or option are copied into each of its branches (`(a|b)c` as `ac|bc`,
+    /// `a?c` as `ac|c`). Either way a lexeme does not end where only a delimiter can follow
+    /// (a string's body before its closing quote, a property name before `":`): such a lexeme
+    /// may end after every byte, and the parser would be asked at every node of every token.
     fn concat(&mut self, parent: u32, parts: &[&Expr]) -> Result<Vec<Symbol>, GrammarError> {
         // Nested concatenations are read as one, so a tail reaches the alternation before it.
         fn flatten<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
@@ -441,38 +493,36 @@ impl<'a> Lowering<'a> {
         let parts = &flat[..];
         let mut out = Vec::new();
         let mut run: Vec<&Expr> = Vec::new();
-        let (mut run_size, mut run_large) = (0usize, false);
+        let mut run_size = 0usize;
         let mut k = 0;
         while k < parts.len() {
             let p = parts[k];
             k += 1;
             let size = self.size(p)?;
+            let long = closed_long(parts, k - 1);
             let fits = match size {
-                Some(size) if size <= self.config.lexeme_size => {
-                    let limit = if run_large {
-                        GLUE_SIZE
-                    } else {
-                        self.config.lexeme_size
-                    };
-                    Some(run_size.saturating_add(size) <= limit)
+                Some(size) if !long && size <= self.config.lexeme_size => {
+                    run_size.saturating_add(size) <= self.config.lexeme_size
                 }
-                Some(_) => Some(!run_large && run_size <= GLUE_SIZE),
-                None => None,
+                // A large repetition that nothing closes goes with what is around it.
+                Some(size) if !long => run_size.saturating_add(size) <= self.config.repeat_size,
+                _ => false,
             };
-            if fits != Some(true) && !run.is_empty() {
+            if !fits && !run.is_empty() {
                 let hir = self.hir_concat(&run);
                 out.extend(self.lexeme_seq(hir)?);
                 run.clear();
-                (run_size, run_large) = (0, false);
+                run_size = 0;
             }
             match (size, p) {
-                (Some(size), _) if size <= self.config.lexeme_size => {
+                (Some(_), _) if long => {
+                    let hir = self.hir_concat(&[p, parts[k]]);
+                    k += 1;
+                    out.extend(self.lexeme_seq(hir)?);
+                }
+                (Some(size), _) => {
                     run.push(p);
                     run_size = run_size.saturating_add(size);
-                }
-                (Some(_), _) => {
-                    run.push(p);
-                    run_large = true;
                 }
                 (
                     None,
@@ -603,6 +653,7 @@ impl<'a> Lowering<'a> {
         self.lexemes.push(Lexeme {
             nullable: props.minimum_len() == Some(0),
             regex: regex.clone(),
+            hir,
         });
         self.lexeme_ids.insert(regex, l);
         Ok(vec![Symbol::Lexeme(l)])
@@ -621,6 +672,16 @@ impl<'a> Lowering<'a> {
         let size = match e {
             Expr::Regular(h) => hir_size_within(h, self.config.repeat_size),
             Expr::Rule(r) => self.rule_size(*r)?,
+            // A closed long repetition is a lexeme of its own: what holds one is not
+            // regular here.
+            Expr::Concat(parts)
+                if (0..parts.len()).any(|k| {
+                    matches!(&parts[k], Expr::Regular(h) if long_repetition(h))
+                        && parts.get(k + 1).is_some_and(one_character)
+                }) =>
+            {
+                None
+            }
             Expr::Concat(parts) | Expr::Alt(parts) => {
                 let mut total = Some(1usize);
                 for p in parts {

@@ -110,10 +110,10 @@ impl GrammarIndex {
     pub(crate) fn lexeme(&self, l: u32) -> Result<&Index, GrammarError> {
         let slot = &self.lexemes[l as usize];
         slot.get_or_init(|| {
-            let regex = &self.grammar.lexeme(l).regex;
-            Index::with_config(regex, &self.vocab, self.config).map_err(|source| {
+            let lexeme = self.grammar.lexeme(l);
+            Index::with_config_hir(&lexeme.hir, &self.vocab, self.config).map_err(|source| {
                 GrammarError::Index {
-                    lexeme: regex.chars().take(80).collect(),
+                    lexeme: lexeme.regex.chars().take(80).collect(),
                     source,
                 }
             })

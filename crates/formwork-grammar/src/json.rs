@@ -32,7 +32,7 @@ use formwork_schema::{CompiledRules, Compiler, Unenforced};
 use regex_syntax::hir::{Hir, HirKind};
 use serde_json::Value;
 
-use crate::grammar::hir_size_within;
+use crate::grammar::{hir_size_within, holds_closed_long_repetition, long_repetition};
 use crate::{Expr, Grammar, GrammarConfig, GrammarError, RuleId, RuleSet};
 
 /// The name of the start rule (rule names from references hold `#`, the any-value rule is
@@ -168,7 +168,7 @@ impl Reader<'_> {
                     .map(|(p, h)| p.unwrap_or_else(|| self.split(h)))
                     .collect();
                 Some(if matches!(hir.kind(), HirKind::Concat(_)) {
-                    Expr::Concat(parts)
+                    Expr::Concat(cut_after_long(parts))
                 } else {
                     Expr::Alt(parts)
                 })
@@ -186,17 +186,30 @@ impl Reader<'_> {
     /// else its structure as expressions, so that lowering cuts it into several lexemes.
     fn split(&self, hir: &Hir) -> Expr {
         let (small, repeatable) = (self.config.lexeme_size, self.config.repeat_size);
-        if hir_size_within(hir, small).is_some() {
+        // A long repetition of a part without one is a lexeme of its own (lowering keeps it
+        // apart), up to `repeat_size`.
+        let lexeme = match hir.kind() {
+            HirKind::Repetition(r) if long_repetition(hir) => {
+                hir_size_within(&r.sub, small).is_some()
+                    && !holds_closed_long_repetition(&r.sub)
+                    && hir_size_within(hir, repeatable).is_some()
+            }
+            _ => hir_size_within(hir, small).is_some() && !holds_closed_long_repetition(hir),
+        };
+        if lexeme {
             return Expr::Regular(hir.clone());
         }
         match hir.kind() {
             HirKind::Capture(c) => self.split(&c.sub),
-            HirKind::Concat(subs) => Expr::Concat(subs.iter().map(|h| self.split(h)).collect()),
+            HirKind::Concat(subs) => {
+                Expr::Concat(cut_after_long(subs.iter().map(|h| self.split(h)).collect()))
+            }
             HirKind::Alternation(subs) => Expr::Alt(subs.iter().map(|h| self.split(h)).collect()),
             // A bounded repetition of a small part stays one lexeme up to `repeat_size`, as
             // lowering would keep it.
             HirKind::Repetition(r)
                 if hir_size_within(&r.sub, small).is_some()
+                    && !holds_closed_long_repetition(&r.sub)
                     && hir_size_within(hir, repeatable).is_some() =>
             {
                 Expr::Regular(hir.clone())
@@ -210,6 +223,33 @@ impl Reader<'_> {
             HirKind::Empty | HirKind::Class(_) | HirKind::Look(_) => Expr::Regular(hir.clone()),
         }
     }
+}
+
+/// `parts` with each literal that follows a long repetition cut after its first character,
+/// which then closes the repetition's lexeme (a string's closing quote) while the rest goes
+/// on with what follows.
+fn cut_after_long(parts: Vec<Expr>) -> Vec<Expr> {
+    let mut out = Vec::with_capacity(parts.len() + 1);
+    let mut after_long = false;
+    for part in parts {
+        let long = matches!(&part, Expr::Regular(h) if long_repetition(h));
+        match (&part, after_long) {
+            (Expr::Regular(h), true) => match h.kind() {
+                HirKind::Literal(l) if l.0.len() > 1 => {
+                    let cut = std::str::from_utf8(&l.0)
+                        .ok()
+                        .and_then(|t| t.chars().next())
+                        .map_or(1, char::len_utf8);
+                    out.push(Expr::bytes(&l.0[..cut]));
+                    out.push(Expr::bytes(&l.0[cut..]));
+                }
+                _ => out.push(part),
+            },
+            _ => out.push(part),
+        }
+        after_long = long;
+    }
+    out
 }
 
 /// A long literal as a concatenation of pieces of at most `max` bytes, cut between

@@ -312,6 +312,31 @@ fn a_long_string_body_is_one_lexeme_with_its_quotes() {
 }
 
 #[test]
+fn long_strings_of_one_bound_share_one_lexeme() {
+    // Three strings counted to 256 characters (a long repetition each): one lexeme, the
+    // body with its closing quote, built once for all three.
+    let long = json!({"type": "string", "maxLength": 256});
+    let schema = json!({
+        "type": "object",
+        "properties": {"a": long, "b": long, "c": {"type": "array", "items": long}},
+        "required": ["a", "b", "c"]
+    });
+    let g = grammar(&schema);
+    let bodies: Vec<&str> = g
+        .lexemes()
+        .iter()
+        .map(|l| l.regex.as_str())
+        .filter(|r| r.contains("{0,256}"))
+        .collect();
+    assert_eq!(bodies.len(), 1, "{g}");
+    assert!(!a_lexeme_matches(&g, b"abc"), "{g}");
+    let text = |n: usize| "x".repeat(n);
+    let doc = |n: usize| format!(r#"{{"a":"{}","b":"","c":["{}","y"]}}"#, text(n), text(n));
+    assert!(g.matches(doc(256).as_bytes()).unwrap());
+    assert!(!g.matches(doc(257).as_bytes()).unwrap());
+}
+
+#[test]
 fn a_property_name_ends_with_its_colon() {
     // Property names other than the twelve declared ones: an alternation (one branch per
     // first letter) too large for one lexeme of 1,024 units, followed by `":`. Each branch

@@ -330,6 +330,21 @@ impl Index {
         Self::from_dfa(ByteDfa::with_config(regex, config.dfa)?, vocab, config)
     }
 
+    /// [`Index::with_config`] for a regex already parsed (`regex-syntax`'s HIR, matched in
+    /// full): a lazy index builds its automaton from it without printing and parsing it again.
+    pub fn with_config_hir(
+        hir: &regex_syntax::hir::Hir,
+        vocab: &Vocabulary,
+        config: IndexConfig,
+    ) -> Result<Index, IndexError> {
+        if config.lazy
+            && let Some(dfa) = LazyDfa::build_from_hir(hir, config.dfa)?
+        {
+            return Ok(Self::over(Automaton::Lazy(dfa), vocab, config));
+        }
+        Self::with_config(&hir.to_string(), vocab, config)
+    }
+
     /// Builds the index over an already built DFA.
     pub fn from_dfa(
         dfa: ByteDfa,

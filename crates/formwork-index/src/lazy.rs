@@ -80,14 +80,35 @@ impl LazyDfa {
     /// Builds the NFA of `regex` and the start state. `None` when the regex has assertions
     /// other than `^`/`$`/`\A`/`\z`: those need the full DFA.
     pub(crate) fn build(regex: &str, config: DfaConfig) -> Result<Option<LazyDfa>, IndexError> {
-        let nfa = NFA::compiler()
-            .configure(
-                thompson::Config::new()
-                    .which_captures(WhichCaptures::None)
-                    .nfa_size_limit(Some(config.max_memory)),
-            )
+        let nfa = Self::compiler(config)
             .build(regex)
             .map_err(|e| crate::automaton::build_error(regex, &e))?;
+        Self::over(nfa, config)
+    }
+
+    /// [`LazyDfa::build`] from a parsed regex (nothing parsed again).
+    pub(crate) fn build_from_hir(
+        hir: &regex_syntax::hir::Hir,
+        config: DfaConfig,
+    ) -> Result<Option<LazyDfa>, IndexError> {
+        let nfa = Self::compiler(config)
+            .build_from_hir(hir)
+            .map_err(|e| crate::automaton::build_error(&hir.to_string(), &e))?;
+        Self::over(nfa, config)
+    }
+
+    fn compiler(config: DfaConfig) -> thompson::Compiler {
+        let mut compiler = NFA::compiler();
+        compiler.configure(
+            thompson::Config::new()
+                .which_captures(WhichCaptures::None)
+                .nfa_size_limit(Some(config.max_memory)),
+        );
+        compiler
+    }
+
+    /// The automaton over `nfa`, its start state computed.
+    fn over(nfa: NFA, config: DfaConfig) -> Result<Option<LazyDfa>, IndexError> {
         let anchors = LookSet::empty().insert(Look::Start).insert(Look::End);
         if !nfa.look_set_any().subtract(anchors).is_empty() {
             return Ok(None);

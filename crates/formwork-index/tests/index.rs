@@ -228,6 +228,23 @@ fn check_lazy(lazy: &Index, eager: &Index, vocab: &Vocabulary) {
 }
 
 #[test]
+fn an_index_built_from_a_parsed_regex_equals_one_built_from_its_text() {
+    let config = IndexConfig {
+        lazy: true,
+        accept_points: true,
+        ..IndexConfig::default()
+    };
+    for vocab in [byte_vocab(), spm_vocab()] {
+        for re in REGEXES {
+            let hir = regex_syntax::parse(re).unwrap();
+            let from_hir = Index::with_config_hir(&hir, &vocab, config).unwrap();
+            let eager = Index::new(re, &vocab).unwrap();
+            check_lazy(&from_hir, &eager, &vocab);
+        }
+    }
+}
+
+#[test]
 fn indexes_are_sound_and_complete() {
     for vocab in [byte_vocab(), spm_vocab()] {
         for re in REGEXES {
