@@ -126,8 +126,8 @@ pub struct LoadOptions {
 }
 
 /// Which kernels the native CPU backend computes a prompt's rows with: attention, and the
-/// products of Q4_K matrices. Generated rows always take llama.cpp's row-by-row attention
-/// kernel (f16 queries and accumulator) and its one-row Q4_K kernel.
+/// products of Q4_K and Q6_K matrices. Generated rows always take llama.cpp's row-by-row
+/// attention kernel (f16 queries and accumulator) and its one-row Q4_K and Q6_K kernels.
 ///
 /// The choice decides which cached keys and values a later prompt can reuse: reuse is exact
 /// only where a fresh prompt would compute a position with the same kernels, so the engine's
@@ -139,19 +139,23 @@ pub enum PromptAttention {
     /// values then depend only on the tokens up to it, never on how a batch was cut, so a
     /// conversation re-sent with the assistant's reply appended reuses the reply's cache
     /// entries (computed while it was generated). Logits equal llama.cpp's on prompts under
-    /// 64 tokens (under 4 for a model with Q4_K matrices) and in every decode step after
-    /// them; on longer prompts they differ from llama.cpp's by float noise (llama.cpp
+    /// 64 tokens (under 4 for a model with Q4_K or Q6_K matrices) and in every decode step
+    /// after them; on longer prompts they differ from llama.cpp's by float noise (llama.cpp
     /// switches kernels there).
     #[default]
     RowByRow,
-    /// As llama.cpp: a prompt's ubatches (512 rows) of 64 rows or more take the tiled
-    /// attention kernel (f32 throughout), shorter ones row by row; and the Q4_K matrices
+    /// As llama.cpp's server: a prompt's ubatches of 64 rows or more take the tiled
+    /// attention kernel (f32 throughout), shorter ones row by row; the Q4_K matrices
     /// llama.cpp's x86 build repacks (output rows a multiple of 8) are multiplied into a
-    /// prompt's rows four at a time as its `ggml_gemm_q4_K_8x8_q8_K` rounds them, except
-    /// the prompt's last `len % 4` rows, which take its one-row kernel. A row's bits then
-    /// depend on the prompt's length (on the rows of the forward pass when the cache was
-    /// not told it, [`KvCache::set_prompt_len`]), never on the other sequences of a batch.
-    /// Logits equal llama.cpp's for every prompt; a generated reply's entries are not
+    /// ubatch's rows four at a time as its `ggml_gemm_q4_K_8x8_q8_K` rounds them, except
+    /// the ubatch's last `len % 4` rows, which take its one-row kernel; and Q6_K matrices
+    /// into a ubatch of 8 rows or more with its tiled product. The ubatches are the server's:
+    /// 512 rows within batches of 2048, and, for a model with a sliding window, a batch
+    /// ended 516 and 4 tokens before the prompt's end (its context checkpoints). A row's bits
+    /// then depend on the prompt's length ([`KvCache::set_prompt_len`]; when the cache was
+    /// not told it, a sequence's first forward pass is its whole prompt, and a later pass's
+    /// rows are one ubatch), never on the other sequences of a batch. Logits equal
+    /// llama.cpp's bit for bit for every prompt tested; a generated reply's entries are not
     /// reusable by a prompt that contains it, since a fresh prompt computes those positions
     /// with the prompt kernels.
     LlamaCpp,

@@ -58,8 +58,8 @@ pub(crate) struct LoadArgs {
     /// Which attention kernel computes prompt rows on the CPU: `row-by-row` (every row as a
     /// decode step computes it, so a re-sent conversation reuses the cached keys and values of
     /// the replies it contains) or `llama-cpp` (llama.cpp's tiled kernel for prompts of 64
-    /// tokens or more, and its four-row Q4_K products where it repacks Q4_K weights: logits
-    /// closer to llama.cpp's, but a reply is computed again when re-sent).
+    /// tokens or more, its four-row Q4_K products where it repacks Q4_K weights and its tiled
+    /// Q6_K products: logits equal to llama.cpp's, but a reply is computed again when re-sent).
     #[arg(long, env = "FORMWORK_PROMPT_ATTENTION", default_value = "row-by-row")]
     prompt_attention: formwork_model::PromptAttention,
 }

@@ -6,8 +6,9 @@
 //! activation rows at a time, so a batch reads each weight block once per four rows.
 //!
 //! A row's result does not depend on the other rows, with one exception asked for by name:
-//! an [`Input`] may say, row by row, which of llama.cpp's two Q4_K kernels a row follows
-//! ([`Q4kKernel`]), for the matrices llama.cpp repacks ([`QMatrix::repacked`]).
+//! an [`Input`] may say, row by row, how llama.cpp's call holds the row ([`RowKernels`]),
+//! which picks the kernel ([`QuantKernel`]) of the matrices llama.cpp repacks
+//! ([`QMatrix::repacked`]) and of its Q6_K matrices.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,7 +16,7 @@ use std::sync::Mutex;
 use super::isa::Isa;
 use super::pool::Pool;
 
-use super::quant::{ActKind, Acts, Q4kKernel, WeightType, dequantize_row, dot_scalar};
+use super::quant::{ActKind, Acts, QuantKernel, WeightType, dequantize_row, dot_scalar};
 
 /// A weight matrix in its file format: `rows` outputs, each a row of `cols` inputs.
 #[derive(Debug, Clone)]
@@ -56,7 +57,7 @@ impl QMatrix {
 
     /// Whether llama.cpp's x86 build keeps this matrix repacked (Q4_K, output rows a multiple
     /// of 8: `ggml_repack_get_optimal_repack_type`), so that its products follow the
-    /// [`Q4kKernel`] of each row.
+    /// [`QuantKernel`] of each row.
     pub(crate) fn repacked(&self) -> bool {
         self.ty == WeightType::Q4K && self.rows.is_multiple_of(8)
     }
@@ -68,8 +69,19 @@ pub(crate) struct Input<'a> {
     rows: usize,
     cols: usize,
     prepared: HashMap<ActKind, Acts>,
-    /// Each row's Q4_K kernel for repacked matrices; empty: [`Q4kKernel::Gemv`] for all.
-    q4k: &'a [Q4kKernel],
+    /// How llama.cpp holds each row; empty: [`QuantKernel::Gemv`] for every row and matrix.
+    kernels: &'a [RowKernels],
+}
+
+/// How llama.cpp's call holds one activation row, which decides the kernel of its products
+/// with some formats ([`Input::with_kernels`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct RowKernels {
+    /// The row is in a whole group of four of its call: [`QuantKernel::Gemm`] for a repacked
+    /// Q4_K matrix.
+    pub(crate) q4k_gemm: bool,
+    /// The call has 8 rows or more: [`QuantKernel::Tiled`] for a Q6_K matrix.
+    pub(crate) tiled: bool,
 }
 
 impl<'a> Input<'a> {
@@ -81,24 +93,31 @@ impl<'a> Input<'a> {
             rows,
             cols,
             prepared: HashMap::new(),
-            q4k: &[],
+            kernels: &[],
         }
     }
 
-    /// The same rows, row `j` multiplied into repacked Q4_K matrices with `kernels[j]`
-    /// (`kernels` empty or one per row).
-    pub(crate) fn with_q4k_kernels(mut self, kernels: &'a [Q4kKernel]) -> Input<'a> {
+    /// The same rows, row `j` held by llama.cpp's call as `kernels[j]` says (`kernels` empty
+    /// or one per row).
+    pub(crate) fn with_kernels(mut self, kernels: &'a [RowKernels]) -> Input<'a> {
         assert!(kernels.is_empty() || kernels.len() == self.rows);
-        self.q4k = kernels;
+        self.kernels = kernels;
         self
     }
 
     /// Row `j`'s kernel for matrix `m`.
-    fn q4k_kernel(&self, m: &QMatrix, j: usize) -> Q4kKernel {
+    fn kernel(&self, m: &QMatrix, j: usize) -> QuantKernel {
+        let k = self.kernels.get(j).copied().unwrap_or_default();
         if m.repacked() {
-            self.q4k.get(j).copied().unwrap_or_default()
+            if k.q4k_gemm {
+                QuantKernel::Gemm
+            } else {
+                QuantKernel::Gemv
+            }
+        } else if m.ty == WeightType::Q6K && k.tiled {
+            QuantKernel::Tiled
         } else {
-            Q4kKernel::Gemv
+            QuantKernel::Gemv
         }
     }
 
@@ -197,11 +216,11 @@ pub(crate) fn matmul_many(
             let first = r0 + bi * ROW_BLOCK;
             let mut j = 0;
             while j < t {
-                // A tile ends where the rows' Q4_K kernel changes (only Q4_K tiles may start
-                // off a multiple of 4).
-                let kernel = input.q4k_kernel(m, j);
+                // A tile ends where the rows' kernel changes (only Q4_K and Q6_K tiles may
+                // start off a multiple of 4).
+                let kernel = input.kernel(m, j);
                 let n = (1..(t - j).min(TILE))
-                    .find(|&c| input.q4k_kernel(m, j + c) != kernel)
+                    .find(|&c| input.kernel(m, j + c) != kernel)
                     .unwrap_or((t - j).min(TILE));
                 dot_block(isa, m, first, acts, j, n, kernel, block, t);
                 j += n;
@@ -248,7 +267,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// `block[i * t + j0 + c] = m.row(first + i) . acts[j0 + c]` for the block's rows (at most
-/// [`ROW_BLOCK`]) and `c < n` (at most [`TILE`]), Q4_K rows with `q4k`'s float steps: the
+/// [`ROW_BLOCK`]) and `c < n` (at most [`TILE`]), Q4_K and Q6_K rows with `kernel`'s float steps: the
 /// `isa` kernel of the format where it has one (one call for the whole block, so a build that
 /// does not target its features pays the call once per block, not once per row), else the
 /// portable code.
@@ -260,7 +279,7 @@ fn dot_block(
     acts: &Acts,
     j0: usize,
     n: usize,
-    q4k: Q4kKernel,
+    kernel: QuantKernel,
     block: &mut [f32],
     t: usize,
 ) {
@@ -279,7 +298,7 @@ fn dot_block(
             rows: &rows[..count],
             acts,
             r0: j0,
-            q4k,
+            kernel,
             stride: t,
         };
         super::simd::dot_tiles(avx2, tiles, n, &mut block[j0..]);
@@ -293,15 +312,22 @@ fn dot_block(
             m.row(first + i),
             acts,
             j0,
-            q4k,
+            kernel,
             &mut out_row[j0..j0 + n],
         );
     }
 }
 
-/// `out[c] = row . acts[j0 + c]` for `c < out.len()` in portable code, Q4_K rows with
-/// `q4k`'s float steps.
-fn dot_row(ty: WeightType, row: &[u8], acts: &Acts, j0: usize, q4k: Q4kKernel, out: &mut [f32]) {
+/// `out[c] = row . acts[j0 + c]` for `c < out.len()` in portable code, Q4_K and Q6_K rows
+/// with `kernel`'s float steps.
+fn dot_row(
+    ty: WeightType,
+    row: &[u8],
+    acts: &Acts,
+    j0: usize,
+    kernel: QuantKernel,
+    out: &mut [f32],
+) {
     match ty {
         WeightType::F32 | WeightType::F16 | WeightType::BF16 => {
             let len = acts.len;
@@ -314,7 +340,7 @@ fn dot_row(ty: WeightType, row: &[u8], acts: &Acts, j0: usize, q4k: Q4kKernel, o
         }
         _ => {
             for (c, o) in out.iter_mut().enumerate() {
-                *o = dot_scalar(ty, row, acts, j0 + c, q4k);
+                *o = dot_scalar(ty, row, acts, j0 + c, kernel);
             }
         }
     }

@@ -12,7 +12,8 @@
 //!   attention (f16 queries, f16 value accumulator, online softmax), as llama.cpp runs by
 //!   default, so greedy runs follow llama.cpp's. Prompt rows take the same row kernel unless
 //!   [`PromptAttention::LlamaCpp`] asks for llama.cpp's tiled kernel on long prompts, and
-//!   for its Q4_K products in groups of four rows ([`quant::Q4kKernel`]);
+//!   for its Q4_K products in groups of four rows and its tiled Q6_K product
+//!   ([`quant::QuantKernel`]);
 //! - RMS norms summed in f64, rotary tables built as ggml builds them.
 //!
 //! A GGUF whose tensors are all in a format this backend knows ([`quant::WeightType`]) runs
@@ -29,6 +30,7 @@ pub(crate) mod quant;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod simd;
 
+use std::ops::Range;
 use std::sync::Mutex;
 
 use crate::cache::KvCache;
@@ -38,9 +40,10 @@ use crate::{BatchItem, Model, ModelError, PromptAttention};
 use cache::NativeCache;
 use isa::Isa;
 pub(crate) use load::load_gguf;
+use matmul::RowKernels;
 use matmul::{Input, QMatrix, lock, matmul, matmul_many};
 use pool::Pool;
-use quant::Q4kKernel;
+use quant::WeightType;
 
 /// One decoder block's weights.
 #[derive(Debug)]
@@ -80,8 +83,11 @@ pub(crate) struct NativeModel {
     /// The kernels every product and attention call runs, picked when the model is built.
     isa: Isa,
     /// Whether a layer has a Q4_K matrix llama.cpp repacks ([`QMatrix::repacked`]): only
-    /// then does a row's [`Q4kKernel`] make a difference.
+    /// then does a row's [`RowKernels::q4k_gemm`] make a difference.
     repacked_q4k: bool,
+    /// Whether a layer has a Q6_K matrix: only then does a row's [`RowKernels::tiled`] make a
+    /// difference.
+    q6k: bool,
 }
 
 /// The thread count: `FORMWORK_THREADS`, else `CANDLE_NUM_THREADS`, else every core.
@@ -112,11 +118,15 @@ impl NativeModel {
         threads: Option<usize>,
         isa: Isa,
     ) -> Result<NativeModel, ModelError> {
-        let repacked_q4k = layers.iter().any(|l| {
-            [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
-                .iter()
-                .any(|m| m.repacked())
-        });
+        let any = |f: fn(&QMatrix) -> bool| {
+            layers.iter().any(|l| {
+                [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]
+                    .iter()
+                    .any(|m| f(m))
+            })
+        };
+        let repacked_q4k = any(QMatrix::repacked);
+        let q6k = any(|m| m.ty == WeightType::Q6K);
         Ok(NativeModel {
             config,
             embedding,
@@ -127,6 +137,7 @@ impl NativeModel {
             prompt_attention: PromptAttention::default(),
             isa,
             repacked_q4k,
+            q6k,
         })
     }
 
@@ -136,39 +147,55 @@ impl NativeModel {
         self
     }
 
+    /// Whether llama.cpp's server cuts this model's prompts for context checkpoints
+    /// ([`prompt_ubatch`]): it does for a model with a sliding window, whose cache cannot be
+    /// rolled back.
+    fn checkpoints(&self) -> bool {
+        self.config.sliding_window.is_some()
+    }
+
     /// Whether row `pos` of a sequence runs the tiled kernel: only under
     /// [`PromptAttention::LlamaCpp`], for rows of a prompt of `prompt_len` tokens (when the
     /// cache knows it) in a ubatch of 64 or more, else for rows of a call of 64 or more.
     fn tiled_row(&self, prompt_len: Option<usize>, call_rows: usize, pos: usize) -> bool {
         self.prompt_attention == PromptAttention::LlamaCpp
             && match prompt_len {
-                Some(p) => tiled_prompt_row(p, pos),
+                Some(p) => tiled_prompt_row(p, pos, self.checkpoints()),
                 None => call_rows >= attention::TILE,
             }
     }
 
-    /// Which Q4_K kernel row `pos` of a sequence takes (row `i` of the `call_rows` this call
-    /// computes for it): [`Q4kKernel::Gemv`] unless [`PromptAttention::LlamaCpp`] asks for
-    /// llama.cpp's choice (and the model has a repacked Q4_K matrix), the gemm for the rows of
-    /// a prompt of `prompt_len` tokens (when the cache knows it) in its whole groups of four,
-    /// else for those of this call.
-    fn q4k_kernel(
+    /// How llama.cpp holds row `pos` of a sequence (row `i` of the `call_rows` this call
+    /// computes for it), for its products' kernels: one row at a time unless
+    /// [`PromptAttention::LlamaCpp`] asks for llama.cpp's choice (and the model has a matrix
+    /// it concerns). Then a repacked Q4_K matrix takes the gemm for the rows of a prompt of
+    /// `prompt_len` tokens (when the cache knows it) in its ubatches' whole groups of four,
+    /// else for those of this call; and a Q6_K matrix the tiled product for the rows in a
+    /// ubatch (else this call) of 8 rows or more.
+    fn row_kernels(
         &self,
         prompt_len: Option<usize>,
         call_rows: usize,
         pos: usize,
         i: usize,
-    ) -> Q4kKernel {
-        let gemm = self.prompt_attention == PromptAttention::LlamaCpp
-            && self.repacked_q4k
-            && match prompt_len {
-                Some(p) => gemm_prompt_row(p, pos),
-                None => i < call_rows - call_rows % 4,
-            };
-        if gemm {
-            Q4kKernel::Gemm
-        } else {
-            Q4kKernel::Gemv
+    ) -> RowKernels {
+        if self.prompt_attention != PromptAttention::LlamaCpp {
+            return RowKernels::default();
+        }
+        let checkpoints = self.checkpoints();
+        RowKernels {
+            q4k_gemm: self.repacked_q4k
+                && match prompt_len {
+                    Some(p) => gemm_prompt_row(p, pos, checkpoints),
+                    None => i < call_rows - call_rows % 4,
+                },
+            tiled: self.q6k
+                && match prompt_len {
+                    Some(p) => {
+                        pos < p && prompt_ubatch(p, pos, checkpoints).len() >= KQUANT_TILED_ROWS
+                    }
+                    None => call_rows >= KQUANT_TILED_ROWS,
+                },
         }
     }
 
@@ -210,8 +237,8 @@ impl Model for NativeModel {
 
     fn kernel_class(&self, prompt_len: usize, position: usize) -> u8 {
         let tiled = self.tiled_row(Some(prompt_len), 0, position);
-        let gemm = self.q4k_kernel(Some(prompt_len), 0, position, 0) == Q4kKernel::Gemm;
-        u8::from(tiled) | (u8::from(gemm) << 1)
+        let k = self.row_kernels(Some(prompt_len), 0, position, 0);
+        u8::from(tiled) | (u8::from(k.q4k_gemm) << 1) | (u8::from(k.tiled) << 2)
     }
 
     /// The batch was checked by [`crate::Transformer::forward`].
@@ -220,7 +247,12 @@ impl Model for NativeModel {
         let hidden = cfg.hidden_size;
         let (heads, kv_heads, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
         let (ids, spans) = stack(batch);
-        let prompt_lens: Vec<Option<usize>> = batch.iter().map(|i| i.cache.prompt_len()).collect();
+        // A sequence's first call is its whole prompt unless its cache says otherwise.
+        let prompt_lens: Vec<Option<usize>> = batch
+            .iter()
+            .zip(&spans)
+            .map(|(i, s)| i.cache.prompt_len().or((s.start == 0).then_some(s.len)))
+            .collect();
         let mut caches = batch
             .iter_mut()
             .map(|item| item.cache.buffers_mut::<NativeCache>(cfg))
@@ -251,14 +283,14 @@ impl Model for NativeModel {
         let eps = cfg.rms_norm_eps as f32;
         let q_width = heads * hd;
         let kv_width = kv_heads * hd;
-        // Each row's Q4_K kernel, in every layer's products but the last layer's
+        // How llama.cpp holds each row, in every layer's products but the last layer's
         // feed-forward, which (as in llama.cpp) runs only for the rows whose logits are
         // wanted, one row per sequence.
-        let q4k: Vec<Q4kKernel> = spans
+        let kernels: Vec<RowKernels> = spans
             .iter()
             .zip(&prompt_lens)
             .flat_map(|(s, &p)| (0..s.len).map(move |i| (s, p, i)))
-            .map(|(s, p, i)| self.q4k_kernel(p, s.len, s.start + i, i))
+            .map(|(s, p, i)| self.row_kernels(p, s.len, s.start + i, i))
             .collect();
         let last_rows: Vec<usize> = spans.iter().map(|s| s.offset + s.len - 1).collect();
 
@@ -273,7 +305,7 @@ impl Model for NativeModel {
                 _ => &rope,
             };
             let h = rms_norm_rows(&x, hidden, &layer.attn_norm, eps);
-            let mut input = Input::new(&h, rows, hidden).with_q4k_kernels(&q4k);
+            let mut input = Input::new(&h, rows, hidden).with_kernels(&kernels);
             let mut qkv = matmul_many(
                 &self.pool,
                 self.isa,
@@ -323,16 +355,16 @@ impl Model for NativeModel {
                 &self.pool,
                 self.isa,
                 &layer.o,
-                &mut Input::new(&attn, rows, q_width).with_q4k_kernels(&q4k),
+                &mut Input::new(&attn, rows, q_width).with_kernels(&kernels),
             );
             // After the last layer's attention only the rows whose logits are wanted go on
             // (llama.cpp's `inp_out_ids`), each alone: the gemv kernel.
-            let ffn_q4k: &[Q4kKernel] = if li + 1 == self.layers.len() {
+            let ffn_kernels: &[RowKernels] = if li + 1 == self.layers.len() {
                 o = gather_rows(&o, &last_rows, hidden);
                 x = gather_rows(&x, &last_rows, hidden);
                 &[]
             } else {
-                &q4k
+                &kernels
             };
             let ffn_rows = x.len() / hidden;
             if let Some(w) = &layer.post_attn_norm {
@@ -340,7 +372,7 @@ impl Model for NativeModel {
             }
             add_into(&mut x, &o);
             let h = rms_norm_rows(&x, hidden, &layer.ffn_norm, eps);
-            let mut input = Input::new(&h, ffn_rows, hidden).with_q4k_kernels(ffn_q4k);
+            let mut input = Input::new(&h, ffn_rows, hidden).with_kernels(ffn_kernels);
             let mut gu = matmul_many(&self.pool, self.isa, &[&layer.gate, &layer.up], &mut input)
                 .into_iter();
             let (mut g, u) = (gu.next().expect("gate"), gu.next().expect("up"));
@@ -363,7 +395,7 @@ impl Model for NativeModel {
                 &self.pool,
                 self.isa,
                 &layer.down,
-                &mut Input::new(&g, ffn_rows, cfg.intermediate_size).with_q4k_kernels(ffn_q4k),
+                &mut Input::new(&g, ffn_rows, cfg.intermediate_size).with_kernels(ffn_kernels),
             );
             if let Some(w) = &layer.post_ffn_norm {
                 d = rms_norm_rows(&d, hidden, w, eps);
@@ -579,22 +611,62 @@ impl RopeTable {
     }
 }
 
-/// llama.cpp's default ubatch: a prompt is computed in pieces of this many tokens.
+/// llama.cpp's default ubatch (`n_ubatch`): `llama_decode` computes a batch in pieces of
+/// this many tokens.
 const UBATCH: usize = 512;
 
+/// llama.cpp's default batch (`n_batch`): its server hands a prompt to `llama_decode` in
+/// batches of at most this many tokens.
+const BATCH: usize = 2048;
+
+/// How many tokens before a prompt's end llama.cpp's server ends a batch, so that it can
+/// save a context checkpoint there, for a model whose cache cannot be rolled back (a sliding
+/// window): `4 + n_ubatch` and 4 (`checkpoint_offsets` in `tools/server/server-context.cpp`).
+const CHECKPOINT_OFFSETS: [usize; 2] = [4 + UBATCH, 4];
+
+/// The ubatch llama.cpp's server computes row `pos` (`< prompt_len`) of a prompt of
+/// `prompt_len` tokens in: it cuts the prompt into batches of [`BATCH`] tokens, and (when
+/// `checkpoints`) ends a batch at each of [`CHECKPOINT_OFFSETS`] before the prompt's end;
+/// `llama_decode` cuts each batch into ubatches of [`UBATCH`]. So a 6-token prompt of Gemma 3
+/// is computed as 2 rows, then 4.
+fn prompt_ubatch(prompt_len: usize, pos: usize, checkpoints: bool) -> Range<usize> {
+    let mut start = 0;
+    loop {
+        let mut end = (start + BATCH).min(prompt_len);
+        if checkpoints {
+            for off in CHECKPOINT_OFFSETS {
+                if let Some(cut) = prompt_len.checked_sub(off).filter(|&c| c > start) {
+                    end = end.min(cut);
+                }
+            }
+        }
+        if pos < end || end >= prompt_len {
+            let first = start + (pos - start) / UBATCH * UBATCH;
+            return first..(first + UBATCH).min(end);
+        }
+        start = end;
+    }
+}
+
+/// The fewest rows of a call for which llama.cpp multiplies a K-quant matrix it does not
+/// repack with its tiled product (`ggml_tiled_min_batch` in `ggml-cpu/tiled/tiled.cpp`).
+const KQUANT_TILED_ROWS: usize = 8;
+
 /// Whether row `pos` of a sequence whose prompt is `prompt_len` tokens runs the tiled
-/// attention kernel: a prompt row in a ubatch of at least [`attention::TILE`] rows (llama.cpp
-/// cuts a prompt into ubatches of [`UBATCH`]); never a generated row.
-fn tiled_prompt_row(prompt_len: usize, pos: usize) -> bool {
-    pos < prompt_len && (prompt_len - pos / UBATCH * UBATCH).min(UBATCH) >= attention::TILE
+/// attention kernel: a prompt row in a ubatch of at least [`attention::TILE`] rows
+/// ([`prompt_ubatch`]); never a generated row.
+fn tiled_prompt_row(prompt_len: usize, pos: usize, checkpoints: bool) -> bool {
+    pos < prompt_len && prompt_ubatch(prompt_len, pos, checkpoints).len() >= attention::TILE
 }
 
 /// Whether llama.cpp multiplies row `pos` of a prompt of `prompt_len` tokens into its repacked
-/// Q4_K matrices with the gemm kernel: a ubatch's rows go four at a time, its last
-/// `rows % 4` one at a time, and every ubatch but the last is [`UBATCH`] rows (a multiple of
-/// 4), so the rows before the prompt's last `prompt_len % 4`. Never a generated row.
-fn gemm_prompt_row(prompt_len: usize, pos: usize) -> bool {
-    pos < prompt_len - prompt_len % 4
+/// Q4_K matrices with the gemm kernel: a ubatch's rows ([`prompt_ubatch`]) go four at a time,
+/// its last `rows % 4` one at a time. Never a generated row.
+fn gemm_prompt_row(prompt_len: usize, pos: usize, checkpoints: bool) -> bool {
+    pos < prompt_len && {
+        let u = prompt_ubatch(prompt_len, pos, checkpoints);
+        pos < u.end - u.len() % 4
+    }
 }
 
 #[cfg(test)]

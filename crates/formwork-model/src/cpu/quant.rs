@@ -97,23 +97,30 @@ impl WeightType {
     }
 }
 
-/// Which of llama.cpp's two Q4_K kernels an activation row's products follow. llama.cpp's
-/// x86 build repacks a Q4_K matrix whose output rows are a multiple of 8 (its "CPU_REPACK"
-/// buffer) and multiplies it into a call's rows four at a time with
-/// `ggml_gemm_q4_K_8x8_q8_K`, the last `rows % 4` one at a time with
-/// `ggml_gemv_q4_K_8x8_q8_K`. Both sum the same exact integers; they differ in where the
-/// floats round: the gemv adds each 256-element super-block into the row's sum with one `fma`
-/// (and its mins with one more), the gemm each 64 elements (two sub-blocks). A row's bits
-/// thus depend on whether llama.cpp computes it in a group of four, which depends on how many
-/// rows its call has.
+/// Which of llama.cpp's kernels an activation row's products with one matrix follow, where
+/// they round differently. llama.cpp's x86 build repacks a Q4_K matrix whose output rows are
+/// a multiple of 8 (its "CPU_REPACK" buffer) and multiplies it into a call's rows four at a
+/// time with `ggml_gemm_q4_K_8x8_q8_K`, the last `rows % 4` one at a time with
+/// `ggml_gemv_q4_K_8x8_q8_K`: both sum the same exact integers and differ in where the floats
+/// round, the gemv adding each 256-element super-block into the row's sum with one `fma` (and
+/// its mins with one more), the gemm each 64 elements (two sub-blocks). A Q6_K matrix (never
+/// repacked) goes through ggml's tiled K-quant product (`ggml-cpu/tiled`) in a call of 8 rows
+/// or more, `ggml_vec_dot_q6_K_q8_K` in a smaller one. A row's bits thus depend on how many
+/// rows llama.cpp's call has and where the row sits in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum Q4kKernel {
-    /// `ggml_gemv_q4_K_8x8_q8_K`: one `fma` per super-block. A row's bits depend on nothing
-    /// but the row (the default, and every format other than repacked Q4_K).
+pub(crate) enum QuantKernel {
+    /// One row at a time: `ggml_vec_dot_*`, and `ggml_gemv_q4_K_8x8_q8_K` for a repacked Q4_K
+    /// matrix (one `fma` per super-block). A row's bits depend on nothing but the row (the
+    /// default).
     #[default]
     Gemv,
-    /// `ggml_gemm_q4_K_8x8_q8_K`: one `fma` per two sub-blocks (64 elements).
+    /// A repacked Q4_K matrix's `ggml_gemm_q4_K_8x8_q8_K`: one `fma` per two sub-blocks (64
+    /// elements).
     Gemm,
+    /// A Q6_K matrix's tiled product (`tiled_run_microtile_avx2`): each super-block's exact
+    /// integer sum times the weights' scale, then one `fma` by the activations' scale into the
+    /// row's sum (no lanes).
+    Tiled,
 }
 
 /// How a row of activations is stored for a dot product.
@@ -506,9 +513,15 @@ pub(crate) fn dot_f32_ggml(a: &[f32], b: &[f32]) -> f32 {
     sum as f32
 }
 
-/// The dot product of one weight row with row `r` of `acts` (portable code); a Q4_K row
-/// with the float steps of `q4k`'s kernel.
-pub(crate) fn dot_scalar(ty: WeightType, row: &[u8], acts: &Acts, r: usize, q4k: Q4kKernel) -> f32 {
+/// The dot product of one weight row with row `r` of `acts` (portable code); a Q4_K or Q6_K
+/// row with the float steps of `kernel`.
+pub(crate) fn dot_scalar(
+    ty: WeightType,
+    row: &[u8],
+    acts: &Acts,
+    r: usize,
+    kernel: QuantKernel,
+) -> f32 {
     let len = acts.len;
     match ty {
         WeightType::F32 | WeightType::F16 | WeightType::BF16 => {
@@ -542,7 +555,7 @@ pub(crate) fn dot_scalar(ty: WeightType, row: &[u8], acts: &Acts, r: usize, q4k:
         }
         WeightType::Q4K => {
             // llama.cpp's AVX2 build repacks Q4_K matrices (rows a multiple of 8) and runs
-            // `ggml_gemv_q4_K_8x8_q8_K` or `ggml_gemm_q4_K_8x8_q8_K` ([`Q4kKernel`]): the
+            // `ggml_gemv_q4_K_8x8_q8_K` or `ggml_gemm_q4_K_8x8_q8_K` ([`QuantKernel`]): the
             // integer sums of each two sub-blocks, `fma`-ed by `d * dy` (and the min sums by
             // `dmin * dy`) per super-block or per two sub-blocks, the min sums subtracted at
             // the end.
@@ -554,14 +567,16 @@ pub(crate) fn dot_scalar(ty: WeightType, row: &[u8], acts: &Acts, r: usize, q4k:
                 let pairs = q4k_pair_sums(b, q8, bsums);
                 let dy = acts.d[r * nb + i];
                 let (d, dmin) = (f16_at(b, 0) * dy, f16_at(b, 2) * dy);
-                match q4k {
-                    Q4kKernel::Gemv => {
+                match kernel {
+                    // A Q4_K matrix takes the tiled product only unrepacked, which this backend
+                    // does not follow ([`super::matmul::Input`] never asks for it).
+                    QuantKernel::Gemv | QuantKernel::Tiled => {
                         let sumi: i32 = pairs.iter().map(|p| p.0).sum();
                         let mins: i32 = pairs.iter().map(|p| p.1).sum();
                         acc = (sumi as f32).mul_add(d, acc);
                         acc_min = (mins as f32).mul_add(dmin, acc_min);
                     }
-                    Q4kKernel::Gemm => {
+                    QuantKernel::Gemm => {
                         for (sumi, mins) in pairs {
                             acc = (sumi as f32).mul_add(d, acc);
                             acc_min = (mins as f32).mul_add(dmin, acc_min);
@@ -588,24 +603,53 @@ pub(crate) fn dot_scalar(ty: WeightType, row: &[u8], acts: &Acts, r: usize, q4k:
             }
             hsum8(&acc) + summs
         }
+        WeightType::Q6K if kernel == QuantKernel::Tiled => {
+            let nb = len / QK_K;
+            let mut acc = 0f32;
+            for (i, b) in row.chunks_exact(210).take(nb).enumerate() {
+                let q8 = &acts.qs[r * len + i * QK_K..r * len + (i + 1) * QK_K];
+                let values = q6k_values(b);
+                let mut sum = 0i32;
+                for (j, (w, y)) in values.chunks_exact(16).zip(q8.chunks_exact(16)).enumerate() {
+                    let p: i32 = w
+                        .iter()
+                        .zip(y)
+                        .map(|(&w, &y)| (w as i32 - 32) * y as i32)
+                        .sum();
+                    sum += p * b[192 + j] as i8 as i32;
+                }
+                acc = (f16_at(b, 208) * sum as f32).mul_add(acts.d[r * nb + i], acc);
+            }
+            acc
+        }
         WeightType::Q6K => {
             // ggml_vec_dot_q6_K_q8_K (AVX2): eight integer lanes per super-block, each
-            // `fma`-ed by `dy * d` into its float lane, the lanes summed at the end.
+            // `fma`-ed by `dy * d` into its float lane, the lanes summed at the end. Lane `l`
+            // holds `scale * q * q8` (q unsigned, 0..64) of bytes `4l..4l + 4` of every
+            // 32 values, less the weights' offset of 32 over sub-blocks `2l` and `2l + 1`
+            // (`32 * scale * bsum`): the lanes' split of the block's sum is ggml's, and with
+            // it the float rounding.
             let nb = len / QK_K;
             let mut acc = [0f32; 8];
             for (i, b) in row.chunks_exact(210).take(nb).enumerate() {
                 let q8 = &acts.qs[r * len + i * QK_K..r * len + (i + 1) * QK_K];
+                let bsums = &acts.bsums[(r * nb + i) * 16..(r * nb + i + 1) * 16];
                 let values = q6k_values(b);
+                let scale = |j: usize| b[192 + j] as i8 as i32;
                 let mut lanes = [0i32; 8];
                 for c in 0..8 {
                     for (l, lane) in lanes.iter_mut().enumerate() {
                         let at = 32 * c + 4 * l;
                         let mut p = 0i32;
                         for k in at..at + 4 {
-                            p += (values[k] as i32 - 32) * q8[k] as i32;
+                            p += values[k] as i32 * q8[k] as i32;
                         }
-                        *lane += p * b[192 + at / 16] as i8 as i32;
+                        *lane += p * scale(at / 16);
                     }
+                }
+                for (l, lane) in lanes.iter_mut().enumerate() {
+                    *lane -=
+                        32 * (bsums[2 * l] * scale(2 * l) + bsums[2 * l + 1] * scale(2 * l + 1));
                 }
                 let d = acts.d[r * nb + i] * f16_at(b, 208);
                 for (a, &l) in acc.iter_mut().zip(&lanes) {

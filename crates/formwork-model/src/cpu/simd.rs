@@ -34,7 +34,7 @@
 
 use core::arch::x86_64::*;
 
-use super::quant::{Acts, Q4kKernel, QK, QK_K, WeightType, q6k_values, scale_min_k4};
+use super::quant::{Acts, QK, QK_K, QuantKernel, WeightType, q6k_values, scale_min_k4};
 
 /// Proof that the CPU has AVX2, FMA and F16C (and whether it has AVX-VNNI): the key to this
 /// module's kernels.
@@ -90,7 +90,7 @@ pub(crate) fn supports(ty: WeightType) -> bool {
 }
 
 /// `out[c] = row . acts[r0 + c]` for `c < out.len()` (at most 8; `r0` a multiple of 4 for
-/// the 32-element formats), Q4_K rows with `q4k`'s float steps.
+/// the 32-element formats), Q4_K and Q6_K rows with `kernel`'s float steps.
 #[cfg(test)]
 pub(crate) fn dot_tile(
     avx2: Avx2,
@@ -98,7 +98,7 @@ pub(crate) fn dot_tile(
     row: &[u8],
     acts: &Acts,
     r0: usize,
-    q4k: Q4kKernel,
+    kernel: QuantKernel,
     out: &mut [f32],
 ) {
     let n = out.len();
@@ -107,7 +107,7 @@ pub(crate) fn dot_tile(
         rows: &[row],
         acts,
         r0,
-        q4k,
+        kernel,
         stride: n,
     };
     dot_tiles(avx2, tiles, n, out);
@@ -124,8 +124,8 @@ pub(crate) struct Tiles<'a> {
     pub(crate) acts: &'a Acts,
     /// The first activation row.
     pub(crate) r0: usize,
-    /// The float steps of Q4_K rows.
-    pub(crate) q4k: Q4kKernel,
+    /// The float steps of Q4_K and Q6_K rows.
+    pub(crate) kernel: QuantKernel,
     /// Outputs of weight row `i` start at `i * stride`.
     pub(crate) stride: usize,
 }
@@ -156,7 +156,7 @@ struct Tile<'a> {
     row: &'a [u8],
     acts: &'a Acts,
     r0: usize,
-    q4k: Q4kKernel,
+    kernel: QuantKernel,
 }
 
 /// Each row of `tiles` in turn, through `dot_body::<N, VNNI>`.
@@ -172,7 +172,7 @@ unsafe fn each_row<const N: usize, const VNNI: bool>(tiles: Tiles<'_>, out: &mut
             row,
             acts: tiles.acts,
             r0: tiles.r0,
-            q4k: tiles.q4k,
+            kernel: tiles.kernel,
         };
         let at = i * tiles.stride;
         dot_body::<N, VNNI>(tile, &mut out[at..at + N]);
@@ -216,7 +216,7 @@ unsafe fn dot_body<const N: usize, const VNNI: bool>(tile: Tile<'_>, out: &mut [
         row,
         acts,
         r0,
-        q4k: kernel,
+        kernel,
     } = tile;
     let res = match ty {
         WeightType::Q4_0
@@ -224,11 +224,15 @@ unsafe fn dot_body<const N: usize, const VNNI: bool>(tile: Tile<'_>, out: &mut [
         | WeightType::Q5_0
         | WeightType::Q5_1
         | WeightType::Q8_0 => q32::<N, VNNI>(ty, row, acts, r0),
+        // An unrepacked Q4_K matrix never asks for `Tiled` (see `quant::dot_scalar`).
         WeightType::Q4K => match kernel {
-            Q4kKernel::Gemv => q4k::<N, VNNI, false>(row, acts, r0),
-            Q4kKernel::Gemm => q4k::<N, VNNI, true>(row, acts, r0),
+            QuantKernel::Gemv | QuantKernel::Tiled => q4k::<N, VNNI, false>(row, acts, r0),
+            QuantKernel::Gemm => q4k::<N, VNNI, true>(row, acts, r0),
         },
-        WeightType::Q6K => q6k::<N, VNNI>(row, acts, r0),
+        WeightType::Q6K => match kernel {
+            QuantKernel::Gemv | QuantKernel::Gemm => q6k::<N, VNNI, false>(row, acts, r0),
+            QuantKernel::Tiled => q6k::<N, VNNI, true>(row, acts, r0),
+        },
         _ => unreachable!("no AVX2 kernel for {}", ty.name()),
     };
     out.copy_from_slice(&res);
@@ -437,7 +441,7 @@ fn store4(out: &mut [f32; 4], x: __m128) {
 
 /// Q4_K rows against Q8_K activations, with the float steps of
 /// [`super::quant::dot_scalar`]: llama.cpp's `ggml_gemv_q4_K_8x8_q8_K`, or with `GEMM` its
-/// `ggml_gemm_q4_K_8x8_q8_K` (an `fma` per two sub-blocks, [`Q4kKernel::Gemm`]).
+/// `ggml_gemm_q4_K_8x8_q8_K` (an `fma` per two sub-blocks, [`QuantKernel::Gemm`]).
 ///
 /// # Safety
 ///
@@ -512,42 +516,64 @@ unsafe fn q4k<const N: usize, const VNNI: bool, const GEMM: bool>(
     core::array::from_fn(|c| acc[c] - acc_min[c])
 }
 
-/// Q6_K rows against Q8_K activations: the weights less 32 as signed bytes (ggml's sign
-/// trick), eight integer lanes per super-block scaled per 16 values, `fma`-ed by `dy * d`.
+/// Q6_K rows against Q8_K activations: eight integer lanes per super-block (the unsigned
+/// weights times the activations, scaled per 16 values, less the weights' offset of 32 per
+/// two sub-blocks), `fma`-ed by `dy * d` (`ggml_vec_dot_q6_K_q8_K`); when `TILED` the lanes
+/// summed first, times `d`, `fma`-ed by `dy` into one sum (ggml's tiled product).
 ///
 /// # Safety
 ///
 /// As [`dot_body`]'s.
 #[inline(always)]
-unsafe fn q6k<const N: usize, const VNNI: bool>(row: &[u8], acts: &Acts, r0: usize) -> [f32; N] {
+unsafe fn q6k<const N: usize, const VNNI: bool, const TILED: bool>(
+    row: &[u8],
+    acts: &Acts,
+    r0: usize,
+) -> [f32; N] {
     let len = acts.len;
     let nb = len / QK_K;
     assert!(row.len() >= nb * 210 && acts.rows >= r0 + N);
     let mut acc = [_mm256_setzero_ps(); N];
+    let mut sum = [0f32; N];
     for i in 0..nb {
         let b = &row[i * 210..(i + 1) * 210];
         let values = q6k_values(b);
+        let scale = |j: usize| b[192 + j] as i8 as i32;
         let mut sumi = [_mm256_setzero_si256(); N];
         for g in 0..8 {
             // 32 values: sub-blocks 2g and 2g+1 (16 each), two scales.
-            let w = _mm256_sub_epi8(load32(&values[32 * g..]), _mm256_set1_epi8(32));
-            let aw = _mm256_sign_epi8(w, w);
-            let s_lo = b[192 + 2 * g] as i8 as i32;
-            let s_hi = b[192 + 2 * g + 1] as i8 as i32;
+            let w = load32(&values[32 * g..]);
+            let (s_lo, s_hi) = (scale(2 * g), scale(2 * g + 1));
             let scale = _mm256_setr_epi32(s_lo, s_lo, s_lo, s_lo, s_hi, s_hi, s_hi, s_hi);
             for c in 0..N {
                 let y = load32(&acts.qs[(r0 + c) * len + i * QK_K + 32 * g..]);
-                let p = _mm256_mullo_epi32(dot_us8::<VNNI>(aw, _mm256_sign_epi8(y, w)), scale);
+                let p = _mm256_mullo_epi32(dot_us8::<VNNI>(w, y), scale);
                 sumi[c] = _mm256_add_epi32(sumi[c], p);
             }
         }
+        // The weights' offset of 32, per lane `l` over sub-blocks `2l` and `2l + 1`.
+        for c in 0..N {
+            let bs = &acts.bsums[((r0 + c) * nb + i) * 16..((r0 + c) * nb + i + 1) * 16];
+            let o = |l: usize| 32 * (bs[2 * l] * scale(2 * l) + bs[2 * l + 1] * scale(2 * l + 1));
+            let off = _mm256_setr_epi32(o(0), o(1), o(2), o(3), o(4), o(5), o(6), o(7));
+            sumi[c] = _mm256_sub_epi32(sumi[c], off);
+        }
         let d = f16_at(b, 208);
         for c in 0..N {
-            let dd = _mm256_set1_ps(acts.d[(r0 + c) * nb + i] * d);
-            acc[c] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi[c]), acc[c]);
+            let dy = acts.d[(r0 + c) * nb + i];
+            if TILED {
+                sum[c] = (d * hsum_i32(sumi[c]) as f32).mul_add(dy, sum[c]);
+            } else {
+                let dd = _mm256_set1_ps(dy * d);
+                acc[c] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi[c]), acc[c]);
+            }
         }
     }
-    core::array::from_fn(|c| hsum(acc[c]))
+    if TILED {
+        sum
+    } else {
+        core::array::from_fn(|c| hsum(acc[c]))
+    }
 }
 
 /// The widest head [`flash_row`] takes.

@@ -7,9 +7,9 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
 use super::isa::{CpuKernels, Isa};
-use super::matmul::{Input, QMatrix};
+use super::matmul::{Input, QMatrix, RowKernels};
 use super::pool::Pool;
-use super::quant::{ActKind, Acts, Q4kKernel, WeightType, dequantize_row, dot_scalar};
+use super::quant::{ActKind, Acts, QuantKernel, WeightType, dequantize_row, dot_scalar};
 
 fn pool() -> &'static Pool {
     static POOL: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
@@ -102,7 +102,7 @@ fn quantized_dots_are_close_to_f32_dots_of_the_decoded_weights() {
         let (bytes, deq) = quantized(theirs, 1, cols, 11);
         let x = values(cols, 5);
         let acts = Acts::new(ours.act_kind(), &x, 1, cols);
-        let got = dot_scalar(ours, &bytes, &acts, 0, Q4kKernel::Gemv);
+        let got = dot_scalar(ours, &bytes, &acts, 0, QuantKernel::Gemv);
         let exact: f64 = deq
             .iter()
             .zip(&x)
@@ -141,7 +141,7 @@ fn batched_products_equal_one_row_at_a_time_bit_for_bit() {
                 let row_bytes = ours.row_bytes(cols);
                 for r in 0..out_rows {
                     let w = &bytes[r * row_bytes..(r + 1) * row_bytes];
-                    let scalar = dot_scalar(ours, w, &acts, 0, Q4kKernel::Gemv);
+                    let scalar = dot_scalar(ours, w, &acts, 0, QuantKernel::Gemv);
                     assert_eq!(scalar.to_bits(), one[r].to_bits(), "{what} ({r}, {j})");
                 }
             }
@@ -156,10 +156,17 @@ fn batched_products_equal_one_row_at_a_time_bit_for_bit() {
 fn q4k_rows_follow_the_kernel_their_input_names() {
     let cols = 1024;
     // Two sequences as a batch: 6 prompt rows (4 in a group, 2 alone), then 5 (4 and 1).
-    let kernels: Vec<Q4kKernel> = [4, 2, 4, 1]
+    let kernels: Vec<QuantKernel> = [4, 2, 4, 1]
         .into_iter()
-        .zip([Q4kKernel::Gemm, Q4kKernel::Gemv].into_iter().cycle())
+        .zip([QuantKernel::Gemm, QuantKernel::Gemv].into_iter().cycle())
         .flat_map(|(n, k)| std::iter::repeat_n(k, n))
+        .collect();
+    let rows: Vec<RowKernels> = kernels
+        .iter()
+        .map(|&k| RowKernels {
+            q4k_gemm: k == QuantKernel::Gemm,
+            tiled: true,
+        })
         .collect();
     let t = kernels.len();
     let x = values(t * cols, 31);
@@ -171,13 +178,9 @@ fn q4k_rows_follow_the_kernel_their_input_names() {
         assert_eq!(m.repacked(), out_rows % 8 == 0);
         let row_bytes = WeightType::Q4K.row_bytes(cols);
         for isa in isas() {
-            let got = matmul(
-                isa,
-                &m,
-                &mut Input::new(&x, t, cols).with_q4k_kernels(&kernels),
-            );
+            let got = matmul(isa, &m, &mut Input::new(&x, t, cols).with_kernels(&rows));
             for (j, &k) in kernels.iter().enumerate() {
-                let k = if m.repacked() { k } else { Q4kKernel::Gemv };
+                let k = if m.repacked() { k } else { QuantKernel::Gemv };
                 for r in 0..out_rows {
                     let w = &bytes[r * row_bytes..(r + 1) * row_bytes];
                     let want = dot_scalar(WeightType::Q4K, w, &acts, j, k);
@@ -187,7 +190,7 @@ fn q4k_rows_follow_the_kernel_their_input_names() {
                         "{out_rows} rows on {}: ({r}, {j}) {k:?}",
                         isa.kernels()
                     );
-                    let other = dot_scalar(WeightType::Q4K, w, &acts, j, Q4kKernel::Gemv);
+                    let other = dot_scalar(WeightType::Q4K, w, &acts, j, QuantKernel::Gemv);
                     differ += usize::from(other.to_bits() != want.to_bits());
                 }
             }
@@ -197,13 +200,61 @@ fn q4k_rows_follow_the_kernel_their_input_names() {
     assert!(differ > 0, "the gemm rows gave the gemv's bits everywhere");
 }
 
+/// A Q6_K matrix's products: the rows an `Input` marks tiled take ggml's tiled product (an
+/// `fma` per super-block, no lanes), the others `ggml_vec_dot_q6_K_q8_K`'s eight lanes, in
+/// every kernel set and whatever the tile.
+#[test]
+fn q6k_rows_follow_the_kernel_their_input_names() {
+    let (cols, out_rows) = (1024, 12);
+    let rows: Vec<RowKernels> = [true, true, false, true, false, false, true, true, true]
+        .map(|tiled| RowKernels {
+            q4k_gemm: true,
+            tiled,
+        })
+        .to_vec();
+    let t = rows.len();
+    let x = values(t * cols, 33);
+    let acts = Acts::new(ActKind::Q8K, &x, t, cols);
+    let (bytes, _) = quantized(GgmlDType::Q6K, out_rows, cols, 34);
+    let m = QMatrix::new(WeightType::Q6K, out_rows, cols, bytes.clone()).unwrap();
+    let row_bytes = WeightType::Q6K.row_bytes(cols);
+    let mut differ = 0;
+    for isa in isas() {
+        let got = matmul(isa, &m, &mut Input::new(&x, t, cols).with_kernels(&rows));
+        for (j, k) in rows.iter().enumerate() {
+            let (kernel, other) = if k.tiled {
+                (QuantKernel::Tiled, QuantKernel::Gemv)
+            } else {
+                (QuantKernel::Gemv, QuantKernel::Tiled)
+            };
+            for r in 0..out_rows {
+                let w = &bytes[r * row_bytes..(r + 1) * row_bytes];
+                let want = dot_scalar(WeightType::Q6K, w, &acts, j, kernel);
+                assert_eq!(
+                    got[j * out_rows + r].to_bits(),
+                    want.to_bits(),
+                    "({r}, {j}) {kernel:?} on {}",
+                    isa.kernels()
+                );
+                let other = dot_scalar(WeightType::Q6K, w, &acts, j, other);
+                differ += usize::from(other.to_bits() != want.to_bits());
+            }
+        }
+    }
+    // The two kernels round differently: the marks must have been followed.
+    assert!(
+        differ > 0,
+        "the tiled rows gave the vec_dot's bits everywhere"
+    );
+}
+
 /// The rows of a prompt llama.cpp multiplies four at a time: all but the last `len % 4`
 /// (ubatches of 512 keep the groups), never a generated row.
 #[test]
 fn prompt_rows_take_the_gemm_in_whole_groups_of_four() {
     let gemm = |len: usize| {
         (0..len + 3)
-            .filter(|&p| super::gemm_prompt_row(len, p))
+            .filter(|&p| super::gemm_prompt_row(len, p, false))
             .count()
     };
     assert_eq!(gemm(1), 0);
@@ -212,7 +263,57 @@ fn prompt_rows_take_the_gemm_in_whole_groups_of_four() {
     assert_eq!(gemm(7), 4);
     assert_eq!(gemm(513), 512);
     assert_eq!(gemm(1030), 1028);
-    assert!(super::gemm_prompt_row(9, 7) && !super::gemm_prompt_row(9, 8));
+    assert!(super::gemm_prompt_row(9, 7, false) && !super::gemm_prompt_row(9, 8, false));
+}
+
+/// The ubatches of every row of a prompt of `len` tokens, in order.
+fn ubatches(len: usize, checkpoints: bool) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    for p in 0..len {
+        let u = super::prompt_ubatch(len, p, checkpoints);
+        assert!(u.contains(&p), "{len}: {p} in {u:?}");
+        if out.last() != Some(&u) {
+            out.push(u);
+        }
+    }
+    out
+}
+
+/// llama.cpp's server computes a prompt in ubatches of 512 within batches of 2048, and for a
+/// model with a sliding window ends a batch 516 and 4 tokens before the prompt's end (its
+/// context checkpoints), as it did for Gemma 3's goldens: `<bos>The capital of France is` (6
+/// tokens) as 2 rows then 4.
+#[test]
+fn prompts_are_cut_where_llama_cpps_server_cuts_them() {
+    assert_eq!(ubatches(600, false), [0..512, 512..600]);
+    assert_eq!(ubatches(6, true), [0..2, 2..6]);
+    assert_eq!(ubatches(4, true), vec![0..4]);
+    assert_eq!(ubatches(5, true), [0..1, 1..5]);
+    assert_eq!(ubatches(517, true), [0..1, 1..513, 513..517]);
+    assert_eq!(ubatches(600, true), [0..84, 84..596, 596..600]);
+    assert_eq!(
+        ubatches(3000, true),
+        [
+            0..512,
+            512..1024,
+            1024..1536,
+            1536..2048,
+            2048..2484,
+            2484..2996,
+            2996..3000
+        ]
+    );
+    // The 6-token prompt: its first two rows alone (one-row Q4_K kernel), then four (gemm).
+    let gemm: Vec<bool> = (0..7).map(|p| super::gemm_prompt_row(6, p, true)).collect();
+    assert_eq!(gemm, [false, false, true, true, true, true, false]);
+    let tiled = |len: usize| {
+        (0..len)
+            .filter(|&p| super::tiled_prompt_row(len, p, true))
+            .count()
+    };
+    assert_eq!(tiled(600), 596);
+    assert_eq!(tiled(67), 0);
+    assert_eq!(tiled(68), 64);
 }
 
 #[test]
@@ -426,16 +527,15 @@ fn every_simd_dot_tile_width_equals_the_portable_dot() {
             let (bytes, _) = quantized(theirs, 1, cols, 21);
             let x = values(rows * cols, 22);
             let acts = Acts::new(ours.act_kind(), &x, rows, cols);
-            // Q4_K tiles may start anywhere (a change of kernel ends a tile).
-            let starts: &[usize] = if ours == WeightType::Q4K {
+            // Q4_K and Q6_K tiles may start anywhere (a change of kernel ends a tile).
+            let starts: &[usize] = if matches!(ours, WeightType::Q4K | WeightType::Q6K) {
                 &[0, 1, 4, 6, 8]
             } else {
                 &[0, 4, 8]
             };
-            for (&r0, q4k) in starts
-                .iter()
-                .flat_map(|r0| [(r0, Q4kKernel::Gemv), (r0, Q4kKernel::Gemm)])
-            {
+            for (&r0, q4k) in starts.iter().flat_map(|r0| {
+                [QuantKernel::Gemv, QuantKernel::Gemm, QuantKernel::Tiled].map(|k| (r0, k))
+            }) {
                 for n in 1..=8 {
                     let mut out = vec![0f32; n];
                     super::simd::dot_tile(avx2, ours, &bytes, &acts, r0, q4k, &mut out);
