@@ -388,6 +388,16 @@ fn main() {
         }
     }
 
+    // `FORMWORK_COMPARE_DUMP=file.tsv` writes each schema's first-mask times (ms; empty where
+    // refused): name, ours, llguidance lenient, llguidance strict.
+    if let Ok(path) = std::env::var("FORMWORK_COMPARE_DUMP") {
+        let ms = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v:.3}"));
+        let rows: Vec<String> = first
+            .iter()
+            .map(|r| format!("{}\t{}\t{}\t{}", r.0, ms(r.1), ms(r.2), ms(r.3)))
+            .collect();
+        std::fs::write(&path, rows.join("\n") + "\n").expect("writing the dump");
+    }
     println!("\n### Schema text to first mask: {} JSONSchemaBench schemas (uniform sample of {total}, seed {SEED})\n", entries.len());
     let count = |f: &dyn Fn(&(String, Option<f64>, Option<f64>, Option<f64>)) -> bool| {
         first.iter().filter(|r| f(r)).count()
