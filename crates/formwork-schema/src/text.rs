@@ -197,7 +197,12 @@ struct Trie {
 /// A regex for JSON string literals (quotes included) whose value is none of `names`.
 ///
 /// Characters are spelled canonically, so two different spellings of an excluded name cannot
-/// slip through.
+/// slip through. A value that is none of the names either stops inside their trie at a node
+/// that ends no name, or leaves the trie at some node and then goes on with anything, so
+/// the regex is `"(?:NT|D C*)"`: `NT` the paths to nodes ending no name, `D` the paths
+/// followed by one character that leaves the trie there, and `C*` (any characters) written
+/// once rather than at every node. `D` takes a node's escapes apart where no name goes on
+/// with one there (`P E`: the paths to such nodes, then any escape).
 pub(crate) fn string_excluding<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
     let mut root = Trie::default();
     for name in names {
@@ -207,48 +212,81 @@ pub(crate) fn string_excluding<'a>(names: impl IntoIterator<Item = &'a str>) -> 
         }
         node.terminal = true;
     }
-    format!("\"{}\"", not_in(&root))
+    let canon_char = format!(r#"(?:[^"\\\x00-\x1F]|{CANONICAL_ESCAPE})"#);
+    let mut leave = vec![leaving(&root)];
+    leave.extend(escape_free(&root).map(|p| format!("{p}{CANONICAL_ESCAPE}")));
+    let diverge = format!("(?:{}){canon_char}*", leave.join("|"));
+    match inside(&root) {
+        Some(nt) => format!("\"(?:{nt}|{diverge})\""),
+        None => format!("\"{diverge}\""),
+    }
 }
 
 fn is_special(c: char) -> bool {
     c == '"' || c == '\\' || (c as u32) < 0x20
 }
 
-fn not_in(node: &Trie) -> String {
-    let canon_char = format!(r#"(?:[^"\\\x00-\x1F]|{CANONICAL_ESCAPE})"#);
-    let mut alts = Vec::new();
-    for (c, child) in &node.children {
-        let mut spelled = String::new();
-        canonical_char(*c, &mut spelled);
-        alts.push(format!(
-            "{}{}",
-            regex_syntax::escape(&spelled),
-            not_in(child)
-        ));
+/// `c` spelled canonically, as a regex.
+fn spelled(c: char) -> String {
+    let mut out = String::new();
+    canonical_char(c, &mut out);
+    regex_syntax::escape(&out)
+}
+
+/// The paths from `node` to the nodes that end no name (`None`: there are none).
+fn inside(node: &Trie) -> Option<String> {
+    let alts: Vec<String> = node
+        .children
+        .iter()
+        .filter_map(|(c, child)| Some(format!("{}{}", spelled(*c), inside(child)?)))
+        .collect();
+    match (alts.is_empty(), node.terminal) {
+        (true, true) => None,
+        (true, false) => Some(String::new()),
+        (false, true) => Some(format!("(?:{})", alts.join("|"))),
+        (false, false) => Some(format!("(?:{})?", alts.join("|"))),
     }
-    // A first character that leaves the trie: then anything may follow.
+}
+
+/// The paths from `node` followed by one character that leaves the trie there, escapes
+/// left out at nodes where no name goes on with an escape ([`escape_free`] has those).
+fn leaving(node: &Trie) -> String {
+    let mut alts: Vec<String> = node
+        .children
+        .iter()
+        .map(|(c, child)| format!("{}{}", spelled(*c), leaving(child)))
+        .collect();
+    // A character other than the children's.
     let mut class = String::from(r#"[^"\\\x00-\x1F"#);
     for c in node.children.keys().filter(|c| !is_special(**c)) {
         class.push_str(&format!("\\x{{{:X}}}", *c as u32));
     }
     class.push(']');
-    alts.push(format!("{class}{canon_char}*"));
+    alts.push(class);
     if node.children.keys().any(|c| is_special(*c)) {
         for c in ('\0'..='\u{1f}').chain(['"', '\\']) {
             if !node.children.contains_key(&c) {
-                let mut spelled = String::new();
-                canonical_char(c, &mut spelled);
-                alts.push(format!("{}{canon_char}*", regex_syntax::escape(&spelled)));
+                alts.push(spelled(c));
             }
         }
-    } else {
-        alts.push(format!("{CANONICAL_ESCAPE}{canon_char}*"));
     }
-    let body = format!("(?:{})", alts.join("|"));
-    if node.terminal {
-        body
-    } else {
-        format!("{body}?")
+    format!("(?:{})", alts.join("|"))
+}
+
+/// The paths from `node` to the nodes where no name goes on with an escaped character
+/// (`None`: there are none).
+fn escape_free(node: &Trie) -> Option<String> {
+    let alts: Vec<String> = node
+        .children
+        .iter()
+        .filter_map(|(c, child)| Some(format!("{}{}", spelled(*c), escape_free(child)?)))
+        .collect();
+    let here = !node.children.keys().any(|c| is_special(*c));
+    match (alts.is_empty(), here) {
+        (true, false) => None,
+        (true, true) => Some(String::new()),
+        (false, false) => Some(format!("(?:{})", alts.join("|"))),
+        (false, true) => Some(format!("(?:{})?", alts.join("|"))),
     }
 }
 
@@ -298,6 +336,41 @@ mod tests {
         let r = full(&literal_alternation(vec![a, b], ws).unwrap());
         assert!(r.is_match("[1, 2]") && r.is_match("[ 1 ]") && !r.is_match("[1,]"));
         assert_eq!(literal_alternation(Vec::new(), ""), None);
+    }
+
+    #[test]
+    fn excluding_names_matches_every_other_string() {
+        // Every string of up to three characters over a small alphabet (plain, escaped,
+        // control, non-ASCII), against several name sets: matched exactly when not a name.
+        let alphabet = ['a', 'b', '"', '\n', '\u{1}', 'é'];
+        let mut strings = vec![String::new()];
+        for len in 1..=3 {
+            let mut next = Vec::new();
+            for s in strings.iter().filter(|s| s.chars().count() == len - 1) {
+                for c in alphabet {
+                    next.push(format!("{s}{c}"));
+                }
+            }
+            strings.extend(next);
+        }
+        let sets: [&[&str]; 5] = [
+            &["ab", "a", "b\"c", ""],
+            &["a"],
+            &["é", "a\nb", "\u{1}"],
+            &["ab", "abb", "b\"", "\"\""],
+            &["", "a", "b", "é"],
+        ];
+        for names in sets {
+            let r = full(&string_excluding(names.iter().copied()));
+            for s in &strings {
+                let json = serde_json::to_string(s).unwrap();
+                assert_eq!(
+                    r.is_match(&json),
+                    !names.contains(&s.as_str()),
+                    "{names:?}: {json}"
+                );
+            }
+        }
     }
 
     #[test]
