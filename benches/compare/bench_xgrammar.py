@@ -21,6 +21,35 @@ Differences from the Rust bench: this script sees only XGrammar, so its counts a
 schemas and documents XGrammar takes, not over those every engine takes; steps are timed from
 Python (`time.perf_counter_ns`).
 
+Run of 2026-12-07 on the shared 2-core machine (xgrammar 0.2.9, torch 2.15.0, one compiler
+thread; the lead's tests ran beside it; a first run gave 4.98 / 46.97 ms / 6.3 s, 6.0 µs):
+
+    Compiled: XGrammar strict 593 (of 600).
+
+    | mode | schemas | median | p90 | max | schemas over 100 ms |
+    |---|---:|---:|---:|---:|---:|
+    | XGrammar strict | 593 | 5.30 ms | 46.35 ms | 6692.5 ms | 34 |
+
+    Slowest five (strict): Github_hard:1000 6692.5 ms; WashingtonPost:70 3760.6 ms;
+    WashingtonPost:27 3558.7 ms; Github_medium:194 2727.5 ms; Github_hard:205 1753.8 ms
+    Refused 7: minProperties above the properties (3), minItems above prefixItems (3),
+    schema `false` (1).
+
+    Per step (empty-call baseline 452 ns):
+
+    | mode | documents | steps | refused | mean | p99 | mean less baseline |
+    |---|---:|---:|---:|---:|---:|---:|
+    | XGrammar strict | 571 | 52413 | 77 | 6.6 µs | 38.5 µs | 6.2 µs |
+
+    Slowest five per step (strict mean): Github_medium:1936 351.2 µs; Kubernetes:543 40.3 µs;
+    Github_easy:849 22.4 µs; Github_hard:394 19.0 µs; Github_medium:728 14.5 µs
+
+Non-strict compiles take minutes per hundred schemas, so only the first 100 of the sample
+(`--modes both --limit 100`, 11 minutes): strict 99 compiled, median 5.26 ms, p90 79.2 ms,
+max 3.9 s, 8 over 100 ms; non-strict 100 compiled, median 296 ms, p90 3.66 s, max 66.7 s
+(Github_ultra:62; Kubernetes:761 32.3 s), 66 over 100 ms; per step strict 5.1 µs mean /
+35.2 µs p99 (82 documents), non-strict 7.8 / 41.9 µs (85 documents).
+
 Setup (PyPI only; xgrammar imports torch and transformers, the plain PyPI wheels work on a CPU):
 
     python3 -m venv /work/scratch/venv-xgr
