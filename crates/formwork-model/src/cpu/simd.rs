@@ -349,6 +349,13 @@ unsafe fn q32<const N: usize, const VNNI: bool>(
     acts: &Acts,
     r0: usize,
 ) -> [f32; N] {
+    if N == 1 && ty == WeightType::Q8_0 {
+        // One row of a decode step (most of all a model's output matrix): the general tile
+        // code's lane shuffles and per-block format tests cost more than the product here.
+        let mut out = [0f32; N];
+        out[0] = q8_0_row::<VNNI>(row, acts, r0);
+        return out;
+    }
     let len = acts.len;
     let nb = len / QK;
     let bytes = ty.block_bytes();
@@ -422,6 +429,36 @@ unsafe fn q32<const N: usize, const VNNI: bool>(
         out[c] = hsum(acc[c]) + if q41 { sm[c / 4][c % 4] } else { 0.0 };
     }
     out
+}
+
+/// A Q8_0 row against activation row `r0` ([`q32`] with one row): ggml's
+/// `ggml_vec_dot_q8_0_q8_0`, the same float steps (the scales' product, an `fma` per block,
+/// `hsum_float_8`).
+///
+/// # Safety
+///
+/// As [`dot_body`]'s.
+#[inline(always)]
+unsafe fn q8_0_row<const VNNI: bool>(row: &[u8], acts: &Acts, r0: usize) -> f32 {
+    let len = acts.len;
+    let nb = len / QK;
+    assert!(row.len() >= nb * 34 && acts.rows > r0);
+    // The activations' scales are laid out by tiles of four rows, a row's at its lane.
+    let d4 = &acts.d4[(r0 / 4) * nb * 4..];
+    let lane = r0 % 4;
+    assert!(d4.len() >= nb * 4);
+    let y = &acts.qs[r0 * len..(r0 + 1) * len];
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..nb {
+        let b = &row[i * 34..(i + 1) * 34];
+        let d = _mm256_set1_ps(f16_at(b, 0) * d4[i * 4 + lane]);
+        let wx = load32(&b[2..34]);
+        let ax = _mm256_sign_epi8(wx, wx);
+        let sy = _mm256_sign_epi8(load32(&y[i * QK..]), wx);
+        let xy = _mm256_cvtepi32_ps(dot_us8::<VNNI>(ax, sy));
+        acc = _mm256_fmadd_ps(d, xy, acc);
+    }
+    hsum(acc)
 }
 
 #[inline]
