@@ -1,7 +1,8 @@
 //! `formwork bench`: time to first token and decode speed of the engine on a model, for
-//! unconstrained, JSON-Schema (new, then cached), regex and grammar requests, with 1 and with N
-//! concurrent sequences, each case run `--repetitions` times in turn with the others (a new
-//! schema every time for the "new" case), plus an unconstrained run as long as the JSON
+//! unconstrained, JSON-Schema (new, then cached; and a new large one of 49 properties),
+//! regex and grammar requests, with 1 and with N concurrent sequences, each case run
+//! `--repetitions` times in turn with the others (a new schema every time for the "new"
+//! cases), plus an unconstrained run as long as the JSON
 //! documents (decode speed falls as the context grows, so that is the JSON rows' baseline),
 //! and free text under segments whose trigger never comes (its ratio to the unconstrained
 //! decode speed is printed under the table), and jump-forward decoding: the 10-property
@@ -77,6 +78,47 @@ fn schema(salt: u64) -> serde_json::Value {
             "id": {"type": "string", "pattern": format!("^{:x}-[a-f0-9]{{6}}$", salt % (1 << 24))}
         },
         "required": ["name", "status", "created", "email", "age", "score", "tags", "active", "city", "id"]
+    })
+}
+
+/// A large schema (48 properties of six kinds: long strings, enums, integer ranges, nested
+/// objects, arrays of objects, emails; half of them required, all in one closed object), new
+/// to the index cache for each `salt`: what a large real schema costs before its first token.
+fn large_schema(salt: u64) -> serde_json::Value {
+    let nested = json!({
+        "type": "object",
+        "properties": {
+            "label": {"type": "string", "maxLength": 64},
+            "weight": {"type": "number"},
+            "enabled": {"type": "boolean"},
+            "kind": {"enum": ["alpha", "beta", "gamma", "delta"]},
+            "since": {"type": "string", "format": "date"}
+        },
+        "required": ["label", "kind"]
+    });
+    let mut properties = serde_json::Map::new();
+    for i in 0..48u64 {
+        let value = match i % 6 {
+            0 => json!({"type": "string", "maxLength": 256}),
+            1 => json!({"enum": (0..5).map(|j| format!("choice {i}.{j}")).collect::<Vec<_>>()}),
+            2 => json!({"type": "integer", "minimum": i, "maximum": 1000 + i * 37}),
+            3 => nested.clone(),
+            4 => json!({"type": "array", "items": nested.clone(), "maxItems": 4}),
+            _ => json!({"type": "string", "format": "email"}),
+        };
+        properties.insert(format!("field_{i}"), value);
+    }
+    properties.insert(
+        "key".into(),
+        json!({"type": "string", "pattern": format!("^{:x}-[a-f0-9]{{6}}$", salt % (1 << 24))}),
+    );
+    let required: Vec<String> = (0..48).step_by(2).map(|i| format!("field_{i}")).collect();
+    json!({
+        "type": "object",
+        "description": format!("large bench schema {salt}"),
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false
     })
 }
 
@@ -332,7 +374,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
     let jump_cases = jump_cases()?;
     let mut jumps = Vec::new();
     for &n in &args.sequences {
-        let mut runs: [Vec<Row>; 7] = Default::default();
+        let mut runs: [Vec<Row>; 8] = Default::default();
         let mut jump_runs: Vec<Vec<(JumpRun, JumpRun)>> = vec![Vec::new(); jump_cases.len()];
         let constrained = args.max_tokens * 4;
         for _ in 0..repetitions {
@@ -361,6 +403,15 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), CliError> {
                 json.clone(),
             )?;
             case(2, "json schema, cached", constrained, json)?;
+            let large = Some(Constraint::JsonSchema(formwork_engine::JsonSchema::new(
+                large_schema(salt),
+            )));
+            case(
+                7,
+                "json schema, new (large: 49 properties, nested)",
+                constrained,
+                large,
+            )?;
             // Decode speed falls as the context grows: the constrained runs' baseline is an
             // unconstrained run of the same length.
             case(
