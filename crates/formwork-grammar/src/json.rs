@@ -28,7 +28,7 @@
 //! # Ok::<(), formwork_grammar::GrammarError>(())
 //! ```
 
-use formwork_schema::{CompiledRules, Compiler, Unenforced};
+use formwork_schema::{CompiledRules, Compiler, STRING_CHAR, Unenforced};
 use regex_syntax::hir::{Hir, HirKind};
 use serde_json::Value;
 
@@ -126,14 +126,38 @@ struct Reader<'a> {
 impl Reader<'_> {
     /// Parses `regex` (rule `rule`) the way `formwork-index` parses the regexes it builds
     /// automata from (regex-syntax's defaults: Unicode, UTF-8) and reads it.
+    ///
+    /// A JSON string's character ([`STRING_CHAR`]) is written into every string of a schema,
+    /// most of the text of a large one: each is read as a short placeholder group and the
+    /// character's HIR, parsed once, put in its place.
     fn read(&self, regex: &str, rule: &str) -> Result<Expr, GrammarError> {
-        let hir = regex_syntax::ParserBuilder::new()
-            .build()
-            .parse(regex)
-            .map_err(|e| GrammarError::Regex {
-                rule: rule.to_owned(),
-                reason: e.to_string().replace('\n', " "),
-            })?;
+        let parse = |text: &str| {
+            regex_syntax::ParserBuilder::new()
+                .build()
+                .parse(text)
+                .map_err(|e| GrammarError::Regex {
+                    rule: rule.to_owned(),
+                    reason: e.to_string().replace('\n', " "),
+                })
+        };
+        // Parsed once per process (it is a constant).
+        static CHAR_HIR: std::sync::OnceLock<Option<Hir>> = std::sync::OnceLock::new();
+        let char_hir = CHAR_HIR.get_or_init(|| regex_syntax::parse(STRING_CHAR).ok());
+        let hir = if let Some(char_hir) = char_hir
+            && regex.contains(STRING_CHAR)
+        {
+            let mut text = String::with_capacity(regex.len() / 2);
+            for (n, piece) in regex.split(STRING_CHAR).enumerate() {
+                if n > 0 {
+                    // Not empty: a repetition of a group that matches only "" is cut to one.
+                    text.push_str(&format!("(?P<{CHAR_GROUP}{n}>x)"));
+                }
+                text.push_str(piece);
+            }
+            put_chars(&parse(&text)?, char_hir)
+        } else {
+            parse(regex)?
+        };
         Ok(match self.expr(&hir, rule)? {
             Some(e) => e,
             None => self.split(&hir),
@@ -250,6 +274,38 @@ fn cut_after_long(parts: Vec<Expr>) -> Vec<Expr> {
         after_long = long;
     }
     out
+}
+
+/// The prefix of the placeholder groups [`Reader::read`] writes for [`STRING_CHAR`] (no
+/// schema writes a group: the compiler's only groups are references, `fwref_`).
+const CHAR_GROUP: &str = "fwchar_";
+
+/// `hir` with each placeholder group of [`Reader::read`] replaced by `char_hir`.
+fn put_chars(hir: &Hir, char_hir: &Hir) -> Hir {
+    if hir.properties().explicit_captures_len() == 0 {
+        return hir.clone();
+    }
+    match hir.kind() {
+        HirKind::Capture(c) if c.name.as_deref().is_some_and(|n| n.starts_with(CHAR_GROUP)) => {
+            char_hir.clone()
+        }
+        HirKind::Capture(c) => Hir::capture(regex_syntax::hir::Capture {
+            index: c.index,
+            name: c.name.clone(),
+            sub: Box::new(put_chars(&c.sub, char_hir)),
+        }),
+        HirKind::Concat(subs) => Hir::concat(subs.iter().map(|h| put_chars(h, char_hir)).collect()),
+        HirKind::Alternation(subs) => {
+            Hir::alternation(subs.iter().map(|h| put_chars(h, char_hir)).collect())
+        }
+        HirKind::Repetition(r) => Hir::repetition(regex_syntax::hir::Repetition {
+            min: r.min,
+            max: r.max,
+            greedy: r.greedy,
+            sub: Box::new(put_chars(&r.sub, char_hir)),
+        }),
+        HirKind::Empty | HirKind::Literal(_) | HirKind::Class(_) | HirKind::Look(_) => hir.clone(),
+    }
 }
 
 /// A long literal as a concatenation of pieces of at most `max` bytes, cut between

@@ -312,6 +312,27 @@ fn a_long_string_body_is_one_lexeme_with_its_quotes() {
 }
 
 #[test]
+fn string_characters_are_read_as_the_compiler_wrote_them() {
+    // The reader puts one parsed string character in place of each written one: counts,
+    // escapes and the bounds of repetitions stay as they were.
+    check(
+        json!({"type": "object", "properties": {
+            "a": {"type": "string", "minLength": 2, "maxLength": 3},
+            "b": {"type": "array", "items": {"type": "string"}, "maxItems": 2}
+        }, "required": ["a", "b"]}),
+        &[
+            json!({"a": "ab", "b": []}),
+            json!({"a": "é\n\"", "b": ["", "x"]}),
+        ],
+        &[
+            json!({"a": "a", "b": []}),
+            json!({"a": "abcd", "b": []}),
+            json!({"a": "ab", "b": ["x", "y", "z"]}),
+        ],
+    );
+}
+
+#[test]
 fn long_strings_of_one_bound_share_one_lexeme() {
     // Three strings counted to 256 characters (a long repetition each): one lexeme, the
     // body with its closing quote, built once for all three.

@@ -7,8 +7,9 @@ use serde_json::Value;
 
 /// One character of a JSON string body in any valid spelling: a raw character or an escape.
 /// `\u` escapes of surrogates are excluded, so every match decodes to exactly one Unicode
-/// scalar value (what `minLength`/`maxLength` count).
-pub(crate) const STRING_CHAR: &str = r#"(?:[^"\\\x00-\x1F]|\\["\\/bfnrt]|\\u(?:[0-9A-CEFa-cef][0-9A-Fa-f]{3}|[Dd][0-7][0-9A-Fa-f]{2}))"#;
+/// scalar value (what `minLength`/`maxLength` count). Every string the compiler writes spells
+/// its characters with exactly this text (a reader may parse it once and put it in place).
+pub const STRING_CHAR: &str = r#"(?:[^"\\\x00-\x1F]|\\["\\/bfnrt]|\\u(?:[0-9A-CEFa-cef][0-9A-Fa-f]{3}|[Dd][0-7][0-9A-Fa-f]{2}))"#;
 
 /// Any JSON string.
 pub(crate) const ANY_STRING: &str = r#""(?:[^"\\\x00-\x1F]|\\["\\/bfnrt]|\\u(?:[0-9A-CEFa-cef][0-9A-Fa-f]{3}|[Dd][0-7][0-9A-Fa-f]{2}))*""#;
