@@ -295,20 +295,24 @@ fn batched_forward_equals_one_by_one() {
 
 /// The largest difference between our top-10 log-probabilities after each golden logits
 /// prompt and llama.cpp's.
+/// The logits after `prompt`, fed in one pass to a new cache.
+fn prompt_logits(m: &LoadedModel, prompt: &[u32]) -> Vec<f32> {
+    let mut cache = m.model.new_cache();
+    m.model
+        .forward(&mut [BatchItem {
+            tokens: prompt,
+            cache: &mut cache,
+        }])
+        .unwrap()
+        .remove(0)
+}
+
 fn worst_top_logprob(o: &Oracle) -> f32 {
     let m = &o.model;
     let mut worst_all = 0f32;
     for e in o.golden["logits"]["entries"].as_array().unwrap() {
         let prompt = ids(&e["prompt_ids"]);
-        let mut cache = m.model.new_cache();
-        let logits = m
-            .model
-            .forward(&mut [BatchItem {
-                tokens: &prompt,
-                cache: &mut cache,
-            }])
-            .unwrap()
-            .remove(0);
+        let logits = prompt_logits(m, &prompt);
         let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
         let lse = max + logits.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
         let top = e["top"].as_array().unwrap();
@@ -595,16 +599,7 @@ fn gemma3_logits_equal_llama_cpp_bit_for_bit() {
         ),
     ];
     for (prompt, top, sum) in cases {
-        let mut cache = o.model.model.new_cache();
-        let logits = o
-            .model
-            .model
-            .forward(&mut [BatchItem {
-                tokens: &prompt,
-                cache: &mut cache,
-            }])
-            .unwrap()
-            .remove(0);
+        let logits = prompt_logits(&o.model, &prompt);
         let got: Vec<(usize, u32)> = top
             .iter()
             .map(|&(id, _)| (id, logits[id].to_bits()))
