@@ -44,22 +44,9 @@ use serde_json::Value;
 
 const TWO_PROPERTIES: &str = r#"{"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}, "required": ["name", "age"]}"#;
 
-const TEN_PROPERTIES: &str = r#"{
-  "type": "object",
-  "properties": {
-    "name": {"type": "string", "maxLength": 40},
-    "status": {"enum": ["active", "inactive", "pending"]},
-    "created": {"type": "string", "format": "date-time"},
-    "email": {"type": "string", "format": "email"},
-    "age": {"type": "integer", "minimum": 0, "maximum": 150},
-    "score": {"type": "number"},
-    "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
-    "active": {"type": "boolean"},
-    "note": {"type": ["string", "null"]},
-    "id": {"type": "string", "pattern": "^[a-f0-9]{8}$"}
-  },
-  "required": ["name", "status", "created", "email", "age", "tags", "active", "id"]
-}"#;
+/// formwork-index's bench schema (its benches and its tests over real vocabularies index it).
+const TEN_PROPERTIES: &str =
+    include_str!("../../../crates/formwork-index/benches/ten_properties.json");
 
 const DATE: &str = r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])";
 const EMAIL: &str = r"[a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\.[a-zA-Z]{2,}";

@@ -74,10 +74,9 @@ pub(crate) fn holds_closed_long_repetition(hir: &Hir) -> bool {
     }
 }
 
-/// Whether `parts[k]` is a long repetition closed by the one character of `parts[k + 1]`.
-fn closed_long(parts: &[&Expr], k: usize) -> bool {
-    matches!(parts.get(k), Some(Expr::Regular(h)) if long_repetition(h))
-        && parts.get(k + 1).is_some_and(|next| one_character(next))
+/// Whether `part` is a long repetition closed by `next`, one character.
+fn closed_long(part: &Expr, next: Option<&Expr>) -> bool {
+    matches!(part, Expr::Regular(h) if long_repetition(h)) && next.is_some_and(one_character)
 }
 
 /// Whether `e` is one character: a literal of one UTF-8 character, or a class.
@@ -499,7 +498,7 @@ impl<'a> Lowering<'a> {
             let p = parts[k];
             k += 1;
             let size = self.size(p)?;
-            let long = closed_long(parts, k - 1);
+            let long = closed_long(p, parts.get(k).copied());
             let fits = match size {
                 Some(size) if !long && size <= self.config.lexeme_size => {
                     run_size.saturating_add(size) <= self.config.lexeme_size
@@ -675,10 +674,7 @@ impl<'a> Lowering<'a> {
             // A closed long repetition is a lexeme of its own: what holds one is not
             // regular here.
             Expr::Concat(parts)
-                if (0..parts.len()).any(|k| {
-                    matches!(&parts[k], Expr::Regular(h) if long_repetition(h))
-                        && parts.get(k + 1).is_some_and(one_character)
-                }) =>
+                if (0..parts.len()).any(|k| closed_long(&parts[k], parts.get(k + 1))) =>
             {
                 None
             }

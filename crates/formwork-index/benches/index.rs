@@ -19,22 +19,8 @@ use formwork_schema::Compiler;
 
 const TWO_PROPERTIES: &str = r#"{"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}, "required": ["name", "age"]}"#;
 
-const TEN_PROPERTIES: &str = r#"{
-  "type": "object",
-  "properties": {
-    "name": {"type": "string", "maxLength": 40},
-    "status": {"enum": ["active", "inactive", "pending"]},
-    "created": {"type": "string", "format": "date-time"},
-    "email": {"type": "string", "format": "email"},
-    "age": {"type": "integer", "minimum": 0, "maximum": 150},
-    "score": {"type": "number"},
-    "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
-    "active": {"type": "boolean"},
-    "note": {"type": ["string", "null"]},
-    "id": {"type": "string", "pattern": "^[a-f0-9]{8}$"}
-  },
-  "required": ["name", "status", "created", "email", "age", "tags", "active", "id"]
-}"#;
+/// The schema the tests over real vocabularies index too (`tests/common`).
+const TEN_PROPERTIES: &str = include_str!("ten_properties.json");
 
 /// The vocabularies benched: (name, model file), the default model's first.
 const VOCABULARIES: [(&str, &str); 2] = [

@@ -711,13 +711,7 @@ impl Index {
                     table,
                     stride,
                 };
-                self.walk(
-                    state,
-                    dfa.is_accepting(state),
-                    dfa.state_count(),
-                    step,
-                    false,
-                )
+                self.walk::<false>(state, dfa.is_accepting(state), dfa.state_count(), step)
             }
             Automaton::Lazy(dfa) => {
                 // One lock for the whole walk; transitions not seen yet are computed in it.
@@ -736,24 +730,28 @@ impl Index {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .allows_all(&mut step, state);
-                self.walk(state, accepting, 0, step, content)
+                if content {
+                    self.walk::<true>(state, accepting, 0, step)
+                } else {
+                    self.walk::<false>(state, accepting, 0, step)
+                }
             }
         }
     }
 
     /// The walk of [`Index::compute`], over the transitions `next(state, byte)`. `states`:
-    /// the automaton's size, for an eager build's successor marks. `content`: every content
+    /// the automaton's size, for an eager build's successor marks. `CONTENT`: every content
     /// token is allowed from `state` and no accept point lies on their paths
     /// (`crate::content`), so only the subtrees holding other tokens are walked (never for an
-    /// eager build, which needs every token's successor).
+    /// eager build, which needs every token's successor); a constant, so the walk without
+    /// it tests nothing more per node.
     #[inline]
-    fn walk(
+    fn walk<const CONTENT: bool>(
         &self,
         state: StateId,
         accepting: bool,
         states: usize,
         mut step: impl Step,
-        content: bool,
     ) -> Entry {
         let mut accept_points = Vec::new();
         let trie = self.vocab.trie();
@@ -782,7 +780,7 @@ impl Index {
             let n = a.label.len();
             let mut i = 1;
             while i < n {
-                if content && !a.rest[i] {
+                if CONTENT && !a.rest[i] {
                     i = a.end[i] as usize;
                     continue;
                 }
@@ -811,7 +809,7 @@ impl Index {
             }
             // Clear the dummy bit.
             bits[dummy / 64] &= !(1 << (dummy % 64));
-            if content {
+            if CONTENT {
                 for (b, &c) in bits.iter_mut().zip(trie.content_mask()) {
                     *b |= c;
                 }

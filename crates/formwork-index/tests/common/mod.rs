@@ -10,22 +10,7 @@ use std::sync::Arc;
 use formwork_index::{Index, IndexConfig, Vocabulary};
 
 /// A schema with every common keyword: strings, formats, enums, numbers, arrays, a pattern.
-pub const SCHEMA: &str = r#"{
-  "type": "object",
-  "properties": {
-    "name": {"type": "string", "maxLength": 40},
-    "status": {"enum": ["active", "inactive", "pending"]},
-    "created": {"type": "string", "format": "date-time"},
-    "email": {"type": "string", "format": "email"},
-    "age": {"type": "integer", "minimum": 0, "maximum": 150},
-    "score": {"type": "number"},
-    "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
-    "active": {"type": "boolean"},
-    "note": {"type": ["string", "null"]},
-    "id": {"type": "string", "pattern": "^[a-f0-9]{8}$"}
-  },
-  "required": ["name", "status", "created", "email", "age", "tags", "active", "id"]
-}"#;
+pub const SCHEMA: &str = include_str!("../../benches/ten_properties.json");
 
 /// The eager (or lazy) index of [`SCHEMA`] over `vocab`.
 pub fn schema_index(vocab: &Vocabulary, lazy: bool) -> Arc<Index> {
