@@ -23,7 +23,8 @@ use std::sync::OnceLock;
 use common::{ids, root};
 
 use formwork_model::{
-    Architecture, BatchItem, LoadOptions, LoadedModel, PromptAttention, RopeStyle, load_with,
+    Architecture, BatchItem, KvCache, LoadOptions, LoadedModel, PromptAttention, RopeStyle,
+    load_with,
 };
 use serde_json::Value;
 
@@ -132,24 +133,12 @@ fn tokenization_matches_llama_cpp() {
 /// Greedy continuation of `prompt`, one forward per token, as the engine decodes.
 fn greedy_with(m: &LoadedModel, prompt: &[u32], n: usize) -> Vec<u32> {
     let mut cache = m.model.new_cache();
-    let mut logits = m
-        .model
-        .forward(&mut [BatchItem {
-            tokens: prompt,
-            cache: &mut cache,
-        }])
-        .unwrap();
+    let mut logits = forward_one(m, prompt, &mut cache);
     let mut out = Vec::new();
     for _ in 0..n {
-        let next = argmax(&logits[0]);
+        let next = argmax(&logits);
         out.push(next);
-        logits = m
-            .model
-            .forward(&mut [BatchItem {
-                tokens: &[next],
-                cache: &mut cache,
-            }])
-            .unwrap();
+        logits = forward_one(m, &[next], &mut cache);
     }
     out
 }
@@ -218,14 +207,7 @@ fn worst_margin(o: &Oracle, agreeing_only: bool) -> (f64, String) {
         let mut cache = m.model.new_cache();
         let mut tokens = prompt.clone();
         for (step, want) in margins.iter().enumerate().take(steps) {
-            let logits = m
-                .model
-                .forward(&mut [BatchItem {
-                    tokens: &tokens,
-                    cache: &mut cache,
-                }])
-                .unwrap()
-                .remove(0);
+            let logits = forward_one(m, &tokens, &mut cache);
             if agreeing_only && argmax(&logits) != generated[step] {
                 break;
             }
@@ -295,16 +277,17 @@ fn batched_forward_equals_one_by_one() {
 
 /// The largest difference between our top-10 log-probabilities after each golden logits
 /// prompt and llama.cpp's.
-/// The logits after `prompt`, fed in one pass to a new cache.
-fn prompt_logits(m: &LoadedModel, prompt: &[u32]) -> Vec<f32> {
-    let mut cache = m.model.new_cache();
+/// The logits after `tokens`, fed in one pass to `cache` (one sequence's forward step).
+fn forward_one(m: &LoadedModel, tokens: &[u32], cache: &mut KvCache) -> Vec<f32> {
     m.model
-        .forward(&mut [BatchItem {
-            tokens: prompt,
-            cache: &mut cache,
-        }])
+        .forward(&mut [BatchItem { tokens, cache }])
         .unwrap()
         .remove(0)
+}
+
+/// The logits after `prompt`, fed in one pass to a new cache.
+fn prompt_logits(m: &LoadedModel, prompt: &[u32]) -> Vec<f32> {
+    forward_one(m, prompt, &mut m.model.new_cache())
 }
 
 fn worst_top_logprob(o: &Oracle) -> f32 {
@@ -356,27 +339,12 @@ fn a_prompt_longer_than_the_context_is_a_typed_error() {
 /// The logits after `prompt` in one pass, and after it prefilled in chunks of `chunk` tokens
 /// by a cache that knows the prompt's length.
 fn whole_and_chunked(m: &LoadedModel, prompt: &[u32], chunk: usize) -> (Vec<f32>, Vec<f32>) {
-    let mut whole = m.model.new_cache();
-    let one = m
-        .model
-        .forward(&mut [BatchItem {
-            tokens: prompt,
-            cache: &mut whole,
-        }])
-        .unwrap()
-        .remove(0);
+    let one = prompt_logits(m, prompt);
     let mut chunked = m.model.new_cache();
     chunked.set_prompt_len(prompt.len());
     let mut last = Vec::new();
     for chunk in prompt.chunks(chunk) {
-        last = m
-            .model
-            .forward(&mut [BatchItem {
-                tokens: chunk,
-                cache: &mut chunked,
-            }])
-            .unwrap()
-            .remove(0);
+        last = forward_one(m, chunk, &mut chunked);
     }
     (one, last)
 }
@@ -443,25 +411,10 @@ fn row_by_row_a_reply_computed_while_decoding_equals_the_same_text_as_a_prompt()
         let mut decoded = m.model.new_cache();
         let mut logits = Vec::new();
         for tokens in std::iter::once(&prompt[..]).chain(reply.chunks(1)) {
-            logits = m
-                .model
-                .forward(&mut [BatchItem {
-                    tokens,
-                    cache: &mut decoded,
-                }])
-                .unwrap()
-                .remove(0);
+            logits = forward_one(m, tokens, &mut decoded);
         }
         let whole: Vec<u32> = prompt.iter().chain(&reply).copied().collect();
-        let mut fresh = m.model.new_cache();
-        let again = m
-            .model
-            .forward(&mut [BatchItem {
-                tokens: &whole,
-                cache: &mut fresh,
-            }])
-            .unwrap()
-            .remove(0);
+        let again = prompt_logits(m, &whole);
         logits
             .iter()
             .zip(&again)
@@ -551,16 +504,7 @@ fn gemma3_short_prompts_equal_llama_cpp() {
         ),
     ];
     for (prompt, top) in cases {
-        let mut cache = o.model.model.new_cache();
-        let logits = o
-            .model
-            .model
-            .forward(&mut [BatchItem {
-                tokens: prompt,
-                cache: &mut cache,
-            }])
-            .unwrap()
-            .remove(0);
+        let logits = prompt_logits(&o.model, prompt);
         let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
         let lse = max + logits.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
         for (id, want) in top {
