@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
@@ -455,30 +455,33 @@ pub struct ServeProcess {
 
 impl ServeProcess {
     /// Starts the binary on `model` with extra `args`, and waits until `/health` is 200.
+    ///
+    /// The server picks its own port (`--port 0`) and the address is read from its log:
+    /// a port found free here and passed on could be taken by another test's server
+    /// before this one, still loading its model, binds it, and `/health` would then be
+    /// answered by the wrong server.
     pub fn start(model: &Path, args: &[&str]) -> ServeProcess {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("finding a free port")
-            .port();
-        let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("formwork-serve-{port}.log"));
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("formwork-serve-{}-{n}.log", std::process::id()));
         let out = std::fs::File::create(&log).expect("creating the server log");
         let err = out.try_clone().expect("cloning the server log handle");
         let child = Command::new(env!("CARGO_BIN_EXE_formwork"))
             .arg("serve")
             .arg("--model")
             .arg(model)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--host", "127.0.0.1", "--port", "0"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
             .expect("starting `formwork serve`");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut server = ServeProcess {
             child,
-            addr,
-            port,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            port: 0,
             log,
         };
         server.wait_healthy();
@@ -494,7 +497,13 @@ impl ServeProcess {
                     self.log_text()
                 );
             }
-            if health(self.addr, Duration::from_secs(5)) == Some(200) {
+            if self.port == 0
+                && let Some(addr) = listening_address(&self.log_text())
+            {
+                self.addr = addr;
+                self.port = addr.port();
+            }
+            if self.port != 0 && health(self.addr, Duration::from_secs(5)) == Some(200) {
                 return;
             }
             assert!(
@@ -527,6 +536,15 @@ impl Drop for ServeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The address in a server log's `listening on http://ADDR` line.
+fn listening_address(log: &str) -> Option<SocketAddr> {
+    let (_, rest) = log.split_once("listening on http://")?;
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c.is_control())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 /// The status of `GET /health`, or `None` when no answer came within `timeout`.
