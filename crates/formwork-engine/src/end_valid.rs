@@ -59,6 +59,15 @@ pub(crate) fn plan(
     Ok(None)
 }
 
+/// Whether a plan from where `guide` stands surely fits `budget` tokens, known without
+/// building it: its shortest completion is shorter than `budget` bytes, and every token
+/// spells at least one byte (EOS after them makes `budget`). The check a request's budget
+/// takes first, so that one far from its constraint's shortest reply is not tokenized and
+/// walked on its way in.
+pub(crate) fn surely_fits(guide: &ConstraintGuide, budget: usize) -> bool {
+    completion(guide).is_some_and(|bytes| bytes.len() < budget)
+}
+
 /// The bytes of a shortest completion of `guide`; `None` where there is none, or its search
 /// went past its bound (the reply is then not steered: logged, never an error of the
 /// request).

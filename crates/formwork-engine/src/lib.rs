@@ -546,6 +546,9 @@ impl Engine {
         guide: &mut guide::ConstraintGuide,
         max_tokens: usize,
     ) -> Result<(), EngineError> {
+        if end_valid::surely_fits(guide, max_tokens) {
+            return Ok(());
+        }
         match self.plan_len(guide)? {
             Some(min_tokens) if min_tokens > max_tokens => Err(EngineError::MaxTokensTooSmall {
                 max_tokens,

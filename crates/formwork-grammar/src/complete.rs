@@ -17,10 +17,11 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use formwork_index::StateId;
+use regex_syntax::hir::{Class, Hir, HirKind, Literal};
 
 use crate::guide::{GrammarGuide, GrammarIndex};
 use crate::parser::Tables;
-use crate::{Expr, Grammar, GrammarError, Symbol};
+use crate::{Grammar, GrammarError, Symbol};
 
 /// The longest completion [`GrammarGuide::shortest_completion`] spells, in bytes.
 pub const MAX_COMPLETION_BYTES: u64 = 1 << 20;
@@ -40,9 +41,11 @@ impl Lengths {
         let lexeme: Vec<u64> = g
             .lexemes()
             .iter()
-            .map(|l| match Expr::regex(&l.regex, "") {
-                Ok(Expr::Regular(h)) => h.properties().minimum_len().map_or(u64::MAX, |n| n as u64),
-                _ => u64::MAX,
+            .map(|l| {
+                l.hir
+                    .properties()
+                    .minimum_len()
+                    .map_or(u64::MAX, |n| n as u64)
             })
             .collect();
         let n = g.rule_count();
@@ -264,8 +267,16 @@ impl Speller {
                     let text = match self.lexemes.entry(l) {
                         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                         std::collections::hash_map::Entry::Vacant(e) => {
-                            let start = index.lexeme_start(l)?;
-                            e.insert(index.lexeme_completion(l, start)?.unwrap_or_default())
+                            // From the regex where it can (no automaton to build on a
+                            // request's path for a lexeme not reached yet), else its DFA.
+                            let text = match shortest_match(&index.grammar().lexeme(l).hir) {
+                                Some(text) => text,
+                                None => {
+                                    let start = index.lexeme_start(l)?;
+                                    index.lexeme_completion(l, start)?.unwrap_or_default()
+                                }
+                            };
+                            e.insert(text)
                         }
                     };
                     out.extend_from_slice(text);
@@ -280,6 +291,60 @@ impl Speller {
         }
         Ok(())
     }
+}
+
+/// How deep [`shortest_match`] follows a regex's nesting before it leaves the regex to
+/// the lexeme's automaton.
+const MAX_REGEX_DEPTH: usize = 256;
+
+/// The bytes of a shortest match of `hir` (each class its first character of fewest UTF-8
+/// bytes, each alternation its first shortest branch), as long as its
+/// [`regex_syntax::hir::Properties::minimum_len`]; `None` where the regex matches nothing,
+/// holds a look-around, or nests deeper than [`MAX_REGEX_DEPTH`].
+fn shortest_match(hir: &Hir) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(hir.properties().minimum_len()?);
+    put_shortest(hir, &mut out, 0)?;
+    Some(out)
+}
+
+fn put_shortest(hir: &Hir, out: &mut Vec<u8>, depth: usize) -> Option<()> {
+    if depth > MAX_REGEX_DEPTH {
+        return None;
+    }
+    match hir.kind() {
+        HirKind::Empty => {}
+        HirKind::Literal(Literal(bytes)) => out.extend_from_slice(bytes),
+        HirKind::Class(Class::Bytes(class)) => out.push(class.ranges().first()?.start()),
+        HirKind::Class(Class::Unicode(class)) => {
+            let c = class
+                .ranges()
+                .iter()
+                .map(|r| r.start())
+                .min_by_key(|c| c.len_utf8())?;
+            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+        }
+        HirKind::Look(_) => return None,
+        HirKind::Repetition(r) => {
+            for _ in 0..r.min {
+                put_shortest(&r.sub, out, depth + 1)?;
+            }
+        }
+        HirKind::Capture(c) => put_shortest(&c.sub, out, depth + 1)?,
+        HirKind::Concat(parts) => {
+            for part in parts {
+                put_shortest(part, out, depth + 1)?;
+            }
+        }
+        HirKind::Alternation(branches) => {
+            let shortest = branches
+                .iter()
+                .filter_map(|b| Some((b.properties().minimum_len()?, b)))
+                .min_by_key(|&(len, _)| len)?
+                .1;
+            put_shortest(shortest, out, depth + 1)?;
+        }
+    }
+    Some(())
 }
 
 impl GrammarIndex {
@@ -337,6 +402,41 @@ mod tests {
             layer = next;
         }
         out
+    }
+
+    /// A regex's shortest match spelled from its HIR matches it in full (formwork-index's
+    /// DFA) and is as long as the DFA's distance from its start to a match.
+    #[test]
+    fn shortest_matches_from_the_regex_are_matches_and_shortest() {
+        for regex in [
+            r"abc",
+            r"(?:ab|c)d{2,5}",
+            r"[é-ö]x|[a-z]{3}",
+            r#"(?:\"|[^"\\])*""#,
+            r"(?:[0-9]{3}-)?[0-9]{4}",
+            r"(?:€|\\u[0-9a-f]{4}){2}[\x{10000}-\x{10FFFF}b]",
+            r"(?-u:[b-d\x61])+z",
+            r"(?:(?:a|bb)?c){3}",
+            r"",
+        ] {
+            let hir = regex_syntax::ParserBuilder::new()
+                .utf8(false)
+                .build()
+                .parse(regex)
+                .unwrap();
+            let text = shortest_match(&hir).unwrap_or_else(|| panic!("{regex}"));
+            let dfa = formwork_index::ByteDfa::new(regex).unwrap();
+            assert!(dfa.matches(&text), "{regex}: {text:?}");
+            assert_eq!(
+                text.len() as u32,
+                dfa.distance_to_accept(dfa.start()),
+                "{regex}: {text:?}"
+            );
+        }
+        for nothing in [r"[a&&b]", r"^a"] {
+            let hir = regex_syntax::parse(nothing).unwrap();
+            assert_eq!(shortest_match(&hir), None, "{nothing}");
+        }
     }
 
     /// From every viable prefix over the alphabet, the completion makes a document of the
