@@ -28,7 +28,7 @@
 //! # Ok::<(), formwork_grammar::GrammarError>(())
 //! ```
 
-use formwork_schema::{CompiledRules, Compiler, STRING_CHAR, Unenforced};
+use formwork_schema::{CompiledRules, Compiler, FRAGMENTS, Unenforced};
 use regex_syntax::hir::{Hir, HirKind};
 use serde_json::Value;
 
@@ -127,9 +127,13 @@ impl Reader<'_> {
     /// Parses `regex` (rule `rule`) the way `formwork-index` parses the regexes it builds
     /// automata from (regex-syntax's defaults: Unicode, UTF-8) and reads it.
     ///
-    /// A JSON string's character ([`STRING_CHAR`]) is written into every string of a schema,
-    /// most of the text of a large one: each is read as a short placeholder group and the
-    /// character's HIR, parsed once, put in its place.
+    /// The compiler writes a few fragments verbatim into every string, key and number of a
+    /// schema ([`FRAGMENTS`]: most of the text of a large one). Each occurrence is read as a
+    /// short placeholder group and the fragment's HIR, parsed once per process, is put in its
+    /// place. The text is read as written wherever that could differ: an occurrence that is
+    /// not one group followed by a quantifier (which would bind to its last part only) keeps
+    /// its text, and where some placeholder did not come out as a group (the occurrence was
+    /// escaped or bracketed text of a pattern), the whole regex is parsed as written.
     fn read(&self, regex: &str, rule: &str) -> Result<Expr, GrammarError> {
         let parse = |text: &str| {
             regex_syntax::ParserBuilder::new()
@@ -140,112 +144,99 @@ impl Reader<'_> {
                     reason: e.to_string().replace('\n', " "),
                 })
         };
-        // Parsed once per process (it is a constant).
-        static CHAR_HIR: std::sync::OnceLock<Option<Hir>> = std::sync::OnceLock::new();
-        let char_hir = CHAR_HIR.get_or_init(|| regex_syntax::parse(STRING_CHAR).ok());
-        let hir = if let Some(char_hir) = char_hir
-            && regex.contains(STRING_CHAR)
-        {
-            let mut text = String::with_capacity(regex.len() / 2);
-            for (n, piece) in regex.split(STRING_CHAR).enumerate() {
-                if n > 0 {
-                    // Not empty: a repetition of a group that matches only "" is cut to one.
-                    text.push_str(&format!("(?P<{CHAR_GROUP}{n}>x)"));
-                }
-                text.push_str(piece);
-            }
-            put_chars(&parse(&text)?, char_hir)
-        } else {
-            parse(regex)?
-        };
-        Ok(match self.expr(&hir, rule)? {
-            Some(e) => e,
-            None => self.split(&hir),
-        })
+        let hir = parse_with_fragments(regex, parse)?;
+        self.expr(hir, rule)
     }
 
-    /// `hir` as an expression, or `None` when it holds no reference (the caller keeps it
-    /// regular, or splits it if it is large).
-    fn expr(&self, hir: &Hir, rule: &str) -> Result<Option<Expr>, GrammarError> {
-        Ok(match hir.kind() {
+    /// `hir` as an expression: references become rules, and the parts without any are
+    /// kept regular, or split if they are large ([`Reader::split`]). Takes the HIR apart
+    /// rather than copying it.
+    fn expr(&self, hir: Hir, rule: &str) -> Result<Expr, GrammarError> {
+        if hir.properties().explicit_captures_len() == 0 {
+            return Ok(self.split(hir));
+        }
+        Ok(match hir.into_kind() {
             HirKind::Capture(c) => match c.name.as_deref().and_then(CompiledRules::reference) {
                 Some(i) => {
                     let id = self.ids.get(i).ok_or_else(|| GrammarError::Regex {
                         rule: rule.to_owned(),
                         reason: format!("a reference to rule {i}, which does not exist"),
                     })?;
-                    Some(Expr::Rule(*id))
+                    Expr::Rule(*id)
                 }
-                None => self.expr(&c.sub, rule)?,
+                None => self.expr(*c.sub, rule)?,
             },
-            HirKind::Concat(subs) | HirKind::Alternation(subs) => {
-                let parts = subs
-                    .iter()
+            HirKind::Concat(subs) => Expr::Concat(cut_after_long(
+                subs.into_iter()
                     .map(|h| self.expr(h, rule))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if parts.iter().all(Option::is_none) {
-                    return Ok(None);
-                }
-                let parts = parts
-                    .into_iter()
-                    .zip(subs)
-                    .map(|(p, h)| p.unwrap_or_else(|| self.split(h)))
-                    .collect();
-                Some(if matches!(hir.kind(), HirKind::Concat(_)) {
-                    Expr::Concat(cut_after_long(parts))
-                } else {
-                    Expr::Alt(parts)
-                })
-            }
-            HirKind::Repetition(r) => self.expr(&r.sub, rule)?.map(|sub| Expr::Repeat {
-                expr: Box::new(sub),
+                    .collect::<Result<_, _>>()?,
+            )),
+            HirKind::Alternation(subs) => Expr::Alt(
+                subs.into_iter()
+                    .map(|h| self.expr(h, rule))
+                    .collect::<Result<_, _>>()?,
+            ),
+            HirKind::Repetition(r) => Expr::Repeat {
+                expr: Box::new(self.expr(*r.sub, rule)?),
                 min: r.min,
                 max: r.max,
-            }),
-            HirKind::Empty | HirKind::Literal(_) | HirKind::Class(_) | HirKind::Look(_) => None,
+            },
+            leaf => self.split(rebuilt(leaf)),
         })
     }
 
     /// A part without references: one regular leaf when it is small enough for a lexeme,
     /// else its structure as expressions, so that lowering cuts it into several lexemes.
-    fn split(&self, hir: &Hir) -> Expr {
+    fn split(&self, hir: Hir) -> Expr {
         let (small, repeatable) = (self.config.lexeme_size, self.config.repeat_size);
+        // A bounded repetition of a small part stays one lexeme up to `repeat_size`, as
+        // lowering would keep it.
+        let repeatable_part = |hir: &Hir, sub: &Hir| {
+            hir_size_within(sub, small).is_some()
+                && !holds_closed_long_repetition(sub)
+                && hir_size_within(hir, repeatable).is_some()
+        };
         // A long repetition of a part without one is a lexeme of its own (lowering keeps it
         // apart), up to `repeat_size`.
         let lexeme = match hir.kind() {
-            HirKind::Repetition(r) if long_repetition(hir) => {
-                hir_size_within(&r.sub, small).is_some()
-                    && !holds_closed_long_repetition(&r.sub)
-                    && hir_size_within(hir, repeatable).is_some()
-            }
-            _ => hir_size_within(hir, small).is_some() && !holds_closed_long_repetition(hir),
+            HirKind::Repetition(r) if long_repetition(&hir) => repeatable_part(&hir, &r.sub),
+            _ => hir_size_within(&hir, small).is_some() && !holds_closed_long_repetition(&hir),
         };
-        if lexeme {
-            return Expr::Regular(hir.clone());
+        let repeated =
+            matches!(hir.kind(), HirKind::Repetition(r) if repeatable_part(&hir, &r.sub));
+        if lexeme || repeated {
+            return Expr::Regular(hir);
         }
-        match hir.kind() {
-            HirKind::Capture(c) => self.split(&c.sub),
-            HirKind::Concat(subs) => {
-                Expr::Concat(cut_after_long(subs.iter().map(|h| self.split(h)).collect()))
-            }
-            HirKind::Alternation(subs) => Expr::Alt(subs.iter().map(|h| self.split(h)).collect()),
-            // A bounded repetition of a small part stays one lexeme up to `repeat_size`, as
-            // lowering would keep it.
-            HirKind::Repetition(r)
-                if hir_size_within(&r.sub, small).is_some()
-                    && !holds_closed_long_repetition(&r.sub)
-                    && hir_size_within(hir, repeatable).is_some() =>
-            {
-                Expr::Regular(hir.clone())
+        match hir.into_kind() {
+            HirKind::Capture(c) => self.split(*c.sub),
+            HirKind::Concat(subs) => Expr::Concat(cut_after_long(
+                subs.into_iter().map(|h| self.split(h)).collect(),
+            )),
+            HirKind::Alternation(subs) => {
+                Expr::Alt(subs.into_iter().map(|h| self.split(h)).collect())
             }
             HirKind::Repetition(r) => Expr::Repeat {
-                expr: Box::new(self.split(&r.sub)),
+                expr: Box::new(self.split(*r.sub)),
                 min: r.min,
                 max: r.max,
             },
             HirKind::Literal(l) => split_literal(&l.0, small),
-            HirKind::Empty | HirKind::Class(_) | HirKind::Look(_) => Expr::Regular(hir.clone()),
+            leaf => Expr::Regular(rebuilt(leaf)),
         }
+    }
+}
+
+/// A HIR without sub-expressions, from its kind.
+fn rebuilt(kind: HirKind) -> Hir {
+    match kind {
+        HirKind::Empty => Hir::empty(),
+        HirKind::Literal(l) => Hir::literal(l.0),
+        HirKind::Class(c) => Hir::class(c),
+        HirKind::Look(l) => Hir::look(l),
+        HirKind::Capture(c) => Hir::capture(c),
+        HirKind::Repetition(r) => Hir::repetition(r),
+        HirKind::Concat(subs) => Hir::concat(subs),
+        HirKind::Alternation(subs) => Hir::alternation(subs),
     }
 }
 
@@ -276,35 +267,139 @@ fn cut_after_long(parts: Vec<Expr>) -> Vec<Expr> {
     out
 }
 
-/// The prefix of the placeholder groups [`Reader::read`] writes for [`STRING_CHAR`] (no
-/// schema writes a group: the compiler's only groups are references, `fwref_`).
-const CHAR_GROUP: &str = "fwchar_";
+/// The prefix of the placeholder groups [`Reader::read`] writes for [`FRAGMENTS`] (no schema
+/// writes a group of this name: the compiler's only groups are references, `fwref_`).
+const FRAGMENT_GROUP: &str = "fwfrag_";
 
-/// `hir` with each placeholder group of [`Reader::read`] replaced by `char_hir`.
-fn put_chars(hir: &Hir, char_hir: &Hir) -> Hir {
-    if hir.properties().explicit_captures_len() == 0 {
-        return hir.clone();
+/// A fragment of [`FRAGMENTS`]: its text, whether it is one group, and its HIR.
+struct Fragment {
+    text: &'static str,
+    group: bool,
+    hir: Hir,
+}
+
+/// [`FRAGMENTS`], parsed once per process.
+fn fragments() -> &'static [Fragment] {
+    static PARSED: std::sync::OnceLock<Vec<Fragment>> = std::sync::OnceLock::new();
+    PARSED.get_or_init(|| {
+        FRAGMENTS
+            .iter()
+            .filter_map(|&(text, group)| {
+                let hir = regex_syntax::parse(text).ok()?;
+                Some(Fragment { text, group, hir })
+            })
+            .collect()
+    })
+}
+
+/// `regex` parsed with `parse`, each occurrence of a fragment parsed once per process (see
+/// [`Reader::read`]).
+fn parse_with_fragments<E>(regex: &str, parse: impl Fn(&str) -> Result<Hir, E>) -> Result<Hir, E> {
+    let fragments = fragments();
+    let (text, placed) = with_placeholders(regex, fragments);
+    if placed.is_empty() {
+        return parse(regex);
     }
-    match hir.kind() {
-        HirKind::Capture(c) if c.name.as_deref().is_some_and(|n| n.starts_with(CHAR_GROUP)) => {
-            char_hir.clone()
+    let Ok(hir) = parse(&text) else {
+        return parse(regex);
+    };
+    let mut put = 0;
+    let hir = put_fragments(hir, &placed, fragments, &mut put);
+    if put == placed.len() {
+        Ok(hir)
+    } else {
+        parse(regex)
+    }
+}
+
+/// `regex` with the occurrences of `fragments` replaced by placeholder groups
+/// (`(?P<fwfrag_N>x)`: not empty, since a repetition of a group that matches only "" is cut
+/// to one), and the fragment of each placeholder `N`. The first occurrence wins, the longest
+/// fragment where several start at once; a fragment that is not one group keeps its text
+/// where a quantifier follows it.
+fn with_placeholders(regex: &str, fragments: &[Fragment]) -> (String, Vec<usize>) {
+    // The next occurrence of each fragment at or after `at` (`usize::MAX`: none).
+    let mut next: Vec<usize> = vec![0; fragments.len()];
+    let find = |f: &Fragment, from: usize| {
+        regex
+            .get(from..)
+            .and_then(|rest| rest.find(f.text))
+            .map_or(usize::MAX, |p| from + p)
+    };
+    for (i, f) in fragments.iter().enumerate() {
+        next[i] = find(f, 0);
+    }
+    let mut text = String::new();
+    let mut placed = Vec::new();
+    let mut at = 0;
+    loop {
+        let Some((start, i)) = (0..fragments.len())
+            .filter(|&i| next[i] != usize::MAX)
+            .map(|i| (next[i], i))
+            .min_by_key(|&(start, i)| (start, std::cmp::Reverse(fragments[i].text.len())))
+        else {
+            break;
+        };
+        let f = &fragments[i];
+        let end = start + f.text.len();
+        let quantified = regex[end..].starts_with(['*', '+', '?', '{']);
+        if text.is_empty() {
+            text.reserve(regex.len());
         }
-        HirKind::Capture(c) => Hir::capture(regex_syntax::hir::Capture {
-            index: c.index,
-            name: c.name.clone(),
-            sub: Box::new(put_chars(&c.sub, char_hir)),
-        }),
-        HirKind::Concat(subs) => Hir::concat(subs.iter().map(|h| put_chars(h, char_hir)).collect()),
-        HirKind::Alternation(subs) => {
-            Hir::alternation(subs.iter().map(|h| put_chars(h, char_hir)).collect())
+        text.push_str(&regex[at..start]);
+        if f.group || !quantified {
+            text.push_str(&format!("(?P<{FRAGMENT_GROUP}{}>x)", placed.len()));
+            placed.push(i);
+        } else {
+            text.push_str(f.text);
         }
+        at = end;
+        for (j, g) in fragments.iter().enumerate() {
+            if next[j] != usize::MAX && next[j] < at {
+                next[j] = find(g, at);
+            }
+        }
+    }
+    if placed.is_empty() {
+        return (String::new(), placed);
+    }
+    text.push_str(&regex[at..]);
+    (text, placed)
+}
+
+/// `hir` with each placeholder group of [`with_placeholders`] replaced by its fragment's HIR
+/// (the rest moved, not copied); `put` counts the placeholders replaced.
+fn put_fragments(hir: Hir, placed: &[usize], fragments: &[Fragment], put: &mut usize) -> Hir {
+    if hir.properties().explicit_captures_len() == 0 {
+        return hir;
+    }
+    let mut again = |h: Hir| put_fragments(h, placed, fragments, put);
+    match hir.into_kind() {
+        HirKind::Capture(c) => {
+            let placeholder = c
+                .name
+                .as_deref()
+                .and_then(|n| n.strip_prefix(FRAGMENT_GROUP))
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| placed.get(n));
+            match placeholder {
+                Some(&i) => {
+                    *put += 1;
+                    fragments[i].hir.clone()
+                }
+                None => Hir::capture(regex_syntax::hir::Capture {
+                    sub: Box::new(again(*c.sub)),
+                    ..c
+                }),
+            }
+        }
+        HirKind::Concat(subs) => Hir::concat(subs.into_iter().map(again).collect()),
+        HirKind::Alternation(subs) => Hir::alternation(subs.into_iter().map(again).collect()),
         HirKind::Repetition(r) => Hir::repetition(regex_syntax::hir::Repetition {
-            min: r.min,
-            max: r.max,
-            greedy: r.greedy,
-            sub: Box::new(put_chars(&r.sub, char_hir)),
+            sub: Box::new(again(*r.sub)),
+            ..r
         }),
-        HirKind::Empty | HirKind::Literal(_) | HirKind::Class(_) | HirKind::Look(_) => hir.clone(),
+        leaf => rebuilt(leaf),
     }
 }
 
@@ -388,7 +483,7 @@ mod tests {
             config: &config,
         };
         let hir = regex_syntax::parse(&format!("(?:{}|b)c", "a".repeat(200))).unwrap();
-        let Expr::Concat(parts) = reader.split(&hir) else {
+        let Expr::Concat(parts) = reader.split(hir) else {
             panic!("not split")
         };
         assert!(
@@ -404,5 +499,33 @@ mod tests {
         };
         let err = reader.read("a(?P<fwref_3_0>)", "r").unwrap_err();
         assert!(matches!(err, GrammarError::Regex { ref rule, .. } if rule == "r"));
+    }
+
+    /// Fragments put in place give the HIR the text parses to, quantified or not, and an
+    /// occurrence that is escaped text or inside brackets is read as written.
+    #[test]
+    fn fragments_read_once_are_the_regex_as_written() {
+        let [char, key, escape, number, integer] =
+            [0, 1, 2, 3, 4].map(|i| formwork_schema::FRAGMENTS[i].0);
+        let cases = [
+            format!(r#""{char}{{0,5}}""#),
+            format!(r#""(?:|{key}{key}*)":{number}(?:,{integer})*"#),
+            format!("(?:{number})*{number}?x{number}|{number}"),
+            format!("a{escape}*b{escape}"),
+            format!(r"(?:\{escape}|y)"),
+            format!(r"(?:x\{escape})"),
+            format!(r"(?:x\\{escape})"),
+            format!(r"[{number}]"),
+            format!(r"\{integer}"),
+        ];
+        for regex in &cases {
+            let direct = regex_syntax::parse(regex);
+            let read = parse_with_fragments(regex, regex_syntax::parse);
+            match (direct, read) {
+                (Ok(d), Ok(r)) => assert_eq!(d, r, "{regex}"),
+                (Err(_), Err(_)) => {}
+                (d, r) => panic!("{regex}: {d:?} vs {r:?}"),
+            }
+        }
     }
 }

@@ -88,7 +88,7 @@ mod verdict;
 
 pub use error::{SchemaError, Unenforced};
 pub use rules::{CompiledRules, Rule};
-pub use text::STRING_CHAR;
+pub use text::{FRAGMENTS, STRING_CHAR};
 
 use serde_json::Value;
 

@@ -15,7 +15,27 @@ pub const STRING_CHAR: &str = r#"(?:[^"\\\x00-\x1F]|\\["\\/bfnrt]|\\u(?:[0-9A-CE
 pub(crate) const ANY_STRING: &str = r#""(?:[^"\\\x00-\x1F]|\\["\\/bfnrt]|\\u(?:[0-9A-CEFa-cef][0-9A-Fa-f]{3}|[Dd][0-7][0-9A-Fa-f]{2}))*""#;
 
 /// The canonical escapes (as `serde_json` writes them) of the characters JSON requires escaped.
-const CANONICAL_ESCAPE: &str = r#"\\(?:["\\bfnrt]|u00(?:0[0-7bef]|1[0-9a-f]))"#;
+pub(crate) const CANONICAL_ESCAPE: &str = r#"\\(?:["\\bfnrt]|u00(?:0[0-7bef]|1[0-9a-f]))"#;
+
+/// One character of a JSON string body spelled canonically (as `serde_json` writes it): a
+/// character JSON allows raw, or [`CANONICAL_ESCAPE`]. Written with exactly this text in the
+/// keys an object's other properties may take.
+pub(crate) const CANONICAL_CHAR: &str =
+    r#"(?:[^"\\\x00-\x1F]|\\(?:["\\bfnrt]|u00(?:0[0-7bef]|1[0-9a-f])))"#;
+
+/// Regex fragments the compiler writes verbatim, and many times over in a large schema:
+/// [`STRING_CHAR`], the canonical character and escape, any number, any integer. Each is a
+/// regex of its own; `true` marks those that are one group (an atom a quantifier after it
+/// applies to whole). A reader of the compiler's regexes may parse each once and put it in
+/// place of its occurrences (where the occurrence is a part of the regex, not the escaped or
+/// bracketed text of a pattern that happens to spell it).
+pub const FRAGMENTS: &[(&str, bool)] = &[
+    (STRING_CHAR, true),
+    (CANONICAL_CHAR, true),
+    (CANONICAL_ESCAPE, false),
+    (crate::numeric::ANY_NUMBER, false),
+    (crate::numeric::ANY_INTEGER, true),
+];
 
 /// The canonical JSON spelling of one character inside a string (what `serde_json` writes).
 pub(crate) fn canonical_char(c: char, out: &mut String) {
@@ -213,10 +233,9 @@ pub(crate) fn string_excluding<'a>(names: impl IntoIterator<Item = &'a str>) -> 
         }
         node.terminal = true;
     }
-    let canon_char = format!(r#"(?:[^"\\\x00-\x1F]|{CANONICAL_ESCAPE})"#);
     let mut leave = vec![leaving(&root)];
     leave.extend(escape_free(&root).map(|p| format!("{p}{CANONICAL_ESCAPE}")));
-    let diverge = format!("(?:{}){canon_char}*", leave.join("|"));
+    let diverge = format!("(?:{}){CANONICAL_CHAR}*", leave.join("|"));
     match inside(&root) {
         Some(nt) => format!("\"(?:{nt}|{diverge})\""),
         None => format!("\"{diverge}\""),
@@ -384,6 +403,43 @@ mod tests {
             r#""abc""#, r#""b""#, r#""ba""#, r#""x""#, r#""a\n""#, r#""b\"""#,
         ] {
             assert!(r.is_match(ok), "{ok}");
+        }
+    }
+
+    /// The canonical character is the canonical escape's character class, spelled as the
+    /// fragment list names it, and every fragment parses on its own.
+    #[test]
+    fn fragments_are_regexes_and_the_canonical_character_is_its_escape() {
+        assert_eq!(
+            CANONICAL_CHAR,
+            format!(r#"(?:[^"\\\x00-\x1F]|{CANONICAL_ESCAPE})"#)
+        );
+        for &(fragment, group) in FRAGMENTS {
+            let hir = regex_syntax::parse(fragment).unwrap();
+            assert_eq!(
+                group,
+                fragment.starts_with("(?:") && fragment.ends_with(')') && {
+                    // One group: the parenthesis opened first closes last.
+                    let mut depth = 0i32;
+                    let mut escaped = false;
+                    let mut closes_early = false;
+                    for (i, c) in fragment.char_indices() {
+                        match (escaped, c) {
+                            (true, _) => escaped = false,
+                            (false, '\\') => escaped = true,
+                            (false, '(') => depth += 1,
+                            (false, ')') => {
+                                depth -= 1;
+                                closes_early |= depth == 0 && i + 1 < fragment.len();
+                            }
+                            _ => {}
+                        }
+                    }
+                    !closes_early
+                },
+                "{fragment}"
+            );
+            assert!(hir.properties().minimum_len().is_some(), "{fragment}");
         }
     }
 }
