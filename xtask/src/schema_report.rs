@@ -173,12 +173,13 @@ fn check_grammar(item: &Item, compiler: &Compiler, stats: &mut GrammarStats) {
     used.dedup();
     stats.lexemes += g.lexemes().len();
     for l in g.lexemes() {
-        stats.largest_lexeme = stats.largest_lexeme.max(l.regex.len());
+        stats.largest_lexeme = stats.largest_lexeme.max(l.regex().len());
     }
     let failed = used.iter().map(|&l| g.lexeme(l)).find_map(|l| {
-        ByteDfa::with_config(&l.regex, config)
+        let regex = l.regex();
+        ByteDfa::with_config(&regex, config)
             .err()
-            .map(|e| format!("{id}: {e}: {}", truncate(&l.regex, 120)))
+            .map(|e| format!("{id}: {e}: {}", truncate(&regex, 120)))
     });
     if let Some(failure) = failed {
         stats.automaton_failures += 1;

@@ -358,7 +358,7 @@ impl GrammarIndex {
 
     /// The rest of a shortest match of lexeme `l` from DFA state `state`.
     fn lexeme_completion(&self, l: u32, state: StateId) -> Result<Option<Vec<u8>>, GrammarError> {
-        let regex = &self.grammar().lexeme(l).regex;
+        let regex = self.grammar().lexeme(l).regex();
         self.lexeme(l)?
             .shortest_completion(state)
             .map_err(|source| GrammarError::Index {

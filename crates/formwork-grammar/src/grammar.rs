@@ -135,12 +135,17 @@ pub struct Grammar {
 /// A lexeme: a regex matched in full over bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lexeme {
-    /// The regex, in regex-syntax's syntax.
-    pub regex: String,
-    /// The same regex, parsed (what its automaton is built from).
+    /// The regex, parsed (what its automaton is built from; [`Lexeme::regex`] prints it).
     pub hir: Hir,
     /// Whether it matches the empty string.
     pub nullable: bool,
+}
+
+impl Lexeme {
+    /// The regex, in regex-syntax's syntax.
+    pub fn regex(&self) -> String {
+        self.hir.to_string()
+    }
 }
 
 impl Grammar {
@@ -209,8 +214,8 @@ impl Grammar {
             + self
                 .lexemes
                 .iter()
-                // The parsed form about as large as the text.
-                .map(|l| 2 * l.regex.len() + 32)
+                // A few words per unit of the parsed form.
+                .map(|l| hir_size(&l.hir).saturating_mul(16) + 64)
                 .sum::<usize>()
             + self.nullable.len()
     }
@@ -227,12 +232,64 @@ impl std::fmt::Display for Grammar {
             for s in p.rhs.iter() {
                 match *s {
                     Symbol::Rule(n) => write!(f, " {}", self.names[n as usize])?,
-                    Symbol::Lexeme(l) => write!(f, " /{}/", self.lexemes[l as usize].regex)?,
+                    Symbol::Lexeme(l) => write!(f, " /{}/", self.lexemes[l as usize].hir)?,
                 }
             }
             writeln!(f)?;
         }
         Ok(())
+    }
+}
+
+/// Feeds `hir`'s structure to `state`: equal HIRs hash equally (a cheaper key for finding a
+/// lexeme again than its printed text).
+fn hash_hir(hir: &Hir, state: &mut impl std::hash::Hasher) {
+    use regex_syntax::hir::Class;
+    use std::hash::Hash;
+    match hir.kind() {
+        HirKind::Empty => 0u8.hash(state),
+        HirKind::Literal(l) => {
+            1u8.hash(state);
+            l.0.hash(state);
+        }
+        HirKind::Class(Class::Unicode(c)) => {
+            2u8.hash(state);
+            for r in c.ranges() {
+                (r.start(), r.end()).hash(state);
+            }
+        }
+        HirKind::Class(Class::Bytes(c)) => {
+            3u8.hash(state);
+            for r in c.ranges() {
+                (r.start(), r.end()).hash(state);
+            }
+        }
+        HirKind::Look(l) => {
+            4u8.hash(state);
+            l.as_repr().hash(state);
+        }
+        HirKind::Repetition(r) => {
+            5u8.hash(state);
+            (r.min, r.max, r.greedy).hash(state);
+            hash_hir(&r.sub, state);
+        }
+        HirKind::Capture(c) => {
+            6u8.hash(state);
+            (c.index, &c.name).hash(state);
+            hash_hir(&c.sub, state);
+        }
+        HirKind::Concat(parts) | HirKind::Alternation(parts) => {
+            (if matches!(hir.kind(), HirKind::Concat(_)) {
+                7u8
+            } else {
+                8u8
+            })
+            .hash(state);
+            parts.len().hash(state);
+            for p in parts {
+                hash_hir(p, state);
+            }
+        }
     }
 }
 
@@ -302,7 +359,8 @@ struct Lowering<'a> {
     lexemes: Vec<Lexeme>,
     /// Whether each lexeme matches some string (from its HIR, so nothing is parsed again).
     matchable: Vec<bool>,
-    lexeme_ids: HashMap<String, u32>,
+    /// The lexemes by the hash of their HIR ([`hash_hir`]).
+    lexeme_ids: HashMap<u64, Vec<u32>>,
     /// Rules whose nonterminal still needs its productions.
     pending: Vec<RuleId>,
     /// [`Lowering::size`] of each expression node looked at, by address.
@@ -637,8 +695,16 @@ impl<'a> Lowering<'a> {
         if props.maximum_len() == Some(0) && props.minimum_len() == Some(0) {
             return Ok(Vec::new());
         }
-        let regex = hir.to_string();
-        if let Some(&l) = self.lexeme_ids.get(&regex) {
+        let key = {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            hash_hir(&hir, &mut hasher);
+            std::hash::Hasher::finish(&hasher)
+        };
+        if let Some(&l) = self
+            .lexeme_ids
+            .get(&key)
+            .and_then(|ls| ls.iter().find(|&&l| self.lexemes[l as usize].hir == hir))
+        {
             return Ok(vec![Symbol::Lexeme(l)]);
         }
         if self.lexemes.len() >= self.config.max_lexemes {
@@ -651,10 +717,9 @@ impl<'a> Lowering<'a> {
         self.matchable.push(props.minimum_len().is_some());
         self.lexemes.push(Lexeme {
             nullable: props.minimum_len() == Some(0),
-            regex: regex.clone(),
             hir,
         });
-        self.lexeme_ids.insert(regex, l);
+        self.lexeme_ids.entry(key).or_default().push(l);
         Ok(vec![Symbol::Lexeme(l)])
     }
 

@@ -113,7 +113,7 @@ impl GrammarIndex {
             let lexeme = self.grammar.lexeme(l);
             Index::with_config_hir(&lexeme.hir, &self.vocab, self.config).map_err(|source| {
                 GrammarError::Index {
-                    lexeme: lexeme.regex.chars().take(80).collect(),
+                    lexeme: lexeme.regex().chars().take(80).collect(),
                     source,
                 }
             })

@@ -52,9 +52,9 @@ impl Grammar {
                     let dfa = match slot {
                         Some(dfa) => dfa,
                         None => {
-                            let regex = &self.lexeme(l).regex;
+                            let regex = self.lexeme(l).regex();
                             let dfa =
-                                ByteDfa::new(regex).map_err(|source| GrammarError::Index {
+                                ByteDfa::new(&regex).map_err(|source| GrammarError::Index {
                                     lexeme: regex.chars().take(80).collect(),
                                     source,
                                 })?;
@@ -101,13 +101,7 @@ impl Shortest {
         let lexeme_len: Vec<Option<u64>> = g
             .lexemes()
             .iter()
-            .map(|l| {
-                regex_syntax::Parser::new()
-                    .parse(&l.regex)
-                    .ok()
-                    .and_then(|h| h.properties().minimum_len())
-                    .map(|n| n as u64)
-            })
+            .map(|l| l.hir.properties().minimum_len().map(|n| n as u64))
             .collect();
         let n_rules = g.rule_count();
         let prods = g.productions();

@@ -267,7 +267,7 @@ fn a_large_schema_is_many_small_lexemes() {
     let g = grammar(&schema);
     assert!(g.lexemes().len() > 1);
     for l in g.lexemes() {
-        let hir = regex_syntax::parse(&l.regex).unwrap();
+        let hir = regex_syntax::parse(&l.regex()).unwrap();
         assert!(formwork_grammar::hir_size(&hir) <= config.repeat_size);
     }
     assert!(
@@ -280,8 +280,8 @@ fn a_large_schema_is_many_small_lexemes() {
 /// Whether some lexeme of `g` matches `text` in full.
 fn a_lexeme_matches(g: &Grammar, text: &[u8]) -> bool {
     g.lexemes().iter().any(|l| {
-        formwork_index::ByteDfa::new(&l.regex)
-            .unwrap_or_else(|e| panic!("{}: {e}", l.regex))
+        formwork_index::ByteDfa::new(&l.regex())
+            .unwrap_or_else(|e| panic!("{}: {e}", l.regex()))
             .matches(text)
     })
 }
@@ -343,10 +343,10 @@ fn long_strings_of_one_bound_share_one_lexeme() {
         "required": ["a", "b", "c"]
     });
     let g = grammar(&schema);
-    let bodies: Vec<&str> = g
+    let bodies: Vec<String> = g
         .lexemes()
         .iter()
-        .map(|l| l.regex.as_str())
+        .map(|l| l.regex())
         .filter(|r| r.contains("{0,256}"))
         .collect();
     assert_eq!(bodies.len(), 1, "{g}");
