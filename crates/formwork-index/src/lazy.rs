@@ -17,6 +17,7 @@
 //! than the haystack anchors (`^`, `$`, `\A`, `\z`), such as word boundaries or multi-line
 //! anchors, are left to the full DFA ([`LazyDfa::build`] says so).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -91,20 +92,32 @@ impl LazyDfa {
         hir: &regex_syntax::hir::Hir,
         config: DfaConfig,
     ) -> Result<Option<LazyDfa>, IndexError> {
-        let nfa = Self::compiler(config)
-            .build_from_hir(hir)
+        // One compiler per thread: its UTF-8 suffix cache (ten thousand entries, allocated on
+        // its first Unicode class) then serves every build instead of being made for each
+        // (a grammar builds one automaton per lexeme, most of them small).
+        thread_local! {
+            static COMPILER: RefCell<thompson::Compiler> = RefCell::new(NFA::compiler());
+        }
+        let nfa = COMPILER
+            .with(|compiler| {
+                let mut compiler = compiler.borrow_mut();
+                compiler.configure(Self::compiler_config(config));
+                compiler.build_from_hir(hir)
+            })
             .map_err(|e| crate::automaton::build_error(&hir.to_string(), &e))?;
         Self::over(nfa, config)
     }
 
     fn compiler(config: DfaConfig) -> thompson::Compiler {
         let mut compiler = NFA::compiler();
-        compiler.configure(
-            thompson::Config::new()
-                .which_captures(WhichCaptures::None)
-                .nfa_size_limit(Some(config.max_memory)),
-        );
+        compiler.configure(Self::compiler_config(config));
         compiler
+    }
+
+    fn compiler_config(config: DfaConfig) -> thompson::Config {
+        thompson::Config::new()
+            .which_captures(WhichCaptures::None)
+            .nfa_size_limit(Some(config.max_memory))
     }
 
     /// The automaton over `nfa`, its start state computed.
@@ -402,51 +415,65 @@ fn decode_next_bytes(code: u16) -> NextBytes {
 /// backwards from the match states over nodes `(state, after $)`.
 fn co_reachable(nfa: &NFA) -> Vec<bool> {
     let n = nfa.states().len();
-    let node = |id: StateID, end: bool| 2 * id.as_usize() + end as usize;
-    let mut reverse: Vec<Vec<u32>> = vec![Vec::new(); 2 * n];
+    let node = |id: StateID, end: bool| (2 * id.as_usize() + end as usize) as u32;
+    // The edges as (to, from), then grouped by `to` (one allocation, not one per node).
+    let mut edges: Vec<(u32, u32)> = Vec::with_capacity(2 * n);
     let mut live = vec![false; 2 * n];
     let mut stack = Vec::new();
     for (i, state) in nfa.states().iter().enumerate() {
         let id = StateID::new_unchecked(i);
         for end in [false, true] {
-            let from = node(id, end) as u32;
-            let mut edges: Vec<usize> = Vec::new();
+            let from = node(id, end);
             match state {
-                State::ByteRange { trans } if !end => edges.push(node(trans.next, false)),
-                State::Sparse(sparse) if !end => {
-                    edges.extend(sparse.transitions.iter().map(|t| node(t.next, false)))
-                }
+                State::ByteRange { trans } if !end => edges.push((node(trans.next, false), from)),
+                State::Sparse(sparse) if !end => edges.extend(
+                    sparse
+                        .transitions
+                        .iter()
+                        .map(|t| (node(t.next, false), from)),
+                ),
                 State::Dense(dense) if !end => edges.extend(
                     dense
                         .transitions
                         .iter()
                         .filter(|&&t| t != StateID::ZERO)
-                        .map(|&t| node(t, false)),
+                        .map(|&t| (node(t, false), from)),
                 ),
                 State::Union { alternates } => {
-                    edges.extend(alternates.iter().map(|&a| node(a, end)))
+                    edges.extend(alternates.iter().map(|&a| (node(a, end), from)))
                 }
                 State::BinaryUnion { alt1, alt2 } => {
-                    edges.extend([node(*alt1, end), node(*alt2, end)])
+                    edges.extend([(node(*alt1, end), from), (node(*alt2, end), from)])
                 }
-                State::Capture { next, .. } => edges.push(node(*next, end)),
+                State::Capture { next, .. } => edges.push((node(*next, end), from)),
                 State::Look {
                     look: Look::End,
                     next,
-                } => edges.push(node(*next, true)),
+                } => edges.push((node(*next, true), from)),
                 State::Match { .. } => {
                     live[from as usize] = true;
                     stack.push(from as usize);
                 }
                 _ => {}
             }
-            for to in edges {
-                reverse[to].push(from);
-            }
         }
     }
+    // `sources[start[x]..start[x + 1]]`: the nodes with an edge to `x`.
+    let mut start = vec![0u32; 2 * n + 1];
+    for &(to, _) in &edges {
+        start[to as usize + 1] += 1;
+    }
+    for x in 0..2 * n {
+        start[x + 1] += start[x];
+    }
+    let mut fill = start.clone();
+    let mut sources = vec![0u32; edges.len()];
+    for &(to, from) in &edges {
+        sources[fill[to as usize] as usize] = from;
+        fill[to as usize] += 1;
+    }
     while let Some(x) = stack.pop() {
-        for &p in &reverse[x] {
+        for &p in &sources[start[x] as usize..start[x + 1] as usize] {
             if !live[p as usize] {
                 live[p as usize] = true;
                 stack.push(p as usize);
