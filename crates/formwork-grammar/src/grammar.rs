@@ -47,6 +47,12 @@ const GLUE_SIZE: usize = 256;
 /// than about 75 characters) is a *long repetition* ([`long_repetition`]).
 pub(crate) const LONG_REPETITION: usize = 8192;
 
+/// Regular parts larger than this ([`hir_size`] units) are cut where an object's members
+/// begin ([`Lowering::regular`]): a lexeme's automaton is built when the parser first
+/// predicts it, and the optional members of a large object are all predicted at once while
+/// few of them are ever written. Cut, only a member's key is built until the text takes it.
+const SPLIT_SIZE: usize = 8192;
+
 /// Whether `hir` is a long repetition: bounded, over [`LONG_REPETITION`] units. Its automaton
 /// holds a copy of its body per count, the costliest kind of lexeme to build, so lowering
 /// gives it a lexeme of its own, closed by the one character after it: the same lexeme
@@ -238,6 +244,17 @@ impl std::fmt::Display for Grammar {
             writeln!(f)?;
         }
         Ok(())
+    }
+}
+
+/// Whether `hir` opens a member of an object as the compiler writes one: a literal (a key,
+/// or the comma before one), or a concatenation or optional part that opens with one.
+fn opens_member(hir: &Hir) -> bool {
+    match hir.kind() {
+        HirKind::Literal(_) => true,
+        HirKind::Concat(parts) => parts.first().is_some_and(opens_member),
+        HirKind::Repetition(r) => r.min == 0 && r.max == Some(1) && opens_member(&r.sub),
+        _ => false,
     }
 }
 
@@ -483,7 +500,7 @@ impl<'a> Lowering<'a> {
     /// The productions of `nt` for `body`: one per top-level alternative.
     fn define(&mut self, nt: u32, body: &Expr) -> Result<(), GrammarError> {
         if self.size(body)?.is_some() {
-            let seq = self.lexeme_seq(self.hir(body))?;
+            let seq = self.regular(nt, self.hir(body))?;
             return self.add(nt, seq);
         }
         match body {
@@ -504,7 +521,7 @@ impl<'a> Lowering<'a> {
     /// The symbols deriving `e` in a production of `parent`.
     fn sequence(&mut self, parent: u32, e: &Expr) -> Result<Vec<Symbol>, GrammarError> {
         if self.size(e)?.is_some() {
-            return self.lexeme_seq(self.hir(e));
+            return self.regular(parent, self.hir(e));
         }
         match e {
             Expr::Regular(_) => Err(GrammarError::TooLarge {
@@ -567,7 +584,7 @@ impl<'a> Lowering<'a> {
             };
             if !fits && !run.is_empty() {
                 let hir = self.hir_concat(&run);
-                out.extend(self.lexeme_seq(hir)?);
+                out.extend(self.regular(parent, hir)?);
                 run.clear();
                 run_size = 0;
             }
@@ -575,7 +592,7 @@ impl<'a> Lowering<'a> {
                 (Some(_), _) if long => {
                     let hir = self.hir_concat(&[p, parts[k]]);
                     k += 1;
-                    out.extend(self.lexeme_seq(hir)?);
+                    out.extend(self.regular(parent, hir)?);
                 }
                 (Some(size), _) => {
                     run.push(p);
@@ -627,7 +644,7 @@ impl<'a> Lowering<'a> {
         }
         if !run.is_empty() {
             let hir = self.hir_concat(&run);
-            out.extend(self.lexeme_seq(hir)?);
+            out.extend(self.regular(parent, hir)?);
         }
         Ok(out)
     }
@@ -687,6 +704,67 @@ impl<'a> Lowering<'a> {
             Some(_) => {}
         }
         Ok(out)
+    }
+
+    /// A regular part as symbols: one lexeme ([`Lowering::lexeme_seq`]), except that a part
+    /// over [`SPLIT_SIZE`] is cut where a member of an object begins: an opening literal
+    /// (a key) is a lexeme of its own before the rest, an optional part that opens with one
+    /// is a nonterminal (nothing, or the part cut so), and a sequence of such members is cut
+    /// before each of them (never after a repetition, which only what follows it closes).
+    fn regular(&mut self, parent: u32, hir: Hir) -> Result<Vec<Symbol>, GrammarError> {
+        if hir_size_within(&hir, SPLIT_SIZE).is_some() {
+            return self.lexeme_seq(hir);
+        }
+        match hir.kind() {
+            HirKind::Concat(parts) if parts.len() > 1 && opens_member(&parts[0]) => {
+                let HirKind::Concat(mut parts) = hir.into_kind() else {
+                    unreachable!("matched above");
+                };
+                let rest = Hir::concat(parts.split_off(1));
+                let first = parts.swap_remove(0);
+                let mut out = match first.kind() {
+                    HirKind::Literal(_) => self.lexeme_seq(first)?,
+                    _ => self.regular(parent, first)?,
+                };
+                out.extend(self.regular(parent, rest)?);
+                Ok(out)
+            }
+            HirKind::Concat(parts) => {
+                // Cut before each later member, where what precedes it is closed.
+                let cuts: Vec<usize> = (1..parts.len())
+                    .filter(|&k| {
+                        opens_member(&parts[k]) && !matches!(parts[k - 1].kind(), HirKind::Repetition(r) if r.max != Some(1))
+                    })
+                    .collect();
+                if cuts.is_empty() {
+                    return self.lexeme_seq(hir);
+                }
+                let HirKind::Concat(mut parts) = hir.into_kind() else {
+                    unreachable!("matched above");
+                };
+                let mut pieces = Vec::with_capacity(cuts.len() + 1);
+                for &k in cuts.iter().rev() {
+                    pieces.push(Hir::concat(parts.split_off(k)));
+                }
+                pieces.push(Hir::concat(parts));
+                let mut out = Vec::new();
+                for piece in pieces.into_iter().rev() {
+                    out.extend(self.regular(parent, piece)?);
+                }
+                Ok(out)
+            }
+            HirKind::Repetition(r) if r.min == 0 && r.max == Some(1) && opens_member(&r.sub) => {
+                let HirKind::Repetition(r) = hir.into_kind() else {
+                    unreachable!("matched above");
+                };
+                let n = self.fresh(parent, "opt");
+                self.add(n, Vec::new())?;
+                let seq = self.regular(n, *r.sub)?;
+                self.add(n, seq)?;
+                Ok(vec![Symbol::Rule(n)])
+            }
+            _ => self.lexeme_seq(hir),
+        }
     }
 
     /// The lexeme for a regular part (nothing for one that only matches the empty string).

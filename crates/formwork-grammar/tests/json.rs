@@ -502,3 +502,48 @@ fn jsonschemabench_grammars_are_sound() {
     );
     assert!(share >= 0.85, "completeness fell to {:.1}%", share * 100.0);
 }
+
+/// A large object's optional members are cut apart at their keys: each key is a lexeme of
+/// its own (so predicting the members builds only the keys' automata), and the language is
+/// the schema's: members in order, each optional, values checked.
+#[test]
+fn a_large_objects_members_are_cut_at_their_keys() {
+    let member = json!({
+        "type": "object",
+        "properties": {
+            "label": {"type": "string", "maxLength": 40},
+            "note": {"type": "string", "maxLength": 40},
+            "size": {"type": "integer", "minimum": 0, "maximum": 99}
+        },
+        "required": ["label"]
+    });
+    let properties: serde_json::Map<String, Value> = (0..8)
+        .map(|i| (format!("part{i}"), member.clone()))
+        .collect();
+    let schema = json!({"type": "object", "properties": properties, "required": ["part0"]});
+    let g = grammar(&schema);
+    let keys: Vec<String> = g
+        .lexemes()
+        .iter()
+        .map(|l| l.regex())
+        .filter(|r| r.len() < 40 && r.contains(",\"part") && r.contains("\":\\{\"label\":\""))
+        .collect();
+    assert!(keys.len() >= 6, "{keys:?}\n{g}");
+    let ok = [
+        json!({"part0": {"label": "a"}}),
+        json!({"part0": {"label": "a", "size": 3}, "part3": {"label": "b", "note": "c"}, "part7": {"label": ""}}),
+    ];
+    for doc in &ok {
+        assert!(jsonschema::is_valid(&schema, doc), "{doc}");
+        assert!(accepts(&g, doc), "{doc}");
+    }
+    let bad = [
+        json!({"part1": {"label": "a"}}),
+        json!({"part0": {"label": "a"}, "part2": {"size": 1}}),
+        json!({"part0": {"label": "a", "size": 100}}),
+        json!({"part0": {"label": "a"}, "part5": {"label": "b"}, "part4": {"label": "c"}}),
+    ];
+    for doc in &bad {
+        assert!(!accepts(&g, doc), "{doc}");
+    }
+}
