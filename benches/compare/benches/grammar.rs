@@ -228,12 +228,15 @@ fn quantile(v: &[f64], q: f64) -> f64 {
     s[((s.len() - 1) as f64 * q).round() as usize]
 }
 
+/// The mean (NaN for no values, shown as "-").
 fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
+    v.iter().sum::<f64>() / v.len() as f64
 }
 
 fn fmt_ns(ns: f64) -> String {
-    if ns < 1000.0 {
+    if ns.is_nan() {
+        "-".into()
+    } else if ns < 1000.0 {
         format!("{ns:.0} ns")
     } else if ns < 1e6 {
         format!("{:.1} µs", ns / 1e3)
