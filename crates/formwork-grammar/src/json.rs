@@ -332,14 +332,11 @@ fn with_placeholders(regex: &str, fragments: &[Fragment]) -> (String, Vec<usize>
     let mut text = String::new();
     let mut placed = Vec::new();
     let mut at = 0;
-    loop {
-        let Some((start, i)) = (0..fragments.len())
-            .filter(|&i| next[i] != usize::MAX)
-            .map(|i| (next[i], i))
-            .min_by_key(|&(start, i)| (start, std::cmp::Reverse(fragments[i].text.len())))
-        else {
-            break;
-        };
+    while let Some((start, i)) = (0..fragments.len())
+        .filter(|&i| next[i] != usize::MAX)
+        .map(|i| (next[i], i))
+        .min_by_key(|&(start, i)| (start, std::cmp::Reverse(fragments[i].text.len())))
+    {
         let f = &fragments[i];
         let end = start + f.text.len();
         let quantified = regex[end..].starts_with(['*', '+', '?', '{']);

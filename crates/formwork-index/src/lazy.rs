@@ -98,13 +98,13 @@ impl LazyDfa {
         thread_local! {
             static COMPILER: RefCell<thompson::Compiler> = RefCell::new(NFA::compiler());
         }
-        let nfa = COMPILER
-            .with(|compiler| {
-                let mut compiler = compiler.borrow_mut();
-                compiler.configure(Self::compiler_config(config));
-                compiler.build_from_hir(hir)
-            })
-            .map_err(|e| crate::automaton::build_error(&hir.to_string(), &e))?;
+        let nfa = COMPILER.with(|compiler| {
+            let mut compiler = compiler.borrow_mut();
+            compiler.configure(Self::compiler_config(config));
+            compiler
+                .build_from_hir(hir)
+                .map_err(|e| crate::automaton::build_error(&hir.to_string(), &e))
+        })?;
         Self::over(nfa, config)
     }
 
