@@ -13,8 +13,6 @@
 //! position) pair, so along a counted string each new state costs a few transitions, not a
 //! walk of the trie.
 
-use std::collections::HashMap;
-
 use crate::{ByteDfa, StateId};
 
 /// Longest content token, in bytes (longer ones are walked).
@@ -79,7 +77,7 @@ pub(crate) trait Transitions {
 #[derive(Debug, Default)]
 pub(crate) struct Horizons {
     /// (lowest length known safe, highest length that may be safe).
-    known: HashMap<(StateId, Utf8), (u8, u8)>,
+    known: foldhash::HashMap<(StateId, Utf8), (u8, u8)>,
 }
 
 impl Horizons {

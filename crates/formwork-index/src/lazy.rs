@@ -18,8 +18,7 @@
 //! anchors, are left to the full DFA ([`LazyDfa::build`] says so).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use regex_automata::nfa::thompson::{self, NFA, State, WhichCaptures};
 use regex_automata::util::look::{Look, LookSet};
@@ -63,8 +62,10 @@ pub(crate) struct Table {
     /// 2 many, `3 + b` byte `b` alone.
     next_bytes: Vec<u16>,
     /// Each state's NFA states (those that read a byte), sorted, then [`ACCEPT`] if accepting.
-    sets: Vec<Box<[u32]>>,
-    ids: HashMap<Box<[u32]>, StateId>,
+    sets: Vec<Arc<[u32]>>,
+    /// The state of each set: one allocation per set, shared with `sets`; a fast seeded hash
+    /// (sets are short lists of NFA state ids).
+    ids: foldhash::HashMap<Arc<[u32]>, StateId>,
     memory: usize,
     /// Set once a limit stopped the table from growing: new states read as dead from then on.
     full: bool,
@@ -388,7 +389,7 @@ impl LazyDfa {
             return ByteDfa::DEAD;
         }
         let id = table.accepting.len() as StateId;
-        let key: Box<[u32]> = table.set.as_slice().into();
+        let key: Arc<[u32]> = table.set.as_slice().into();
         table.accepting.push(key.last() == Some(&ACCEPT));
         table.next_bytes.push(0);
         table.sets.push(key.clone());
