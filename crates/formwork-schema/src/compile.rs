@@ -10,6 +10,7 @@
 //! are distributed over the parent's other keywords, so `{"type": "object", "anyOf": [..]}`
 //! produces only objects.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use regex_syntax::hir::Hir;
@@ -150,6 +151,31 @@ fn alternation(alts: Vec<String>) -> Frag {
 
 /// The first of `keywords` the schema has, else `"type"`: the keyword to blame for a
 /// fragment.
+/// Whether [`Ctx::flatten`] would give back `m` unchanged as its one branch: no reference,
+/// composition, conditional, dependency, `not` or `const`, and no boolean exclusive bound
+/// (what `normalize` rewrites).
+fn is_flat(m: &Map<String, Value>) -> bool {
+    const FLATTENED: &[&str] = &[
+        "$ref",
+        "$recursiveRef",
+        "$dynamicRef",
+        "allOf",
+        "anyOf",
+        "oneOf",
+        "if",
+        "then",
+        "else",
+        "dependentSchemas",
+        "dependencies",
+        "not",
+        "const",
+    ];
+    !FLATTENED.iter().any(|k| m.contains_key(*k))
+        && !["exclusiveMinimum", "exclusiveMaximum"]
+            .iter()
+            .any(|k| matches!(m.get(*k), Some(Value::Bool(_))))
+}
+
 fn first_keyword<'k>(m: &Map<String, Value>, keywords: &[&'k str]) -> &'k str {
     keywords
         .iter()
@@ -589,7 +615,14 @@ impl<'a> Ctx<'a> {
             return Ok(frag);
         }
         let mut expanded = Vec::new();
-        let flat = self.flatten(m, ptr, &mut expanded);
+        // Most schemas need no flattening: then `m` is the one branch, not a copy of it (a
+        // copy is deep, so copying at every level would cost the subtree's size per level).
+        let flat = if is_flat(m) {
+            Ok(vec![Cow::Borrowed(m)])
+        } else {
+            self.flatten(m, ptr, &mut expanded)
+                .map(|branches| branches.into_iter().map(Cow::Owned).collect())
+        };
         let result = match flat {
             Ok(branches) => {
                 let mut alts = Vec::new();
