@@ -1614,9 +1614,10 @@ impl<'a> Ctx<'a> {
         if max_props.is_some_and(|mx| mx < min_props) {
             return Ok(None);
         }
-        let declared: Vec<(String, Value)> = match m.get("properties") {
+        // Borrowed, not copied: a property's schema is a whole subtree.
+        let declared: Vec<(&String, &Value)> = match m.get("properties") {
             None => Vec::new(),
-            Some(Value::Object(p)) => p.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Some(Value::Object(p)) => p.iter().collect(),
             Some(_) => return Err(invalid(ptr, "`properties` must be an object")),
         };
         let mut required = string_list(m.get("required"));
@@ -1636,7 +1637,7 @@ impl<'a> Ctx<'a> {
             while changed {
                 changed = false;
                 for (name, list) in deps {
-                    if declared.iter().any(|(k, _)| k == name) || required.contains(name) {
+                    if declared.iter().any(|(k, _)| *k == name) || required.contains(name) {
                         for d in string_list(Some(list)) {
                             if !required.contains(&d) {
                                 required.push(d);
@@ -1665,7 +1666,10 @@ impl<'a> Ctx<'a> {
         let key_matches =
             |i: usize, name: &str| key_matchers[i].as_ref().is_some_and(|re| re.is_match(name));
         // Declared properties, then required names that are not declared.
-        let mut props: Vec<(String, Value)> = declared.clone();
+        let mut props: Vec<(Cow<str>, Cow<Value>)> = declared
+            .iter()
+            .map(|&(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v)))
+            .collect();
         for r in &required {
             if !props.iter().any(|(k, _)| k == r) {
                 let from_patterns: Vec<Value> = pattern_langs
@@ -1679,15 +1683,16 @@ impl<'a> Ctx<'a> {
                 } else {
                     additional.clone().unwrap_or(Value::Bool(true))
                 };
-                props.push((r.clone(), schema));
+                props.push((Cow::Owned(r.clone()), Cow::Owned(schema)));
             }
         }
         let mut pieces: Vec<(String, bool)> = Vec::new();
         let ws = self.ws.clone();
         for (name, schema) in &props {
-            let is_required = required.contains(name);
+            let name: &str = name;
+            let is_required = required.iter().any(|r| r == name);
             let pp = child(&child(ptr, "properties"), name);
-            let forbidden = ex.properties.contains(name)
+            let forbidden = ex.properties.iter().any(|p| p == name)
                 || match &names_schema {
                     Some(ns) => !self.name_allowed(ns, name),
                     None => false,
@@ -1705,11 +1710,11 @@ impl<'a> Ctx<'a> {
                 .map(|(_, (_, s))| s.clone())
                 .collect();
             let schema = if matching.is_empty() {
-                schema.clone()
+                Cow::Borrowed(&**schema)
             } else {
-                let mut all = vec![schema.clone()];
+                let mut all = vec![schema.clone().into_owned()];
                 all.extend(matching);
-                serde_json::json!({ "allOf": all })
+                Cow::Owned(serde_json::json!({ "allOf": all }))
             };
             let value = self.schema(&schema, &pp)?;
             match self.share(value, &pp) {
@@ -1723,7 +1728,7 @@ impl<'a> Ctx<'a> {
         // Keys beyond the declared ones.
         let known: Vec<&str> = props
             .iter()
-            .map(|(k, _)| k.as_str())
+            .map(|(k, _)| &**k)
             .chain(ex.properties.iter().map(String::as_str))
             .collect();
         let open_default = declared.is_empty() && patterns.is_empty() || self.cfg.open_objects;
