@@ -176,10 +176,9 @@ fn check_grammar(item: &Item, compiler: &Compiler, stats: &mut GrammarStats) {
         stats.largest_lexeme = stats.largest_lexeme.max(l.regex().len());
     }
     let failed = used.iter().map(|&l| g.lexeme(l)).find_map(|l| {
-        let regex = l.regex();
-        ByteDfa::with_config(&regex, config)
+        ByteDfa::with_config_hir(&l.hir, config)
             .err()
-            .map(|e| format!("{id}: {e}: {}", truncate(&regex, 120)))
+            .map(|e| format!("{id}: {e}: {}", truncate(&l.regex(), 120)))
     });
     if let Some(failure) = failed {
         stats.automaton_failures += 1;

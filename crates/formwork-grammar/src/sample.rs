@@ -52,10 +52,10 @@ impl Grammar {
                     let dfa = match slot {
                         Some(dfa) => dfa,
                         None => {
-                            let regex = self.lexeme(l).regex();
-                            let dfa =
-                                ByteDfa::new(&regex).map_err(|source| GrammarError::Index {
-                                    lexeme: regex.chars().take(80).collect(),
+                            let lexeme = self.lexeme(l);
+                            let dfa = ByteDfa::with_config_hir(&lexeme.hir, Default::default())
+                                .map_err(|source| GrammarError::Index {
+                                    lexeme: lexeme.regex().chars().take(80).collect(),
                                     source,
                                 })?;
                             slot.insert(dfa)

@@ -144,22 +144,52 @@ impl ByteDfa {
 
     /// Builds the DFA for `regex` with explicit limits.
     pub fn with_config(regex: &str, config: DfaConfig) -> Result<Self, IndexError> {
-        let dfa = dense::Builder::new()
-            .configure(
-                dense::Config::new()
-                    .match_kind(MatchKind::All)
-                    .start_kind(regex_automata::dfa::StartKind::Anchored)
-                    .minimize(false)
-                    .byte_classes(true)
-                    .determinize_size_limit(Some(config.max_memory))
-                    .dfa_size_limit(Some(config.max_memory)),
-            )
+        let dfa = Self::builder(config)
             .thompson(
                 regex_automata::nfa::thompson::Config::new()
                     .nfa_size_limit(Some(config.max_memory)),
             )
             .build(regex)
             .map_err(|e| build_error(regex, &e))?;
+        Self::explore(dfa, config)
+    }
+
+    /// Builds the DFA for an already parsed regex with explicit limits (nothing is parsed
+    /// again, so a regex nested deeper than the parser allows, as lowering can build one,
+    /// still builds).
+    pub fn with_config_hir(
+        hir: &regex_syntax::hir::Hir,
+        config: DfaConfig,
+    ) -> Result<Self, IndexError> {
+        let nfa = regex_automata::nfa::thompson::Compiler::new()
+            .configure(
+                regex_automata::nfa::thompson::Config::new()
+                    .nfa_size_limit(Some(config.max_memory)),
+            )
+            .build_from_hir(hir)
+            .map_err(|e| build_error(&hir.to_string(), &e))?;
+        let dfa = Self::builder(config)
+            .build_from_nfa(&nfa)
+            .map_err(|e| build_error(&hir.to_string(), &e))?;
+        Self::explore(dfa, config)
+    }
+
+    fn builder(config: DfaConfig) -> dense::Builder {
+        let mut builder = dense::Builder::new();
+        builder.configure(
+            dense::Config::new()
+                .match_kind(MatchKind::All)
+                .start_kind(regex_automata::dfa::StartKind::Anchored)
+                .minimize(false)
+                .byte_classes(true)
+                .determinize_size_limit(Some(config.max_memory))
+                .dfa_size_limit(Some(config.max_memory)),
+        );
+        builder
+    }
+
+    /// The table of `dfa`'s states reachable from its start, within `config`'s limits.
+    fn explore(dfa: dense::DFA<Vec<u32>>, config: DfaConfig) -> Result<Self, IndexError> {
         let start = dfa
             .start_state(&start::Config::new().anchored(Anchored::Yes))
             .map_err(|e| IndexError::Regex(e.to_string()))?;
@@ -486,6 +516,39 @@ mod tests {
                 other => panic!("{regex}: {:?}", other.map(|_| ())),
             };
             assert_eq!(lazy, message);
+        }
+    }
+
+    /// A regex built as a HIR deeper than the parser's nesting limit (as lowering can build
+    /// one) still builds, and a parsed one builds the same automaton as its text.
+    #[test]
+    fn a_dfa_builds_from_a_hir_nested_past_the_parsers_limit() {
+        use regex_syntax::hir::{Hir, Repetition};
+        let mut hir = Hir::literal(*b"z");
+        for i in 0..400u32 {
+            let byte = b'a' + (i % 26) as u8;
+            hir = Hir::repetition(Repetition {
+                min: 0,
+                max: Some(1),
+                greedy: true,
+                sub: Box::new(Hir::concat(vec![Hir::literal([byte]), hir])),
+            });
+        }
+        assert!(ByteDfa::new(&hir.to_string()).is_err());
+        let dfa = ByteDfa::with_config_hir(&hir, DfaConfig::default()).unwrap();
+        // Outermost first: the letters of i = 399 down to 0, then `z`.
+        let mut whole: Vec<u8> = (0..400u32).rev().map(|i| b'a' + (i % 26) as u8).collect();
+        whole.push(b'z');
+        assert!(dfa.matches(b""));
+        assert!(dfa.matches(&whole));
+        assert!(dfa.matches(&whole[..7]));
+        assert!(!dfa.matches(b"z"));
+        assert!(!dfa.matches(&whole[1..]));
+        let parsed = regex_syntax::parse("(?:ab|c)[0-9]{2,3}").unwrap();
+        let from_hir = ByteDfa::with_config_hir(&parsed, DfaConfig::default()).unwrap();
+        let from_text = ByteDfa::new("(?:ab|c)[0-9]{2,3}").unwrap();
+        for text in [&b"ab12"[..], b"c123", b"c1", b"ab1234", b"b12"] {
+            assert_eq!(from_hir.matches(text), from_text.matches(text), "{text:?}");
         }
     }
 }
