@@ -149,8 +149,6 @@ fn alternation(alts: Vec<String>) -> Frag {
     }
 }
 
-/// The first of `keywords` the schema has, else `"type"`: the keyword to blame for a
-/// fragment.
 /// Whether [`Ctx::flatten`] would give back `m` unchanged as its one branch: no reference,
 /// composition, conditional, dependency, `not` or `const`, and no boolean exclusive bound
 /// (what `normalize` rewrites).
@@ -176,6 +174,8 @@ fn is_flat(m: &Map<String, Value>) -> bool {
             .any(|k| matches!(m.get(*k), Some(Value::Bool(_))))
 }
 
+/// The first of `keywords` the schema has, else `"type"`: the keyword to blame for a
+/// fragment.
 fn first_keyword<'k>(m: &Map<String, Value>, keywords: &[&'k str]) -> &'k str {
     keywords
         .iter()

@@ -255,16 +255,21 @@ fn spelled(c: char) -> String {
 
 /// The paths from `node` to the nodes that end no name (`None`: there are none).
 fn inside(node: &Trie) -> Option<String> {
+    paths(node, &|n| !n.terminal)
+}
+
+/// The paths from `node` to the nodes `stop` holds at, as a regex (`None`: there are none).
+fn paths(node: &Trie, stop: &impl Fn(&Trie) -> bool) -> Option<String> {
     let alts: Vec<String> = node
         .children
         .iter()
-        .filter_map(|(c, child)| Some(format!("{}{}", spelled(*c), inside(child)?)))
+        .filter_map(|(c, child)| Some(format!("{}{}", spelled(*c), paths(child, stop)?)))
         .collect();
-    match (alts.is_empty(), node.terminal) {
-        (true, true) => None,
-        (true, false) => Some(String::new()),
-        (false, true) => Some(format!("(?:{})", alts.join("|"))),
-        (false, false) => Some(format!("(?:{})?", alts.join("|"))),
+    match (alts.is_empty(), stop(node)) {
+        (true, false) => None,
+        (true, true) => Some(String::new()),
+        (false, false) => Some(format!("(?:{})", alts.join("|"))),
+        (false, true) => Some(format!("(?:{})?", alts.join("|"))),
     }
 }
 
@@ -296,18 +301,7 @@ fn leaving(node: &Trie) -> String {
 /// The paths from `node` to the nodes where no name goes on with an escaped character
 /// (`None`: there are none).
 fn escape_free(node: &Trie) -> Option<String> {
-    let alts: Vec<String> = node
-        .children
-        .iter()
-        .filter_map(|(c, child)| Some(format!("{}{}", spelled(*c), escape_free(child)?)))
-        .collect();
-    let here = !node.children.keys().any(|c| is_special(*c));
-    match (alts.is_empty(), here) {
-        (true, false) => None,
-        (true, true) => Some(String::new()),
-        (false, false) => Some(format!("(?:{})", alts.join("|"))),
-        (false, true) => Some(format!("(?:{})?", alts.join("|"))),
-    }
+    paths(node, &|n| !n.children.keys().any(|c| is_special(*c)))
 }
 
 #[cfg(test)]
