@@ -358,11 +358,11 @@ impl GrammarIndex {
 
     /// The rest of a shortest match of lexeme `l` from DFA state `state`.
     fn lexeme_completion(&self, l: u32, state: StateId) -> Result<Option<Vec<u8>>, GrammarError> {
-        let regex = self.grammar().lexeme(l).regex();
         self.lexeme(l)?
             .shortest_completion(state)
             .map_err(|source| GrammarError::Index {
-                lexeme: regex.chars().take(80).collect(),
+                // Printed only for the error: the search runs on steps near a reply's end.
+                lexeme: self.grammar().lexeme(l).regex().chars().take(80).collect(),
                 source,
             })
     }

@@ -721,11 +721,7 @@ impl<'a> Lowering<'a> {
                     unreachable!("matched above");
                 };
                 let rest = Hir::concat(parts.split_off(1));
-                let first = parts.swap_remove(0);
-                let mut out = match first.kind() {
-                    HirKind::Literal(_) => self.lexeme_seq(first)?,
-                    _ => self.regular(parent, first)?,
-                };
+                let mut out = self.regular(parent, parts.swap_remove(0))?;
                 out.extend(self.regular(parent, rest)?);
                 Ok(out)
             }
