@@ -195,25 +195,28 @@ pub(crate) fn matmul_many(
     }
     let t = input.rows;
     let threads = pool.threads();
-    // Outputs are computed weight-row-major (`[r][t]`) so that each chunk of weight rows
-    // owns a contiguous piece of the output, then transposed when there are several rows.
     let mut outs: Vec<Vec<f32>> = mats.iter().map(|m| vec![0f32; m.rows * t]).collect();
     let total_rows: usize = mats.iter().map(|m| m.rows).sum();
+    // Threads take chunks of weight rows; a chunk's outputs are a column range of every
+    // activation row's output, so each task writes its cells of the shared outputs.
     let chunk_rows = (total_rows / (threads * 8)).clamp(4, 512);
-    let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
-    for (mi, out) in outs.iter_mut().enumerate() {
-        for (ci, chunk) in out.chunks_mut(chunk_rows * t).enumerate() {
-            tasks.push((mi, ci * chunk_rows, chunk));
+    let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
+    for (mi, m) in mats.iter().enumerate() {
+        for r0 in (0..m.rows).step_by(chunk_rows) {
+            tasks.push((mi, r0, chunk_rows.min(m.rows - r0)));
         }
     }
+    let cells: Vec<Cells<'_>> = outs.iter_mut().map(|o| Cells::new(o)).collect();
     let input = &*input;
-    let run = |(mi, r0, chunk): (usize, usize, &mut [f32])| {
+    let run = |(mi, r0, count): (usize, usize, usize)| {
         let m = mats[mi];
         let acts = &input.prepared[&m.ty.act_kind()];
         // Blocks of weight rows small enough to stay in L1 while every tile of activation
-        // rows passes over them.
-        for (bi, block) in chunk.chunks_mut(ROW_BLOCK * t).enumerate() {
-            let first = r0 + bi * ROW_BLOCK;
+        // rows passes over them; the block's results (`[row][t]`) go to their cells after.
+        let mut block = vec![0f32; ROW_BLOCK * t];
+        for first in (r0..r0 + count).step_by(ROW_BLOCK) {
+            let rows = ROW_BLOCK.min(r0 + count - first);
+            let block = &mut block[..rows * t];
             let mut j = 0;
             while j < t {
                 // A tile ends where the rows' kernel changes (only Q4_K and Q6_K tiles may
@@ -225,33 +228,57 @@ pub(crate) fn matmul_many(
                 dot_block(isa, m, first, acts, j, n, kernel, block, t);
                 j += n;
             }
+            let mut row = [0f32; ROW_BLOCK];
+            for j in 0..t {
+                for (i, v) in row[..rows].iter_mut().enumerate() {
+                    *v = block[i * t + j];
+                }
+                cells[mi].write(j * m.rows + first, &row[..rows]);
+            }
         }
     };
     if threads == 1 || tasks.len() == 1 {
         tasks.into_iter().for_each(run);
     } else {
-        let tasks: Vec<Mutex<Option<_>>> = tasks.into_iter().map(|t| Mutex::new(Some(t))).collect();
-        pool.run(tasks.len(), &|i| {
-            if let Some(task) = lock(&tasks[i]).take() {
-                run(task);
-            }
-        });
+        pool.run(tasks.len(), &|i| run(tasks[i]));
     }
-    if t == 1 {
-        return outs;
+    drop(cells);
+    outs
+}
+
+/// An output buffer that the tasks of one parallel region write into, each its own cells.
+struct Cells<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _out: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: `Cells` hands out no references; `write` copies into cells that no other task
+// writes (see `write`), so sharing it between the region's threads is sound.
+#[allow(unsafe_code)]
+unsafe impl Sync for Cells<'_> {}
+
+impl<'a> Cells<'a> {
+    fn new(out: &'a mut [f32]) -> Cells<'a> {
+        Cells {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            _out: std::marker::PhantomData,
+        }
     }
-    outs.into_iter()
-        .zip(mats)
-        .map(|(o, m)| {
-            let mut tr = vec![0f32; o.len()];
-            for r in 0..m.rows {
-                for j in 0..t {
-                    tr[j * m.rows + r] = o[r * t + j];
-                }
-            }
-            tr
-        })
-        .collect()
+
+    /// `out[at..at + values.len()] = values`. Callers write disjoint cells: in
+    /// [`matmul_many`] a cell belongs to one weight row, and each weight row to one task.
+    fn write(&self, at: usize, values: &[f32]) {
+        assert!(at + values.len() <= self.len, "cells out of range");
+        // SAFETY: in bounds (checked above); the buffer outlives `self` (`'a`), and no other
+        // task writes or reads these cells while the region runs (each weight row, hence each
+        // output cell, belongs to one task, and the outputs are read only after `drop`).
+        #[allow(unsafe_code)]
+        unsafe {
+            std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(at), values.len());
+        }
+    }
 }
 
 /// One matrix: `out[t * rows + r]`.
