@@ -212,11 +212,12 @@ pub(crate) fn matmul_many(
         let m = mats[mi];
         let acts = &input.prepared[&m.ty.act_kind()];
         // Blocks of weight rows small enough to stay in L1 while every tile of activation
-        // rows passes over them; the block's results (`[row][t]`) go to their cells after.
-        let mut block = vec![0f32; ROW_BLOCK * t];
+        // rows passes over them. The chunk's results (`[row][t]`) then go to their cells, each
+        // activation row's as one run of `count` values.
+        let mut chunk = vec![0f32; count * t];
         for first in (r0..r0 + count).step_by(ROW_BLOCK) {
             let rows = ROW_BLOCK.min(r0 + count - first);
-            let block = &mut block[..rows * t];
+            let block = &mut chunk[(first - r0) * t..(first - r0 + rows) * t];
             let mut j = 0;
             while j < t {
                 // A tile ends where the rows' kernel changes (only Q4_K and Q6_K tiles may
@@ -228,13 +229,13 @@ pub(crate) fn matmul_many(
                 dot_block(isa, m, first, acts, j, n, kernel, block, t);
                 j += n;
             }
-            let mut row = [0f32; ROW_BLOCK];
-            for j in 0..t {
-                for (i, v) in row[..rows].iter_mut().enumerate() {
-                    *v = block[i * t + j];
-                }
-                cells[mi].write(j * m.rows + first, &row[..rows]);
+        }
+        let mut line = vec![0f32; count];
+        for j in 0..t {
+            for (i, v) in line.iter_mut().enumerate() {
+                *v = chunk[i * t + j];
             }
+            cells[mi].write(j * m.rows + r0, &line);
         }
     };
     if threads == 1 || tasks.len() == 1 {

@@ -152,8 +152,9 @@ pub(crate) struct Acts {
     pub(crate) d: Vec<f32>,
     /// Q8_1: `d * sum(qs)` of each block, rounded to f16 as ggml stores it.
     pub(crate) s: Vec<f32>,
-    /// Q8_K: the sum of each 16 quantized values.
-    pub(crate) bsums: Vec<i32>,
+    /// Q8_K: the sum of each 16 quantized values (at most 16 x 128 in size, as ggml's
+    /// `int16_t bsums`).
+    pub(crate) bsums: Vec<i16>,
     /// The float kinds: the (rounded) values.
     pub(crate) f: Vec<f32>,
     /// Q8_0/Q8_1: `d` regrouped by tiles of four rows, `[tile][block][row in tile]` (zeros
@@ -223,7 +224,7 @@ impl Acts {
                 {
                     a.d[b] = quantize_q8k_block(xs, qs);
                     for (j, q16) in qs.chunks_exact(16).enumerate() {
-                        a.bsums[b * 16 + j] = q16.iter().map(|&q| q as i32).sum();
+                        a.bsums[b * 16 + j] = q16.iter().map(|&q| q as i16).sum();
                     }
                 }
             }
@@ -648,8 +649,9 @@ pub(crate) fn dot_scalar(
                     }
                 }
                 for (l, lane) in lanes.iter_mut().enumerate() {
-                    *lane -=
-                        32 * (bsums[2 * l] * scale(2 * l) + bsums[2 * l + 1] * scale(2 * l + 1));
+                    *lane -= 32
+                        * (bsums[2 * l] as i32 * scale(2 * l)
+                            + bsums[2 * l + 1] as i32 * scale(2 * l + 1));
                 }
                 let d = acts.d[r * nb + i] * f16_at(b, 208);
                 for (a, &l) in acc.iter_mut().zip(&lanes) {
@@ -663,7 +665,7 @@ pub(crate) fn dot_scalar(
 
 /// The integer parts of a Q4_K x Q8_K super-block, per two sub-blocks `2k, 2k + 1` (64
 /// elements): `sum(scale_j * q4 . q8)` and `sum(min_j * sum(q8 of sub-block j))` over the two.
-pub(crate) fn q4k_pair_sums(b: &[u8], q8: &[i8], bsums: &[i32]) -> [(i32, i32); 4] {
+pub(crate) fn q4k_pair_sums(b: &[u8], q8: &[i8], bsums: &[i16]) -> [(i32, i32); 4] {
     let (scales, qs) = (&b[4..16], &b[16..144]);
     let mut out = [(0i32, 0i32); 4];
     for j in 0..8 {
@@ -675,7 +677,7 @@ pub(crate) fn q4k_pair_sums(b: &[u8], q8: &[i8], bsums: &[i32]) -> [(i32, i32); 
             p += ((q[l] >> shift) & 0x0f) as i32 * q8[32 * j + l] as i32;
         }
         out[j / 2].0 += p * sc as i32;
-        out[j / 2].1 += (bsums[2 * j] + bsums[2 * j + 1]) * m as i32;
+        out[j / 2].1 += (bsums[2 * j] as i32 + bsums[2 * j + 1] as i32) * m as i32;
     }
     out
 }
@@ -698,7 +700,7 @@ pub(crate) fn q5k_values(block: &[u8]) -> [u8; QK_K] {
 /// The integer parts of a Q5_K x Q8_K super-block as ggml's AVX2 kernel holds them: eight
 /// lanes, lane `l` the sum over sub-blocks `j` of `scale_j` times the products of elements
 /// `32 j + 4 l..32 j + 4 l + 4`; and `sum(min_j * sum(q8 of sub-block j))`.
-pub(crate) fn q5k_block_sums(b: &[u8], q8: &[i8], bsums: &[i32]) -> ([i32; 8], i32) {
+pub(crate) fn q5k_block_sums(b: &[u8], q8: &[i8], bsums: &[i16]) -> ([i32; 8], i32) {
     let values = q5k_values(b);
     let mut lanes = [0i32; 8];
     let mut mins = 0i32;
@@ -711,7 +713,7 @@ pub(crate) fn q5k_block_sums(b: &[u8], q8: &[i8], bsums: &[i32]) -> ([i32; 8], i
             }
             *lane += p * sc as i32;
         }
-        mins += (bsums[2 * j] + bsums[2 * j + 1]) * m as i32;
+        mins += (bsums[2 * j] as i32 + bsums[2 * j + 1] as i32) * m as i32;
     }
     (lanes, mins)
 }

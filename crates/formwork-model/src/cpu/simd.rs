@@ -307,6 +307,37 @@ unsafe fn dot_us8<const VNNI: bool>(x: __m256i, y: __m256i) -> __m256i {
     }
 }
 
+/// `acc` plus [`dot_us8`]`(x, y)` times `scale`, lane by lane, where `scale` holds each
+/// lane's factor in both its 16-bit halves: the u8 x i8 pairs summed to 16 bits (no pair can
+/// saturate, as in [`dot_us8`]), then multiplied by the scale and summed in pairs to 32 bits:
+/// the same integers as [`dot_us8`] times the scale, in one `vpdpwssd` with AVX-VNNI (where
+/// `vpmulld` took two micro-ops).
+///
+/// # Safety
+///
+/// As [`dot_body`]'s.
+#[inline(always)]
+unsafe fn dot_scaled_add<const VNNI: bool>(
+    acc: __m256i,
+    x: __m256i,
+    y: __m256i,
+    scale: __m256i,
+) -> __m256i {
+    let pairs = _mm256_maddubs_epi16(x, y);
+    if VNNI {
+        vnni_words_add(acc, pairs, scale)
+    } else {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, scale))
+    }
+}
+
+/// `acc` plus the sums of products of 16-bit pairs, in one instruction (`vpdpwssd`).
+#[inline]
+#[target_feature(enable = "avx2,fma,avxvnni")]
+fn vnni_words_add(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
+    _mm256_dpwssd_avx_epi32(acc, x, y)
+}
+
 /// The same sums in one instruction (`vpdpbusd`).
 #[inline]
 #[target_feature(enable = "avx2,fma,avxvnni")]
@@ -492,8 +523,11 @@ unsafe fn q4k<const N: usize, const VNNI: bool, const GEMM: bool>(
     let len = acts.len;
     let nb = len / QK_K;
     assert!(row.len() >= nb * 144 && acts.rows >= r0 + N);
+    assert!(N <= 8);
+    // `GEMM`: one float per row; else lane `c` of the vectors is row `c`'s.
     let mut acc = [0f32; N];
     let mut acc_min = [0f32; N];
+    let (mut acc_v, mut acc_min_v) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let mask = _mm256_set1_epi8(0x0f);
     for i in 0..nb {
         let b = &row[i * 144..(i + 1) * 144];
@@ -512,45 +546,88 @@ unsafe fn q4k<const N: usize, const VNNI: bool, const GEMM: bool>(
             let lo = _mm256_and_si256(q, mask);
             let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), mask);
             let (s_lo, s_hi) = (
-                _mm256_set1_epi32(sc[2 * j]),
-                _mm256_set1_epi32(sc[2 * j + 1]),
+                _mm256_set1_epi16(sc[2 * j] as i16),
+                _mm256_set1_epi16(sc[2 * j + 1] as i16),
             );
             for c in 0..N {
                 let base = (r0 + c) * len + i * QK_K + 64 * j;
                 let y0 = load32(&acts.qs[base..]);
                 let y1 = load32(&acts.qs[base + 32..]);
-                let p0 = _mm256_mullo_epi32(dot_us8::<VNNI>(lo, y0), s_lo);
-                let p1 = _mm256_mullo_epi32(dot_us8::<VNNI>(hi, y1), s_hi);
-                let pair = _mm256_add_epi32(p0, p1);
-                if GEMM {
+                if !GEMM {
+                    let p = dot_scaled_add::<VNNI>(sumi[c], lo, y0, s_lo);
+                    sumi[c] = dot_scaled_add::<VNNI>(p, hi, y1, s_hi);
+                } else {
+                    let p = dot_scaled_add::<VNNI>(_mm256_setzero_si256(), lo, y0, s_lo);
+                    let pair = dot_scaled_add::<VNNI>(p, hi, y1, s_hi);
                     // These two sub-blocks' sums go into the row's floats now.
                     let r = r0 + c;
                     let bs = &acts.bsums[(r * nb + i) * 16 + 4 * j..(r * nb + i) * 16 + 4 * j + 4];
-                    let mins = (bs[0] + bs[1]) * mn[2 * j] + (bs[2] + bs[3]) * mn[2 * j + 1];
+                    let mins = (bs[0] as i32 + bs[1] as i32) * mn[2 * j]
+                        + (bs[2] as i32 + bs[3] as i32) * mn[2 * j + 1];
                     let dy = acts.d[r * nb + i];
                     acc[c] = (hsum_i32(pair) as f32).mul_add(d * dy, acc[c]);
                     acc_min[c] = (mins as f32).mul_add(dmin * dy, acc_min[c]);
-                } else {
-                    sumi[c] = _mm256_add_epi32(sumi[c], pair);
                 }
             }
         }
         if GEMM {
             continue;
         }
+        // The rows' sums and mins side by side, one lane per row: each lane takes the float
+        // steps of `(sum as f32).mul_add(d * dy, acc)`, as the scalar code does row by row.
+        // Each 32-bit half of `mins16`'s lane `j` is the sub-block's min `j`, so a lane of
+        // the 16-bit products is `(bsums[2j] + bsums[2j + 1]) * min[j]`.
+        let m = _mm256_loadu_si256(mn.as_ptr().cast());
+        let mins16 = _mm256_or_si256(m, _mm256_slli_epi32(m, 16));
+        let mut lanes = [_mm256_setzero_si256(); 8];
+        let mut mins = [_mm256_setzero_si256(); 8];
+        let mut dy = [0f32; 8];
         for c in 0..N {
             let r = r0 + c;
-            let bs = &acts.bsums[(r * nb + i) * 16..(r * nb + i + 1) * 16];
-            let mut mins = 0i32;
-            for j in 0..8 {
-                mins += (bs[2 * j] + bs[2 * j + 1]) * mn[j];
-            }
-            let dy = acts.d[r * nb + i];
-            acc[c] = (hsum_i32(sumi[c]) as f32).mul_add(d * dy, acc[c]);
-            acc_min[c] = (mins as f32).mul_add(dmin * dy, acc_min[c]);
+            let at = (r * nb + i) * 16;
+            let bs = _mm256_loadu_si256(acts.bsums[at..at + 16].as_ptr().cast());
+            lanes[c] = sumi[c];
+            mins[c] = _mm256_madd_epi16(bs, mins16);
+            dy[c] = acts.d[r * nb + i];
         }
+        let dy = _mm256_loadu_ps(dy.as_ptr());
+        let sums = _mm256_cvtepi32_ps(hsum8_i32(&lanes));
+        let mins = _mm256_cvtepi32_ps(hsum8_i32(&mins));
+        acc_v = _mm256_fmadd_ps(sums, _mm256_mul_ps(_mm256_set1_ps(d), dy), acc_v);
+        acc_min_v = _mm256_fmadd_ps(mins, _mm256_mul_ps(_mm256_set1_ps(dmin), dy), acc_min_v);
+    }
+    if !GEMM {
+        store8(&mut acc, acc_v);
+        store8(&mut acc_min, acc_min_v);
     }
     core::array::from_fn(|c| acc[c] - acc_min[c])
+}
+
+/// Eight rows' lane sums: lane `c` of the result is the sum of `v[c]`'s lanes (integers, so
+/// in any order the same).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn hsum8_i32(v: &[__m256i; 8]) -> __m256i {
+    let a01 = _mm256_hadd_epi32(v[0], v[1]);
+    let a23 = _mm256_hadd_epi32(v[2], v[3]);
+    let a45 = _mm256_hadd_epi32(v[4], v[5]);
+    let a67 = _mm256_hadd_epi32(v[6], v[7]);
+    // Per 128-bit half: rows 0-3 (and 4-7), each the sum of its four lanes of that half.
+    let b0 = _mm256_hadd_epi32(a01, a23);
+    let b1 = _mm256_hadd_epi32(a45, a67);
+    let lo = _mm256_permute2x128_si256::<0x20>(b0, b1);
+    let hi = _mm256_permute2x128_si256::<0x31>(b0, b1);
+    _mm256_add_epi32(lo, hi)
+}
+
+/// The first `N` (at most 8) lanes of `x` into `out`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn store8<const N: usize>(out: &mut [f32; N], x: __m256) {
+    let mut all = [0f32; 8];
+    // SAFETY: `all` holds eight floats; unaligned store.
+    unsafe { _mm256_storeu_ps(all.as_mut_ptr(), x) };
+    out.copy_from_slice(&all[..N]);
 }
 
 /// Q6_K rows against Q8_K activations: eight integer lanes per super-block (the unsigned
@@ -581,18 +658,19 @@ unsafe fn q6k<const N: usize, const VNNI: bool, const TILED: bool>(
             // 32 values: sub-blocks 2g and 2g+1 (16 each), two scales.
             let w = load32(&values[32 * g..]);
             let (s_lo, s_hi) = (scale(2 * g), scale(2 * g + 1));
-            let scale = _mm256_setr_epi32(s_lo, s_lo, s_lo, s_lo, s_hi, s_hi, s_hi, s_hi);
+            let scale = _mm256_set_m128i(_mm_set1_epi16(s_hi as i16), _mm_set1_epi16(s_lo as i16));
             for c in 0..N {
                 let y = load32(&acts.qs[(r0 + c) * len + i * QK_K + 32 * g..]);
-                let p = _mm256_mullo_epi32(dot_us8::<VNNI>(w, y), scale);
-                sumi[c] = _mm256_add_epi32(sumi[c], p);
+                sumi[c] = dot_scaled_add::<VNNI>(sumi[c], w, y, scale);
             }
         }
         // The weights' offset of 32, per lane `l` over sub-blocks `2l` and `2l + 1`.
+        let scales16 = _mm256_cvtepi8_epi16(load16(&b[192..208]));
         for c in 0..N {
-            let bs = &acts.bsums[((r0 + c) * nb + i) * 16..((r0 + c) * nb + i + 1) * 16];
-            let o = |l: usize| 32 * (bs[2 * l] * scale(2 * l) + bs[2 * l + 1] * scale(2 * l + 1));
-            let off = _mm256_setr_epi32(o(0), o(1), o(2), o(3), o(4), o(5), o(6), o(7));
+            let at = ((r0 + c) * nb + i) * 16;
+            let bs = _mm256_loadu_si256(acts.bsums[at..at + 16].as_ptr().cast());
+            // Lane `l`: `32 * (bsums[2l] * scale[2l] + bsums[2l + 1] * scale[2l + 1])`.
+            let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bs, scales16));
             sumi[c] = _mm256_sub_epi32(sumi[c], off);
         }
         let d = f16_at(b, 208);

@@ -346,7 +346,7 @@ fn activation_quantization_follows_ggml() {
     let k = Acts::new(ActKind::Q8K, &values(256, 1), 1, 256);
     assert_eq!(k.bsums.len(), 16);
     assert_eq!(
-        k.bsums[0],
+        k.bsums[0] as i32,
         k.qs[..16].iter().map(|&q| q as i32).sum::<i32>()
     );
 }
