@@ -13,6 +13,7 @@ use super::quant::{dot_f32_ggml, hsum8, v_expf};
 pub(crate) const TILE: usize = 64;
 
 /// One head's share of an attention call.
+#[derive(Clone)]
 pub(crate) struct Head<'a> {
     /// The sequence's keys and values of this layer, `[position][kv_head][dim]`.
     pub(crate) kv: LayerView<'a>,
@@ -49,7 +50,7 @@ impl Head<'_> {
 
     /// The row-by-row kernel: queries rounded to f16, scores from f16 operands, an online
     /// softmax with libm's `exp`, the weighted sum of values kept in f16 (rounded after every
-    /// update). Returns `rows x dim`. The AVX2 kernel (`simd::flash_row`) runs each
+    /// update). Returns `rows x dim`. The AVX2 kernel (`simd::flash_rows`) runs each
     /// row where `isa` has it and the head width suits it; it gives the same bits as the
     /// portable code ([`Head::rows_portable`]).
     pub(crate) fn rows(&self, isa: Isa) -> Vec<f32> {
@@ -61,12 +62,68 @@ impl Head<'_> {
             let (stride, offset, scale) = (self.stride, self.offset, self.scale);
             return self.each_row(|q, from, n, out| {
                 let runs = self.kv.runs(from, n);
-                super::simd::flash_row(avx2, q, runs, stride, offset, scale, out)
+                super::simd::flash_rows::<1>(avx2, [q], runs, stride, offset, scale, [out])
             });
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = isa;
         self.rows_portable()
+    }
+
+    /// [`Head::rows`] of this head and `other`, a query head of the same key/value head over
+    /// the same positions (`kv`, `offset`, `start`, `window`, rows): each head's rows are the
+    /// bits [`Head::rows`] gives it, with each key and value converted once for both. `None`
+    /// where the AVX2 kernel does not apply (then each head's [`Head::rows`]).
+    pub(crate) fn rows_pair(&self, other: &Head<'_>, isa: Isa) -> Option<[Vec<f32>; 2]> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = isa.avx2()
+            && self.dim.is_multiple_of(32)
+            && (32..=super::simd::FLASH_MAX_DIM).contains(&self.dim)
+        {
+            assert!(
+                (self.offset, self.stride, self.dim, self.start, self.window)
+                    == (
+                        other.offset,
+                        other.stride,
+                        other.dim,
+                        other.start,
+                        other.window
+                    )
+                    && self.scale.to_bits() == other.scale.to_bits()
+                    && self.queries.len() == other.queries.len(),
+                "a pair of heads over the same keys and values"
+            );
+            let hd = self.dim;
+            let rows = self.queries.len();
+            let [mut a, mut b] = [vec![0f32; rows * hd], vec![0f32; rows * hd]];
+            let [mut qa, mut qb] = [vec![0f32; hd], vec![0f32; hd]];
+            let mut q16 = vec![f16::ZERO; hd];
+            for (i, (oa, ob)) in a
+                .chunks_exact_mut(hd)
+                .zip(b.chunks_exact_mut(hd))
+                .enumerate()
+            {
+                for (q, query) in [(&mut qa, self.queries[i]), (&mut qb, other.queries[i])] {
+                    q16.convert_from_f32_slice(query);
+                    q16.convert_to_f32_slice(q);
+                }
+                let pos = self.start + i;
+                let runs = self.kv.runs(self.first(pos), pos + 1);
+                super::simd::flash_rows::<2>(
+                    avx2,
+                    [&qa, &qb],
+                    runs,
+                    self.stride,
+                    self.offset,
+                    self.scale,
+                    [oa, ob],
+                );
+            }
+            return Some([a, b]);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (other, isa);
+        None
     }
 
     /// [`Head::rows`] in portable code only.

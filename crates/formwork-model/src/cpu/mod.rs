@@ -458,16 +458,27 @@ impl NativeModel {
         // gets is decided per sequence, from its prompt length when the cache knows it
         // (`KvCache::set_prompt_len`: the prompt's ubatches of 512 as llama.cpp cuts them),
         // else from this call's rows; never from the rest of the batch.
-        let tasks: Vec<(usize, usize)> = (0..spans.len())
-            .flat_map(|b| (0..heads).map(move |h| (b, h)))
+        // One task per item and pair of query heads that share a key/value head: the row
+        // kernel converts each key and value once for both.
+        let tasks: Vec<(usize, usize, usize)> = (0..spans.len())
+            .flat_map(|b| {
+                (0..heads).step_by(2).flat_map(move |h| {
+                    if h + 1 < heads && h / group == (h + 1) / group {
+                        vec![(b, h, 2)]
+                    } else {
+                        (h..(h + 2).min(heads)).map(|h| (b, h, 1)).collect()
+                    }
+                })
+            })
             .collect();
-        let results: Vec<Mutex<Vec<f32>>> = tasks.iter().map(|_| Mutex::new(Vec::new())).collect();
+        let results: Vec<Mutex<Vec<Vec<f32>>>> =
+            tasks.iter().map(|_| Mutex::new(Vec::new())).collect();
         self.pool.run(tasks.len(), &|ti| {
-            let (b, h) = tasks[ti];
+            let (b, h0, count) = tasks[ti];
             let span = &spans[b];
             let kv = caches[b].layer(layer);
             let tiled_at = |pos: usize| self.tiled_row(prompt_lens[b], span.len, pos);
-            let mut out = Vec::with_capacity(span.len * hd);
+            let mut outs = vec![Vec::with_capacity(span.len * hd); count];
             let mut i = 0;
             while i < span.len {
                 // A run of rows that use the same kernel.
@@ -476,39 +487,55 @@ impl NativeModel {
                 while j < span.len && tiled_at(span.start + j) == tiled {
                     j += 1;
                 }
-                let job = attention::Head {
-                    kv,
-                    stride: kv_heads * hd,
-                    offset: (h / group) * hd,
-                    dim: hd,
-                    scale,
-                    window,
-                    start: span.start + i,
-                    queries: (i..j)
-                        .map(|r| {
-                            let row = span.offset + r;
-                            &q[row * q_width + h * hd..row * q_width + (h + 1) * hd]
-                        })
-                        .collect(),
+                let jobs: Vec<attention::Head<'_>> = (h0..h0 + count)
+                    .map(|h| attention::Head {
+                        kv,
+                        stride: kv_heads * hd,
+                        offset: (h / group) * hd,
+                        dim: hd,
+                        scale,
+                        window,
+                        start: span.start + i,
+                        queries: (i..j)
+                            .map(|r| {
+                                let row = span.offset + r;
+                                &q[row * q_width + h * hd..row * q_width + (h + 1) * hd]
+                            })
+                            .collect(),
+                    })
+                    .collect();
+                let pair = match &jobs[..] {
+                    [a, b] if !tiled => a.rows_pair(b, self.isa),
+                    _ => None,
                 };
-                out.extend(if tiled {
-                    job.tiled(self.isa)
+                if let Some(pair) = pair {
+                    for (out, rows) in outs.iter_mut().zip(pair) {
+                        out.extend(rows);
+                    }
                 } else {
-                    job.rows(self.isa)
-                });
+                    for (out, job) in outs.iter_mut().zip(&jobs) {
+                        out.extend(if tiled {
+                            job.tiled(self.isa)
+                        } else {
+                            job.rows(self.isa)
+                        });
+                    }
+                }
                 i = j;
             }
-            *lock(&results[ti]) = out;
+            *lock(&results[ti]) = outs;
         });
         let rows: usize = spans.iter().map(|s| s.len).sum();
         let mut attn = vec![0f32; rows * q_width];
-        for (&(b, h), out) in tasks.iter().zip(results) {
-            let out = out.into_inner().unwrap_or_else(|e| e.into_inner());
+        for (&(b, h0, _), outs) in tasks.iter().zip(results) {
+            let outs = outs.into_inner().unwrap_or_else(|e| e.into_inner());
             let span = &spans[b];
-            for i in 0..span.len {
-                let row = span.offset + i;
-                attn[row * q_width + h * hd..row * q_width + (h + 1) * hd]
-                    .copy_from_slice(&out[i * hd..(i + 1) * hd]);
+            for (h, out) in (h0..).zip(outs) {
+                for i in 0..span.len {
+                    let row = span.offset + i;
+                    attn[row * q_width + h * hd..row * q_width + (h + 1) * hd]
+                        .copy_from_slice(&out[i * hd..(i + 1) * hd]);
+                }
             }
         }
         attn

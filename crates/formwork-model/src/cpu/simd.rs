@@ -694,46 +694,51 @@ unsafe fn q6k<const N: usize, const VNNI: bool, const TILED: bool>(
 /// The widest head [`flash_row`] takes.
 pub(crate) const FLASH_MAX_DIM: usize = 256;
 
-/// One query row of llama.cpp's row-by-row flash attention over an f16 cache (see
-/// [`super::attention::Head::rows`], whose portable code this equals bit for bit): the head
-/// `dim` a multiple of 32 from 32 to [`FLASH_MAX_DIM`], `q` already rounded to f16. The positions come in
-/// `runs` (keys, values, count): within a run, key and value `p` start at
-/// `p * stride + offset`.
-pub(crate) fn flash_row<'a>(
+/// `G` query rows of llama.cpp's row-by-row flash attention over the same f16 keys and
+/// values (the query heads of one key/value head, at one position), each with the
+/// arithmetic it has alone (see [`super::attention::Head::rows`], whose portable code this
+/// equals bit for bit): the head `dim` a multiple of 32 from 32 to [`FLASH_MAX_DIM`], the
+/// queries already rounded to f16. A key and a value are converted once for all `G` rows.
+/// The positions come in `runs` (keys, values, count): within a run, key and value `p` start
+/// at `p * stride + offset`.
+pub(crate) fn flash_rows<'a, const G: usize>(
     _avx2: Avx2,
-    q: &[f32],
+    qs: [&[f32]; G],
     runs: impl Iterator<Item = (&'a [half::f16], &'a [half::f16], usize)>,
     stride: usize,
     offset: usize,
     scale: f32,
-    out: &mut [f32],
+    outs: [&mut [f32]; G],
 ) {
     // SAFETY: an `Avx2` proves AVX2, FMA and F16C.
-    unsafe { flash_row_inner(q, runs, stride, offset, scale, out) }
+    unsafe { flash_rows_inner::<G>(qs, runs, stride, offset, scale, outs) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn flash_row_inner<'a>(
-    q: &[f32],
+fn flash_rows_inner<'a, const G: usize>(
+    qs: [&[f32]; G],
     runs: impl Iterator<Item = (&'a [half::f16], &'a [half::f16], usize)>,
     stride: usize,
     offset: usize,
     scale: f32,
-    out: &mut [f32],
+    outs: [&mut [f32]; G],
 ) {
     const MAX: usize = FLASH_MAX_DIM / 8;
-    let dim = q.len();
+    let dim = qs[0].len();
     let regs = dim / 8;
     // At least 32: the first four accumulators below load 32 values of every key.
-    assert!(dim >= 32 && dim.is_multiple_of(32) && regs <= MAX && out.len() == dim);
-    let mut qv = [_mm256_setzero_ps(); MAX];
-    for (j, qv) in qv.iter_mut().enumerate().take(regs) {
-        // SAFETY: `j * 8 + 8 <= dim == q.len()`.
-        *qv = unsafe { _mm256_loadu_ps(q.as_ptr().add(j * 8)) };
+    assert!(dim >= 32 && dim.is_multiple_of(32) && regs <= MAX);
+    assert!(qs.iter().all(|q| q.len() == dim) && outs.iter().all(|o| o.len() == dim));
+    let mut qv = [[_mm256_setzero_ps(); MAX]; G];
+    for (qv, q) in qv.iter_mut().zip(qs) {
+        for (j, qv) in qv.iter_mut().enumerate().take(regs) {
+            // SAFETY: `j * 8 + 8 <= dim == q.len()`.
+            *qv = unsafe { _mm256_loadu_ps(q.as_ptr().add(j * 8)) };
+        }
     }
-    let mut acc = [_mm_setzero_si128(); MAX];
-    let mut m = f32::NEG_INFINITY;
-    let mut sum = 0f32;
+    let mut acc = [[_mm_setzero_si128(); MAX]; G];
+    let mut m = [f32::NEG_INFINITY; G];
+    let mut sum = [0f32; G];
     // The positions come in runs (the cache's blocks); the online softmax goes on across them.
     for (keys, values, n) in runs {
         assert!(n == 0 || (n - 1) * stride + offset + dim <= keys.len().min(values.len()));
@@ -743,51 +748,63 @@ fn flash_row_inner<'a>(
             let kp = unsafe { keys.as_ptr().add(base) }.cast::<__m128i>();
             let vp = unsafe { values.as_ptr().add(base) }.cast::<__m128i>();
             // ggml_vec_dot_f16: four accumulators over each 32 values, reduced pairwise.
-            let mut a = [_mm256_setzero_ps(); 4];
-            for (j, a) in a.iter_mut().enumerate() {
-                let k = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(kp.add(j)) });
-                *a = _mm256_mul_ps(k, qv[j]);
+            let mut a = [[_mm256_setzero_ps(); 4]; G];
+            for l in 0..4 {
+                let k = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(kp.add(l)) });
+                for g in 0..G {
+                    a[g][l] = _mm256_mul_ps(k, qv[g][l]);
+                }
             }
             let mut j = 4;
             while j < regs {
-                for (l, a) in a.iter_mut().enumerate() {
+                for l in 0..4 {
                     let k = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(kp.add(j + l)) });
-                    *a = _mm256_fmadd_ps(k, qv[j + l], *a);
+                    for g in 0..G {
+                        a[g][l] = _mm256_fmadd_ps(k, qv[g][j + l], a[g][l]);
+                    }
                 }
                 j += 4;
             }
-            let r = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
-            let t0 = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
-            let t1 = _mm_hadd_ps(t0, t0);
-            let s = _mm_cvtss_f32(_mm_hadd_ps(t1, t1)) * scale;
-            let mut ms = 1f32;
-            let mut vs = 1f32;
-            if s > m {
-                ms = (m - s).exp();
-                m = s;
-                let msv = _mm256_set1_ps(ms);
-                for a in acc.iter_mut().take(regs) {
-                    *a = _mm256_cvtps_ph::<0>(_mm256_mul_ps(_mm256_cvtph_ps(*a), msv));
+            let mut vs = [1f32; G];
+            for g in 0..G {
+                let a = &a[g];
+                let r = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
+                let t0 = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
+                let t1 = _mm_hadd_ps(t0, t0);
+                let s = _mm_cvtss_f32(_mm_hadd_ps(t1, t1)) * scale;
+                let mut ms = 1f32;
+                if s > m[g] {
+                    ms = (m[g] - s).exp();
+                    m[g] = s;
+                    let msv = _mm256_set1_ps(ms);
+                    for a in acc[g].iter_mut().take(regs) {
+                        *a = _mm256_cvtps_ph::<0>(_mm256_mul_ps(_mm256_cvtph_ps(*a), msv));
+                    }
+                } else {
+                    vs[g] = (s - m[g]).exp();
                 }
-            } else {
-                vs = (s - m).exp();
+                sum[g] = sum[g] * ms + vs[g];
             }
-            let vsv = _mm256_set1_ps(vs);
-            for (j, a) in acc.iter_mut().enumerate().take(regs) {
+            let vsv: [__m256; G] = core::array::from_fn(|g| _mm256_set1_ps(vs[g]));
+            for j in 0..regs {
                 let v = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(vp.add(j)) });
-                *a = _mm256_cvtps_ph::<0>(_mm256_fmadd_ps(v, vsv, _mm256_cvtph_ps(*a)));
+                for g in 0..G {
+                    let a = &mut acc[g][j];
+                    *a = _mm256_cvtps_ph::<0>(_mm256_fmadd_ps(v, vsv[g], _mm256_cvtph_ps(*a)));
+                }
             }
-            sum = sum * ms + vs;
         }
     }
-    let inv = _mm256_set1_ps(if sum == 0.0 { 0.0 } else { 1.0 / sum });
-    for (j, a) in acc.iter().enumerate().take(regs) {
-        // SAFETY: `j * 8 + 8 <= dim == out.len()`.
-        unsafe {
-            _mm256_storeu_ps(
-                out.as_mut_ptr().add(j * 8),
-                _mm256_mul_ps(_mm256_cvtph_ps(*a), inv),
-            )
-        };
+    for (g, out) in outs.into_iter().enumerate() {
+        let inv = _mm256_set1_ps(if sum[g] == 0.0 { 0.0 } else { 1.0 / sum[g] });
+        for (j, a) in acc[g].iter().enumerate().take(regs) {
+            // SAFETY: `j * 8 + 8 <= dim == out.len()`.
+            unsafe {
+                _mm256_storeu_ps(
+                    out.as_mut_ptr().add(j * 8),
+                    _mm256_mul_ps(_mm256_cvtph_ps(*a), inv),
+                )
+            };
+        }
     }
 }

@@ -487,6 +487,28 @@ fn the_attention_row_kernel_equals_its_portable_code_at_real_head_widths() {
                     i % dim
                 );
             }
+            // Two query heads of this key/value head computed together: each gets its bits
+            // alone (the second with other queries).
+            if best().avx2().is_some() {
+                let q2 = values_scaled(rows * dim, 91 + dim as u64, 3.0);
+                let other = super::attention::Head {
+                    queries: q2.chunks_exact(dim).collect(),
+                    ..head.clone()
+                };
+                let [a, b] = head.rows_pair(&other, best()).expect("the AVX2 kernel");
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+                assert_eq!(
+                    bits(&a),
+                    bits(&fast),
+                    "dim {dim}, length {len}: first of a pair"
+                );
+                let alone = other.rows(best());
+                assert_eq!(
+                    bits(&b),
+                    bits(&alone),
+                    "dim {dim}, length {len}: second of a pair"
+                );
+            }
             // And both are attention: within the f16 accumulator's rounding of the exact one
             // (a relative 2^-11 per update).
             for (r, out) in portable.chunks_exact(dim).enumerate() {
