@@ -318,7 +318,11 @@ fn every_cpu_kernel_set_gives_the_portable_logits(prompt_attention: PromptAttent
     };
     let (ran, portable) = run(CpuKernels::Scalar);
     assert_eq!(ran, CpuKernels::Scalar);
-    for kernels in [CpuKernels::Avx2, CpuKernels::Avx2Vnni] {
+    for kernels in [
+        CpuKernels::Avx2,
+        CpuKernels::Avx2Vnni,
+        CpuKernels::Avx2VnniWide,
+    ] {
         let (ran, bits) = run(kernels);
         eprintln!("{ran} against scalar");
         assert!(

@@ -42,37 +42,46 @@ pub enum CpuKernels {
     /// The AVX2 kernels with AVX-VNNI's `vpdpbusd` for the 8-bit dot products (Intel Alder
     /// Lake, Sapphire Rapids, AMD Zen 5 and later).
     Avx2Vnni,
+    /// The AVX-VNNI kernels compiled for a CPU that also has AVX-512 (F, VL, BW, DQ, CD,
+    /// VBMI, VNNI) and GFNI: the same 256-bit operations, with AVX-512's 32 vector registers
+    /// and byte operations, which the compiler uses for fewer spills and shorter unpacking
+    /// (Intel Sapphire Rapids and later, AMD Zen 5). What a build with `-C target-cpu=native`
+    /// gets on such a CPU, picked at run time by a build that does not target AVX-512 (one
+    /// that does runs [`CpuKernels::Avx2Vnni`], already compiled with it).
+    Avx2VnniWide,
 }
 
 impl CpuKernels {
     /// The best set this CPU runs.
     pub fn detected() -> CpuKernels {
-        Isa::new(CpuKernels::Avx2Vnni).kernels()
+        Isa::new(CpuKernels::Avx2VnniWide).kernels()
     }
 
-    /// The CPU features the set uses: `"scalar"`, `"avx2+fma+f16c"` or
-    /// `"avx2+fma+f16c+avxvnni"`.
+    /// The CPU features the set uses: `"scalar"`, `"avx2+fma+f16c"`,
+    /// `"avx2+fma+f16c+avxvnni"` or `"avx2+fma+f16c+avxvnni+avx512vl"`.
     pub fn name(self) -> &'static str {
         match self {
             CpuKernels::Scalar => "scalar",
             CpuKernels::Avx2 => "avx2+fma+f16c",
             CpuKernels::Avx2Vnni => "avx2+fma+f16c+avxvnni",
+            CpuKernels::Avx2VnniWide => "avx2+fma+f16c+avxvnni+avx512vl",
         }
     }
 
     /// The kernels [`CPU_KERNELS_ENV`] asks for: `value` is `None` (unset), `"auto"` or empty
-    /// (the best the CPU has), `"avx2"` (AVX2 without AVX-VNNI) or `"scalar"`; the result is
-    /// never more than `detected` has.
+    /// (the best the CPU has), `"avxvnni"` (AVX-VNNI without AVX-512's registers), `"avx2"`
+    /// (AVX2 without AVX-VNNI) or `"scalar"`; the result is never more than `detected` has.
     fn from_env_value(value: Option<&str>, detected: CpuKernels) -> Result<CpuKernels, ModelError> {
         let wanted = match value.map(str::trim) {
-            None | Some("" | "auto") => CpuKernels::Avx2Vnni,
+            None | Some("" | "auto") => CpuKernels::Avx2VnniWide,
+            Some("avxvnni") => CpuKernels::Avx2Vnni,
             Some("avx2") => CpuKernels::Avx2,
             Some("scalar") => CpuKernels::Scalar,
             Some(other) => {
                 return Err(ModelError::Device {
                     name: "cpu".into(),
                     message: format!(
-                        "{CPU_KERNELS_ENV}={other:?}: expected \"auto\", \"avx2\" or \"scalar\""
+                        "{CPU_KERNELS_ENV}={other:?}: expected \"auto\", \"avxvnni\", \"avx2\" or \"scalar\""
                     ),
                 });
             }
@@ -90,7 +99,8 @@ impl fmt::Display for CpuKernels {
 /// The kernels a model loaded with default options runs on this CPU (see
 /// [`crate::LoadOptions::with_cpu_kernels`]): the best the CPU has
 /// ([`CpuKernels::detected`]), lowered by `FORMWORK_CPU_KERNELS` when it is set: `scalar`
-/// (the portable code), `avx2` (AVX2 without AVX-VNNI) or `auto` (the default). Any other
+/// (the portable code), `avx2` (AVX2 without AVX-VNNI), `avxvnni` (without AVX-512's
+/// registers) or `auto` (the default). Any other
 /// value is an error ([`ModelError::Device`]), and so is loading a model with it.
 pub fn cpu_kernels() -> Result<CpuKernels, ModelError> {
     let value = std::env::var(CPU_KERNELS_ENV).ok();
@@ -114,8 +124,9 @@ impl Isa {
         {
             let avx2 = match wanted {
                 CpuKernels::Scalar => None,
-                CpuKernels::Avx2 => super::simd::Avx2::detect(false),
-                CpuKernels::Avx2Vnni => super::simd::Avx2::detect(true),
+                CpuKernels::Avx2 => super::simd::Avx2::detect(false, false),
+                CpuKernels::Avx2Vnni => super::simd::Avx2::detect(true, false),
+                CpuKernels::Avx2VnniWide => super::simd::Avx2::detect(true, true),
             };
             Isa { avx2 }
         }
@@ -136,6 +147,7 @@ impl Isa {
     pub(crate) fn kernels(self) -> CpuKernels {
         #[cfg(target_arch = "x86_64")]
         match self.avx2 {
+            Some(a) if a.wide() => return CpuKernels::Avx2VnniWide,
             Some(a) if a.vnni() => return CpuKernels::Avx2Vnni,
             Some(_) => return CpuKernels::Avx2,
             None => {}
@@ -174,6 +186,8 @@ mod tests {
         use CpuKernels::*;
         let pick = |v, d| CpuKernels::from_env_value(v, d).expect("a known value");
         assert_eq!(pick(None, Avx2Vnni), Avx2Vnni);
+        assert_eq!(pick(None, Avx2VnniWide), Avx2VnniWide);
+        assert_eq!(pick(Some("avxvnni"), Avx2VnniWide), Avx2Vnni);
         assert_eq!(pick(Some("auto"), Avx2), Avx2);
         assert_eq!(pick(Some(""), Scalar), Scalar);
         assert_eq!(pick(Some("avx2"), Avx2Vnni), Avx2);
@@ -186,7 +200,12 @@ mod tests {
     #[test]
     fn an_isa_is_what_was_wanted_as_far_as_the_cpu_goes() {
         let best = CpuKernels::detected();
-        for wanted in [CpuKernels::Scalar, CpuKernels::Avx2, CpuKernels::Avx2Vnni] {
+        for wanted in [
+            CpuKernels::Scalar,
+            CpuKernels::Avx2,
+            CpuKernels::Avx2Vnni,
+            CpuKernels::Avx2VnniWide,
+        ] {
             assert_eq!(Isa::new(wanted).kernels(), wanted.min(best));
         }
         assert_eq!(Isa::scalar().kernels(), CpuKernels::Scalar);
@@ -203,10 +222,27 @@ mod tests {
             "avx2" => std::arch::is_x86_feature_detected!("avx2"),
             "fma" => std::arch::is_x86_feature_detected!("fma"),
             "f16c" => std::arch::is_x86_feature_detected!("f16c"),
+            "avx512" => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                    && std::arch::is_x86_feature_detected!("avx512cd")
+                    && std::arch::is_x86_feature_detected!("avx512vbmi")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+                    && std::arch::is_x86_feature_detected!("gfni")
+                    && std::arch::is_x86_feature_detected!("bmi1")
+                    && std::arch::is_x86_feature_detected!("bmi2")
+                    && std::arch::is_x86_feature_detected!("lzcnt")
+                    && std::arch::is_x86_feature_detected!("popcnt")
+                    && std::arch::is_x86_feature_detected!("movbe")
+            }
             _ => std::arch::is_x86_feature_detected!("avxvnni"),
         };
         let want = if !(has("avx2") && has("fma") && has("f16c")) {
             CpuKernels::Scalar
+        } else if has("avxvnni") && has("avx512") && !cfg!(target_feature = "avx512f") {
+            CpuKernels::Avx2VnniWide
         } else if has("avxvnni") {
             CpuKernels::Avx2Vnni
         } else {
@@ -218,7 +254,7 @@ mod tests {
         );
         assert_eq!(CpuKernels::detected(), want);
         assert_eq!(
-            Isa::new(CpuKernels::Avx2Vnni).avx2().is_some(),
+            Isa::new(CpuKernels::Avx2VnniWide).avx2().is_some(),
             want >= CpuKernels::Avx2
         );
     }

@@ -36,23 +36,45 @@ use core::arch::x86_64::*;
 
 use super::quant::{Acts, QK, QK_K, QuantKernel, WeightType, q6k_values, scale_min_k4};
 
-/// Proof that the CPU has AVX2, FMA and F16C (and whether it has AVX-VNNI): the key to this
-/// module's kernels.
+/// Proof that the CPU has AVX2, FMA and F16C (and whether it has AVX-VNNI, and AVX-512's
+/// registers besides): the key to this module's kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Avx2 {
     vnni: bool,
+    wide: bool,
 }
 
 impl Avx2 {
     /// The kernels, when the CPU has AVX2, FMA and F16C; with AVX-VNNI when `vnni` is wanted
-    /// and the CPU has it.
-    pub(crate) fn detect(vnni: bool) -> Option<Avx2> {
+    /// and the CPU has it; compiled with AVX-512 (F, VL, BW, DQ, CD, VBMI, VNNI) and GFNI
+    /// when `wide` is wanted too and the CPU has them (the same operations, 32 vector
+    /// registers).
+    pub(crate) fn detect(vnni: bool, wide: bool) -> Option<Avx2> {
         let avx2 = is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c");
-        avx2.then(|| Avx2 {
-            vnni: vnni && is_x86_feature_detected!("avxvnni"),
-        })
+        let vnni = vnni && is_x86_feature_detected!("avxvnni");
+        // What a `-C target-cpu=native` build gets on such a CPU besides AVX-512's registers:
+        // GFNI and AVX-512's byte permutes, which the compiler uses for the unpacking of
+        // 4- and 5-bit weights.
+        // A build that targets AVX-512 already compiles every set with it.
+        let wide = wide
+            && vnni
+            && !cfg!(target_feature = "avx512f")
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512dq")
+            && is_x86_feature_detected!("avx512cd")
+            && is_x86_feature_detected!("avx512vbmi")
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("gfni")
+            && is_x86_feature_detected!("bmi1")
+            && is_x86_feature_detected!("bmi2")
+            && is_x86_feature_detected!("lzcnt")
+            && is_x86_feature_detected!("popcnt")
+            && is_x86_feature_detected!("movbe");
+        avx2.then_some(Avx2 { vnni, wide })
     }
 
     /// Whether the 8-bit dot products use AVX-VNNI.
@@ -60,18 +82,31 @@ impl Avx2 {
         self.vnni
     }
 
+    /// Whether the kernels are compiled with AVX-512's registers and encodings.
+    pub(crate) fn wide(self) -> bool {
+        self.wide
+    }
+
     /// Runs portable code compiled for AVX2, FMA and F16C (`mul_add` one instruction, wider
-    /// loops; the same bits). Only what is inlined here gets the features: pass an
-    /// `#[inline(always)]` closure, whose callees are `#[inline]` (small) or
-    /// `#[inline(always)]` (big bodies).
+    /// loops; the same bits), and AVX-512 where the set is wide. Only what is inlined here
+    /// gets the features: pass an `#[inline(always)]` closure, whose callees are `#[inline]`
+    /// (small) or `#[inline(always)]` (big bodies).
     pub(crate) fn run<R>(self, f: impl FnOnce() -> R) -> R {
-        // SAFETY: an `Avx2` is made only when the CPU has these features.
-        unsafe { run_avx2(f) }
+        // SAFETY: an `Avx2` is made only when the CPU has these features (and AVX-512's
+        // when `wide`).
+        unsafe { if self.wide { run_wide(f) } else { run_avx2(f) } }
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[target_feature(
+    enable = "avx2,fma,f16c,avxvnni,avx512f,avx512vl,avx512bw,avx512dq,avx512cd,avx512vbmi,avx512vnni,gfni,bmi1,bmi2,lzcnt,popcnt,movbe"
+)]
+fn run_wide<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
@@ -181,14 +216,25 @@ unsafe fn each_row<const N: usize, const VNNI: bool>(tiles: Tiles<'_>, out: &mut
 
 #[inline]
 fn dot_n<const N: usize>(avx2: Avx2, tiles: Tiles<'_>, out: &mut [f32]) {
-    // SAFETY: an `Avx2` proves AVX2, FMA and F16C, and AVX-VNNI when `vnni` is set.
+    // SAFETY: an `Avx2` proves AVX2, FMA and F16C, AVX-VNNI when `vnni` is set, and AVX-512
+    // when `wide` is.
     unsafe {
-        if avx2.vnni {
+        if avx2.wide {
+            dot_n_wide::<N>(tiles, out)
+        } else if avx2.vnni {
             dot_n_vnni::<N>(tiles, out)
         } else {
             dot_n_avx2::<N>(tiles, out)
         }
     }
+}
+
+#[target_feature(
+    enable = "avx2,fma,f16c,avxvnni,avx512f,avx512vl,avx512bw,avx512dq,avx512cd,avx512vbmi,avx512vnni,gfni,bmi1,bmi2,lzcnt,popcnt,movbe"
+)]
+fn dot_n_wide<const N: usize>(tiles: Tiles<'_>, out: &mut [f32]) {
+    // SAFETY: this function has AVX2, FMA, F16C, AVX-VNNI and AVX-512.
+    unsafe { each_row::<N, true>(tiles, out) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -240,11 +286,34 @@ unsafe fn dot_body<const N: usize, const VNNI: bool>(tile: Tile<'_>, out: &mut [
 
 /// The little-endian f16 at byte `at` of `b`, widened with F16C: exact, the same value as
 /// [`super::quant::f16_at`] (which, in a build without F16C, would ask the CPU every call).
+///
+/// Without AVX-512 FP16 in the build, written as two instructions the compiler keeps: from
+/// `_mm_cvtph_ps` of one value it emits
+/// `vpinsrw` into lane 0, which merges with whatever register it picks, and where that was a
+/// loop's accumulator every block waited for the last one's `fma` (in a build without
+/// AVX-512, whose `vmovsh` has no such input: decode 15% slower). `vmovd` writes the whole
+/// register.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn f16_at(b: &[u8], at: usize) -> f32 {
     let h = u16::from_le_bytes([b[at], b[at + 1]]);
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h))))
+    if cfg!(target_feature = "avx512fp16") {
+        // `vmovsh` and `vcvtsh2ss`: no merge, and one instruction fewer.
+        return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h))));
+    }
+    let h = u32::from(h);
+    let x: __m128;
+    // SAFETY: register-only instructions of the features this function has (AVX, F16C).
+    unsafe {
+        core::arch::asm!(
+            "vmovd {x}, {h:e}",
+            "vcvtph2ps {x}, {x}",
+            h = in(reg) h,
+            x = out(xmm_reg) x,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    _mm_cvtss_f32(x)
 }
 
 /// 16 bytes from the start of `b` (bytes or int8s).
@@ -702,7 +771,7 @@ pub(crate) const FLASH_MAX_DIM: usize = 256;
 /// The positions come in `runs` (keys, values, count): within a run, key and value `p` start
 /// at `p * stride + offset`.
 pub(crate) fn flash_rows<'a, const G: usize>(
-    _avx2: Avx2,
+    avx2: Avx2,
     qs: [&[f32]; G],
     runs: impl Iterator<Item = (&'a [half::f16], &'a [half::f16], usize)>,
     stride: usize,
@@ -710,12 +779,52 @@ pub(crate) fn flash_rows<'a, const G: usize>(
     scale: f32,
     outs: [&mut [f32]; G],
 ) {
-    // SAFETY: an `Avx2` proves AVX2, FMA and F16C.
-    unsafe { flash_rows_inner::<G>(qs, runs, stride, offset, scale, outs) }
+    // SAFETY: an `Avx2` proves AVX2, FMA and F16C, and AVX-512 when `wide` is set.
+    unsafe {
+        if avx2.wide {
+            flash_rows_wide::<G>(qs, runs, stride, offset, scale, outs)
+        } else {
+            flash_rows_avx2::<G>(qs, runs, stride, offset, scale, outs)
+        }
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn flash_rows_inner<'a, const G: usize>(
+fn flash_rows_avx2<'a, const G: usize>(
+    qs: [&[f32]; G],
+    runs: impl Iterator<Item = (&'a [half::f16], &'a [half::f16], usize)>,
+    stride: usize,
+    offset: usize,
+    scale: f32,
+    outs: [&mut [f32]; G],
+) {
+    // SAFETY: this function has AVX2, FMA and F16C.
+    unsafe { flash_rows_body::<G>(qs, runs, stride, offset, scale, outs) }
+}
+
+#[target_feature(
+    enable = "avx2,fma,f16c,avxvnni,avx512f,avx512vl,avx512bw,avx512dq,avx512cd,avx512vbmi,avx512vnni,gfni,bmi1,bmi2,lzcnt,popcnt,movbe"
+)]
+fn flash_rows_wide<'a, const G: usize>(
+    qs: [&[f32]; G],
+    runs: impl Iterator<Item = (&'a [half::f16], &'a [half::f16], usize)>,
+    stride: usize,
+    offset: usize,
+    scale: f32,
+    outs: [&mut [f32]; G],
+) {
+    // SAFETY: this function has AVX2, FMA, F16C and AVX-512.
+    unsafe { flash_rows_body::<G>(qs, runs, stride, offset, scale, outs) }
+}
+
+/// [`flash_rows`]' body.
+///
+/// # Safety
+///
+/// The CPU has AVX2, FMA and F16C (the caller has those features, so this is compiled with
+/// them).
+#[inline(always)]
+unsafe fn flash_rows_body<'a, const G: usize>(
     qs: [&[f32]; G],
     runs: impl Iterator<Item = (&'a [half::f16], &'a [half::f16], usize)>,
     stride: usize,

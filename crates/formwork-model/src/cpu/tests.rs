@@ -18,16 +18,21 @@ fn pool() -> &'static Pool {
 
 /// Every kernel set this CPU runs, the best last (at least the portable one).
 fn isas() -> Vec<Isa> {
-    let mut all: Vec<Isa> = [CpuKernels::Scalar, CpuKernels::Avx2, CpuKernels::Avx2Vnni]
-        .into_iter()
-        .map(Isa::new)
-        .collect();
+    let mut all: Vec<Isa> = [
+        CpuKernels::Scalar,
+        CpuKernels::Avx2,
+        CpuKernels::Avx2Vnni,
+        CpuKernels::Avx2VnniWide,
+    ]
+    .into_iter()
+    .map(Isa::new)
+    .collect();
     all.dedup();
     all
 }
 
 fn best() -> Isa {
-    Isa::new(CpuKernels::Avx2Vnni)
+    Isa::new(CpuKernels::Avx2VnniWide)
 }
 
 fn matmul(isa: Isa, m: &QMatrix, input: &mut Input<'_>) -> Vec<f32> {
@@ -533,10 +538,11 @@ fn values_scaled(n: usize, seed: u64, scale: f32) -> Vec<f32> {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn every_simd_dot_tile_width_equals_the_portable_dot() {
-    let kernels: Vec<_> = [false, true]
+    let mut kernels: Vec<_> = [(false, false), (true, false), (true, true)]
         .into_iter()
-        .filter_map(super::simd::Avx2::detect)
+        .filter_map(|(vnni, wide)| super::simd::Avx2::detect(vnni, wide))
         .collect();
+    kernels.dedup();
     if kernels.is_empty() {
         eprintln!("this CPU lacks AVX2, FMA or F16C: no SIMD kernel to test");
     }
@@ -566,9 +572,10 @@ fn every_simd_dot_tile_width_equals_the_portable_dot() {
                         assert_eq!(
                             got.to_bits(),
                             want.to_bits(),
-                            "{} rows {r0}+{c} of a tile of {n} ({q4k:?}, VNNI {})",
+                            "{} rows {r0}+{c} of a tile of {n} ({q4k:?}, VNNI {}, wide {})",
                             ours.name(),
-                            avx2.vnni()
+                            avx2.vnni(),
+                            avx2.wide()
                         );
                     }
                 }
