@@ -235,7 +235,12 @@ pub(crate) fn matmul_many(
             for (i, v) in line.iter_mut().enumerate() {
                 *v = chunk[i * t + j];
             }
-            cells[mi].write(j * m.rows + r0, &line);
+            // SAFETY: these cells (rows `r0..r0 + count` of activation row `j`) are this
+            // task's alone: each weight row belongs to one task.
+            #[allow(unsafe_code)]
+            unsafe {
+                cells[mi].write(j * m.rows + r0, &line)
+            };
         }
     };
     if threads == 1 || tasks.len() == 1 {
@@ -254,8 +259,8 @@ struct Cells<'a> {
     _out: std::marker::PhantomData<&'a mut [f32]>,
 }
 
-// SAFETY: `Cells` hands out no references; `write` copies into cells that no other task
-// writes (see `write`), so sharing it between the region's threads is sound.
+// SAFETY: `Cells` hands out no references, and `write`'s callers promise that no two threads
+// write the same cells (see `write`), so sharing it between the region's threads is sound.
 #[allow(unsafe_code)]
 unsafe impl Sync for Cells<'_> {}
 
@@ -268,14 +273,18 @@ impl<'a> Cells<'a> {
         }
     }
 
-    /// `out[at..at + values.len()] = values`. Callers write disjoint cells: in
-    /// [`matmul_many`] a cell belongs to one weight row, and each weight row to one task.
-    fn write(&self, at: usize, values: &[f32]) {
+    /// `out[at..at + values.len()] = values` (panics when out of range).
+    ///
+    /// # Safety
+    ///
+    /// No other thread writes these cells while `self` lives (in [`matmul_many`] a cell
+    /// belongs to one weight row, and each weight row to one task; the outputs are read only
+    /// after the region).
+    #[allow(unsafe_code)]
+    unsafe fn write(&self, at: usize, values: &[f32]) {
         assert!(at + values.len() <= self.len, "cells out of range");
         // SAFETY: in bounds (checked above); the buffer outlives `self` (`'a`), and no other
-        // task writes or reads these cells while the region runs (each weight row, hence each
-        // output cell, belongs to one task, and the outputs are read only after `drop`).
-        #[allow(unsafe_code)]
+        // thread touches these cells (the caller's promise).
         unsafe {
             std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(at), values.len());
         }
