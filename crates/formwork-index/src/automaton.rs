@@ -144,14 +144,8 @@ impl ByteDfa {
 
     /// Builds the DFA for `regex` with explicit limits.
     pub fn with_config(regex: &str, config: DfaConfig) -> Result<Self, IndexError> {
-        let dfa = Self::builder(config)
-            .thompson(
-                regex_automata::nfa::thompson::Config::new()
-                    .nfa_size_limit(Some(config.max_memory)),
-            )
-            .build(regex)
-            .map_err(|e| build_error(regex, &e))?;
-        Self::explore(dfa, config)
+        let hir = regex_syntax::parse(regex).map_err(|e| build_error(regex, &e))?;
+        Self::with_config_hir(&hir, config)
     }
 
     /// Builds the DFA for an already parsed regex with explicit limits (nothing is parsed
@@ -168,24 +162,19 @@ impl ByteDfa {
             )
             .build_from_hir(hir)
             .map_err(|e| build_error(&hir.to_string(), &e))?;
-        let dfa = Self::builder(config)
+        let dfa = dense::Builder::new()
+            .configure(
+                dense::Config::new()
+                    .match_kind(MatchKind::All)
+                    .start_kind(regex_automata::dfa::StartKind::Anchored)
+                    .minimize(false)
+                    .byte_classes(true)
+                    .determinize_size_limit(Some(config.max_memory))
+                    .dfa_size_limit(Some(config.max_memory)),
+            )
             .build_from_nfa(&nfa)
             .map_err(|e| build_error(&hir.to_string(), &e))?;
         Self::explore(dfa, config)
-    }
-
-    fn builder(config: DfaConfig) -> dense::Builder {
-        let mut builder = dense::Builder::new();
-        builder.configure(
-            dense::Config::new()
-                .match_kind(MatchKind::All)
-                .start_kind(regex_automata::dfa::StartKind::Anchored)
-                .minimize(false)
-                .byte_classes(true)
-                .determinize_size_limit(Some(config.max_memory))
-                .dfa_size_limit(Some(config.max_memory)),
-        );
-        builder
     }
 
     /// The table of `dfa`'s states reachable from its start, within `config`'s limits.
