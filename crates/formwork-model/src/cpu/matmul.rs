@@ -230,13 +230,22 @@ pub(crate) fn matmul_many(
                 j += n;
             }
         }
+        if t == 1 {
+            // One activation row (a decode step): the chunk is that row's run already.
+            // SAFETY: these cells (rows `r0..r0 + count`) are this task's alone: each weight
+            // row belongs to one task.
+            #[allow(unsafe_code)]
+            unsafe {
+                cells[mi].write(r0, &chunk)
+            };
+            return;
+        }
         let mut line = vec![0f32; count];
         for j in 0..t {
             for (i, v) in line.iter_mut().enumerate() {
                 *v = chunk[i * t + j];
             }
-            // SAFETY: these cells (rows `r0..r0 + count` of activation row `j`) are this
-            // task's alone: each weight row belongs to one task.
+            // SAFETY: as above, for activation row `j`.
             #[allow(unsafe_code)]
             unsafe {
                 cells[mi].write(j * m.rows + r0, &line)

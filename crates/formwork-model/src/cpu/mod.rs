@@ -478,7 +478,9 @@ impl NativeModel {
             let span = &spans[b];
             let kv = caches[b].layer(layer);
             let tiled_at = |pos: usize| self.tiled_row(prompt_lens[b], span.len, pos);
-            let mut outs = vec![Vec::with_capacity(span.len * hd); count];
+            let mut outs: Vec<Vec<f32>> = (0..count)
+                .map(|_| Vec::with_capacity(span.len * hd))
+                .collect();
             let mut i = 0;
             while i < span.len {
                 // A run of rows that use the same kernel.

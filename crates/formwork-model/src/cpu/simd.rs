@@ -103,11 +103,22 @@ fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-#[target_feature(
-    enable = "avx2,fma,f16c,avxvnni,avx512f,avx512vl,avx512bw,avx512dq,avx512cd,avx512vbmi,avx512vnni,gfni,bmi1,bmi2,lzcnt,popcnt,movbe"
-)]
-fn run_wide<R>(f: impl FnOnce() -> R) -> R {
-    f()
+/// Compiles a function for the wide set: AVX2, FMA, F16C and AVX-VNNI with AVX-512 (F, VL,
+/// BW, DQ, CD, VBMI, VNNI), GFNI and BMI, the one list of its features ([`Avx2::detect`] asks
+/// the CPU for each).
+macro_rules! wide {
+    ($f:item) => {
+        #[target_feature(
+            enable = "avx2,fma,f16c,avxvnni,avx512f,avx512vl,avx512bw,avx512dq,avx512cd,avx512vbmi,avx512vnni,gfni,bmi1,bmi2,lzcnt,popcnt,movbe"
+        )]
+        $f
+    };
+}
+
+wide! {
+    fn run_wide<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
 }
 
 /// Whether [`dot_tile`] has a kernel for this format.
@@ -229,12 +240,11 @@ fn dot_n<const N: usize>(avx2: Avx2, tiles: Tiles<'_>, out: &mut [f32]) {
     }
 }
 
-#[target_feature(
-    enable = "avx2,fma,f16c,avxvnni,avx512f,avx512vl,avx512bw,avx512dq,avx512cd,avx512vbmi,avx512vnni,gfni,bmi1,bmi2,lzcnt,popcnt,movbe"
-)]
-fn dot_n_wide<const N: usize>(tiles: Tiles<'_>, out: &mut [f32]) {
-    // SAFETY: this function has AVX2, FMA, F16C, AVX-VNNI and AVX-512.
-    unsafe { each_row::<N, true>(tiles, out) }
+wide! {
+    fn dot_n_wide<const N: usize>(tiles: Tiles<'_>, out: &mut [f32]) {
+        // SAFETY: this function has AVX2, FMA, F16C, AVX-VNNI and AVX-512.
+        unsafe { each_row::<N, true>(tiles, out) }
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -779,50 +789,21 @@ pub(crate) fn flash_rows<'a, const G: usize>(
     scale: f32,
     outs: [&mut [f32]; G],
 ) {
-    // SAFETY: an `Avx2` proves AVX2, FMA and F16C, and AVX-512 when `wide` is set.
-    unsafe {
-        if avx2.wide {
-            flash_rows_wide::<G>(qs, runs, stride, offset, scale, outs)
-        } else {
-            flash_rows_avx2::<G>(qs, runs, stride, offset, scale, outs)
-        }
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn flash_rows_avx2<'a, const G: usize>(
-    qs: [&[f32]; G],
-    runs: impl Iterator<Item = (&'a [half::f16], &'a [half::f16], usize)>,
-    stride: usize,
-    offset: usize,
-    scale: f32,
-    outs: [&mut [f32]; G],
-) {
-    // SAFETY: this function has AVX2, FMA and F16C.
-    unsafe { flash_rows_body::<G>(qs, runs, stride, offset, scale, outs) }
-}
-
-#[target_feature(
-    enable = "avx2,fma,f16c,avxvnni,avx512f,avx512vl,avx512bw,avx512dq,avx512cd,avx512vbmi,avx512vnni,gfni,bmi1,bmi2,lzcnt,popcnt,movbe"
-)]
-fn flash_rows_wide<'a, const G: usize>(
-    qs: [&[f32]; G],
-    runs: impl Iterator<Item = (&'a [half::f16], &'a [half::f16], usize)>,
-    stride: usize,
-    offset: usize,
-    scale: f32,
-    outs: [&mut [f32]; G],
-) {
-    // SAFETY: this function has AVX2, FMA, F16C and AVX-512.
-    unsafe { flash_rows_body::<G>(qs, runs, stride, offset, scale, outs) }
+    avx2.run(
+        #[inline(always)]
+        || {
+            // SAFETY: `run` compiles this for the features an `Avx2` proves.
+            unsafe { flash_rows_body::<G>(qs, runs, stride, offset, scale, outs) }
+        },
+    )
 }
 
 /// [`flash_rows`]' body.
 ///
 /// # Safety
 ///
-/// The CPU has AVX2, FMA and F16C (the caller has those features, so this is compiled with
-/// them).
+/// The CPU has AVX2, FMA and F16C (the caller, [`Avx2::run`]'s code, has those features, so
+/// this is compiled with them).
 #[inline(always)]
 unsafe fn flash_rows_body<'a, const G: usize>(
     qs: [&[f32]; G],
