@@ -55,15 +55,9 @@ impl Head<'_> {
     /// portable code ([`Head::rows_portable`]).
     pub(crate) fn rows(&self, isa: Isa) -> Vec<f32> {
         #[cfg(target_arch = "x86_64")]
-        if let Some(avx2) = isa.avx2()
-            && self.dim.is_multiple_of(32)
-            && (32..=super::simd::FLASH_MAX_DIM).contains(&self.dim)
-        {
-            let (stride, offset, scale) = (self.stride, self.offset, self.scale);
-            return self.each_row(|q, from, n, out| {
-                let runs = self.kv.runs(from, n);
-                super::simd::flash_rows::<1>(avx2, [q], runs, stride, offset, scale, [out])
-            });
+        if let Some(avx2) = self.row_kernel(isa) {
+            let [out] = Head::rows_with([self], avx2);
+            return out;
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = isa;
@@ -76,54 +70,56 @@ impl Head<'_> {
     /// where the AVX2 kernel does not apply (then each head's [`Head::rows`]).
     pub(crate) fn rows_pair(&self, other: &Head<'_>, isa: Isa) -> Option<[Vec<f32>; 2]> {
         #[cfg(target_arch = "x86_64")]
-        if let Some(avx2) = isa.avx2()
-            && self.dim.is_multiple_of(32)
-            && (32..=super::simd::FLASH_MAX_DIM).contains(&self.dim)
-        {
-            assert!(
-                (self.offset, self.stride, self.dim, self.start, self.window)
-                    == (
-                        other.offset,
-                        other.stride,
-                        other.dim,
-                        other.start,
-                        other.window
-                    )
-                    && self.scale.to_bits() == other.scale.to_bits()
-                    && self.queries.len() == other.queries.len(),
-                "a pair of heads over the same keys and values"
-            );
-            let hd = self.dim;
-            let rows = self.queries.len();
-            let [mut a, mut b] = [vec![0f32; rows * hd], vec![0f32; rows * hd]];
-            let [mut qa, mut qb] = [vec![0f32; hd], vec![0f32; hd]];
-            let mut q16 = vec![f16::ZERO; hd];
-            for (i, (oa, ob)) in a
-                .chunks_exact_mut(hd)
-                .zip(b.chunks_exact_mut(hd))
-                .enumerate()
-            {
-                for (q, query) in [(&mut qa, self.queries[i]), (&mut qb, other.queries[i])] {
-                    q16.convert_from_f32_slice(query);
-                    q16.convert_to_f32_slice(q);
-                }
-                let pos = self.start + i;
-                let runs = self.kv.runs(self.first(pos), pos + 1);
-                super::simd::flash_rows::<2>(
-                    avx2,
-                    [&qa, &qb],
-                    runs,
-                    self.stride,
-                    self.offset,
-                    self.scale,
-                    [oa, ob],
-                );
-            }
-            return Some([a, b]);
+        if let Some(avx2) = self.row_kernel(isa) {
+            return Some(Head::rows_with([self, other], avx2));
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (other, isa);
         None
+    }
+
+    /// The AVX2 row kernel, where `isa` has it and the head width suits it.
+    #[cfg(target_arch = "x86_64")]
+    fn row_kernel(&self, isa: Isa) -> Option<super::simd::Avx2> {
+        isa.avx2().filter(|_| {
+            self.dim.is_multiple_of(32) && (32..=super::simd::FLASH_MAX_DIM).contains(&self.dim)
+        })
+    }
+
+    /// The AVX2 row kernel over `G` heads that read the same keys and values (the first
+    /// head's `kv`, `offset`, `start` and `window`): each head's rows, as [`each_row`] walks
+    /// them for one head.
+    ///
+    /// [`each_row`]: Head::each_row
+    #[cfg(target_arch = "x86_64")]
+    fn rows_with<const G: usize>(heads: [&Head<'_>; G], avx2: super::simd::Avx2) -> [Vec<f32>; G] {
+        let h = heads[0];
+        assert!(
+            heads.iter().all(|o| {
+                (o.offset, o.stride, o.dim, o.start, o.window)
+                    == (h.offset, h.stride, h.dim, h.start, h.window)
+                    && o.scale.to_bits() == h.scale.to_bits()
+                    && o.queries.len() == h.queries.len()
+            }),
+            "heads over the same keys and values"
+        );
+        let hd = h.dim;
+        let rows = h.queries.len();
+        let mut outs: [Vec<f32>; G] = core::array::from_fn(|_| vec![0f32; rows * hd]);
+        let mut qs: [Vec<f32>; G] = core::array::from_fn(|_| vec![0f32; hd]);
+        let mut q16 = vec![f16::ZERO; hd];
+        for i in 0..rows {
+            for (q, head) in qs.iter_mut().zip(heads) {
+                q16.convert_from_f32_slice(head.queries[i]);
+                q16.convert_to_f32_slice(q);
+            }
+            let pos = h.start + i;
+            let runs = h.kv.runs(h.first(pos), pos + 1);
+            let queries = qs.each_ref().map(Vec::as_slice);
+            let out = outs.each_mut().map(|o| &mut o[i * hd..(i + 1) * hd]);
+            super::simd::flash_rows::<G>(avx2, queries, runs, h.stride, h.offset, h.scale, out);
+        }
+        outs
     }
 
     /// [`Head::rows`] in portable code only.
