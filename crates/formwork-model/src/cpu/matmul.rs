@@ -2,8 +2,9 @@
 //!
 //! The activations are quantized once per input (ggml's `vec_dot_type` of the weight
 //! format) and shared by every matrix that reads the same input (q/k/v, gate/up). Threads
-//! take chunks of weight rows; within a chunk each weight row is multiplied into up to four
-//! activation rows at a time, so a batch reads each weight block once per four rows.
+//! take chunks of weight rows; within a chunk each weight row is multiplied into up to eight
+//! activation rows at a time ([`TILE`]), so a batch reads each weight block once per eight
+//! rows. Each task writes its weight rows' outputs in place, one run per activation row.
 //!
 //! A row's result does not depend on the other rows, with one exception asked for by name:
 //! an [`Input`] may say, row by row, how llama.cpp's call holds the row ([`RowKernels`]),
